@@ -1,0 +1,44 @@
+"""The `porch` command: parses arguments, runs a subcommand, turns errors into one line and exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from actors.commands import log as log_commands
+from actors.errors import ActorError
+from bus.errors import BusError
+from store.errors import StoreError
+
+ROOT_ERRORS = (ActorError, BusError, StoreError)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"porch: {message} (see `{self.prog} --help`)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="porch", description="porch: an event-sourced pipeline orchestrator")
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_Parser
+    )
+    log_commands.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ROOT_ERRORS as exc:
+        print(f"porch: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The `porch` subcommands, one module per area; each adds its parsers and handlers."""

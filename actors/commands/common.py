@@ -1,0 +1,63 @@
+"""What every subcommand shares: the data dir flag, reaching the hub, printing events."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from actors.errors import NotRunningError
+from bus.client import Client, hub_running
+from bus.endpoints import resolve_data_dir
+
+ENVELOPE_HIDDEN = ("type", "v", "id", "ts", "src")
+
+
+def add_data_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help="where the log, artifacts and sockets live (env PORCH_DATA_DIR, default ./.porch)",
+    )
+
+
+def data_dir_of(args: argparse.Namespace) -> Path:
+    return resolve_data_dir(args.data_dir, dict(os.environ))
+
+
+def connect(args: argparse.Namespace, *, timeout_ms: int = 10_000) -> Client:
+    """A client of the hub of the data dir; a clear error when no hub runs there."""
+    root = data_dir_of(args)
+    if not hub_running(root):
+        raise NotRunningError(f"no hub is running for data dir {root}; start one with `porch hub`")
+    return Client.local(root, timeout_ms=timeout_ms)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode()
+    return repr(value)
+
+
+def event_json(seq: int, fields: dict[str, Any]) -> str:
+    return json.dumps({"seq": seq, **fields}, default=_json_default, separators=(",", ":"))
+
+
+def event_line(seq: int, fields: dict[str, Any]) -> str:
+    ts = fields.get("ts")
+    when = (
+        datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z"
+        if isinstance(ts, int | float)
+        else "-"
+    )
+    rest = " ".join(f"{k}={_short(v)}" for k, v in fields.items() if k not in ENVELOPE_HIDDEN)
+    return f"{seq:>8}  {when}  {fields.get('type', '?'):<20} {rest}"
+
+
+def _short(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=_json_default)
+    return text if len(text) <= 80 else text[:77] + "..."

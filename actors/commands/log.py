@@ -1,0 +1,230 @@
+"""`porch hub`, `porch publish`, `porch replay` and `porch log`: the event log and its hub."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+from actors.commands.common import add_data_dir, connect, data_dir_of, event_json, event_line
+from actors.errors import UsageError
+from actors.settings import hub_config
+from bus.client import hub_running
+from bus.endpoints import log_dir
+from bus.events import SCHEMAS, build, coerce, set_source
+from bus.hub import Hub
+from bus.wire import unpack_map
+from store.log import LogReader, verify
+from store.projections.summary import SummaryState, evolve
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    hub = sub.add_parser("hub", help="run the hub: the log writer and event publisher")
+    add_data_dir(hub)
+    hub.add_argument("--config", metavar="FILE", help="TOML config file ([hub] table)")
+    hub.add_argument(
+        "--fsync", choices=["always", "batch", "never"], help="fsync policy (default batch)"
+    )
+    hub.add_argument(
+        "--ingest", metavar="ENDPOINT", help="bind ingest here instead of the data dir's ipc socket"
+    )
+    hub.add_argument("--publish", metavar="ENDPOINT", help="bind publish here")
+    hub.add_argument("--request", metavar="ENDPOINT", help="bind the request socket here")
+    hub.add_argument(
+        "--insecure",
+        action="store_true",
+        default=None,
+        help="allow binding non-loopback TCP without encryption",
+    )
+    hub.set_defaults(func=cmd_hub)
+
+    pub = sub.add_parser("publish", help="append one event through the hub and print its seq")
+    add_data_dir(pub)
+    pub.add_argument("type", nargs="?", metavar="TYPE", help="event type, e.g. MetricRecorded")
+    pub.add_argument("fields", nargs="*", metavar="KEY=VALUE", help="event fields")
+    pub.add_argument(
+        "--json", dest="json_text", metavar="JSON", help='the whole event as JSON: {"type": ...}'
+    )
+    pub.set_defaults(func=cmd_publish)
+
+    rep = sub.add_parser("replay", help="print events of the log, filter them, fold them")
+    add_data_dir(rep)
+    rep.add_argument("--from", dest="from_seq", type=int, default=1, metavar="SEQ")
+    rep.add_argument("--to", dest="to_seq", type=int, metavar="SEQ")
+    rep.add_argument(
+        "--type",
+        dest="types",
+        action="append",
+        metavar="TYPE",
+        help="only this event type (repeatable)",
+    )
+    rep.add_argument("--execution", metavar="ID", help="only events of this execution")
+    rep.add_argument("--json", action="store_true", help="one JSON object per line")
+    rep.add_argument(
+        "--follow", action="store_true", help="keep printing new events (needs a running hub)"
+    )
+    rep.add_argument(
+        "--summary", action="store_true", help="print the folded overview instead of events"
+    )
+    rep.set_defaults(func=cmd_replay)
+
+    log_cmd = sub.add_parser("log", help="check the event log")
+    log_sub = log_cmd.add_subparsers(dest="log_command", required=True, metavar="COMMAND")
+    ver = log_sub.add_parser("verify", help="check every record; name the first bad offset")
+    add_data_dir(ver)
+    ver.set_defaults(func=cmd_log_verify)
+
+
+def cmd_hub(args: argparse.Namespace) -> int:
+    config = hub_config(
+        data_dir=args.data_dir,
+        config_file=args.config,
+        environ=dict(os.environ),
+        flags={
+            "fsync": args.fsync,
+            "ingest": args.ingest,
+            "publish": args.publish,
+            "request": args.request,
+            "insecure": args.insecure,
+        },
+    )
+    logging.basicConfig(level=logging.INFO, format="porch hub: %(message)s", stream=sys.stderr)
+    set_source("hub")
+    hub = Hub(config)
+
+    def stop(signum: int, frame: object) -> None:
+        hub.stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    logging.getLogger("porch.hub").info(
+        "serving %s (head %d, fsync %s) at %s",
+        log_dir(config.data_dir),
+        hub.head,
+        config.fsync.value,
+        config.endpoints.request,
+    )
+    hub.run()
+    logging.getLogger("porch.hub").info("stopped at head %d", hub.head)
+    return 0
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    set_source("cli")
+    if args.json_text is not None:
+        if args.type or args.fields:
+            raise UsageError("publish: give either TYPE KEY=VALUE... or --json, not both")
+        try:
+            obj = json.loads(args.json_text)
+        except ValueError as exc:
+            raise UsageError(f"publish: --json is not valid JSON: {exc}") from None
+        if not isinstance(obj, dict) or not isinstance(obj.get("type"), str):
+            raise UsageError('publish: --json needs an object with a "type" string')
+        kind = obj.pop("type")
+        obj.pop("v", None)
+        values: dict[str, Any] = obj
+    else:
+        if not args.type:
+            raise UsageError(
+                "publish: give an event TYPE, or --json; types: " + ", ".join(sorted(SCHEMAS))
+            )
+        kind = args.type
+        values = {}
+        for item in args.fields:
+            key, eq, text = item.partition("=")
+            if not eq or not key:
+                raise UsageError(f"publish: {item!r} is not KEY=VALUE")
+            values[key] = coerce(kind, key, text)
+    event = build(kind, values)
+    with connect(args) as client:
+        print(client.append(event))
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    root = data_dir_of(args)
+    if args.follow and args.summary:
+        raise UsageError("replay: --follow and --summary do not go together")
+    records = _records(args, root)
+    if args.summary:
+        state = SummaryState()
+        for seq, fields in records:
+            evolve(seq, fields, state)
+        _print_summary(state)
+        return 0
+    out = sys.stdout
+    render = event_json if args.json else event_line
+    for seq, fields in records:
+        out.write(render(seq, fields) + "\n")
+        if args.follow:
+            out.flush()
+    return 0
+
+
+def _records(args: argparse.Namespace, root: Any) -> Iterator[tuple[int, dict[str, Any]]]:
+    if hub_running(root):
+        client = connect(args)
+        if args.follow:
+            sub = client.subscribe(args.from_seq, types=args.types)
+            for record in sub:
+                if args.to_seq is not None and record.seq > args.to_seq:
+                    return
+                fields = record.fields()
+                if args.execution is None or fields.get("execution_id") == args.execution:
+                    yield record.seq, fields
+        for record in client.read(
+            args.from_seq, args.to_seq, types=args.types, execution_id=args.execution
+        ):
+            yield record.seq, record.fields()
+        client.close()
+        return
+    if args.follow:
+        raise UsageError(f"replay: --follow needs a running hub for data dir {root}")
+    reader = LogReader(log_dir(root))
+    for seq, payload in reader.read(
+        args.from_seq, args.to_seq, types=args.types, execution_id=args.execution
+    ):
+        yield seq, unpack_map(payload)
+
+
+def _print_summary(state: SummaryState) -> None:
+    print(f"events: {state.events} (last seq {state.last_seq})")
+    for kind, count in sorted(state.by_type.items(), key=lambda kv: (-kv[1], kv[0])):
+        print(f"  {kind:<22} {count}")
+    statuses = state.statuses()
+    if statuses:
+        print(
+            f"executions: {len(state.executions)} ("
+            + ", ".join(f"{s} {n}" for s, n in sorted(statuses.items()))
+            + ")"
+        )
+    if state.workers:
+        print(f"workers up: {', '.join(sorted(state.workers))}")
+    if state.schedules:
+        print(f"schedules: {len(state.schedules)}")
+
+
+def cmd_log_verify(args: argparse.Namespace) -> int:
+    root = data_dir_of(args)
+    directory = log_dir(root)
+    if not directory.is_dir():
+        raise UsageError(f"log verify: no log at {directory}")
+    report = verify(directory)
+    span = f"seq {report.first_seq}..{report.last_seq}" if report.records else "no records"
+    if not report.problem:
+        print(f"ok: {report.records} records, {span}, {report.segments} segment(s)")
+        return 0
+    where = f"{report.problem_segment} at offset {report.problem_offset}"
+    if report.torn_tail:
+        print(
+            f"ok: {report.records} records, {span}; torn tail at {where} ({report.problem}),"
+            " cut off when the hub next opens the log"
+        )
+        return 0
+    print(f"corrupt: {where}: {report.problem} ({report.records} good records before it, {span})")
+    return 1

@@ -1,0 +1,391 @@
+"""The hub: the single writer of the event log and the publisher of what it holds.
+
+It pulls events from producers (ingest), validates each at the door, gives it the next seq,
+appends the batch to the log, syncs under the fsync policy and only then publishes the batch
+and acknowledges appends: durable before visible. It also answers reads of the log in bounded
+chunks. A malformed message is counted and refused; it never stops the hub.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import zmq
+
+from bus.endpoints import Endpoints, check, log_dir, run_dir
+from bus.errors import ConfigError, MalformedEventError
+from bus.events import check_map
+from bus.wire import MAX_MESSAGE_BYTES, SEQ, pack, pack_marker, unpack, unpack_map
+from store.log import DEFAULT_SEGMENT_BYTES, EventLog, FsyncPolicy, LogReader, make_private_dir
+
+log = logging.getLogger("porch.hub")
+
+SOCKET_MAX_BYTES: Final = MAX_MESSAGE_BYTES + 4096
+REQUESTS_PER_CYCLE: Final = 64
+READ_MAX_EVENTS: Final = 10_000
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HubConfig:
+    """Settings of one hub. ``batch_max`` bounds a group commit (events per fsync)."""
+
+    data_dir: Path
+    endpoints: Endpoints
+    fsync: FsyncPolicy = FsyncPolicy.BATCH
+    batch_max: int = 512
+    segment_bytes: int = DEFAULT_SEGMENT_BYTES
+    pub_hwm: int = 50_000
+    dedup_window: int = 100_000
+    marker_interval_s: float = 1.0
+    read_chunk_bytes: int = 512 << 10
+    read_scan_max: int = 50_000
+    insecure: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "fsync", _policy(self.fsync))
+        for name in ("batch_max", "pub_hwm", "read_chunk_bytes", "read_scan_max"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"hub: {name} must be at least 1, got {getattr(self, name)}")
+        if self.dedup_window < 0:
+            raise ConfigError(f"hub: dedup_window must be >= 0, got {self.dedup_window}")
+        if self.marker_interval_s <= 0:
+            raise ConfigError(f"hub: marker_interval_s must be > 0, got {self.marker_interval_s}")
+        for address in self.endpoints.all():
+            check(address, bind=True, insecure=self.insecure)
+
+
+def _policy(value: FsyncPolicy | str) -> FsyncPolicy:
+    try:
+        return FsyncPolicy(value)
+    except ValueError:
+        allowed = ", ".join(p.value for p in FsyncPolicy)
+        raise ConfigError(f"hub: fsync {value!r} is not one of {allowed}") from None
+
+
+@dataclass(slots=True)
+class HubStats:
+    """Counters a hub keeps and reports on the ``stats`` request."""
+
+    accepted: int = 0
+    duplicates: int = 0
+    malformed: int = 0
+    requests: int = 0
+    batches: int = 0
+    refused: Counter[str] = field(default_factory=Counter)
+
+    def as_map(self) -> dict[str, Any]:
+        return {
+            "accepted": self.accepted,
+            "duplicates": self.duplicates,
+            "malformed": self.malformed,
+            "requests": self.requests,
+            "batches": self.batches,
+            "refused": dict(self.refused),
+        }
+
+
+class _Batch:
+    """What one cycle gathered: payloads to append, their topics, and who waits for an ack."""
+
+    __slots__ = ("acks", "counts", "payloads", "reads", "topics")
+
+    def __init__(self) -> None:
+        self.payloads: list[bytes] = []
+        self.topics: list[bytes] = []
+        self.counts: dict[str, int] = {}
+        self.acks: list[tuple[list[bytes], Any, int, bool]] = []
+        self.reads: list[tuple[list[bytes], dict[str, Any]]] = []
+
+
+class Hub:
+    """Owns the log; publishes an event only after it is durable under the fsync policy."""
+
+    def __init__(self, config: HubConfig, *, context: zmq.Context[Any] | None = None) -> None:
+        self.config = config
+        self.stats = HubStats()
+        self._stopping = False
+        self._ctx = context or zmq.Context.instance()
+        make_private_dir(config.data_dir)
+        self.log = EventLog(
+            log_dir(config.data_dir), fsync=config.fsync, segment_bytes=config.segment_bytes
+        )
+        if self.log.truncated_bytes:
+            log.warning("cut a torn tail of %d bytes off the log", self.log.truncated_bytes)
+        self.reader = LogReader(log_dir(config.data_dir))
+        self._recent: dict[str, int] = {}
+        self._recent_order: deque[str] = deque()
+        self._seen_kinds: set[str] = set()
+        self._topics: dict[str, bytes] = {}
+        self._load_recent_ids()
+        self._marker_seq = self.log.head
+        try:
+            self._bind()
+        except BaseException:
+            self.log.close()
+            raise
+
+    @property
+    def head(self) -> int:
+        return self.log.head
+
+    def _load_recent_ids(self) -> None:
+        window = self.config.dedup_window
+        head = self.log.head
+        if not window or not head:
+            return
+        for seq, payload in self.reader.read(max(1, head - window + 1), head):
+            try:
+                event_id = unpack_map(payload).get("id")
+            except MalformedEventError:
+                continue
+            if type(event_id) is str:
+                self._remember(event_id, seq)
+
+    def _bind(self) -> None:
+        if self.config.endpoints.is_local():
+            make_private_dir(run_dir(self.config.data_dir))
+        ctx = self._ctx
+        self.ingest = ctx.socket(zmq.PULL)
+        self.ingest.setsockopt(zmq.MAXMSGSIZE, SOCKET_MAX_BYTES)
+        self.ingest.setsockopt(zmq.RCVHWM, 100_000)
+        self.publish = ctx.socket(zmq.PUB)
+        self.publish.setsockopt(zmq.SNDHWM, self.config.pub_hwm)
+        self.request = ctx.socket(zmq.ROUTER)
+        self.request.setsockopt(zmq.MAXMSGSIZE, SOCKET_MAX_BYTES)
+        for sock in (self.ingest, self.publish, self.request):
+            sock.setsockopt(zmq.LINGER, 0)
+        self.ingest.bind(self.config.endpoints.ingest)
+        self.publish.bind(self.config.endpoints.publish)
+        self.request.bind(self.config.endpoints.request)
+
+    def stop(self) -> None:
+        """Ask the loop to finish its cycle, flush and close (safe from a signal handler)."""
+        self._stopping = True
+
+    def run(self) -> None:
+        """Serve until `stop`; then commit what was received, sync and close."""
+        poller = zmq.Poller()
+        poller.register(self.ingest, zmq.POLLIN)
+        poller.register(self.request, zmq.POLLIN)
+        interval = self.config.marker_interval_s
+        next_marker = time.monotonic() + interval
+        try:
+            while not self._stopping:
+                wait_ms = max(0, min(100, int((next_marker - time.monotonic()) * 1000)))
+                if poller.poll(wait_ms):
+                    self.cycle()
+                now = time.monotonic()
+                if now >= next_marker:
+                    self._publish_marker(self.log.head, self.log.head, {})
+                    next_marker = now + interval
+            self.cycle()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self.log.close()
+        for sock in (self.ingest, self.publish, self.request):
+            sock.close(linger=1000 if sock is self.publish else 0)
+
+    def cycle(self) -> int:
+        """Drain requests and ingest once, commit the batch, publish, ack, serve reads."""
+        batch = _Batch()
+        self._drain_requests(batch)
+        self._drain_ingest(batch)
+        if batch.payloads:
+            self._commit(batch)
+        for envelope, rid, seq, duplicate in batch.acks:
+            self._reply(envelope, {"rid": rid, "ok": True, "seq": seq, "duplicate": duplicate})
+        for envelope, body in batch.reads:
+            self._serve(envelope, body)
+        return len(batch.payloads)
+
+    def _drain_ingest(self, batch: _Batch) -> None:
+        recv = self.ingest.recv
+        limit = self.config.batch_max
+        payloads = batch.payloads
+        while len(payloads) < limit:
+            try:
+                raw = recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self._accept(raw, batch, None, None)
+
+    def _drain_requests(self, batch: _Batch) -> None:
+        for _ in range(REQUESTS_PER_CYCLE):
+            try:
+                frames = self.request.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self.stats.requests += 1
+            envelope, body = frames[:-1], frames[-1]
+            if not envelope:
+                self._refuse("request without an identity", "bad request")
+                continue
+            try:
+                message = unpack(body)
+                if not isinstance(message, dict):
+                    raise MalformedEventError(
+                        f"a request must be a map, got {type(message).__name__}"
+                    )
+            except MalformedEventError as exc:
+                self._refuse(str(exc), "bad request")
+                self._reply(envelope, {"rid": None, "ok": False, "error": f"bad request: {exc}"})
+                continue
+            op = message.get("op")
+            rid = message.get("rid")
+            if op == "append":
+                payload = message.get("event")
+                if type(payload) is not bytes:
+                    self._refuse("append without event bytes", "bad request")
+                    self._reply(
+                        envelope,
+                        {"rid": rid, "ok": False, "error": "append needs 'event' as msgpack bytes"},
+                    )
+                    continue
+                self._accept(payload, batch, envelope, rid)
+            elif op in ("read", "head", "stats"):
+                batch.reads.append((envelope, message))
+            else:
+                self._refuse(f"unknown op {op!r}", "bad request")
+                self._reply(
+                    envelope,
+                    {
+                        "rid": rid,
+                        "ok": False,
+                        "error": f"unknown op {op!r}; ops: append, read, head, stats",
+                    },
+                )
+
+    def _accept(self, raw: bytes, batch: _Batch, envelope: list[bytes] | None, rid: Any) -> None:
+        try:
+            schema, obj = check_map(unpack_map(raw), raw)
+        except MalformedEventError as exc:
+            self.stats.malformed += 1
+            self._refuse(str(exc), "malformed event")
+            if envelope is not None:
+                self._reply(envelope, {"rid": rid, "ok": False, "error": str(exc)})
+            return
+        event_id = obj["id"]
+        prior = self._recent.get(event_id)
+        if prior is not None:
+            self.stats.duplicates += 1
+            if envelope is not None:
+                batch.acks.append((envelope, rid, prior, True))
+            return
+        seq = self.log.head + len(batch.payloads) + 1
+        self._remember(event_id, seq)
+        kind = schema.type
+        topic = self._topics.get(kind)
+        if topic is None:
+            topic = self._topics[kind] = kind.encode()
+        batch.payloads.append(raw)
+        batch.topics.append(topic)
+        batch.counts[kind] = batch.counts.get(kind, 0) + 1
+        if envelope is not None:
+            batch.acks.append((envelope, rid, seq, False))
+
+    def _remember(self, event_id: str, seq: int) -> None:
+        window = self.config.dedup_window
+        if not window:
+            return
+        self._recent[event_id] = seq
+        order = self._recent_order
+        order.append(event_id)
+        if len(order) > window:
+            del self._recent[order.popleft()]
+
+    def _commit(self, batch: _Batch) -> None:
+        prev = self.log.head
+        first = self.log.append(batch.payloads)
+        self.stats.accepted += len(batch.payloads)
+        self.stats.batches += 1
+        send = self.publish.send
+        more = zmq.SNDMORE
+        pack_seq = SEQ.pack
+        seq = first
+        for topic, payload in zip(batch.topics, batch.payloads, strict=True):
+            send(topic, more)
+            send(pack_seq(seq), more)
+            send(payload)
+            seq += 1
+        self._publish_marker(prev, self.log.head, batch.counts)
+
+    def _publish_marker(self, prev: int, last: int, counts: dict[str, int]) -> None:
+        self.publish.send_multipart(pack_marker(prev, last, counts))
+
+    def _refuse(self, reason: str, kind: str) -> None:
+        self.stats.refused[kind] += 1
+        if kind not in self._seen_kinds:
+            self._seen_kinds.add(kind)
+            log.warning(
+                "refused a message (%s): %s; further ones of this kind are only counted",
+                kind,
+                reason,
+            )
+
+    def _reply(self, envelope: list[bytes], body: dict[str, Any]) -> None:
+        try:
+            self.request.send_multipart([*envelope, pack(body)], zmq.NOBLOCK)
+        except zmq.ZMQError as exc:
+            log.debug("could not reply to a requester: %s", exc)
+
+    def _serve(self, envelope: list[bytes], message: dict[str, Any]) -> None:
+        op = message["op"]
+        rid = message.get("rid")
+        head = self.log.head
+        if op == "head":
+            self._reply(envelope, {"rid": rid, "ok": True, "head": head})
+            return
+        if op == "stats":
+            stats = self.stats.as_map() | {"head": head}
+            self._reply(envelope, {"rid": rid, "ok": True, "stats": stats})
+            return
+        try:
+            from_seq, to_seq, types, execution_id, max_events = _read_args(message, head)
+        except ValueError as exc:
+            self._refuse(str(exc), "bad request")
+            self._reply(envelope, {"rid": rid, "ok": False, "error": str(exc)})
+            return
+        records, next_seq = self.reader.read_chunk(
+            from_seq,
+            to_seq,
+            types=types,
+            execution_id=execution_id,
+            max_events=max_events,
+            max_bytes=self.config.read_chunk_bytes,
+            max_scan=self.config.read_scan_max,
+        )
+        self._reply(
+            envelope,
+            {"rid": rid, "ok": True, "events": records, "next": next_seq, "head": head},
+        )
+
+
+def _read_args(
+    message: dict[str, Any], head: int
+) -> tuple[int, int, list[str] | None, str | None, int]:
+    from_seq = message.get("from", 1)
+    to_seq = message.get("to")
+    types = message.get("types")
+    execution_id = message.get("execution_id")
+    max_events = message.get("max", 1000)
+    if type(from_seq) is not int or from_seq < 1:
+        raise ValueError(f"read: 'from' must be an int >= 1, got {from_seq!r}")
+    if to_seq is not None and type(to_seq) is not int:
+        raise ValueError(f"read: 'to' must be an int or nil, got {to_seq!r}")
+    if types is not None and (
+        not isinstance(types, list) or not all(type(t) is str for t in types)
+    ):
+        raise ValueError("read: 'types' must be a list of event type names")
+    if execution_id is not None and type(execution_id) is not str:
+        raise ValueError("read: 'execution_id' must be a str")
+    if type(max_events) is not int or not 1 <= max_events <= READ_MAX_EVENTS:
+        raise ValueError(f"read: 'max' must be an int from 1 to {READ_MAX_EVENTS}")
+    to_seq = head if to_seq is None else min(to_seq, head)
+    return from_seq, to_seq, types, execution_id, max_events

@@ -1,0 +1,1 @@
+"""Durable state of porch: the append-only event log, artifacts and the pure folds over them."""

@@ -1,0 +1,25 @@
+"""Errors of the store layer: one root, narrow subclasses that also subclass a builtin."""
+
+from __future__ import annotations
+
+
+class StoreError(Exception):
+    """Root of every error raised by `store`."""
+
+
+class CorruptRecordError(StoreError, ValueError):
+    """A record in the log fails its length, CRC or sequence check."""
+
+    def __init__(self, segment: str, offset: int, reason: str) -> None:
+        super().__init__(f"corrupt log record in {segment} at offset {offset}: {reason}")
+        self.segment = segment
+        self.offset = offset
+        self.reason = reason
+
+
+class LogLockedError(StoreError, RuntimeError):
+    """Another process already writes this log."""
+
+
+class LogFsyncError(StoreError, OSError):
+    """fsync failed: the data may not be on disk, so the writer must stop (fsyncgate)."""

@@ -1,0 +1,479 @@
+"""The append-only event log: one writer that makes records durable, readers that stream them.
+
+Durability follows an fsync policy: ``always`` syncs after every record, ``batch`` once per
+appended batch (group commit), ``never`` leaves it to the kernel. A torn tail (a record cut short
+or damaged with nothing whole after it) is cut off when the writer opens; damage with whole
+records after it is refused as corruption, never cut off silently.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import mmap
+import os
+import zlib
+from collections.abc import Generator, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Final
+
+import msgpack
+
+from store.errors import CorruptRecordError, LogFsyncError, LogLockedError
+from store.segment import (
+    HEADER,
+    HEADER_SIZE,
+    MAX_PAYLOAD,
+    SEQ_BYTES,
+    list_segments,
+    scan,
+    segment_first_seq,
+    segment_name,
+    valid_record_after,
+)
+
+DEFAULT_SEGMENT_BYTES: Final = 64 << 20
+INDEX_EVERY: Final = 1024
+DIR_MODE: Final = 0o700
+FILE_MODE: Final = 0o600
+
+
+class FsyncPolicy(StrEnum):
+    ALWAYS = "always"
+    BATCH = "batch"
+    NEVER = "never"
+
+
+def fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def make_private_dir(directory: Path) -> None:
+    """Create ``directory`` (and parents) readable by the owner only."""
+    directory.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+    with contextlib.suppress(PermissionError):
+        directory.chmod(DIR_MODE)
+
+
+def lock_holder(directory: Path) -> int | None:
+    """The pid of the process writing the log in ``directory``, or None when none is."""
+    path = directory / "LOCK"
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            text = path.read_text().strip()
+            return int(text) if text.isdigit() else -1
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+class EventLog:
+    """The single writer of a log directory; holds an exclusive lock on it while open.
+
+    ``append`` returns once the records are written and synced under the policy, so a caller
+    may publish or acknowledge them right after.
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        fsync: FsyncPolicy | str = FsyncPolicy.BATCH,
+        segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+    ) -> None:
+        self.directory = Path(directory)
+        self.fsync = FsyncPolicy(fsync)
+        if segment_bytes < HEADER_SIZE + 1:
+            raise ValueError(f"segment_bytes {segment_bytes} is too small")
+        self.segment_bytes = segment_bytes
+        make_private_dir(self.directory)
+        self._lock_fd = self._lock()
+        self._fd = -1
+        self.truncated_bytes = 0
+        try:
+            self._head = self._recover()
+        except BaseException:
+            os.close(self._lock_fd)
+            raise
+
+    @property
+    def head(self) -> int:
+        """The seq of the last record written (0 for an empty log)."""
+        return self._head
+
+    def _lock(self) -> int:
+        fd = os.open(self.directory / "LOCK", os.O_RDWR | os.O_CREAT, FILE_MODE)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            holder = lock_holder(self.directory)
+            raise LogLockedError(
+                f"log {self.directory} is already open for writing by pid {holder}"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        return fd
+
+    def _recover(self) -> int:
+        segments = list_segments(self.directory)
+        if not segments:
+            self._open_segment(1)
+            return 0
+        last = segments[-1]
+        first_seq = segment_first_seq(last)
+        data = last.read_bytes()
+        result = scan(data, first_seq)
+        if result.problem:
+            ahead = range(result.last_seq + 1, result.last_seq + 4)
+            found = valid_record_after(data, result.end, ahead)
+            if found is not None:
+                raise CorruptRecordError(
+                    str(last),
+                    result.end,
+                    f"{result.problem}, with whole records after it at offset {found};"
+                    " run `porch log verify` to inspect it",
+                )
+            self.truncated_bytes = len(data) - result.end
+            fd = os.open(last, os.O_WRONLY)
+            try:
+                os.ftruncate(fd, result.end)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        self._fd = os.open(last, os.O_WRONLY | os.O_APPEND)
+        self._size = result.end
+        return result.last_seq
+
+    def _open_segment(self, first_seq: int) -> None:
+        path = self.directory / segment_name(first_seq)
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, FILE_MODE)
+        self._size = 0
+        fsync_dir(self.directory)
+
+    def _roll(self) -> None:
+        self._sync()
+        os.close(self._fd)
+        self._open_segment(self._head + 1)
+
+    def _sync(self) -> None:
+        if self.fsync is FsyncPolicy.NEVER:
+            return
+        try:
+            os.fdatasync(self._fd)
+        except OSError as exc:
+            raise LogFsyncError(exc.errno, f"fsync of the log failed: {exc.strerror}") from exc
+
+    def append(self, payloads: Sequence[bytes]) -> int:
+        """Append a batch; returns the seq given to its first record."""
+        if self._fd < 0:
+            raise ValueError("the log is closed")
+        if self._size >= self.segment_bytes:
+            self._roll()
+        first = self._head + 1
+        seq = self._head
+        buf = bytearray()
+        pack_seq = SEQ_BYTES.pack
+        crc32 = zlib.crc32
+        always = self.fsync is FsyncPolicy.ALWAYS
+        for payload in payloads:
+            size = len(payload)
+            if size > MAX_PAYLOAD:
+                raise ValueError(f"payload of {size} bytes is over the {MAX_PAYLOAD} limit")
+            seq += 1
+            seq_bytes = pack_seq(seq)
+            buf += (size << 32 | crc32(payload, crc32(seq_bytes))).to_bytes(8, "big")
+            buf += seq_bytes
+            buf += payload
+            if always:
+                self._write(buf)
+                self._sync()
+                buf.clear()
+        self._write(buf)
+        if not always:
+            self._sync()
+        self._head = seq
+        return first
+
+    def _write(self, buf: bytearray) -> None:
+        view = memoryview(buf)
+        while view:
+            written = os.write(self._fd, view)
+            view = view[written:]
+        self._size += len(buf)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            self._sync()
+            os.close(self._fd)
+            self._fd = -1
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+
+    def __enter__(self) -> EventLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _packed_keys(values: Iterable[str]) -> tuple[bytes, ...]:
+    return tuple(msgpack.packb(v) for v in values)
+
+
+class LogReader:
+    """Streams records of a log directory by seq range without loading it into memory.
+
+    Safe beside a live writer: a record still being written at the end of the last segment ends
+    the stream instead of raising.
+    """
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        self.directory = Path(directory)
+        self._index: dict[str, list[tuple[int, int]]] = {}
+        self._scanned = 0
+
+    def read(
+        self,
+        from_seq: int = 1,
+        to_seq: int | None = None,
+        *,
+        types: Iterable[str] | None = None,
+        execution_id: str | None = None,
+        limit: int | None = None,
+    ) -> Generator[tuple[int, bytes], None, None]:
+        """Yield ``(seq, payload)`` for ``from_seq <= seq <= to_seq`` that pass the filters.
+
+        ``limit`` bounds how many records are scanned (matching or not), so a server can
+        answer in chunks.
+        """
+        if types is None and execution_id is None:
+            return self._read_range(from_seq, to_seq, limit)
+        return self._filtered(self._read_range(from_seq, to_seq, limit), types, execution_id)
+
+    def read_chunk(
+        self,
+        from_seq: int,
+        to_seq: int,
+        *,
+        types: Iterable[str] | None = None,
+        execution_id: str | None = None,
+        max_events: int = 1000,
+        max_bytes: int = 512 << 10,
+        max_scan: int = 50_000,
+    ) -> tuple[list[tuple[int, bytes]], int]:
+        """A bounded piece of a read: the records and the seq to continue from.
+
+        Stops after ``max_events`` records, ``max_bytes`` of payload (at least one record) or
+        ``max_scan`` records looked at, so one call never holds a server for long.
+        """
+        out: list[tuple[int, bytes]] = []
+        size = 0
+        records = self.read(
+            from_seq, to_seq, types=types, execution_id=execution_id, limit=max_scan
+        )
+        try:
+            for seq, payload in records:
+                out.append((seq, payload))
+                size += len(payload)
+                if len(out) >= max_events or size >= max_bytes:
+                    return out, seq + 1
+        finally:
+            records.close()  # type: ignore[attr-defined]
+        return out, max(self._scanned, from_seq - 1) + 1
+
+    def _filtered(
+        self,
+        records: Generator[tuple[int, bytes], None, None],
+        types: Iterable[str] | None,
+        execution_id: str | None,
+    ) -> Generator[tuple[int, bytes], None, None]:
+        type_set = set(types) if types is not None else None
+        type_keys = _packed_keys(type_set) if type_set is not None else ()
+        exec_key = msgpack.packb(execution_id) if execution_id is not None else b""
+        try:
+            for seq, payload in records:
+                if type_set is not None and not any(k in payload for k in type_keys):
+                    continue
+                if execution_id is not None and exec_key not in payload:
+                    continue
+                try:
+                    fields = msgpack.unpackb(payload)
+                except Exception:  # it passed its CRC: the content is what the writer sent
+                    continue
+                if not isinstance(fields, dict):
+                    continue
+                if type_set is not None and fields.get("type") not in type_set:
+                    continue
+                if execution_id is not None and fields.get("execution_id") != execution_id:
+                    continue
+                yield seq, payload
+        finally:
+            records.close()
+
+    def _read_range(
+        self, from_seq: int, to_seq: int | None, limit: int | None
+    ) -> Generator[tuple[int, bytes], None, None]:
+        from_seq = max(from_seq, 1)
+        self._scanned = from_seq - 1
+        segments = list_segments(self.directory)
+        firsts = [segment_first_seq(p) for p in segments]
+        start = 0
+        for i, first in enumerate(firsts):
+            if first <= from_seq:
+                start = i
+        budget = limit if limit is not None else -1
+        for i in range(start, len(segments)):
+            path = segments[i]
+            first = firsts[i]
+            if to_seq is not None and first > to_seq:
+                return
+            is_last = i == len(segments) - 1
+            with _mapped(path) as view:
+                if view is None:
+                    continue
+                offset, seq = self._locate(path, view, first, from_seq)
+                size = len(view)
+                unpack = HEADER.unpack_from
+                crc32 = zlib.crc32
+                while offset < size:
+                    if to_seq is not None and seq > to_seq:
+                        return
+                    if budget == 0:
+                        return
+                    if size - offset < HEADER_SIZE:
+                        if is_last:
+                            return
+                        raise CorruptRecordError(str(path), offset, "header cut short")
+                    length, crc, rec_seq = unpack(view, offset)
+                    stop = offset + HEADER_SIZE + length
+                    if length > MAX_PAYLOAD or stop > size:
+                        if is_last and length <= MAX_PAYLOAD:
+                            return
+                        raise CorruptRecordError(str(path), offset, f"bad length {length}")
+                    if crc32(view[offset + 8 : stop]) != crc:
+                        raise CorruptRecordError(str(path), offset, "crc mismatch")
+                    if rec_seq != seq:
+                        raise CorruptRecordError(
+                            str(path), offset, f"seq {rec_seq}, expected {seq}"
+                        )
+                    if seq % INDEX_EVERY == 0:
+                        self._remember(path, seq, offset)
+                    if seq >= from_seq:
+                        budget -= 1
+                        self._scanned = seq
+                        yield seq, view[offset + HEADER_SIZE : stop].tobytes()
+                    seq += 1
+                    offset = stop
+            from_seq = max(from_seq, seq)
+
+    def _remember(self, path: Path, seq: int, offset: int) -> None:
+        marks = self._index.setdefault(path.name, [])
+        if not marks or marks[-1][0] < seq:
+            marks.append((seq, offset))
+
+    def _locate(self, path: Path, view: memoryview, first: int, from_seq: int) -> tuple[int, int]:
+        """Offset and seq of the best-known record at or before ``from_seq`` in a segment."""
+        offset, seq = 0, first
+        for mark_seq, mark_offset in self._index.get(path.name, ()):
+            if mark_seq > from_seq:
+                break
+            offset, seq = mark_offset, mark_seq
+        size = len(view)
+        unpack = HEADER.unpack_from
+        while seq < from_seq and offset + HEADER_SIZE <= size:
+            length, _, rec_seq = unpack(view, offset)
+            if rec_seq != seq or offset + HEADER_SIZE + length > size:
+                break
+            if seq % INDEX_EVERY == 0:
+                self._remember(path, seq, offset)
+            offset += HEADER_SIZE + length
+            seq += 1
+        return offset, seq
+
+
+@contextlib.contextmanager
+def _mapped(path: Path) -> Iterator[memoryview | None]:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        yield None
+        return
+    try:
+        size = os.fstat(fd).st_size
+        if size == 0:
+            yield None
+            return
+        mapping = mmap.mmap(fd, size, access=mmap.ACCESS_READ)
+    finally:
+        os.close(fd)
+    view = memoryview(mapping)
+    try:
+        yield view
+    finally:
+        view.release()
+        mapping.close()
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyReport:
+    """What `verify` found: counts, the seq range, and the first problem if any."""
+
+    segments: int
+    records: int
+    first_seq: int
+    last_seq: int
+    problem: str
+    problem_segment: str
+    problem_offset: int
+    torn_tail: bool
+
+    @property
+    def ok(self) -> bool:
+        return not self.problem or self.torn_tail
+
+
+def verify(directory: str | os.PathLike[str]) -> VerifyReport:
+    """Check every record of every segment; report the first bad offset.
+
+    A record cut short at the very end of the last segment is reported as a torn tail (it is
+    what a crash mid-write leaves, and the writer cuts it off on open), not as corruption.
+    """
+    segments = list_segments(Path(directory))
+    records = 0
+    first_seq = segment_first_seq(segments[0]) if segments else 1
+    expected = first_seq
+    for i, path in enumerate(segments):
+        first = segment_first_seq(path)
+        if first != expected:
+            return VerifyReport(
+                len(segments), records, first_seq, expected - 1,
+                f"segment starts at seq {first}, expected {expected}", str(path), 0, False,
+            )  # fmt: skip
+        data = path.read_bytes()
+        result = scan(data, first)
+        records += result.records
+        expected = result.last_seq + 1
+        if result.problem:
+            is_last = i == len(segments) - 1
+            ahead = range(result.last_seq + 1, result.last_seq + 4)
+            torn = is_last and valid_record_after(data, result.end, ahead) is None
+            return VerifyReport(
+                len(segments), records, first_seq, result.last_seq,
+                result.problem, str(path), result.end, torn,
+            )  # fmt: skip
+    return VerifyReport(len(segments), records, first_seq, expected - 1, "", "", 0, False)
