@@ -174,10 +174,18 @@ class Client:
                 return
 
     def subscribe(
-        self, from_seq: int | None = None, *, types: Iterable[str] | None = None
+        self,
+        from_seq: int | None = None,
+        *,
+        types: Iterable[str] | None = None,
+        hwm: int = SUB_HWM,
     ) -> Subscription:
-        """Follow the log: from ``from_seq`` (history first), or only new events when None."""
-        return Subscription(self, from_seq, types)
+        """Follow the log: from ``from_seq`` (history first), or only new events when None.
+
+        ``types`` filters at the socket; ``hwm`` is how many messages may wait unread before
+        ZeroMQ drops some (the subscription then reads what it missed from the hub).
+        """
+        return Subscription(self, from_seq, types, hwm)
 
     # --- transport --------------------------------------------------------------------------
 
@@ -241,12 +249,18 @@ class Subscription:
     ``socket`` in a poller to wait on it beside other sockets, then call `receive` with 0.
     """
 
-    def __init__(self, client: Client, from_seq: int | None, types: Iterable[str] | None) -> None:
+    def __init__(
+        self,
+        client: Client,
+        from_seq: int | None,
+        types: Iterable[str] | None,
+        hwm: int = SUB_HWM,
+    ) -> None:
         self._client = client
         self._types = frozenset(types) if types is not None else None
         sock = client._ctx.socket(zmq.SUB)
         sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.RCVHWM, SUB_HWM)
+        sock.setsockopt(zmq.RCVHWM, hwm)
         sock.setsockopt(zmq.MAXMSGSIZE, SOCKET_MAX_BYTES)
         if self._types is None:
             sock.setsockopt(zmq.SUBSCRIBE, b"")

@@ -12,6 +12,7 @@ import contextlib
 import fcntl
 import mmap
 import os
+import time
 import zlib
 from collections.abc import Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ from store.segment import (
 
 DEFAULT_SEGMENT_BYTES: Final = 64 << 20
 INDEX_EVERY: Final = 1024
+LOCK_WAIT_S: Final = 1.0
 DIR_MODE: Final = 0o700
 FILE_MODE: Final = 0o600
 
@@ -116,14 +118,22 @@ class EventLog:
 
     def _lock(self) -> int:
         fd = os.open(self.directory / "LOCK", os.O_RDWR | os.O_CREAT, FILE_MODE)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            holder = lock_holder(self.directory)
-            raise LogLockedError(
-                f"log {self.directory} is already open for writing by pid {holder}"
-            ) from None
+        # A probe (`lock_holder`) holds a shared lock for an instant: retry for a moment
+        # before deciding another writer has the log.
+        deadline = time.monotonic() + LOCK_WAIT_S
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() < deadline:
+                    time.sleep(0.01)
+                    continue
+                os.close(fd)
+                holder = (self.directory / "LOCK").read_text().strip() or "unknown"
+                raise LogLockedError(
+                    f"log {self.directory} is already open for writing by pid {holder}"
+                ) from None
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
         return fd

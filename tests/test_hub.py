@@ -1,0 +1,235 @@
+"""The hub as a real process: durable appends, in-order subscriptions, crashes and garbage."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import msgpack
+import pytest
+import zmq
+
+from bus.client import Client, Record
+from bus.errors import EventRefusedError
+from bus.events import MetricRecorded, StageProgress, decode
+from bus.wire import MAX_MESSAGE_BYTES
+from store.log import LogReader, verify
+from tests.conftest import run_porch
+
+
+def metric(i: int) -> MetricRecorded:
+    return MetricRecorded(name="test", value=float(i))
+
+
+def progress(i: int) -> StageProgress:
+    return StageProgress(execution_id="e", stage="s", worker="w", fraction=i / 1000)
+
+
+def collect(sub, count: int, timeout_s: float = 20.0) -> list[Record]:
+    got: list[Record] = []
+    deadline = time.monotonic() + timeout_s
+    while len(got) < count and time.monotonic() < deadline:
+        got.extend(sub.receive(timeout_ms=200))
+    return got
+
+
+def test_append_is_acknowledged_with_contiguous_seqs(client):
+    seqs = [client.append(metric(i)) for i in range(20)]
+    assert seqs == list(range(1, 21))
+    assert client.head() == 20
+
+
+def test_duplicate_append_is_written_once(client):
+    event = metric(1)
+    assert client.append(event) == client.append(event)
+    assert client.head() == 1
+    assert client.stats()["duplicates"] == 1
+
+
+def test_refused_append_names_the_reason(client):
+    bad = msgpack.packb({"type": "MetricRecorded", "v": 1, "id": "x", "ts": 1.0, "src": "t", "name": 5, "value": 1.0})
+    with pytest.raises(EventRefusedError, match="field 'name' must be str, got int"):
+        client.append(bad)
+
+
+def wait_for_head(client, head: int, timeout_s: float = 10) -> None:
+    deadline = time.monotonic() + timeout_s
+    while client.head() < head:
+        assert time.monotonic() < deadline, f"head stuck at {client.head()}, waited for {head}"
+        time.sleep(0.01)
+
+
+def test_published_events_are_read_back_in_order(client):
+    # publish and append travel different sockets: each keeps its own order
+    for i in range(300):
+        client.publish(metric(i))
+    wait_for_head(client, 300)
+    values = [r.event().value for r in client.read()]
+    assert values == [float(i) for i in range(300)]
+    assert [r.seq for r in client.read(100, 110)] == list(range(100, 111))
+    assert {r.type for r in client.read()} == {"MetricRecorded"}
+
+
+def test_late_subscriber_receives_history_then_live_once_in_order(client, hub):
+    # given: history exists before the subscriber joins
+    for i in range(501):
+        client.publish(metric(i))
+    wait_for_head(client, 501)
+    # when: it joins from seq 1 while another program keeps publishing
+    with Client.local(hub.data_dir) as reader, reader.subscribe(1) as sub:
+        producer = threading.Thread(target=lambda: [client.publish(metric(i)) for i in range(501, 1001)])
+        producer.start()
+        got = collect(sub, 1001)
+        producer.join()
+    # then
+    assert [r.seq for r in got] == list(range(1, 1002))
+
+
+def test_filtered_subscriber_misses_nothing(client, hub):
+    with Client.local(hub.data_dir) as reader, reader.subscribe(1, types=["StageProgress"]) as sub:
+        for i in range(400):
+            client.publish(metric(i) if i % 3 else progress(i))
+        got = collect(sub, 134)
+    assert len(got) == 134
+    assert all(r.type == "StageProgress" for r in got)
+    assert [r.seq for r in got] == sorted(r.seq for r in got)
+
+
+def test_subscriber_recovers_messages_dropped_at_its_high_water_mark(client, hub):
+    # given: a subscriber whose socket holds only 10 messages and does not read for a while
+    with Client.local(hub.data_dir) as reader, reader.subscribe(hwm=10) as sub:
+        for i in range(3001):
+            client.publish(metric(i))
+        wait_for_head(client, 3001)
+        # when it reads at last
+        got = collect(sub, 3001)
+    # then nothing is lost or repeated
+    assert [r.seq for r in got] == list(range(1, 3002))
+
+
+@pytest.mark.parametrize("types", [None, ["MetricRecorded"]])
+def test_subscriber_lives_through_a_hub_restart(hub, types):
+    with Client.local(hub.data_dir, timeout_ms=20_000) as producer, Client.local(
+        hub.data_dir, timeout_ms=20_000
+    ) as reader:
+        sub = reader.subscribe(1, types=types)
+        for i in range(100):
+            producer.append(metric(i))
+        first = collect(sub, 100)
+        # when: the hub dies and comes back, and events arrive meanwhile and after
+        hub.kill()
+        hub.start()
+        for i in range(100, 200):
+            producer.append(metric(i))
+        second = collect(sub, 100)
+        sub.close()
+    assert [r.event().value for r in first + second] == [float(i) for i in range(200)]
+    assert [r.seq for r in first + second] == list(range(1, 201))
+
+
+def test_kill_under_load_loses_no_acknowledged_event(hub):
+    acked: dict[str, int] = {}
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def produce(tag: int) -> None:
+        try:
+            with Client.local(hub.data_dir, timeout_ms=30_000, retry_ms=500) as c:
+                i = 0
+                while not stop.is_set():
+                    event = metric(tag * 1_000_000 + i)
+                    acked[event.id] = c.append(event)
+                    i += 1
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=produce, args=(t,)) for t in range(2)]
+    for t in threads:
+        t.start()
+    # given: load running, then SIGKILL at an arbitrary instant, twice
+    for _ in range(2):
+        deadline = time.monotonic() + 10
+        start = len(acked)
+        while len(acked) < start + 300 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        hub.kill()
+        hub.start()
+    deadline = time.monotonic() + 10
+    start = len(acked)
+    while len(acked) < start + 300 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    stop.set()
+    for t in threads:
+        t.join(30)
+    assert not errors
+    hub.stop()
+    # then: every acknowledged event sits in the log at the seq it was acked with
+    log_dir = hub.data_dir / "log"
+    report = verify(log_dir)
+    assert report.ok
+    assert not report.problem
+    by_id = {}
+    seqs = []
+    for seq, payload in LogReader(log_dir).read():
+        seqs.append(seq)
+        by_id.setdefault(msgpack.unpackb(payload)["id"], seq)
+    assert seqs == list(range(1, len(seqs) + 1))
+    assert len(acked) > 600
+    for event_id, seq in acked.items():
+        assert by_id.get(event_id) == seq
+
+
+def test_garbage_and_oversized_frames_leave_the_hub_serving(hub, client, zmq_context):
+    endpoints = client.endpoints
+    push = zmq_context.socket(zmq.PUSH)
+    push.linger = 0
+    push.connect(endpoints.ingest)
+    dealer = zmq_context.socket(zmq.DEALER)
+    dealer.linger = 0
+    dealer.connect(endpoints.request)
+    rng = __import__("random").Random(7)
+    # when: 1,000 frames of random bytes on each socket, odd frame shapes, and oversized frames
+    for _ in range(1000):
+        junk = rng.randbytes(rng.randint(0, 300))
+        push.send(junk)
+        dealer.send_multipart([b"", junk])
+    dealer.send_multipart([b"a", b"b", b"c", b""])
+    push.send_multipart([b"x", b"y"])
+    push.send(msgpack.packb({"type": "MetricRecorded", "v": 1, "id": "i", "ts": 1, "src": "s", "name": "n", "value": "nan"}))
+    push.send(b"\x00" * (MAX_MESSAGE_BYTES + 10_000))
+    oversized = zmq_context.socket(zmq.PUSH)
+    oversized.linger = 0
+    oversized.connect(endpoints.ingest)
+    oversized.send(os.urandom(3 * MAX_MESSAGE_BYTES))
+    # then: the hub still appends, and counted what it refused
+    seq = client.append(metric(1))
+    assert seq == 1
+    stats = client.stats()
+    assert stats["malformed"] >= 1000
+    assert stats["refused"]["bad request"] >= 1000
+    assert hub.alive()
+    replies = 0
+    while dealer.poll(100):
+        dealer.recv_multipart()
+        replies += 1
+    assert replies >= 1000
+    assert decode(next(iter(client.read())).payload).value == 1.0
+    for sock in (push, dealer, oversized):
+        sock.close()
+
+
+def test_sigterm_flushes_and_exits_cleanly(hub, client):
+    for i in range(50):
+        client.publish(metric(i))
+    client.append(metric(50))
+    wait_for_head(client, 51)
+    assert hub.stop() == 0
+    assert verify(hub.data_dir / "log").records == 51
+
+
+def test_second_hub_on_the_same_data_dir_is_refused(hub):
+    result = run_porch("hub", data_dir=hub.data_dir)
+    assert result.returncode == 2
+    assert f"already open for writing by pid {hub.proc.pid}" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,177 @@
+"""The event log on real files: durability rules, torn tails, corruption, segments, reads."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import msgpack
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from store.errors import CorruptRecordError, LogLockedError
+from store.log import EventLog, LogReader, lock_holder, verify
+from store.segment import HEADER_SIZE, list_segments
+
+
+def payload(i: int, kind: str = "MetricRecorded", execution_id: str | None = None) -> bytes:
+    return msgpack.packb({"type": kind, "i": i, "execution_id": execution_id, "pad": "x" * (i % 7)})
+
+
+def write(directory, count: int, **options) -> list[bytes]:
+    payloads = [payload(i) for i in range(1, count + 1)]
+    with EventLog(directory, **options) as log:
+        for start in range(0, count, 10):
+            log.append(payloads[start : start + 10])
+    return payloads
+
+
+def test_append_assigns_contiguous_seqs_and_reads_back(tmp_path):
+    # given
+    with EventLog(tmp_path, fsync="always") as log:
+        first = log.append([b"a", b"b"])
+        second = log.append([b"c"])
+        # then
+        assert (first, second, log.head) == (1, 3, 3)
+    assert list(LogReader(tmp_path).read()) == [(1, b"a"), (2, b"b"), (3, b"c")]
+
+
+def test_reopen_continues_the_seq(tmp_path):
+    write(tmp_path, 25)
+    with EventLog(tmp_path) as log:
+        assert log.head == 25
+        assert log.append([b"next"]) == 26
+
+
+def test_segments_roll_and_reads_cross_them(tmp_path):
+    # given: segments of about 300 bytes
+    payloads = write(tmp_path, 200, segment_bytes=300)
+    # then
+    assert len(list_segments(tmp_path)) > 5
+    assert [p for _, p in LogReader(tmp_path).read()] == payloads
+    assert [s for s, _ in LogReader(tmp_path).read(137, 150)] == list(range(137, 151))
+    assert verify(tmp_path).ok
+    assert verify(tmp_path).records == 200
+
+
+def test_read_from_the_middle_uses_the_index(tmp_path):
+    write(tmp_path, 5000)
+    reader = LogReader(tmp_path)
+    assert [s for s, _ in reader.read(4090, 4100)] == list(range(4090, 4101))
+    assert [s for s, _ in reader.read(2049, 2049)] == [2049]
+    assert [s for s, _ in reader.read(1, 3)] == [1, 2, 3]
+
+
+def test_read_filters_by_type_and_execution(tmp_path):
+    with EventLog(tmp_path) as log:
+        log.append([payload(1, "A", "e1"), payload(2, "B", "e1"), payload(3, "A", "e2"), payload(4, "AB", "e1")])
+    reader = LogReader(tmp_path)
+    assert [s for s, _ in reader.read(types=["A"])] == [1, 3]
+    assert [s for s, _ in reader.read(execution_id="e1")] == [1, 2, 4]
+    assert [s for s, _ in reader.read(types=["A", "B"], execution_id="e1")] == [1, 2]
+
+
+def test_read_chunk_bounds_and_continues(tmp_path):
+    write(tmp_path, 100)
+    reader = LogReader(tmp_path)
+    records, next_seq = reader.read_chunk(1, 100, max_events=30)
+    assert [s for s, _ in records] == list(range(1, 31))
+    assert next_seq == 31
+    records, next_seq = reader.read_chunk(31, 100, types=["Nope"], max_scan=50)
+    assert records == []
+    assert next_seq == 81
+    records, next_seq = reader.read_chunk(81, 100)
+    assert len(records) == 20
+    assert next_seq == 101
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_truncation_anywhere_recovers_to_the_last_whole_record(tmp_path_factory, data):
+    # given: a log of 40 records
+    directory = tmp_path_factory.mktemp("log")
+    payloads = write(directory, 40)
+    segment = list_segments(directory)[0]
+    boundaries = [0]
+    for p in payloads:
+        boundaries.append(boundaries[-1] + HEADER_SIZE + len(p))
+    cut = data.draw(st.integers(0, boundaries[-1]))
+    # when: the file is cut there (a power cut before the fsync reached it)
+    os.truncate(segment, cut)
+    with EventLog(directory) as log:
+        whole = max(i for i, b in enumerate(boundaries) if b <= cut)
+        # then: the log holds exactly the records that fit whole, and goes on from there
+        assert log.head == whole
+        assert segment.stat().st_size == boundaries[whole]
+        assert log.append([b"after"]) == whole + 1
+    assert [p for _, p in LogReader(directory).read(1, whole)] == payloads[:whole]
+
+
+def test_garbage_tail_with_nothing_whole_after_it_is_cut(tmp_path):
+    write(tmp_path, 10)
+    segment = list_segments(tmp_path)[0]
+    with segment.open("ab") as fh:
+        fh.write(b"\x00" * 100)
+    with EventLog(tmp_path) as log:
+        assert log.head == 10
+        assert log.truncated_bytes == 100
+
+
+def test_damage_in_the_middle_is_an_error_not_a_cut(tmp_path):
+    # given: one byte of record 5's payload flipped
+    payloads = write(tmp_path, 20)
+    segment = list_segments(tmp_path)[0]
+    offset = sum(HEADER_SIZE + len(p) for p in payloads[:4])
+    raw = bytearray(segment.read_bytes())
+    raw[offset + HEADER_SIZE + 2] ^= 0xFF
+    segment.write_bytes(bytes(raw))
+    size = segment.stat().st_size
+    # then: opening refuses and names the offset, the file stays whole
+    with pytest.raises(CorruptRecordError, match=f"offset {offset}: crc mismatch"):
+        EventLog(tmp_path)
+    assert segment.stat().st_size == size
+    report = verify(tmp_path)
+    assert not report.ok
+    assert (report.problem_offset, report.problem, report.records) == (offset, "crc mismatch", 4)
+    with pytest.raises(CorruptRecordError):
+        list(LogReader(tmp_path).read())
+
+
+def test_verify_reports_a_torn_tail_as_recoverable(tmp_path):
+    write(tmp_path, 10)
+    segment = list_segments(tmp_path)[0]
+    os.truncate(segment, segment.stat().st_size - 3)
+    report = verify(tmp_path)
+    assert report.torn_tail
+    assert report.ok
+    assert report.records == 9
+
+
+def test_one_writer_at_a_time(tmp_path):
+    with EventLog(tmp_path):
+        assert lock_holder(tmp_path) == os.getpid()
+        with pytest.raises(LogLockedError, match="already open for writing"):
+            EventLog(tmp_path)
+    assert lock_holder(tmp_path) is None
+
+
+def test_files_are_private(tmp_path):
+    directory = tmp_path / "log"
+    write(directory, 3)
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+    for path in directory.iterdir():
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_reader_stops_at_a_record_being_written(tmp_path):
+    write(tmp_path, 5)
+    segment = list_segments(tmp_path)[0]
+    with segment.open("ab") as fh:
+        fh.write(b"\x00\x00\x00\x10")
+    assert len(list(LogReader(tmp_path).read())) == 5
+
+
+def test_oversized_payload_is_refused(tmp_path):
+    with EventLog(tmp_path) as log, pytest.raises(ValueError, match="over the"):
+        log.append([b"x" * ((1 << 20) + 1)])

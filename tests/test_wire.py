@@ -1,0 +1,59 @@
+"""Bounded decoding: garbage, extension types, odd keys and deep nesting are refused."""
+
+from __future__ import annotations
+
+import msgpack
+import pytest
+
+from bus.errors import MalformedEventError
+from bus.wire import MAX_MESSAGE_BYTES, check_plain, pack_marker, parse_marker, unpack, unpack_map
+
+
+def test_extension_types_are_refused():
+    raw = msgpack.packb({"a": msgpack.ExtType(5, b"xx")})
+    with pytest.raises(MalformedEventError, match="extension type 5"):
+        unpack(raw)
+
+
+def test_non_string_keys_are_refused():
+    with pytest.raises(MalformedEventError):
+        unpack(msgpack.packb({1: 2}))
+
+
+def test_oversized_message_is_refused():
+    with pytest.raises(MalformedEventError, match="over"):
+        unpack(b"\x00" * (MAX_MESSAGE_BYTES + 1))
+
+
+def test_deep_nesting_is_refused():
+    raw = b"\x91" * 5000 + b"\x00"
+    with pytest.raises(MalformedEventError):
+        unpack(raw)
+
+
+def test_non_map_event_is_refused():
+    with pytest.raises(MalformedEventError, match="must be a msgpack map, got list"):
+        unpack_map(msgpack.packb([1, 2]))
+
+
+def test_truncated_bytes_are_refused():
+    with pytest.raises(MalformedEventError):
+        unpack(msgpack.packb({"a": "b" * 40})[:-3])
+
+
+def test_marker_round_trip():
+    topic, seq, payload = pack_marker(4, 9, {"StageCompleted": 5})
+    assert topic == b"\x00"
+    assert int.from_bytes(seq, "big") == 9
+    assert parse_marker(payload) == (4, 9, {"StageCompleted": 5})
+
+
+def test_check_plain_bounds_depth():
+    deep: list = []
+    cur = deep
+    for _ in range(40):
+        nxt: list = []
+        cur.append(nxt)
+        cur = nxt
+    assert not check_plain(deep)
+    assert check_plain({"a": [1, 2.0, "x", None, True, {"b": b"y"}]})
