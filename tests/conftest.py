@@ -18,7 +18,9 @@ from bus.client import Client, hub_running
 PORCH = [sys.executable, "-m", "actors.cli"]
 
 
-def run_porch(*args: str, data_dir: Path | None = None, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+def run_porch(
+    *args: str, data_dir: Path | None = None, timeout: float = 30
+) -> subprocess.CompletedProcess[str]:
     """Run one `porch` command to completion, as a user would from a shell."""
     extra = ["--data-dir", str(data_dir)] if data_dir is not None else []
     return subprocess.run(

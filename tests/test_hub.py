@@ -48,7 +48,17 @@ def test_duplicate_append_is_written_once(client):
 
 
 def test_refused_append_names_the_reason(client):
-    bad = msgpack.packb({"type": "MetricRecorded", "v": 1, "id": "x", "ts": 1.0, "src": "t", "name": 5, "value": 1.0})
+    bad = msgpack.packb(
+        {
+            "type": "MetricRecorded",
+            "v": 1,
+            "id": "x",
+            "ts": 1.0,
+            "src": "t",
+            "name": 5,
+            "value": 1.0,
+        }
+    )
     with pytest.raises(EventRefusedError, match="field 'name' must be str, got int"):
         client.append(bad)
 
@@ -78,7 +88,9 @@ def test_late_subscriber_receives_history_then_live_once_in_order(client, hub):
     wait_for_head(client, 501)
     # when: it joins from seq 1 while another program keeps publishing
     with Client.local(hub.data_dir) as reader, reader.subscribe(1) as sub:
-        producer = threading.Thread(target=lambda: [client.publish(metric(i)) for i in range(501, 1001)])
+        producer = threading.Thread(
+            target=lambda: [client.publish(metric(i)) for i in range(501, 1001)]
+        )
         producer.start()
         got = collect(sub, 1001)
         producer.join()
@@ -110,9 +122,10 @@ def test_subscriber_recovers_messages_dropped_at_its_high_water_mark(client, hub
 
 @pytest.mark.parametrize("types", [None, ["MetricRecorded"]])
 def test_subscriber_lives_through_a_hub_restart(hub, types):
-    with Client.local(hub.data_dir, timeout_ms=20_000) as producer, Client.local(
-        hub.data_dir, timeout_ms=20_000
-    ) as reader:
+    with (
+        Client.local(hub.data_dir, timeout_ms=20_000) as producer,
+        Client.local(hub.data_dir, timeout_ms=20_000) as reader,
+    ):
         sub = reader.subscribe(1, types=types)
         for i in range(100):
             producer.append(metric(i))
@@ -196,7 +209,19 @@ def test_garbage_and_oversized_frames_leave_the_hub_serving(hub, client, zmq_con
         dealer.send_multipart([b"", junk])
     dealer.send_multipart([b"a", b"b", b"c", b""])
     push.send_multipart([b"x", b"y"])
-    push.send(msgpack.packb({"type": "MetricRecorded", "v": 1, "id": "i", "ts": 1, "src": "s", "name": "n", "value": "nan"}))
+    push.send(
+        msgpack.packb(
+            {
+                "type": "MetricRecorded",
+                "v": 1,
+                "id": "i",
+                "ts": 1,
+                "src": "s",
+                "name": "n",
+                "value": "nan",
+            }
+        )
+    )
     push.send(b"\x00" * (MAX_MESSAGE_BYTES + 10_000))
     oversized = zmq_context.socket(zmq.PUSH)
     oversized.linger = 0

@@ -65,7 +65,14 @@ def test_read_from_the_middle_uses_the_index(tmp_path):
 
 def test_read_filters_by_type_and_execution(tmp_path):
     with EventLog(tmp_path) as log:
-        log.append([payload(1, "A", "e1"), payload(2, "B", "e1"), payload(3, "A", "e2"), payload(4, "AB", "e1")])
+        log.append(
+            [
+                payload(1, "A", "e1"),
+                payload(2, "B", "e1"),
+                payload(3, "A", "e2"),
+                payload(4, "AB", "e1"),
+            ]
+        )
     reader = LogReader(tmp_path)
     assert [s for s, _ in reader.read(types=["A"])] == [1, 3]
     assert [s for s, _ in reader.read(execution_id="e1")] == [1, 2, 4]
@@ -86,7 +93,9 @@ def test_read_chunk_bounds_and_continues(tmp_path):
     assert next_seq == 101
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(data=st.data())
 def test_truncation_anywhere_recovers_to_the_last_whole_record(tmp_path_factory, data):
     # given: a log of 40 records
