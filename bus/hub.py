@@ -20,7 +20,7 @@ import zmq
 from bus.endpoints import Endpoints, check, log_dir, run_dir
 from bus.errors import ConfigError, MalformedEventError
 from bus.events import check_map
-from bus.wire import MAX_MESSAGE_BYTES, SEQ, pack, pack_marker, unpack, unpack_map
+from bus.wire import MARKER_TOPIC, MAX_MESSAGE_BYTES, SEQ, pack, pack_marker, unpack, unpack_map
 from store.log import DEFAULT_SEGMENT_BYTES, EventLog, FsyncPolicy, LogReader, make_private_dir
 
 log = logging.getLogger("porch.hub")
@@ -122,7 +122,7 @@ class Hub:
         self._seen_kinds: set[str] = set()
         self._topics: dict[str, bytes] = {}
         self._load_recent_ids()
-        self._marker_seq = self.log.head
+        self._marker_wanted = False
         try:
             self._bind()
         except BaseException:
@@ -153,7 +153,9 @@ class Hub:
         self.ingest = ctx.socket(zmq.PULL)
         self.ingest.setsockopt(zmq.MAXMSGSIZE, SOCKET_MAX_BYTES)
         self.ingest.setsockopt(zmq.RCVHWM, 100_000)
-        self.publish = ctx.socket(zmq.PUB)
+        # XPUB, so the hub learns whether any subscriber filters by type: only those need a
+        # marker after every batch; the rest find gaps by seq and get the idle marker.
+        self.publish = ctx.socket(zmq.XPUB)
         self.publish.setsockopt(zmq.SNDHWM, self.config.pub_hwm)
         self.request = ctx.socket(zmq.ROUTER)
         self.request.setsockopt(zmq.MAXMSGSIZE, SOCKET_MAX_BYTES)
@@ -172,6 +174,7 @@ class Hub:
         poller = zmq.Poller()
         poller.register(self.ingest, zmq.POLLIN)
         poller.register(self.request, zmq.POLLIN)
+        poller.register(self.publish, zmq.POLLIN)
         interval = self.config.marker_interval_s
         next_marker = time.monotonic() + interval
         try:
@@ -195,6 +198,7 @@ class Hub:
     def cycle(self) -> int:
         """Drain requests and ingest once, commit the batch, publish, ack, serve reads."""
         batch = _Batch()
+        self._drain_subscriptions()
         self._drain_requests(batch)
         self._drain_ingest(batch)
         if batch.payloads:
@@ -204,6 +208,16 @@ class Hub:
         for envelope, body in batch.reads:
             self._serve(envelope, body)
         return len(batch.payloads)
+
+    def _drain_subscriptions(self) -> None:
+        """Track whether a subscriber asked for batch markers (filtered subscriptions do)."""
+        while True:
+            try:
+                message = self.publish.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if message[1:] == MARKER_TOPIC and message[:1] in (b"\x00", b"\x01"):
+                self._marker_wanted = message[:1] == b"\x01"
 
     def _drain_ingest(self, batch: _Batch) -> None:
         recv = self.ingest.recv
@@ -314,7 +328,8 @@ class Hub:
             send(pack_seq(seq), more)
             send(payload)
             seq += 1
-        self._publish_marker(prev, self.log.head, batch.counts)
+        if self._marker_wanted:
+            self._publish_marker(prev, self.log.head, batch.counts)
 
     def _publish_marker(self, prev: int, last: int, counts: dict[str, int]) -> None:
         self.publish.send_multipart(pack_marker(prev, last, counts))

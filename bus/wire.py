@@ -1,8 +1,8 @@
 """Frames on the wire: bounded msgpack decoding, PUB framing and the batch marker.
 
 Every event is a msgpack map. On PUB an event travels as ``[topic, seq (8 bytes BE), payload]``
-with the event type as topic, so a SUB can filter. After each durable batch the hub publishes a
-marker ``[b"\\x00", seq, [prev, last, {type: count}]]``: the seqs just before and at the end of
+with the event type as topic, so a SUB can filter. After each durable batch (while some
+subscriber filters by type) the hub publishes a marker ``[b"\\x00", seq, [prev, last, {type: count}]]``: the seqs just before and at the end of
 the batch and how many events of each type it held, which lets a filtered subscriber prove it
 missed nothing. An idle hub repeats a marker with ``prev == last == head`` every second.
 """
