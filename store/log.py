@@ -37,6 +37,7 @@ from store.segment import (
 
 DEFAULT_SEGMENT_BYTES: Final = 64 << 20
 INDEX_EVERY: Final = 1024
+INDEX_MASK: Final = INDEX_EVERY - 1
 LOCK_WAIT_S: Final = 1.0
 DIR_MODE: Final = 0o700
 FILE_MODE: Final = 0o600
@@ -339,57 +340,56 @@ class LogReader:
         self, from_seq: int, to_seq: int | None, limit: int | None
     ) -> Generator[tuple[int, bytes], None, None]:
         from_seq = max(from_seq, 1)
-        self._scanned = from_seq - 1
+        # Seqs are contiguous, so "at most `limit` records scanned" is a seq bound too.
+        last = to_seq if to_seq is not None else (1 << 63)
+        if limit is not None:
+            last = min(last, from_seq + limit - 1)
         segments = list_segments(self.directory)
         firsts = [segment_first_seq(p) for p in segments]
         start = 0
         for i, first in enumerate(firsts):
             if first <= from_seq:
                 start = i
-        budget = limit if limit is not None else -1
-        for i in range(start, len(segments)):
-            path = segments[i]
-            first = firsts[i]
-            if to_seq is not None and first > to_seq:
-                return
-            is_last = i == len(segments) - 1
-            with _mapped(path) as view:
-                if view is None:
-                    continue
-                offset, seq = self._locate(path, view, first, from_seq)
-                size = len(view)
-                unpack = HEADER.unpack_from
-                crc32 = zlib.crc32
-                while offset < size:
-                    if to_seq is not None and seq > to_seq:
-                        return
-                    if budget == 0:
-                        return
-                    if size - offset < HEADER_SIZE:
-                        if is_last:
-                            return
-                        raise CorruptRecordError(str(path), offset, "header cut short")
-                    length, crc, rec_seq = unpack(view, offset)
-                    stop = offset + HEADER_SIZE + length
-                    if length > MAX_PAYLOAD or stop > size:
-                        if is_last and length <= MAX_PAYLOAD:
-                            return
-                        raise CorruptRecordError(str(path), offset, f"bad length {length}")
-                    if crc32(view[offset + 8 : stop]) != crc:
-                        raise CorruptRecordError(str(path), offset, "crc mismatch")
-                    if rec_seq != seq:
-                        raise CorruptRecordError(
-                            str(path), offset, f"seq {rec_seq}, expected {seq}"
-                        )
-                    if seq % INDEX_EVERY == 0:
-                        self._remember(path, seq, offset)
-                    if seq >= from_seq:
-                        budget -= 1
-                        self._scanned = seq
+        seq = from_seq
+        try:
+            for i in range(start, len(segments)):
+                path = segments[i]
+                if firsts[i] > last:
+                    return
+                is_last = i == len(segments) - 1
+                with _mapped(path) as view:
+                    if view is None:
+                        continue
+                    offset, seq = self._locate(path, view, firsts[i], seq)
+                    size = len(view)
+                    unpack = HEADER.unpack_from
+                    crc32 = zlib.crc32
+                    while offset < size and seq <= last:
+                        if size - offset < HEADER_SIZE:
+                            if is_last:
+                                return
+                            raise CorruptRecordError(str(path), offset, "header cut short")
+                        length, crc, rec_seq = unpack(view, offset)
+                        stop = offset + HEADER_SIZE + length
+                        if stop > size or length > MAX_PAYLOAD:
+                            if is_last and length <= MAX_PAYLOAD:
+                                return
+                            raise CorruptRecordError(str(path), offset, f"bad length {length}")
+                        if crc32(view[offset + 8 : stop]) != crc:
+                            raise CorruptRecordError(str(path), offset, "crc mismatch")
+                        if rec_seq != seq:
+                            raise CorruptRecordError(
+                                str(path), offset, f"seq {rec_seq}, expected {seq}"
+                            )
+                        if not seq & INDEX_MASK:
+                            self._remember(path, seq, offset)
                         yield seq, view[offset + HEADER_SIZE : stop].tobytes()
-                    seq += 1
-                    offset = stop
-            from_seq = max(from_seq, seq)
+                        seq += 1
+                        offset = stop
+                if seq > last:
+                    return
+        finally:
+            self._scanned = max(from_seq, seq) - 1
 
     def _remember(self, path: Path, seq: int, offset: int) -> None:
         marks = self._index.setdefault(path.name, [])
@@ -409,7 +409,7 @@ class LogReader:
             length, _, rec_seq = unpack(view, offset)
             if rec_seq != seq or offset + HEADER_SIZE + length > size:
                 break
-            if seq % INDEX_EVERY == 0:
+            if not seq & INDEX_MASK:
                 self._remember(path, seq, offset)
             offset += HEADER_SIZE + length
             seq += 1

@@ -1,0 +1,155 @@
+"""The `porch` command as a user runs it: clear one-line errors, exit codes, replay output."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from store.segment import list_segments
+from tests.conftest import run_porch
+
+
+def assert_one_line_error(result, text: str) -> None:
+    assert result.returncode == 2, result
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("porch: ")
+    assert text in lines[0]
+
+
+def test_publish_prints_the_seq(hub):
+    first = run_porch("publish", "MetricRecorded", "name=rows", "value=12", data_dir=hub.data_dir)
+    second = run_porch(
+        "publish",
+        "--json",
+        '{"type": "CancelRequested", "execution_id": "e1"}',
+        data_dir=hub.data_dir,
+    )
+    assert (first.returncode, first.stdout.strip()) == (0, "1")
+    assert (second.returncode, second.stdout.strip()) == (0, "2")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["NoSuchEvent"], "unknown event type 'NoSuchEvent'"),
+        (
+            ["MetricRecorded", "name=x", "value=abc"],
+            "MetricRecorded: field 'value' must be float, got 'abc'",
+        ),
+        (["MetricRecorded", "name=x"], "MetricRecorded: missing required field 'value'"),
+        (
+            ["MetricRecorded", "name=x", "value=1", "colour=red"],
+            "MetricRecorded: unknown field 'colour'",
+        ),
+        (["MetricRecorded", "novalue"], "'novalue' is not KEY=VALUE"),
+        (["--json", "{not json"], "--json is not valid JSON"),
+        (["--json", "[1, 2]"], 'needs an object with a "type" string'),
+        (
+            ["--json", '{"type": "StageStarted", "execution_id": 5, "stage": "s", "worker": "w"}'],
+            "StageStarted: field 'execution_id' must be str, got int",
+        ),
+        (
+            ["--json", '{"type": "StageStarted", "execution_id": "e"}'],
+            "StageStarted: missing required field 'stage'",
+        ),
+        (
+            ["MetricRecorded", "name=x", "value=1", "--json", "{}"],
+            "either TYPE KEY=VALUE... or --json",
+        ),
+        ([], "give an event TYPE"),
+    ],
+)
+def test_bad_publish_input_exits_2_with_one_line(hub, args, message):
+    result = run_porch("publish", *args, data_dir=hub.data_dir)
+    assert_one_line_error(result, message)
+    assert result.stdout == ""
+
+
+def test_publish_without_a_hub_says_so(data_dir):
+    result = run_porch("publish", "MetricRecorded", "name=x", "value=1", data_dir=data_dir)
+    assert_one_line_error(result, "no hub is running for data dir")
+
+
+def test_unknown_flag_is_a_usage_error():
+    result = run_porch("replay", "--frm", "3")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "unrecognized arguments: --frm" in result.stderr
+
+
+def test_replay_json_lines_carry_seq_type_and_fields(hub):
+    run_porch("publish", "MetricRecorded", "name=a", "value=1", data_dir=hub.data_dir)
+    run_porch("publish", "CancelRequested", "execution_id=e9", "reason=test", data_dir=hub.data_dir)
+    result = run_porch("replay", "--json", data_dir=hub.data_dir)
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [(r["seq"], r["type"]) for r in rows] == [(1, "MetricRecorded"), (2, "CancelRequested")]
+    assert rows[1]["execution_id"] == "e9"
+    assert rows[1]["reason"] == "test"
+    filtered = run_porch("replay", "--json", "--execution", "e9", data_dir=hub.data_dir)
+    assert [json.loads(x)["seq"] for x in filtered.stdout.splitlines()] == [2]
+
+
+def test_replay_reads_the_files_when_no_hub_runs(hub):
+    run_porch(
+        "publish",
+        "ExecutionRequested",
+        "execution_id=e1",
+        'stages=["a"]',
+        "input_data=x",
+        data_dir=hub.data_dir,
+    )
+    run_porch(
+        "publish",
+        "ExecutionCompleted",
+        "execution_id=e1",
+        "records_processed=5",
+        "duration_s=1",
+        data_dir=hub.data_dir,
+    )
+    hub.stop()
+    lines = run_porch(
+        "replay", "--type", "ExecutionCompleted", data_dir=hub.data_dir
+    ).stdout.splitlines()
+    assert len(lines) == 1
+    assert "ExecutionCompleted" in lines[0]
+    assert "records_processed=5" in lines[0]
+    summary = run_porch("replay", "--summary", data_dir=hub.data_dir).stdout
+    assert "events: 2 (last seq 2)" in summary
+    assert "executions: 1 (completed 1)" in summary
+
+
+def test_log_verify_names_the_offset_of_damage(hub):
+    for i in range(5):
+        run_porch("publish", "MetricRecorded", "name=a", f"value={i}", data_dir=hub.data_dir)
+    hub.stop()
+    ok = run_porch("log", "verify", data_dir=hub.data_dir)
+    assert ok.returncode == 0
+    assert ok.stdout.startswith("ok: 5 records, seq 1..5")
+    segment = list_segments(hub.data_dir / "log")[0]
+    raw = bytearray(segment.read_bytes())
+    raw[40] ^= 0xFF
+    segment.write_bytes(bytes(raw))
+    bad = run_porch("log", "verify", data_dir=hub.data_dir)
+    assert bad.returncode == 1
+    assert "corrupt:" in bad.stdout
+    assert "at offset 0: crc mismatch" in bad.stdout
+    refused = run_porch("hub", data_dir=hub.data_dir)
+    assert_one_line_error(refused, "corrupt log record")
+
+
+def test_hub_refuses_a_bad_config(tmp_path):
+    config = tmp_path / "porch.toml"
+    config.write_text('[hub]\nfsync = "sometimes"\n')
+    result = run_porch("hub", "--config", str(config), data_dir=tmp_path / "d")
+    assert_one_line_error(result, "fsync 'sometimes' is not one of always, batch, never")
+    config.write_text("[hub]\nbatch_maxx = 3\n")
+    result = run_porch("hub", "--config", str(config), data_dir=tmp_path / "d")
+    assert_one_line_error(result, "unknown key 'batch_maxx'")
+
+
+def test_hub_refuses_a_public_bind_without_insecure(tmp_path):
+    result = run_porch("hub", "--ingest", "tcp://0.0.0.0:7999", data_dir=tmp_path / "d")
+    assert_one_line_error(result, "binding a non-loopback address needs CURVE keys")
