@@ -19,9 +19,9 @@ from bus.events import ExecutionRequested, MetricRecorded, StageProgress
 PORCH = [sys.executable, "-m", "actors.cli"]
 
 
-def porch(*args: str, data_dir: Path, check: bool = True) -> str:
+def porch(*args: str, data_dir: Path, check: bool = True, note: str = "") -> str:
     shown = " ".join(["porch", *map(shlex.quote, args)])
-    print(f"\n$ {shown}", flush=True)
+    print(f"\n$ {shown}{'   # ' + note if note else ''}", flush=True)
     result = subprocess.run(
         [*PORCH, *args, "--data-dir", str(data_dir)], capture_output=True, text=True
     )
@@ -56,17 +56,10 @@ def main() -> int:
                 ' "stages": ["data_cleaning", "feature_engineering"], "input_data": "data/input.parquet"}',
                 data_dir=data_dir,
             )
-            print(
-                "\n$ porch publish MetricRecorded value=not-a-number   # refused at the door, exit 2"
-            )
             porch(
-                "publish",
-                "MetricRecorded",
-                "name=x",
-                "value=not-a-number",
-                data_dir=data_dir,
-                check=False,
-            )
+                "publish", "MetricRecorded", "name=x", "value=not-a-number",
+                data_dir=data_dir, check=False, note="refused at the door: exit 2",
+            )  # fmt: skip
 
             print("\n# the same from a Python program: bus.client.Client")
             with Client.local(data_dir) as client:
