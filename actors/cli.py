@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from actors.commands import log as log_commands
+from actors.commands import sample as sample_commands
 from actors.errors import ActorError
 from bus.errors import BusError
 from store.errors import StoreError
@@ -24,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
         dest="command", required=True, metavar="COMMAND", parser_class=_Parser
     )
     log_commands.register(sub)
+    sample_commands.register(sub)
     return parser
 
 

@@ -1,0 +1,1 @@
+"""Stage functions of porch: pure pandas ``(DataFrame, config) -> (DataFrame, report)``, and sample data."""
