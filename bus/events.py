@@ -182,11 +182,11 @@ def check_map(obj: dict[str, Any], raw: bytes = b"") -> tuple[Schema, dict[str, 
         obj = _upcast(schema, obj, raw)
     keys = obj.keys()
     if not keys <= schema.allowed:
-        extra = sorted(keys - schema.allowed)
-        raise MalformedEventError(f"{kind}: unknown field {extra[0]!r}", raw)
+        extra = min(keys - schema.allowed, key=repr)
+        raise MalformedEventError(f"{kind}: unknown field {extra!r}", raw)
     if not schema.required <= keys:
-        missing = sorted(schema.required - keys)
-        raise MalformedEventError(f"{kind}: missing required field {missing[0]!r}", raw)
+        missing = min(schema.required - keys)
+        raise MalformedEventError(f"{kind}: missing required field {missing!r}", raw)
     for name, allowed in schema.scalars:
         value = obj.get(name, None)
         if type(value) not in allowed and name in obj:

@@ -21,6 +21,7 @@ from bus.endpoints import Endpoints, check, log_dir, run_dir
 from bus.errors import ConfigError, MalformedEventError
 from bus.events import check_map
 from bus.wire import MARKER_TOPIC, MAX_MESSAGE_BYTES, SEQ, pack, pack_marker, unpack, unpack_map
+from store.errors import CorruptRecordError
 from store.log import DEFAULT_SEGMENT_BYTES, EventLog, FsyncPolicy, LogReader, make_private_dir
 
 log = logging.getLogger("porch.hub")
@@ -115,10 +116,16 @@ class Hub:
             log_dir(config.data_dir), fsync=config.fsync, segment_bytes=config.segment_bytes
         )
         if self.log.truncated_bytes:
-            log.warning("cut a torn tail of %d bytes off the log", self.log.truncated_bytes)
+            log.warning(
+                "cut a torn tail of %d bytes off the log%s",
+                self.log.truncated_bytes,
+                " (it began with a whole record that failed its check)"
+                if self.log.truncated_whole_record
+                else "",
+            )
         self.reader = LogReader(log_dir(config.data_dir))
         self._recent: dict[str, int] = {}
-        self._recent_order: deque[str] = deque()
+        self._recent_order: deque[tuple[str, int]] = deque()
         self._seen_kinds: set[str] = set()
         self._topics: dict[str, bytes] = {}
         self._load_recent_ids()
@@ -138,13 +145,17 @@ class Hub:
         head = self.log.head
         if not window or not head:
             return
-        for seq, payload in self.reader.read(max(1, head - window + 1), head):
-            try:
-                event_id = unpack_map(payload).get("id")
-            except MalformedEventError:
-                continue
-            if type(event_id) is str:
-                self._remember(event_id, seq)
+        try:
+            for seq, payload in self.reader.read(max(1, head - window + 1), head):
+                try:
+                    event_id = unpack_map(payload).get("id")
+                except MalformedEventError:
+                    continue
+                if type(event_id) is str:
+                    self._remember(event_id, seq)
+        except CorruptRecordError as exc:
+            # The hub still appends; reads into the damage get an error reply naming it.
+            log.error("%s; run `porch log verify`", exc)
 
     def _bind(self) -> None:
         if self.config.endpoints.is_local():
@@ -279,7 +290,7 @@ class Hub:
     def _accept(self, raw: bytes, batch: _Batch, envelope: list[bytes] | None, rid: Any) -> None:
         try:
             schema, obj = check_map(unpack_map(raw), raw)
-        except MalformedEventError as exc:
+        except Exception as exc:  # anything a message can provoke is a refusal, never a crash
             self.stats.malformed += 1
             self._refuse(str(exc), "malformed event")
             if envelope is not None:
@@ -310,9 +321,13 @@ class Hub:
             return
         self._recent[event_id] = seq
         order = self._recent_order
-        order.append(event_id)
+        order.append((event_id, seq))
         if len(order) > window:
-            del self._recent[order.popleft()]
+            old, old_seq = order.popleft()
+            # the same id may sit in the window twice (an old log, a smaller earlier window):
+            # forget it only when this entry is the one the map holds
+            if self._recent.get(old) == old_seq:
+                del self._recent[old]
 
     def _commit(self, batch: _Batch) -> None:
         prev = self.log.head
@@ -367,15 +382,20 @@ class Hub:
             self._refuse(str(exc), "bad request")
             self._reply(envelope, {"rid": rid, "ok": False, "error": str(exc)})
             return
-        records, next_seq = self.reader.read_chunk(
-            from_seq,
-            to_seq,
-            types=types,
-            execution_id=execution_id,
-            max_events=max_events,
-            max_bytes=self.config.read_chunk_bytes,
-            max_scan=self.config.read_scan_max,
-        )
+        try:
+            records, next_seq = self.reader.read_chunk(
+                from_seq,
+                to_seq,
+                types=types,
+                execution_id=execution_id,
+                max_events=max_events,
+                max_bytes=self.config.read_chunk_bytes,
+                max_scan=self.config.read_scan_max,
+            )
+        except CorruptRecordError as exc:
+            log.error("%s", exc)
+            self._reply(envelope, {"rid": rid, "ok": False, "error": str(exc)})
+            return
         self._reply(
             envelope,
             {"rid": rid, "ok": True, "events": records, "next": next_seq, "head": head},

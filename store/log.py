@@ -106,6 +106,7 @@ class EventLog:
         self._lock_fd = self._lock()
         self._fd = -1
         self.truncated_bytes = 0
+        self.truncated_whole_record = False
         try:
             self._head = self._recover()
         except BaseException:
@@ -149,8 +150,7 @@ class EventLog:
         data = last.read_bytes()
         result = scan(data, first_seq)
         if result.problem:
-            ahead = range(result.last_seq + 1, result.last_seq + 4)
-            found = valid_record_after(data, result.end, ahead)
+            found = valid_record_after(data, result.end, result.last_seq)
             if found is not None:
                 raise CorruptRecordError(
                     str(last),
@@ -159,6 +159,7 @@ class EventLog:
                     " run `porch log verify` to inspect it",
                 )
             self.truncated_bytes = len(data) - result.end
+            self.truncated_whole_record = not result.incomplete
             fd = os.open(last, os.O_WRONLY)
             try:
                 os.ftruncate(fd, result.end)
@@ -189,9 +190,24 @@ class EventLog:
             raise LogFsyncError(exc.errno, f"fsync of the log failed: {exc.strerror}") from exc
 
     def append(self, payloads: Sequence[bytes]) -> int:
-        """Append a batch; returns the seq given to its first record."""
+        """Append a batch; returns the seq given to its first record.
+
+        A failed write or sync leaves the log closed: what reached the disk is only known by
+        reopening it, which recovers a consistent tail.
+        """
         if self._fd < 0:
             raise ValueError("the log is closed")
+        for payload in payloads:
+            if len(payload) > MAX_PAYLOAD:
+                raise ValueError(f"payload of {len(payload)} bytes is over the {MAX_PAYLOAD} limit")
+        try:
+            return self._append(payloads)
+        except BaseException:
+            os.close(self._fd)
+            self._fd = -1
+            raise
+
+    def _append(self, payloads: Sequence[bytes]) -> int:
         if self._size >= self.segment_bytes:
             self._roll()
         first = self._head + 1
@@ -201,18 +217,16 @@ class EventLog:
         crc32 = zlib.crc32
         always = self.fsync is FsyncPolicy.ALWAYS
         for payload in payloads:
-            size = len(payload)
-            if size > MAX_PAYLOAD:
-                raise ValueError(f"payload of {size} bytes is over the {MAX_PAYLOAD} limit")
             seq += 1
             seq_bytes = pack_seq(seq)
-            buf += (size << 32 | crc32(payload, crc32(seq_bytes))).to_bytes(8, "big")
+            buf += (len(payload) << 32 | crc32(payload, crc32(seq_bytes))).to_bytes(8, "big")
             buf += seq_bytes
             buf += payload
             if always:
                 self._write(buf)
                 self._sync()
                 buf.clear()
+                self._head = seq
         self._write(buf)
         if not always:
             self._sync()
@@ -480,8 +494,7 @@ def verify(directory: str | os.PathLike[str]) -> VerifyReport:
         expected = result.last_seq + 1
         if result.problem:
             is_last = i == len(segments) - 1
-            ahead = range(result.last_seq + 1, result.last_seq + 4)
-            torn = is_last and valid_record_after(data, result.end, ahead) is None
+            torn = is_last and valid_record_after(data, result.end, result.last_seq) is None
             return VerifyReport(
                 len(segments), records, first_seq, result.last_seq,
                 result.problem, str(path), result.end, torn,

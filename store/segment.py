@@ -102,25 +102,29 @@ def scan(
     return ScanResult(offset, expected - 1, records, "", False)
 
 
-def valid_record_after(data: bytes | memoryview, offset: int, seqs: range) -> int | None:
-    """Offset of a whole, CRC-valid record with one of ``seqs`` somewhere past ``offset``.
+def valid_record_after(data: bytes | memoryview, offset: int, after_seq: int) -> int | None:
+    """Offset of a whole, CRC-valid record with a seq above ``after_seq`` past ``offset``.
 
     Tells damage in the middle of a log (good records follow the bad one) from a torn tail
-    (nothing good follows): only a torn tail may be cut off automatically.
+    (nothing good follows): only a torn tail may be cut off automatically. It searches for the
+    high six bytes of every seq the rest of the data could hold, so it finds a good record
+    however much was damaged before it.
     """
     raw = bytes(data)
-    for seq in seqs:
-        needle = SEQ_BYTES.pack(seq)
-        at = raw.find(needle, offset + 1)
+    size = len(raw)
+    most = (size - offset) // HEADER_SIZE + 1
+    for high in range((after_seq + 1) >> 16, ((after_seq + most) >> 16) + 1):
+        needle = high.to_bytes(6, "big")
+        at = raw.find(needle, offset + 9)
         while at != -1:
             start = at - 8
-            if start > offset and len(raw) - start >= HEADER_SIZE:
-                length, crc, rec_seq = HEADER.unpack_from(raw, start)
+            if start + HEADER_SIZE <= size:
+                length, crc, seq = HEADER.unpack_from(raw, start)
                 stop = start + HEADER_SIZE + length
                 if (
-                    rec_seq == seq
+                    seq > after_seq
                     and length <= MAX_PAYLOAD
-                    and stop <= len(raw)
+                    and stop <= size
                     and zlib.crc32(raw[start + 8 : stop]) == crc
                 ):
                     return start

@@ -189,3 +189,9 @@ def test_source_names_the_actor():
     source = events.set_source("worker")
     assert source.startswith("worker@")
     assert completed().src == source
+
+
+def test_unknown_fields_of_mixed_key_types_are_refused_not_crashed():
+    obj = to_map(completed()) | {"zz": 1, b"b": 2}
+    with pytest.raises(MalformedEventError, match="unknown field"):
+        check_map(obj)

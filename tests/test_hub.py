@@ -15,7 +15,7 @@ from bus.errors import EventRefusedError
 from bus.events import MetricRecorded, StageProgress, decode
 from bus.wire import MAX_MESSAGE_BYTES
 from store.log import LogReader, verify
-from tests.conftest import run_porch
+from tests.conftest import HubProcess, run_porch
 
 
 def metric(i: int) -> MetricRecorded:
@@ -259,3 +259,42 @@ def test_second_hub_on_the_same_data_dir_is_refused(hub):
     assert result.returncode == 2
     assert f"already open for writing by pid {hub.proc.pid}" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_read_into_a_damaged_old_segment_is_an_error_reply_not_a_crash(data_dir):
+    # given: a log of several segments whose first one is damaged
+    from store.log import EventLog
+    from store.segment import list_segments
+
+    log_dir = data_dir / "log"
+    with EventLog(log_dir, segment_bytes=400) as log:
+        for i in range(30):
+            log.append(
+                [
+                    msgpack.packb(
+                        {
+                            "type": "MetricRecorded",
+                            "v": 1,
+                            "id": f"i{i}",
+                            "ts": 1.0,
+                            "src": "t",
+                            "name": "n",
+                            "value": 1.0,
+                        }
+                    )
+                ]
+            )
+    first = list_segments(log_dir)[0]
+    raw = bytearray(first.read_bytes())
+    raw[30] ^= 0xFF
+    first.write_bytes(bytes(raw))
+    hub = HubProcess(data_dir).start()
+    try:
+        with Client.local(data_dir) as client:
+            # when / then
+            with pytest.raises(EventRefusedError, match="corrupt log record"):
+                list(client.read(1))
+            assert client.append(metric(1)) == 31
+            assert hub.alive()
+    finally:
+        hub.stop()

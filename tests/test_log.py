@@ -184,3 +184,25 @@ def test_reader_stops_at_a_record_being_written(tmp_path):
 def test_oversized_payload_is_refused(tmp_path):
     with EventLog(tmp_path) as log, pytest.raises(ValueError, match="over the"):
         log.append([b"x" * ((1 << 20) + 1)])
+
+
+def test_damage_over_many_records_with_whole_ones_after_is_not_cut(tmp_path):
+    # given: 1 KiB zeroed in the middle of a 100-record segment
+    write(tmp_path, 100)
+    segment = list_segments(tmp_path)[0]
+    raw = bytearray(segment.read_bytes())
+    raw[1000:2024] = bytes(1024)
+    segment.write_bytes(bytes(raw))
+    # then: refused, nothing cut
+    with pytest.raises(CorruptRecordError, match="whole records after it"):
+        EventLog(tmp_path)
+    assert segment.stat().st_size == len(raw)
+    assert not verify(tmp_path).ok
+
+
+def test_a_refused_append_writes_nothing(tmp_path):
+    with EventLog(tmp_path, fsync="always") as log:
+        with pytest.raises(ValueError, match="over the"):
+            log.append([b"ok", b"x" * ((1 << 20) + 1)])
+        assert log.append([b"next"]) == 1
+    assert [p for _, p in LogReader(tmp_path).read()] == [b"next"]
