@@ -79,3 +79,10 @@ def test_cli_writes_a_sample(tmp_path):
     bad = run_porch("sample", str(out), "--start", "yesterday")
     assert bad.returncode == 2
     assert "is not an ISO 8601 datetime" in bad.stderr
+
+
+def test_cli_default_days_match_the_generator():
+    from actors.commands import sample as cli
+    from stages import sample
+
+    assert cli.DEFAULT_DAYS == sample.DEFAULT_DAYS

@@ -7,7 +7,8 @@ from datetime import datetime
 
 from actors.errors import UsageError
 from stages.errors import StageError
-from stages.sample import DEFAULT_DAYS, write_sample
+
+DEFAULT_DAYS = 28  # stages.sample.DEFAULT_DAYS; pandas is imported only when a sample is made
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -34,6 +35,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
         if start.tzinfo is None:
             raise UsageError(f"sample: --start {args.start!r} needs a UTC offset, e.g. +00:00")
         options["start"] = start
+    from stages.sample import write_sample  # here, so other commands start without pandas
+
     try:
         path = write_sample(args.output, args.rows, **options)
     except StageError as exc:
