@@ -8,6 +8,7 @@ without a default are required. When a schema changes, bump ``V`` and add a pure
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -314,15 +315,11 @@ def coerce(kind: str, name: str, text: str) -> Any:
         if text.lower() in ("false", "no", "0", "off"):
             return False
     if int in allowed:
-        try:
+        with contextlib.suppress(ValueError):
             return int(text)
-        except ValueError:
-            pass
     if float in allowed:
-        try:
+        with contextlib.suppress(ValueError):
             return float(text)
-        except ValueError:
-            pass
     if str in allowed:
         return text
     raise MalformedEventError(f"{kind}: field {name!r} must be {schema.kinds[name]}, got {text!r}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -14,6 +15,7 @@ import pytest
 import zmq
 
 from bus.client import Client, hub_running
+from bus.errors import HubUnavailableError
 
 PORCH = [sys.executable, "-m", "actors.cli"]
 
@@ -49,12 +51,12 @@ class HubProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"hub exited with {self.proc.returncode}: {self.stderr()}")
             if hub_running(self.data_dir):
-                with Client.local(self.data_dir, timeout_ms=2000) as client:
-                    try:
-                        client.head()
-                        return self
-                    except Exception:
-                        pass
+                with (
+                    Client.local(self.data_dir, timeout_ms=2000) as client,
+                    contextlib.suppress(HubUnavailableError),
+                ):
+                    client.head()
+                    return self
             time.sleep(0.02)
         raise RuntimeError(f"hub did not come up in {timeout} s: {self.stderr()}")
 
