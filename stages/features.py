@@ -1,0 +1,362 @@
+"""``feature_engineering``: time features, durations, ratios, logs, per-group history, encodings.
+
+Global-stats stage. `map` adds the row-local features (time parts, durations, ratios, log
+transforms) and returns, for the features that need the whole table, the group keys, times and
+values (per-group history) and value counts (frequency and one-hot encodings). `reduce` orders
+each group by time across every partition (ties keep table order) and computes the per-group
+features, and fixes the category sets. `apply` attaches them. Feature names are upper case and
+start with the column they come from, e.g. ``START_TIME_HOUR``.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal
+
+import numpy as np
+import pandas as pd
+
+from stages.config import parse_config
+from stages.errors import StageConfigError, StageInputError
+from stages.partition import run_whole_by_parts
+from stages.spec import Partitioning, Report, Stage
+
+NAME: Final = "feature_engineering"
+TIME_PARTS: Final = ("hour", "weekday", "is_weekend", "month", "is_business_hours")
+ROLLING_STATS: Final = ("mean", "max", "min", "sum", "std")
+_NAT: Final = np.iinfo(np.int64).min
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FeatureConfig:
+    time_column: str = "START_TIME"
+    timezone: str = "UTC"
+    time_features: tuple[Literal[TIME_PARTS], ...] = TIME_PARTS  # type: ignore[valid-type]
+    business_hours: tuple[int, int] = (9, 18)
+    durations: dict[str, tuple[str, str]] = field(
+        default_factory=lambda: {"DURATION_S": ("START_TIME", "END_TIME")}
+    )
+    ratios: dict[str, tuple[str, str]] = field(
+        default_factory=lambda: {
+            "BYTES_PER_MS": ("BYTES_SCANNED", "EXECUTION_TIME"),
+            "QUEUED_SHARE": ("QUEUED_OVERLOAD_TIME", "TOTAL_ELAPSED_TIME"),
+            "COMPILE_SHARE": ("COMPILATION_TIME", "TOTAL_ELAPSED_TIME"),
+        }
+    )
+    log_columns: tuple[str, ...] = ("BYTES_SCANNED", "EXECUTION_TIME", "ROWS_PRODUCED")
+    since_previous: tuple[str, ...] = ("USER_NAME", "WAREHOUSE_NAME")
+    rolling: tuple[dict[str, Any], ...] = (
+        {
+            "group": "WAREHOUSE_NAME",
+            "column": "EXECUTION_TIME",
+            "window": 20,
+            "stats": ["mean", "max"],
+        },
+    )
+    frequency: tuple[str, ...] = ("USER_NAME", "WAREHOUSE_NAME", "QUERY_TYPE")
+    one_hot: tuple[str, ...] = ("WAREHOUSE_SIZE", "QUERY_TYPE", "EXECUTION_STATUS")
+    max_categories: int = 20
+    explicit: frozenset[str] = frozenset()
+
+    def __post_init__(self) -> None:
+        start, end = self.business_hours
+        if not 0 <= start < end <= 24:
+            raise StageConfigError(
+                f"{NAME}: business_hours must be [start, end) with 0 <= start < end <= 24, "
+                f"got {list(self.business_hours)}"
+            )
+        if self.max_categories < 1:
+            raise StageConfigError(
+                f"{NAME}: max_categories must be >= 1, got {self.max_categories}"
+            )
+        for spec in self.rolling:
+            _rolling_spec(spec)
+
+
+@dataclass(frozen=True, slots=True)
+class _Rolling:
+    group: str
+    column: str
+    window: int
+    stats: tuple[str, ...]
+
+    def name(self, stat: str) -> str:
+        return f"{self.column}_ROLLING_{stat.upper()}_{self.window}_BY_{self.group}"
+
+
+def _rolling_spec(spec: Mapping[str, Any]) -> _Rolling:
+    allowed = {"group", "column", "window", "stats"}
+    unknown = set(spec) - allowed
+    if unknown:
+        raise StageConfigError(
+            f"{NAME}: unknown rolling key {sorted(unknown)[0]!r} (allowed: {', '.join(sorted(allowed))})"
+        )
+    if not isinstance(spec.get("group"), str) or not isinstance(spec.get("column"), str):
+        raise StageConfigError(
+            f"{NAME}: rolling needs 'group' and 'column' names, got {dict(spec)}"
+        )
+    window = spec.get("window", 10)
+    if not isinstance(window, int) or isinstance(window, bool) or window < 1:
+        raise StageConfigError(f"{NAME}: rolling window must be an integer >= 1, got {window!r}")
+    stats = tuple(spec.get("stats", ("mean",)))
+    for stat in stats:
+        if stat not in ROLLING_STATS:
+            raise StageConfigError(
+                f"{NAME}: rolling stat {stat!r} is not one of {', '.join(ROLLING_STATS)}"
+            )
+    return _Rolling(spec["group"], spec["column"], window, stats)
+
+
+def parse(values: Mapping[str, Any] | None) -> FeatureConfig:
+    cfg = parse_config(FeatureConfig, NAME, values)
+    try:
+        pd.Timestamp("2026-01-01", tz=cfg.timezone)
+    except (ValueError, KeyError) as exc:
+        raise StageConfigError(f"{NAME}: unknown timezone {cfg.timezone!r}") from exc
+    return cfg
+
+
+def _need(cfg: FeatureConfig, key: str, df: pd.DataFrame, columns: Sequence[str]) -> bool:
+    """True when every column is there; a missing one is an error only if the user set `key`."""
+    missing = [c for c in columns if c not in df.columns]
+    if missing and key in cfg.explicit:
+        raise StageInputError(
+            f"{NAME}: column {missing[0]!r} named in {key!r} is not in the data "
+            f"(columns: {', '.join(map(str, df.columns))})"[:400]
+        )
+    return not missing
+
+
+def _time(df: pd.DataFrame, column: str) -> pd.Series:
+    values = df[column]
+    if not isinstance(values.dtype, pd.DatetimeTZDtype):
+        if pd.api.types.is_datetime64_dtype(values.dtype):
+            return values.dt.tz_localize("UTC")
+        raise StageInputError(
+            f"{NAME}: column {column!r} is {values.dtype}, not a timestamp; run data_cleaning "
+            "first or list it in its 'timestamps'"
+        )
+    return values
+
+
+def _number(df: pd.DataFrame, column: str) -> pd.Series:
+    values = df[column]
+    if not pd.api.types.is_numeric_dtype(values.dtype):
+        raise StageInputError(f"{NAME}: column {column!r} is {values.dtype}, not numeric")
+    return values.astype("float64")
+
+
+# ---- map
+
+
+def map_partition(df: pd.DataFrame, cfg: FeatureConfig) -> tuple[pd.DataFrame, dict[str, Any]]:
+    added: dict[str, Any] = {}
+    if cfg.time_features and _need(cfg, "time_column", df, [cfg.time_column]):
+        local = _time(df, cfg.time_column).dt.tz_convert(cfg.timezone)
+        added.update(_time_parts(local, cfg))
+    for name, (start, end) in cfg.durations.items():
+        if _need(cfg, "durations", df, [start, end]):
+            delta = _time(df, end) - _time(df, start)
+            added[name] = delta.dt.total_seconds()
+    for name, (top, bottom) in cfg.ratios.items():
+        if _need(cfg, "ratios", df, [top, bottom]):
+            denominator = _number(df, bottom)
+            added[name] = _number(df, top) / denominator.where(denominator != 0)
+    for column in cfg.log_columns:
+        if _need(cfg, "log_columns", df, [column]):
+            added[f"LOG_{column}"] = np.log1p(_number(df, column).clip(lower=0))
+    out = df.assign(**added) if added else df
+
+    partial: dict[str, Any] = {"rows": len(df), "groups": {}, "counts": {}}
+    if _need(cfg, "time_column", df, [cfg.time_column]) and (cfg.since_previous or cfg.rolling):
+        times = _time(df, cfg.time_column).dt.as_unit("us").astype("int64", copy=False)
+        times = times.to_numpy(dtype=np.int64)
+        for group in cfg.since_previous:
+            if _need(cfg, "since_previous", df, [group]):
+                partial["groups"][f"since:{group}"] = {"key": _group_key(df, group), "time": times}
+        for spec in map(_rolling_spec, cfg.rolling):
+            if _need(cfg, "rolling", df, [spec.group, spec.column]):
+                partial["groups"][f"roll:{spec.group}:{spec.column}:{spec.window}"] = {
+                    "key": _group_key(df, spec.group),
+                    "time": times,
+                    "value": _number(df, spec.column).to_numpy(dtype="float64", na_value=np.nan),
+                }
+    for column in dict.fromkeys((*cfg.frequency, *cfg.one_hot)):
+        if _need(cfg, "frequency" if column in cfg.frequency else "one_hot", df, [column]):
+            counts = df[column].value_counts(dropna=True, sort=False)
+            partial["counts"][column] = {
+                "values": [_plain(v) for v in counts.index],
+                "counts": counts.to_numpy(dtype=np.int64),
+            }
+    return out, partial
+
+
+def _time_parts(local: pd.Series, cfg: FeatureConfig) -> dict[str, pd.Series]:
+    prefix = cfg.time_column
+    present = local.notna()
+    hour = local.dt.hour
+    weekday = local.dt.weekday
+    parts: dict[str, pd.Series] = {}
+    for part in cfg.time_features:
+        if part == "hour":
+            parts[f"{prefix}_HOUR"] = hour
+        elif part == "weekday":
+            parts[f"{prefix}_WEEKDAY"] = weekday
+        elif part == "month":
+            parts[f"{prefix}_MONTH"] = local.dt.month
+        elif part == "is_weekend":
+            parts[f"{prefix}_IS_WEEKEND"] = (weekday >= 5) & present
+        elif part == "is_business_hours":
+            start, end = cfg.business_hours
+            parts[f"{prefix}_IS_BUSINESS_HOURS"] = (
+                (weekday < 5) & (hour >= start) & (hour < end) & present
+            )
+    return parts
+
+
+def _group_key(df: pd.DataFrame, column: str) -> np.ndarray:
+    """A 64-bit hash of the group value (same value, same hash in every partition); 0 if null."""
+    values = df[column]
+    hashed = pd.util.hash_pandas_object(values, index=False).to_numpy()
+    return np.where(values.isna().to_numpy(), np.uint64(0), hashed)
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+# ---- reduce
+
+
+def reduce(partials: Sequence[dict[str, Any]], cfg: FeatureConfig) -> dict[str, Any]:
+    sizes = [int(p["rows"]) for p in partials]
+    bounds = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    per_row: dict[str, list[np.ndarray]] = {}
+    names = partials[0]["groups"].keys() if partials else []
+    for name in names:
+        key = np.concatenate([p["groups"][name]["key"] for p in partials])
+        time = np.concatenate([p["groups"][name]["time"] for p in partials])
+        valid = (time != _NAT) & (key != 0)
+        order = np.flatnonzero(valid)
+        order = order[np.lexsort((order, time[order], key[order]))]
+        sorted_key = key[order]
+        first = np.ones(len(order), dtype=bool)
+        first[1:] = sorted_key[1:] != sorted_key[:-1]
+        if name.startswith("since:"):
+            result = np.full(len(key), np.nan)
+            gap = np.empty(len(order))
+            gap[1:] = (time[order][1:] - time[order][:-1]) / 1e6
+            gap[first] = np.nan
+            result[order] = gap
+            per_row[f"{name[len('since:') :]}"] = _split(result, bounds)
+            continue
+        _, group, column, window = name.split(":")
+        spec = next(
+            s
+            for s in map(_rolling_spec, cfg.rolling)
+            if (s.group, s.column, s.window) == (group, column, int(window))
+        )
+        value = np.concatenate([p["groups"][name]["value"] for p in partials])[order]
+        group_id = np.cumsum(first)
+        roll = pd.Series(value).groupby(group_id, sort=False).rolling(spec.window, min_periods=1)
+        for stat in spec.stats:
+            result = np.full(len(key), np.nan)
+            result[order] = getattr(roll, stat)().to_numpy()
+            per_row[spec.name(stat)] = _split(result, bounds)
+    counts: dict[str, dict[Any, int]] = {}
+    for column in partials[0]["counts"] if partials else []:
+        total: dict[Any, int] = {}
+        for p in partials:
+            entry = p["counts"][column]
+            for value, n in zip(entry["values"], entry["counts"].tolist(), strict=True):
+                total[value] = total.get(value, 0) + n
+        counts[column] = total
+    categories = {}
+    for column in cfg.one_hot:
+        if column in counts:
+            ranked = sorted(counts[column], key=lambda v: (-counts[column][v], str(v)))
+            categories[column] = sorted(ranked[: cfg.max_categories], key=str)
+    return {
+        "per_row": per_row,
+        "counts": {c: counts[c] for c in cfg.frequency if c in counts},
+        "categories": categories,
+        "other": {c: len(counts[c]) > cfg.max_categories for c in categories},
+        "rows": int(bounds[-1]),
+    }
+
+
+def _split(values: np.ndarray, bounds: np.ndarray) -> list[np.ndarray]:
+    return [values[a:b] for a, b in itertools.pairwise(bounds)]
+
+
+# ---- apply
+
+
+def apply(
+    df: pd.DataFrame, cfg: FeatureConfig, stats: dict[str, Any], index: int
+) -> tuple[pd.DataFrame, Report]:
+    added: dict[str, Any] = {}
+    for group in cfg.since_previous:
+        if group in stats["per_row"]:
+            added[f"SECONDS_SINCE_PREVIOUS_BY_{group}"] = stats["per_row"][group][index]
+    for spec in map(_rolling_spec, cfg.rolling):
+        for stat in spec.stats:
+            if spec.name(stat) in stats["per_row"]:
+                added[spec.name(stat)] = stats["per_row"][spec.name(stat)][index]
+    total = stats["rows"]
+    for column, counts in stats["counts"].items():
+        freq = pd.Series(counts, dtype="float64") / total if total else pd.Series(dtype="float64")
+        added[f"{column}_FREQUENCY"] = (
+            _codes_map(df[column], freq).astype("float64") if len(freq) else np.nan
+        )
+    for column, categories in stats["categories"].items():
+        values = df[column]
+        for category in categories:
+            added[f"{column}_IS_{_label(category)}"] = (values == category).to_numpy(
+                dtype=bool, na_value=False
+            )
+        if stats["other"][column]:
+            added[f"{column}_IS_OTHER"] = (values.notna() & ~values.isin(categories)).to_numpy()
+    out = df.assign(**added) if added else df
+    return out, {"rows": len(out)}
+
+
+def _codes_map(values: pd.Series, mapping: pd.Series) -> pd.Series:
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        table = mapping.reindex(values.cat.categories).to_numpy(dtype="float64")
+        codes = values.cat.codes.to_numpy()
+        return pd.Series(np.where(codes >= 0, table[codes], np.nan), index=values.index)
+    return values.map(mapping)
+
+
+def _label(value: Any) -> str:
+    text = "".join(ch if ch.isalnum() else "_" for ch in str(value)).strip("_")
+    return text.upper() or "BLANK"
+
+
+def report(stats: dict[str, Any], parts: Sequence[Report], cfg: FeatureConfig) -> Report:
+    return {"rows": sum(p["rows"] for p in parts), "features_added": []}
+
+
+def feature_engineering(
+    df: pd.DataFrame, config: Mapping[str, Any] | FeatureConfig | None = None
+) -> tuple[pd.DataFrame, Report]:
+    """Add features to `df`; see the module doc. The report lists the features added."""
+    cfg = config if isinstance(config, FeatureConfig) else parse(config)
+    out, rep = run_whole_by_parts(STAGE, df, cfg)
+    return out, {**rep, "features_added": [c for c in out.columns if c not in df.columns]}
+
+
+STAGE: Final = Stage(
+    name=NAME,
+    func=feature_engineering,
+    partitioning=Partitioning.GLOBAL_STATS,
+    parse=parse,
+    map=map_partition,
+    reduce=reduce,
+    apply=apply,
+    report=report,
+    description="time parts, durations, ratios, logs, per-group history, frequency and one-hot",
+)
