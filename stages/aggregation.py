@@ -252,7 +252,7 @@ def _bucket(frame: pd.DataFrame, cfg: AggregationConfig, bucket: str) -> pd.Seri
     day = local.dt.floor("D") if cfg.timezone == "UTC" else local.dt.normalize()
     if bucket == "day":
         return day
-    return day - pd.to_timedelta(day.dt.weekday, unit="D")
+    return day - pd.to_timedelta(day.dt.day_of_week, unit="D")
 
 
 def _aggregate(

@@ -369,7 +369,7 @@ def reduce(partials: Sequence[dict[str, Any]], cfg: CleaningConfig) -> dict[str,
         union: set[Any] = set()
         for p in partials:
             union.update(p["categories"][column])
-        if cfg.missing.get(column) in ("constant", "mode") and column in fills:
+        if cfg.missing.get(column) in ("constant", "mode") and fills.get(column) is not None:
             union.add(fills[column])
         categories[column] = sorted(union, key=str)
     return {

@@ -66,9 +66,15 @@ def _decode(value: Any) -> Any:
         return [_decode(v) for v in value]
     if isinstance(value, dict):
         if _ARRAY in value:
-            dtype = np.dtype(str(value[_ARRAY]))
-            if dtype.kind not in _KINDS or not isinstance(value.get("data"), bytes):
+            try:
+                dtype = np.dtype(str(value[_ARRAY]))
+            except TypeError as exc:
+                raise CodecError(f"refused array of dtype {value[_ARRAY]!r}") from exc
+            data = value.get("data")
+            if dtype.kind not in _KINDS or not isinstance(data, bytes):
                 raise CodecError(f"refused array of dtype {dtype}")
-            return np.frombuffer(value["data"], dtype=dtype).copy()
+            if len(data) % dtype.itemsize:
+                raise CodecError(f"array of {dtype} has {len(data)} bytes, not a whole number")
+            return np.frombuffer(data, dtype=dtype).copy()
         return {k: _decode(v) for k, v in value.items()}
     return value

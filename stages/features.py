@@ -169,9 +169,9 @@ def map_partition(df: pd.DataFrame, cfg: FeatureConfig) -> tuple[pd.DataFrame, d
             added[f"LOG_{column}"] = np.log1p(_number(df, column).clip(lower=0))
     out = df.assign(**added) if added else df
 
-    partial: dict[str, Any] = {"rows": len(df), "groups": {}, "counts": {}}
+    partial: dict[str, Any] = {"rows": len(df), "groups": {}, "counts": {}, "added": list(added)}
     if _need(cfg, "time_column", df, [cfg.time_column]) and (cfg.since_previous or cfg.rolling):
-        times = _time(df, cfg.time_column).dt.as_unit("us").astype("int64", copy=False)
+        times = _time(df, cfg.time_column).dt.as_unit("us").astype("int64")
         times = times.to_numpy(dtype=np.int64)
         for group in cfg.since_previous:
             if _need(cfg, "since_previous", df, [group]):
@@ -197,7 +197,7 @@ def _time_parts(local: pd.Series, cfg: FeatureConfig) -> dict[str, pd.Series]:
     prefix = cfg.time_column
     present = local.notna()
     hour = local.dt.hour
-    weekday = local.dt.weekday
+    weekday = local.dt.day_of_week
     parts: dict[str, pd.Series] = {}
     for part in cfg.time_features:
         if part == "hour":
@@ -284,6 +284,7 @@ def reduce(partials: Sequence[dict[str, Any]], cfg: FeatureConfig) -> dict[str, 
         "categories": categories,
         "other": {c: len(counts[c]) > cfg.max_categories for c in categories},
         "rows": int(bounds[-1]),
+        "added": list(partials[0]["added"]) if partials else [],
     }
 
 
@@ -320,7 +321,7 @@ def apply(
         if stats["other"][column]:
             added[f"{column}_IS_OTHER"] = (values.notna() & ~values.isin(categories)).to_numpy()
     out = df.assign(**added) if added else df
-    return out, {"rows": len(out)}
+    return out, {"rows": len(out), "features_added": [*stats["added"], *added]}
 
 
 def _codes_map(values: pd.Series, mapping: pd.Series) -> pd.Series:
@@ -337,7 +338,10 @@ def _label(value: Any) -> str:
 
 
 def report(stats: dict[str, Any], parts: Sequence[Report], cfg: FeatureConfig) -> Report:
-    return {"rows": sum(p["rows"] for p in parts), "features_added": []}
+    return {
+        "rows": sum(p["rows"] for p in parts),
+        "features_added": parts[0]["features_added"] if parts else [],
+    }
 
 
 def feature_engineering(
@@ -345,8 +349,7 @@ def feature_engineering(
 ) -> tuple[pd.DataFrame, Report]:
     """Add features to `df`; see the module doc. The report lists the features added."""
     cfg = config if isinstance(config, FeatureConfig) else parse(config)
-    out, rep = run_whole_by_parts(STAGE, df, cfg)
-    return out, {**rep, "features_added": [c for c in out.columns if c not in df.columns]}
+    return run_whole_by_parts(STAGE, df, cfg)
 
 
 STAGE: Final = Stage(

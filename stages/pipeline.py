@@ -328,6 +328,8 @@ def run(pipeline: Pipeline, df: pd.DataFrame) -> tuple[dict[str, pd.DataFrame], 
     for s in pipeline.steps:
         stage = pipeline.stage(s)
         frames[s.id], reports[s.id] = stage(frames[s.source], s.config)
+        if s.id not in keep and not readers.get(s.id):
+            del frames[s.id]  # ordering-only step: its report is the result
         readers[s.source] -= 1
         if readers[s.source] == 0 and s.source not in keep and s.source != SOURCE:
             del frames[s.source]

@@ -15,6 +15,7 @@ a default rule whose columns are absent is skipped, a rule the user writes is no
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -181,13 +182,18 @@ def _check_params(name: str, kind: str, params: dict[str, Any]) -> None:
             raise fail(f"pattern {pattern!r} is not valid RE2: {exc}") from exc
     if kind == "freshness":
         try:
-            age = pd.Timedelta(params["max_age"])
+            age = _duration(params["max_age"])
         except (ValueError, TypeError) as exc:
             raise fail(
                 f"max_age {params['max_age']!r} is not a duration like '36h' or '2d'"
             ) from exc
         if age <= pd.Timedelta(0):
             raise fail(f"max_age must be positive, got {params['max_age']!r}")
+
+
+def _duration(text: Any) -> pd.Timedelta:
+    """``36h``, ``2d``, ``1 day``, ``PT30M``: what pandas reads, with ``d`` for days."""
+    return pd.Timedelta(re.sub(r"(?<=\d)\s*d\b", "D", str(text)))
 
 
 def _now(text: str) -> pd.Timestamp:
@@ -374,7 +380,7 @@ def reduce(partials: Sequence[dict[str, Any]], cfg: ValidationConfig) -> dict[st
             newest = max(stamps) if stamps else None
             now = _now(cfg.now) if cfg.now else pd.Timestamp(datetime.now(UTC))
             age = None if newest is None else now - newest
-            bad = age is None or age > pd.Timedelta(r.params["max_age"])
+            bad = age is None or age > _duration(r.params["max_age"])
             detail = "no times" if newest is None else f"newest {newest.isoformat()}, age {age}"
             results.append(_result(r, failing=int(bad), detail=detail))
         else:

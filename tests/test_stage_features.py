@@ -1,0 +1,158 @@
+"""feature_engineering: time parts, durations, ratios, logs, per-group history, encodings."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from stages.errors import StageConfigError, StageInputError
+from stages.features import feature_engineering
+from tests.stagedata import clean_pool
+
+NONE = {"since_previous": [], "rolling": [], "frequency": [], "one_hot": [], "ratios": {},
+        "log_columns": [], "durations": {}}  # fmt: skip
+
+
+def times(*texts: str) -> pd.Series:
+    return pd.Series(pd.to_datetime(list(texts), utc=True, format="ISO8601")).dt.as_unit("us")
+
+
+def test_time_parts_in_the_configured_time_zone():
+    df = pd.DataFrame(
+        {"START_TIME": times("2026-10-03 14:00", "2026-10-05 13:30", "2026-10-05 23:30")}
+    )
+    out, report = feature_engineering(df, NONE)
+    assert out["START_TIME_HOUR"].tolist() == [14, 13, 23]
+    assert out["START_TIME_WEEKDAY"].tolist() == [5, 0, 0]  # Saturday, Monday
+    assert out["START_TIME_IS_WEEKEND"].tolist() == [True, False, False]
+    assert out["START_TIME_IS_BUSINESS_HOURS"].tolist() == [False, True, False]
+    assert out["START_TIME_MONTH"].tolist() == [10, 10, 10]
+    ny, _ = feature_engineering(df, {**NONE, "timezone": "America/New_York"})
+    assert ny["START_TIME_HOUR"].tolist() == [10, 9, 19]
+    assert report["features_added"][0] == "START_TIME_HOUR"
+
+
+def test_durations_ratios_and_logs():
+    df = pd.DataFrame(
+        {
+            "START_TIME": times("2026-10-01 00:00", "2026-10-01 00:00"),
+            "END_TIME": times("2026-10-01 00:00:02.5", "2026-10-01 00:01"),
+            "BYTES_SCANNED": [100.0, 50.0],
+            "EXECUTION_TIME": [10.0, 0.0],
+        }
+    )
+    config = {**NONE, "time_features": [], "durations": {"DURATION_S": ["START_TIME", "END_TIME"]},
+              "ratios": {"BYTES_PER_MS": ["BYTES_SCANNED", "EXECUTION_TIME"]},
+              "log_columns": ["BYTES_SCANNED"]}  # fmt: skip
+    out, report = feature_engineering(df, config)
+    assert out["DURATION_S"].tolist() == [2.5, 60.0]
+    assert out["BYTES_PER_MS"].iloc[0] == 10.0
+    assert np.isnan(out["BYTES_PER_MS"].iloc[1])  # divided by zero: missing, not inf
+    assert out["LOG_BYTES_SCANNED"].tolist() == pytest.approx(np.log1p([100.0, 50.0]).tolist())
+    assert report["features_added"] == ["DURATION_S", "BYTES_PER_MS", "LOG_BYTES_SCANNED"]
+
+
+def test_time_since_previous_follows_time_not_row_order():
+    df = pd.DataFrame(
+        {
+            "START_TIME": times(
+                "2026-10-01 10:00", "2026-10-01 09:00", "2026-10-01 11:00", "2026-10-01 12:00", None
+            ),
+            "USER_NAME": ["a", "a", "b", "a", "a"],
+        }
+    )
+    out, _ = feature_engineering(df, {**NONE, "time_features": [], "since_previous": ["USER_NAME"]})
+    got = out["SECONDS_SINCE_PREVIOUS_BY_USER_NAME"].tolist()
+    assert got[0] == 3600.0
+    assert np.isnan(got[1])
+    assert np.isnan(got[2])
+    assert got[3] == 7200.0
+    assert np.isnan(got[4])
+
+
+def test_rolling_statistics_per_group_in_time_order():
+    df = pd.DataFrame(
+        {
+            "START_TIME": times(
+                "2026-10-01 03:00", "2026-10-01 01:00", "2026-10-01 02:00", "2026-10-01 01:30"
+            ),
+            "WAREHOUSE_NAME": ["w", "w", "w", "v"],
+            "EXECUTION_TIME": [30.0, 10.0, 20.0, 99.0],
+        }
+    )
+    config = {**NONE, "time_features": [], "rolling": [
+        {"group": "WAREHOUSE_NAME", "column": "EXECUTION_TIME", "window": 2, "stats": ["mean", "max"]}]}  # fmt: skip
+    out, _ = feature_engineering(df, config)
+    assert out["EXECUTION_TIME_ROLLING_MEAN_2_BY_WAREHOUSE_NAME"].tolist() == [
+        25.0,
+        10.0,
+        15.0,
+        99.0,
+    ]
+    assert out["EXECUTION_TIME_ROLLING_MAX_2_BY_WAREHOUSE_NAME"].tolist() == [
+        30.0,
+        10.0,
+        20.0,
+        99.0,
+    ]
+
+
+def test_frequency_and_one_hot_with_other():
+    df = pd.DataFrame({"Q": ["s", "s", "s", "i", "i", "m", None]})
+    config = {
+        **NONE,
+        "time_features": [],
+        "frequency": ["Q"],
+        "one_hot": ["Q"],
+        "max_categories": 2,
+    }
+    out, report = feature_engineering(df, config)
+    assert out["Q_FREQUENCY"].tolist()[:6] == pytest.approx([3 / 7] * 3 + [2 / 7] * 2 + [1 / 7])
+    assert np.isnan(out["Q_FREQUENCY"].iloc[6])
+    assert out["Q_IS_S"].tolist() == [True] * 3 + [False] * 4
+    assert out["Q_IS_OTHER"].tolist() == [False] * 5 + [True, False]
+    assert report["features_added"] == ["Q_FREQUENCY", "Q_IS_I", "Q_IS_S", "Q_IS_OTHER"]
+
+
+def test_defaults_on_cleaned_query_history():
+    out, report = feature_engineering(clean_pool())
+    assert "SECONDS_SINCE_PREVIOUS_BY_USER_NAME" in out.columns
+    assert "WAREHOUSE_SIZE_IS_LARGE" in out.columns
+    assert len(report["features_added"]) > 20
+    assert report["rows"] == len(clean_pool())
+
+
+def test_empty_and_one_row():
+    empty = clean_pool().iloc[:0]
+    out, report = feature_engineering(empty)
+    assert len(out) == 0
+    assert report["rows"] == 0
+    assert "START_TIME_HOUR" in out.columns
+    out, _ = feature_engineering(clean_pool().iloc[:1])
+    assert np.isnan(out["SECONDS_SINCE_PREVIOUS_BY_USER_NAME"].iloc[0])
+
+
+def test_columns_named_by_the_user_must_exist_and_have_the_right_type():
+    df = pd.DataFrame({"T": ["2026-01-01"]})
+    _out, report = feature_engineering(df)  # defaults whose columns are absent are skipped
+    assert report["features_added"] == []
+    with pytest.raises(StageInputError, match="'T' is str, not a timestamp; run data_cleaning"):
+        feature_engineering(df, {"time_column": "T"})
+    with pytest.raises(StageInputError, match="column 'NOPE' named in 'log_columns'"):
+        feature_engineering(df, {"log_columns": ["NOPE"]})
+
+
+def test_bad_config():
+    with pytest.raises(StageConfigError, match="unknown timezone 'Mars/Base'"):
+        feature_engineering(pd.DataFrame(), {"timezone": "Mars/Base"})
+    with pytest.raises(StageConfigError, match="rolling window must be an integer >= 1"):
+        feature_engineering(
+            pd.DataFrame(), {"rolling": [{"group": "a", "column": "b", "window": 0}]}
+        )
+    with pytest.raises(StageConfigError, match="rolling stat 'median'"):
+        feature_engineering(
+            pd.DataFrame(), {"rolling": [{"group": "a", "column": "b", "stats": ["median"]}]}
+        )
+    with pytest.raises(StageConfigError, match="business_hours"):
+        feature_engineering(pd.DataFrame(), {"business_hours": [18, 9]})
