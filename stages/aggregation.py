@@ -255,6 +255,22 @@ def _bucket(frame: pd.DataFrame, cfg: AggregationConfig, bucket: str) -> pd.Seri
     return day - pd.to_timedelta(day.dt.day_of_week, unit="D")
 
 
+def _equals(values: pd.Series, text: str) -> pd.Series:
+    """Where `values` equals `text`, compared as the column's own type (no copy as text)."""
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        categories = values.cat.categories
+        matches = [i for i, c in enumerate(categories) if str(c) == text]
+        codes = values.cat.codes.to_numpy()
+        hit = np.isin(codes, matches) if matches else np.zeros(len(values), dtype=bool)
+        return pd.Series(hit, index=values.index)
+    if pd.api.types.is_numeric_dtype(values.dtype) and not pd.api.types.is_bool_dtype(values.dtype):
+        try:
+            return values == float(text)
+        except ValueError:
+            return pd.Series(False, index=values.index)
+    return (values.astype("str") == text).fillna(False).astype(bool)
+
+
 def _aggregate(
     frame: pd.DataFrame, grouping: _Grouping, metrics: Sequence[_Metric], cfg: AggregationConfig
 ) -> pd.DataFrame:
@@ -267,7 +283,7 @@ def _aggregate(
         if m.agg == "count":
             columns[m.name] = groups.size()
         elif m.agg == "count_eq":
-            hit = (frame[m.column].astype("str") == m.value).groupby(
+            hit = _equals(frame[m.column], m.value).groupby(
                 keys, observed=True, dropna=False, sort=True
             )
             columns[m.name] = hit.sum().astype("int64")

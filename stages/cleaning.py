@@ -22,15 +22,14 @@ from typing import Any, Final, Literal
 import numpy as np
 import pandas as pd
 
-from stages import coerce
+from stages import coerce, hashing
 from stages.config import parse_config
 from stages.errors import StageConfigError, StageInputError
-from stages.partition import run_whole_by_parts
+from stages.partition import joined, run_whole_by_parts
 from stages.spec import Partitioning, Report, Stage, sum_reports
 
 NAME: Final = "data_cleaning"
 MISSING_POLICIES: Final = ("drop", "median", "mean", "mode", "constant", "flag", "keep")
-_MIX: Final = np.uint64(0x100000001B3)
 
 Policy = Literal["drop", "median", "mean", "mode", "constant", "flag", "keep"]
 
@@ -207,21 +206,24 @@ def map_partition(df: pd.DataFrame, cfg: CleaningConfig) -> tuple[pd.DataFrame, 
             absent = out[column].isna().to_numpy() & keep
             counts.add(column, "dropped_missing", int(absent.sum()))
             keep &= ~absent
-    if not keep.all():
-        out = out[keep].reset_index(drop=True)
+    # categoricals become codes now (local categories), so the rest copies bytes, not text
+    typed = {c: out[c].astype("category") for c in categoricals}
+    if typed:
+        out = out.assign(**typed)
 
     partial: dict[str, Any] = {
         "rows_in": rows_in,
         "rows": len(out),
+        "alive": keep,
         "renamed": renamed,
         "counts": counts.columns,
     }
-    key_hash = _hash(out, key) if key else None
+    key_hash = hashing.rows(out, key) if key else None
     if key_hash is not None:
         partial["key_hash"] = key_hash
     if cfg.drop_exact_duplicates:
         rest = [c for c in out.columns if c not in key]
-        partial["row_hash"] = _combine(key_hash, _hash(out, rest), len(out))
+        partial["row_hash"] = _combine(key_hash, hashing.rows(out, rest), len(out))
     values: dict[str, np.ndarray] = {}
     modes: dict[str, dict[str, Any]] = {}
     for column, policy in missing.items():
@@ -234,8 +236,14 @@ def map_partition(df: pd.DataFrame, cfg: CleaningConfig) -> tuple[pd.DataFrame, 
         values.setdefault(column, _numbers(out[column], column, "outlier"))
     partial["values"] = values
     partial["modes"] = modes
-    partial["categories"] = {c: sorted(_plain(out[c].dropna().unique())) for c in categoricals}
+    partial["categories"] = {c: _used_categories(out[c], keep) for c in categoricals}
     return out, partial
+
+
+def _used_categories(values: pd.Series, keep: np.ndarray) -> list[Any]:
+    codes = values.cat.codes.to_numpy()
+    used = np.unique(codes[keep & (codes >= 0)])
+    return sorted(_plain(values.cat.categories[used]), key=str)
 
 
 def _impossible(
@@ -310,18 +318,10 @@ def _numbers(values: pd.Series, column: str, purpose: str) -> np.ndarray:
     return values.to_numpy(dtype="float64", na_value=np.nan)
 
 
-def _hash(df: pd.DataFrame, columns: Sequence[str]) -> np.ndarray:
-    acc = np.zeros(len(df), dtype=np.uint64)
-    for column in columns:
-        h = pd.util.hash_pandas_object(df[column], index=False).to_numpy()
-        acc = (acc * _MIX) ^ h
-    return acc
-
-
 def _combine(a: np.ndarray | None, b: np.ndarray, n: int) -> np.ndarray:
     if a is None:
         return b
-    return (a * _MIX) ^ b if n else b
+    return (a * hashing.MIX) ^ b if n else b
 
 
 def _plain(values: Any) -> list[Any]:
@@ -335,22 +335,25 @@ def reduce(partials: Sequence[dict[str, Any]], cfg: CleaningConfig) -> dict[str,
     sizes = [int(p["rows"]) for p in partials]
     offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
     total = int(offsets[-1])
+    alive = joined([p["alive"] for p in partials]) if partials else np.zeros(0, bool)
     exact = np.zeros(total, dtype=bool)
+    remaining = np.flatnonzero(alive)
     if all("row_hash" in p for p in partials) and cfg.drop_exact_duplicates:
-        exact = _duplicated(np.concatenate([p["row_hash"] for p in partials]))
+        rows = joined([p["row_hash"] for p in partials])
+        exact[remaining[_duplicated(rows[remaining])]] = True
     by_key = np.zeros(total, dtype=bool)
     if all("key_hash" in p for p in partials):
-        keys = np.concatenate([p["key_hash"] for p in partials])
-        remaining = np.flatnonzero(~exact)
+        keys = joined([p["key_hash"] for p in partials])
+        remaining = np.flatnonzero(alive & ~exact)
         by_key[remaining[_duplicated(keys[remaining])]] = True
-    drop = exact | by_key
+    drop = ~alive | exact | by_key
     keep = ~drop
 
     fills: dict[str, Any] = {}
     bounds: dict[str, list[float]] = {}
     columns = partials[0]["values"].keys() if partials else []
     for column in columns:
-        values = np.concatenate([p["values"][column] for p in partials])[keep]
+        values = joined([p["values"][column] for p in partials])[keep]
         values = values[~np.isnan(values)]
         policy = cfg.missing.get(column)
         if policy == "median" and len(values):
@@ -380,6 +383,7 @@ def reduce(partials: Sequence[dict[str, Any]], cfg: CleaningConfig) -> dict[str,
         "bounds": bounds,
         "categories": categories,
         "rows_in": sum(int(p["rows_in"]) for p in partials),
+        "rows_out": int(keep.sum()),
         "renamed": int(partials[0]["renamed"]) if partials else 0,
         "counts": sum_reports([p["counts"] for p in partials]),
     }
@@ -437,6 +441,13 @@ def apply(
         mask = np.ones(len(df), dtype=bool)
         mask[drop] = False
         out = df[mask].reset_index(drop=True)
+    typed = {
+        c: out[c].cat.set_categories(cats)
+        for c, cats in stats["categories"].items()
+        if c in out.columns
+    }
+    if typed:
+        out = out.assign(**typed)
     changes: dict[str, pd.Series] = {}
     for column, policy in cfg.missing.items():
         if column not in out.columns or policy in ("drop", "keep"):
@@ -452,13 +463,6 @@ def apply(
     if changes:
         out = out.assign(**changes)
     out, counts = _outliers(out, cfg, stats, counts)
-    typed = {
-        c: pd.Categorical(out[c], categories=cats)
-        for c, cats in stats["categories"].items()
-        if c in out.columns
-    }
-    if typed:
-        out = out.assign(**typed)
     return out, {"rows_out": len(out), "columns": counts.columns}
 
 

@@ -13,6 +13,8 @@ from typing import Final, Literal
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from stages.errors import StageInputError
 
@@ -22,6 +24,7 @@ Case = Literal["upper", "lower", "keep"]
 
 _NOT_WORD = re.compile(r"[^0-9A-Za-z]+")
 _DIGITS = r"^[+-]?\d+(\.\d+)?$"
+_NUMBER = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
 # epoch magnitudes: below 1e11 seconds (year 5138), below 1e14 ms, below 1e17 us, else ns
 _EPOCH_LIMITS: Final = ((1e11, 1_000_000_000), (1e14, 1_000_000), (1e17, 1_000), (np.inf, 1))
 
@@ -142,10 +145,20 @@ def to_number(values: pd.Series) -> tuple[pd.Series, int]:
     present = values.notna()
     if pd.api.types.is_bool_dtype(values.dtype) or pd.api.types.is_numeric_dtype(values.dtype):
         out = values.astype("float64")
+    elif values.dtype != object:
+        out = _text_to_number(values)
     else:
-        text = values if values.dtype != object else values.map(_text_or_number)
+        text = values.map(_text_or_number)
         out = pd.to_numeric(text, errors="coerce").astype("float64")
     return out, int((present & out.isna()).sum())
+
+
+def _text_to_number(values: pd.Series) -> pd.Series:
+    """Decimal or scientific notation, surrounding blanks allowed; anything else is missing."""
+    text = pc.utf8_trim_whitespace(pa.array(values, type=pa.large_string(), from_pandas=True))
+    ok = pc.match_substring_regex(text, _NUMBER)
+    numbers = pc.cast(pc.if_else(ok, text, pa.scalar(None, pa.large_string())), pa.float64())
+    return pd.Series(numbers.to_numpy(zero_copy_only=False), index=values.index, dtype="float64")
 
 
 def _text_or_number(value: object) -> object:
@@ -173,6 +186,8 @@ def trim(values: pd.Series) -> tuple[pd.Series, int, int]:
     blanks = int(blank.sum())
     if blanks:
         stripped = stripped.mask(blank)
+    if not trimmed and not blanks:
+        return values, 0, 0  # keep the original buffers: no second copy of the text
     return stripped, trimmed, blanks
 
 

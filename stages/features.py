@@ -20,7 +20,7 @@ import pandas as pd
 
 from stages.config import parse_config
 from stages.errors import StageConfigError, StageInputError
-from stages.partition import run_whole_by_parts
+from stages.partition import joined, run_whole_by_parts
 from stages.spec import Partitioning, Report, Stage
 
 NAME: Final = "feature_engineering"
@@ -236,8 +236,8 @@ def reduce(partials: Sequence[dict[str, Any]], cfg: FeatureConfig) -> dict[str, 
     per_row: dict[str, list[np.ndarray]] = {}
     names = partials[0]["groups"].keys() if partials else []
     for name in names:
-        key = np.concatenate([p["groups"][name]["key"] for p in partials])
-        time = np.concatenate([p["groups"][name]["time"] for p in partials])
+        key = joined([p["groups"][name]["key"] for p in partials])
+        time = joined([p["groups"][name]["time"] for p in partials])
         valid = (time != _NAT) & (key != 0)
         order = np.flatnonzero(valid)
         order = order[np.lexsort((order, time[order], key[order]))]
@@ -258,7 +258,7 @@ def reduce(partials: Sequence[dict[str, Any]], cfg: FeatureConfig) -> dict[str, 
             for s in map(_rolling_spec, cfg.rolling)
             if (s.group, s.column, s.window) == (group, column, int(window))
         )
-        value = np.concatenate([p["groups"][name]["value"] for p in partials])[order]
+        value = joined([p["groups"][name]["value"] for p in partials])[order]
         group_id = np.cumsum(first)
         roll = pd.Series(value).groupby(group_id, sort=False).rolling(spec.window, min_periods=1)
         for stat in spec.stats:

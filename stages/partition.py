@@ -83,6 +83,13 @@ def _run_global_stats(
     return outputs, sum_reports(reports)
 
 
+def joined(arrays: Sequence[np.ndarray]) -> np.ndarray:
+    """Partials' arrays end to end, in partition order; one partition's array is not copied."""
+    if len(arrays) == 1:
+        return arrays[0]
+    return np.concatenate(list(arrays))
+
+
 def run_whole_by_parts(stage: Stage, df: pd.DataFrame, cfg: Any) -> tuple[pd.DataFrame, Report]:
     """The whole-table call of a global-stats stage: map, reduce and apply over one partition."""
     outputs, report = _run_global_stats(stage, [df], cfg)

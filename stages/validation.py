@@ -26,10 +26,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from stages import hashing
 from stages.config import parse_config
 from stages.errors import StageConfigError, StageInputError, StageRuleError
 from stages.expr import Expression
-from stages.partition import run_whole_by_parts
+from stages.partition import joined, run_whole_by_parts
 from stages.spec import Partitioning, Report, Stage
 
 NAME: Final = "data_validation"
@@ -249,12 +250,7 @@ def _map_rule(r: Rule, df: pd.DataFrame, cfg: ValidationConfig) -> dict[str, Any
                 )
         return {"problems": problems}
     if r.kind == "unique":
-        key = np.zeros(len(df), dtype=np.uint64)
-        for column in r.params["columns"]:
-            key = (key * np.uint64(0x100000001B3)) ^ pd.util.hash_pandas_object(
-                df[column], index=False
-            ).to_numpy()
-        return {"key": key}
+        return {"key": hashing.rows(df, r.params["columns"])}
     if r.kind == "row_count":
         return {}
     if r.kind == "freshness":
@@ -364,7 +360,7 @@ def reduce(partials: Sequence[dict[str, Any]], cfg: ValidationConfig) -> dict[st
             problems = entries[0]["problems"]
             results.append(_result(r, failing=len(problems), examples=problems[: cfg.examples]))
         elif r.kind == "unique":
-            dup = pd.Series(np.concatenate([e["key"] for e in entries])).duplicated(keep="first")
+            dup = pd.Series(joined([e["key"] for e in entries])).duplicated(keep="first")
             where = np.flatnonzero(dup.to_numpy())
             results.append(_result(r, failing=len(where)))
             chosen = where[: cfg.examples]

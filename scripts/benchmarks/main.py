@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 
-GROUPS = {"hub": "scripts.benchmarks.hub"}
+GROUPS = {"hub": "scripts.benchmarks.hub", "stages": "scripts.benchmarks.stages"}
 
 
 def main() -> None:
