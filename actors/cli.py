@@ -7,6 +7,7 @@ import sys
 
 from actors.commands import log as log_commands
 from actors.commands import sample as sample_commands
+from actors.commands import stages as stage_commands
 from actors.errors import ActorError
 from bus.errors import BusError
 from store.errors import StoreError
@@ -26,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     log_commands.register(sub)
     sample_commands.register(sub)
+    stage_commands.register(sub)
     return parser
 
 

@@ -153,3 +153,25 @@ def test_hub_refuses_a_bad_config(tmp_path):
 def test_hub_refuses_a_public_bind_without_insecure(tmp_path):
     result = run_porch("hub", "--ingest", "tcp://0.0.0.0:7999", data_dir=tmp_path / "d")
     assert_one_line_error(result, "binding a non-loopback address needs CURVE keys")
+
+
+def test_stages_lists_the_builtins():
+    result = run_porch("stages")
+    assert result.returncode == 0, result.stderr
+    names = [line.split()[0] for line in result.stdout.splitlines()]
+    assert {"data_cleaning", "feature_engineering", "data_aggregation", "data_validation"} <= set(
+        names
+    )
+
+
+def test_pipeline_check_prints_the_steps_or_one_line(tmp_path):
+    good = tmp_path / "cost.toml"
+    good.write_text('[pipeline]\nname = "cost"\nstages = ["data_cleaning", "data_aggregation"]\n')
+    result = run_porch("pipeline", "check", str(good))
+    assert result.returncode == 0, result.stderr
+    assert "data_aggregation: data_aggregation reads data_cleaning" in result.stdout
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[step]]\nid = "a"\nstage = "data_cleaning"\nafter = ["a"]\n')
+    result = run_porch("pipeline", "check", str(bad))
+    assert result.returncode == 2
+    assert result.stderr.strip() == "porch: pipeline 'bad' has a cycle: a -> a"
