@@ -342,6 +342,9 @@ class ExecutionRequested(Event):
     save_checkpoints: bool = True
     schedule_id: str | None = None
     priority: int = 0
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    partitions: int = 0
+    max_attempts: int = 2
 
 
 @catalogued
@@ -350,6 +353,7 @@ class ExecutionStarted(Event):
     execution_id: str
     mode: str
     stages: list[str] = field(default_factory=list)
+    plan: dict[str, Any] = field(default_factory=dict)
 
 
 @catalogued
@@ -363,6 +367,13 @@ class StageDispatched(Event):
     attempt: int = 1
     lease_ms: int = 10_000
     inputs: list[str] = field(default_factory=list)
+    step: str = ""
+    phase: str = "run"
+    config: dict[str, Any] = field(default_factory=dict)
+    output: str = ""
+    reuse: dict[str, Any] = field(default_factory=dict)
+    fingerprint: str = ""
+    spec: dict[str, Any] = field(default_factory=dict)
 
 
 @catalogued
@@ -373,6 +384,9 @@ class StageStarted(Event):
     worker: str
     partition: int = 0
     attempt: int = 1
+    step: str = ""
+    phase: str = "run"
+    task_id: str = ""
 
 
 @catalogued
@@ -385,6 +399,9 @@ class StageProgress(Event):
     partition: int = 0
     attempt: int = 1
     message: str = ""
+    step: str = ""
+    phase: str = "run"
+    task_id: str = ""
 
 
 @catalogued
@@ -402,6 +419,11 @@ class StageCompleted(Event):
     partition: int = 0
     attempt: int = 1
     report: dict[str, Any] = field(default_factory=dict)
+    step: str = ""
+    phase: str = "run"
+    task_id: str = ""
+    extra: dict[str, str] = field(default_factory=dict)
+    reused: bool = False
 
 
 @catalogued
@@ -416,6 +438,9 @@ class StageFailed(Event):
     error_type: str = ""
     retryable: bool = False
     traceback_path: str = ""
+    step: str = ""
+    phase: str = "run"
+    task_id: str = ""
 
 
 @catalogued

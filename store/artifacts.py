@@ -1,0 +1,183 @@
+"""Artifacts: a stage task's outputs on disk, written so that a crash never leaves half a file.
+
+Every write goes to a temp file in the target's directory, is fsynced, renamed into place, and
+the directory is fsynced (DESIGN section 13), so a path that exists holds a whole artifact.
+Frames between stages are Arrow IPC files, uncompressed and memory-mapped on read; final
+outputs are parquet. Each write returns the file's size and SHA-256, which `StageCompleted`
+records and `verify` checks before an artifact is reused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from store.errors import StoreError
+from store.log import fsync_dir, make_private_dir
+
+CHUNK: Final = 8 * 1024 * 1024
+
+
+class ArtifactError(StoreError, OSError):
+    """An artifact that cannot be written, read or trusted."""
+
+
+@dataclass(frozen=True, slots=True)
+class ArtifactInfo:
+    path: str
+    rows: int
+    bytes: int
+    sha256: str
+
+
+def _tmp(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def _finish(tmp: Path, path: Path) -> tuple[int, str]:
+    """fsync `tmp`, hash it, rename it to `path`, fsync the directory."""
+    digest = hashlib.sha256()
+    with tmp.open("rb") as f:
+        os.fsync(f.fileno())
+        while chunk := f.read(CHUNK):
+            digest.update(chunk)
+    size = tmp.stat().st_size
+    tmp.replace(path)
+    fsync_dir(path.parent)
+    return size, digest.hexdigest()
+
+
+def write_frame(path: str | Path, df: pd.DataFrame) -> ArtifactInfo:
+    """Write `df` as an Arrow IPC file (no index), atomically."""
+    target = Path(path)
+    make_private_dir(target.parent)
+    tmp = _tmp(target)
+    try:
+        table = pa.Table.from_pandas(df, preserve_index=False)
+        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+            writer.write_table(table, max_chunksize=1_000_000)
+        size, sha = _finish(tmp, target)
+    except (OSError, pa.ArrowException) as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise ArtifactError(f"cannot write artifact {str(target)!r}: {exc}") from exc
+    return ArtifactInfo(str(target), len(df), size, sha)
+
+
+def write_bytes(path: str | Path, data: bytes) -> ArtifactInfo:
+    """Write opaque bytes (partials, stats) atomically."""
+    target = Path(path)
+    make_private_dir(target.parent)
+    tmp = _tmp(target)
+    try:
+        with tmp.open("wb") as f:
+            f.write(data)
+        size, sha = _finish(tmp, target)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise ArtifactError(f"cannot write artifact {str(target)!r}: {exc}") from exc
+    return ArtifactInfo(str(target), 0, size, sha)
+
+
+def read_bytes(path: str | Path) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise ArtifactError(f"cannot read artifact {str(path)!r}: {exc.strerror}") from exc
+
+
+def read_frames(paths: Sequence[str | Path], columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """The Arrow IPC files end to end, as one frame (memory-mapped; `columns` to read fewer)."""
+    tables = []
+    for path in paths:
+        try:
+            with pa.memory_map(str(path), "r") as source:
+                table = pa.ipc.open_file(source).read_all()
+        except (OSError, pa.ArrowException) as exc:
+            raise ArtifactError(f"cannot read artifact {str(path)!r}: {exc}") from exc
+        if columns is not None:
+            table = table.select([c for c in columns if c in table.column_names])
+        tables.append(table)
+    if not tables:
+        raise ArtifactError("no artifacts to read")
+    table = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
+    return table.to_pandas(split_blocks=True, self_destruct=True)
+
+
+def write_parquet(path: str | Path, parts: Sequence[str | Path]) -> ArtifactInfo:
+    """Stream Arrow IPC parts, in order, into one parquet file (one part in memory at a time)."""
+    target = Path(path)
+    make_private_dir(target.parent)
+    tmp = _tmp(target)
+    rows = 0
+    writer: pq.ParquetWriter | None = None
+    try:
+        for part in parts:
+            with pa.memory_map(str(part), "r") as source:
+                table = pa.ipc.open_file(source).read_all()
+            if writer is None:
+                writer = pq.ParquetWriter(str(tmp), table.schema, compression="snappy")
+            writer.write_table(table, row_group_size=1_000_000)
+            rows += table.num_rows
+        if writer is not None:
+            writer.close()
+            writer = None
+        size, sha = _finish(tmp, target)
+    except (OSError, pa.ArrowException) as exc:
+        if writer is not None:
+            with contextlib.suppress(Exception):
+                writer.close()
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise ArtifactError(f"cannot write output {str(target)!r}: {exc}") from exc
+    return ArtifactInfo(str(target), rows, size, sha)
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        while chunk := f.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify(path: str | Path, sha256: str) -> bool:
+    """True when the file exists and its content hashes to `sha256`."""
+    try:
+        return file_sha256(path) == sha256
+    except OSError:
+        return False
+
+
+def link_or_copy(source: str | Path, target: str | Path) -> None:
+    """Put `source`'s content at `target` (a hard link when the file system allows)."""
+    src, dst = Path(source), Path(target)
+    make_private_dir(dst.parent)
+    tmp = _tmp(dst)
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    try:
+        try:
+            os.link(src, tmp)
+        except OSError:
+            with src.open("rb") as fin, tmp.open("wb") as fout:
+                while chunk := fin.read(CHUNK):
+                    fout.write(chunk)
+                fout.flush()
+                os.fsync(fout.fileno())
+        tmp.replace(dst)
+        fsync_dir(dst.parent)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise ArtifactError(f"cannot reuse artifact {str(src)!r}: {exc.strerror}") from exc

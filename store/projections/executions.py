@@ -1,0 +1,318 @@
+"""The execution fold: events -> every execution's status and the state of each of its tasks.
+
+Pure and in place, on plain decoded maps (a dict of handlers keyed by type), like the summary
+fold. Attempts decide what counts: a task's state follows only its current attempt, so a late
+result of a superseded attempt changes nothing, and a record is never counted twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from store.projections import plan as plans
+
+Fields = dict[str, Any]
+ACTIVE: Final = frozenset({"requested", "running", "paused"})
+FINISHED: Final = frozenset({"completed", "failed", "cancelled", "timed_out"})
+
+
+@dataclass(slots=True)
+class TaskState:
+    key: plans.TaskKey
+    attempt: int = 0
+    status: str = "pending"  # pending | dispatched | running | completed | failed
+    task_id: str = ""
+    worker: str = ""
+    dispatched_ts: float = 0.0
+    started_ts: float = 0.0
+    finished_ts: float = 0.0
+    artifact: str = ""
+    sha256: str = ""
+    extra: dict[str, str] = field(default_factory=dict)
+    rows_in: int = 0
+    rows_out: int = 0
+    bytes: int = 0
+    duration_s: float = 0.0
+    report: dict[str, Any] = field(default_factory=dict)
+    reused: bool = False
+    error: str = ""
+    error_type: str = ""
+    retryable: bool = False
+    traceback_path: str = ""
+    failures: int = 0
+
+
+@dataclass(slots=True)
+class ExecutionState:
+    execution_id: str
+    status: str = "requested"
+    request: Fields = field(default_factory=dict)
+    plan: Fields = field(default_factory=dict)
+    tasks: dict[plans.TaskKey, TaskState] = field(default_factory=dict)
+    requested_ts: float = 0.0
+    started_ts: float = 0.0
+    finished_ts: float = 0.0
+    requested_seq: int = 0
+    error: str = ""
+    failed_stage: str = ""
+    traceback_path: str = ""
+    records_processed: int = 0
+    outputs: dict[str, Any] = field(default_factory=dict)
+    pause_requested: bool = False
+    resume_requested: bool = False
+    cancel_requested: bool = False
+    cancel_reason: str = ""
+    last_seq: int = 0
+
+    @property
+    def mode(self) -> str:
+        return str(self.plan.get("mode") or self.request.get("mode", "sequential"))
+
+    @property
+    def duration_s(self) -> float:
+        if not self.started_ts:
+            return 0.0
+        return (self.finished_ts or self.last_ts) - self.started_ts
+
+    last_ts: float = 0.0
+
+    def step_summary(self) -> dict[str, dict[str, Any]]:
+        """Per step: state, parts done, records in and out, seconds, attempts, worker(s)."""
+        out: dict[str, dict[str, Any]] = {}
+        for step in self.plan.get("steps", []):
+            sid = step["id"]
+            mine = [t for k, t in self.tasks.items() if k[0] == sid and k[1] != "collect"]
+            finals = [t for t in mine if t.key[1] == step["phases"][-1]]
+            firsts = [t for t in mine if t.key[1] == step["phases"][0]]
+            done = sum(1 for t in finals if t.status == "completed")
+            status = "pending"
+            if any(t.status == "failed" for t in mine):
+                status = "failed"
+            elif finals and done == len(finals):
+                status = "completed"
+            elif any(t.status in ("dispatched", "running", "completed") for t in mine):
+                status = "running"
+            started = [t.dispatched_ts for t in mine if t.dispatched_ts]
+            finished = [t.finished_ts for t in finals if t.finished_ts]
+            out[sid] = {
+                "stage": step["stage"],
+                "status": status,
+                "parts": step["parts"],
+                "parts_done": done,
+                "phases": step["phases"],
+                "records_in": sum(t.rows_in for t in firsts if t.status == "completed"),
+                "records_out": sum(t.rows_out for t in finals if t.status == "completed"),
+                "duration_s": (max(finished) - min(started))
+                if status == "completed" and started and finished
+                else 0.0,
+                "attempts": max((t.attempt for t in mine), default=0),
+                "workers": sorted({t.worker for t in mine if t.worker}),
+                "reused": bool(finals) and all(t.reused for t in finals),
+                "artifacts": [t.artifact for t in finals if t.status == "completed"],
+                "report": finals[0].report if len(finals) == 1 else {},
+            }
+        return out
+
+
+@dataclass(slots=True)
+class ExecutionsState:
+    """Every execution seen in the log, by id, and the last seq folded."""
+
+    last_seq: int = 0
+    executions: dict[str, ExecutionState] = field(default_factory=dict)
+    order: list[str] = field(default_factory=list)
+
+
+def _get(state: ExecutionsState, fields: Fields) -> ExecutionState | None:
+    return state.executions.get(fields.get("execution_id", ""))
+
+
+def _task(ex: ExecutionState, fields: Fields) -> TaskState | None:
+    key = (
+        fields.get("step") or fields.get("stage", ""),
+        fields.get("phase", "run"),
+        fields.get("partition", 0),
+    )
+    return ex.tasks.get(key)
+
+
+def _requested(seq: int, fields: Fields, state: ExecutionsState) -> None:
+    eid = fields["execution_id"]
+    if eid in state.executions:
+        return  # a second request with the same id changes nothing
+    state.executions[eid] = ExecutionState(
+        execution_id=eid, request=fields, requested_ts=fields["ts"], requested_seq=seq
+    )
+    state.order.append(eid)
+
+
+def _started(seq: int, fields: Fields, state: ExecutionsState) -> None:
+    ex = _get(state, fields)
+    if ex is None or ex.status != "requested":
+        return
+    ex.status = "running"
+    ex.started_ts = fields["ts"]
+    ex.plan = fields.get("plan", {})
+    ex.tasks = {key: TaskState(key=key) for key in plans.tasks(ex.plan)} if ex.plan else {}
+    ex.records_processed = 0
+
+
+def _dispatched(seq: int, fields: Fields, state: ExecutionsState) -> None:
+    ex = _get(state, fields)
+    task = _task(ex, fields) if ex is not None else None
+    if task is None or fields["attempt"] <= task.attempt or task.status == "completed":
+        return
+    task.attempt = fields["attempt"]
+    task.status = "dispatched"
+    task.task_id = fields["task_id"]
+    task.dispatched_ts = fields["ts"]
+    task.worker = ""
+    task.error = task.error_type = task.traceback_path = ""
+
+
+def _current(fields: Fields, state: ExecutionsState) -> TaskState | None:
+    ex = _get(state, fields)
+    task = _task(ex, fields) if ex is not None else None
+    if task is None or fields.get("attempt", 1) != task.attempt:
+        return None  # not dispatched, or a superseded attempt
+    return task
+
+
+def _stage_started(seq: int, fields: Fields, state: ExecutionsState) -> None:
+    task = _current(fields, state)
+    if task is not None and task.status == "dispatched":
+        task.status = "running"
+        task.worker = fields["worker"]
+        task.started_ts = fields["ts"]
+
+
+def _stage_completed(seq: int, fields: Fields, state: ExecutionsState) -> None:
+    task = _current(fields, state)
+    if task is None or task.status not in ("dispatched", "running"):
+        return
+    task.status = "completed"
+    task.worker = fields["worker"]
+    task.finished_ts = fields["ts"]
+    task.artifact = fields["artifact"]
+    task.sha256 = fields["sha256"]
+    task.extra = dict(fields.get("extra", {}))
+    task.rows_in = fields["rows_in"]
+    task.rows_out = fields["rows_out"]
+    task.bytes = fields["bytes"]
+    task.duration_s = fields["duration_s"]
+    task.report = fields.get("report", {})
+    task.reused = bool(fields.get("reused", False))
+    ex = _get(state, fields)
+    assert ex is not None
+    step = plans.steps_by_id(ex.plan).get(task.key[0])
+    if step is not None and step["source"] == plans.SOURCE and task.key[1] == step["phases"][0]:
+        ex.records_processed += task.rows_in
+
+
+def _stage_failed(seq: int, fields: Fields, state: ExecutionsState) -> None:
+    task = _current(fields, state)
+    if task is None or task.status not in ("dispatched", "running"):
+        return
+    task.status = "failed"
+    task.worker = fields["worker"]
+    task.finished_ts = fields["ts"]
+    task.error = fields["error"]
+    task.error_type = fields.get("error_type", "")
+    task.retryable = bool(fields.get("retryable", False))
+    task.traceback_path = fields.get("traceback_path", "")
+    task.failures += 1
+
+
+def _flag(name: str, value: bool) -> Callable[[int, Fields, ExecutionsState], None]:
+    def handle(seq: int, fields: Fields, state: ExecutionsState) -> None:
+        ex = _get(state, fields)
+        if ex is not None and ex.status in ACTIVE:
+            setattr(ex, name, value)
+            if name == "cancel_requested":
+                ex.cancel_reason = fields.get("reason", "")
+
+    return handle
+
+
+def _paused(seq: int, fields: Fields, state: ExecutionsState) -> None:
+    ex = _get(state, fields)
+    if ex is not None and ex.status == "running":
+        ex.status = "paused"
+        ex.pause_requested = False
+
+
+def _resumed(seq: int, fields: Fields, state: ExecutionsState) -> None:
+    ex = _get(state, fields)
+    if ex is not None and ex.status == "paused":
+        ex.status = "running"
+    if ex is not None:
+        ex.resume_requested = False
+        ex.pause_requested = False
+
+
+def _finished(status: str) -> Callable[[int, Fields, ExecutionsState], None]:
+    def handle(seq: int, fields: Fields, state: ExecutionsState) -> None:
+        ex = _get(state, fields)
+        if ex is None or ex.status in FINISHED:
+            return
+        ex.status = status
+        ex.finished_ts = fields["ts"]
+        if status == "completed":
+            ex.outputs = dict(fields.get("outputs", {}))
+            ex.records_processed = fields.get("records_processed", ex.records_processed)
+        elif status == "failed":
+            ex.error = fields.get("error", "")
+            ex.failed_stage = fields.get("stage", "")
+            ex.traceback_path = fields.get("traceback_path", "")
+        elif status == "cancelled":
+            ex.error = fields.get("reason", "") or "cancelled"
+        elif status == "timed_out":
+            ex.error = f"timed out after {fields.get('timeout_s', 0)} s"
+
+    return handle
+
+
+HANDLERS: Final[dict[str, Callable[[int, Fields, ExecutionsState], None]]] = {
+    "ExecutionRequested": _requested,
+    "ExecutionStarted": _started,
+    "StageDispatched": _dispatched,
+    "StageStarted": _stage_started,
+    "StageCompleted": _stage_completed,
+    "StageFailed": _stage_failed,
+    "PauseRequested": _flag("pause_requested", True),
+    "ResumeRequested": _flag("resume_requested", True),
+    "CancelRequested": _flag("cancel_requested", True),
+    "ExecutionPaused": _paused,
+    "ExecutionResumed": _resumed,
+    "ExecutionCompleted": _finished("completed"),
+    "ExecutionFailed": _finished("failed"),
+    "ExecutionCancelled": _finished("cancelled"),
+    "ExecutionTimedOut": _finished("timed_out"),
+}
+TYPES: Final = frozenset(HANDLERS)
+
+
+def evolve(seq: int, fields: Fields, state: ExecutionsState) -> ExecutionsState:
+    """Fold one event; events must come in seq order."""
+    if seq <= state.last_seq:
+        raise ValueError(f"execution fold: seq {seq} arrived after {state.last_seq}")
+    state.last_seq = seq
+    handler = HANDLERS.get(fields["type"])
+    if handler is not None:
+        handler(seq, fields, state)
+        ex = state.executions.get(fields.get("execution_id", ""))
+        if ex is not None:
+            ex.last_seq = seq
+            ex.last_ts = max(ex.last_ts, float(fields.get("ts", 0.0)))
+    return state
+
+
+def fold(
+    records: Iterable[tuple[int, Fields]], state: ExecutionsState | None = None
+) -> ExecutionsState:
+    state = ExecutionsState() if state is None else state
+    for seq, fields in records:
+        evolve(seq, fields, state)
+    return state
