@@ -5,14 +5,17 @@ from __future__ import annotations
 import argparse
 import sys
 
+from actors.commands import actors as actor_commands
+from actors.commands import executions as execution_commands
 from actors.commands import log as log_commands
 from actors.commands import sample as sample_commands
 from actors.commands import stages as stage_commands
 from actors.errors import ActorError
 from bus.errors import BusError
+from stages.errors import StageError
 from store.errors import StoreError
 
-ROOT_ERRORS = (ActorError, BusError, StoreError)
+ROOT_ERRORS = (ActorError, BusError, StoreError, StageError)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -26,6 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
         dest="command", required=True, metavar="COMMAND", parser_class=_Parser
     )
     log_commands.register(sub)
+    actor_commands.register(sub)
+    execution_commands.register(sub)
     sample_commands.register(sub)
     stage_commands.register(sub)
     return parser

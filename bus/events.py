@@ -531,6 +531,7 @@ class WorkerHeartbeat(Event):
     host_memory_percent: float = 0.0
     disk_percent: float = 0.0
     task_id: str | None = None
+    queued: list[str] = field(default_factory=list)
 
 
 @catalogued

@@ -1,0 +1,151 @@
+"""`porch orchestrator`, `porch worker` and `porch up`: the processes that run pipelines."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+
+from actors.commands.common import add_data_dir, data_dir_of
+from actors.errors import UsageError
+from actors.stagecfg import parse_stage_args
+from actors.system import System, default_checkpoint_dir
+from bus.client import hub_running
+from bus.endpoints import Endpoints
+
+
+def _stage_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--stage",
+        action="append",
+        default=[],
+        metavar="NAME=MODULE:FUNCTION",
+        help="register a local stage (repeatable)",
+    )
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    orch = sub.add_parser("orchestrator", help="run the orchestrator (needs a running hub)")
+    add_data_dir(orch)
+    orch.add_argument(
+        "--checkpoint-dir", metavar="DIR", help="artifacts (default DATA_DIR/checkpoints)"
+    )
+    orch.add_argument("--lease-ms", type=int, default=10_000, help="task lease (default 10000)")
+    orch.add_argument("--workers", type=int, default=2, help="workers to plan partitions for")
+    orch.add_argument("--hybrid-min-rows", type=int, default=250_000, metavar="N",
+                      help="hybrid mode: rows per partition worth splitting for")  # fmt: skip
+    _stage_flag(orch)
+    orch.set_defaults(func=cmd_orchestrator)
+
+    work = sub.add_parser("worker", help="run one stage worker (needs a running hub)")
+    add_data_dir(work)
+    work.add_argument("--name", help="worker name (default worker-HOST-PID)")
+    work.add_argument("--prefetch", type=int, default=4, help="tasks held ready (default 4)")
+    _stage_flag(work)
+    work.set_defaults(func=cmd_worker)
+
+    up = sub.add_parser("up", help="run hub, orchestrator and workers; Ctrl-C stops them")
+    add_data_dir(up)
+    up.add_argument("--workers", type=int, default=2, help="how many workers (default 2)")
+    up.add_argument(
+        "--checkpoint-dir", metavar="DIR", help="artifacts (default DATA_DIR/checkpoints)"
+    )
+    _stage_flag(up)
+    up.set_defaults(func=cmd_up)
+
+
+def _tasks(data_dir: Path) -> str:
+    from actors.worker import tasks_endpoint
+
+    return tasks_endpoint(data_dir)
+
+
+def _need_hub(data_dir: Path, what: str) -> None:
+    if not hub_running(data_dir):
+        raise UsageError(
+            f"{what}: no hub runs for data dir {data_dir}; start `porch hub` or `porch up`"
+        )
+
+
+def cmd_orchestrator(args: argparse.Namespace) -> int:
+    from actors.orchestrator import OrchestratorConfig, run_orchestrator
+    from actors.stagecfg import registry_from
+
+    data_dir = data_dir_of(args)
+    _need_hub(data_dir, "orchestrator")
+    if args.workers < 1:
+        raise UsageError(f"--workers must be >= 1, got {args.workers}")
+    registry = registry_from(args.stage)
+    try:
+        config = OrchestratorConfig(
+            data_dir=data_dir,
+            endpoints=Endpoints.local(data_dir),
+            tasks=_tasks(data_dir),
+            checkpoint_dir=Path(args.checkpoint_dir).resolve()
+            if args.checkpoint_dir
+            else default_checkpoint_dir(data_dir).resolve(),
+            lease_ms=args.lease_ms,
+            hybrid_min_rows=args.hybrid_min_rows,
+            default_workers=args.workers,
+        )
+    except ValueError as exc:
+        raise UsageError(f"orchestrator: {exc}") from exc
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    return run_orchestrator(config, registry)
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from actors.worker import WorkerConfig, run_worker
+
+    data_dir = data_dir_of(args)
+    _need_hub(data_dir, "worker")
+    parse_stage_args(args.stage)
+    if not 1 <= args.prefetch <= 64:
+        raise UsageError(f"--prefetch must be 1..64, got {args.prefetch}")
+    config = WorkerConfig(
+        data_dir=data_dir,
+        endpoints=Endpoints.local(data_dir),
+        tasks=_tasks(data_dir),
+        name=args.name or "",
+        stages=tuple(args.stage),
+        prefetch=args.prefetch,
+    )
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    return run_worker(config)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    data_dir = data_dir_of(args)
+    if args.workers < 1:
+        raise UsageError(f"--workers must be >= 1, got {args.workers}")
+    parse_stage_args(args.stage)
+    system = System(
+        data_dir=data_dir,
+        workers=args.workers,
+        checkpoint_dir=Path(args.checkpoint_dir).resolve() if args.checkpoint_dir else None,
+        stages=tuple(args.stage),
+        log=sys.stderr,
+    )
+    stopping = False
+
+    def stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    system.start()
+    pids = ", ".join(f"{name} {pid}" for name, pid in system.pids().items())
+    print(f"porch up: data dir {data_dir}; {pids}; Ctrl-C stops", flush=True)
+    try:
+        while not stopping:
+            for name in system.check():
+                print(f"porch up: restarted {name}", flush=True)
+            time.sleep(0.2)
+    finally:
+        print("porch up: stopping", flush=True)
+        system.stop()
+    return 0

@@ -1,0 +1,253 @@
+"""`porch run`, `status`, `history`, `stats`, `pause`, `resume`, `cancel`: executions from a shell."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from actors.commands.common import add_data_dir, connect
+from actors.errors import ActorError, UsageError
+from bus.events import CancelRequested, ExecutionRequested, PauseRequested, ResumeRequested
+
+TERMINAL = ("completed", "failed", "cancelled", "timed_out")
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    run = sub.add_parser("run", help="start an execution of a pipeline over a parquet file")
+    add_data_dir(run)
+    run.add_argument("input", metavar="INPUT.parquet", help="the input data")
+    group = run.add_mutually_exclusive_group()
+    group.add_argument("--stages", help="comma-separated stage names (default: the four built-ins)")
+    group.add_argument("--pipeline", metavar="FILE.toml", help="a pipeline file (list or DAG)")
+    run.add_argument("--mode", choices=["sequential", "parallel", "hybrid"], default="sequential")
+    run.add_argument("--id", dest="execution_id", help="execution id (default: generated)")
+    run.add_argument(
+        "--resume-from", metavar="EXECUTION_ID", help="reuse that execution's checkpoints"
+    )
+    run.add_argument(
+        "--no-checkpoints", action="store_true", help="remove intermediate artifacts at the end"
+    )
+    run.add_argument(
+        "--partitions", type=int, default=0, help="input partitions (default: one per worker)"
+    )
+    run.add_argument(
+        "--max-attempts", type=int, default=2, help="attempts per task for transient failures"
+    )
+    run.add_argument(
+        "--wait", action="store_true", help="show progress until it ends; exit 1 if it fails"
+    )
+    run.add_argument(
+        "--json", action="store_true", help="with --wait: print the final status as JSON"
+    )
+    run.set_defaults(func=cmd_run)
+
+    status = sub.add_parser("status", help="one execution's status per stage (default: the latest)")
+    add_data_dir(status)
+    status.add_argument("execution_id", nargs="?")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(func=cmd_status)
+
+    history = sub.add_parser("history", help="recent executions")
+    add_data_dir(history)
+    history.add_argument("--limit", type=int, default=20)
+    history.add_argument("--json", action="store_true")
+    history.set_defaults(func=cmd_history)
+
+    stats = sub.add_parser("stats", help="per-stage statistics over all executions")
+    add_data_dir(stats)
+    stats.add_argument("--json", action="store_true")
+    stats.set_defaults(func=cmd_stats)
+
+    for name, helptext in (
+        ("pause", "stop new dispatches of an execution"),
+        ("resume", "continue a paused execution"),
+        ("cancel", "stop an execution and abort its running tasks"),
+    ):
+        cmd = sub.add_parser(name, help=helptext)
+        add_data_dir(cmd)
+        cmd.add_argument("execution_id", nargs="?", help="default: the only active execution")
+        cmd.set_defaults(func=cmd_control, action=name)
+
+
+def _request(args: argparse.Namespace) -> ExecutionRequested:
+    path = Path(args.input).expanduser().resolve()
+    steps: list[dict[str, Any]] = []
+    stages: list[str] = [
+        "data_cleaning",
+        "feature_engineering",
+        "data_aggregation",
+        "data_validation",
+    ]
+    if args.pipeline:
+        from stages.errors import StageError
+        from stages.pipeline import load
+
+        try:
+            pipeline = load(Path(args.pipeline))
+        except StageError as exc:
+            raise UsageError(str(exc)) from exc
+        steps = pipeline.to_dict()["steps"]
+        stages = [s["stage"] for s in steps]
+    elif args.stages:
+        stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+        if not stages:
+            raise UsageError("--stages names no stage")
+    if args.max_attempts < 1:
+        raise UsageError(f"--max-attempts must be >= 1, got {args.max_attempts}")
+    return ExecutionRequested(
+        execution_id=args.execution_id
+        or f"ex-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}",
+        stages=stages,
+        steps=steps,
+        input_data=str(path),
+        mode=args.mode,
+        resume_from=args.resume_from,
+        save_checkpoints=not args.no_checkpoints,
+        partitions=max(0, args.partitions),
+        max_attempts=args.max_attempts,
+    )
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    request = _request(args)
+    with connect(args) as client:
+        seq = client.append(request)
+        print(f"execution {request.execution_id} requested (seq {seq})", flush=True)
+        if not args.wait:
+            return 0
+        view = wait_for(client, request.execution_id, seq, show=not args.json)
+    if args.json:
+        print(json.dumps(view, default=str))
+    return 0 if view["status"] == "completed" else 1
+
+
+def wait_for(client: Any, execution_id: str, from_seq: int, *, show: bool = True) -> dict[str, Any]:
+    """Follow the execution until it ends, printing each stage's progress; returns its view."""
+    from actors.views import execution_view, fold_log, fold_record, format_execution
+
+    state = fold_log(client, from_seq - 1) if from_seq > 1 else None
+    from store.projections import executions as folds
+
+    state = state or folds.ExecutionsState()
+    shown: dict[str, str] = {}
+    started = time.monotonic()
+    with client.subscribe(from_seq, types=folds.TYPES) as sub:
+        while True:
+            for record in sub.receive(500):
+                fold_record(record, state)
+            ex = state.executions.get(execution_id)
+            if ex is None:
+                continue
+            view = execution_view(ex)
+            if show:
+                for step_id, step in view["steps"].items():
+                    line = f"{step['status']} {step['parts_done']}/{step['parts']}"
+                    if shown.get(step_id) != line:
+                        shown[step_id] = line
+                        rows = (
+                            f", {step['records_out']} rows out"
+                            if step["status"] == "completed"
+                            else ""
+                        )
+                        parts = (
+                            f" ({step['parts_done']}/{step['parts']} parts)"
+                            if step["parts"] > 1
+                            else ""
+                        )
+                        print(
+                            f"[{time.monotonic() - started:7.1f}s] {step_id}: {step['status']}{parts}{rows}",
+                            flush=True,
+                        )
+            if ex.status in TERMINAL:
+                if show:
+                    print("\n".join(format_execution(view)), flush=True)
+                return view
+
+
+def _state(args: argparse.Namespace) -> Any:
+    from actors.views import fold_log
+
+    with connect(args) as client:
+        return fold_log(client)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from actors.views import execution_view, format_execution
+
+    state = _state(args)
+    if not state.order:
+        raise ActorError("no executions in the log yet")
+    eid = args.execution_id or state.order[-1]
+    ex = state.executions.get(eid)
+    if ex is None:
+        raise UsageError(f"no execution {eid!r} in the log")
+    view = execution_view(ex)
+    print(json.dumps(view, default=str) if args.json else "\n".join(format_execution(view)))
+    return 0
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    from actors.views import execution_view
+
+    state = _state(args)
+    views = [
+        execution_view(state.executions[e]) for e in reversed(state.order[-max(1, args.limit) :])
+    ]
+    if args.json:
+        print(json.dumps(views, default=str))
+        return 0
+    for v in views:
+        when = (
+            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(v["started_ts"]))
+            if v["started_ts"]
+            else "-"
+        )
+        print(
+            f"{v['execution_id']:<36} {v['status']:<10} {v['mode']:<10} {when}  {v['records_processed']:>10} records {v['duration_s']:>8.2f} s"
+        )
+    return 0
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    from actors.views import stage_statistics
+
+    state = _state(args)
+    stats = stage_statistics(state.executions.values())
+    if args.json:
+        print(json.dumps(stats))
+        return 0
+    print(
+        f"{'stage':<24} {'runs':>5} {'fail':>5} {'mean s':>8} {'p50 s':>8} {'p95 s':>8} {'records':>12}"
+    )
+    for name, s in stats.items():
+        print(
+            f"{name:<24} {s['runs']:>5} {s['failures']:>5} {s['mean_s']:>8.3f} {s['p50_s']:>8.3f} {s['p95_s']:>8.3f} {s['records']:>12}"
+        )
+    return 0
+
+
+def cmd_control(args: argparse.Namespace) -> int:
+    from actors.views import fold_log
+
+    with connect(args) as client:
+        eid = args.execution_id
+        if not eid:
+            state = fold_log(client)
+            active = [
+                e
+                for e in state.order
+                if state.executions[e].status in ("requested", "running", "paused")
+            ]
+            if len(active) != 1:
+                raise UsageError(f"{args.action}: name the execution ({len(active)} are active)")
+            eid = active[0]
+        event = {"pause": PauseRequested, "resume": ResumeRequested, "cancel": CancelRequested}[
+            args.action
+        ]
+        seq = client.append(event(execution_id=eid))
+    print(f"{args.action} of {eid} requested (seq {seq})")
+    return 0

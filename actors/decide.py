@@ -1,0 +1,172 @@
+"""The orchestrator's decisions: pure functions of the execution fold, time passed in.
+
+Every decision is an event with an id made from what it decides (execution, task, attempt), so
+a decision taken twice, before the first came back or after a restart, is one event: the hub
+drops the second as a duplicate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from bus.events import (
+    Event,
+    ExecutionCancelled,
+    ExecutionCompleted,
+    ExecutionFailed,
+    ExecutionPaused,
+    ExecutionResumed,
+    StageDispatched,
+)
+from store.projections import plan as plans
+from store.projections.executions import ExecutionsState, ExecutionState, TaskState
+
+
+def decision_id(*parts: object) -> str:
+    text = "\x1f".join(map(str, parts))
+    return "dec-" + hashlib.sha256(text.encode()).hexdigest()[:40]
+
+
+def decide(
+    ex: ExecutionState,
+    state: ExecutionsState,
+    *,
+    capacity: int,
+    lease_ms: int,
+) -> list[Event]:
+    """What to do next for one execution. `capacity`: how many more tasks may be put in flight."""
+    eid = ex.execution_id
+    if ex.status not in ("running", "paused"):
+        return []
+    if ex.cancel_requested:
+        return [
+            ExecutionCancelled(
+                execution_id=eid, reason=ex.cancel_reason, id=decision_id(eid, "cancelled")
+            )
+        ]
+    if ex.status == "paused":
+        if ex.resume_requested:
+            return [ExecutionResumed(execution_id=eid, id=decision_id(eid, "resumed", ex.last_seq))]
+        return []
+    if ex.pause_requested:
+        return [ExecutionPaused(execution_id=eid, id=decision_id(eid, "paused", ex.last_seq))]
+    max_attempts = int(ex.request.get("max_attempts", 2))
+    events: list[Event] = []
+    for task in ex.tasks.values():
+        if task.status == "failed" and not (task.retryable and task.attempt < max_attempts):
+            return [_failed(ex, task)]
+    if all(t.status == "completed" for t in ex.tasks.values()):
+        return [_completed(ex)]
+    in_flight = sum(1 for t in ex.tasks.values() if t.status in ("dispatched", "running"))
+    if ex.mode == "sequential":
+        capacity = min(capacity, 1 - in_flight)
+    for key, task in ex.tasks.items():
+        if capacity <= 0:
+            break
+        retry = task.status == "failed"
+        if task.status != "pending" and not retry:
+            continue
+        if not all(ex.tasks[dep].status == "completed" for dep in plans.depends_on(ex.plan, key)):
+            continue
+        events.append(dispatch(ex, state, key, task.attempt + 1, lease_ms))
+        capacity -= 1
+    return events
+
+
+def dispatch(
+    ex: ExecutionState, state: ExecutionsState, key: plans.TaskKey, attempt: int, lease_ms: int
+) -> StageDispatched:
+    plan = ex.plan
+    step_id, phase, part = key
+    step = plans.steps_by_id(plan)[step_id]
+    fingerprint = plan["fingerprints"][plans.task_name(key)]
+    spec: dict[str, Any] = {"kind": step["kind"]}
+    if step["source"] == plans.SOURCE and phase in ("run", "map"):
+        spec["input_path"] = plan["input"]["path"]
+        spec["row_groups"] = plans.row_groups(plan, key)
+    if step["columns"] is not None and phase == "run":
+        spec["columns"] = step["columns"]
+    if phase == "map":
+        spec["partial"] = plans.partial_path(plan, step_id, part)
+    if phase == "apply":
+        spec["report_part"] = plans.report_path(plan, step_id, part)
+    return StageDispatched(
+        id=decision_id(ex.execution_id, step_id, phase, part, attempt, "dispatch"),
+        execution_id=ex.execution_id,
+        stage=step["stage"],
+        task_id=f"{ex.execution_id}/{plans.task_name(key)}/{attempt}",
+        partition=part,
+        partitions=step["parts"],
+        attempt=attempt,
+        lease_ms=lease_ms,
+        inputs=plans.inputs(plan, key),
+        step=step_id,
+        phase=phase,
+        config=step["config"],
+        output=plans.path(plan, key),
+        reuse=_reuse(ex, state, fingerprint),
+        fingerprint=fingerprint,
+        spec=spec,
+    )
+
+
+def _reuse(ex: ExecutionState, state: ExecutionsState, fingerprint: str) -> dict[str, Any]:
+    """The earlier execution's completed task with the same fingerprint, if resuming."""
+    earlier_id = ex.request.get("resume_from")
+    earlier = state.executions.get(earlier_id) if earlier_id else None
+    if earlier is None or not earlier.plan:
+        return {}
+    names = {v: k for k, v in earlier.plan.get("fingerprints", {}).items()}
+    name = names.get(fingerprint)
+    if name is None:
+        return {}
+    step_id, phase, part = name.rsplit(":", 2)
+    old = earlier.tasks.get((step_id, phase, int(part)))
+    if old is None or old.status != "completed":
+        return {}
+    return {
+        "artifact": old.artifact,
+        "sha256": old.sha256,
+        "extra": dict(old.extra),
+        "bytes": old.bytes,
+        "rows_in": old.rows_in,
+        "rows_out": old.rows_out,
+        "report": old.report,
+    }
+
+
+def _failed(ex: ExecutionState, task: TaskState) -> ExecutionFailed:
+    step_id, phase, part = task.key
+    where = f"stage {step_id!r}" + (f" ({phase}, part {part})" if phase != "run" else "")
+    tries = f" after {task.attempt} attempts" if task.attempt > 1 else ""
+    return ExecutionFailed(
+        id=decision_id(ex.execution_id, "failed"),
+        execution_id=ex.execution_id,
+        error=f"{where} failed{tries}: {task.error}",
+        stage=step_id,
+        traceback_path=task.traceback_path,
+    )
+
+
+def _completed(ex: ExecutionState) -> ExecutionCompleted:
+    outputs: dict[str, Any] = {}
+    for step_id in ex.plan.get("outputs", []):
+        task = ex.tasks[(step_id, "collect", 0)]
+        outputs[step_id] = {"path": task.artifact, "rows": task.rows_out, "bytes": task.bytes}
+    finished = max((t.finished_ts for t in ex.tasks.values()), default=ex.started_ts)
+    return ExecutionCompleted(
+        id=decision_id(ex.execution_id, "completed"),
+        execution_id=ex.execution_id,
+        records_processed=ex.records_processed,
+        duration_s=max(0.0, finished - ex.started_ts),
+        outputs=outputs,
+    )
+
+
+def refused(execution_id: str, reason: str) -> ExecutionFailed:
+    return ExecutionFailed(
+        id=decision_id(execution_id, "refused"),
+        execution_id=execution_id,
+        error=f"refused: {reason}",
+    )

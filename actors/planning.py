@@ -1,0 +1,128 @@
+"""Turning an ``ExecutionRequested`` into a plan: the one decision that reads files (metadata).
+
+The request is checked at the door: ids that become directory names, the mode, the stages (only
+registered ones: a request can never make porch import code), their configs, and the input
+(an absolute path to a readable parquet file). Anything wrong refuses the execution with one
+line naming it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Final
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from bus.events import Event, ExecutionStarted
+from stages.errors import StageError
+from stages.pipeline import build
+from stages.registry import Registry
+from store.projections import plan as plans
+
+SAFE_NAME: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+
+
+class PlanRefusedError(ValueError):
+    """The request cannot run; the message says why, in one line."""
+
+
+def input_info(path: str) -> tuple[dict[str, Any], list[int]]:
+    """Size, mtime, rows and row-group sizes of the input parquet file."""
+    if not path or not Path(path).is_absolute():
+        raise PlanRefusedError(
+            f"input_data must be an absolute path to a parquet file, got {path!r}"
+        )
+    file = Path(path)
+    try:
+        stat = file.stat()
+    except FileNotFoundError:
+        raise PlanRefusedError(f"input {path!r} does not exist") from None
+    except OSError as exc:
+        raise PlanRefusedError(f"input {path!r} cannot be read: {exc.strerror}") from None
+    if not file.is_file():
+        raise PlanRefusedError(f"input {path!r} is not a file")
+    try:
+        meta = pq.ParquetFile(path).metadata
+    except (pa.ArrowException, OSError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise PlanRefusedError(f"input {path!r} is not a parquet file ({reason})") from None
+    groups = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
+    info = {
+        "path": path,
+        "bytes": stat.st_size,
+        "mtime_ns": stat.st_mtime_ns,
+        "rows": meta.num_rows,
+    }
+    return info, groups
+
+
+def plan_execution(
+    request: Mapping[str, Any],
+    *,
+    registry: Registry,
+    checkpoint_dir: Path,
+    workers: int,
+    hybrid_min_rows: int,
+) -> Event:
+    """``ExecutionStarted`` with the plan; raises `PlanRefusedError` when it cannot run."""
+    eid = request["execution_id"]
+    if not SAFE_NAME.match(eid):
+        raise PlanRefusedError(
+            f"execution_id {eid!r} must be 1-100 letters, digits, '_', '.' or '-', not starting with a symbol"
+        )
+    mode = request.get("mode", "sequential")
+    if mode not in plans.MODES:
+        raise PlanRefusedError(f"mode {mode!r} is not one of {', '.join(plans.MODES)}")
+    try:
+        if request.get("steps"):
+            pipeline = build(list(request["steps"]), name=eid, registry=registry)
+        else:
+            configs = request.get("config") or {}
+            if not isinstance(configs, Mapping) or not all(
+                isinstance(v, Mapping) for v in configs.values()
+            ):
+                raise PlanRefusedError("config must map stage names to tables of settings")
+            pipeline = build(list(request["stages"]), name=eid, configs=configs, registry=registry)
+    except StageError as exc:
+        raise PlanRefusedError(str(exc)) from None
+    for step in pipeline.steps:
+        if not SAFE_NAME.match(step.id):
+            raise PlanRefusedError(f"step id {step.id!r} must be letters, digits, '_', '.' or '-'")
+    info, groups = input_info(request["input_data"])
+    rows = int(info["rows"])
+    wanted = 1
+    if mode == "parallel":
+        wanted = int(request.get("partitions") or workers)
+    elif mode == "hybrid":
+        wanted = min(
+            int(request.get("partitions") or workers), max(1, rows // max(1, hybrid_min_rows))
+        )
+    parts = plans.input_parts(groups, wanted)
+    steps = [
+        {
+            "id": s.id,
+            "stage": s.stage,
+            "config": dict(s.config),
+            "after": list(s.after),
+            "source": s.source,
+        }
+        for s in pipeline.steps
+    ]
+    kinds = {s.id: pipeline.stage(s).partitioning.value for s in pipeline.steps}
+    plan = plans.make_plan(
+        execution_id=eid,
+        mode=mode,
+        steps=steps,
+        kinds=kinds,
+        columns={},
+        input_info=info,
+        parts=parts,
+        directory=str(checkpoint_dir / eid),
+        outputs=pipeline.outputs,
+    )
+    return ExecutionStarted(
+        execution_id=eid, mode=mode, stages=[s.stage for s in pipeline.steps], plan=plan
+    )

@@ -1,0 +1,43 @@
+"""A worker's runner: a child process that runs stage tasks one at a time.
+
+It reads task frames on stdin and answers each with a result frame on stdout. A stage that
+holds the GIL for minutes blocks only this process: the worker beside it keeps heartbeating,
+and cancels a task by killing the runner and starting a new one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from actors.pipes import FrameError, read_frame, write_frame
+from actors.stagecfg import registry_from
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="porch-runner")
+    parser.add_argument("--stage", action="append", default=[], metavar="NAME=MODULE:FUNCTION")
+    args = parser.parse_args(argv)
+    registry = registry_from(args.stage)
+    from actors.taskexec import execute  # pandas and the stages load once, before the first task
+
+    stdin = sys.stdin.buffer
+    results = os.fdopen(os.dup(1), "wb")  # the frames keep the real stdout
+    # a stage that prints must not corrupt the frames: fd 1 now goes to stderr
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    write_frame(results, {"ready": True})
+    while True:
+        try:
+            task = read_frame(stdin)
+        except FrameError as exc:
+            write_frame(results, {"ok": False, "error": str(exc), "error_type": "FrameError"})
+            continue
+        if task is None:
+            return 0
+        write_frame(results, execute(task, registry))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

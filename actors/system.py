@@ -1,0 +1,151 @@
+"""A local porch system as child processes: hub, orchestrator and N workers, supervised.
+
+`porch up` runs one in the foreground; the Python API starts one in the background when no
+system runs for its data dir. A child that dies is started again (its state is in the log, so a
+restart is a resume); `stop` terminates them all, the hub last, so every actor's final events
+are written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from actors.errors import ActorError
+from bus.client import Client, hub_running
+from bus.errors import BusError
+
+
+@dataclass(slots=True)
+class Child:
+    name: str
+    args: list[str]
+    proc: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    started: float = 0.0
+
+
+@dataclass(slots=True)
+class System:
+    data_dir: Path
+    workers: int = 2
+    checkpoint_dir: Path | None = None
+    stages: Sequence[str] = ()
+    extra: Sequence[str] = ()
+    log: IO[bytes] | int | None = None
+    children: list[Child] = field(default_factory=list)
+
+    def _porch(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "actors.cli", *args, "--data-dir", str(self.data_dir)]
+
+    def start(self, *, timeout_s: float = 30.0) -> None:
+        if hub_running(self.data_dir):
+            raise ActorError(f"a porch system already runs for data dir {self.data_dir}")
+        stage_flags = [f for s in self.stages for f in ("--stage", s)]
+        checkpoint = ["--checkpoint-dir", str(self.checkpoint_dir)] if self.checkpoint_dir else []
+        self.children = [Child("hub", self._porch("hub"))]
+        self._spawn(self.children[0])
+        self._wait_for_hub(timeout_s)
+        self.children.append(
+            Child(
+                "orchestrator",
+                self._porch(
+                    "orchestrator",
+                    *checkpoint,
+                    *stage_flags,
+                    *self.extra,
+                    "--workers",
+                    str(self.workers),
+                ),
+            )
+        )
+        for index in range(self.workers):
+            self.children.append(
+                Child(
+                    f"worker-{index + 1}",
+                    self._porch("worker", "--name", f"worker-{index + 1}", *stage_flags),
+                )
+            )
+        for child in self.children[1:]:
+            self._spawn(child)
+
+    def _spawn(self, child: Child) -> None:
+        out = self.log if self.log is not None else subprocess.DEVNULL
+        child.proc = subprocess.Popen(child.args, stdout=out, stderr=out, start_new_session=True)
+        child.started = time.monotonic()
+
+    def _wait_for_hub(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        hub = self.children[0]
+        while time.monotonic() < deadline:
+            if hub.proc is not None and hub.proc.poll() is not None:
+                raise ActorError(f"the hub exited with code {hub.proc.returncode} at start")
+            if hub_running(self.data_dir):
+                with (
+                    contextlib.suppress(BusError),
+                    Client.local(self.data_dir, timeout_ms=500) as c,
+                ):
+                    c.head()
+                    return
+            time.sleep(0.05)
+        raise ActorError(f"the hub did not start within {timeout_s} s")
+
+    def check(self) -> list[str]:
+        """Start again every child that died; returns their names."""
+        restarted = []
+        for child in self.children:
+            if child.proc is not None and child.proc.poll() is not None:
+                # a child that keeps dying waits longer each time, up to 30 s
+                delay = (
+                    0.0
+                    if time.monotonic() - child.started > 60
+                    else min(30.0, 0.5 * 2**child.restarts)
+                )
+                if time.monotonic() - child.started < delay:
+                    continue
+                child.restarts += 1
+                restarted.append(f"{child.name} (exit {child.proc.returncode})")
+                if child.name == "hub":
+                    self._spawn(child)
+                    with contextlib.suppress(ActorError):
+                        self._wait_for_hub(10)
+                else:
+                    self._spawn(child)
+        return restarted
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Workers and orchestrator first, then the hub, so their last events are written."""
+        for group in (self.children[1:], self.children[:1]):
+            for child in group:
+                if child.proc is not None and child.proc.poll() is None:
+                    child.proc.terminate()
+            deadline = time.monotonic() + timeout_s
+            for child in group:
+                if child.proc is None:
+                    continue
+                try:
+                    child.proc.wait(max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    child.proc.kill()
+                    child.proc.wait(5)
+
+    def pids(self) -> dict[str, int]:
+        return {c.name: c.proc.pid for c in self.children if c.proc is not None}
+
+
+def default_checkpoint_dir(data_dir: Path) -> Path:
+    return data_dir / "checkpoints"
+
+
+def env_int(name: str, default: int) -> int:
+    try:
+        return int(os.environ.get(name, default))
+    except ValueError:
+        return default

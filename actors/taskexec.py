@@ -1,0 +1,229 @@
+"""Running one stage task: read its inputs, call the stage phase, write its artifacts.
+
+This is the code a worker's runner process executes; it is the only place where a stage
+function meets files. A task is the map of its ``StageDispatched`` event. The result is a plain
+map: what ``StageCompleted`` or ``StageFailed`` will carry.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import traceback
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Final
+
+import msgpack
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from stages import codec
+from stages.errors import StageError, StageInputError, StageRuleError
+from stages.registry import Registry
+from stages.spec import Partitioning, Stage, sum_reports
+from store import artifacts
+from store.artifacts import ArtifactError
+
+MAX_REPORT_BYTES: Final = 200_000
+
+
+class TaskInputError(StageInputError):
+    """The execution's input file is missing, unreadable or not parquet."""
+
+
+def execute(task: Mapping[str, Any], registry: Registry) -> dict[str, Any]:
+    """Run `task`; never raises for a stage's or an input's fault (it returns the failure)."""
+    start = time.perf_counter()
+    try:
+        stage = registry.get(task["stage"])
+        reused = _reuse(task)
+        result = reused if reused is not None else _run(task, stage)
+    except Exception as exc:  # the task fails, the worker stays up
+        return _failure(task, exc)
+    result["duration_s"] = time.perf_counter() - start
+    result["ok"] = True
+    result["report"] = plain_report(result.get("report", {}))
+    return result
+
+
+def _run(task: Mapping[str, Any], stage: Stage) -> dict[str, Any]:
+    phase = task["phase"]
+    spec = task.get("spec", {})
+    cfg = stage.config(task.get("config") or {})
+    output = task["output"]
+    if phase == "collect":
+        info = artifacts.write_parquet(output, task["inputs"])
+        return _done(info, rows_in=info.rows, rows_out=info.rows)
+    if phase == "reduce":
+        partials = [codec.unpack(artifacts.read_bytes(p)) for p in task["inputs"]]
+        assert stage.reduce is not None
+        stats = stage.reduce(partials, cfg)
+        info = artifacts.write_bytes(output, codec.pack(stats))
+        return _done(info, rows_in=0, rows_out=0)
+    if phase == "report":
+        stats = codec.unpack(artifacts.read_bytes(task["inputs"][0]))
+        parts = [codec.unpack(artifacts.read_bytes(p)) for p in task["inputs"][1:]]
+        report = stage.report(stats, parts, cfg) if stage.report else sum_reports(parts)
+        info = artifacts.write_bytes(output, codec.pack(plain_report(report)))
+        return _done(info, rows_in=0, rows_out=0, report=report)
+    if phase == "apply":
+        prepared = artifacts.read_frames([task["inputs"][0]])
+        stats = codec.unpack(artifacts.read_bytes(task["inputs"][1]))
+        assert stage.apply is not None
+        out, part_report = stage.apply(prepared, cfg, stats, int(task["partition"]))
+        extra = artifacts.write_bytes(spec["report_part"], codec.pack(plain_report(part_report)))
+        info = artifacts.write_frame(output, out)
+        return _done(info, rows_in=len(prepared), rows_out=len(out), extra=[extra])
+    df = _load(task, stage, cfg)
+    rows_in = len(df)
+    if phase == "map":
+        assert stage.map is not None
+        prepared, partial = stage.map(df, cfg)
+        del df
+        extra = artifacts.write_bytes(spec["partial"], codec.pack(partial))
+        info = artifacts.write_frame(output, prepared)
+        return _done(info, rows_in=rows_in, rows_out=len(prepared), extra=[extra])
+    out, report = stage.func(df, cfg)
+    del df
+    info = artifacts.write_frame(output, out)
+    return _done(info, rows_in=rows_in, rows_out=len(out), report=report)
+
+
+def _load(task: Mapping[str, Any], stage: Stage, cfg: Any) -> pd.DataFrame:
+    spec = task.get("spec", {})
+    if task["inputs"]:
+        columns = spec.get("columns")
+        return artifacts.read_frames(task["inputs"], columns)
+    path = spec["input_path"]
+    first, end = spec.get("row_groups") or [0, None]
+    try:
+        parquet = pq.ParquetFile(path)
+        end = parquet.num_row_groups if end is None else end
+        table = (
+            parquet.read_row_groups(range(first, end))
+            if end > first
+            else parquet.schema_arrow.empty_table()
+        )
+    except FileNotFoundError:
+        raise TaskInputError(f"input {path!r} does not exist") from None
+    except IsADirectoryError:
+        raise TaskInputError(f"input {path!r} is a directory, not a parquet file") from None
+    except PermissionError:
+        raise TaskInputError(f"input {path!r} cannot be read (permission denied)") from None
+    except (pa.ArrowException, OSError) as exc:
+        raise TaskInputError(f"input {path!r} is not a readable parquet file: {exc}") from exc
+    df = table.to_pandas(split_blocks=True, self_destruct=True)
+    if stage.partitioning is Partitioning.GLOBAL and stage.columns is not None:
+        df = df[stage.columns(cfg, list(df.columns))]
+    return df
+
+
+def _done(
+    info: artifacts.ArtifactInfo,
+    *,
+    rows_in: int,
+    rows_out: int,
+    report: Mapping[str, Any] | None = None,
+    extra: list[artifacts.ArtifactInfo] | None = None,
+) -> dict[str, Any]:
+    return {
+        "artifact": info.path,
+        "sha256": info.sha256,
+        "bytes": info.bytes,
+        "rows_in": rows_in,
+        "rows_out": rows_out,
+        "report": dict(report or {}),
+        "extra": {e.path: e.sha256 for e in extra or []},
+        "reused": False,
+    }
+
+
+def _reuse(task: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Take an earlier execution's artifacts when every one is still what it was."""
+    reuse = task.get("reuse") or {}
+    if not reuse:
+        return None
+    wanted = {reuse["artifact"]: reuse["sha256"], **reuse.get("extra", {})}
+    if not all(artifacts.verify(path, sha) for path, sha in wanted.items()):
+        return None  # missing or altered: recompute, never trust
+    spec = task.get("spec", {})
+    targets = {reuse["artifact"]: task["output"]}
+    for old in reuse.get("extra", {}):
+        name = Path(old).name
+        for new in (spec.get("partial"), spec.get("report_part")):
+            if new and Path(new).name == name:
+                targets[old] = new
+    for old, new in targets.items():
+        if old != new:
+            artifacts.link_or_copy(old, new)
+    return {
+        "artifact": task["output"],
+        "sha256": reuse["sha256"],
+        "bytes": int(reuse.get("bytes", 0)),
+        "rows_in": int(reuse.get("rows_in", 0)),
+        "rows_out": int(reuse.get("rows_out", 0)),
+        "report": dict(reuse.get("report", {})),
+        "extra": {targets.get(p, p): sha for p, sha in reuse.get("extra", {}).items()},
+        "reused": True,
+    }
+
+
+def _failure(task: Mapping[str, Any], exc: BaseException) -> dict[str, Any]:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    expected = isinstance(exc, StageError | ArtifactError)
+    error = text if expected else f"{type(exc).__name__}: {text}"
+    trace_path = ""
+    output = task.get("output")
+    if output:
+        trace_path = str(
+            Path(output).with_name(
+                f"{task['phase']}-{int(task['partition']):04d}.attempt-{task['attempt']}.traceback.txt"
+            )
+        )
+        try:
+            Path(trace_path).parent.mkdir(parents=True, exist_ok=True)
+            Path(trace_path).write_text("".join(traceback.format_exception(exc)), encoding="utf-8")
+        except OSError:
+            trace_path = ""
+    retryable = isinstance(exc, MemoryError | ArtifactError) or (
+        isinstance(exc, OSError) and not isinstance(exc, StageError)
+    )
+    result: dict[str, Any] = {
+        "ok": False,
+        "error": error[:2000],
+        "error_type": type(exc).__name__,
+        "retryable": retryable,
+        "traceback_path": trace_path,
+    }
+    if isinstance(exc, StageRuleError):
+        result["report"] = plain_report(exc.report)
+    return result
+
+
+def plain_report(report: Any) -> dict[str, Any]:
+    """A report as msgpack-safe plain data, cut down if it would make an event too big."""
+    value = _plain(report)
+    if not isinstance(value, dict):
+        value = {"value": value}
+    if len(msgpack.packb(value)) > MAX_REPORT_BYTES:
+        return {"truncated": True, "keys": sorted(map(str, value))[:100]}
+    return value
+
+
+def _plain(value: Any) -> Any:
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, np.generic):
+        return _plain(value.item())
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_plain(v) for v in value]
+    if isinstance(value, pd.Timestamp):
+        return value.isoformat()
+    return str(value)

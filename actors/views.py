@@ -1,0 +1,101 @@
+"""Executions as people and programs read them: folded from the log, shaped for printing/JSON."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Iterable
+from typing import Any
+
+from bus.client import Client, Record
+from store.projections import executions as folds
+
+
+def fold_log(client: Client, to_seq: int | None = None) -> folds.ExecutionsState:
+    """The execution fold of the hub's log (up to `to_seq`)."""
+    state = folds.ExecutionsState()
+    for record in client.read(1, to_seq, types=folds.TYPES):
+        fold_record(record, state)
+    return state
+
+
+def fold_record(record: Record, state: folds.ExecutionsState) -> None:
+    folds.evolve(record.seq, record.fields(), state)
+
+
+def execution_view(ex: folds.ExecutionState) -> dict[str, Any]:
+    """One execution as plain data: status, timings, records, per-stage results, outputs."""
+    return {
+        "execution_id": ex.execution_id,
+        "status": ex.status,
+        "mode": ex.mode,
+        "input": ex.request.get("input_data", ""),
+        "stages": [s["stage"] for s in ex.plan.get("steps", [])]
+        or list(ex.request.get("stages", [])),
+        "records_processed": ex.records_processed,
+        "duration_s": round(ex.duration_s, 3),
+        "started_ts": ex.started_ts,
+        "finished_ts": ex.finished_ts,
+        "error": ex.error,
+        "failed_stage": ex.failed_stage,
+        "traceback_path": ex.traceback_path,
+        "outputs": ex.outputs,
+        "steps": ex.step_summary(),
+        "paused": ex.status == "paused",
+        "last_seq": ex.last_seq,
+    }
+
+
+def stage_statistics(executions: Iterable[folds.ExecutionState]) -> dict[str, dict[str, Any]]:
+    """Per stage name over finished steps: runs, failures, seconds (mean, p50, p95), records."""
+    durations: dict[str, list[float]] = {}
+    records: dict[str, int] = {}
+    failures: dict[str, int] = {}
+    for ex in executions:
+        for step in ex.step_summary().values():
+            name = step["stage"]
+            if step["status"] == "completed":
+                durations.setdefault(name, []).append(step["duration_s"])
+                records[name] = records.get(name, 0) + step["records_in"]
+            elif step["status"] == "failed":
+                failures[name] = failures.get(name, 0) + 1
+    out: dict[str, dict[str, Any]] = {}
+    for name in sorted(set(durations) | set(failures)):
+        times = sorted(durations.get(name, []))
+        out[name] = {
+            "runs": len(times),
+            "failures": failures.get(name, 0),
+            "mean_s": round(statistics.fmean(times), 3) if times else 0.0,
+            "p50_s": round(_pct(times, 50), 3),
+            "p95_s": round(_pct(times, 95), 3),
+            "records": records.get(name, 0),
+        }
+    return out
+
+
+def _pct(values: list[float], q: float) -> float:
+    if not values:
+        return 0.0
+    index = min(len(values) - 1, max(0, round(q / 100 * (len(values) - 1))))
+    return values[index]
+
+
+def format_execution(view: dict[str, Any]) -> list[str]:
+    lines = [
+        f"execution {view['execution_id']}: {view['status']} ({view['mode']}), "
+        f"{view['records_processed']} records, {view['duration_s']:.2f} s",
+    ]
+    if view["error"]:
+        lines.append(f"  error: {view['error']}")
+    if view["traceback_path"]:
+        lines.append(f"  traceback: {view['traceback_path']}")
+    for step_id, step in view["steps"].items():
+        parts = f"{step['parts_done']}/{step['parts']} parts" if step["parts"] > 1 else ""
+        extra = " reused" if step["reused"] else ""
+        attempts = f" attempts={step['attempts']}" if step["attempts"] > 1 else ""
+        lines.append(
+            f"  {step_id:<24} {step['status']:<10} in={step['records_in']:<10} "
+            f"out={step['records_out']:<10} {step['duration_s']:>7.2f} s {parts}{attempts}{extra}"
+        )
+    for step_id, output in view["outputs"].items():
+        lines.append(f"  output {step_id}: {output.get('path')} ({output.get('rows')} rows)")
+    return lines

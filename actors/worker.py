@@ -1,0 +1,406 @@
+"""``porch worker``: pulls stage tasks, runs them in its runner process, reports every step.
+
+The loop is the only place with I/O. It takes a task only while idle, announces
+``StageStarted``, hands the task to the runner, and turns the runner's answer into
+``StageCompleted`` or ``StageFailed``. Heartbeats (with psutil figures of the worker, its runner
+and the host) go out every second whatever the stage is doing, since the stage computes in
+another process. A cancel of the running task's execution kills the runner; a runner that dies
+is reported as a retryable failure and replaced. A stage that raises is a failed task, never a
+dead worker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import psutil
+import zmq
+
+from actors.pipes import FrameError, FrameReader, write_frame
+from bus.client import Client
+from bus.endpoints import Endpoints, run_dir
+from bus.errors import BusError, MalformedEventError
+from bus.events import (
+    Event,
+    StageCompleted,
+    StageDispatched,
+    StageFailed,
+    StageStarted,
+    WorkerHeartbeat,
+    WorkerStarted,
+    WorkerStopped,
+    decode,
+    set_source,
+    to_map,
+)
+from bus.hub import SOCKET_MAX_BYTES
+
+log = logging.getLogger("porch.worker")
+CONTROL: Final = ("CancelRequested", "ExecutionCancelled")
+
+
+def tasks_endpoint(data_dir: Path) -> str:
+    """Where the orchestrator hands out tasks on this host."""
+    return f"ipc://{run_dir(data_dir) / 'tasks.sock'}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkerConfig:
+    data_dir: Path
+    endpoints: Endpoints
+    tasks: str
+    name: str = ""
+    heartbeat_s: float = 1.0
+    stages: tuple[str, ...] = ()
+    prefetch: int = 4
+
+    def __post_init__(self) -> None:
+        if not 0.05 <= self.heartbeat_s <= 60:
+            raise ValueError(f"heartbeat_s must be 0.05..60, got {self.heartbeat_s}")
+
+
+class Runner:
+    """The child process that runs tasks; restartable."""
+
+    def __init__(self, stages: Sequence[str]) -> None:
+        self.stages = list(stages)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.reader: FrameReader | None = None
+        self.ready = False
+        self.start()
+
+    def start(self) -> None:
+        args = [sys.executable, "-m", "actors.runner"]
+        for stage in self.stages:
+            args += ["--stage", stage]
+        self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        assert self.proc.stdout is not None
+        self.reader = FrameReader(self.proc.stdout.fileno())
+        self.ready = False
+
+    @property
+    def fd(self) -> int:
+        assert self.proc is not None
+        assert self.proc.stdout is not None
+        return self.proc.stdout.fileno()
+
+    def send(self, task: dict[str, Any]) -> None:
+        assert self.proc is not None
+        assert self.proc.stdin is not None
+        write_frame(self.proc.stdin, task)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+        if self.proc is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(5)
+            for stream in (self.proc.stdin, self.proc.stdout):
+                with contextlib.suppress(OSError):
+                    if stream is not None:
+                        stream.close()
+
+    def restart(self) -> None:
+        self.kill()
+        self.start()
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid if self.proc is not None else 0
+
+
+@dataclass(slots=True)
+class _Busy:
+    task: dict[str, Any]
+    started: float
+    cancelled: bool = False
+
+
+@dataclass(slots=True)
+class WorkerStats:
+    tasks: int = 0
+    failed: int = 0
+    malformed: int = 0
+    restarts: int = 0
+    cancelled: set[str] = field(default_factory=set)
+
+
+class Worker:
+    def __init__(self, config: WorkerConfig) -> None:
+        self.config = config
+        self.name = config.name or f"worker-{socket.gethostname()}-{os.getpid()}"
+        self.stats = WorkerStats()
+        self._stop = False
+        self._busy: _Busy | None = None
+        self._queue: deque[dict[str, Any]] = deque()
+        self._proc = psutil.Process()
+
+    def stop(self, *_: object) -> None:
+        self._stop = True
+
+    def run(self) -> None:
+        set_source(self.name)
+        ctx = zmq.Context()
+        client = Client(self.config.endpoints, context=ctx)
+        pull = ctx.socket(zmq.PULL)
+        pull.setsockopt(zmq.RCVHWM, 1)
+        pull.setsockopt(zmq.LINGER, 0)
+        pull.setsockopt(zmq.MAXMSGSIZE, SOCKET_MAX_BYTES)
+        pull.connect(self.config.tasks)
+        control = client.subscribe(types=CONTROL)
+        runner = Runner(self.config.stages)
+        self.client = client
+        self._send(
+            WorkerStarted(
+                worker=self.name,
+                host=socket.gethostname(),
+                pid=os.getpid(),
+                capacity={
+                    "cpus": psutil.cpu_count() or 1,
+                    "memory_bytes": psutil.virtual_memory().total,
+                },
+            )
+        )
+        next_beat = time.monotonic()
+        try:
+            while not self._stop:
+                poller = zmq.Poller()
+                poller.register(runner.fd, zmq.POLLIN)
+                poller.register(control.socket, zmq.POLLIN)
+                if len(self._queue) < self.config.prefetch:
+                    poller.register(pull, zmq.POLLIN)
+                wait_ms = max(0, int((next_beat - time.monotonic()) * 1000))
+                events = dict(poller.poll(min(wait_ms, 200)))
+                if events.get(runner.fd):
+                    self._on_runner(runner)
+                if events.get(control.socket):
+                    for record in control.receive(0):
+                        self._on_control(record.fields(), runner)
+                if events.get(pull):
+                    while len(self._queue) < self.config.prefetch:
+                        try:
+                            payload = pull.recv(zmq.NOBLOCK)
+                        except zmq.Again:
+                            break
+                        self._on_task(payload)
+                if self._busy is None and runner.ready and self._queue:
+                    self._start(self._queue.popleft(), runner)
+                if time.monotonic() >= next_beat:
+                    self._heartbeat(runner)
+                    next_beat = time.monotonic() + self.config.heartbeat_s
+                if runner.proc is not None and runner.proc.poll() is not None:
+                    self._runner_died(runner)
+        finally:
+            if self._busy is not None:
+                self._queue.appendleft(self._busy.task)
+            for task in self._queue:
+                self._fail(
+                    task, "the worker stopped before finishing", "WorkerStopped", retryable=True
+                )
+            runner.kill()
+            with contextlib.suppress(BusError):
+                self._send(WorkerStopped(worker=self.name, reason="stopped"))
+            control.close()
+            pull.close(linger=0)
+            client.close()
+            ctx.term()
+
+    # --- events in ---------------------------------------------------------------------------
+
+    def _on_task(self, payload: bytes) -> None:
+        try:
+            event = decode(payload)
+            if not isinstance(event, StageDispatched):
+                raise MalformedEventError(f"a task must be StageDispatched, got {event.TYPE}")
+        except MalformedEventError as exc:
+            self.stats.malformed += 1
+            log.warning("worker %s: refused a task: %s", self.name, exc)
+            return
+        task = to_map(event)
+        if task["execution_id"] in self.stats.cancelled:
+            self._fail(task, "the execution was cancelled", "Cancelled", retryable=False)
+            return
+        self._queue.append(task)
+
+    def _start(self, task: dict[str, Any], runner: Runner) -> None:
+        self._busy = _Busy(task=task, started=time.monotonic())
+        self._send(
+            StageStarted(
+                execution_id=task["execution_id"],
+                stage=task["stage"],
+                worker=self.name,
+                partition=task["partition"],
+                attempt=task["attempt"],
+                step=task["step"],
+                phase=task["phase"],
+                task_id=task["task_id"],
+            )
+        )
+        try:
+            runner.send(task)
+        except OSError:
+            self._runner_died(runner)
+
+    def _on_runner(self, runner: Runner) -> None:
+        assert runner.reader is not None
+        try:
+            frames, closed = runner.reader.read()
+        except FrameError as exc:
+            log.error("worker %s: runner sent garbage (%s); restarting it", self.name, exc)
+            frames, closed = [], True
+        for frame in frames:
+            if isinstance(frame, dict) and frame.get("ready"):
+                runner.ready = True
+                continue
+            busy, self._busy = self._busy, None
+            if busy is None or not isinstance(frame, dict):
+                continue
+            self.stats.tasks += 1
+            if frame.get("ok"):
+                self._complete(busy.task, frame)
+            else:
+                self._fail(
+                    busy.task,
+                    str(frame.get("error", "failed")),
+                    str(frame.get("error_type", "")),
+                    retryable=bool(frame.get("retryable", False)),
+                    traceback_path=str(frame.get("traceback_path", "")),
+                )
+        if closed:
+            self._runner_died(runner)
+
+    def _on_control(self, fields: dict[str, Any], runner: Runner) -> None:
+        execution = fields.get("execution_id", "")
+        self.stats.cancelled.add(execution)
+        for task in [t for t in self._queue if t["execution_id"] == execution]:
+            self._queue.remove(task)
+            self._fail(task, "the execution was cancelled", "Cancelled", retryable=False)
+        busy = self._busy
+        if busy is not None and busy.task["execution_id"] == execution:
+            self._busy = None
+            runner.restart()
+            self.stats.restarts += 1
+            self._fail(busy.task, "cancelled while running", "Cancelled", retryable=False)
+
+    def _runner_died(self, runner: Runner) -> None:
+        code = runner.proc.poll() if runner.proc is not None else None
+        busy, self._busy = self._busy, None
+        if busy is not None:
+            self._fail(
+                busy.task,
+                f"the runner process died (exit {code}) while running the task",
+                "RunnerDied",
+                retryable=True,
+            )
+        runner.restart()
+        self.stats.restarts += 1
+
+    # --- events out --------------------------------------------------------------------------
+
+    def _send(self, event: Event) -> None:
+        try:
+            self.client.publish(event)
+        except BusError as exc:
+            log.error("worker %s: could not send %s: %s", self.name, event.TYPE, exc)
+
+    def _complete(self, task: dict[str, Any], result: dict[str, Any]) -> None:
+        self._send(
+            StageCompleted(
+                execution_id=task["execution_id"],
+                stage=task["stage"],
+                worker=self.name,
+                artifact=str(result["artifact"]),
+                rows_in=int(result["rows_in"]),
+                rows_out=int(result["rows_out"]),
+                bytes=int(result["bytes"]),
+                sha256=str(result["sha256"]),
+                duration_s=float(result["duration_s"]),
+                partition=task["partition"],
+                attempt=task["attempt"],
+                report=result.get("report", {}),
+                step=task["step"],
+                phase=task["phase"],
+                task_id=task["task_id"],
+                extra={str(k): str(v) for k, v in result.get("extra", {}).items()},
+                reused=bool(result.get("reused", False)),
+            )
+        )
+
+    def _fail(
+        self,
+        task: dict[str, Any],
+        error: str,
+        error_type: str,
+        *,
+        retryable: bool,
+        traceback_path: str = "",
+    ) -> None:
+        self.stats.failed += 1
+        self._send(
+            StageFailed(
+                execution_id=task["execution_id"],
+                stage=task["stage"],
+                worker=self.name,
+                error=error,
+                partition=task["partition"],
+                attempt=task["attempt"],
+                error_type=error_type,
+                retryable=retryable,
+                traceback_path=traceback_path,
+                step=task["step"],
+                phase=task["phase"],
+                task_id=task["task_id"],
+            )
+        )
+
+    def _heartbeat(self, runner: Runner) -> None:
+        try:
+            procs = [self._proc]
+            with contextlib.suppress(psutil.Error):
+                if runner.pid:
+                    procs.append(psutil.Process(runner.pid))
+            cpu = sum(p.cpu_percent() for p in procs)
+            rss = sum(p.memory_info().rss for p in procs)
+            memory = sum(p.memory_percent() for p in procs)
+            disk = (
+                psutil.disk_usage(str(self.config.data_dir)).percent
+                if self.config.data_dir.exists()
+                else 0.0
+            )
+        except psutil.Error:
+            cpu = memory = disk = 0.0
+            rss = 0
+        self._send(
+            WorkerHeartbeat(
+                worker=self.name,
+                host=socket.gethostname(),
+                cpu_percent=float(cpu),
+                memory_percent=float(memory),
+                rss_bytes=int(rss),
+                host_cpu_percent=float(psutil.cpu_percent()),
+                host_memory_percent=float(psutil.virtual_memory().percent),
+                disk_percent=float(disk),
+                task_id=self._busy.task["task_id"] if self._busy else None,
+                queued=[t["task_id"] for t in self._queue],
+            )
+        )
+
+
+def run_worker(config: WorkerConfig) -> int:
+    worker = Worker(config)
+    signal.signal(signal.SIGTERM, worker.stop)
+    signal.signal(signal.SIGINT, worker.stop)
+    worker.run()
+    return 0
