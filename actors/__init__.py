@@ -1,1 +1,28 @@
-"""The processes of porch (hub, orchestrator, workers, scheduler, monitor), the Python API and the CLI."""
+"""The processes of porch (orchestrator, worker, CLI) and the seed's Python API.
+
+``from actors import MLPipelineOrchestrator, PipelineStage, ExecutionMode`` as in the seed
+README. Names load on first use, so the CLI starts without pandas.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY = {
+    "MLPipelineOrchestrator": "actors.api",
+    "PipelineStage": "actors.api",
+    "ExecutionMode": "actors.api",
+    "PipelineExecution": "actors.api",
+    "StageResult": "actors.api",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'actors' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value
+    return value

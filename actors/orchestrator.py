@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import shutil
 import signal
 import time
 from collections import deque
@@ -172,6 +173,8 @@ class Orchestrator:
                     self.rt.outbox.append((fields["task_id"], record.payload))
         elif kind in ("StageStarted", "StageProgress"):
             self._renew(fields.get("task_id", ""), now)
+        elif kind == "ExecutionCompleted" and self.live:
+            self._drop_checkpoints(self.state.executions.get(eid or ""))
         elif kind in ("StageCompleted", "StageFailed"):
             self.rt.leases.pop(fields.get("task_id", ""), None)
             self.rt.payloads.pop(fields.get("task_id", ""), None)
@@ -184,6 +187,15 @@ class Orchestrator:
                 for task_id in [fields.get("task_id"), *fields.get("queued", [])]:
                     if task_id:
                         self._renew(task_id, now)
+
+    @staticmethod
+    def _drop_checkpoints(ex: folds.ExecutionState | None) -> None:
+        """``save_checkpoints=False``: keep the outputs, remove the intermediate artifacts."""
+        if ex is None or ex.request.get("save_checkpoints", True) or not ex.plan:
+            return
+        root = Path(ex.plan["dir"])
+        for step in ex.plan["steps"]:
+            shutil.rmtree(root / step["id"], ignore_errors=True)
 
     def _renew(self, task_id: str, now: float) -> None:
         lease = self.rt.leases.get(task_id)

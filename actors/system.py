@@ -41,6 +41,7 @@ class System:
     extra: Sequence[str] = ()
     log: IO[bytes] | int | None = None
     children: list[Child] = field(default_factory=list)
+    stopping: bool = False
 
     def _porch(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "actors.cli", *args, "--data-dir", str(self.data_dir)]
@@ -99,7 +100,9 @@ class System:
 
     def check(self) -> list[str]:
         """Start again every child that died; returns their names."""
-        restarted = []
+        restarted: list[str] = []
+        if self.stopping:
+            return restarted
         for child in self.children:
             if child.proc is not None and child.proc.poll() is not None:
                 # a child that keeps dying waits longer each time, up to 30 s
@@ -122,6 +125,7 @@ class System:
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """Workers and orchestrator first, then the hub, so their last events are written."""
+        self.stopping = True
         for group in (self.children[1:], self.children[:1]):
             for child in group:
                 if child.proc is not None and child.proc.poll() is None:

@@ -1,101 +1,80 @@
-"""The demo behind `scripts/demo`: a hub on a temp data dir, events in, events out, stop.
+"""The demo behind `scripts/demo`: sample data, a whole porch system, the default pipeline, stop.
 
-Every step runs the `porch` command a user would type, and prints it first.
+Every step runs the `porch` command a user would type, and prints it first. The outputs stay in
+``demo-output/`` so they can be opened afterwards.
 """
 
 from __future__ import annotations
 
+import argparse
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 from bus.client import Client, hub_running
-from bus.events import ExecutionRequested, MetricRecorded, StageProgress
 
 PORCH = [sys.executable, "-m", "actors.cli"]
+ROOT = Path(__file__).resolve().parents[1]
 
 
-def porch(*args: str, data_dir: Path, check: bool = True, note: str = "") -> str:
+def porch(*args: str, data_dir: Path | None = None, check: bool = True, note: str = "") -> int:
     shown = " ".join(["porch", *map(shlex.quote, args)])
     print(f"\n$ {shown}{'   # ' + note if note else ''}", flush=True)
-    result = subprocess.run(
-        [*PORCH, *args, "--data-dir", str(data_dir)], capture_output=True, text=True
-    )
-    out = (result.stdout + result.stderr).rstrip()
-    if out:
-        print(out, flush=True)
+    extra = ["--data-dir", str(data_dir)] if data_dir else []
+    result = subprocess.run([*PORCH, *args, *extra], check=False)
     if check and result.returncode != 0:
         raise SystemExit(f"demo: `{shown}` failed with exit {result.returncode}")
-    return result.stdout
+    return result.returncode
 
 
 def main() -> int:
-    with tempfile.TemporaryDirectory(prefix="porch-demo-") as tmp:
-        data_dir = Path(tmp) / "data"
-        print(f"porch demo: data dir {data_dir}")
-        print(f"\n$ porch hub --data-dir {data_dir} &", flush=True)
-        hub = subprocess.Popen([*PORCH, "hub", "--data-dir", str(data_dir)])
+    parser = argparse.ArgumentParser(prog="scripts/demo")
+    parser.add_argument("--rows", type=int, default=200_000, help="sample rows (default 200000)")
+    parser.add_argument("--mode", default="parallel", choices=["sequential", "parallel", "hybrid"])
+    args = parser.parse_args()
+    out = ROOT / "demo-output"
+    shutil.rmtree(out, ignore_errors=True)
+    data_dir = out / ".porch"
+    sample = out / "query_history.parquet"
+    print(f"porch demo: everything goes under {out}")
+    porch(
+        "sample",
+        str(sample),
+        "--rows",
+        str(args.rows),
+        "--seed",
+        "7",
+        note="dirty Snowflake query history",
+    )
+
+    print(f"\n$ porch up --workers 2 --data-dir {data_dir} &", flush=True)
+    up = subprocess.Popen([*PORCH, "up", "--workers", "2", "--data-dir", str(data_dir)])
+    try:
+        deadline = time.monotonic() + 30
+        while not hub_running(data_dir):
+            if up.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit("demo: the system did not start")
+            time.sleep(0.1)
+        with Client.local(data_dir) as client:
+            client.head()
+        porch("run", str(sample), "--mode", args.mode, "--id", "demo-1", "--wait", data_dir=data_dir,
+              note="the default four-stage pipeline")  # fmt: skip
+        porch("stats", data_dir=data_dir, note="per-stage statistics")
+        porch("replay", "--execution", "demo-1", "--type", "ExecutionCompleted", data_dir=data_dir,
+              note="the log holds everything")  # fmt: skip
+    finally:
+        print("\n# stopping the system (SIGTERM: workers, orchestrator, then the hub)", flush=True)
+        up.send_signal(signal.SIGTERM)
         try:
-            deadline = time.monotonic() + 20
-            while not hub_running(data_dir):
-                if hub.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit("demo: the hub did not start")
-                time.sleep(0.05)
-
-            porch(
-                "publish", "MetricRecorded", "name=rows_loaded", "value=125000", data_dir=data_dir
-            )
-            porch(
-                "publish",
-                "--json",
-                '{"type": "ExecutionRequested", "execution_id": "demo-1",'
-                ' "stages": ["data_cleaning", "feature_engineering"], "input_data": "data/input.parquet"}',
-                data_dir=data_dir,
-            )
-            porch(
-                "publish", "MetricRecorded", "name=x", "value=not-a-number",
-                data_dir=data_dir, check=False, note="refused at the door: exit 2",
-            )  # fmt: skip
-
-            print("\n# the same from a Python program: bus.client.Client")
-            with Client.local(data_dir) as client:
-                sub = client.subscribe(1)
-                seq = client.append(
-                    StageProgress(
-                        execution_id="demo-1", stage="data_cleaning", worker="demo", fraction=0.5
-                    )
-                )
-                print(f"appended StageProgress durably at seq {seq}")
-                for i in range(3):
-                    client.publish(MetricRecorded(name="queue_depth", value=float(i)))
-                client.append(
-                    ExecutionRequested(
-                        execution_id="demo-2", stages=["data_validation"], input_data="x.parquet"
-                    )
-                )
-                got = []
-                while len(got) < 7:
-                    got.extend(sub.receive(timeout_ms=5000) or [])
-                print(
-                    "a subscriber from seq 1 saw, in order:",
-                    ", ".join(f"{r.seq}:{r.type}" for r in got),
-                )
-                sub.close()
-
-            porch("replay", data_dir=data_dir)
-            porch("replay", "--json", "--type", "ExecutionRequested", data_dir=data_dir)
-            porch("replay", "--summary", data_dir=data_dir)
-            porch("log", "verify", data_dir=data_dir)
-        finally:
-            print("\n# stopping the hub (SIGTERM: flush, fsync, close)", flush=True)
-            hub.send_signal(signal.SIGTERM)
-            hub.wait(15)
-        porch("replay", "--from", "4", "--to", "5", data_dir=data_dir)
-        print("\nporch demo: done (the hub was stopped; replay read the log files directly)")
+            up.wait(30)
+        except subprocess.TimeoutExpired:
+            up.kill()
+    print(f"\nporch demo: done. Outputs: {out}/.porch/checkpoints/demo-1/output/")
+    print(f"Look again any time: porch status demo-1 --data-dir {data_dir}")
     return 0
 
 

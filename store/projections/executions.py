@@ -84,18 +84,19 @@ class ExecutionState:
         for step in self.plan.get("steps", []):
             sid = step["id"]
             mine = [t for k, t in self.tasks.items() if k[0] == sid and k[1] != "collect"]
-            finals = [t for t in mine if t.key[1] == step["phases"][-1]]
+            finals = [t for t in mine if t.key[1] == plans.last_phase(step)]
+            gates = [t for t in mine if t.key[1] in ("apply", "run", "report")]
             firsts = [t for t in mine if t.key[1] == step["phases"][0]]
             done = sum(1 for t in finals if t.status == "completed")
             status = "pending"
             if any(t.status == "failed" for t in mine):
                 status = "failed"
-            elif finals and done == len(finals):
+            elif gates and all(t.status == "completed" for t in gates):
                 status = "completed"
             elif any(t.status in ("dispatched", "running", "completed") for t in mine):
                 status = "running"
             started = [t.dispatched_ts for t in mine if t.dispatched_ts]
-            finished = [t.finished_ts for t in finals if t.finished_ts]
+            finished = [t.finished_ts for t in gates if t.finished_ts]
             out[sid] = {
                 "stage": step["stage"],
                 "status": status,
@@ -111,7 +112,8 @@ class ExecutionState:
                 "workers": sorted({t.worker for t in mine if t.worker}),
                 "reused": bool(finals) and all(t.reused for t in finals),
                 "artifacts": [t.artifact for t in finals if t.status == "completed"],
-                "report": finals[0].report if len(finals) == 1 else {},
+                "report": next((t.report for t in mine if t.key[1] == "report"), None)
+                or (finals[0].report if len(finals) == 1 else {}),
             }
         return out
 
