@@ -8,14 +8,25 @@ and cancels a task by killing the runner and starting a new one.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
 import os
+import signal
 import sys
 
 from actors.pipes import FrameError, read_frame, write_frame
 from actors.stagecfg import registry_from
 
 
+def _die_with_parent() -> None:
+    """Linux: be killed when the worker dies, even by SIGKILL, so no task runs unowned."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
 def main(argv: list[str] | None = None) -> int:
+    _die_with_parent()
     parser = argparse.ArgumentParser(prog="porch-runner")
     parser.add_argument("--stage", action="append", default=[], metavar="NAME=MODULE:FUNCTION")
     args = parser.parse_args(argv)

@@ -71,6 +71,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     rep.add_argument(
         "--summary", action="store_true", help="print the folded overview instead of events"
     )
+    rep.add_argument(
+        "--state", metavar="EXECUTION_ID", help="print the folded execution instead of events"
+    )
+    rep.add_argument("--at", type=int, metavar="SEQ", help="with --state: fold only up to this seq")
     rep.set_defaults(func=cmd_replay)
 
     log_cmd = sub.add_parser("log", help="check the event log")
@@ -150,6 +154,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
     root = data_dir_of(args)
     if args.follow and args.summary:
         raise UsageError("replay: --follow and --summary do not go together")
+    if args.at is not None and not args.state:
+        raise UsageError("replay: --at goes with --state EXECUTION_ID")
+    if args.state:
+        return _replay_state(args, root)
     records = _records(args, root)
     if args.summary:
         state = SummaryState()
@@ -163,6 +171,34 @@ def cmd_replay(args: argparse.Namespace) -> int:
         out.write(render(seq, fields) + "\n")
         if args.follow:
             out.flush()
+    return 0
+
+
+def _replay_state(args: argparse.Namespace, root: Any) -> int:
+    """The execution as the log had it at ``--at`` (default: now), folded from seq 1."""
+    from actors.views import execution_view, format_execution
+    from store.projections import executions as folds
+
+    args.from_seq, args.to_seq, args.types, args.execution, args.follow = (
+        1,
+        args.at,
+        None,
+        None,
+        False,
+    )
+    state = folds.ExecutionsState()
+    for seq, fields in _records(args, root):
+        folds.evolve(seq, fields, state)
+    ex = state.executions.get(args.state)
+    if ex is None:
+        at = f" at seq {args.at}" if args.at else ""
+        raise UsageError(f"replay: no execution {args.state!r} in the log{at}")
+    view = execution_view(ex)
+    if args.json:
+        print(json.dumps(view, default=str))
+    else:
+        print(f"as of seq {state.last_seq}:")
+        print("\n".join(format_execution(view)))
     return 0
 
 

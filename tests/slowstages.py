@@ -1,0 +1,24 @@
+"""Stages for system tests: slow, raising, and a row-local one. Workers load them by name."""
+
+from __future__ import annotations
+
+import time
+
+import pandas as pd
+
+
+def slow(df: pd.DataFrame, config: dict) -> tuple[pd.DataFrame, dict]:
+    """Sleep ``seconds`` (a stage that takes a while), then pass the rows through."""
+    time.sleep(float(config.get("seconds", 1.0)))
+    return df, {"slept": float(config.get("seconds", 1.0))}
+
+
+def boom(df: pd.DataFrame, config: dict) -> tuple[pd.DataFrame, dict]:
+    raise ValueError("boom: this stage always fails")
+
+
+def noop(df: pd.DataFrame, config: dict) -> tuple[pd.DataFrame, dict]:
+    return df, {}
+
+
+STAGES = ("slow=tests.slowstages:slow", "boom=tests.slowstages:boom", "noop=tests.slowstages:noop")

@@ -1,0 +1,265 @@
+"""A whole porch system (hub, orchestrator, workers as processes) running pipelines end to end."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from actors.system import System
+from actors.views import fold_log
+from bus.client import Client
+from bus.events import CancelRequested, ExecutionRequested, PauseRequested, ResumeRequested
+from stages.pipeline import build, run
+from stages.sample import SCHEMA, generate
+from tests.conftest import run_porch
+from tests.slowstages import STAGES
+
+TERMINAL = ("completed", "failed", "cancelled")
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory) -> Path:
+    """6,000 rows of query history in 4 row groups, so parallel runs have partitions."""
+    path = tmp_path_factory.mktemp("input") / "history.parquet"
+    frame = pd.concat(list(generate(6000, seed=11)), ignore_index=True)
+    pq.write_table(
+        pa.Table.from_pandas(frame, schema=SCHEMA, preserve_index=False), path, row_group_size=1500
+    )
+    return path
+
+
+class Running:
+    def __init__(self, tmp_path: Path, workers: int = 2, lease_ms: int = 10_000) -> None:
+        self.data_dir = tmp_path / "porch"
+        self.system = System(
+            data_dir=self.data_dir,
+            workers=workers,
+            stages=STAGES,
+            extra=["--lease-ms", str(lease_ms)],
+            log=subprocess.DEVNULL,
+        )
+        self.system.start()
+        self.client = Client.local(self.data_dir)
+
+    def request(self, input_path: Path | str, stages: list[str], **fields) -> str:
+        eid = fields.pop("execution_id", f"t-{time.monotonic_ns()}")
+        self.client.append(
+            ExecutionRequested(
+                execution_id=eid, stages=stages, input_data=str(input_path), **fields
+            )
+        )
+        return eid
+
+    def state(self):
+        return fold_log(self.client)
+
+    def wait(self, eid: str, until=lambda ex: ex.status in TERMINAL, timeout: float = 60):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            ex = self.state().executions.get(eid)
+            if ex is not None and until(ex):
+                return ex
+            time.sleep(0.1)
+        raise AssertionError(
+            f"execution {eid} did not get there: {self.state().executions.get(eid)}"
+        )
+
+    def pid(self, name: str) -> int:
+        return self.system.pids()[name]
+
+    def stop(self) -> None:
+        self.client.close()
+        self.system.stop()
+
+
+@pytest.fixture
+def porch(tmp_path):
+    running = Running(tmp_path)
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def porch_short_lease(tmp_path):
+    running = Running(tmp_path, lease_ms=1500)
+    yield running
+    running.stop()
+
+
+DEFAULT = ["data_cleaning", "feature_engineering", "data_aggregation", "data_validation"]
+
+
+def test_every_mode_gives_the_same_output_as_direct_calls(porch, sample):
+    # given the default pipeline, run directly in this process
+    expected = run(build(DEFAULT), pd.read_parquet(sample))[0]["data_validation"]
+    outputs = {}
+    for mode in ("sequential", "parallel", "hybrid"):
+        # when porch runs it in each mode
+        eid = porch.request(sample, DEFAULT, mode=mode, partitions=3 if mode != "sequential" else 0)
+        ex = porch.wait(eid)
+        assert ex.status == "completed", ex.error
+        outputs[mode] = pd.read_parquet(ex.outputs["data_validation"]["path"])
+        assert ex.records_processed == 6000
+    # then every mode's output is the direct result, row for row
+    for mode, frame in outputs.items():
+        pd.testing.assert_frame_equal(frame, expected, check_dtype=False, obj=mode)
+    parallel = porch.state().executions
+    split = next(e for e in parallel.values() if e.mode == "parallel")
+    assert split.plan["steps"][0]["phases"] == ["map", "reduce", "apply", "report"]
+    assert split.plan["steps"][0]["parts"] == 3
+
+
+def test_a_killed_worker_costs_one_more_attempt_not_a_double_count(porch_short_lease, sample):
+    porch = porch_short_lease
+    # given a slow stage running on some worker
+    eid = porch.request(sample, ["slow", "data_cleaning"], config={"slow": {"seconds": 3}})
+    ex = porch.wait(eid, until=lambda e: any(t.status == "running" for t in e.tasks.values()))
+    worker = next(t.worker for t in ex.tasks.values() if t.status == "running")
+    # when that worker is killed with SIGKILL mid-stage
+    os.kill(porch.pid(worker), signal.SIGKILL)
+    # then the execution still completes, the stage ran again, and no record counts twice
+    done = porch.wait(eid, timeout=60)
+    assert done.status == "completed", done.error
+    slow = done.tasks[("slow", "run", 0)]
+    assert slow.attempt == 2
+    assert done.records_processed == 6000
+
+
+def test_a_restarted_orchestrator_continues_without_redoing_finished_stages(porch, sample):
+    # given a chain whose first stage has finished and second is running
+    eid = porch.request(sample, ["noop", "slow", "noop"], execution_id="resume-me",
+                        steps=[{"id": "a", "stage": "noop"}, {"id": "b", "stage": "slow", "after": ["a"], "config": {"seconds": 2}},
+                               {"id": "c", "stage": "noop", "after": ["b"]}])  # fmt: skip
+    porch.wait(eid, until=lambda e: e.tasks and e.tasks[("b", "run", 0)].status == "running")
+    # when the orchestrator is killed with SIGKILL and started again
+    os.kill(porch.pid("orchestrator"), signal.SIGKILL)
+    time.sleep(0.3)
+    assert porch.system.check() == ["orchestrator (exit -9)"]
+    # then the execution completes and stage a was dispatched exactly once
+    done = porch.wait(eid)
+    assert done.status == "completed", done.error
+    dispatched = [
+        f["step"]
+        for f in (r.fields() for r in porch.client.read(1, types=["StageDispatched"]))
+        if f["phase"] == "run"
+    ]
+    assert dispatched.count("a") == 1
+    assert dispatched.count("c") == 1
+
+
+def test_pause_stops_dispatches_and_resume_continues(porch, sample):
+    eid = porch.request(sample, [], steps=[{"id": "a", "stage": "slow", "config": {"seconds": 1}},
+                                           {"id": "b", "stage": "noop", "after": ["a"]}])  # fmt: skip
+    porch.wait(eid, until=lambda e: e.tasks and e.tasks[("a", "run", 0)].status == "running")
+    porch.client.append(PauseRequested(execution_id=eid))
+    paused = porch.wait(eid, until=lambda e: e.status == "paused")
+    time.sleep(1.5)  # a finishes while paused; b must not be dispatched
+    ex = porch.state().executions[eid]
+    assert ex.status == "paused"
+    assert ex.tasks[("b", "run", 0)].status == "pending"
+    assert paused.tasks[("a", "run", 0)].status in ("running", "completed")
+    porch.client.append(ResumeRequested(execution_id=eid))
+    assert porch.wait(eid).status == "completed"
+
+
+def test_cancel_aborts_the_running_task(porch, sample):
+    eid = porch.request(sample, ["slow"], config={"slow": {"seconds": 30}})
+    porch.wait(eid, until=lambda e: e.tasks and e.tasks[("slow", "run", 0)].status == "running")
+    porch.client.append(CancelRequested(execution_id=eid, reason="test"))
+    ex = porch.wait(eid, until=lambda e: e.tasks[("slow", "run", 0)].status == "failed", timeout=10)
+    assert ex.status == "cancelled"
+    assert ex.tasks[("slow", "run", 0)].error_type == "Cancelled"
+
+
+@pytest.mark.parametrize(
+    ("setup", "stages", "message"),
+    [
+        ("missing", DEFAULT, "refused: input '.*missing.parquet' does not exist"),
+        ("text", DEFAULT, "refused: input '.*not.parquet' is not a parquet file"),
+        (
+            "schema",
+            DEFAULT,
+            "stage 'data_aggregation' failed: data_aggregation: no grouping can run",
+        ),
+        ("sample", ["boom"], "stage 'boom' failed: ValueError: boom: this stage always fails"),
+        ("sample", ["no_such_stage"], "refused: pipeline .*unknown stage 'no_such_stage'"),
+    ],
+)
+def test_bad_inputs_and_stages_end_in_one_line_failures(
+    porch, sample, tmp_path, setup, stages, message
+):
+    inputs = {
+        "missing": tmp_path / "missing.parquet",
+        "text": tmp_path / "not.parquet",
+        "schema": tmp_path / "other.parquet",
+        "sample": sample,
+    }
+    inputs["text"].write_text("this is not parquet\n")
+    pq.write_table(pa.table({"a": [1, 2], "b": ["x", "y"]}), inputs["schema"])
+    eid = porch.request(inputs[setup], stages)
+    ex = porch.wait(eid)
+    assert ex.status == "failed"
+    assert "\n" not in ex.error
+    import re
+
+    assert re.search(message, ex.error), ex.error
+    if setup == "sample" and stages == ["boom"]:
+        assert Path(ex.traceback_path).read_text().startswith("Traceback")
+
+
+def test_resume_from_checkpoint_reuses_verified_artifacts_only(porch, sample):
+    first = porch.wait(porch.request(sample, DEFAULT, execution_id="first"))
+    assert first.status == "completed"
+    # a second execution resuming from the first reuses every stage
+    again = porch.wait(porch.request(sample, DEFAULT, execution_id="again", resume_from="first"))
+    assert again.status == "completed"
+    assert all(t.reused for t in again.tasks.values() if t.key[1] != "collect")
+    # an altered artifact is recomputed, never trusted
+    Path(first.tasks[("data_cleaning", "run", 0)].artifact).write_bytes(b"tampered")
+    third = porch.wait(porch.request(sample, DEFAULT, execution_id="third", resume_from="first"))
+    assert third.status == "completed"
+    assert not third.tasks[("data_cleaning", "run", 0)].reused
+    assert third.tasks[("feature_engineering", "run", 0)].reused
+    a = pd.read_parquet(first.outputs["data_validation"]["path"])
+    pd.testing.assert_frame_equal(pd.read_parquet(third.outputs["data_validation"]["path"]), a)
+
+
+def test_without_checkpoints_only_the_output_stays(porch, sample):
+    ex = porch.wait(porch.request(sample, ["data_cleaning", "noop"], save_checkpoints=False))
+    assert ex.status == "completed"
+    root = Path(ex.plan["dir"])
+    deadline = time.monotonic() + 5
+    while (root / "data_cleaning").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sorted(p.name for p in root.iterdir()) == ["output"]
+    assert Path(ex.outputs["noop"]["path"]).exists()
+
+
+def test_cli_run_waits_and_replay_shows_the_state_at_a_seq(porch, sample):
+    result = run_porch("run", str(sample), "--stages", "data_cleaning,noop", "--id", "cli-1", "--wait",
+                       data_dir=porch.data_dir, timeout=60)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "data_cleaning: completed" in result.stdout
+    failed = run_porch(
+        "run", str(sample), "--stages", "boom", "--wait", data_dir=porch.data_dir, timeout=60
+    )
+    assert failed.returncode == 1
+    assert "stage 'boom' failed" in failed.stdout
+    started = next(r.seq for r in porch.client.read(1, types=["ExecutionStarted"]))
+    state = run_porch("replay", "--state", "cli-1", "--at", str(started), data_dir=porch.data_dir)
+    assert state.returncode == 0, state.stderr
+    assert "execution cli-1: running" in state.stdout
+    status = run_porch("status", "cli-1", data_dir=porch.data_dir)
+    assert "execution cli-1: completed" in status.stdout
+    history = run_porch("history", data_dir=porch.data_dir)
+    assert "cli-1" in history.stdout
+    stats = run_porch("stats", data_dir=porch.data_dir)
+    assert "data_cleaning" in stats.stdout
