@@ -52,24 +52,19 @@ def decide(
     if ex.pause_requested:
         return [ExecutionPaused(execution_id=eid, id=decision_id(eid, "paused", ex.last_seq))]
     max_attempts = int(ex.request.get("max_attempts", 2))
-    events: list[Event] = []
-    for task in ex.tasks.values():
-        if task.status == "failed" and not (task.retryable and task.attempt < max_attempts):
+    for key in ex.failed:
+        task = ex.tasks[key]
+        if not (task.retryable and task.attempt < max_attempts):
             return [_failed(ex, task)]
-    if all(t.status == "completed" for t in ex.tasks.values()):
+    if ex.completed == len(ex.tasks):
         return [_completed(ex)]
-    in_flight = sum(1 for t in ex.tasks.values() if t.status in ("dispatched", "running"))
     if ex.mode == "sequential":
-        capacity = min(capacity, 1 - in_flight)
-    for key, task in ex.tasks.items():
+        capacity = min(capacity, 1 - len(ex.in_flight))
+    events: list[Event] = []
+    for key in [*ex.failed, *ex.ready]:  # retries first
         if capacity <= 0:
             break
-        retry = task.status == "failed"
-        if task.status != "pending" and not retry:
-            continue
-        if not all(ex.tasks[dep].status == "completed" for dep in plans.depends_on(ex.plan, key)):
-            continue
-        events.append(dispatch(ex, state, key, task.attempt + 1, lease_ms))
+        events.append(dispatch(ex, state, key, ex.tasks[key].attempt + 1, lease_ms))
         capacity -= 1
     return events
 
@@ -91,6 +86,17 @@ def dispatch(
         spec["partial"] = plans.partial_path(plan, step_id, part)
     if phase == "apply":
         spec["report_part"] = plans.report_path(plan, step_id, part)
+    # read what upstream tasks actually wrote: a stage that passed its input through points
+    # at that input's artifact instead of a copy
+    actual: dict[str, str] = {}
+    hashes: dict[str, str] = {}
+    for dep in plans.depends_on(plan, key):
+        done = ex.tasks.get(dep)
+        if done is not None and done.artifact:
+            actual[plans.path(plan, dep)] = done.artifact
+            hashes[done.artifact] = done.sha256
+    inputs = [actual.get(p, p) for p in plans.inputs(plan, key)]
+    spec["input_sha256"] = {p: hashes[p] for p in inputs if p in hashes}
     return StageDispatched(
         id=decision_id(ex.execution_id, step_id, phase, part, attempt, "dispatch"),
         execution_id=ex.execution_id,
@@ -100,7 +106,7 @@ def dispatch(
         partitions=step["parts"],
         attempt=attempt,
         lease_ms=lease_ms,
-        inputs=plans.inputs(plan, key),
+        inputs=inputs,
         step=step_id,
         phase=phase,
         config=step["config"],

@@ -217,11 +217,7 @@ class Orchestrator:
         dirty, self.rt.dirty = self.rt.dirty, set()
         workers = max(1, self._live_workers())
         in_flight = sum(
-            1
-            for ex in self.state.executions.values()
-            if ex.status == "running"
-            for t in ex.tasks.values()
-            if t.status in ("dispatched", "running")
+            len(ex.in_flight) for ex in self.state.executions.values() if ex.status == "running"
         )
         capacity = max(0, workers * self.config.prefetch * 2 - in_flight)
         for eid in sorted(

@@ -21,6 +21,7 @@ from typing import Any, Final
 import numpy as np
 import pandas as pd
 
+from stages import coerce
 from stages.config import parse_config
 from stages.errors import StageConfigError, StageInputError
 from stages.spec import Partitioning, Report, Stage
@@ -70,8 +71,14 @@ class AggregationConfig:
             if name in seen:
                 raise StageConfigError(f"{NAME}: grouping {name!r} is declared twice")
             seen.add(name)
+        keys = {"GROUPING", "BUCKET"} | {c for g in self.groupings for c in _grouping(g).by}
         for name, text in self.metrics.items():
             _metric(name, text)
+            if name in keys:
+                raise StageConfigError(
+                    f"{NAME}: metric name {name!r} is taken by a key column; "
+                    "name metrics apart from GROUPING, BUCKET and the 'by' columns"
+                )
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +111,13 @@ def _grouping(spec: Mapping[str, Any]) -> _Grouping:
     if bucket not in BUCKETS:
         raise StageConfigError(
             f"{NAME}: grouping {name!r}: bucket {bucket!r} is not one of {', '.join(BUCKETS)}"
+        )
+    if len(set(by)) != len(by):
+        twice = next(c for c in by if by.count(c) > 1)
+        raise StageConfigError(f"{NAME}: grouping {name!r} names {twice!r} twice in 'by'")
+    if {"GROUPING", "BUCKET"} & set(by):
+        raise StageConfigError(
+            f"{NAME}: grouping {name!r}: 'by' may not name GROUPING or BUCKET (output columns)"
         )
     if not by and bucket == "none":
         raise StageConfigError(f"{NAME}: grouping {name!r} groups by nothing")
@@ -139,7 +153,7 @@ def parse(values: Mapping[str, Any] | None) -> AggregationConfig:
     cfg = parse_config(AggregationConfig, NAME, values)
     try:
         pd.Timestamp("2026-01-01", tz=cfg.timezone)
-    except (ValueError, KeyError) as exc:
+    except Exception as exc:  # pandas raises several types for a bad name ("" -> IndexError)
         raise StageConfigError(f"{NAME}: unknown timezone {cfg.timezone!r}") from exc
     return cfg
 
@@ -180,7 +194,7 @@ def _plan(
     if not usable_g:
         raise StageInputError(
             f"{NAME}: no grouping can run on these columns; set 'groupings' "
-            f"(columns: {', '.join(columns)})"[:400]
+            f"(columns: {', '.join(map(str, columns))})"[:400]
         )
     return usable_g, usable_m, cost
 
@@ -246,13 +260,31 @@ def _bucket(frame: pd.DataFrame, cfg: AggregationConfig, bucket: str) -> pd.Seri
                 "run data_cleaning first"
             )
         times = times.dt.tz_localize("UTC")
-    local = times.dt.tz_convert(cfg.timezone)
+    # bucket on local wall time, so a day is a calendar day and a week starts on a Monday
+    # whatever DST does in between, then find each wall-clock start's instant again
+    wall = times.dt.tz_convert(cfg.timezone).dt.tz_localize(None)
     if bucket == "hour":
-        return local.dt.floor("h")
-    day = local.dt.floor("D") if cfg.timezone == "UTC" else local.dt.normalize()
-    if bucket == "day":
-        return day
-    return day - pd.to_timedelta(day.dt.day_of_week, unit="D")
+        start = wall.dt.floor("h")
+    else:
+        start = wall.dt.normalize()
+        if bucket == "week":
+            start = start - pd.to_timedelta(start.dt.day_of_week, unit="D")
+    return _localize(start, times, cfg.timezone, latest=bucket == "hour")
+
+
+def _localize(wall: pd.Series, times: pd.Series, tz: str, *, latest: bool) -> pd.Series:
+    """Wall-clock bucket starts as instants in `tz`; a start that does not exist moves forward.
+
+    A start that occurs twice (the repeated hour when clocks go back) is the earlier instant for
+    a day or week, and for an hour the later one when the row's time is already past it.
+    """
+    flags = np.ones(len(wall), dtype=bool)
+    a = wall.dt.tz_localize(tz, ambiguous=flags, nonexistent="shift_forward")
+    b = wall.dt.tz_localize(tz, ambiguous=~flags, nonexistent="shift_forward")
+    early, late = np.minimum(a, b), np.maximum(a, b)
+    if not latest:
+        return early
+    return late.where(late <= times.dt.tz_convert(tz), early)
 
 
 def _equals(values: pd.Series, text: str) -> pd.Series:
@@ -271,6 +303,25 @@ def _equals(values: pd.Series, text: str) -> pd.Series:
     return (values.astype("str") == text).fillna(False).astype(bool)
 
 
+def _numeric_metric(groups: Any, frame: pd.DataFrame, m: _Metric) -> pd.Series:
+    values = frame[m.column]
+    wants_numbers = m.agg in ("sum", "mean", "median", "quantile")
+    label = f"p{m.quantile * 100:g}" if m.agg == "quantile" else m.agg
+    if wants_numbers and (coerce.is_text(values) or isinstance(values.dtype, pd.CategoricalDtype)):
+        raise StageInputError(
+            f"{NAME}: metric {m.name!r}: {label} needs a numeric column, "
+            f"{m.column!r} is {values.dtype}"
+        )
+    try:
+        if m.agg == "quantile":
+            return groups[m.column].quantile(m.quantile)
+        return getattr(groups[m.column], m.agg)()
+    except (TypeError, ValueError, NotImplementedError) as exc:
+        raise StageInputError(
+            f"{NAME}: metric {m.name!r}: {label} cannot run on {m.column!r} ({values.dtype})"
+        ) from exc
+
+
 def _aggregate(
     frame: pd.DataFrame, grouping: _Grouping, metrics: Sequence[_Metric], cfg: AggregationConfig
 ) -> pd.DataFrame:
@@ -287,10 +338,8 @@ def _aggregate(
                 keys, observed=True, dropna=False, sort=True
             )
             columns[m.name] = hit.sum().astype("int64")
-        elif m.agg == "quantile":
-            columns[m.name] = groups[m.column].quantile(m.quantile)
         else:
-            columns[m.name] = getattr(groups[m.column], m.agg)()
+            columns[m.name] = _numeric_metric(groups, frame, m)
     out = pd.DataFrame(columns).reset_index()
     if grouping.bucket == "none":
         out["BUCKET"] = pd.Series(

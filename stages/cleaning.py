@@ -231,7 +231,7 @@ def map_partition(df: pd.DataFrame, cfg: CleaningConfig) -> tuple[pd.DataFrame, 
             values[column] = _numbers(out[column], column, policy)
         elif policy == "mode":
             codes, uniques = pd.factorize(out[column], use_na_sentinel=True)
-            modes[column] = {"codes": codes.astype(np.int64), "uniques": _plain(uniques)}
+            modes[column] = {"codes": codes.astype(np.int64), "uniques": _mode_values(uniques)}
     for column in _present(cfg, "outliers", names, cfg.outliers):
         values.setdefault(column, _numbers(out[column], column, "outlier"))
     partial["values"] = values
@@ -316,6 +316,14 @@ def _numbers(values: pd.Series, column: str, purpose: str) -> np.ndarray:
             "list it in 'numerics'"
         )
     return values.to_numpy(dtype="float64", na_value=np.nan)
+
+
+def _mode_values(uniques: Any) -> list[Any]:
+    """Candidate mode values as plain data; times and durations travel as ISO text."""
+    dtype = uniques.dtype
+    if pd.api.types.is_datetime64_any_dtype(dtype) or pd.api.types.is_timedelta64_dtype(dtype):
+        return [v.isoformat() for v in uniques]
+    return _plain(uniques)
 
 
 def _combine(a: np.ndarray | None, b: np.ndarray, n: int) -> np.ndarray:
@@ -457,13 +465,43 @@ def apply(
         if policy == "flag":
             changes[_suffix(column, "MISSING", cfg)] = absent
             counts.add(column, "flagged_missing", n_absent)
-        elif n_absent and stats["fills"].get(column) is not None:
-            changes[column] = out[column].fillna(stats["fills"][column])
-            counts.add(column, f"filled_{policy}", n_absent)
+        elif stats["fills"].get(column) is not None:
+            current = out[column]
+            values, fill = _fillable(current, stats["fills"][column])
+            if n_absent:
+                values = values.fillna(fill)
+                counts.add(column, f"filled_{policy}", n_absent)
+            if values is not current:
+                changes[column] = values
     if changes:
         out = out.assign(**changes)
     out, counts = _outliers(out, cfg, stats, counts)
     return out, {"rows_out": len(out), "columns": counts.columns}
+
+
+def _fillable(values: pd.Series, fill: Any) -> tuple[pd.Series, Any]:
+    """The column ready to take `fill`, and `fill` in the column's type.
+
+    A categorical gains the fill as a category in every partition (so all share one dtype),
+    and a time or duration fill arrives as ISO text.
+    """
+    dtype = values.dtype
+    try:
+        if isinstance(dtype, pd.DatetimeTZDtype):
+            stamp = pd.Timestamp(fill)
+            stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp
+            return values, stamp.tz_convert(dtype.tz)
+        if pd.api.types.is_datetime64_dtype(dtype):
+            return values, pd.Timestamp(fill)
+        if pd.api.types.is_timedelta64_dtype(dtype):
+            return values, pd.Timedelta(fill)
+    except (ValueError, TypeError) as exc:
+        raise StageInputError(
+            f"{NAME}: fill value {fill!r} for column {values.name!r} is not a {dtype} value"
+        ) from exc
+    if isinstance(dtype, pd.CategoricalDtype) and fill not in values.cat.categories:
+        values = values.cat.add_categories([fill])
+    return values, fill
 
 
 def _outliers(

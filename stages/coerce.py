@@ -141,7 +141,19 @@ def _one_time(value: object) -> pd.Timestamp:
 
 
 def to_number(values: pd.Series) -> tuple[pd.Series, int]:
-    """Coerce to float64; returns the series and how many present values were not numbers."""
+    """Coerce to float64; returns the series and how many present values were not numbers.
+
+    Raises `StageInputError` for a time, duration or categorical column: none holds numbers.
+    """
+    dtype = values.dtype
+    timelike = pd.api.types.is_datetime64_any_dtype(dtype) or pd.api.types.is_timedelta64_dtype(
+        dtype
+    )
+    if timelike or isinstance(dtype, pd.CategoricalDtype):
+        raise StageInputError(
+            f"column {values.name!r} is {dtype}, which does not convert to numbers "
+            "(allowed: numbers, booleans, text)"
+        )
     present = values.notna()
     if pd.api.types.is_bool_dtype(values.dtype) or pd.api.types.is_numeric_dtype(values.dtype):
         out = values.astype("float64")

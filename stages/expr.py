@@ -16,7 +16,9 @@ from typing import Any, Final
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
+from stages import coerce
 from stages.errors import StageConfigError, StageInputError
 
 MAX_LENGTH: Final = 2000
@@ -97,9 +99,16 @@ class Expression:
         if isinstance(node, ast.BinOp) and type(node.op) not in _BINARY:
             raise self._refuse(node)
         if isinstance(node, ast.Compare):
-            for op in node.ops:
+            operands = [node.left, *node.comparators]
+            for i, op in enumerate(node.ops):
                 if type(op) not in _COMPARE and not isinstance(op, ast.In | ast.NotIn):
                     raise self._refuse(op)
+                # a list compared row by row would depend on the table's length
+                lists = [o for o in operands[i : i + 2] if isinstance(o, ast.List | ast.Tuple)]
+                if lists and not isinstance(op, ast.In | ast.NotIn):
+                    raise StageConfigError(
+                        f"expression {self.text!r}: a list may only follow 'in' or 'not in'"
+                    )
         for child in ast.iter_child_nodes(node):
             if isinstance(
                 child, ast.operator | ast.boolop | ast.unaryop | ast.cmpop | ast.expr_context
@@ -122,8 +131,8 @@ class Expression:
             )
         try:
             with np.errstate(all="ignore"):
-                value = _Eval(df).visit(self._tree.body)
-        except (TypeError, ValueError, ArithmeticError) as exc:
+                value = _Eval(df, self.text).visit(self._tree.body)
+        except (TypeError, ValueError, ArithmeticError, pa.ArrowException) as exc:
             if isinstance(exc, StageConfigError):
                 raise
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -136,8 +145,9 @@ class Expression:
 
 
 class _Eval(ast.NodeVisitor):
-    def __init__(self, df: pd.DataFrame) -> None:
+    def __init__(self, df: pd.DataFrame, text: str) -> None:
         self.df = df
+        self.text = text
 
     def visit_Name(self, node: ast.Name) -> Any:
         constants = {"True": True, "False": False, "None": None}
@@ -176,6 +186,15 @@ class _Eval(ast.NodeVisitor):
         left, right = self.visit(node.left), self.visit(node.right)
         if isinstance(left, str | list) or isinstance(right, str | list):
             raise StageConfigError("arithmetic on text or lists is not allowed in an expression")
+        if isinstance(node.op, ast.Mult):
+            # repeating text (or list cells) by a number can take any amount of memory
+            for side in (left, right):
+                if isinstance(side, pd.Series) and coerce.is_text(side):
+                    what = "text" if side.name is None else f"text column {side.name!r}"
+                    raise StageConfigError(
+                        f"expression {self.text!r}: '*' on {what} is not allowed "
+                        "(multiply numbers only)"
+                    )
         return _BINARY[type(node.op)](left, right)
 
     def visit_Compare(self, node: ast.Compare) -> Any:

@@ -18,6 +18,7 @@ from typing import Any, Final, Literal
 import numpy as np
 import pandas as pd
 
+from stages import hashing
 from stages.config import parse_config
 from stages.errors import StageConfigError, StageInputError
 from stages.partition import joined, run_whole_by_parts
@@ -113,7 +114,7 @@ def parse(values: Mapping[str, Any] | None) -> FeatureConfig:
     cfg = parse_config(FeatureConfig, NAME, values)
     try:
         pd.Timestamp("2026-01-01", tz=cfg.timezone)
-    except (ValueError, KeyError) as exc:
+    except Exception as exc:  # pandas raises several types for a bad name ("" -> IndexError)
         raise StageConfigError(f"{NAME}: unknown timezone {cfg.timezone!r}") from exc
     return cfg
 
@@ -169,20 +170,27 @@ def map_partition(df: pd.DataFrame, cfg: FeatureConfig) -> tuple[pd.DataFrame, d
             added[f"LOG_{column}"] = np.log1p(_number(df, column).clip(lower=0))
     out = df.assign(**added) if added else df
 
-    partial: dict[str, Any] = {"rows": len(df), "groups": {}, "counts": {}, "added": list(added)}
+    # per-group history, one entry per since_previous group or rolling spec (by its position)
+    partial: dict[str, Any] = {"rows": len(df), "history": [], "counts": {}, "added": list(added)}
     if _need(cfg, "time_column", df, [cfg.time_column]) and (cfg.since_previous or cfg.rolling):
         times = _time(df, cfg.time_column).dt.as_unit("us").astype("int64")
         times = times.to_numpy(dtype=np.int64)
         for group in cfg.since_previous:
             if _need(cfg, "since_previous", df, [group]):
-                partial["groups"][f"since:{group}"] = {"key": _group_key(df, group), "time": times}
-        for spec in map(_rolling_spec, cfg.rolling):
+                entry = {"since": group, "key": _group_key(df, group), "time": times}
+                partial["history"].append(entry)
+        for index, spec in enumerate(map(_rolling_spec, cfg.rolling)):
             if _need(cfg, "rolling", df, [spec.group, spec.column]):
-                partial["groups"][f"roll:{spec.group}:{spec.column}:{spec.window}"] = {
-                    "key": _group_key(df, spec.group),
-                    "time": times,
-                    "value": _number(df, spec.column).to_numpy(dtype="float64", na_value=np.nan),
-                }
+                partial["history"].append(
+                    {
+                        "rolling": index,
+                        "key": _group_key(df, spec.group),
+                        "time": times,
+                        "value": _number(df, spec.column).to_numpy(
+                            dtype="float64", na_value=np.nan
+                        ),
+                    }
+                )
     for column in dict.fromkeys((*cfg.frequency, *cfg.one_hot)):
         if _need(cfg, "frequency" if column in cfg.frequency else "one_hot", df, [column]):
             counts = df[column].value_counts(dropna=True, sort=False)
@@ -219,8 +227,7 @@ def _time_parts(local: pd.Series, cfg: FeatureConfig) -> dict[str, pd.Series]:
 def _group_key(df: pd.DataFrame, column: str) -> np.ndarray:
     """A 64-bit hash of the group value (same value, same hash in every partition); 0 if null."""
     values = df[column]
-    hashed = pd.util.hash_pandas_object(values, index=False).to_numpy()
-    return np.where(values.isna().to_numpy(), np.uint64(0), hashed)
+    return np.where(values.isna().to_numpy(), np.uint64(0), hashing.column(values))
 
 
 def _plain(value: Any) -> Any:
@@ -234,31 +241,26 @@ def reduce(partials: Sequence[dict[str, Any]], cfg: FeatureConfig) -> dict[str, 
     sizes = [int(p["rows"]) for p in partials]
     bounds = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
     per_row: dict[str, list[np.ndarray]] = {}
-    names = partials[0]["groups"].keys() if partials else []
-    for name in names:
-        key = joined([p["groups"][name]["key"] for p in partials])
-        time = joined([p["groups"][name]["time"] for p in partials])
+    specs = [_rolling_spec(s) for s in cfg.rolling]
+    for index, entry in enumerate(partials[0]["history"] if partials else []):
+        key = joined([p["history"][index]["key"] for p in partials])
+        time = joined([p["history"][index]["time"] for p in partials])
         valid = (time != _NAT) & (key != 0)
         order = np.flatnonzero(valid)
         order = order[np.lexsort((order, time[order], key[order]))]
         sorted_key = key[order]
         first = np.ones(len(order), dtype=bool)
         first[1:] = sorted_key[1:] != sorted_key[:-1]
-        if name.startswith("since:"):
+        if "since" in entry:
             result = np.full(len(key), np.nan)
             gap = np.empty(len(order))
             gap[1:] = (time[order][1:] - time[order][:-1]) / 1e6
             gap[first] = np.nan
             result[order] = gap
-            per_row[f"{name[len('since:') :]}"] = _split(result, bounds)
+            per_row[_since_name(entry["since"])] = _split(result, bounds)
             continue
-        _, group, column, window = name.split(":")
-        spec = next(
-            s
-            for s in map(_rolling_spec, cfg.rolling)
-            if (s.group, s.column, s.window) == (group, column, int(window))
-        )
-        value = joined([p["groups"][name]["value"] for p in partials])[order]
+        spec = specs[int(entry["rolling"])]
+        value = joined([p["history"][index]["value"] for p in partials])[order]
         group_id = np.cumsum(first)
         roll = pd.Series(value).groupby(group_id, sort=False).rolling(spec.window, min_periods=1)
         for stat in spec.stats:
@@ -278,14 +280,42 @@ def reduce(partials: Sequence[dict[str, Any]], cfg: FeatureConfig) -> dict[str, 
         if column in counts:
             ranked = sorted(counts[column], key=lambda v: (-counts[column][v], str(v)))
             categories[column] = sorted(ranked[: cfg.max_categories], key=str)
+            _check_labels(column, categories[column], len(counts[column]) > cfg.max_categories)
     return {
         "per_row": per_row,
-        "counts": {c: counts[c] for c in cfg.frequency if c in counts},
+        # values and counts as parallel lists: values need not be text (map keys must be)
+        "counts": {
+            c: {"values": list(counts[c]), "counts": list(counts[c].values())}
+            for c in cfg.frequency
+            if c in counts
+        },
         "categories": categories,
         "other": {c: len(counts[c]) > cfg.max_categories for c in categories},
         "rows": int(bounds[-1]),
         "added": list(partials[0]["added"]) if partials else [],
     }
+
+
+def _check_labels(column: str, categories: Sequence[Any], other: bool) -> None:
+    """Refuse two one-hot values that would make the same column (``x-1`` and ``x_1``)."""
+    seen: dict[str, Any] = {}
+    for value in categories:
+        label = _label(value)
+        if label in seen:
+            raise StageConfigError(
+                f"{NAME}: one-hot values {seen[label]!r} and {value!r} of {column!r} both make "
+                f"column {column + '_IS_' + label!r}; map them apart before feature_engineering"
+            )
+        seen[label] = value
+    if other and "OTHER" in seen:
+        raise StageConfigError(
+            f"{NAME}: one-hot value {seen['OTHER']!r} of {column!r} makes column "
+            f"{column + '_IS_OTHER'!r}, which holds the values beyond max_categories"
+        )
+
+
+def _since_name(group: str) -> str:
+    return f"SECONDS_SINCE_PREVIOUS_BY_{group}"
 
 
 def _split(values: np.ndarray, bounds: np.ndarray) -> list[np.ndarray]:
@@ -300,15 +330,16 @@ def apply(
 ) -> tuple[pd.DataFrame, Report]:
     added: dict[str, Any] = {}
     for group in cfg.since_previous:
-        if group in stats["per_row"]:
-            added[f"SECONDS_SINCE_PREVIOUS_BY_{group}"] = stats["per_row"][group][index]
+        if _since_name(group) in stats["per_row"]:
+            added[_since_name(group)] = stats["per_row"][_since_name(group)][index]
     for spec in map(_rolling_spec, cfg.rolling):
         for stat in spec.stats:
             if spec.name(stat) in stats["per_row"]:
                 added[spec.name(stat)] = stats["per_row"][spec.name(stat)][index]
     total = stats["rows"]
-    for column, counts in stats["counts"].items():
-        freq = pd.Series(counts, dtype="float64") / total if total else pd.Series(dtype="float64")
+    for column, entry in stats["counts"].items():
+        counts = pd.Series(entry["counts"], index=entry["values"], dtype="float64")
+        freq = counts / total if total else pd.Series(dtype="float64")
         added[f"{column}_FREQUENCY"] = (
             _codes_map(df[column], freq).astype("float64") if len(freq) else np.nan
         )

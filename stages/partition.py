@@ -20,7 +20,7 @@ from stages.spec import Partitioning, Report, Stage, sum_reports
 
 def split(df: pd.DataFrame, parts: int) -> list[pd.DataFrame]:
     """Split `df` into `parts` contiguous partitions of near-equal size (some may be empty)."""
-    if parts < 1:
+    if not _is_int(parts) or parts < 1:
         raise StageConfigError(f"partitions must be >= 1, got {parts}")
     bounds = np.linspace(0, len(df), parts + 1).round().astype(int)
     return split_at(df, bounds[1:-1].tolist())
@@ -28,10 +28,16 @@ def split(df: pd.DataFrame, parts: int) -> list[pd.DataFrame]:
 
 def split_at(df: pd.DataFrame, cuts: Sequence[int]) -> list[pd.DataFrame]:
     """Split `df` at the given row positions, which must be ascending and within the table."""
+    if isinstance(cuts, str) or not all(_is_int(c) for c in cuts):
+        raise StageConfigError(f"partition cuts must be whole row positions, got {cuts!r}"[:300])
     edges = [0, *cuts, len(df)]
     if any(b < a for a, b in itertools.pairwise(edges)) or edges[-2] > len(df):
         raise StageConfigError(f"partition cuts must ascend within 0..{len(df)}, got {list(cuts)}")
     return [df.iloc[a:b].reset_index(drop=True) for a, b in itertools.pairwise(edges)]
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
 
 
 def concat(parts: Sequence[pd.DataFrame]) -> pd.DataFrame:

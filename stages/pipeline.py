@@ -23,7 +23,7 @@ DAG form: ``[[step]]`` tables with ``id``, ``stage``, ``after``, ``input`` and `
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -121,6 +121,15 @@ def build(
     `configs` gives their config by stage name. `Step` objects or step tables (``id``, ``stage``,
     ``after``, ``input``, ``config``) make a DAG.
     """
+    if isinstance(steps, str | bytes | Mapping) or not isinstance(steps, Iterable):
+        raise StageConfigError(
+            f"pipeline {name!r}: steps must be a list of stages or steps, got {type(steps).__name__}"
+        )
+    if configs is not None and not isinstance(configs, Mapping):
+        raise StageConfigError(
+            f"pipeline {name!r}: configs must map step or stage names to tables, "
+            f"got {type(configs).__name__}"
+        )
     registry = registry or Registry.default()
     configs = dict(configs or {})
     made: list[Step] = []
@@ -136,7 +145,8 @@ def build(
                 Step(
                     id=step_id,
                     stage=item,
-                    config=configs.pop(step_id, configs.get(item, {})) or {},
+                    # a step's own entry, else its stage's: shared by every step of that stage
+                    config=(configs[step_id] if step_id in configs else configs.get(item)) or {},
                     after=(previous,) if previous else (),
                 )
             )
@@ -190,7 +200,7 @@ def _step_from_table(table: Mapping[str, Any], index: int) -> Step:
     if not isinstance(config, Mapping):
         raise StageConfigError(f"step {step_id!r}: 'config' must be a table")
     source = table.get("input")
-    if source is not None and not isinstance(source, str):
+    if source is not None and (not isinstance(source, str) or not source):
         raise StageConfigError(f"step {step_id!r}: 'input' must be a step id")
     return Step(id=step_id, stage=stage_name, config=dict(config), after=tuple(after), input=source)
 
@@ -206,6 +216,8 @@ def _check(name: str, steps: Sequence[Step], registry: Registry) -> Pipeline:
             raise StageConfigError(f"pipeline {name!r}: step id {SOURCE!r} is reserved")
         ids[s.id] = s
     for s in steps:
+        if s.input is not None and (not isinstance(s.input, str) or not s.input):
+            raise StageConfigError(f"pipeline {name!r}: step {s.id!r}: 'input' must be a step id")
         try:
             stage = registry.get(s.stage)
         except StageConfigError as exc:
@@ -258,6 +270,10 @@ def load(source: str | Path | Mapping[str, Any], *, registry: Registry | None = 
     """A pipeline from a TOML file, TOML text, or the equivalent mapping."""
     if isinstance(source, Mapping):
         doc, label = source, "pipeline"
+    elif not isinstance(source, str | Path):
+        raise StageConfigError(
+            f"pipeline must be a TOML file, TOML text or a table, got {type(source).__name__}"
+        )
     else:
         text, label = _read(source)
         try:

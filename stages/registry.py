@@ -152,8 +152,9 @@ class Registry:
             obj: Any = importlib.import_module(module_name)
             for part in attr.split("."):
                 obj = getattr(obj, part)
-        except (ImportError, AttributeError) as exc:
-            raise StageConfigError(f"stage {name!r}: cannot import {target!r}: {exc}") from exc
+        except Exception as exc:  # a bad name or a module failing at import must name itself
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise StageConfigError(f"stage {name!r}: cannot import {target!r}: {reason}") from exc
         if name in self._stages:
             raise StageConfigError(f"stage {name!r} is already registered")
         return self.add(obj, name=name)

@@ -26,6 +26,8 @@ from typing import Any
 
 import pandas as pd
 
+from stages.errors import StageConfigError
+
 Report = dict[str, Any]
 StageFunc = Callable[[pd.DataFrame, Any], tuple[pd.DataFrame, Report]]
 
@@ -64,6 +66,11 @@ class Stage:
     def config(self, values: Mapping[str, Any] | None) -> Any:
         """The parsed config: unknown keys and wrong types raise `StageConfigError`."""
         if self.parse is None:
+            if values is not None and not isinstance(values, Mapping):
+                raise StageConfigError(
+                    f"stage {self.name!r}: config must be a table of settings, "
+                    f"got {type(values).__name__}"
+                )
             return dict(values or {})
         return self.parse(values)
 

@@ -167,6 +167,10 @@ def _check_params(name: str, kind: str, params: dict[str, Any]) -> None:
             raise fail("needs 'min' or 'max'")
         for bound in ("min", "max"):
             value = params.get(bound)
+            if kind == "row_count" and not (
+                value is None or (isinstance(value, int) and not isinstance(value, bool))
+            ):
+                raise fail(f"'{bound}' must be a whole number of rows, got {value!r}")
             if value is not None and (
                 isinstance(value, bool) or not isinstance(value, int | float | str)
             ):
@@ -326,7 +330,7 @@ def _times(values: pd.Series) -> pd.Series:
 
 
 def _plain(value: Any) -> Any:
-    if value is None or (not isinstance(value, str) and pd.isna(value)):
+    if value is None or (pd.api.types.is_scalar(value) and pd.isna(value)):
         return None
     if isinstance(value, pd.Timestamp | datetime):
         return value.isoformat()
@@ -386,7 +390,11 @@ def reduce(partials: Sequence[dict[str, Any]], cfg: ValidationConfig) -> dict[st
                 for ex in e["examples"]
             ][: cfg.examples]
             failing = sum(int(e["failing"]) for e in entries)
+            # a rule that cannot run on one partition cannot run on the table: fail every row,
+            # whichever partition hit it, as the whole-table call does
             error = next((e["error"] for e in entries if "error" in e), None)
+            if error is not None:
+                failing, examples = total, []
             results.append(_result(r, failing=failing, examples=examples, detail=error))
     return {"rows": total, "results": results, "pending": pending, "offsets": offsets}
 

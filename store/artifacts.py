@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,12 +45,22 @@ def _tmp(path: Path) -> Path:
 
 
 def _finish(tmp: Path, path: Path) -> tuple[int, str]:
-    """fsync `tmp`, hash it, rename it to `path`, fsync the directory."""
+    """fsync `tmp` and hash it (at once: both leave the GIL), rename it to `path`, fsync the
+    directory."""
     digest = hashlib.sha256()
-    with tmp.open("rb") as f:
-        os.fsync(f.fileno())
-        while chunk := f.read(CHUNK):
-            digest.update(chunk)
+
+    def hash_file() -> None:
+        with tmp.open("rb") as f:
+            while chunk := f.read(CHUNK):
+                digest.update(chunk)
+
+    hasher = threading.Thread(target=hash_file, name="artifact-hash")
+    hasher.start()
+    try:
+        with tmp.open("rb") as f:
+            os.fsync(f.fileno())
+    finally:
+        hasher.join()
     size = tmp.stat().st_size
     tmp.replace(path)
     fsync_dir(path.parent)

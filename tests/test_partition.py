@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from stages import codec
 from stages.aggregation import STAGE as AGGREGATION
 from stages.cleaning import STAGE as CLEANING
-from stages.errors import StageRuleError
+from stages.errors import StageConfigError, StageRuleError
 from stages.features import STAGE as FEATURES
 from stages.partition import concat, run_partitioned, split, split_at
 from stages.spec import Partitioning, Stage
@@ -191,3 +191,68 @@ def test_split_sizes_and_bad_cuts():
         split_at(df, [5, 2])
     with pytest.raises(ValueError, match="partitions must be >= 1"):
         split(df, 0)
+
+
+def hours(n: int) -> pd.Series:
+    return pd.Series(pd.date_range("2026-01-01", periods=n, freq="h", tz="UTC").as_unit("us"))
+
+
+MIXED = pd.Series(["a"] * 20 + [1, 1.0, True, "1"], dtype=object)
+NO_FEATURES = {"one_hot": [], "frequency": [], "since_previous": [], "rolling": []}
+CASES = {
+    "unique over mixed types": (
+        VALIDATION,
+        pd.DataFrame({"K": MIXED}),
+        {"rules": [{"name": "u", "rule": "unique", "columns": ["K"], "severity": "warning"}]},
+    ),
+    "duplicates over mixed types": (CLEANING, pd.DataFrame({"X": MIXED}), {"trim_strings": False}),
+    "groups over mixed types": (
+        FEATURES,
+        pd.DataFrame({"START_TIME": hours(24), "G": MIXED}),
+        {**NO_FEATURES, "since_previous": ["G"]},
+    ),
+    "expression failing in one partition": (
+        VALIDATION,
+        pd.DataFrame({"X": pd.Series([1, -1, 2, 3, "a", -5], dtype=object)}),
+        {"rules": [{"name": "p", "rule": "expression", "expr": "X > 0", "severity": "warning"}]},
+    ),
+    "frequency of ints and booleans": (
+        FEATURES,
+        pd.DataFrame({"N": [1, 2, 2, 3] * 3, "B": [True, False, True] * 4}),
+        {**NO_FEATURES, "frequency": ["N", "B"], "one_hot": ["N"]},
+    ),
+    "frequency of the text '__ndarray__'": (
+        FEATURES,
+        pd.DataFrame({"S": ["a", "__ndarray__", "b", "data"] * 3}),
+        {**NO_FEATURES, "frequency": ["S"]},
+    ),
+    "mode of a timestamp column": (
+        CLEANING,
+        pd.DataFrame({"END_TIME": ["2024-01-01", None, "2024-01-02", "2024-01-02"] * 3}),
+        {"missing": {"END_TIME": "mode"}},
+    ),
+    "rolling names with ':' twice": (
+        FEATURES,
+        pd.DataFrame({"START_TIME": hours(12), "g:1": list("aab") * 4, "v": np.arange(12.0)}),
+        {**NO_FEATURES, "rolling": [{"group": "g:1", "column": "v", "window": 2},
+                                    {"group": "g:1", "column": "v", "window": 2, "stats": ["max"]}]},
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("cuts", [[1], [4, 21], [2, 5, 9, 22]])
+def test_awkward_values_partition_exactly_through_the_codec(case, cuts):
+    # given a table that used to split differently from the whole
+    stage, df, config = CASES[case]
+    # when it runs whole and by partitions, partials and stats through the codec
+    expected = whole(stage, df, config)
+    got = by_parts(stage, split_at(df, [c for c in cuts if c <= len(df)]), config)
+    # then the results are the same
+    assert_same(expected, got)
+
+
+@pytest.mark.parametrize("cuts", [[1.5], ["2"], [True], "3"])
+def test_cuts_must_be_whole_row_positions(cuts):
+    with pytest.raises(StageConfigError, match="partition cuts must be whole row positions"):
+        split_at(pd.DataFrame({"a": range(5)}), cuts)

@@ -193,3 +193,58 @@ def test_pipeline_to_plain_data():
     data = build().to_dict()
     assert data["steps"][1] == {"id": "feature_engineering", "stage": "feature_engineering",
                                 "config": {}, "after": ["data_cleaning"]}  # fmt: skip
+
+
+def test_a_stage_used_twice_gives_both_steps_its_config():
+    text = textwrap.dedent(
+        """
+        [pipeline]
+        stages = ["data_validation", "data_validation"]
+        [config.data_validation]
+        rules = [{name = "r", rule = "row_count", min = 1}]
+        """
+    )
+    p = load(text, registry=Registry())
+    rules = [{"name": "r", "rule": "row_count", "min": 1}]
+    assert [(s.id, s.config) for s in p.steps] == [
+        ("data_validation", {"rules": rules}),
+        ("data_validation_2", {"rules": rules}),
+    ]
+
+
+def test_a_step_id_entry_wins_over_the_stage_entry():
+    configs = {"data_validation": {"examples": 1}, "data_validation_2": {"examples": 2}}
+    p = build(["data_validation"] * 3, configs=configs, registry=Registry())
+    assert [s.config for s in p.steps] == [{"examples": 1}, {"examples": 2}, {"examples": 1}]
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: load('[[step]]\nid="a"\nstage="data_validation"\ninput=""\n'),
+         "step 'a': 'input' must be a step id"),
+        (lambda: build([Step(id="a", stage="data_validation", input="")], registry=Registry()),
+         "step 'a': 'input' must be a step id"),
+        (lambda: load(5), "pipeline must be a TOML file, TOML text or a table, got int"),
+        (lambda: build(configs=5), "configs must map step or stage names to tables, got int"),
+        (lambda: build(5), "steps must be a list of stages or steps, got int"),
+        (lambda: load('[stages]\nx = ".foo:bar"\n'), "stage 'x': cannot import '.foo:bar'"),
+    ],
+)  # fmt: skip
+def test_more_bad_pipelines_are_one_line(make, message):
+    with pytest.raises(StageConfigError, match=message):
+        make()
+
+
+def test_a_custom_stage_config_must_be_a_table(plugin):
+    registry = Registry()
+    registry.import_stage("head", "porch_test_plugin:plain")
+    with pytest.raises(StageConfigError, match="step 'head': stage 'head': config must be a table"):
+        build(["head"], configs={"head": 5}, registry=registry)
+
+
+def test_a_module_failing_at_import_is_one_line(tmp_path, monkeypatch):
+    (tmp_path / "porch_test_raises.py").write_text("raise RuntimeError('boom')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(StageConfigError, match="cannot import 'porch_test_raises:f': boom"):
+        Registry().import_stage("x", "porch_test_raises:f")

@@ -112,3 +112,106 @@ def test_bad_config_and_missing_columns():
         data_aggregation(frame(), {"metrics": {"X": "sum:NOPE"}})
     with pytest.raises(StageInputError, match="no grouping can run"):
         data_aggregation(pd.DataFrame({"a": [1]}))
+
+
+def at(*texts: str) -> pd.DataFrame:
+    return pd.DataFrame(
+        {"START_TIME": pd.Series(pd.to_datetime(list(texts), utc=True)).dt.as_unit("us")}
+    )
+
+
+def buckets(df: pd.DataFrame, tz: str, bucket: str) -> pd.DataFrame:
+    config = {"timezone": tz, "metrics": {"N": "count"},
+              "groupings": [{"name": "g", "by": [], "bucket": bucket}]}  # fmt: skip
+    out, _ = data_aggregation(df, config)
+    assert str(out["BUCKET"].dtype) == f"datetime64[us, {tz}]"
+    return out
+
+
+def test_hour_buckets_keep_the_repeated_fall_back_hour_apart():
+    # given New York's 01:00-02:00 twice on 2024-11-03: first as EDT, then as EST
+    df = at("2024-11-03 05:30", "2024-11-03 05:59", "2024-11-03 06:30", "2024-11-03 07:10")
+    # when bucketed by hour
+    out = buckets(df, "America/New_York", "hour")
+    # then each occurrence of the hour is its own bucket, starting at its own instant
+    assert out["BUCKET"].dt.tz_convert("UTC").tolist() == [
+        pd.Timestamp(t, tz="UTC")
+        for t in ("2024-11-03 05:00", "2024-11-03 06:00", "2024-11-03 07:00")
+    ]
+    assert out["N"].tolist() == [2, 1, 1]
+
+
+def test_day_bucket_where_midnight_does_not_exist():
+    # given Santiago, where 2024-09-08 starts at 01:00 (clocks skip midnight)
+    out = buckets(at("2024-09-08 12:00", "2024-09-07 12:00"), "America/Santiago", "day")
+    # then the day starts at its first instant
+    assert out["BUCKET"].tolist() == [
+        pd.Timestamp("2024-09-07 00:00", tz="America/Santiago"),
+        pd.Timestamp("2024-09-08 01:00", tz="America/Santiago"),
+    ]
+
+
+def test_day_bucket_where_midnight_happens_twice_is_one_day():
+    # given Havana, where clocks go back from 01:00 to 00:00 on 2024-11-03
+    df = at("2024-11-03 04:30", "2024-11-03 05:30", "2024-11-03 06:30")
+    out = buckets(df, "America/Havana", "day")
+    # then the whole day is one bucket, starting at the first midnight
+    assert out["BUCKET"].tolist() == [pd.Timestamp("2024-11-03 04:00", tz="UTC")]
+    assert out["N"].tolist() == [3]
+
+
+def test_week_bucket_starts_at_local_monday_midnight_across_dst():
+    # given Jerusalem, where DST starts on Friday 2024-03-29: a Monday and a Saturday
+    times = pd.to_datetime(["2024-03-25 12:00", "2024-03-30 12:00"]).tz_localize("Asia/Jerusalem")
+    df = pd.DataFrame({"START_TIME": pd.Series(times.tz_convert("UTC").as_unit("us"))})
+    out = buckets(df, "Asia/Jerusalem", "week")
+    # then both are in the week of Monday 00:00 local time
+    assert out["BUCKET"].tolist() == [pd.Timestamp("2024-03-25 00:00", tz="Asia/Jerusalem")]
+    assert out["N"].tolist() == [2]
+
+
+@pytest.mark.parametrize(
+    ("column", "metric", "message"),
+    [
+        (
+            "WAREHOUSE_NAME",
+            "sum",
+            "metric 'X': sum needs a numeric column, 'WAREHOUSE_NAME' is str",
+        ),
+        ("WAREHOUSE_NAME", "mean", "mean needs a numeric column"),
+        ("CAT", "p95", "metric 'X': p95 needs a numeric column, 'CAT' is category"),
+        ("CAT", "min", "metric 'X': min cannot run on 'CAT' \\(category\\)"),
+    ],
+)
+def test_a_metric_on_a_column_of_the_wrong_type_is_one_line(column, metric, message):
+    df = frame().assign(CAT=pd.Categorical(frame()["USER_NAME"]))
+    config = {
+        "groupings": [{"name": "g", "by": ["USER_NAME"]}],
+        "metrics": {"X": f"{metric}:{column}"},
+    }
+    with pytest.raises(StageInputError, match=message):
+        data_aggregation(df, config)
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        (
+            {"metrics": {"WAREHOUSE_NAME": "count"}},
+            "metric name 'WAREHOUSE_NAME' is taken by a key",
+        ),
+        ({"metrics": {"BUCKET": "count"}}, "metric name 'BUCKET' is taken by a key"),
+        ({"metrics": {"GROUPING": "count"}}, "metric name 'GROUPING' is taken by a key"),
+        ({"groupings": [{"name": "g", "by": ["A", "A"]}]}, "grouping 'g' names 'A' twice in 'by'"),
+        ({"groupings": [{"name": "g", "by": ["BUCKET"]}]}, "'by' may not name GROUPING or BUCKET"),
+        ({"timezone": ""}, "unknown timezone ''"),
+    ],
+)
+def test_names_that_would_collide_in_the_output_are_refused(config, message):
+    with pytest.raises(StageConfigError, match=message):
+        data_aggregation(frame(), config)
+
+
+def test_column_names_that_are_not_text_give_a_one_line_error():
+    with pytest.raises(StageInputError, match=r"no grouping can run .*\(columns: 0, 1\)"):
+        data_aggregation(pd.DataFrame({0: [1], 1: [2]}))

@@ -255,3 +255,55 @@ def test_input_frame_is_not_modified(sample):
 
 def test_epoch_utc_reference():
     assert datetime.fromtimestamp(1_790_856_000, UTC) == datetime(2026, 10, 1, 12, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("values", "role", "dtype"),
+    [
+        (pd.Series(pd.date_range("2026-01-01", periods=2, tz="UTC")), "numerics", "datetime64"),
+        (pd.Series(pd.to_timedelta([1, 2], unit="s")), "numerics", "timedelta64"),
+        (pd.Series(pd.Categorical(["1", "2"])), "non_negative", "category"),
+    ],
+)
+def test_a_time_or_category_column_named_as_numbers_is_refused(values, role, dtype):
+    df = pd.DataFrame({"QUERY_ID": ["a", "b"], "T": values})
+    with pytest.raises(
+        StageInputError, match=f"column 'T' is {dtype}.*does not convert to numbers"
+    ):
+        data_cleaning(df, {role: ["T"], "outliers": []})
+
+
+def test_constant_fill_into_a_categorical_column_not_listed_in_categoricals():
+    # given an input categorical column that cleaning does not type itself
+    df = pd.DataFrame({"QUERY_ID": ["a", "b"], "WAREHOUSE_NAME": pd.Categorical(["wh", None])})
+    # when its missing value is filled with a constant
+    out, report = data_cleaning(df, {"categoricals": []})
+    # then the fill becomes a category
+    assert out["WAREHOUSE_NAME"].tolist() == ["wh", "UNKNOWN"]
+    assert list(out["WAREHOUSE_NAME"].cat.categories) == ["wh", "UNKNOWN"]
+    assert report["columns"]["WAREHOUSE_NAME"] == {"filled_constant": 1}
+
+
+def test_unhashable_cells_are_one_line():
+    df = pd.DataFrame({"C": [{"a": 1}, {"a": 1}]})
+    with pytest.raises(StageInputError, match="column 'C' holds a dict value"):
+        data_cleaning(df, {"trim_strings": False})
+
+
+def test_values_of_different_types_are_not_duplicates():
+    df = pd.DataFrame({"X": pd.Series(["a", "a", 1, 1.0, True, "1"], dtype=object)})
+    out, report = data_cleaning(df, {"trim_strings": False})
+    assert out["X"].tolist() == ["a", 1, 1.0, True, "1"]
+    assert report["exact_duplicates_removed"] == 1
+
+
+def test_mode_fill_of_a_timestamp_column():
+    df = pd.DataFrame(
+        {"QUERY_ID": list("abcd"), "END_TIME": ["2026-01-02", None, "2026-01-02", "2026-01-01"]}
+    )
+    out, report = data_cleaning(df, {"missing": {"END_TIME": "mode"}})
+    assert out["END_TIME"].tolist() == [pd.Timestamp("2026-01-02", tz="UTC")] * 3 + [
+        pd.Timestamp("2026-01-01", tz="UTC")
+    ]
+    assert str(out["END_TIME"].dtype) == "datetime64[us, UTC]"
+    assert report["fill_values"] == {"END_TIME": "2026-01-02T00:00:00+00:00"}

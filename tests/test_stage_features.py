@@ -156,3 +156,63 @@ def test_bad_config():
         )
     with pytest.raises(StageConfigError, match="business_hours"):
         feature_engineering(pd.DataFrame(), {"business_hours": [18, 9]})
+
+
+def test_mixed_type_groups_are_kept_apart_by_type():
+    # given an object group column where 1, 1.0, True and "1" are four different values
+    df = pd.DataFrame(
+        {
+            "START_TIME": times(*[f"2026-10-01 0{h}:00" for h in range(5)]),
+            "G": pd.Series([1, 1.0, True, "1", 1], dtype=object),
+        }
+    )
+    out, _ = feature_engineering(df, {**NONE, "time_features": [], "since_previous": ["G"]})
+    # then only the last row has an earlier row of its own group (the first 1)
+    got = out["SECONDS_SINCE_PREVIOUS_BY_G"].tolist()
+    assert np.isnan(got[:4]).all()
+    assert got[4] == 4 * 3600.0
+
+
+def test_unhashable_group_values_are_one_line():
+    df = pd.DataFrame({"START_TIME": times("2026-10-01 00:00"), "G": [{"a": 1}]})
+    with pytest.raises(StageInputError, match="column 'G' holds a dict value"):
+        feature_engineering(df, {**NONE, "time_features": [], "since_previous": ["G"]})
+
+
+def test_rolling_names_may_hold_colons_and_repeat():
+    # given group and column names with ':' and two specs on the same group, column and window
+    df = pd.DataFrame(
+        {
+            "START_TIME": times("2026-10-01 01:00", "2026-10-01 02:00", "2026-10-01 03:00"),
+            "w:1": ["a", "a", "b"],
+            "v:x": [1.0, 3.0, 5.0],
+        }
+    )
+    spec = {"group": "w:1", "column": "v:x", "window": 2}
+    config = {**NONE, "time_features": [],
+              "rolling": [{**spec, "stats": ["mean"]}, {**spec, "stats": ["max"]}]}  # fmt: skip
+    out, report = feature_engineering(df, config)
+    # then both specs give their features
+    assert out["v:x_ROLLING_MEAN_2_BY_w:1"].tolist() == [1.0, 2.0, 5.0]
+    assert out["v:x_ROLLING_MAX_2_BY_w:1"].tolist() == [1.0, 3.0, 5.0]
+    assert report["features_added"] == ["v:x_ROLLING_MEAN_2_BY_w:1", "v:x_ROLLING_MAX_2_BY_w:1"]
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        (["x-1", "x_1", "y"], "one-hot values 'x-1' and 'x_1' of 'c' both make column 'c_IS_X_1'"),
+        (["X 1", "x-1"], "one-hot values 'X 1' and 'x-1' of 'c' both make column 'c_IS_X_1'"),
+        (["other", "other", "a", "b"], "one-hot value 'other' of 'c' makes column 'c_IS_OTHER'"),
+    ],
+)
+def test_one_hot_values_that_make_one_column_are_refused(values, message):
+    df = pd.DataFrame({"c": values})
+    config = {**NONE, "time_features": [], "one_hot": ["c"], "max_categories": 2}
+    with pytest.raises(StageConfigError, match=message):
+        feature_engineering(df, config)
+
+
+def test_empty_timezone_is_a_config_error():
+    with pytest.raises(StageConfigError, match="unknown timezone ''"):
+        feature_engineering(pd.DataFrame(), {"timezone": ""})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from stages.errors import StageConfigError, StageRuleError
+from stages.errors import StageConfigError, StageInputError, StageRuleError
 from stages.expr import Expression
 from stages.validation import data_validation
 from tests.stagedata import clean_pool, raw_pool
@@ -139,3 +139,47 @@ def test_expressions_refuse_code_and_run_vectorised():
             Expression(bad)
     with pytest.raises(StageConfigError, match="arithmetic on text"):
         Expression("'a' * 100000000 == S").evaluate(df)
+
+
+@pytest.mark.parametrize("bound", ["5", 1.5, True])
+def test_row_count_bounds_must_be_whole_numbers(bound):
+    with pytest.raises(StageConfigError, match="'min' must be a whole number of rows"):
+        data_validation(frame(), {"rules": [{"rule": "row_count", "min": bound}]})
+
+
+def test_examples_show_list_cells_as_text():
+    df = pd.DataFrame({"L": [[1, 2], None]})
+    got = results(rules({"name": "n", "rule": "expression", "expr": "isnull(L)"}), df)
+    assert got["n"]["failing"] == 1
+    assert got["n"]["examples"] == [{"row": 0, "values": {"L": "[1, 2]"}}]
+
+
+def test_an_expression_that_cannot_run_fails_every_row():
+    df = pd.DataFrame({"X": pd.Series([1, -1, "a"], dtype=object)})
+    got = results(rules({"name": "p", "rule": "expression", "expr": "X > 0"}), df)
+    assert got["p"]["failing"] == 3
+    assert got["p"]["examples"] == []
+    assert got["p"]["detail"].startswith("expression 'X > 0' cannot run on this data")
+
+
+def test_expression_errors_from_arrow_are_input_errors():
+    df = pd.DataFrame({"S": ["a"]})
+    with pytest.raises(
+        StageInputError, match="expression 'abs\\(S\\) > 1' cannot run on this data"
+    ):
+        Expression("abs(S) > 1").evaluate(df)
+
+
+@pytest.mark.parametrize("text", ["length(S * 1000000000) > 0", "O * 3 == 'aaa'", "2 * S == ''"])
+def test_expressions_refuse_to_multiply_text(text):
+    # given text columns, one of them an object column
+    df = pd.DataFrame({"S": ["ab"], "O": pd.Series(["ab"], dtype=object)})
+    # then repeating text is refused before it allocates
+    with pytest.raises(StageConfigError, match=r"'\*' on text column '[SO]' is not allowed"):
+        Expression(text).evaluate(df)
+
+
+@pytest.mark.parametrize("text", ["X > [1, 2]", "[1] == X", "X in [1] == [1]"])
+def test_a_list_may_only_follow_in(text):
+    with pytest.raises(StageConfigError, match="a list may only follow 'in' or 'not in'"):
+        Expression(text)

@@ -5,7 +5,11 @@ from __future__ import annotations
 import argparse
 import importlib
 
-GROUPS = {"hub": "scripts.benchmarks.hub", "stages": "scripts.benchmarks.stages"}
+GROUPS = {
+    "hub": "scripts.benchmarks.hub",
+    "stages": "scripts.benchmarks.stages",
+    "orchestrator": "scripts.benchmarks.orchestrator",
+}
 
 
 def main() -> None:

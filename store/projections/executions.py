@@ -51,6 +51,13 @@ class ExecutionState:
     request: Fields = field(default_factory=dict)
     plan: Fields = field(default_factory=dict)
     tasks: dict[plans.TaskKey, TaskState] = field(default_factory=dict)
+    # indices kept by the fold so decisions never scan every task
+    waiting: dict[plans.TaskKey, int] = field(default_factory=dict)
+    dependents: dict[plans.TaskKey, list[plans.TaskKey]] = field(default_factory=dict)
+    ready: dict[plans.TaskKey, None] = field(default_factory=dict)
+    in_flight: set[plans.TaskKey] = field(default_factory=set)
+    failed: dict[plans.TaskKey, None] = field(default_factory=dict)
+    completed: int = 0
     requested_ts: float = 0.0
     started_ts: float = 0.0
     finished_ts: float = 0.0
@@ -159,6 +166,13 @@ def _started(seq: int, fields: Fields, state: ExecutionsState) -> None:
     ex.plan = fields.get("plan", {})
     ex.tasks = {key: TaskState(key=key) for key in plans.tasks(ex.plan)} if ex.plan else {}
     ex.records_processed = 0
+    for key in ex.tasks:
+        deps = plans.depends_on(ex.plan, key)
+        ex.waiting[key] = len(deps)
+        for dep in deps:
+            ex.dependents.setdefault(dep, []).append(key)
+        if not deps:
+            ex.ready[key] = None
 
 
 def _dispatched(seq: int, fields: Fields, state: ExecutionsState) -> None:
@@ -168,6 +182,10 @@ def _dispatched(seq: int, fields: Fields, state: ExecutionsState) -> None:
         return
     task.attempt = fields["attempt"]
     task.status = "dispatched"
+    assert ex is not None
+    ex.ready.pop(task.key, None)
+    ex.failed.pop(task.key, None)
+    ex.in_flight.add(task.key)
     task.task_id = fields["task_id"]
     task.dispatched_ts = fields["ts"]
     task.worker = ""
@@ -195,6 +213,14 @@ def _stage_completed(seq: int, fields: Fields, state: ExecutionsState) -> None:
     if task is None or task.status not in ("dispatched", "running"):
         return
     task.status = "completed"
+    ex = _get(state, fields)
+    assert ex is not None
+    ex.in_flight.discard(task.key)
+    ex.completed += 1
+    for dependent in ex.dependents.get(task.key, ()):
+        ex.waiting[dependent] -= 1
+        if ex.waiting[dependent] == 0 and ex.tasks[dependent].status == "pending":
+            ex.ready[dependent] = None
     task.worker = fields["worker"]
     task.finished_ts = fields["ts"]
     task.artifact = fields["artifact"]
@@ -206,8 +232,6 @@ def _stage_completed(seq: int, fields: Fields, state: ExecutionsState) -> None:
     task.duration_s = fields["duration_s"]
     task.report = fields.get("report", {})
     task.reused = bool(fields.get("reused", False))
-    ex = _get(state, fields)
-    assert ex is not None
     step = plans.steps_by_id(ex.plan).get(task.key[0])
     if step is not None and step["source"] == plans.SOURCE and task.key[1] == step["phases"][0]:
         ex.records_processed += task.rows_in
@@ -218,6 +242,10 @@ def _stage_failed(seq: int, fields: Fields, state: ExecutionsState) -> None:
     if task is None or task.status not in ("dispatched", "running"):
         return
     task.status = "failed"
+    ex = _get(state, fields)
+    assert ex is not None
+    ex.in_flight.discard(task.key)
+    ex.failed[task.key] = None
     task.worker = fields["worker"]
     task.finished_ts = fields["ts"]
     task.error = fields["error"]

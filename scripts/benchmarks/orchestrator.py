@@ -1,0 +1,180 @@
+"""`scripts/bench orchestrator`: what running a stage through porch costs, and the modes on real data.
+
+(a) per-stage overhead: a chain of no-op stages, ms between consecutive completions as a client
+    sees them, beside a bare loop of the same design (PUSH a task to a bare worker, its durable
+    completion seen over SUB, through the same hub);
+(b) throughput: independent no-op tasks on 2 workers, tasks/s, beside the bare loop with 2
+    bare workers;
+(c) the default pipeline on 2,000,000 generated rows in each mode (checkpoints on), beside the
+    same stage functions called directly in one process (read the parquet, run, write the
+    output parquet) in the same run.
+"""
+
+from __future__ import annotations
+
+import itertools
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from actors.system import System
+from actors.views import fold_log
+from bus.client import Client
+from bus.events import ExecutionRequested
+from scripts.benchmarks.common import line, median, percentile
+from scripts.benchmarks.stages import sample
+from stages.pipeline import build
+from stages.pipeline import run as run_pipeline
+
+NOOP = "noop=scripts.benchmarks.noopstage:noop"
+TERMINAL = ("completed", "failed", "cancelled")
+
+
+def _system(root: Path, workers: int = 2) -> System:
+    system = System(data_dir=root / "porch", workers=workers, stages=[NOOP], log=subprocess.DEVNULL)
+    system.start()
+    return system
+
+
+def _wait(client: Client, eid: str, timeout: float = 600) -> object:
+    deadline = time.monotonic() + timeout
+    with client.subscribe(
+        1, types=["ExecutionCompleted", "ExecutionFailed", "ExecutionCancelled"]
+    ) as sub:
+        while time.monotonic() < deadline:
+            for record in sub.receive(500):
+                if record.fields().get("execution_id") == eid:
+                    ex = fold_log(client).executions[eid]
+                    if ex.status != "completed":
+                        raise RuntimeError(f"bench execution {eid} {ex.status}: {ex.error}")
+                    return ex
+    raise RuntimeError(f"bench execution {eid} did not finish in {timeout} s")
+
+
+def _workers_ready(client: Client, workers: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        seen = {r.fields()["worker"] for r in client.read(1, types=["WorkerStarted"])}
+        if len(seen) >= workers:
+            time.sleep(1.0)  # runners import pandas after the worker announces itself
+            return
+        time.sleep(0.1)
+    raise RuntimeError("bench: workers did not start")
+
+
+def chain_overhead(root: Path, stages: int) -> list[float]:
+    root.mkdir(parents=True, exist_ok=True)
+    tiny = root / "tiny.parquet"
+    pq.write_table(pa.table({"x": [1]}), tiny)
+    system = _system(root)
+    try:
+        with Client.local(system.data_dir) as client:
+            _workers_ready(client, 2)
+            steps = [
+                {"id": f"s{i}", "stage": "noop", **({"after": [f"s{i - 1}"]} if i else {})}
+                for i in range(stages)
+            ]
+            eid = "chain"
+            client.append(
+                ExecutionRequested(execution_id=eid, stages=[], steps=steps, input_data=str(tiny))
+            )
+            _wait(client, eid)
+            done = [
+                r.fields()["ts"]
+                for r in client.read(1, types=["StageCompleted"])
+                if r.fields()["phase"] == "run"
+            ]
+    finally:
+        system.stop()
+    gaps = [(b - a) * 1000 for a, b in itertools.pairwise(done)]
+    return gaps[5:]  # the first stages warm up the runners
+
+
+def throughput(root: Path, tasks: int) -> float:
+    root.mkdir(parents=True, exist_ok=True)
+    many = root / "many.parquet"
+    pq.write_table(pa.table({"x": list(range(tasks))}), many, row_group_size=1)
+    system = _system(root)
+    try:
+        with Client.local(system.data_dir) as client:
+            _workers_ready(client, 2)
+            client.append(
+                ExecutionRequested(
+                    execution_id="many",
+                    stages=["noop"],
+                    input_data=str(many),
+                    mode="parallel",
+                    partitions=tasks,
+                )
+            )
+            ex = _wait(client, "many")
+    finally:
+        system.stop()
+    runs = [t for k, t in ex.tasks.items() if k[1] == "run"]
+    start = min(t.dispatched_ts for t in runs)
+    end = max(t.finished_ts for t in runs)
+    return len(runs) / (end - start)
+
+
+def bare(root: Path, kind: str, count: int) -> list[float]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "scripts.benchmarks.bareloop", kind, str(root / f"bare-{kind}"), str(count)],
+        capture_output=True, text=True, check=True, timeout=120,
+    )  # fmt: skip
+    return [float(v) for v in proc.stdout.split()]
+
+
+def modes(root: Path, rows: int, reps: int) -> None:
+    root.mkdir(parents=True, exist_ok=True)
+    path = sample(rows)
+    direct: list[float] = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        frames, _ = run_pipeline(build(), pd.read_parquet(path))
+        frames["data_validation"].to_parquet(root / "direct.parquet")
+        direct.append(time.perf_counter() - start)
+        del frames
+    system = _system(root)
+    results: dict[str, list[float]] = {m: [] for m in ("sequential", "parallel", "hybrid")}
+    try:
+        with Client.local(system.data_dir) as client:
+            _workers_ready(client, 2)
+            for rep in range(reps):
+                for mode in results:
+                    eid = f"{mode}-{rep}"
+                    start = time.perf_counter()
+                    client.append(ExecutionRequested(
+                        execution_id=eid, stages=["data_cleaning", "feature_engineering", "data_aggregation",
+                                                  "data_validation"], input_data=str(path), mode=mode))  # fmt: skip
+                    _wait(client, eid)
+                    results[mode].append(time.perf_counter() - start)
+    finally:
+        system.stop()
+    base = median(direct)
+    for mode, times in results.items():
+        line(f"orchestrator.pipeline_{mode}", median(times), "s", base)
+
+
+def run(quick: bool) -> None:
+    with tempfile.TemporaryDirectory(prefix="porch-bench-") as tmp:
+        root = Path(tmp)
+        stages = 60 if quick else 500
+        gaps = chain_overhead(root / "a", stages)
+        bare_gaps = bare(root, "chain", stages)
+        line(
+            "orchestrator.stage_overhead_p50", percentile(gaps, 50), "ms", percentile(bare_gaps, 50)
+        )
+        line(
+            "orchestrator.stage_overhead_p99", percentile(gaps, 99), "ms", percentile(bare_gaps, 99)
+        )
+        tasks = 500 if quick else 5000
+        rate = throughput(root / "b", tasks)
+        bare_rate = bare(root, "throughput", tasks)[0]
+        line("orchestrator.noop_tasks", rate, "tasks/s", bare_rate)
+        modes(root / "c", 50_000 if quick else 2_000_000, 1 if quick else 3)
