@@ -113,7 +113,7 @@ def _load(task: Mapping[str, Any], stage: Stage, cfg: Any) -> pd.DataFrame:
     path = spec["input_path"]
     first, end = spec.get("row_groups") or [0, None]
     try:
-        parquet = pq.ParquetFile(path)
+        parquet = _parquet(path)
         end = parquet.num_row_groups if end is None else end
         table = (
             parquet.read_row_groups(range(first, end))
@@ -132,6 +132,22 @@ def _load(task: Mapping[str, Any], stage: Stage, cfg: Any) -> pd.DataFrame:
     if stage.partitioning is Partitioning.GLOBAL and stage.columns is not None:
         df = df[stage.columns(cfg, list(df.columns))]
     return df
+
+
+_FOOTERS: dict[tuple[str, int, int], pq.FileMetaData] = {}
+
+
+def _parquet(path: str) -> pq.ParquetFile:
+    """Open the input, parsing its footer once per runner: a split input is read by many tasks."""
+    stat = Path(path).stat()
+    key = (path, stat.st_mtime_ns, stat.st_size)
+    meta = _FOOTERS.get(key)
+    parquet = pq.ParquetFile(path, metadata=meta)
+    if meta is None:
+        if len(_FOOTERS) > 16:
+            _FOOTERS.clear()
+        _FOOTERS[key] = parquet.metadata
+    return parquet
 
 
 def _done(
