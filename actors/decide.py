@@ -96,7 +96,8 @@ def dispatch(
             actual[plans.path(plan, dep)] = done.artifact
             hashes[done.artifact] = done.sha256
     inputs = [actual.get(p, p) for p in plans.inputs(plan, key)]
-    spec["input_sha256"] = {p: hashes[p] for p in inputs if p in hashes}
+    if phase == "run":  # only a pass-through stage needs its input's hash
+        spec["input_sha256"] = {p: hashes[p] for p in inputs if p in hashes}
     return StageDispatched(
         id=decision_id(ex.execution_id, step_id, phase, part, attempt, "dispatch"),
         execution_id=ex.execution_id,

@@ -31,7 +31,8 @@ from actors.planning import PlanRefusedError, plan_execution
 from bus.client import Client, Record
 from bus.endpoints import Endpoints
 from bus.errors import BusError
-from bus.events import Event, StageFailed, encode, set_source
+from bus.events import Event, ExecutionFailed, StageFailed, encode, set_source
+from bus.wire import MAX_MESSAGE_BYTES
 from stages.registry import Registry
 from store.projections import executions as folds
 
@@ -263,8 +264,22 @@ class Orchestrator:
     def _send(self, event: Event) -> None:
         if event.id in self.rt.sent:
             return
+        payload = encode(event)
+        if len(payload) > MAX_MESSAGE_BYTES:
+            # the hub would refuse it and the execution would wait forever: fail it instead
+            eid = getattr(event, "execution_id", "")
+            log.error(
+                "orchestrator: %s for %s is %d bytes, over the limit", event.TYPE, eid, len(payload)
+            )
+            payload = encode(
+                ExecutionFailed(
+                    id=decision_id(eid, "too-big"),
+                    execution_id=eid,
+                    error=f"{event.TYPE} would be {len(payload)} bytes, over the {MAX_MESSAGE_BYTES}-byte event limit",
+                )
+            )
         try:
-            self.client.publish(encode(event))
+            self.client.publish(payload)
         except BusError as exc:
             log.error("orchestrator: could not send %s: %s", event.TYPE, exc)
             return

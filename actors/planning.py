@@ -22,6 +22,7 @@ from stages.pipeline import build
 from stages.registry import Registry
 from store.projections import plan as plans
 
+MAX_PARTS: Final = 8192  # so a plan and a collect task fit in one event (1 MiB)
 SAFE_NAME: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
 
@@ -100,6 +101,8 @@ def plan_execution(
         wanted = min(
             int(request.get("partitions") or workers), max(1, rows // max(1, hybrid_min_rows))
         )
+    if wanted > MAX_PARTS:
+        raise PlanRefusedError(f"partitions must be <= {MAX_PARTS}, got {wanted}")
     parts = plans.input_parts(groups, wanted)
     steps = [
         {
