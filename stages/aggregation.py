@@ -278,13 +278,20 @@ def _localize(wall: pd.Series, times: pd.Series, tz: str, *, latest: bool) -> pd
     A start that occurs twice (the repeated hour when clocks go back) is the earlier instant for
     a day or week, and for an hour the later one when the row's time is already past it.
     """
+    if str(tz) == "UTC":
+        return wall.dt.tz_localize("UTC")
     flags = np.ones(len(wall), dtype=bool)
-    a = wall.dt.tz_localize(tz, ambiguous=flags, nonexistent="shift_forward")
-    b = wall.dt.tz_localize(tz, ambiguous=~flags, nonexistent="shift_forward")
-    early, late = np.minimum(a, b), np.maximum(a, b)
-    if not latest:
-        return early
-    return late.where(late <= times.dt.tz_convert(tz), early)
+    a = wall.dt.tz_localize(tz, ambiguous=flags, nonexistent="shift_forward").dt.as_unit("us")
+    b = wall.dt.tz_localize(tz, ambiguous=~flags, nonexistent="shift_forward").dt.as_unit("us")
+    # compare as int64 microseconds (NaT is the smallest int64 and stays NaT)
+    ai, bi = a.array.asi8, b.array.asi8
+    chosen = np.minimum(ai, bi)
+    if latest:
+        late = np.maximum(ai, bi)
+        row = times.dt.as_unit("us").array.asi8
+        chosen = np.where(late <= row, late, chosen)
+    utc = pd.to_datetime(chosen.view("datetime64[us]"), utc=True)
+    return pd.Series(utc, index=wall.index).dt.tz_convert(tz)
 
 
 def _equals(values: pd.Series, text: str) -> pd.Series:
