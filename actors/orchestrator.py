@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fcntl
 import logging
+import os
 import shutil
 import signal
 import time
@@ -27,9 +29,10 @@ from typing import Any, Final
 import zmq
 
 from actors.decide import decide, decision_id, refused
+from actors.errors import ActorError
 from actors.planning import PlanRefusedError, plan_execution
 from bus.client import Client, Record
-from bus.endpoints import Endpoints
+from bus.endpoints import Endpoints, run_dir
 from bus.errors import BusError
 from bus.events import Event, ExecutionFailed, StageFailed, encode, set_source
 from bus.wire import MAX_MESSAGE_BYTES
@@ -90,8 +93,26 @@ class Orchestrator:
 
     # --- the loop ----------------------------------------------------------------------------
 
+    def _lock(self) -> int:
+        """Hold the data dir's orchestrator lock: two orchestrators would both dispatch."""
+        path = run_dir(self.config.data_dir) / "orchestrator.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise ActorError(
+                f"another orchestrator (pid {holder}) runs for data dir {self.config.data_dir}"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        return fd
+
     def run(self) -> None:
         set_source("orchestrator")
+        self._lock_fd = self._lock()
         ctx = zmq.Context()
         self.client = Client(self.config.endpoints, context=ctx)
         tasks = ctx.socket(zmq.PUSH)

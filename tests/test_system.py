@@ -263,3 +263,9 @@ def test_cli_run_waits_and_replay_shows_the_state_at_a_seq(porch, sample):
     assert "cli-1" in history.stdout
     stats = run_porch("stats", data_dir=porch.data_dir)
     assert "data_cleaning" in stats.stdout
+
+
+def test_a_second_orchestrator_on_the_same_data_dir_is_refused(porch):
+    result = run_porch("orchestrator", data_dir=porch.data_dir, timeout=60)
+    assert result.returncode == 2
+    assert "another orchestrator (pid" in result.stderr
