@@ -266,6 +266,12 @@ def test_cli_run_waits_and_replay_shows_the_state_at_a_seq(porch, sample):
 
 
 def test_a_second_orchestrator_on_the_same_data_dir_is_refused(porch):
+    # given the system's orchestrator holding its lock
+    lock = porch.data_dir / "run" / "orchestrator.lock"
+    deadline = time.monotonic() + 30
+    while not (lock.exists() and lock.read_text().strip()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    # when another orchestrator starts on the same data dir, then it is refused
     result = run_porch("orchestrator", data_dir=porch.data_dir, timeout=60)
     assert result.returncode == 2
     assert "another orchestrator (pid" in result.stderr
