@@ -83,19 +83,16 @@ class System:
         child.started = time.monotonic()
 
     def _wait_for_hub(self, timeout_s: float) -> None:
+        """Ask the hub for its head until it answers; each ask waits on the socket's poll."""
         deadline = time.monotonic() + timeout_s
         hub = self.children[0]
-        while time.monotonic() < deadline:
-            if hub.proc is not None and hub.proc.poll() is not None:
-                raise ActorError(f"the hub exited with code {hub.proc.returncode} at start")
-            if hub_running(self.data_dir):
-                with (
-                    contextlib.suppress(BusError),
-                    Client.local(self.data_dir, timeout_ms=500) as c,
-                ):
-                    c.head()
+        with Client.local(self.data_dir, timeout_ms=250, retry_ms=250) as client:
+            while time.monotonic() < deadline:
+                if hub.proc is not None and hub.proc.poll() is not None:
+                    raise ActorError(f"the hub exited with code {hub.proc.returncode} at start")
+                with contextlib.suppress(BusError):
+                    client.head()
                     return
-            time.sleep(0.05)
         raise ActorError(f"the hub did not start within {timeout_s} s")
 
     def check(self) -> list[str]:

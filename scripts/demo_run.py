@@ -7,6 +7,7 @@ Every step runs the `porch` command a user would type, and prints it first. The 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shlex
 import shutil
 import signal
@@ -15,7 +16,8 @@ import sys
 import time
 from pathlib import Path
 
-from bus.client import Client, hub_running
+from bus.client import Client
+from bus.errors import BusError
 
 PORCH = [sys.executable, "-m", "actors.cli"]
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,12 +57,13 @@ def main() -> int:
     up = subprocess.Popen([*PORCH, "up", "--workers", "2", "--data-dir", str(data_dir)])
     try:
         deadline = time.monotonic() + 30
-        while not hub_running(data_dir):
-            if up.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit("demo: the system did not start")
-            time.sleep(0.1)
-        with Client.local(data_dir) as client:
-            client.head()
+        with Client.local(data_dir, timeout_ms=250, retry_ms=250) as client:
+            while True:  # each ask waits on the hub's socket
+                if up.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit("demo: the system did not start")
+                with contextlib.suppress(BusError):
+                    client.head()
+                    break
         porch("run", str(sample), "--mode", args.mode, "--id", "demo-1", "--wait", data_dir=data_dir,
               note="the default four-stage pipeline")  # fmt: skip
         porch("stats", data_dir=data_dir, note="per-stage statistics")

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from stages import coerce
-from stages.config import parse_config
+from stages.config import check_timezone, parse_config
 from stages.errors import StageConfigError, StageInputError
 from stages.spec import Partitioning, Report, Stage
 
@@ -151,10 +151,7 @@ def _metric(name: str, text: str) -> _Metric:
 
 def parse(values: Mapping[str, Any] | None) -> AggregationConfig:
     cfg = parse_config(AggregationConfig, NAME, values)
-    try:
-        pd.Timestamp("2026-01-01", tz=cfg.timezone)
-    except Exception as exc:  # pandas raises several types for a bad name ("" -> IndexError)
-        raise StageConfigError(f"{NAME}: unknown timezone {cfg.timezone!r}") from exc
+    check_timezone(NAME, cfg.timezone)
     return cfg
 
 

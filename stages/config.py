@@ -115,3 +115,14 @@ def _describe(hint: Any) -> str:
     if hint is type(None):
         return "none"
     return getattr(hint, "__name__", str(hint))
+
+
+def check_timezone(stage: str, name: str) -> str:
+    """`name` if pandas knows the time zone, else a one-line `StageConfigError`."""
+    import pandas as pd
+
+    try:
+        pd.Timestamp("2026-01-01", tz=name)
+    except Exception as exc:  # pandas raises several types for a bad name ("" -> IndexError)
+        raise StageConfigError(f"{stage}: unknown timezone {name!r}") from exc
+    return name

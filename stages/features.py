@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from stages import hashing
-from stages.config import parse_config
+from stages.config import check_timezone, parse_config
 from stages.errors import StageConfigError, StageInputError
 from stages.partition import joined, run_whole_by_parts
 from stages.spec import Partitioning, Report, Stage
@@ -112,10 +112,7 @@ def _rolling_spec(spec: Mapping[str, Any]) -> _Rolling:
 
 def parse(values: Mapping[str, Any] | None) -> FeatureConfig:
     cfg = parse_config(FeatureConfig, NAME, values)
-    try:
-        pd.Timestamp("2026-01-01", tz=cfg.timezone)
-    except Exception as exc:  # pandas raises several types for a bad name ("" -> IndexError)
-        raise StageConfigError(f"{NAME}: unknown timezone {cfg.timezone!r}") from exc
+    check_timezone(NAME, cfg.timezone)
     return cfg
 
 

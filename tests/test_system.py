@@ -19,6 +19,7 @@ from bus.client import Client
 from bus.events import CancelRequested, ExecutionRequested, PauseRequested, ResumeRequested
 from stages.pipeline import build, run
 from stages.sample import SCHEMA, generate
+from store.projections import executions as folds
 from tests.conftest import run_porch
 from tests.slowstages import STAGES
 
@@ -48,6 +49,8 @@ class Running:
         )
         self.system.start()
         self.client = Client.local(self.data_dir)
+        self.folded = folds.ExecutionsState()
+        self.sub = self.client.subscribe(1, types=folds.TYPES)
 
     def request(self, input_path: Path | str, stages: list[str], **fields) -> str:
         eid = fields.pop("execution_id", f"t-{time.monotonic_ns()}")
@@ -62,20 +65,23 @@ class Running:
         return fold_log(self.client)
 
     def wait(self, eid: str, until=lambda ex: ex.status in TERMINAL, timeout: float = 60):
+        """Fold events as they arrive (the subscription's receive is the wait) until `until`."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            ex = self.state().executions.get(eid)
+            for record in self.sub.receive(200):
+                folds.evolve(record.seq, record.fields(), self.folded)
+            ex = self.folded.executions.get(eid)
             if ex is not None and until(ex):
                 return ex
-            time.sleep(0.1)
         raise AssertionError(
-            f"execution {eid} did not get there: {self.state().executions.get(eid)}"
+            f"execution {eid} did not get there: {self.folded.executions.get(eid)}"
         )
 
     def pid(self, name: str) -> int:
         return self.system.pids()[name]
 
     def stop(self) -> None:
+        self.sub.close()
         self.client.close()
         self.system.stop()
 
@@ -140,8 +146,9 @@ def test_a_restarted_orchestrator_continues_without_redoing_finished_stages(porc
                                {"id": "c", "stage": "noop", "after": ["b"]}])  # fmt: skip
     porch.wait(eid, until=lambda e: e.tasks and e.tasks[("b", "run", 0)].status == "running")
     # when the orchestrator is killed with SIGKILL and started again
-    os.kill(porch.pid("orchestrator"), signal.SIGKILL)
-    time.sleep(0.3)
+    orchestrator = next(c for c in porch.system.children if c.name == "orchestrator")
+    os.kill(orchestrator.proc.pid, signal.SIGKILL)
+    orchestrator.proc.wait(10)
     assert porch.system.check() == ["orchestrator (exit -9)"]
     # then the execution completes and stage a was dispatched exactly once
     done = porch.wait(eid)
@@ -161,11 +168,21 @@ def test_pause_stops_dispatches_and_resume_continues(porch, sample):
     porch.wait(eid, until=lambda e: e.tasks and e.tasks[("a", "run", 0)].status == "running")
     porch.client.append(PauseRequested(execution_id=eid))
     paused = porch.wait(eid, until=lambda e: e.status == "paused")
-    time.sleep(1.5)  # a finishes while paused; b must not be dispatched
+    assert paused.tasks[("a", "run", 0)].status in ("running", "completed")
+    # a finishes while paused; the orchestrator sees that at once, and two heartbeats later
+    # (a second apart, later in the log) b has still not been dispatched
+    done = porch.wait(eid, until=lambda e: e.tasks[("a", "run", 0)].status == "completed")
+    with porch.client.subscribe(
+        done.last_seq + 1, types=["WorkerHeartbeat", "StageDispatched"]
+    ) as sub:
+        seen: list[str] = []
+        deadline = time.monotonic() + 10
+        while seen.count("WorkerHeartbeat") < 2 and time.monotonic() < deadline:
+            seen += [r.type for r in sub.receive(500)]
+    assert "StageDispatched" not in seen
     ex = porch.state().executions[eid]
     assert ex.status == "paused"
     assert ex.tasks[("b", "run", 0)].status == "pending"
-    assert paused.tasks[("a", "run", 0)].status in ("running", "completed")
     porch.client.append(ResumeRequested(execution_id=eid))
     assert porch.wait(eid).status == "completed"
 
@@ -236,9 +253,9 @@ def test_without_checkpoints_only_the_output_stays(porch, sample):
     ex = porch.wait(porch.request(sample, ["data_cleaning", "noop"], save_checkpoints=False))
     assert ex.status == "completed"
     root = Path(ex.plan["dir"])
-    deadline = time.monotonic() + 5
-    while (root / "data_cleaning").exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    # the orchestrator removes them as it folds ExecutionCompleted; once it has started a later
+    # execution, it has handled that event
+    porch.wait(porch.request(sample, ["noop"]), until=lambda e: e.status != "requested")
     assert sorted(p.name for p in root.iterdir()) == ["output"]
     assert Path(ex.outputs["noop"]["path"]).exists()
 
@@ -265,12 +282,9 @@ def test_cli_run_waits_and_replay_shows_the_state_at_a_seq(porch, sample):
     assert "data_cleaning" in stats.stdout
 
 
-def test_a_second_orchestrator_on_the_same_data_dir_is_refused(porch):
-    # given the system's orchestrator holding its lock
-    lock = porch.data_dir / "run" / "orchestrator.lock"
-    deadline = time.monotonic() + 30
-    while not (lock.exists() and lock.read_text().strip()) and time.monotonic() < deadline:
-        time.sleep(0.05)
+def test_a_second_orchestrator_on_the_same_data_dir_is_refused(porch, sample):
+    # given the system's orchestrator at work (it takes its lock before it decides anything)
+    porch.wait(porch.request(sample, ["noop"]), until=lambda e: e.status != "requested")
     # when another orchestrator starts on the same data dir, then it is refused
     result = run_porch("orchestrator", data_dir=porch.data_dir, timeout=60)
     assert result.returncode == 2

@@ -6,7 +6,7 @@ import argparse
 import logging
 import signal
 import sys
-import time
+import threading
 from pathlib import Path
 
 from actors.commands.common import add_data_dir, data_dir_of
@@ -129,11 +129,10 @@ def cmd_up(args: argparse.Namespace) -> int:
         stages=tuple(args.stage),
         log=sys.stderr,
     )
-    stopping = False
+    stopping = threading.Event()
 
     def stop(*_: object) -> None:
-        nonlocal stopping
-        stopping = True
+        stopping.set()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
@@ -141,10 +140,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     pids = ", ".join(f"{name} {pid}" for name, pid in system.pids().items())
     print(f"porch up: data dir {data_dir}; {pids}; Ctrl-C stops", flush=True)
     try:
-        while not stopping:
+        while not stopping.wait(0.2):
             for name in system.check():
                 print(f"porch up: restarted {name}", flush=True)
-            time.sleep(0.2)
     finally:
         print("porch up: stopping", flush=True)
         system.stop()
