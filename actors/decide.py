@@ -17,6 +17,7 @@ from bus.events import (
     ExecutionFailed,
     ExecutionPaused,
     ExecutionResumed,
+    ExecutionTimedOut,
     StageDispatched,
 )
 from store.projections import plan as plans
@@ -40,6 +41,12 @@ def decide(
     if ex.status not in ("running", "paused"):
         return []
     if ex.cancel_requested:
+        if ex.cancel_reason == "timeout":
+            return [
+                ExecutionTimedOut(
+                    execution_id=eid, timeout_s=ex.cancel_timeout_s, id=decision_id(eid, "timedout")
+                )
+            ]
         return [
             ExecutionCancelled(
                 execution_id=eid, reason=ex.cancel_reason, id=decision_id(eid, "cancelled")
@@ -54,7 +61,7 @@ def decide(
     max_attempts = int(ex.request.get("max_attempts", 2))
     for key in ex.failed:
         task = ex.tasks[key]
-        if not (task.retryable and task.attempt < max_attempts):
+        if task.permanent or not (task.retryable and task.attempt < max_attempts):
             return [_failed(ex, task)]
     if ex.completed == len(ex.tasks):
         return [_completed(ex)]
@@ -153,6 +160,7 @@ def _failed(ex: ExecutionState, task: TaskState) -> ExecutionFailed:
         error=f"{where} failed{tries}: {task.error}",
         stage=step_id,
         traceback_path=task.traceback_path,
+        retryable=not task.permanent,
     )
 
 

@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from stages import codec
-from stages.errors import StageError, StageInputError, StageRuleError
+from stages.errors import StageError, StageInputError, StageRuleError, is_permanent
 from stages.registry import Registry
 from stages.spec import Partitioning, Stage, sum_reports
 from store import artifacts
@@ -217,14 +217,16 @@ def _failure(task: Mapping[str, Any], exc: BaseException) -> dict[str, Any]:
             Path(trace_path).write_text("".join(traceback.format_exception(exc)), encoding="utf-8")
         except OSError:
             trace_path = ""
-    retryable = isinstance(exc, MemoryError | ArtifactError) or (
-        isinstance(exc, OSError) and not isinstance(exc, StageError)
+    permanent = is_permanent(exc)
+    retryable = not permanent and (
+        isinstance(exc, MemoryError | ArtifactError) or isinstance(exc, OSError)
     )
     result: dict[str, Any] = {
         "ok": False,
         "error": error[:2000],
         "error_type": type(exc).__name__,
         "retryable": retryable,
+        "permanent": permanent,
         "traceback_path": trace_path,
     }
     if isinstance(exc, StageRuleError):

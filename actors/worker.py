@@ -276,6 +276,7 @@ class Worker:
                     str(frame.get("error", "failed")),
                     str(frame.get("error_type", "")),
                     retryable=bool(frame.get("retryable", False)),
+                    permanent=bool(frame.get("permanent", False)),
                     traceback_path=str(frame.get("traceback_path", "")),
                 )
         if closed:
@@ -345,6 +346,7 @@ class Worker:
         error_type: str,
         *,
         retryable: bool,
+        permanent: bool = False,
         traceback_path: str = "",
     ) -> None:
         self.stats.failed += 1
@@ -358,6 +360,7 @@ class Worker:
                 attempt=task["attempt"],
                 error_type=error_type,
                 retryable=retryable,
+                permanent=permanent,
                 traceback_path=traceback_path,
                 step=task["step"],
                 phase=task["phase"],

@@ -438,6 +438,7 @@ class StageFailed(Event):
     error_type: str = ""
     retryable: bool = False
     traceback_path: str = ""
+    permanent: bool = False  # the stage said a retry of the execution cannot help
     step: str = ""
     phase: str = "run"
     task_id: str = ""
@@ -473,6 +474,7 @@ class ExecutionResumed(Event):
 class CancelRequested(Event):
     execution_id: str
     reason: str = ""
+    timeout_s: float = 0.0  # set with reason "timeout": the execution ends as ExecutionTimedOut
 
 
 @catalogued
@@ -498,6 +500,7 @@ class ExecutionFailed(Event):
     error: str
     stage: str = ""
     traceback_path: str = ""
+    retryable: bool = True  # False: a scheduler retry cannot help (the stage said so)
 
 
 @catalogued

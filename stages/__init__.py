@@ -24,6 +24,7 @@ _LAZY = {
     "run_pipeline": "stages.pipeline",
     "run_partitioned": "stages.partition",
     "write_sample": "stages.sample",
+    "NonRetryableError": "stages.errors",
 }
 _RENAMED = {"build_pipeline": "build", "load_pipeline": "load", "run_pipeline": "run"}
 

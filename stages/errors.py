@@ -24,3 +24,19 @@ class StageRuleError(StageError):
     def __init__(self, message: str, report: Mapping[str, Any]) -> None:
         super().__init__(message)
         self.report = dict(report)
+
+
+class NonRetryableError(StageError):
+    """Raise it (or any exception with ``retryable = False``) from a stage to say a retry is futile.
+
+    The execution fails at once: the orchestrator does not run the task again and the scheduler
+    schedules no retry of the execution.
+    """
+
+    retryable = False
+
+
+def is_permanent(exc: BaseException) -> bool:
+    """True when running the same task again cannot help: the stage said so, or its config or
+    data is wrong (a `StageError`), which a retry would meet again."""
+    return getattr(exc, "retryable", None) is False or isinstance(exc, StageError)

@@ -6,6 +6,8 @@ import time
 
 import pandas as pd
 
+from stages.errors import NonRetryableError
+
 
 def slow(df: pd.DataFrame, config: dict) -> tuple[pd.DataFrame, dict]:
     """Sleep ``seconds`` (a stage that takes a while), then pass the rows through."""
@@ -17,8 +19,17 @@ def boom(df: pd.DataFrame, config: dict) -> tuple[pd.DataFrame, dict]:
     raise ValueError("boom: this stage always fails")
 
 
+def fatal(df: pd.DataFrame, config: dict) -> tuple[pd.DataFrame, dict]:
+    raise NonRetryableError("fatal: the source table is gone for good")
+
+
 def noop(df: pd.DataFrame, config: dict) -> tuple[pd.DataFrame, dict]:
     return df, {}
 
 
-STAGES = ("slow=tests.slowstages:slow", "boom=tests.slowstages:boom", "noop=tests.slowstages:noop")
+STAGES = (
+    "slow=tests.slowstages:slow",
+    "boom=tests.slowstages:boom",
+    "noop=tests.slowstages:noop",
+    "fatal=tests.slowstages:fatal",
+)

@@ -196,6 +196,24 @@ def test_cancel_aborts_the_running_task(porch, sample):
     assert ex.tasks[("slow", "run", 0)].error_type == "Cancelled"
 
 
+def test_a_timeout_cancel_stops_the_stage_and_ends_as_timed_out(porch, sample):
+    eid = porch.request(sample, ["slow"], config={"slow": {"seconds": 30}})
+    porch.wait(eid, until=lambda e: e.tasks and e.tasks[("slow", "run", 0)].status == "running")
+    porch.client.append(CancelRequested(execution_id=eid, reason="timeout", timeout_s=1.5))
+    ex = porch.wait(eid, until=lambda e: e.tasks[("slow", "run", 0)].status == "failed", timeout=10)
+    assert ex.status == "timed_out"
+    assert ex.error == "timed out after 1.5 s"
+
+
+def test_a_stage_that_says_retry_is_futile_fails_at_once(porch, sample):
+    eid = porch.request(sample, ["fatal"], max_attempts=3)
+    ex = porch.wait(eid)
+    assert ex.status == "failed"
+    assert ex.error == "stage 'fatal' failed: fatal: the source table is gone for good"
+    assert ex.tasks[("fatal", "run", 0)].attempt == 1
+    assert ex.retryable is False
+
+
 @pytest.mark.parametrize(
     ("setup", "stages", "message"),
     [

@@ -40,6 +40,7 @@ class TaskState:
     error: str = ""
     error_type: str = ""
     retryable: bool = False
+    permanent: bool = False
     traceback_path: str = ""
     failures: int = 0
 
@@ -65,12 +66,14 @@ class ExecutionState:
     error: str = ""
     failed_stage: str = ""
     traceback_path: str = ""
+    retryable: bool = True
     records_processed: int = 0
     outputs: dict[str, Any] = field(default_factory=dict)
     pause_requested: bool = False
     resume_requested: bool = False
     cancel_requested: bool = False
     cancel_reason: str = ""
+    cancel_timeout_s: float = 0.0
     last_seq: int = 0
 
     @property
@@ -251,6 +254,7 @@ def _stage_failed(seq: int, fields: Fields, state: ExecutionsState) -> None:
     task.error = fields["error"]
     task.error_type = fields.get("error_type", "")
     task.retryable = bool(fields.get("retryable", False))
+    task.permanent = bool(fields.get("permanent", False))
     task.traceback_path = fields.get("traceback_path", "")
     task.failures += 1
 
@@ -262,6 +266,7 @@ def _flag(name: str, value: bool) -> Callable[[int, Fields, ExecutionsState], No
             setattr(ex, name, value)
             if name == "cancel_requested":
                 ex.cancel_reason = fields.get("reason", "")
+                ex.cancel_timeout_s = float(fields.get("timeout_s", 0.0))
 
     return handle
 
@@ -296,6 +301,7 @@ def _finished(status: str) -> Callable[[int, Fields, ExecutionsState], None]:
             ex.error = fields.get("error", "")
             ex.failed_stage = fields.get("stage", "")
             ex.traceback_path = fields.get("traceback_path", "")
+            ex.retryable = bool(fields.get("retryable", True))
         elif status == "cancelled":
             ex.error = fields.get("reason", "") or "cancelled"
         elif status == "timed_out":
