@@ -218,9 +218,7 @@ def _failure(task: Mapping[str, Any], exc: BaseException) -> dict[str, Any]:
         except OSError:
             trace_path = ""
     permanent = is_permanent(exc)
-    retryable = not permanent and (
-        isinstance(exc, MemoryError | ArtifactError) or isinstance(exc, OSError)
-    )
+    retryable = not permanent and isinstance(exc, MemoryError | ArtifactError | OSError)
     result: dict[str, Any] = {
         "ok": False,
         "error": error[:2000],
