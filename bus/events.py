@@ -584,17 +584,20 @@ class ScheduleResumed(Event):
 class ScheduleFired(Event):
     schedule_id: str
     fire_time: float
-    key: str
+    key: str  # the idempotency key: one fire per key, whoever sends it and however often
     execution_id: str
     manual: bool = False
+    config_override: dict[str, Any] = field(default_factory=dict)
 
 
 @catalogued
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ScheduleMissed(Event):
     schedule_id: str
-    fire_time: float
+    fire_time: float  # the first slot missed
     reason: str
+    last_fire_time: float = 0.0  # the last slot of a run of missed slots (0: only fire_time)
+    count: int = 1
 
 
 @catalogued
@@ -603,16 +606,19 @@ class ExecutionQueued(Event):
     execution_id: str
     schedule_id: str | None = None
     priority: int = 0
+    attempt: int = 1
 
 
 @catalogued
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RetryScheduled(Event):
-    execution_id: str
-    attempt: int
+    execution_id: str  # the execution that failed
+    attempt: int  # the attempt number of the retry (2 is the first retry)
     delay_s: float
     reason: str
     schedule_id: str | None = None
+    retry_execution_id: str = ""  # the retry's own execution id
+    due_ts: float = 0.0  # when the retry joins the queue
 
 
 # Alerts and metrics
