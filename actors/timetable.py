@@ -24,6 +24,7 @@ import bisect
 import functools
 import math
 import re
+from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Final, Protocol
@@ -41,13 +42,19 @@ ALIASES: Final = {
     "@hourly": "0 * * * *",
 }
 NAMES: Final = {
-    3: {m: i + 1 for i, m in enumerate("jan feb mar apr may jun jul aug sep oct nov dec".split())},
-    4: {d: i for i, d in enumerate("sun mon tue wed thu fri sat".split())},
+    3: {
+        m: i + 1
+        for i, m in enumerate(
+            ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+        )
+    },
+    4: {d: i for i, d in enumerate(("sun", "mon", "tue", "wed", "thu", "fri", "sat"))},
 }
 BOUNDS: Final = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 7))
 FIELD_NAMES: Final = ("minute", "hour", "day of month", "month", "day of week")
 SEARCH_YEARS: Final = 10  # "0 0 29 2 *" can wait 8 years (2096 -> 2104)
 FOLD_WINDOW: Final = timedelta(hours=3)
+MAX_COUNTED: Final = 100_000
 _ITEM: Final = re.compile(r"^(\*|\?|[a-z0-9]+(?:-[a-z0-9]+)?)(?:/(\d+))?$")
 _DURATION: Final = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
 _UNITS: Final = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
@@ -85,7 +92,7 @@ def parse_duration_s(value: object, what: str = "interval") -> float:
         match = _DURATION.match(str(value).lower())
         if match is None:
             raise ScheduleSpecError(
-                f"{what} {value!r} is not a duration: use seconds or a number with s, m, h, d or w (\"90s\", \"15m\")"
+                f'{what} {value!r} is not a duration: use seconds or a number with s, m, h, d or w ("90s", "15m")'
             )
         seconds = float(match.group(1)) * _UNITS[match.group(2)]
     if not math.isfinite(seconds) or seconds <= 0:
@@ -151,17 +158,17 @@ class CronFields:
             if t.month not in self.months:
                 i = bisect.bisect_right(self.months, t.month)
                 t = (
-                    datetime(t.year, self.months[i], 1)
+                    _wall(t.year, self.months[i], 1)
                     if i < len(self.months)
-                    else datetime(t.year + 1, self.months[0], 1)
+                    else _wall(t.year + 1, self.months[0], 1)
                 )
                 continue
             if not self.day_matches(t):
-                t = datetime(t.year, t.month, t.day) + timedelta(days=1)
+                t = _wall(t.year, t.month, t.day) + timedelta(days=1)
                 continue
             i = bisect.bisect_left(self.hours, t.hour)
             if i == len(self.hours):
-                t = datetime(t.year, t.month, t.day) + timedelta(days=1)
+                t = _wall(t.year, t.month, t.day) + timedelta(days=1)
                 continue
             if self.hours[i] != t.hour:
                 t = t.replace(hour=self.hours[i], minute=0)
@@ -171,6 +178,11 @@ class CronFields:
                 continue
             return t.replace(minute=self.minutes[j])
         return None
+
+
+def _wall(year: int, month: int, day: int) -> datetime:
+    """Midnight of a day as a naive wall time: cron matches wall clocks, zones come after."""
+    return datetime(year, month, day)  # noqa: DTZ001
 
 
 def _field(text: str, index: int) -> tuple[list[int], bool] | None:
@@ -239,13 +251,18 @@ class Cron:
             )
         if plain_cron(normal) is None and not croniter.is_valid(normal):
             raise ScheduleSpecError(f"cron expression {expression!r} is not valid")
-        minute, hour = normal.split()[:2]
-        cron = cls(normal, zone(timezone), not (minute.startswith("*") or hour.startswith("*")))
+        cron = cls.of(normal, timezone)
         if cron.next_after(datetime.now(UTC).timestamp()) is None:
             raise ScheduleSpecError(
                 f"cron expression {expression!r} never fires in the next {SEARCH_YEARS} years"
             )
         return cron
+
+    @classmethod
+    def of(cls, expression: str, timezone: str) -> Cron:
+        """A checked expression (5 fields) in a zone."""
+        minute, hour = expression.split()[:2]
+        return cls(expression, zone(timezone), not (minute.startswith("*") or hour.startswith("*")))
 
     def _naive_after(self, after: datetime) -> datetime | None:
         fields = plain_cron(self.expression)
@@ -333,27 +350,36 @@ class Never:
         return None
 
 
-def slots_between(table: Timetable, after: float, until: float, limit: int) -> tuple[list[float], int]:
-    """Fire instants in ``(after, until]``: at most ``limit`` of the latest ones, and how many
-    there are in all (an interval's count is arithmetic, so a long outage costs nothing)."""
+def slots_between(
+    table: Timetable, after: float, until: float, limit: int
+) -> tuple[list[float], int, float | None]:
+    """Fire instants in ``(after, until]``: at most ``limit`` of the latest ones, how many there
+    are in all, and the first. An interval's count is arithmetic, so a long outage costs nothing;
+    a cron's is counted up to `MAX_COUNTED` slots, then only the last week is walked."""
     if isinstance(table, Interval):
         first = table.next_after(after)
         if first is None or first > until:
-            return [], 0
+            return [], 0, None
         last_n = math.floor((until - table.anchor) / table.every_s)
         last = table.anchor + last_n * table.every_s
         if table.end is not None:
-            last = min(last, table.anchor + math.floor((table.end - table.anchor) / table.every_s) * table.every_s)
-        count = int(round((last - first) / table.every_s)) + 1
+            last = min(
+                last,
+                table.anchor
+                + math.floor((table.end - table.anchor) / table.every_s) * table.every_s,
+            )
+        count = round((last - first) / table.every_s) + 1
         keep = min(count, limit)
-        return [last - (keep - 1 - i) * table.every_s for i in range(keep)], count
-    found: list[float] = []
+        return [last - (keep - 1 - i) * table.every_s for i in range(keep)], count, first
+    found: deque[float] = deque(maxlen=limit)
     count = 0
     t = table.next_after(after)
+    first = t if t is not None and t <= until else None
     while t is not None and t <= until:
         count += 1
         found.append(t)
-        if len(found) > limit:
-            found.pop(0)
+        if count == MAX_COUNTED and until - t > 7 * 86400:
+            t = table.next_after(until - 7 * 86400)
+            continue
         t = table.next_after(t)
-    return found, count
+    return list(found), count, first
