@@ -278,7 +278,6 @@ def _finished(status: str) -> Callable[[int, Fields, SchedulesState], None]:
             ):
                 state.unretried.add(run.execution_id)
         state.touched_runs.add(run.execution_id)
-        state.touched_schedules.add(run.schedule_id)
 
     return handle
 

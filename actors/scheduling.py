@@ -1,0 +1,501 @@
+"""The scheduler's decisions: a fold of the log plus a heap of due times, with the clock passed in.
+
+`SchedulerCore` is the whole scheduler without sockets: ``apply`` folds an event, ``decide(now)``
+returns the events to send, ``next_due()`` says when to wake up. Tests drive it with a fake
+clock; the actor (`actors.scheduler`) drives it with the real one and the hub.
+
+Every decision has an id made from what it decides (a fire from its idempotency key, an
+admission from its execution id), so a decision sent twice, by a restarted scheduler or by two
+schedulers on one data dir, is one event: the hub drops the repeat, and the fold ignores a
+second fire of a key it has seen.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import itertools
+import logging
+import random
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from actors.decide import decision_id
+from actors.schedconf import timetable
+from actors.timetable import ScheduleSpecError, Timetable, slots_between
+from bus.events import (
+    CancelRequested,
+    Event,
+    ExecutionFailed,
+    ExecutionQueued,
+    ExecutionRequested,
+    RetryScheduled,
+    ScheduleFired,
+    ScheduleMissed,
+)
+from store.projections import schedules as folds
+from store.projections.schedules import RunState, SchedulesState, ScheduleState
+
+log = logging.getLogger("porch.scheduler")
+WORKER_STALE_S: Final = 15.0
+RESEND_AFTER_S: Final = 5.0
+
+
+def retry_delay_s(
+    strategy: str,
+    retry: int,
+    *,
+    delay_s: float,
+    cap_s: float,
+    jitter: float = 0.0,
+    seed: str = "",
+) -> float | None:
+    """The wait before retry number ``retry`` (1 is the first), or None for no retry.
+
+    fixed: ``delay``; linear: ``delay * retry``; exponential: ``delay * 2**(retry-1)``; each
+    capped at ``cap_s``. ``jitter`` (0..1) takes up to that fraction off, drawn from a generator
+    seeded by ``seed``, so the same run gets the same delays every time."""
+    if strategy == "no_retry" or retry < 1:
+        return None
+    if strategy == "fixed_delay":
+        delay = delay_s
+    elif strategy == "linear_backoff":
+        delay = delay_s * retry
+    elif strategy == "exponential_backoff":
+        delay = delay_s * 2.0 ** min(retry - 1, 60)
+    else:
+        raise ValueError(f"unknown retry strategy {strategy!r}")
+    delay = min(delay, cap_s) if cap_s > 0 else delay
+    if jitter > 0:
+        delay *= 1.0 - jitter * random.Random(f"{seed}/{retry}").random()
+    return delay
+
+
+def slot_jitter_s(schedule_id: str, slot: float, jitter_s: float) -> float:
+    """A fixed, spread-out delay for one slot of one schedule (the same after any restart)."""
+    if jitter_s <= 0:
+        return 0.0
+    digest = hashlib.sha256(f"{schedule_id}@{slot!r}".encode()).digest()
+    return jitter_s * int.from_bytes(digest[:4], "big") / 2**32
+
+
+def slot_execution_id(schedule_id: str, slot: float) -> str:
+    moment = datetime.fromtimestamp(slot, UTC)
+    stamp = moment.strftime("%Y%m%dT%H%M%S")
+    if moment.microsecond:
+        stamp += f".{moment.microsecond // 1000:03d}"
+    return f"{schedule_id}-{stamp}Z"
+
+
+@dataclass(slots=True)
+class _Table:
+    version: int
+    table: Timetable | None
+    error: str = ""
+
+
+class SchedulerCore:
+    def __init__(self, max_concurrent: int = 3, *, worker_stale_s: float = WORKER_STALE_S) -> None:
+        if max_concurrent < 1:
+            raise ValueError(f"max_concurrent_executions must be >= 1, got {max_concurrent}")
+        self.max_concurrent = max_concurrent
+        self.worker_stale_s = worker_stale_s
+        self.state = SchedulesState()
+        self.live = False
+        self._heap: list[tuple[float, int, str, str, int]] = []
+        self._count = itertools.count()
+        self._tables: dict[str, _Table] = {}
+        self._handled: dict[str, float] = {}  # schedule -> latest slot decided by this process
+        self._sent: dict[str, float] = {}  # decision id -> when sent, until folded
+        self._admitted: dict[str, float] = {}  # execution id -> when admitted, until folded
+        self._dependents: dict[str, set[str]] | None = None
+        self._slot_due: dict[str, tuple[int, float]] = {}  # the one live heap slot per schedule
+        self._pending: list[Event] = []
+        self._admission_due = False
+
+    # --- folding ---------------------------------------------------------------------------------
+
+    def apply(self, seq: int, fields: dict[str, Any], now: float) -> None:
+        folds.evolve(seq, fields, self.state)
+        self._sent.pop(fields.get("id", ""), None)
+        schedules, runs, queue_changed = self.state.take_touched()
+        if fields["type"] == "ExecutionRequested":
+            self._admitted.pop(fields["execution_id"], None)
+        if not self.live:
+            return
+        for sid in schedules:
+            self._schedule_changed(sid, now)
+        for eid in runs:
+            self._run_changed(eid)
+        if queue_changed or runs:
+            self._admission_due = True
+
+    def go_live(self, now: float) -> None:
+        """After the catch-up fold: put every schedule, retry and timeout on the heap."""
+        self.live = True
+        self.state.take_touched()
+        for sid in self.state.schedules:
+            self._schedule_changed(sid, now)
+        for eid, run in self.state.runs.items():
+            if run.status in ("retry_wait", "running"):
+                self._run_changed(eid)
+        self._admission_due = True
+
+    # --- reacting to changes --------------------------------------------------------------------
+
+    def table(self, schedule: ScheduleState) -> _Table:
+        cached = self._tables.get(schedule.schedule_id)
+        if cached is None or cached.version != schedule.version:
+            try:
+                cached = _Table(schedule.version, timetable(schedule.config, schedule.added_ts))
+            except (ScheduleSpecError, KeyError, TypeError, ValueError) as exc:
+                cached = _Table(schedule.version, None, f"{type(exc).__name__}: {exc}")
+                log.error("scheduler: schedule %s cannot run: %s", schedule.schedule_id, exc)
+            self._tables[schedule.schedule_id] = cached
+        return cached
+
+    def _after(self, schedule: ScheduleState) -> float:
+        last = schedule.last_slot
+        handled = self._handled.get(schedule.schedule_id)
+        candidates = [t for t in (last, handled) if t is not None]
+        return max(candidates) if candidates else schedule.added_ts
+
+    def next_fire(self, schedule: ScheduleState, now: float | None = None) -> float | None:
+        """The next slot this schedule fires at (None: paused, finished, or dependency-driven)."""
+        if schedule.paused:
+            return None
+        table = self.table(schedule).table
+        if table is None:
+            return None
+        return table.next_after(self._after(schedule))
+
+    def _schedule_changed(self, sid: str, now: float) -> None:
+        schedule = self.state.schedules.get(sid)
+        self._dependents = None
+        if schedule is None:
+            self._tables.pop(sid, None)
+            self._slot_due.pop(sid, None)
+            return
+        if schedule.kind == "dependency":
+            self._check_dependency(schedule)
+            return
+        nxt = self.next_fire(schedule)
+        if nxt is not None:
+            due = nxt + slot_jitter_s(sid, nxt, schedule.config.get("jitter_seconds", 0))
+            self._push_slot(sid, schedule.version, due)
+
+    def _push_slot(self, sid: str, version: int, due: float) -> None:
+        if self._slot_due.get(sid) == (version, due):
+            return
+        self._slot_due[sid] = (version, due)
+        self._push(due, "slot", sid, version)
+
+    def _run_changed(self, eid: str) -> None:
+        run = self.state.runs.get(eid)
+        if run is None:
+            return
+        if run.status == "retry_wait":
+            self._push(run.due_ts, "retry", eid, 0)
+        elif run.status == "running" and run.timeout_s > 0:
+            self._push(run.started_ts + run.timeout_s, "timeout", eid, 0)
+        elif run.status == "completed":
+            if self._dependents is None:
+                self._rebuild_dependents()
+            assert self._dependents is not None
+            for dependent in self._dependents.get(run.schedule_id, ()):
+                schedule = self.state.schedules.get(dependent)
+                if schedule is not None:
+                    self._check_dependency(schedule)
+
+    def _rebuild_dependents(self) -> None:
+        self._dependents = {}
+        for sid, schedule in self.state.schedules.items():
+            for up in schedule.config.get("dependencies", []):
+                self._dependents.setdefault(up, set()).add(sid)
+
+    def _push(self, due: float, kind: str, ident: str, version: int) -> None:
+        heapq.heappush(self._heap, (due, next(self._count), kind, ident, version))
+
+    def next_due(self) -> float | None:
+        return self._heap[0][0] if self._heap else None
+
+    # --- deciding ----------------------------------------------------------------------------
+
+    def decide(self, now: float) -> list[Event]:
+        """Everything due at ``now``: fires and misses, queueing, retries, timeouts, admissions."""
+        events, self._pending = self._pending, []
+        while self._heap and self._heap[0][0] <= now:
+            due, _, kind, ident, version = heapq.heappop(self._heap)
+            if kind == "slot":
+                if self._slot_due.get(ident) != (version, due):
+                    continue  # superseded by a change of the schedule
+                del self._slot_due[ident]
+                schedule = self.state.schedules.get(ident)
+                if schedule is not None and schedule.version == version and not schedule.paused:
+                    events.extend(self._slots(schedule, now))
+            elif kind == "retry":
+                run = self.state.runs.get(ident)
+                if run is not None and run.status == "retry_wait":
+                    events.append(self._queue(run))
+            elif kind == "timeout":
+                run = self.state.runs.get(ident)
+                if run is not None and run.status == "running":
+                    events.append(
+                        CancelRequested(
+                            id=decision_id("timeout", ident),
+                            execution_id=ident,
+                            reason="timeout",
+                            timeout_s=run.timeout_s,
+                        )
+                    )
+        for eid in sorted(self.state.unqueued):
+            events.append(self._queue(self.state.runs[eid]))
+        for eid in sorted(self.state.unretried):
+            event = self._retry(self.state.runs[eid])
+            if event is not None:
+                events.append(event)
+        if self._admission_due:
+            self._admission_due = False
+            events.extend(self._admit(now))
+        return self._unsent(events, now)
+
+    def _unsent(self, events: list[Event], now: float) -> list[Event]:
+        out = []
+        for event in events:
+            sent = self._sent.get(event.id)
+            if sent is not None and now - sent < RESEND_AFTER_S:
+                continue
+            self._sent[event.id] = now
+            out.append(event)
+        if len(self._sent) > 100_000:  # decisions that never came back: let them be retaken
+            self._sent = {k: v for k, v in self._sent.items() if now - v < RESEND_AFTER_S}
+        return out
+
+    def _slots(self, schedule: ScheduleState, now: float) -> list[Event]:
+        """Fire what is due; record as missed what the misfire policy skips; push the next slot."""
+        sid, config = schedule.schedule_id, schedule.config
+        table = self.table(schedule).table
+        if table is None:
+            return []
+        events: list[Event] = []
+        after = self._after(schedule)
+        if schedule.resumed_ts > after:
+            paused_slots, count, first = slots_between(table, after, schedule.resumed_ts, 1)
+            if count:
+                events.append(
+                    self._missed(sid, first, paused_slots[-1], count, "the schedule was paused")
+                )
+                after = paused_slots[-1]
+        grace = float(config.get("misfire_grace_seconds", 60))
+        jitter = float(config.get("jitter_seconds", 0))
+        policy = config.get("misfire_policy", "run_once")
+        keep = int(config.get("max_catch_up", 10)) + 1
+        slots, count, first = slots_between(table, after, now, keep)
+        on_time = [s for s in slots if now - s - slot_jitter_s(sid, s, jitter) <= grace]
+        late = [s for s in slots if s not in on_time]
+        late_count = count - len(on_time)
+        fire: list[float] = list(on_time)
+        if late_count:
+            if policy == "run_once" and not on_time:
+                fire = [late[-1]]
+            elif policy == "catch_up":
+                fire = late[-(keep - 1) :] + on_time
+            skipped = late_count - (len(fire) - len(on_time))
+            if skipped:
+                last_skipped = [s for s in late if s not in fire]
+                last = last_skipped[-1] if last_skipped else first
+                lateness = now - (first or now)
+                reason = {
+                    "skip": f"misfire: {lateness:.0f} s late, past the grace of {grace:g} s (policy skip)",
+                    "run_once": "misfire: coalesced into one run (policy run_once)",
+                    "catch_up": f"misfire: over max_catch_up {keep - 1} (policy catch_up)",
+                }[policy]
+                events.append(self._missed(sid, first or last, last, skipped, reason))
+        for slot in sorted(fire):
+            events.extend(self._fire(schedule, slot))
+        if slots:
+            self._handled[sid] = max(slots[-1], self._handled.get(sid, slots[-1]))
+        nxt = table.next_after(max(after, slots[-1]) if slots else after)
+        if nxt is not None:
+            self._push_slot(sid, schedule.version, nxt + slot_jitter_s(sid, nxt, jitter))
+        return events
+
+    def _missed(
+        self, sid: str, first: float | None, last: float, count: int, reason: str
+    ) -> ScheduleMissed:
+        start = first if first is not None else last
+        return ScheduleMissed(
+            id=decision_id("missed", sid, start, last),
+            schedule_id=sid,
+            fire_time=start,
+            last_fire_time=last,
+            count=count,
+            reason=reason,
+        )
+
+    def _fire(self, schedule: ScheduleState, slot: float) -> list[Event]:
+        sid = schedule.schedule_id
+        key = f"{sid}@{slot!r}"
+        eid = slot_execution_id(sid, slot)
+        return [
+            ScheduleFired(
+                id=decision_id("fire", key),
+                schedule_id=sid,
+                fire_time=slot,
+                key=key,
+                execution_id=eid,
+            ),
+            ExecutionQueued(
+                id=decision_id("queued", eid),
+                execution_id=eid,
+                schedule_id=sid,
+                priority=int(schedule.config.get("priority", 0)),
+            ),
+        ]
+
+    def _queue(self, run: RunState) -> ExecutionQueued:
+        return ExecutionQueued(
+            id=decision_id("queued", run.execution_id),
+            execution_id=run.execution_id,
+            schedule_id=run.schedule_id,
+            priority=run.priority,
+            attempt=run.attempt,
+        )
+
+    def _retry(self, run: RunState) -> RetryScheduled | None:
+        schedule = self.state.schedules.get(run.schedule_id)
+        if schedule is None:
+            return None
+        config = schedule.config
+        delay = retry_delay_s(
+            config.get("retry_strategy", "no_retry"),
+            run.attempt,
+            delay_s=float(config.get("retry_delay_minutes", 5)) * 60,
+            cap_s=float(config.get("max_retry_delay_minutes", 60)) * 60,
+            jitter=float(config.get("retry_jitter", 0)),
+            seed=run.root,
+        )
+        if delay is None:
+            return None
+        attempt = run.attempt + 1
+        return RetryScheduled(
+            id=decision_id("retry", run.execution_id),
+            execution_id=run.execution_id,
+            attempt=attempt,
+            delay_s=delay,
+            reason=run.error or run.status,
+            schedule_id=run.schedule_id,
+            retry_execution_id=f"{run.root}.r{attempt}",
+            due_ts=run.finished_ts + delay,
+        )
+
+    def _check_dependency(self, schedule: ScheduleState) -> None:
+        """Fire a dependency schedule when every upstream's latest run succeeded after it was
+        added, once per combination of those runs."""
+        if schedule.paused:
+            return
+        latest: list[RunState] = []
+        for up in schedule.config.get("dependencies", []):
+            upstream = self.state.schedules.get(up)
+            if upstream is None or not upstream.runs:
+                return
+            run = self.state.runs[upstream.runs[-1]]
+            if run.status != "completed" or run.finished_ts < schedule.added_ts:
+                return
+            latest.append(run)
+        digest = hashlib.sha256("|".join(r.execution_id for r in latest).encode()).hexdigest()[:16]
+        key = f"{schedule.schedule_id}@dep-{digest}"
+        if key in self.state.keys or key == schedule.latest_dependency_key:
+            return
+        slot = max(r.finished_ts for r in latest)
+        eid = f"{slot_execution_id(schedule.schedule_id, slot)}-{digest[:6]}"
+        self._pending.append(
+            ScheduleFired(
+                id=decision_id("fire", key),
+                schedule_id=schedule.schedule_id,
+                fire_time=slot,
+                key=key,
+                execution_id=eid,
+            )
+        )
+
+    # --- admission ---------------------------------------------------------------------------
+
+    def capacity(self, now: float) -> dict[str, float]:
+        return folds.live_capacity(self.state, now, self.worker_stale_s)
+
+    def _admit(self, now: float) -> list[Event]:
+        state = self.state
+        for eid, sent in list(self._admitted.items()):
+            if now - sent > RESEND_AFTER_S:
+                del self._admitted[eid]
+        if not state.queue:
+            return []
+        active = [state.runs[e] for e in state.active] + [
+            state.runs[e] for e in self._admitted if e in state.runs and e not in state.active
+        ]
+        running = len(active)
+        per_schedule: dict[str, int] = {}
+        used_cpu = used_mem = 0.0
+        for run in active:
+            per_schedule[run.schedule_id] = per_schedule.get(run.schedule_id, 0) + 1
+            used_cpu += float(run.resources.get("cpu_cores", 0))
+            used_mem += float(run.resources.get("memory_gb", 0))
+        cap = self.capacity(now)
+        events: list[Event] = []
+        for eid in sorted(state.queue, key=state.queue.__getitem__):
+            if running >= self.max_concurrent:
+                break
+            if eid in self._admitted:
+                continue
+            run = state.runs[eid]
+            need = run.resources
+            limit = need.get("max_concurrent_jobs")
+            if limit and per_schedule.get(run.schedule_id, 0) >= limit:
+                continue
+            cpu, mem = float(need.get("cpu_cores", 0)), float(need.get("memory_gb", 0))
+            if cpu or mem:
+                if not cap["hosts"]:
+                    continue  # no worker heard from yet: wait for one
+                if cpu > cap["cpu_cores"] or mem > cap["memory_gb"]:
+                    events.append(self._refuse(run, cpu, mem, cap))
+                    continue
+                if used_cpu + cpu > cap["cpu_cores"] or used_mem + mem > cap["memory_gb"]:
+                    continue
+            events.append(self._request(run))
+            self._admitted[eid] = now
+            running += 1
+            used_cpu += cpu
+            used_mem += mem
+            per_schedule[run.schedule_id] = per_schedule.get(run.schedule_id, 0) + 1
+        return events
+
+    def _refuse(self, run: RunState, cpu: float, mem: float, cap: dict[str, float]) -> Event:
+        return ExecutionFailed(
+            id=decision_id("refused", run.execution_id),
+            execution_id=run.execution_id,
+            error=(
+                f"refused: needs {cpu:g} cpu cores and {mem:g} GB of memory; the "
+                f"{cap['hosts']:.0f} live worker host(s) have {cap['cpu_cores']:g} cores and "
+                f"{cap['memory_gb']:.1f} GB in all"
+            ),
+            retryable=False,
+        )
+
+    def _request(self, run: RunState) -> ExecutionRequested:
+        execution = {**run.execution, **run.config_override}
+        return ExecutionRequested(
+            id=decision_id("admit", run.execution_id),
+            execution_id=run.execution_id,
+            stages=list(execution.get("stages") or []),
+            steps=list(execution.get("steps") or []),
+            input_data=str(execution.get("input_data", "")),
+            mode=str(execution.get("mode", "sequential")),
+            config=dict(execution.get("config") or {}),
+            save_checkpoints=bool(execution.get("save_checkpoints", True)),
+            partitions=int(execution.get("partitions", 0)),
+            max_attempts=int(execution.get("max_attempts", 2)),
+            schedule_id=run.schedule_id,
+            priority=run.priority,
+        )
