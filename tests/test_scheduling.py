@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -133,7 +134,7 @@ def test_an_hourly_job_fires_once_per_real_hour_through_both_changes(tz, spring,
         times = [
             datetime.fromisoformat(t).timestamp() for t in fires("0 * * * *", tz, f"{day}T00:00", 6)
         ]
-        assert all(b - a == HOUR for a, b in zip(times, times[1:], strict=False)), day
+        assert all(b - a == HOUR for a, b in itertools.pairwise(times)), day
     labels = fires("0 * * * *", tz, f"{spring}T00:00", 4)
     assert not any(f"T{gap}" in t for t in labels)  # the skipped wall hour is not a real one
     labels = fires("0 * * * *", tz, f"{fall}T00:00", 4)
@@ -152,9 +153,11 @@ def test_plain_cron_matches_croniter_on_wall_times():
     days = st.sampled_from(["*", "1", "15-20", "*/10", "29", "31"])
     weekdays = st.sampled_from(["*", "0", "mon-fri", "6,7", "sat", "1-3"])
 
+    hours = st.sampled_from(["*", "3", "*/6", "0-5,22"])
+    starts = st.datetimes(min_value=datetime(2020, 1, 1), max_value=datetime(2030, 1, 1))  # noqa: DTZ001
+
     @settings(max_examples=300, deadline=None)
-    @given(field, st.sampled_from(["*", "3", "*/6", "0-5,22"]), days, months, weekdays,
-           st.datetimes(min_value=datetime(2020, 1, 1), max_value=datetime(2030, 1, 1)))  # fmt: skip
+    @given(field, hours, days, months, weekdays, starts)
     def check(minute, hour, day, month, weekday, start):
         expression = f"{minute if minute != '?' else '*'} {hour} {day} {month} {weekday}"
         ours = plain_cron(expression).next_naive(start)
@@ -211,7 +214,8 @@ def test_after_a_three_day_outage_each_misfire_policy_does_what_it_says(policy, 
     assert len(loop.of("ScheduleFired")) == fired
     assert sum(m["count"] for m in loop.of("ScheduleMissed")) == missed
     for m in loop.of("ScheduleMissed"):
-        assert m["reason"].startswith("misfire:") and policy in m["reason"]
+        assert m["reason"].startswith("misfire:")
+        assert policy in m["reason"]
     if fired:  # the newest slots are the ones run
         assert loop.of("ScheduleFired")[-1]["fire_time"] == T0 + 72 * HOUR
     # and then it goes on as usual, on time
@@ -288,7 +292,7 @@ def test_a_failed_run_is_retried_with_its_delays_until_max_retries():
     loop = Loop(log=[added(config)])
     loop.run_until(T0 + HOUR)
     for attempt in (1, 2, 3):
-        (request,) = [r for r in loop.of("ExecutionRequested")][attempt - 1 : attempt]
+        (request,) = loop.of("ExecutionRequested")[attempt - 1 : attempt]
         _finish(loop, request["execution_id"], ok=False)
         loop.run_until(loop.now + 1000)
     retries = loop.of("RetryScheduled")
@@ -378,7 +382,8 @@ def test_resources_are_admitted_against_the_workers_capacity_and_impossible_ones
     # 1.5 + 1.5 cores do not fit in 2: the second waits; 64 never fits: refused with the reason
     assert [r["execution_id"] for r in loop.of("ExecutionRequested")] == [first]
     (refused,) = [f for f in loop.of("ExecutionFailed") if f["execution_id"] == huge]
-    assert refused["error"].startswith("refused: needs 64 cpu cores") and not refused["retryable"]
+    assert refused["error"].startswith("refused: needs 64 cpu cores")
+    assert not refused["retryable"]
     _finish(loop, first, ok=True)
     loop.step()
     assert [r["execution_id"] for r in loop.of("ExecutionRequested")] == [first, second]
