@@ -9,6 +9,7 @@ from actors.commands import actors as actor_commands
 from actors.commands import executions as execution_commands
 from actors.commands import log as log_commands
 from actors.commands import sample as sample_commands
+from actors.commands import schedules as schedule_commands
 from actors.commands import stages as stage_commands
 from actors.errors import ActorError
 from bus.errors import BusError
@@ -33,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     execution_commands.register(sub)
     sample_commands.register(sub)
     stage_commands.register(sub)
+    schedule_commands.register(sub)
     return parser
 
 

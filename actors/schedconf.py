@@ -301,6 +301,42 @@ class _Bounded:
         return fire
 
 
+def load_file(
+    path: Path, *, now: float | None, known: set[str] = frozenset()
+) -> list[dict[str, Any]]:  # type: ignore[assignment]
+    """The ``[[schedule]]`` tables of a TOML file, each checked; a one-time date in the past is
+    refused only for a schedule not yet ``known`` (one already added has fired or will)."""
+    import tomllib
+
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ScheduleSpecError(f"cannot read schedules file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ScheduleSpecError(f"schedules file {path} is not valid TOML: {exc}") from None
+    extra = sorted(set(data) - {"schedule"})
+    if extra:
+        raise ScheduleSpecError(
+            f"schedules file {path}: unknown table {extra[0]!r}; use [[schedule]]"
+        )
+    entries = data.get("schedule", [])
+    if not isinstance(entries, list):
+        raise ScheduleSpecError(f"schedules file {path}: use [[schedule]] tables")
+    out: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for index, entry in enumerate(entries, 1):
+        sid = str(entry.get("schedule_id", f"#{index}"))
+        try:
+            config = normalize(entry, now=None if sid in known else now, base_dir=Path(path).parent)
+        except ScheduleSpecError as exc:
+            raise ScheduleSpecError(f"schedules file {path}, schedule {sid}: {exc}") from None
+        if sid in seen:
+            raise ScheduleSpecError(f"schedules file {path}: schedule {sid} appears twice")
+        seen.add(sid)
+        out.append(config)
+    return out
+
+
 def check_dependencies(sid: str, deps: list[str], graph: Mapping[str, list[str]]) -> None:
     """Refuse an unknown upstream or a cycle: ``graph`` maps each schedule id to its upstreams."""
     for dep in deps:

@@ -63,7 +63,7 @@ def _tasks(data_dir: Path) -> str:
     return tasks_endpoint(data_dir)
 
 
-def _need_hub(data_dir: Path, what: str) -> None:
+def need_hub(data_dir: Path, what: str) -> None:
     if not hub_running(data_dir):
         raise UsageError(
             f"{what}: no hub runs for data dir {data_dir}; start `porch hub` or `porch up`"
@@ -75,7 +75,7 @@ def cmd_orchestrator(args: argparse.Namespace) -> int:
     from actors.stagecfg import registry_from
 
     data_dir = data_dir_of(args)
-    _need_hub(data_dir, "orchestrator")
+    need_hub(data_dir, "orchestrator")
     if args.workers < 1:
         raise UsageError(f"--workers must be >= 1, got {args.workers}")
     registry = registry_from(args.stage)
@@ -101,7 +101,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from actors.worker import WorkerConfig, run_worker
 
     data_dir = data_dir_of(args)
-    _need_hub(data_dir, "worker")
+    need_hub(data_dir, "worker")
     parse_stage_args(args.stage)
     if not 1 <= args.prefetch <= 64:
         raise UsageError(f"--prefetch must be 1..64, got {args.prefetch}")

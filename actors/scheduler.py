@@ -1,0 +1,164 @@
+"""``porch scheduler``: folds the log into schedules and fires them on time.
+
+Startup reads the whole log through the hub and folds it, loads the schedules file if one is
+given (adding or updating only what changed), then goes live: it sleeps on the hub subscription
+until the next due time in its heap, and sends what `SchedulerCore.decide` returns. All its state
+is in the log, so a restart, or a second scheduler started by mistake, fires each slot once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+import zmq
+
+from actors.schedconf import check_dependencies, load_file
+from actors.scheduling import SchedulerCore
+from bus.client import Client, Record, Subscription
+from bus.endpoints import Endpoints, run_dir
+from bus.errors import BusError
+from bus.events import Event, ScheduleAdded, ScheduleUpdated, encode, set_source
+from store.projections import schedules as folds
+
+log = logging.getLogger("porch.scheduler")
+MAX_SLEEP_MS: Final = 1000
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SchedulerConfig:
+    data_dir: Path
+    endpoints: Endpoints
+    max_concurrent: int = 3
+    schedules_file: Path | None = None
+
+
+def lock_path(data_dir: Path) -> Path:
+    return run_dir(data_dir) / "scheduler.lock"
+
+
+def scheduler_running(data_dir: Path) -> bool:
+    """True when a scheduler holds this data dir's scheduler lock."""
+    path = lock_path(data_dir)
+    if not path.exists():
+        return False
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+class Scheduler:
+    def __init__(self, config: SchedulerConfig) -> None:
+        self.config = config
+        self.core = SchedulerCore(config.max_concurrent)
+        self._stop = False
+
+    def stop(self, *_: object) -> None:
+        self._stop = True
+
+    def _lock(self) -> int | None:
+        """Mark this data dir as having a scheduler. A second one warns and runs anyway: its
+        decisions carry the same ids, so the log keeps one of each."""
+        path = lock_path(self.config.data_dir)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.warning(
+                "scheduler: another scheduler runs for this data dir; each slot still fires once"
+            )
+            os.close(fd)
+            return None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        return fd
+
+    def run(self) -> None:
+        set_source("scheduler")
+        self._lock_fd = self._lock()
+        ctx = zmq.Context()
+        self.client = Client(self.config.endpoints, context=ctx)
+        sub = self.client.subscribe(from_seq=1, types=folds.TYPES)
+        try:
+            head = self.client.head()
+            while sub.position < head and not self._stop:
+                for record in sub.receive(1000):
+                    self._on_record(record, time.time())
+            if self.config.schedules_file is not None:
+                self._load(self.config.schedules_file, sub)
+            self.core.go_live(time.time())
+            log.info(
+                "scheduler: live with %d schedules, at most %d executions at once",
+                len(self.core.state.schedules),
+                self.config.max_concurrent,
+            )
+            while not self._stop:
+                self._send(self.core.decide(time.time()))
+                due = self.core.next_due()
+                wait_ms = MAX_SLEEP_MS
+                if due is not None:
+                    wait_ms = max(0, min(MAX_SLEEP_MS, int((due - time.time()) * 1000) + 1))
+                if sub.socket.poll(wait_ms):
+                    for record in sub.receive(0):
+                        self._on_record(record, time.time())
+        finally:
+            sub.close()
+            self.client.close()
+            ctx.term()
+
+    def _on_record(self, record: Record, now: float) -> None:
+        fields = record.fields()
+        try:
+            self.core.apply(record.seq, fields, now)
+        except (KeyError, TypeError, ValueError) as exc:
+            log.error("scheduler: cannot fold seq %s (%s): %s", record.seq, fields.get("type"), exc)
+
+    def _send(self, events: list[Event]) -> None:
+        for event in events:
+            try:
+                self.client.publish(encode(event))
+            except BusError as exc:
+                log.error("scheduler: could not send %s: %s", event.TYPE, exc)
+
+    def _load(self, path: Path, sub: Subscription) -> None:
+        """Add the file's new schedules and update the changed ones (acknowledged appends)."""
+        known = self.core.state.schedules
+        graph = {sid: list(s.config.get("dependencies", [])) for sid, s in known.items()}
+        configs = load_file(path, now=time.time(), known=set(known))
+        for config in configs:
+            graph[config["schedule_id"]] = config["dependencies"]
+        for config in configs:
+            sid = config["schedule_id"]
+            check_dependencies(sid, config["dependencies"], graph)
+            old = known.get(sid)
+            if old is not None and old.config == config:
+                continue
+            kind = ScheduleAdded if old is None else ScheduleUpdated
+            self.client.append(kind(schedule_id=sid, config=config))
+        # fold what was just appended before going live
+        head = self.client.head()
+        while sub.position < head and not self._stop:
+            for record in sub.receive(1000):
+                self._on_record(record, time.time())
+
+
+def run_scheduler(config: SchedulerConfig) -> int:
+    scheduler = Scheduler(config)
+    signal.signal(signal.SIGTERM, scheduler.stop)
+    signal.signal(signal.SIGINT, scheduler.stop)
+    with contextlib.suppress(KeyboardInterrupt):
+        scheduler.run()
+    return 0
