@@ -1,4 +1,4 @@
-"""The processes of porch (orchestrator, worker, CLI) and the seed's Python API.
+"""The processes of porch (orchestrator, worker, scheduler, CLI) and the seed's Python API.
 
 ``from actors import MLPipelineOrchestrator, PipelineStage, ExecutionMode`` as in the seed
 README. Names load on first use, so the CLI starts without pandas.
@@ -15,6 +15,11 @@ _LAZY = {
     "ExecutionMode": "actors.api",
     "PipelineExecution": "actors.api",
     "StageResult": "actors.api",
+    "PipelineScheduler": "actors.schedule_api",
+    "ScheduleConfig": "actors.schedule_api",
+    "ScheduleType": "actors.schedule_api",
+    "RetryStrategy": "actors.schedule_api",
+    "MisfirePolicy": "actors.schedule_api",
 }
 
 __all__ = sorted(_LAZY)

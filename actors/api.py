@@ -210,6 +210,12 @@ class MLPipelineOrchestrator:
             self._save_summary(execution)
         return execution
 
+    def wait_execution(self, execution_id: str, timeout: float | None = None) -> PipelineExecution:
+        """Block until the execution ends (or ``timeout`` seconds pass: TimeoutError)."""
+        execution = PipelineExecution(execution_id=execution_id, _owner=self)
+        self._wait(execution, timeout)
+        return execution
+
     def _state(self) -> folds.ExecutionsState:
         return fold_log(self.client)
 

@@ -40,6 +40,9 @@ class System:
     stages: Sequence[str] = ()
     extra: Sequence[str] = ()
     log: IO[bytes] | int | None = None
+    scheduler: bool = False
+    max_concurrent: int = 3
+    schedules_file: Path | None = None
     children: list[Child] = field(default_factory=list)
     stopping: bool = False
 
@@ -74,8 +77,37 @@ class System:
                     self._porch("worker", "--name", f"worker-{index + 1}", *stage_flags),
                 )
             )
+        if self.scheduler:
+            self.children.append(self.scheduler_child())
         for child in self.children[1:]:
             self._spawn(child)
+
+    def scheduler_child(self) -> Child:
+        schedules = ["--schedules", str(self.schedules_file)] if self.schedules_file else []
+        return Child(
+            "scheduler",
+            self._porch("scheduler", "--max-concurrent", str(self.max_concurrent), *schedules),
+        )
+
+    def add_scheduler(self, max_concurrent: int) -> None:
+        """Start a scheduler in this running system (the Python API's `start_scheduler`)."""
+        if any(c.name == "scheduler" for c in self.children):
+            return
+        self.max_concurrent = max_concurrent
+        child = self.scheduler_child()
+        self.children.append(child)
+        self._spawn(child)
+
+    def remove_scheduler(self, timeout_s: float = 10.0) -> None:
+        for child in [c for c in self.children if c.name == "scheduler"]:
+            self.children.remove(child)
+            if child.proc is not None and child.proc.poll() is None:
+                child.proc.terminate()
+                try:
+                    child.proc.wait(timeout_s)
+                except subprocess.TimeoutExpired:
+                    child.proc.kill()
+                    child.proc.wait(5)
 
     def _spawn(self, child: Child) -> None:
         out = self.log if self.log is not None else subprocess.DEVNULL

@@ -47,11 +47,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     _stage_flag(work)
     work.set_defaults(func=cmd_worker)
 
-    up = sub.add_parser("up", help="run hub, orchestrator and workers; Ctrl-C stops them")
+    up = sub.add_parser(
+        "up", help="run hub, orchestrator, workers and scheduler; Ctrl-C stops them"
+    )
     add_data_dir(up)
     up.add_argument("--workers", type=int, default=2, help="how many workers (default 2)")
     up.add_argument(
         "--checkpoint-dir", metavar="DIR", help="artifacts (default DATA_DIR/checkpoints)"
+    )
+    up.add_argument("--max-concurrent", type=int, default=3, metavar="N",
+                    help="scheduled executions running at once (default 3)")  # fmt: skip
+    up.add_argument(
+        "--schedules", metavar="FILE.toml", help="add or update these schedules at start"
     )
     _stage_flag(up)
     up.set_defaults(func=cmd_up)
@@ -122,12 +129,22 @@ def cmd_up(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise UsageError(f"--workers must be >= 1, got {args.workers}")
     parse_stage_args(args.stage)
+    if args.max_concurrent < 1:
+        raise UsageError(f"--max-concurrent must be >= 1, got {args.max_concurrent}")
+    schedules = Path(args.schedules).resolve() if args.schedules else None
+    if schedules is not None:
+        from actors.schedconf import load_file
+
+        load_file(schedules, now=None)  # refuse a broken file before starting anything
     system = System(
         data_dir=data_dir,
         workers=args.workers,
         checkpoint_dir=Path(args.checkpoint_dir).resolve() if args.checkpoint_dir else None,
         stages=tuple(args.stage),
         log=sys.stderr,
+        scheduler=True,
+        max_concurrent=args.max_concurrent,
+        schedules_file=schedules,
     )
     stopping = threading.Event()
 

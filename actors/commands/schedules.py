@@ -200,6 +200,9 @@ def add_schedules(client: Any, configs: list[dict[str, Any]], *, replace: bool) 
             raise UsageError(f"schedule {sid} exists; pass --replace to update it")
     for config in configs:
         sid = config["schedule_id"]
+        if sid in known and known[sid].config == config:
+            lines.append(f"schedule {sid} is unchanged")
+            continue
         event = (ScheduleUpdated if sid in known else ScheduleAdded)(schedule_id=sid, config=config)
         seq = client.append(event)
         lines.append(f"{'updated' if sid in known else 'added'} schedule {sid} (seq {seq})")
