@@ -31,10 +31,10 @@ def tiny(tmp_path) -> Path:
 
 
 class Scheduled:
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, schedules_file: Path | None = None) -> None:
         self.data_dir = tmp_path / "porch"
         self.system = System(data_dir=self.data_dir, workers=1, stages=STAGES,
-                             log=subprocess.DEVNULL, scheduler=True)  # fmt: skip
+                             log=subprocess.DEVNULL, scheduler=True, schedules_file=schedules_file)  # fmt: skip
         self.system.start()
         self.client = Client.local(self.data_dir)
         self.sub = self.client.subscribe(1)
@@ -50,7 +50,7 @@ class Scheduled:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for record in self.sub.receive(200):
-                self.seen.append(record.fields())
+                self.seen.append({**record.fields(), "seq": record.seq})
             if until(self.seen):
                 return self.seen
         raise AssertionError(
@@ -62,7 +62,7 @@ class Scheduled:
         deadline = time.monotonic() + seconds
         while (left := deadline - time.monotonic()) > 0:
             for record in self.sub.receive(max(1, int(left * 1000))):
-                self.seen.append(record.fields())
+                self.seen.append({**record.fields(), "seq": record.seq})
 
     def of(self, kind: str, **match) -> list[dict]:
         return [
@@ -142,9 +142,38 @@ def test_schedule_commands_refuse_bad_input_and_list_next_fires(scheduled, tiny)
             e["type"] == "ExecutionCompleted" and e["execution_id"] == eid for e in seen
         )
     )
+    (queued,) = scheduled.of("ExecutionQueued", execution_id=eid)
+    replay = run_porch("replay", "--queue", "--at", str(queued["seq"]), *data)
+    assert replay.stdout.splitlines()[1:3] == [
+        "queued: 1",
+        f"  {eid}  schedule=nightly priority=0 attempt=1",
+    ]
     shown = run_porch("schedule", "show", "nightly", *data)
     assert '"state": "paused"' in shown.stdout
     assert eid in shown.stdout
+
+
+def test_a_schedules_file_loaded_at_start_fires_and_is_not_added_twice(tmp_path, tiny):
+    path = tmp_path / "schedules.toml"
+    path.write_text(
+        f"""[[schedule]]
+schedule_id = "from-file"
+schedule_type = "interval"
+schedule_expression = "1s"
+execution_config = {{ input_data = "{tiny}", stages = ["noop"] }}
+""",
+        encoding="utf-8",
+    )
+    running = Scheduled(tmp_path, schedules_file=path)
+    try:
+        running.wait(lambda seen: any(e["type"] == "ExecutionCompleted" for e in seen))
+        os.kill(running.system.pids()["scheduler"], signal.SIGKILL)
+        running.system.check()  # a restart reads the file again: nothing changed, nothing added
+        running.wait(lambda seen: len([e for e in seen if e["type"] == "ExecutionCompleted"]) >= 3)
+        assert len(running.of("ScheduleAdded")) == 1
+        assert running.of("ScheduleUpdated") == []
+    finally:
+        running.stop()
 
 
 SEED_SCHEDULING = """

@@ -406,3 +406,44 @@ def test_a_dependency_schedule_fires_once_when_all_upstreams_succeeded():
     fired = [f for f in loop.of("ScheduleFired") if f["schedule_id"] == "c"]
     assert len(fired) == 1
     assert "c" in [r["schedule_id"] for r in loop.of("ExecutionRequested")]
+
+
+SCHEDULES_TOML = """
+[[schedule]]
+schedule_id = "nightly"
+schedule_type = "cron"
+schedule_expression = "0 2 * * *"
+timezone = "Europe/Berlin"
+retry_strategy = "exponential_backoff"
+execution_config = { input_data = "in.parquet", stages = ["data_cleaning"] }
+
+[[schedule]]
+schedule_id = "report"
+schedule_type = "dependency"
+dependencies = ["nightly"]
+resource_requirements = { cpu_cores = 1, memory_gb = 2 }
+execution_config = { input_data = "/abs/in.parquet", mode = "parallel" }
+"""
+
+
+def test_a_schedules_file_is_read_and_checked(tmp_path):
+    from actors.schedconf import load_file
+
+    path = tmp_path / "schedules.toml"
+    path.write_text(SCHEDULES_TOML, encoding="utf-8")
+    nightly, report = load_file(path, now=T0)
+    assert nightly["execution_config"]["input_data"] == str(tmp_path / "in.parquet")
+    assert (nightly["timezone"], nightly["retry_strategy"]) == (
+        "Europe/Berlin",
+        "exponential_backoff",
+    )
+    assert report["dependencies"] == ["nightly"]
+    assert report["resource_requirements"] == {"cpu_cores": 1.0, "memory_gb": 2.0}
+    path.write_text(SCHEDULES_TOML.replace('"0 2 * * *"', '"0 2 * *"'), encoding="utf-8")
+    with pytest.raises(
+        ScheduleSpecError, match=r"schedules file .*, schedule nightly: cron expression"
+    ):
+        load_file(path, now=T0)
+    path.write_text("[[schedule]\n", encoding="utf-8")
+    with pytest.raises(ScheduleSpecError, match="is not valid TOML"):
+        load_file(path, now=T0)

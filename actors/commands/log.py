@@ -74,7 +74,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     rep.add_argument(
         "--state", metavar="EXECUTION_ID", help="print the folded execution instead of events"
     )
-    rep.add_argument("--at", type=int, metavar="SEQ", help="with --state: fold only up to this seq")
+    rep.add_argument(
+        "--queue", action="store_true", help="print the scheduler's queue instead of events"
+    )
+    rep.add_argument(
+        "--at", type=int, metavar="SEQ", help="with --state or --queue: fold only up to this seq"
+    )
     rep.set_defaults(func=cmd_replay)
 
     log_cmd = sub.add_parser("log", help="check the event log")
@@ -154,10 +159,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
     root = data_dir_of(args)
     if args.follow and args.summary:
         raise UsageError("replay: --follow and --summary do not go together")
-    if args.at is not None and not args.state:
-        raise UsageError("replay: --at goes with --state EXECUTION_ID")
+    if args.at is not None and not (args.state or args.queue):
+        raise UsageError("replay: --at goes with --state EXECUTION_ID or --queue")
     if args.state:
         return _replay_state(args, root)
+    if args.queue:
+        return _replay_queue(args, root)
     records = _records(args, root)
     if args.summary:
         state = SummaryState()
@@ -199,6 +206,33 @@ def _replay_state(args: argparse.Namespace, root: Any) -> int:
     else:
         print(f"as of seq {state.last_seq}:")
         print("\n".join(format_execution(view)))
+    return 0
+
+
+def _replay_queue(args: argparse.Namespace, root: Any) -> int:
+    """The scheduler's admission queue as the log had it at ``--at`` (default: now)."""
+    from actors.scheduleviews import queue_status
+    from actors.scheduling import SchedulerCore
+
+    args.from_seq, args.to_seq, args.types, args.execution, args.follow = (
+        1, args.at, None, None, False,
+    )  # fmt: skip
+    core = SchedulerCore()
+    last_ts = 0.0
+    for seq, fields in _records(args, root):
+        core.apply(seq, fields, 0.0)
+        last_ts = float(fields.get("ts", last_ts))
+    status = queue_status(core, last_ts)
+    if args.json:
+        print(json.dumps(status, default=str))
+        return 0
+    print(f"as of seq {core.state.last_seq}:")
+    for title in ("queued", "running", "waiting_retries"):
+        runs = status[title]
+        print(f"{title.replace('_', ' ')}: {len(runs)}")
+        for run in runs:
+            print(f"  {run['execution_id']}  schedule={run['schedule_id']} priority={run['priority']} "
+                  f"attempt={run['attempt']}")  # fmt: skip
     return 0
 
 
