@@ -9,6 +9,7 @@ GROUPS = {
     "hub": "scripts.benchmarks.hub",
     "stages": "scripts.benchmarks.stages",
     "orchestrator": "scripts.benchmarks.orchestrator",
+    "scheduler": "scripts.benchmarks.scheduler",
 }
 
 
