@@ -16,9 +16,10 @@ import hashlib
 import heapq
 import itertools
 import logging
+import math
 import random
+import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Final
 
 from actors.decide import decision_id
@@ -81,10 +82,15 @@ def slot_jitter_s(schedule_id: str, slot: float, jitter_s: float) -> float:
 
 
 def slot_execution_id(schedule_id: str, slot: float) -> str:
-    moment = datetime.fromtimestamp(slot, UTC)
-    stamp = moment.strftime("%Y%m%dT%H%M%S")
-    if moment.microsecond:
-        stamp += f".{moment.microsecond // 1000:03d}"
+    """``<schedule>-YYYYmmddTHHMMSS[.mmm]Z``: readable, sortable, one per slot."""
+    whole = math.floor(slot)
+    t = time.gmtime(whole)
+    stamp = (
+        f"{t.tm_year:04d}{t.tm_mon:02d}{t.tm_mday:02d}T{t.tm_hour:02d}{t.tm_min:02d}{t.tm_sec:02d}"
+    )
+    millis = round((slot - whole) * 1000)
+    if millis:
+        stamp += f".{min(millis, 999):03d}"
     return f"{schedule_id}-{stamp}Z"
 
 
@@ -222,10 +228,15 @@ class SchedulerCore:
 
     # --- deciding ----------------------------------------------------------------------------
 
-    def decide(self, now: float) -> list[Event]:
-        """Everything due at ``now``: fires and misses, queueing, retries, timeouts, admissions."""
+    def decide(self, now: float, max_due: int = 128) -> list[Event]:
+        """What is due at ``now``: fires and misses, queueing, retries, timeouts, admissions.
+
+        At most ``max_due`` heap entries per call, so the first fires of a burst are sent while
+        the rest are still being decided; ``next_due() <= now`` says more are waiting."""
         events, self._pending = self._pending, []
-        while self._heap and self._heap[0][0] <= now:
+        popped = 0
+        while self._heap and self._heap[0][0] <= now and popped < max_due:
+            popped += 1
             due, _, kind, ident, version = heapq.heappop(self._heap)
             if kind == "slot":
                 if self._slot_due.get(ident) != (version, due):
@@ -335,23 +346,18 @@ class SchedulerCore:
         )
 
     def _fire(self, schedule: ScheduleState, slot: float) -> list[Event]:
+        """The fire alone: its ExecutionQueued follows once the fire is folded (`unqueued`), so a
+        burst of fires reaches the log first."""
         sid = schedule.schedule_id
         key = f"{sid}@{slot!r}"
-        eid = slot_execution_id(sid, slot)
         return [
             ScheduleFired(
-                id=decision_id("fire", key),
+                id=f"fire:{key}",  # the key is unique and short: no need to hash it
                 schedule_id=sid,
                 fire_time=slot,
                 key=key,
-                execution_id=eid,
-            ),
-            ExecutionQueued(
-                id=decision_id("queued", eid),
-                execution_id=eid,
-                schedule_id=sid,
-                priority=int(schedule.config.get("priority", 0)),
-            ),
+                execution_id=slot_execution_id(sid, slot),
+            )
         ]
 
     def _queue(self, run: RunState) -> ExecutionQueued:

@@ -306,6 +306,10 @@ class Cron:
             for instant in instants:
                 if instant > t and (best is None or instant < best):
                     best = instant
+            if best is not None and instants and best == instants[0]:
+                # a wall time's first instant: later wall times start no earlier (fold 0 is
+                # monotonic), so only a second instant of a repeated hour needs a look further
+                break
             naive = self._naive_after(naive)
         return best
 
