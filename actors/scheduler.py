@@ -25,7 +25,8 @@ from actors.scheduling import SchedulerCore
 from bus.client import Client, Record, Subscription
 from bus.endpoints import Endpoints, run_dir
 from bus.errors import BusError
-from bus.events import Event, ScheduleAdded, ScheduleUpdated, encode, set_source
+from bus.events import Event, ScheduleAdded, ScheduleUpdated, set_source, to_map
+from bus.wire import pack
 from store.projections import schedules as folds
 
 log = logging.getLogger("porch.scheduler")
@@ -129,7 +130,8 @@ class Scheduler:
     def _send(self, events: list[Event]) -> None:
         for event in events:
             try:
-                self.client.publish(encode(event))
+                # built here from checked values; the hub checks every event it takes in
+                self.client.publish(pack(to_map(event)))
             except BusError as exc:
                 log.error("scheduler: could not send %s: %s", event.TYPE, exc)
 

@@ -12,6 +12,7 @@ second fire of a key it has seen.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import heapq
 import itertools
@@ -83,15 +84,18 @@ def slot_jitter_s(schedule_id: str, slot: float, jitter_s: float) -> float:
 
 def slot_execution_id(schedule_id: str, slot: float) -> str:
     """``<schedule>-YYYYmmddTHHMMSS[.mmm]Z``: readable, sortable, one per slot."""
+    return f"{schedule_id}-{_stamp(slot)}Z"
+
+
+@functools.lru_cache(maxsize=1024)
+def _stamp(slot: float) -> str:
     whole = math.floor(slot)
     t = time.gmtime(whole)
     stamp = (
         f"{t.tm_year:04d}{t.tm_mon:02d}{t.tm_mday:02d}T{t.tm_hour:02d}{t.tm_min:02d}{t.tm_sec:02d}"
     )
     millis = round((slot - whole) * 1000)
-    if millis:
-        stamp += f".{min(millis, 999):03d}"
-    return f"{schedule_id}-{stamp}Z"
+    return f"{stamp}.{min(millis, 999):03d}" if millis else stamp
 
 
 @dataclass(slots=True)
@@ -260,16 +264,24 @@ class SchedulerCore:
                             timeout_s=run.timeout_s,
                         )
                     )
-        for eid in sorted(self.state.unqueued):
-            events.append(self._queue(self.state.runs[eid]))
+        if self._heap and self._heap[0][0] <= now:
+            return self._unsent(events, now)  # more fires due: they go out first
+        for eid in self.state.unqueued:  # in fire order: FIFO within a priority
+            if not self._sent_recently(f"queued:{eid}", now):
+                events.append(self._queue(self.state.runs[eid]))
         for eid in sorted(self.state.unretried):
-            event = self._retry(self.state.runs[eid])
-            if event is not None:
-                events.append(event)
+            if not self._sent_recently(f"retry:{eid}", now):
+                event = self._retry(self.state.runs[eid])
+                if event is not None:
+                    events.append(event)
         if self._admission_due:
             self._admission_due = False
             events.extend(self._admit(now))
         return self._unsent(events, now)
+
+    def _sent_recently(self, event_id: str, now: float) -> bool:
+        sent = self._sent.get(event_id)
+        return sent is not None and now - sent < RESEND_AFTER_S
 
     def _unsent(self, events: list[Event], now: float) -> list[Event]:
         out = []
@@ -362,7 +374,7 @@ class SchedulerCore:
 
     def _queue(self, run: RunState) -> ExecutionQueued:
         return ExecutionQueued(
-            id=decision_id("queued", run.execution_id),
+            id=f"queued:{run.execution_id}",
             execution_id=run.execution_id,
             schedule_id=run.schedule_id,
             priority=run.priority,
@@ -386,7 +398,7 @@ class SchedulerCore:
             return None
         attempt = run.attempt + 1
         return RetryScheduled(
-            id=decision_id("retry", run.execution_id),
+            id=f"retry:{run.execution_id}",
             execution_id=run.execution_id,
             attempt=attempt,
             delay_s=delay,

@@ -84,7 +84,7 @@ class SchedulesState:
     keys: dict[str, str] = field(default_factory=dict)  # idempotency key -> execution id
     queue: dict[str, tuple[int, int]] = field(default_factory=dict)  # eid -> (-priority, seq)
     active: set[str] = field(default_factory=set)  # requested or running
-    unqueued: set[str] = field(default_factory=set)  # fired, not yet queued
+    unqueued: dict[str, None] = field(default_factory=dict)  # fired, not yet queued, in order
     waiting_retries: set[str] = field(default_factory=set)
     unretried: set[str] = field(default_factory=set)  # failed, retry not yet decided
     workers: dict[str, WorkerInfo] = field(default_factory=dict)
@@ -166,7 +166,7 @@ def _fired(seq: int, f: Fields, state: SchedulesState) -> None:
         execution=dict(config.get("execution_config") or {}),
         timeout_s=float(config.get("execution_timeout_minutes") or 0) * 60,
     )
-    state.unqueued.add(eid)
+    state.unqueued[eid] = None
     if schedule is not None:
         schedule.runs.append(eid)
         schedule.fires += 1
@@ -195,7 +195,7 @@ def _queued(seq: int, f: Fields, state: SchedulesState) -> None:
     run.priority = int(f.get("priority", run.priority))
     run.queued_ts = f["ts"]
     run.queued_seq = seq
-    state.unqueued.discard(run.execution_id)
+    state.unqueued.pop(run.execution_id, None)
     state.waiting_retries.discard(run.execution_id)
     state.queue[run.execution_id] = (-run.priority, seq)
     state.queue_changed = True
@@ -238,7 +238,7 @@ def _requested(seq: int, f: Fields, state: SchedulesState) -> None:
     run.status = "requested"
     run.requested_ts = f["ts"]
     state.queue.pop(run.execution_id, None)
-    state.unqueued.discard(run.execution_id)
+    state.unqueued.pop(run.execution_id, None)
     state.active.add(run.execution_id)
     state.queue_changed = True
     state.touched_runs.add(run.execution_id)
@@ -268,7 +268,7 @@ def _finished(status: str) -> Callable[[int, Fields, SchedulesState], None]:
             status == "failed" and bool(f.get("retryable", True))
         )
         state.active.discard(run.execution_id)
-        state.unqueued.discard(run.execution_id)
+        state.unqueued.pop(run.execution_id, None)
         state.queue_changed = True
         if status in ("failed", "timed_out") and run.retryable and not was_queued:
             schedule = state.schedules.get(run.schedule_id)
