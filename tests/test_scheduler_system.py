@@ -77,6 +77,13 @@ class Scheduled:
         self.system.stop()
 
 
+def kill_scheduler(system: System) -> None:
+    (child,) = [c for c in system.children if c.name == "scheduler"]
+    assert child.proc is not None
+    os.kill(child.proc.pid, signal.SIGKILL)
+    child.proc.wait(10)
+
+
 @pytest.fixture
 def scheduled(tmp_path):
     running = Scheduled(tmp_path)
@@ -103,7 +110,7 @@ def test_a_killed_scheduler_restarts_without_a_double_or_a_lost_fire(scheduled, 
     scheduled.add(schedule_id="tick", schedule_type="interval", schedule_expression="1s",
                   misfire_grace_seconds=30, execution_config={"input_data": str(tiny), "stages": ["noop"]})  # fmt: skip
     scheduled.wait(lambda seen: len([e for e in seen if e["type"] == "ScheduleFired"]) >= 2)
-    os.kill(scheduled.system.pids()["scheduler"], signal.SIGKILL)
+    kill_scheduler(scheduled.system)
     before = len(scheduled.of("ScheduleFired"))
     scheduled.listen(2.5)  # slots pass while it is down
     assert scheduled.system.check() == [f"scheduler (exit {-signal.SIGKILL})"]
@@ -167,8 +174,9 @@ execution_config = {{ input_data = "{tiny}", stages = ["noop"] }}
     running = Scheduled(tmp_path, schedules_file=path)
     try:
         running.wait(lambda seen: any(e["type"] == "ExecutionCompleted" for e in seen))
-        os.kill(running.system.pids()["scheduler"], signal.SIGKILL)
-        running.system.check()  # a restart reads the file again: nothing changed, nothing added
+        kill_scheduler(running.system)
+        assert running.system.check() == [f"scheduler (exit {-signal.SIGKILL})"]
+        # the restarted scheduler reads the file again: nothing changed, so nothing is added
         running.wait(lambda seen: len([e for e in seen if e["type"] == "ExecutionCompleted"]) >= 3)
         assert len(running.of("ScheduleAdded")) == 1
         assert running.of("ScheduleUpdated") == []
