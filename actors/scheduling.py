@@ -123,6 +123,7 @@ class SchedulerCore:
         self._slot_due: dict[str, tuple[int, float]] = {}  # the one live heap slot per schedule
         self._pending: list[Event] = []
         self._admission_due = False
+        self._admitted_at = 0.0
 
     # --- folding ---------------------------------------------------------------------------------
 
@@ -274,8 +275,10 @@ class SchedulerCore:
                 event = self._retry(self.state.runs[eid])
                 if event is not None:
                     events.append(event)
-        if self._admission_due:
+        if self._admission_due or (self.state.queue and now - self._admitted_at >= 1.0):
+            # also once a second while runs wait: workers coming back change what fits
             self._admission_due = False
+            self._admitted_at = now
             events.extend(self._admit(now))
         return self._unsent(events, now)
 
