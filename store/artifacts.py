@@ -26,6 +26,8 @@ from store.errors import StoreError
 from store.log import fsync_dir, make_private_dir
 
 CHUNK: Final = 8 * 1024 * 1024
+SMALL: Final = 32 * 1024 * 1024  # frames up to this size are serialized and hashed in memory
+_made_dirs: set[Path] = set()
 
 
 class ArtifactError(StoreError, OSError):
@@ -67,16 +69,50 @@ def _finish(tmp: Path, path: Path) -> tuple[int, str]:
     return size, digest.hexdigest()
 
 
+def _make_dir(directory: Path) -> None:
+    """`make_private_dir`, once per directory and process (it costs two system calls)."""
+    if directory not in _made_dirs:
+        make_private_dir(directory)
+        _made_dirs.add(directory)
+
+
+def _write_small(tmp: Path, target: Path, data: memoryview | bytes) -> tuple[int, str]:
+    """Write bytes held in memory to `tmp`, fsync, rename to `target`, fsync the directory;
+    the hash is taken from memory, not by reading the file back."""
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    except FileNotFoundError:  # the directory was removed since (dropped checkpoints)
+        _made_dirs.discard(target.parent)
+        _make_dir(target.parent)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    tmp.replace(target)
+    fsync_dir(target.parent)
+    return len(data), hashlib.sha256(data).hexdigest()
+
+
 def write_frame(path: str | Path, df: pd.DataFrame) -> ArtifactInfo:
     """Write `df` as an Arrow IPC file (no index), atomically."""
     target = Path(path)
-    make_private_dir(target.parent)
+    _make_dir(target.parent)
     tmp = _tmp(target)
     try:
         table = pa.Table.from_pandas(df, preserve_index=False)
-        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
-            writer.write_table(table, max_chunksize=1_000_000)
-        size, sha = _finish(tmp, target)
+        if table.nbytes <= SMALL:
+            sink = pa.BufferOutputStream()
+            with pa.ipc.new_file(sink, table.schema) as writer:
+                writer.write_table(table, max_chunksize=1_000_000)
+            size, sha = _write_small(tmp, target, memoryview(sink.getvalue()))
+        else:
+            with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+                writer.write_table(table, max_chunksize=1_000_000)
+            size, sha = _finish(tmp, target)
     except (OSError, pa.ArrowException) as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
@@ -87,12 +123,10 @@ def write_frame(path: str | Path, df: pd.DataFrame) -> ArtifactInfo:
 def write_bytes(path: str | Path, data: bytes) -> ArtifactInfo:
     """Write opaque bytes (partials, stats) atomically."""
     target = Path(path)
-    make_private_dir(target.parent)
+    _make_dir(target.parent)
     tmp = _tmp(target)
     try:
-        with tmp.open("wb") as f:
-            f.write(data)
-        size, sha = _finish(tmp, target)
+        size, sha = _write_small(tmp, target, data)
     except OSError as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
