@@ -8,6 +8,8 @@ drops the second as a duplicate.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Collection
+from itertools import chain
 from typing import Any
 
 from bus.events import (
@@ -35,8 +37,10 @@ def decide(
     *,
     capacity: int,
     lease_ms: int,
+    pending: Collection[plans.TaskKey] = (),
 ) -> list[Event]:
-    """What to do next for one execution. `capacity`: how many more tasks may be put in flight."""
+    """What to do next for one execution. `capacity`: how many more tasks may be put in flight;
+    `pending`: tasks whose dispatch was sent and has not come back yet (not decided again)."""
     eid = ex.execution_id
     if ex.status not in ("running", "paused"):
         return []
@@ -66,13 +70,18 @@ def decide(
     if ex.completed == len(ex.tasks):
         return [_completed(ex)]
     if ex.mode == "sequential":
-        capacity = min(capacity, 1 - len(ex.in_flight))
+        capacity = min(capacity, 1 - len(ex.in_flight) - len(pending))
     events: list[Event] = []
-    for key in [*ex.failed, *ex.ready]:  # retries first
-        if capacity <= 0:
-            break
+    if capacity <= 0:
+        return events
+    # the fold's indices are insertion-ordered dicts: take from the front, never copy them all
+    for key in chain(tuple(ex.failed), ex.ready):  # retries first
+        if key in pending:
+            continue
         events.append(dispatch(ex, state, key, ex.tasks[key].attempt + 1, lease_ms))
         capacity -= 1
+        if capacity <= 0:
+            break
     return events
 
 

@@ -34,10 +34,12 @@ from actors.planning import PlanRefusedError, plan_execution
 from bus.client import Client, Record
 from bus.endpoints import Endpoints, run_dir
 from bus.errors import BusError
-from bus.events import Event, ExecutionFailed, StageFailed, encode, set_source
+from bus.events import Event, ExecutionFailed, StageDispatched, StageFailed, encode, set_source
 from bus.wire import MAX_MESSAGE_BYTES
 from stages.registry import Registry
 from store.projections import executions as folds
+from store.projections import plan as plans
+from store.projections.plan import TaskKey
 
 log = logging.getLogger("porch.orchestrator")
 WORKER_TYPES: Final = ("WorkerStarted", "WorkerHeartbeat", "WorkerStopped", "StageProgress")
@@ -71,12 +73,17 @@ class _Lease:
 class _Runtime:
     """What the orchestrator keeps beside the fold: never needed to rebuild state."""
 
-    outbox: deque[tuple[str, bytes]] = field(default_factory=deque)
+    outbox: deque[tuple[str, TaskKey, bytes]] = field(default_factory=deque)
     leases: dict[str, _Lease] = field(default_factory=dict)
     payloads: dict[str, bytes] = field(default_factory=dict)
     sent: dict[str, float] = field(default_factory=dict)
     workers: dict[str, float] = field(default_factory=dict)
     dirty: set[str] = field(default_factory=set)
+    # dispatches sent and not yet back, by execution (so they are not decided again) and by
+    # event id (so a stale one is forgotten with its event)
+    pending: dict[str, dict[TaskKey, str]] = field(default_factory=dict)
+    pending_ids: dict[str, tuple[str, TaskKey]] = field(default_factory=dict)
+    active: set[str] = field(default_factory=set)
 
 
 class Orchestrator:
@@ -123,11 +130,14 @@ class Orchestrator:
         sub = self.client.subscribe(from_seq=1, types=types)
         try:
             self._catch_up(sub)
+            listen = zmq.Poller()
+            listen.register(sub.socket, zmq.POLLIN)
+            both = zmq.Poller()
+            both.register(sub.socket, zmq.POLLIN)
+            both.register(tasks, zmq.POLLOUT)
+            next_check = 0.0
             while not self._stop:
-                poller = zmq.Poller()
-                poller.register(sub.socket, zmq.POLLIN)
-                if self.rt.outbox and self._room():
-                    poller.register(tasks, zmq.POLLOUT)
+                poller = both if self.rt.outbox and self._room() else listen
                 events = dict(poller.poll(50))
                 if events.get(sub.socket):
                     for record in sub.receive(0):
@@ -135,7 +145,10 @@ class Orchestrator:
                 self._decide()
                 if events.get(tasks) or (self.rt.outbox and self._room()):
                     self._push(tasks)
-                self._check_leases()
+                now = time.monotonic()
+                if now >= next_check:  # leases count in seconds: a check every 50 ms is plenty
+                    self._check_leases()
+                    next_check = now + 0.05
         finally:
             sub.close()
             tasks.close(linger=0)
@@ -159,7 +172,7 @@ class Orchestrator:
             for task in ex.tasks.values():
                 payload = self.rt.payloads.get(task.task_id)
                 if task.status == "dispatched" and payload is not None:
-                    self.rt.outbox.append((task.task_id, payload))
+                    self.rt.outbox.append((task.task_id, task.key, payload))
                 elif task.status == "running":
                     self.rt.leases[task.task_id] = _Lease(
                         now + self.config.lease_ms / 1000,
@@ -175,16 +188,22 @@ class Orchestrator:
         except (KeyError, TypeError, ValueError) as exc:
             log.error("orchestrator: cannot fold seq %s (%s): %s", record.seq, kind, exc)
             return
-        self.rt.sent.pop(fields.get("id", ""), None)
+        event_id = fields.get("id", "")
+        self.rt.sent.pop(event_id, None)
+        self._forget_pending(event_id)
         eid = fields.get("execution_id")
         if eid:
             self.rt.dirty.add(eid)
+            ex = self.state.executions.get(eid)
+            if ex is not None and ex.status in folds.ACTIVE:
+                self.rt.active.add(eid)
+            else:
+                self.rt.active.discard(eid)
         now = time.monotonic()
         if kind == "StageDispatched":
             ex = self.state.executions.get(eid or "")
-            task = (
-                ex.tasks.get((fields["step"], fields["phase"], fields["partition"])) if ex else None
-            )
+            key = (fields["step"], fields["phase"], fields["partition"])
+            task = ex.tasks.get(key) if ex else None
             if (
                 task is not None
                 and task.task_id == fields["task_id"]
@@ -192,7 +211,7 @@ class Orchestrator:
             ):
                 self.rt.payloads[fields["task_id"]] = record.payload
                 if self.live:
-                    self.rt.outbox.append((fields["task_id"], record.payload))
+                    self.rt.outbox.append((fields["task_id"], key, record.payload))
         elif kind in ("StageStarted", "StageProgress"):
             self._renew(fields.get("task_id", ""), now)
         elif kind == "ExecutionCompleted" and self.live:
@@ -219,6 +238,15 @@ class Orchestrator:
         for step in ex.plan["steps"]:
             shutil.rmtree(root / step["id"], ignore_errors=True)
 
+    def _forget_pending(self, event_id: str) -> None:
+        where = self.rt.pending_ids.pop(event_id, None)
+        if where is not None:
+            keys = self.rt.pending.get(where[0])
+            if keys is not None:
+                keys.pop(where[1], None)
+                if not keys:
+                    del self.rt.pending[where[0]]
+
     def _renew(self, task_id: str, now: float) -> None:
         lease = self.rt.leases.get(task_id)
         if lease is not None:
@@ -238,9 +266,12 @@ class Orchestrator:
             return
         dirty, self.rt.dirty = self.rt.dirty, set()
         workers = max(1, self._live_workers())
+        executions = self.state.executions
         in_flight = sum(
-            len(ex.in_flight) for ex in self.state.executions.values() if ex.status == "running"
-        )
+            len(executions[e].in_flight)
+            for e in self.rt.active
+            if executions[e].status == "running"
+        ) + len(self.rt.pending_ids)
         capacity = max(0, workers * self.config.prefetch * 2 - in_flight)
         for eid in sorted(
             dirty,
@@ -256,11 +287,20 @@ class Orchestrator:
                     self._start(ex)
                     continue
                 for event in decide(
-                    ex, self.state, capacity=capacity, lease_ms=self.config.lease_ms
+                    ex,
+                    self.state,
+                    capacity=capacity,
+                    lease_ms=self.config.lease_ms,
+                    pending=self.rt.pending.get(eid, {}),
                 ):
-                    if event.TYPE == "StageDispatched":
+                    if isinstance(event, StageDispatched):
                         capacity -= 1
-                    self._send(event)
+                        if self._send(event):
+                            key = (event.step, event.phase, event.partition)
+                            self.rt.pending.setdefault(eid, {})[key] = event.id
+                            self.rt.pending_ids[event.id] = (eid, key)
+                    else:
+                        self._send(event)
             except Exception:  # one execution's bug must not stop the others
                 log.exception("orchestrator: deciding for execution %s failed", eid)
 
@@ -282,9 +322,10 @@ class Orchestrator:
             return
         self._send(dataclasses.replace(event, id=decision_id(ex.execution_id, "started")))
 
-    def _send(self, event: Event) -> None:
+    def _send(self, event: Event) -> bool:
+        """Publish a decision; False if it was not sent (already on its way, or no hub)."""
         if event.id in self.rt.sent:
-            return
+            return False
         payload = encode(event)
         if len(payload) > MAX_MESSAGE_BYTES:
             # the hub would refuse it and the execution would wait forever: fail it instead
@@ -303,15 +344,16 @@ class Orchestrator:
             self.client.publish(payload)
         except BusError as exc:
             log.error("orchestrator: could not send %s: %s", event.TYPE, exc)
-            return
+            return False
         self.rt.sent[event.id] = time.monotonic()
+        return True
 
     # --- acting ------------------------------------------------------------------------------
 
     def _push(self, tasks: zmq.Socket[Any]) -> None:
         now = time.monotonic()
         while self.rt.outbox and self._room():
-            task_id, payload = self.rt.outbox[0]
+            task_id, key, payload = self.rt.outbox[0]
             try:
                 tasks.send(payload, zmq.NOBLOCK)
             except zmq.Again:
@@ -321,8 +363,8 @@ class Orchestrator:
             ex = self.state.executions.get(eid)
             if ex is None or ex.status not in ("running", "paused"):
                 continue
-            task = next((t for t in ex.tasks.values() if t.task_id == task_id), None)
-            if task is not None:
+            task = ex.tasks.get(key)
+            if task is not None and task.task_id == task_id:
                 self.rt.leases[task_id] = _Lease(
                     now + self.config.lease_ms / 1000, eid, self._lease_fields(ex, task)
                 )
@@ -332,7 +374,7 @@ class Orchestrator:
         step, phase, part = task.key
         return {
             "execution_id": ex.execution_id,
-            "stage": next(s["stage"] for s in ex.plan["steps"] if s["id"] == step),
+            "stage": plans.steps_by_id(ex.plan)[step]["stage"],
             "step": step,
             "phase": phase,
             "partition": part,
@@ -368,6 +410,7 @@ class Orchestrator:
         stale = [event_id for event_id, sent in self.rt.sent.items() if now - sent > 5.0]
         for event_id in stale:
             del self.rt.sent[event_id]
+            self._forget_pending(event_id)
         if stale:
             self.rt.dirty.update(
                 e.execution_id for e in self.state.executions.values() if e.status in folds.ACTIVE

@@ -16,9 +16,14 @@ class FrameError(ValueError):
     """A frame that is too long or does not decode."""
 
 
-def write_frame(stream: BinaryIO, value: Any) -> None:
+def pack_frame(value: Any) -> bytes:
+    """One frame as bytes: the length, then the msgpack body."""
     data = msgpack.packb(value, use_bin_type=True)
-    stream.write(HEADER.pack(len(data)) + data)
+    return HEADER.pack(len(data)) + data
+
+
+def write_frame(stream: BinaryIO, value: Any) -> None:
+    stream.write(pack_frame(value))
     stream.flush()
 
 

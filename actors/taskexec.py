@@ -18,7 +18,6 @@ import msgpack
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from stages import codec
 from stages.errors import StageError, StageInputError, StageRuleError, is_permanent
@@ -87,16 +86,40 @@ def _run(task: Mapping[str, Any], stage: Stage) -> dict[str, Any]:
         info = artifacts.write_frame(output, prepared)
         return _done(info, rows_in=rows_in, rows_out=len(prepared), extra=[extra])
     out, report = stage.func(df, cfg)
-    if out is df and len(task["inputs"]) == 1 and not spec.get("columns"):
-        # the stage handed its input back untouched: its output is the input artifact
-        source = task["inputs"][0]
-        info = artifacts.ArtifactInfo(
-            source, rows_in, Path(source).stat().st_size, _sha(task, source)
-        )
-        return _done(info, rows_in=rows_in, rows_out=rows_in, report=report)
+    if out is df and not spec.get("columns"):
+        # the stage handed its input back untouched: its output is its input, not a copy
+        passed = _passed_through(task, stage, rows_in)
+        if passed is not None:
+            return _done(passed, rows_in=rows_in, rows_out=rows_in, report=report)
     del df
     info = artifacts.write_frame(output, out)
     return _done(info, rows_in=rows_in, rows_out=len(out), report=report)
+
+
+def _passed_through(
+    task: Mapping[str, Any], stage: Stage, rows: int
+) -> artifacts.ArtifactInfo | None:
+    """The artifact of a task whose output is its input: the one input artifact, or the row
+    groups it read of the execution's input (a slice); None when it read something else."""
+    inputs = task["inputs"]
+    if len(inputs) == 1:
+        source = inputs[0]
+        return artifacts.ArtifactInfo(
+            source, rows, artifacts.artifact_bytes(source), _sha(task, source)
+        )
+    if inputs or _narrowed(stage):
+        return None
+    spec = task.get("spec", {})
+    path = spec["input_path"]
+    first, end = spec.get("row_groups") or [0, None]
+    if end is None:
+        end = artifacts.parquet_file(path).num_row_groups
+    return artifacts.slice_info(artifacts.source_slice(path, first, end))
+
+
+def _narrowed(stage: Stage) -> bool:
+    """Whether the stage reads only some of the input's columns."""
+    return stage.partitioning is Partitioning.GLOBAL and stage.columns is not None
 
 
 def _sha(task: Mapping[str, Any], path: str) -> str:
@@ -113,7 +136,7 @@ def _load(task: Mapping[str, Any], stage: Stage, cfg: Any) -> pd.DataFrame:
     path = spec["input_path"]
     first, end = spec.get("row_groups") or [0, None]
     try:
-        parquet = _parquet(path)
+        parquet = artifacts.parquet_file(path)
         end = parquet.num_row_groups if end is None else end
         table = (
             parquet.read_row_groups(range(first, end))
@@ -129,25 +152,9 @@ def _load(task: Mapping[str, Any], stage: Stage, cfg: Any) -> pd.DataFrame:
     except (pa.ArrowException, OSError) as exc:
         raise TaskInputError(f"input {path!r} is not a readable parquet file: {exc}") from exc
     df = table.to_pandas(split_blocks=True, self_destruct=True)
-    if stage.partitioning is Partitioning.GLOBAL and stage.columns is not None:
+    if _narrowed(stage):
         df = df[stage.columns(cfg, list(df.columns))]
     return df
-
-
-_FOOTERS: dict[tuple[str, int, int], pq.FileMetaData] = {}
-
-
-def _parquet(path: str) -> pq.ParquetFile:
-    """Open the input, parsing its footer once per runner: a split input is read by many tasks."""
-    stat = Path(path).stat()
-    key = (path, stat.st_mtime_ns, stat.st_size)
-    meta = _FOOTERS.get(key)
-    parquet = pq.ParquetFile(path, metadata=meta)
-    if meta is None:
-        if len(_FOOTERS) > 16:
-            _FOOTERS.clear()
-        _FOOTERS[key] = parquet.metadata
-    return parquet
 
 
 def _done(
@@ -179,7 +186,9 @@ def _reuse(task: Mapping[str, Any]) -> dict[str, Any] | None:
     if not all(artifacts.verify(path, sha) for path, sha in wanted.items()):
         return None  # missing or altered: recompute, never trust
     spec = task.get("spec", {})
-    targets = {reuse["artifact"]: task["output"]}
+    # a slice stays what it is: the input's row groups, verified above
+    main = reuse["artifact"] if artifacts.is_slice(reuse["artifact"]) else task["output"]
+    targets = {reuse["artifact"]: main}
     for old in reuse.get("extra", {}):
         name = Path(old).name
         for new in (spec.get("partial"), spec.get("report_part")):
@@ -189,7 +198,7 @@ def _reuse(task: Mapping[str, Any]) -> dict[str, Any] | None:
         if old != new:
             artifacts.link_or_copy(old, new)
     return {
-        "artifact": task["output"],
+        "artifact": main,
         "sha256": reuse["sha256"],
         "bytes": int(reuse.get("bytes", 0)),
         "rows_in": int(reuse.get("rows_in", 0)),

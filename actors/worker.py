@@ -1,8 +1,9 @@
 """``porch worker``: pulls stage tasks, runs them in its runner process, reports every step.
 
-The loop is the only place with I/O. It takes a task only while idle, announces
-``StageStarted``, hands the task to the runner, and turns the runner's answer into
-``StageCompleted`` or ``StageFailed``. Heartbeats (with psutil figures of the worker, its runner
+The loop is the only place with I/O. It hands tasks to the runner, at most `RUNNER_DEPTH` at
+once (the next one waits in the pipe, so the runner never idles for a round trip through this
+loop), announces ``StageStarted`` when a task reaches the front (its runner begins it then), and
+turns the runner's answers, which come in order, into ``StageCompleted`` or ``StageFailed``. Heartbeats (with psutil figures of the worker, its runner
 and the host) go out every second whatever the stage is doing, since the stage computes in
 another process. A cancel of the running task's execution kills the runner; a runner that dies
 is reported as a retryable failure and replaced. A stage that raises is a failed task, never a
@@ -28,7 +29,7 @@ from typing import Any, Final
 import psutil
 import zmq
 
-from actors.pipes import FrameError, FrameReader, write_frame
+from actors.pipes import FrameError, FrameReader, pack_frame
 from bus.client import Client
 from bus.endpoints import Endpoints, run_dir
 from bus.errors import BusError, MalformedEventError
@@ -49,6 +50,9 @@ from bus.hub import SOCKET_MAX_BYTES
 
 log = logging.getLogger("porch.worker")
 CONTROL: Final = ("CancelRequested", "ExecutionCancelled")
+RUNNER_DEPTH: Final = 2  # tasks handed to the runner at once: the one it runs and the next
+PIPELINE_MAX_BYTES: Final = 16 * 1024  # a bigger task waits for an idle runner: the pipe
+# holds 64 KiB, and a blocked write would stop this loop (and its heartbeats)
 
 
 def tasks_endpoint(data_dir: Path) -> str:
@@ -96,10 +100,11 @@ class Runner:
         assert self.proc.stdout is not None
         return self.proc.stdout.fileno()
 
-    def send(self, task: dict[str, Any]) -> None:
+    def send(self, frame: bytes) -> None:
         assert self.proc is not None
         assert self.proc.stdin is not None
-        write_frame(self.proc.stdin, task)
+        self.proc.stdin.write(frame)
+        self.proc.stdin.flush()
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -123,6 +128,8 @@ class Runner:
 
 @dataclass(slots=True)
 class _Busy:
+    """A task handed to the runner; the first of them is the one it runs."""
+
     task: dict[str, Any]
     started: float
     cancelled: bool = False
@@ -143,7 +150,7 @@ class Worker:
         self.name = config.name or f"worker-{socket.gethostname()}-{os.getpid()}"
         self.stats = WorkerStats()
         self._stop = False
-        self._busy: _Busy | None = None
+        self._running: deque[_Busy] = deque()  # handed to the runner, in order
         self._queue: deque[dict[str, Any]] = deque()
         self._proc = psutil.Process()
 
@@ -174,13 +181,18 @@ class Worker:
             )
         )
         next_beat = time.monotonic()
+        pollers: dict[tuple[int, bool], zmq.Poller] = {}
         try:
             while not self._stop:
-                poller = zmq.Poller()
-                poller.register(runner.fd, zmq.POLLIN)
-                poller.register(control.socket, zmq.POLLIN)
-                if len(self._queue) < self.config.prefetch:
-                    poller.register(pull, zmq.POLLIN)
+                taking = len(self._queue) < self.config.prefetch
+                poller = pollers.get((runner.fd, taking))
+                if poller is None:
+                    pollers.clear()
+                    poller = pollers[(runner.fd, taking)] = zmq.Poller()
+                    poller.register(runner.fd, zmq.POLLIN)
+                    poller.register(control.socket, zmq.POLLIN)
+                    if taking:
+                        poller.register(pull, zmq.POLLIN)
                 wait_ms = max(0, int((next_beat - time.monotonic()) * 1000))
                 events = dict(poller.poll(min(wait_ms, 200)))
                 if events.get(runner.fd):
@@ -195,16 +207,18 @@ class Worker:
                         except zmq.Again:
                             break
                         self._on_task(payload)
-                if self._busy is None and runner.ready and self._queue:
-                    self._start(self._queue.popleft(), runner)
+                if runner.ready and self._queue:
+                    self._hand_over(runner)
                 if time.monotonic() >= next_beat:
                     self._heartbeat(runner)
                     next_beat = time.monotonic() + self.config.heartbeat_s
                 if runner.proc is not None and runner.proc.poll() is not None:
                     self._runner_died(runner)
         finally:
-            if self._busy is not None:
-                self._queue.appendleft(self._busy.task)
+            for busy in reversed(self._running):
+                if not busy.cancelled:
+                    self._queue.appendleft(busy.task)
+            self._running.clear()
             for task in self._queue:
                 self._fail(
                     task, "the worker stopped before finishing", "WorkerStopped", retryable=True
@@ -234,8 +248,24 @@ class Worker:
             return
         self._queue.append(task)
 
-    def _start(self, task: dict[str, Any], runner: Runner) -> None:
-        self._busy = _Busy(task=task, started=time.monotonic())
+    def _hand_over(self, runner: Runner) -> None:
+        """Give the runner queued tasks up to `RUNNER_DEPTH`; announce the one it starts."""
+        while self._queue and len(self._running) < RUNNER_DEPTH:
+            task = self._queue[0]
+            frame = pack_frame(task)
+            if self._running and len(frame) > PIPELINE_MAX_BYTES:
+                return
+            self._queue.popleft()
+            self._running.append(_Busy(task=task, started=time.monotonic()))
+            if len(self._running) == 1:
+                self._announce(task)
+            try:
+                runner.send(frame)
+            except OSError:
+                self._runner_died(runner)
+                return
+
+    def _announce(self, task: dict[str, Any]) -> None:
         self._send(
             StageStarted(
                 execution_id=task["execution_id"],
@@ -248,10 +278,6 @@ class Worker:
                 task_id=task["task_id"],
             )
         )
-        try:
-            runner.send(task)
-        except OSError:
-            self._runner_died(runner)
 
     def _on_runner(self, runner: Runner) -> None:
         assert runner.reader is not None
@@ -264,8 +290,14 @@ class Worker:
             if isinstance(frame, dict) and frame.get("ready"):
                 runner.ready = True
                 continue
-            busy, self._busy = self._busy, None
-            if busy is None or not isinstance(frame, dict):
+            if not self._running:
+                continue
+            busy = self._running.popleft()
+            if self._running:  # the runner goes on with the next one now
+                self._running[0].started = time.monotonic()
+                if not self._running[0].cancelled:
+                    self._announce(self._running[0].task)
+            if busy.cancelled or not isinstance(frame, dict):
                 continue
             self.stats.tasks += 1
             if frame.get("ok"):
@@ -288,17 +320,30 @@ class Worker:
         for task in [t for t in self._queue if t["execution_id"] == execution]:
             self._queue.remove(task)
             self._fail(task, "the execution was cancelled", "Cancelled", retryable=False)
-        busy = self._busy
-        if busy is not None and busy.task["execution_id"] == execution:
-            self._busy = None
+        for busy in list(self._running)[1:]:  # waiting in the pipe: its result will be dropped
+            if busy.task["execution_id"] == execution and not busy.cancelled:
+                busy.cancelled = True
+                self._fail(busy.task, "the execution was cancelled", "Cancelled", retryable=False)
+        head = self._running[0] if self._running else None
+        if head is not None and head.task["execution_id"] == execution and not head.cancelled:
+            self._running.popleft()
+            self._requeue()
             runner.restart()
             self.stats.restarts += 1
-            self._fail(busy.task, "cancelled while running", "Cancelled", retryable=False)
+            self._fail(head.task, "cancelled while running", "Cancelled", retryable=False)
+
+    def _requeue(self) -> None:
+        """Tasks handed to a runner that is going away and not begun: back to the queue."""
+        while self._running:
+            busy = self._running.pop()
+            if not busy.cancelled:
+                self._queue.appendleft(busy.task)
 
     def _runner_died(self, runner: Runner) -> None:
         code = runner.proc.poll() if runner.proc is not None else None
-        busy, self._busy = self._busy, None
-        if busy is not None:
+        busy = self._running.popleft() if self._running else None
+        self._requeue()
+        if busy is not None and not busy.cancelled:
             self._fail(
                 busy.task,
                 f"the runner process died (exit {code}) while running the task",
@@ -395,8 +440,9 @@ class Worker:
                 host_cpu_percent=float(psutil.cpu_percent()),
                 host_memory_percent=float(psutil.virtual_memory().percent),
                 disk_percent=float(disk),
-                task_id=self._busy.task["task_id"] if self._busy else None,
-                queued=[t["task_id"] for t in self._queue],
+                task_id=self._running[0].task["task_id"] if self._running else None,
+                queued=[b.task["task_id"] for b in list(self._running)[1:] if not b.cancelled]
+                + [t["task_id"] for t in self._queue],
             )
         )
 

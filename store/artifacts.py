@@ -5,6 +5,10 @@ the directory is fsynced (DESIGN section 13), so a path that exists holds a whol
 Frames between stages are Arrow IPC files, uncompressed and memory-mapped on read; final
 outputs are parquet. Each write returns the file's size and SHA-256, which `StageCompleted`
 records and `verify` checks before an artifact is reused.
+
+A task on the execution's input whose stage hands its rows back untouched writes nothing: its
+artifact is a *slice*, ``slice:FIRST:END:PATH``, row groups ``[FIRST, END)`` of the input
+parquet file, hashed over those row groups' bytes. Every reader here takes either kind.
 """
 
 from __future__ import annotations
@@ -26,6 +30,9 @@ from store.errors import StoreError
 from store.log import fsync_dir, make_private_dir
 
 CHUNK: Final = 8 * 1024 * 1024
+SLICE: Final = "slice:"
+SMALL: Final = 32 * 1024 * 1024  # frames up to this size are serialized and hashed in memory
+_made_dirs: set[Path] = set()
 
 
 class ArtifactError(StoreError, OSError):
@@ -67,16 +74,50 @@ def _finish(tmp: Path, path: Path) -> tuple[int, str]:
     return size, digest.hexdigest()
 
 
+def _make_dir(directory: Path) -> None:
+    """`make_private_dir`, once per directory and process (it costs two system calls)."""
+    if directory not in _made_dirs:
+        make_private_dir(directory)
+        _made_dirs.add(directory)
+
+
+def _write_small(tmp: Path, target: Path, data: memoryview | bytes) -> tuple[int, str]:
+    """Write bytes held in memory to `tmp`, fsync, rename to `target`, fsync the directory;
+    the hash is taken from memory, not by reading the file back."""
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    except FileNotFoundError:  # the directory was removed since (dropped checkpoints)
+        _made_dirs.discard(target.parent)
+        _make_dir(target.parent)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    tmp.replace(target)
+    fsync_dir(target.parent)
+    return len(data), hashlib.sha256(data).hexdigest()
+
+
 def write_frame(path: str | Path, df: pd.DataFrame) -> ArtifactInfo:
     """Write `df` as an Arrow IPC file (no index), atomically."""
     target = Path(path)
-    make_private_dir(target.parent)
+    _make_dir(target.parent)
     tmp = _tmp(target)
     try:
         table = pa.Table.from_pandas(df, preserve_index=False)
-        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
-            writer.write_table(table, max_chunksize=1_000_000)
-        size, sha = _finish(tmp, target)
+        if table.nbytes <= SMALL:
+            sink = pa.BufferOutputStream()
+            with pa.ipc.new_file(sink, table.schema) as writer:
+                writer.write_table(table, max_chunksize=1_000_000)
+            size, sha = _write_small(tmp, target, memoryview(sink.getvalue()))
+        else:
+            with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+                writer.write_table(table, max_chunksize=1_000_000)
+            size, sha = _finish(tmp, target)
     except (OSError, pa.ArrowException) as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
@@ -87,17 +128,110 @@ def write_frame(path: str | Path, df: pd.DataFrame) -> ArtifactInfo:
 def write_bytes(path: str | Path, data: bytes) -> ArtifactInfo:
     """Write opaque bytes (partials, stats) atomically."""
     target = Path(path)
-    make_private_dir(target.parent)
+    _make_dir(target.parent)
     tmp = _tmp(target)
     try:
-        with tmp.open("wb") as f:
-            f.write(data)
-        size, sha = _finish(tmp, target)
+        size, sha = _write_small(tmp, target, data)
     except OSError as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise ArtifactError(f"cannot write artifact {str(target)!r}: {exc}") from exc
     return ArtifactInfo(str(target), 0, size, sha)
+
+
+def source_slice(path: str, first: int, end: int) -> str:
+    """The artifact that is row groups ``[first, end)`` of the parquet file at `path`."""
+    return f"{SLICE}{first}:{end}:{path}"
+
+
+def is_slice(artifact: str | Path) -> bool:
+    return str(artifact).startswith(SLICE)
+
+
+def _parse_slice(artifact: str) -> tuple[str, int, int]:
+    first, end, path = artifact[len(SLICE) :].split(":", 2)
+    return path, int(first), int(end)
+
+
+_FOOTERS: dict[tuple[str, int, int], pq.FileMetaData] = {}
+
+
+def parquet_file(path: str) -> pq.ParquetFile:
+    """Open a parquet file, parsing its footer once per process (many tasks read one input)."""
+    stat = Path(path).stat()
+    key = (path, stat.st_mtime_ns, stat.st_size)
+    meta = _FOOTERS.get(key)
+    parquet = pq.ParquetFile(path, metadata=meta)
+    if meta is None:
+        if len(_FOOTERS) > 16:
+            _FOOTERS.clear()
+        _FOOTERS[key] = parquet.metadata
+    return parquet
+
+
+def _slice_chunks(meta: pq.FileMetaData, first: int, end: int) -> list[tuple[int, int]]:
+    """Offset and length of every column chunk of the row groups, in file order."""
+    chunks = []
+    for group in range(first, end):
+        row_group = meta.row_group(group)
+        for column in range(row_group.num_columns):
+            chunk = row_group.column(column)
+            start = chunk.data_page_offset
+            if chunk.has_dictionary_page and chunk.dictionary_page_offset is not None:
+                start = min(start, chunk.dictionary_page_offset)
+            chunks.append((start, chunk.total_compressed_size))
+    return chunks
+
+
+def slice_info(artifact: str) -> ArtifactInfo:
+    """Rows, bytes and content hash of a slice (the bytes of its row groups' column chunks)."""
+    path, first, end = _parse_slice(artifact)
+    try:
+        meta = parquet_file(path).metadata
+        if not 0 <= first <= end <= meta.num_row_groups:
+            raise ArtifactError(
+                f"slice {artifact!r}: the file has {meta.num_row_groups} row groups"
+            )
+        digest = hashlib.sha256()
+        size = 0
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            for offset, length in _slice_chunks(meta, first, end):
+                data = os.pread(fd, length, offset)
+                if len(data) != length:
+                    raise ArtifactError(f"slice {artifact!r}: the file ends inside a row group")
+                digest.update(data)
+                size += length
+        finally:
+            os.close(fd)
+    except (OSError, pa.ArrowException) as exc:
+        raise ArtifactError(f"cannot read artifact {artifact!r}: {exc}") from exc
+    rows = sum(meta.row_group(g).num_rows for g in range(first, end))
+    return ArtifactInfo(artifact, rows, size, digest.hexdigest())
+
+
+def artifact_bytes(artifact: str) -> int:
+    """An artifact's size in bytes (of a slice: its row groups' column chunks, not hashed)."""
+    if not is_slice(artifact):
+        return Path(artifact).stat().st_size
+    path, first, end = _parse_slice(artifact)
+    try:
+        meta = parquet_file(path).metadata
+    except (OSError, pa.ArrowException) as exc:
+        raise ArtifactError(f"cannot read artifact {artifact!r}: {exc}") from exc
+    return sum(length for _, length in _slice_chunks(meta, first, end))
+
+
+def _read_table(artifact: str | Path) -> pa.Table:
+    text = str(artifact)
+    if is_slice(text):
+        path, first, end = _parse_slice(text)
+        parquet = parquet_file(path)
+        if end > first:
+            return parquet.read_row_groups(range(first, end))
+        return parquet.schema_arrow.empty_table()
+    with pa.memory_map(text, "r") as source:
+        return pa.ipc.open_file(source).read_all()
 
 
 def read_bytes(path: str | Path) -> bytes:
@@ -112,9 +246,8 @@ def read_frames(paths: Sequence[str | Path], columns: Sequence[str] | None = Non
     tables = []
     for path in paths:
         try:
-            with pa.memory_map(str(path), "r") as source:
-                table = pa.ipc.open_file(source).read_all()
-        except (OSError, pa.ArrowException) as exc:
+            table = _read_table(path)
+        except (OSError, pa.ArrowException, ValueError) as exc:
             raise ArtifactError(f"cannot read artifact {str(path)!r}: {exc}") from exc
         if columns is not None:
             table = table.select([c for c in columns if c in table.column_names])
@@ -134,17 +267,20 @@ def write_parquet(path: str | Path, parts: Sequence[str | Path]) -> ArtifactInfo
     writer: pq.ParquetWriter | None = None
     try:
         for part in parts:
-            with pa.memory_map(str(part), "r") as source:
-                table = pa.ipc.open_file(source).read_all()
+            table = _read_table(part)
             if writer is None:
                 writer = pq.ParquetWriter(str(tmp), table.schema, compression="snappy")
+            elif not table.schema.equals(writer.schema, check_metadata=False):
+                # slices of the input beside frames a stage wrote: same columns, and types
+                # (string widths, time units) that cast
+                table = table.cast(writer.schema)
             writer.write_table(table, row_group_size=1_000_000)
             rows += table.num_rows
         if writer is not None:
             writer.close()
             writer = None
         size, sha = _finish(tmp, target)
-    except (OSError, pa.ArrowException) as exc:
+    except (OSError, pa.ArrowException, ValueError) as exc:
         if writer is not None:
             with contextlib.suppress(Exception):
                 writer.close()
@@ -155,6 +291,9 @@ def write_parquet(path: str | Path, parts: Sequence[str | Path]) -> ArtifactInfo
 
 
 def file_sha256(path: str | Path) -> str:
+    """The content hash of an artifact (of a slice: its row groups' bytes)."""
+    if is_slice(path):
+        return slice_info(str(path)).sha256
     digest = hashlib.sha256()
     with Path(path).open("rb") as f:
         while chunk := f.read(CHUNK):

@@ -19,6 +19,7 @@ from bus.client import Client
 from bus.events import CancelRequested, ExecutionRequested, PauseRequested, ResumeRequested
 from stages.pipeline import build, run
 from stages.sample import SCHEMA, generate
+from store import artifacts
 from store.projections import executions as folds
 from tests.conftest import run_porch
 from tests.slowstages import STAGES
@@ -307,3 +308,29 @@ def test_a_second_orchestrator_on_the_same_data_dir_is_refused(porch, sample):
     result = run_porch("orchestrator", data_dir=porch.data_dir, timeout=60)
     assert result.returncode == 2
     assert "another orchestrator (pid" in result.stderr
+
+
+def test_a_stage_that_hands_back_its_input_writes_nothing_and_reads_back_the_same(porch, sample):
+    # given a pass-through stage on the input, then a stage that reads its output
+    eid = porch.request(sample, ["noop", "data_cleaning"], mode="parallel", partitions=4)
+    ex = porch.wait(eid)
+    assert ex.status == "completed", ex.error
+    # then its artifacts are slices of the input, whose content hashes verify
+    parts = [t for k, t in ex.tasks.items() if k[0] == "noop" and k[1] == "run"]
+    assert parts
+    assert all(artifacts.is_slice(t.artifact) for t in parts)
+    assert all(artifacts.verify(t.artifact, t.sha256) for t in parts)
+    assert not (Path(ex.plan["dir"]) / "noop").exists()
+    # and the output is what data_cleaning gives directly (noop changes nothing)
+    expected = run(build(["data_cleaning"]), pd.read_parquet(sample))[0]
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(ex.outputs["data_cleaning"]["path"]),
+        expected["data_cleaning"],
+        check_dtype=False,
+    )
+    # and a resumed execution reuses the slices as they are
+    again = porch.wait(porch.request(sample, ["noop", "data_cleaning"], mode="parallel",
+                                     partitions=4, resume_from=eid))  # fmt: skip
+    assert again.status == "completed", again.error
+    assert all(again.tasks[t.key].reused for t in parts)
+    assert [again.tasks[t.key].artifact for t in parts] == [t.artifact for t in parts]
