@@ -107,7 +107,7 @@ def _execution(raw: Any, base_dir: Path | None) -> dict[str, Any]:
         path = base_dir / path
     out["input_data"] = str(path.resolve())
     steps = raw.get("steps")
-    if raw.get("pipeline"):
+    if raw.get("pipeline") and not steps:
         from stages.errors import StageError
         from stages.pipeline import load
 
@@ -175,6 +175,8 @@ def normalize(
     deps = config.get("dependencies") or []
     if isinstance(deps, str):
         deps = [d for d in deps.split(",") if d.strip()]
+    if not isinstance(deps, list | tuple):
+        raise ScheduleSpecError("dependencies must be a list of schedule ids")
     out["dependencies"] = sorted({str(d).strip() for d in deps})
     if kind == "dependency":
         if not out["dependencies"] and out["schedule_expression"]:
@@ -233,6 +235,10 @@ def normalize(
     )
     out["max_catch_up"] = _int(config, "max_catch_up", 10, low=1, high=10_000)
     out["jitter_seconds"] = _number(config, "jitter_seconds", 0, low=0, high=86_400)
+    if kind == "interval" and out["jitter_seconds"] >= out["interval_s"]:
+        raise ScheduleSpecError(
+            f"jitter_seconds {out['jitter_seconds']:g} must be under the interval ({out['interval_s']:g} s)"
+        )
     out["resource_requirements"] = _resources(config.get("resource_requirements"))
     out["execution_config"] = _execution(config.get("execution_config"), base_dir)
     return out
@@ -325,6 +331,10 @@ def load_file(
     out: list[dict[str, Any]] = []
     seen: set[str] = set()
     for index, entry in enumerate(entries, 1):
+        if not isinstance(entry, Mapping):
+            raise ScheduleSpecError(
+                f"schedules file {path}: entry {index} is not a [[schedule]] table"
+            )
         sid = str(entry.get("schedule_id", f"#{index}"))
         try:
             config = normalize(entry, now=None if sid in known else now, base_dir=Path(path).parent)
@@ -358,3 +368,86 @@ def check_dependencies(sid: str, deps: list[str], graph: Mapping[str, list[str]]
         path.pop()
 
     visit(sid, set())
+
+
+_NUMBERS: Final = {
+    "misfire_grace_seconds": (0, 31_536_000), "jitter_seconds": (0, 86_400),
+    "retry_delay_minutes": (0, 10_080), "max_retry_delay_minutes": (0, 10_080),
+    "retry_jitter": (0, 1),
+}  # fmt: skip
+_INTS: Final = {
+    "max_catch_up": (1, 10_000),
+    "max_retries": (0, 100),
+    "priority": (-1_000_000, 1_000_000),
+}
+
+
+def check_stored(config: Any) -> None:
+    """Check a config read back from the log (any program can publish one) before the scheduler
+    uses it: the types and ranges `normalize` guarantees, without touching files."""
+
+    def fail(what: str) -> None:
+        raise ScheduleSpecError(f"stored schedule config: {what}")
+
+    def number(value: Any, low: float, high: float) -> bool:
+        return (
+            isinstance(value, int | float)
+            and not isinstance(value, bool)
+            and math.isfinite(value)
+            and low <= value <= high
+        )
+
+    if not isinstance(config, Mapping):
+        fail("not a table")
+    kind = config.get("schedule_type")
+    if kind not in TYPES:
+        fail(f"schedule_type {kind!r}")
+    if not isinstance(config.get("schedule_expression", ""), str):
+        fail("schedule_expression is not text")
+    zone(str(config.get("timezone", "UTC")))
+    if kind == "interval" and not number(config.get("interval_s"), 1, 3650 * 86400):
+        fail(f"interval_s {config.get('interval_s')!r}")
+    if kind == "one_time" and not number(config.get("fire_at"), 0, 32_503_680_000):
+        fail(f"fire_at {config.get('fire_at')!r}")
+    for key in ("start_date", "end_date"):
+        if config.get(key) is not None and not number(config[key], 0, 32_503_680_000):
+            fail(f"{key} {config[key]!r}")
+    for key, (low, high) in _NUMBERS.items():
+        if key in config and not number(config[key], low, high):
+            fail(f"{key} {config[key]!r}")
+    for key, (low, high) in _INTS.items():
+        if key in config and not (
+            number(config[key], low, high) and config[key] == int(config[key])
+        ):
+            fail(f"{key} {config[key]!r}")
+    timeout = config.get("execution_timeout_minutes")
+    if timeout is not None and not number(timeout, 0.001, 525_600):
+        fail(f"execution_timeout_minutes {timeout!r}")
+    if config.get("retry_strategy", "no_retry") not in STRATEGIES:
+        fail(f"retry_strategy {config.get('retry_strategy')!r}")
+    if config.get("misfire_policy", "run_once") not in MISFIRE:
+        fail(f"misfire_policy {config.get('misfire_policy')!r}")
+    deps = config.get("dependencies", [])
+    if not isinstance(deps, list) or not all(isinstance(d, str) for d in deps):
+        fail("dependencies is not a list of schedule ids")
+    resources = config.get("resource_requirements", {})
+    if not isinstance(resources, Mapping) or not all(
+        k in RESOURCES and number(v, 0, 1e9) for k, v in resources.items()
+    ):
+        fail("resource_requirements")
+    execution = config.get("execution_config")
+    if not isinstance(execution, Mapping) or not isinstance(execution.get("input_data"), str):
+        fail("execution_config has no input_data")
+    stages = execution.get("stages", [])
+    if not isinstance(stages, list) or not all(isinstance(x, str) for x in stages):
+        fail("execution_config stages")
+    steps = execution.get("steps", [])
+    if not isinstance(steps, list) or not all(isinstance(x, Mapping) for x in steps):
+        fail("execution_config steps")
+    if not isinstance(execution.get("config", {}), Mapping):
+        fail("execution_config config")
+    for key, (low, high) in (("partitions", (0, 8192)), ("max_attempts", (1, 100))):
+        if key in execution and not (
+            number(execution[key], low, high) and execution[key] == int(execution[key])
+        ):
+            fail(f"execution_config {key} {execution[key]!r}")

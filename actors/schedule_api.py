@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from actors.api import MLPipelineOrchestrator
-from actors.commands.schedules import add_schedules, trigger
+from actors.commands.schedules import add_schedules, refuse_removing_an_upstream, trigger
 from actors.errors import ActorError, UsageError
 from actors.schedconf import normalize
 from actors.scheduler import scheduler_running
@@ -163,6 +163,7 @@ class PipelineScheduler:
         self.client.append(kind(schedule_id=schedule_id))
 
     def remove_schedule(self, schedule_id: str) -> None:
+        refuse_removing_an_upstream(fold_schedules(self.client), schedule_id)
         self._control(schedule_id, ScheduleRemoved)
 
     def pause_schedule(self, schedule_id: str) -> None:

@@ -22,6 +22,7 @@ import zmq
 
 from actors.schedconf import check_dependencies, load_file
 from actors.scheduling import SchedulerCore
+from actors.timetable import ScheduleSpecError
 from bus.client import Client, Record, Subscription
 from bus.endpoints import Endpoints, run_dir
 from bus.errors import BusError
@@ -124,7 +125,7 @@ class Scheduler:
         fields = record.fields()
         try:
             self.core.apply(record.seq, fields, now)
-        except (KeyError, TypeError, ValueError) as exc:
+        except Exception as exc:  # a malformed event is logged and skipped, never fatal
             log.error("scheduler: cannot fold seq %s (%s): %s", record.seq, fields.get("type"), exc)
 
     def _send(self, events: list[Event]) -> None:
@@ -136,17 +137,35 @@ class Scheduler:
                 log.error("scheduler: could not send %s: %s", event.TYPE, exc)
 
     def _load(self, path: Path, sub: Subscription) -> None:
-        """Add the file's new schedules and update the changed ones (acknowledged appends)."""
+        """Add the file's new schedules and update the changed ones (acknowledged appends).
+
+        The file was checked before the scheduler started; a file broken since, or an entry that
+        no longer fits (a one-time date now past, an upstream gone), is logged and skipped, so a
+        restart never turns into a crash loop."""
         known = self.core.state.schedules
+        try:
+            configs = load_file(path, now=None, known=set(known))
+        except ScheduleSpecError as exc:
+            log.error("scheduler: not loading the schedules file: %s", exc)
+            return
         graph = {sid: list(s.config.get("dependencies", [])) for sid, s in known.items()}
-        configs = load_file(path, now=time.time(), known=set(known))
         for config in configs:
             graph[config["schedule_id"]] = config["dependencies"]
+        now = time.time()
         for config in configs:
             sid = config["schedule_id"]
-            check_dependencies(sid, config["dependencies"], graph)
             old = known.get(sid)
             if old is not None and old.config == config:
+                continue
+            if old is None and config.get("fire_at") is not None and config["fire_at"] <= now:
+                log.warning(
+                    "scheduler: skipping schedule %s of %s: its one-time date is past", sid, path
+                )
+                continue
+            try:
+                check_dependencies(sid, config["dependencies"], graph)
+            except ScheduleSpecError as exc:
+                log.error("scheduler: skipping schedule %s of %s: %s", sid, path, exc)
                 continue
             kind = ScheduleAdded if old is None else ScheduleUpdated
             self.client.append(kind(schedule_id=sid, config=config))

@@ -78,7 +78,7 @@ def recent_executions(core: SchedulerCore, limit: int) -> list[dict[str, Any]]:
         key=lambda r: (r.requested_ts or r.queued_ts or r.fired_ts, r.execution_id),
         reverse=True,
     )
-    return [folds.describe(core.state, r) for r in runs[: max(1, limit)]]
+    return [folds.describe(core.state, r) for r in runs[: max(0, limit)]]
 
 
 def check_new_dependencies(core: SchedulerCore, config: dict[str, Any]) -> None:

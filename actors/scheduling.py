@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from actors.decide import decision_id
-from actors.schedconf import timetable
-from actors.timetable import ScheduleSpecError, Timetable, slots_between
+from actors.schedconf import check_stored, timetable
+from actors.timetable import Slots, Timetable, slots_between
 from bus.events import (
     CancelRequested,
     Event,
@@ -42,6 +42,8 @@ from store.projections.schedules import RunState, SchedulesState, ScheduleState
 log = logging.getLogger("porch.scheduler")
 WORKER_STALE_S: Final = 15.0
 RESEND_AFTER_S: Final = 5.0
+ON_TIME_LIMIT: Final = 100_000
+_NONE: Final = Slots([], 0, None)
 
 
 def retry_delay_s(
@@ -116,8 +118,10 @@ class SchedulerCore:
         self._heap: list[tuple[float, int, str, str, int]] = []
         self._count = itertools.count()
         self._tables: dict[str, _Table] = {}
-        self._handled: dict[str, float] = {}  # schedule -> latest slot decided by this process
+        # (schedule, its adding's seq) -> the latest slot this process decided on
+        self._handled: dict[tuple[str, int], float] = {}
         self._sent: dict[str, float] = {}  # decision id -> when sent, until folded
+        self._inflight: dict[str, tuple[Event, float]] = {}  # fires and misses not yet back
         self._admitted: dict[str, float] = {}  # execution id -> when admitted, until folded
         self._dependents: dict[str, set[str]] | None = None
         self._slot_due: dict[str, tuple[int, float]] = {}  # the one live heap slot per schedule
@@ -129,28 +133,39 @@ class SchedulerCore:
 
     def apply(self, seq: int, fields: dict[str, Any], now: float) -> None:
         folds.evolve(seq, fields, self.state)
-        self._sent.pop(fields.get("id", ""), None)
+        event_id = fields.get("id", "")
+        self._sent.pop(event_id, None)
+        self._inflight.pop(event_id, None)
         schedules, runs, queue_changed = self.state.take_touched()
         if fields["type"] == "ExecutionRequested":
             self._admitted.pop(fields["execution_id"], None)
         if not self.live:
             return
         for sid in schedules:
-            self._schedule_changed(sid, now)
+            self._guard(self._schedule_changed, sid, now)
         for eid in runs:
-            self._run_changed(eid)
+            self._guard(self._run_changed, eid)
         if queue_changed or runs:
             self._admission_due = True
+
+    @staticmethod
+    def _guard(step: Any, *args: Any) -> Any:
+        """Run one schedule's or run's step; a bad one is logged and skipped, never fatal."""
+        try:
+            return step(*args)
+        except Exception:
+            log.exception("scheduler: %s(%s) failed", step.__name__, args[0])
+            return None
 
     def go_live(self, now: float) -> None:
         """After the catch-up fold: put every schedule, retry and timeout on the heap."""
         self.live = True
         self.state.take_touched()
         for sid in self.state.schedules:
-            self._schedule_changed(sid, now)
+            self._guard(self._schedule_changed, sid, now)
         for eid, run in self.state.runs.items():
             if run.status in ("retry_wait", "running"):
-                self._run_changed(eid)
+                self._guard(self._run_changed, eid)
         self._admission_due = True
 
     # --- reacting to changes --------------------------------------------------------------------
@@ -159,8 +174,9 @@ class SchedulerCore:
         cached = self._tables.get(schedule.schedule_id)
         if cached is None or cached.version != schedule.version:
             try:
+                check_stored(schedule.config)
                 cached = _Table(schedule.version, timetable(schedule.config, schedule.added_ts))
-            except (ScheduleSpecError, KeyError, TypeError, ValueError) as exc:
+            except Exception as exc:  # any program can publish a config: never crash on one
                 cached = _Table(schedule.version, None, f"{type(exc).__name__}: {exc}")
                 log.error("scheduler: schedule %s cannot run: %s", schedule.schedule_id, exc)
             self._tables[schedule.schedule_id] = cached
@@ -168,9 +184,9 @@ class SchedulerCore:
 
     def _after(self, schedule: ScheduleState) -> float:
         last = schedule.last_slot
-        handled = self._handled.get(schedule.schedule_id)
+        handled = self._handled.get((schedule.schedule_id, schedule.added_seq))
         candidates = [t for t in (last, handled) if t is not None]
-        return max(candidates) if candidates else schedule.added_ts
+        return max([*candidates, schedule.counted_from or schedule.added_ts])
 
     def next_fire(self, schedule: ScheduleState, now: float | None = None) -> float | None:
         """The next slot this schedule fires at (None: paused, finished, or dependency-driven)."""
@@ -187,6 +203,8 @@ class SchedulerCore:
         if schedule is None:
             self._tables.pop(sid, None)
             self._slot_due.pop(sid, None)
+            for key in [k for k in self._handled if k[0] == sid]:
+                del self._handled[key]
             return
         if schedule.kind == "dependency":
             self._check_dependency(schedule)
@@ -239,6 +257,11 @@ class SchedulerCore:
         At most ``max_due`` heap entries per call, so the first fires of a burst are sent while
         the rest are still being decided; ``next_due() <= now`` says more are waiting."""
         events, self._pending = self._pending, []
+        for event_id, (event, sent) in list(self._inflight.items()):
+            if now - sent >= RESEND_AFTER_S:  # a fire or miss that never came back: again
+                self._inflight[event_id] = (event, now)
+                self._sent.pop(event_id, None)
+                events.append(event)
         popped = 0
         while self._heap and self._heap[0][0] <= now and popped < max_due:
             popped += 1
@@ -249,7 +272,10 @@ class SchedulerCore:
                 del self._slot_due[ident]
                 schedule = self.state.schedules.get(ident)
                 if schedule is not None and schedule.version == version and not schedule.paused:
-                    events.extend(self._slots(schedule, now))
+                    decided = self._guard(self._slots, schedule, now) or []
+                    for event in decided:
+                        self._inflight[event.id] = (event, now)
+                    events.extend(decided)
             elif kind == "retry":
                 run = self.state.runs.get(ident)
                 if run is not None and run.status == "retry_wait":
@@ -272,14 +298,14 @@ class SchedulerCore:
                 events.append(self._queue(self.state.runs[eid]))
         for eid in sorted(self.state.unretried):
             if not self._sent_recently(f"retry:{eid}", now):
-                event = self._retry(self.state.runs[eid])
+                event = self._guard(self._retry, self.state.runs[eid])
                 if event is not None:
                     events.append(event)
         if self._admission_due or (self.state.queue and now - self._admitted_at >= 1.0):
             # also once a second while runs wait: workers coming back change what fits
             self._admission_due = False
             self._admitted_at = now
-            events.extend(self._admit(now))
+            events.extend(self._guard(self._admit, now) or [])
         return self._unsent(events, now)
 
     def _sent_recently(self, event_id: str, now: float) -> bool:
@@ -299,7 +325,11 @@ class SchedulerCore:
         return out
 
     def _slots(self, schedule: ScheduleState, now: float) -> list[Event]:
-        """Fire what is due; record as missed what the misfire policy skips; push the next slot."""
+        """Fire what is due; record as missed what the misfire policy skips; push the next slot.
+
+        A slot is on time while it is less than ``misfire_grace_seconds`` (plus the jitter) old:
+        every on-time slot fires. Older ones go by the policy: ``skip`` none, ``run_once`` the
+        latest (unless an on-time one fires anyway), ``catch_up`` the latest ``max_catch_up``."""
         sid, config = schedule.schedule_id, schedule.config
         table = self.table(schedule).table
         if table is None:
@@ -307,50 +337,59 @@ class SchedulerCore:
         events: list[Event] = []
         after = self._after(schedule)
         if schedule.resumed_ts > after:
-            paused_slots, count, first = slots_between(table, after, schedule.resumed_ts, 1)
-            if count:
-                events.append(
-                    self._missed(sid, first, paused_slots[-1], count, "the schedule was paused")
-                )
-                after = paused_slots[-1]
-        grace = float(config.get("misfire_grace_seconds", 60))
+            paused = slots_between(table, after, schedule.resumed_ts, 1)
+            if paused.count:
+                events.append(self._missed(sid, paused, paused.latest[-1], paused.count,
+                                           "the schedule was paused"))  # fmt: skip
+                after = paused.latest[-1]
         jitter = float(config.get("jitter_seconds", 0))
+        boundary = now - float(config.get("misfire_grace_seconds", 60)) - jitter
         policy = config.get("misfire_policy", "run_once")
-        keep = int(config.get("max_catch_up", 10)) + 1
-        slots, count, first = slots_between(table, after, now, keep)
-        on_time = [s for s in slots if now - s - slot_jitter_s(sid, s, jitter) <= grace]
-        late = [s for s in slots if s not in on_time]
-        late_count = count - len(on_time)
-        fire: list[float] = list(on_time)
-        if late_count:
-            if policy == "run_once" and not on_time:
-                fire = [late[-1]]
+        keep = int(config.get("max_catch_up", 10))
+        # one more than kept, so the last slot not fired is known for its ScheduleMissed
+        late = slots_between(table, after, boundary, keep + 1) if boundary > after else _NONE
+        on_time = slots_between(table, max(after, boundary), now, ON_TIME_LIMIT)
+        fire_late: list[float] = []
+        if late.count:
+            if policy == "run_once" and not on_time.count:
+                fire_late = late.latest[-1:]
             elif policy == "catch_up":
-                fire = late[-(keep - 1) :] + on_time
-            skipped = late_count - (len(fire) - len(on_time))
+                fire_late = late.latest[-keep:]
+            skipped = late.count - len(fire_late)
             if skipped:
-                last_skipped = [s for s in late if s not in fire]
-                last = last_skipped[-1] if last_skipped else first
-                lateness = now - (first or now)
+                unfired = late.latest[: len(late.latest) - len(fire_late)]
+                last = unfired[-1] if unfired else (late.first or after)
+                lateness = now - (late.first or now)
                 reason = {
-                    "skip": f"misfire: {lateness:.0f} s late, past the grace of {grace:g} s (policy skip)",
+                    "skip": f"misfire: {lateness:.0f} s late, past the grace of "
+                    f"{config.get('misfire_grace_seconds', 60):g} s (policy skip)",
                     "run_once": "misfire: coalesced into one run (policy run_once)",
-                    "catch_up": f"misfire: over max_catch_up {keep - 1} (policy catch_up)",
+                    "catch_up": f"misfire: over max_catch_up {keep} (policy catch_up)",
                 }[policy]
-                events.append(self._missed(sid, first or last, last, skipped, reason))
-        for slot in sorted(fire):
+                events.append(self._missed(sid, late, last, skipped, reason))
+        if on_time.count > len(on_time.latest):
+            skipped_slots = on_time.count - len(on_time.latest)
+            events.append(self._missed(sid, on_time, on_time.latest[0], skipped_slots,
+                                       f"over {ON_TIME_LIMIT} slots due at once"))  # fmt: skip
+        for slot in [*fire_late, *on_time.latest]:
             events.extend(self._fire(schedule, slot))
-        if slots:
-            self._handled[sid] = max(slots[-1], self._handled.get(sid, slots[-1]))
-        nxt = table.next_after(max(after, slots[-1]) if slots else after)
+        newest = (
+            on_time.latest[-1] if on_time.latest else (late.latest[-1] if late.latest else None)
+        )
+        if newest is not None:
+            key = (sid, schedule.added_seq)
+            self._handled[key] = max(newest, self._handled.get(key, newest))
+        nxt = table.next_after(max(after, newest) if newest is not None else after)
         if nxt is not None:
             self._push_slot(sid, schedule.version, nxt + slot_jitter_s(sid, nxt, jitter))
         return events
 
     def _missed(
-        self, sid: str, first: float | None, last: float, count: int, reason: str
+        self, sid: str, slots: Slots, last: float, count: int, reason: str
     ) -> ScheduleMissed:
-        start = first if first is not None else last
+        start = slots.first if slots.first is not None else last
+        if not slots.exact:
+            reason += f" (about {count} slots)"
         return ScheduleMissed(
             id=decision_id("missed", sid, start, last),
             schedule_id=sid,
@@ -477,14 +516,28 @@ class SchedulerCore:
                 continue
             cpu, mem = float(need.get("cpu_cores", 0)), float(need.get("memory_gb", 0))
             if cpu or mem:
-                if not cap["hosts"]:
-                    continue  # no worker heard from yet: wait for one
-                if cpu > cap["cpu_cores"] or mem > cap["memory_gb"]:
+                if cap["ever_cpu_cores"] and (
+                    cpu > cap["ever_cpu_cores"] or mem > cap["ever_memory_gb"]
+                ):
                     events.append(self._refuse(run, cpu, mem, cap))
                     continue
+                if not cap["hosts"]:
+                    continue  # no worker heard from lately: wait for one
                 if used_cpu + cpu > cap["cpu_cores"] or used_mem + mem > cap["memory_gb"]:
                     continue
-            events.append(self._request(run))
+            try:
+                events.append(self._request(run))
+            except Exception as exc:  # a run whose stored config cannot make a request
+                log.exception("scheduler: cannot request %s", eid)
+                events.append(
+                    ExecutionFailed(
+                        id=decision_id("refused", eid),
+                        execution_id=eid,
+                        error=f"refused: cannot build its request: {type(exc).__name__}: {exc}",
+                        retryable=False,
+                    )
+                )
+                continue
             self._admitted[eid] = now
             running += 1
             used_cpu += cpu
@@ -497,9 +550,9 @@ class SchedulerCore:
             id=decision_id("refused", run.execution_id),
             execution_id=run.execution_id,
             error=(
-                f"refused: needs {cpu:g} cpu cores and {mem:g} GB of memory; the "
-                f"{cap['hosts']:.0f} live worker host(s) have {cap['cpu_cores']:g} cores and "
-                f"{cap['memory_gb']:.1f} GB in all"
+                f"refused: needs {cpu:g} cpu cores and {mem:g} GB of memory; the worker hosts "
+                f"ever seen have {cap['ever_cpu_cores']:g} cores and "
+                f"{cap['ever_memory_gb']:.1f} GB in all"
             ),
             retryable=False,
         )

@@ -56,7 +56,10 @@ BOUNDS: Final = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 7))
 FIELD_NAMES: Final = ("minute", "hour", "day of month", "month", "day of week")
 SEARCH_YEARS: Final = 10  # "0 0 29 2 *" can wait 8 years (2096 -> 2104)
 FOLD_WINDOW: Final = timedelta(hours=3)
-MAX_COUNTED: Final = 100_000
+MAX_COUNTED: Final = 2_000  # late cron slots walked one by one; past that, counted from a sample
+EARLIEST: Final = 0.0  # 1970-01-01: instants a schedule may name
+LATEST: Final = 32_503_680_000.0  # 3000-01-01
+MAX_DURATION_S: Final = 3650 * 86400.0
 _ITEM: Final = re.compile(r"^(\*|\?|[a-z0-9]+(?:-[a-z0-9]+)?)(?:/(\d+))?$")
 _DURATION: Final = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
 _UNITS: Final = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
@@ -99,6 +102,8 @@ def parse_duration_s(value: object, what: str = "interval") -> float:
         seconds = float(match.group(1)) * _UNITS[match.group(2)]
     if not math.isfinite(seconds) or seconds <= 0:
         raise ScheduleSpecError(f"{what} {value!r} must be a positive duration")
+    if seconds > MAX_DURATION_S:
+        raise ScheduleSpecError(f"{what} {value!r} is over 10 years")
     return seconds
 
 
@@ -107,7 +112,7 @@ def parse_instant(value: object, tz: ZoneInfo, what: str = "date") -> float:
     if isinstance(value, datetime):
         moment = value
     elif isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
+        return _in_range(float(value), value, what)
     else:
         try:
             moment = datetime.fromisoformat(str(value).strip().replace("Z", "+00:00"))
@@ -117,7 +122,17 @@ def parse_instant(value: object, tz: ZoneInfo, what: str = "date") -> float:
             ) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=tz)
-    return moment.timestamp()
+    try:
+        t = moment.timestamp()
+    except (OverflowError, ValueError, OSError):
+        t = math.inf
+    return _in_range(t, value, what)
+
+
+def _in_range(t: float, value: object, what: str) -> float:
+    if not (math.isfinite(t) and EARLIEST <= t <= LATEST):
+        raise ScheduleSpecError(f"{what} {value!r} is outside 1970-01-01 .. 3000-01-01")
+    return t
 
 
 def iso(t: float, tz: ZoneInfo | None = None) -> str:
@@ -275,16 +290,17 @@ class Cron:
         except (ValueError, KeyError, OverflowError):  # croniter gives up on dates that never come
             return None
 
-    def _instants(self, naive: datetime) -> list[float]:
+    def _instants(self, naive: datetime) -> tuple[list[float], bool]:
+        """The instants a wall time fires at, and whether it is a plain one (exists once)."""
         first = naive.replace(tzinfo=self.tz, fold=0)
         second = naive.replace(tzinfo=self.tz, fold=1)
         t0, t1 = first.timestamp(), second.timestamp()
         if t0 == t1:
-            return [t0]
+            return [t0], True
         exists = datetime.fromtimestamp(t0, self.tz).replace(tzinfo=None) == naive
         if not exists:  # in a spring-forward gap: fold 0 keeps the offset from before the jump
-            return [t0] if self.fixed else []
-        return [t0] if self.fixed else sorted((t0, t1))  # in a fall-back fold
+            return ([t0] if self.fixed else []), False
+        return ([t0] if self.fixed else sorted((t0, t1))), False  # in a fall-back fold
 
     def next_after(self, t: float) -> float | None:
         here = datetime.fromtimestamp(t, self.tz)
@@ -298,18 +314,23 @@ class Cron:
             # clocks change near t: a wall time at or before t's may still come (again) after t
             start -= FOLD_WINDOW
         best: float | None = None
+        margin = 0.0  # how far past `best` a later wall time may still come before it
         naive = self._naive_after(start)
-        while naive is not None:
-            instants = self._instants(naive)
-            if best is not None and naive.replace(tzinfo=self.tz, fold=0).timestamp() >= best:
+        while naive is not None and naive.year < 3000:
+            instants, plain = self._instants(naive)
+            if (
+                best is not None
+                and naive.replace(tzinfo=self.tz, fold=0).timestamp() >= best + margin
+            ):
                 break
             for instant in instants:
                 if instant > t and (best is None or instant < best):
                     best = instant
-            if best is not None and instants and best == instants[0]:
-                # a wall time's first instant: later wall times start no earlier (fold 0 is
-                # monotonic), so only a second instant of a repeated hour needs a look further
-                break
+                    # an instant shifted out of a spring-forward gap, or the second of a repeated
+                    # hour, can lie after wall times that follow it: keep looking a while
+                    margin = 0.0 if plain else window
+            if best is not None and plain:
+                break  # a plain wall time: nothing after it comes earlier
             naive = self._naive_after(naive)
         return best
 
@@ -356,16 +377,24 @@ class Never:
         return None
 
 
-def slots_between(
-    table: Timetable, after: float, until: float, limit: int
-) -> tuple[list[float], int, float | None]:
-    """Fire instants in ``(after, until]``: at most ``limit`` of the latest ones, how many there
-    are in all, and the first. An interval's count is arithmetic, so a long outage costs nothing;
-    a cron's is counted up to `MAX_COUNTED` slots, then only the last week is walked."""
+@dataclass(frozen=True, slots=True)
+class Slots:
+    """The fire instants of a span: the latest few, how many in all, the first."""
+
+    latest: list[float]
+    count: int
+    first: float | None
+    exact: bool = True  # False: a long cron span whose middle was counted from its rate
+
+
+def slots_between(table: Timetable, after: float, until: float, limit: int) -> Slots:
+    """Fire instants in ``(after, until]``: at most ``limit`` of the latest ones, the count and
+    the first. An interval's count is arithmetic; a cron's is walked up to `MAX_COUNTED` slots,
+    and past that the middle of the span is estimated, so a long outage stays cheap."""
     if isinstance(table, Interval):
         first = table.next_after(after)
         if first is None or first > until:
-            return [], 0, None
+            return Slots([], 0, None)
         last_n = math.floor((until - table.anchor) / table.every_s)
         last = table.anchor + last_n * table.every_s
         if table.end is not None:
@@ -376,16 +405,34 @@ def slots_between(
             )
         count = round((last - first) / table.every_s) + 1
         keep = min(count, limit)
-        return [last - (keep - 1 - i) * table.every_s for i in range(keep)], count, first
-    found: deque[float] = deque(maxlen=limit)
+        return Slots([last - (keep - 1 - i) * table.every_s for i in range(keep)], count, first)
+    first = table.next_after(after)
+    if first is None or first > until:
+        return Slots([], 0, None)
+    found: deque[float] = deque(maxlen=max(1, limit))
     count = 0
-    t = table.next_after(after)
-    first = t if t is not None and t <= until else None
-    while t is not None and t <= until:
+    t: float | None = first
+    while t is not None and t <= until and count < MAX_COUNTED:
         count += 1
         found.append(t)
-        if count == MAX_COUNTED and until - t > 7 * 86400:
-            t = table.next_after(until - 7 * 86400)
-            continue
         t = table.next_after(t)
-    return list(found), count, first
+    if t is None or t > until:
+        return Slots(list(found), count, first)
+    # too many to walk: take the rate of the walked part, and walk only the end of the span
+    walked_to = found[-1]
+    rate = count / max(walked_to - first, 1e-9)
+    span = max(limit / rate * 2, 60.0)
+    while True:
+        start = max(walked_to, until - span)
+        tail: deque[float] = deque(maxlen=max(1, limit))
+        tail_count = 0
+        t = table.next_after(start)
+        while t is not None and t <= until:
+            tail_count += 1
+            tail.append(t)
+            t = table.next_after(t)
+        if tail_count >= limit or start == walked_to:
+            break
+        span *= 4
+    middle = round((start - walked_to) * rate)
+    return Slots(list(tail), count + middle + tail_count, first, exact=start == walked_to)

@@ -447,3 +447,185 @@ def test_a_schedules_file_is_read_and_checked(tmp_path):
     path.write_text("[[schedule]\n", encoding="utf-8")
     with pytest.raises(ScheduleSpecError, match="is not valid TOML"):
         load_file(path, now=T0)
+
+
+# --- found in review ---------------------------------------------------------------------------
+
+
+def reference_fires(expression: str, tz_name: str, start: float, end: float) -> list[float]:
+    """Brute force: every minute of real time, and every minute of wall time, checked by hand."""
+    from datetime import timedelta
+
+    from actors.timetable import plain_cron
+
+    fields, tz = plain_cron(expression), zone(tz_name)
+    minute, hour = expression.split()[:2]
+    fixed = not (minute.startswith("*") or hour.startswith("*"))
+
+    def matches(w: datetime) -> bool:
+        return (w.minute in fields.minutes and w.hour in fields.hours
+                and w.month in fields.months and fields.day_matches(w))  # fmt: skip
+
+    out = set()
+    for u in range(int(start // 60 * 60) + 60, int(end) + 1, 60):
+        w = datetime.fromtimestamp(u, tz)
+        if matches(w.replace(tzinfo=None)) and (not fixed or w.fold == 0):
+            out.add(float(u))
+    if fixed:  # wall times that do not exist run shifted by the gap
+        w = datetime.fromtimestamp(start, tz).replace(tzinfo=None, second=0, microsecond=0)
+        last = datetime.fromtimestamp(end, tz).replace(tzinfo=None)
+        while w <= last:
+            t0 = w.replace(tzinfo=tz, fold=0).timestamp()
+            if (
+                matches(w)
+                and datetime.fromtimestamp(t0, tz).replace(tzinfo=None) != w
+                and start < t0 <= end
+            ):
+                out.add(t0)
+            w += timedelta(minutes=1)
+    return sorted(out)
+
+
+@pytest.mark.parametrize(
+    ("expression", "tz", "day"),
+    [
+        ("20,40 2 * * *", "Australia/Lord_Howe", "2026-10-04"),  # a 30-minute jump forward
+        ("0,45 1 * * *", "Australia/Lord_Howe", "2026-04-05"),  # a 30-minute repeat
+        ("30 2,3 * * *", "Antarctica/Troll", "2026-03-29"),  # a 2-hour jump forward
+        ("30 1,2 * * *", "Antarctica/Troll", "2026-10-25"),  # a 2-hour repeat
+        ("*/20 * * * *", "Antarctica/Troll", "2026-03-29"),
+        ("15 * * * *", "Australia/Lord_Howe", "2026-10-04"),
+        ("30 2 * * *", "Europe/Berlin", "2026-03-29"),
+        ("*/30 1-3 * * *", "America/New_York", "2026-11-01"),
+    ],
+)
+def test_cron_fires_match_a_brute_force_reference_across_odd_clock_changes(expression, tz, day):
+    begin = datetime.fromisoformat(f"{day}T00:00").replace(tzinfo=ZoneInfo(tz)).timestamp() - 86400
+    end = begin + 3 * 86400
+    cron, t, ours = Cron.parse(expression, tz), begin, []
+    while (t := cron.next_after(t)) is not None and t <= end:
+        ours.append(t)
+    assert [iso(x, zone(tz)) for x in ours] == [
+        iso(x, zone(tz)) for x in reference_fires(expression, tz, begin, end)
+    ]
+
+
+def test_every_slot_within_the_grace_time_fires_after_a_short_outage():
+    config = schedule(
+        "tick", kind="interval", expression="1s", misfire_grace_seconds=30, max_catch_up=2
+    )
+    loop = Loop(now=T0 + 20.5, log=[added(config)])  # down for the first 20 slots
+    loop.run_until(loop.now)
+    assert [f["fire_time"] - T0 for f in loop.of("ScheduleFired")] == [
+        float(i) for i in range(1, 21)
+    ]
+    assert loop.of("ScheduleMissed") == []
+
+
+def test_catch_up_fires_exactly_max_catch_up_and_records_the_rest():
+    config = schedule("hourly", misfire_policy="catch_up", max_catch_up=3)
+    loop = Loop(now=T0 + 10 * HOUR + 600, log=[added(config)])
+    loop.run_until(loop.now)
+    assert [f["fire_time"] for f in loop.of("ScheduleFired")] == [T0 + h * HOUR for h in (8, 9, 10)]
+    (missed,) = loop.of("ScheduleMissed")
+    assert (missed["fire_time"], missed["last_fire_time"], missed["count"]) == (
+        T0 + HOUR,
+        T0 + 7 * HOUR,
+        7,
+    )
+
+
+def test_an_update_keeps_a_pause_and_a_new_expression_counts_from_the_update():
+    from bus.events import ScheduleUpdated
+
+    loop = Loop(log=[added(schedule("daily", expression="0 2 * * *"))])
+    loop.emit(SchedulePaused(schedule_id="daily"))
+    loop.now = T0 + 10 * HOUR
+    loop.emit(
+        ScheduleUpdated(schedule_id="daily", config=schedule("daily", expression="0 5 * * *"))
+    )
+    loop.run_until(T0 + 30 * HOUR)
+    assert loop.of("ScheduleFired") == []  # still paused
+    loop.emit(ScheduleResumed(schedule_id="daily"))
+    loop.run_until(T0 + 30 * HOUR)
+    # resumed at 06:00 the next day: the 05:00 of that day fell while paused, the 05:00 of the
+    # first day was before the update took effect (10:00) and is not a slot of the new timetable
+    assert [m["fire_time"] for m in loop.of("ScheduleMissed")] == [T0 + 29 * HOUR]
+    loop.run_until(T0 + 53 * HOUR)
+    assert [f["fire_time"] for f in loop.of("ScheduleFired")] == [T0 + 53 * HOUR]
+
+
+def test_a_removed_and_re_added_schedule_starts_afresh():
+    from bus.events import ScheduleRemoved
+
+    loop = Loop(log=[added(schedule("r"))])
+    loop.run_until(T0 + HOUR + 1800)
+    loop.emit(ScheduleRemoved(schedule_id="r"))
+    loop.run_until(T0 + 6 * HOUR + 1800)
+    loop.emit(ScheduleAdded(schedule_id="r", config=schedule("r")))
+    loop.run_until(T0 + 7 * HOUR)
+    assert [f["fire_time"] for f in loop.of("ScheduleFired")] == [T0 + HOUR, T0 + 7 * HOUR]
+    assert loop.of("ScheduleMissed") == []
+
+
+def test_a_host_away_for_a_moment_does_not_make_a_request_impossible():
+    log = [added(schedule("big", resource_requirements={"cpu_cores": 6}))]
+    loop = Loop(max_concurrent=5, log=log)
+    for host in ("h1", "h2"):
+        loop.emit(
+            WorkerStarted(
+                worker=f"w-{host}", host=host, pid=1, capacity={"cpus": 4, "memory_bytes": 2**33}
+            )
+        )
+    loop.now += 60  # both silent: it waits, it is not refused
+    eid = manual(loop, "big", 1)
+    loop.step()
+    loop.step()
+    assert loop.of("ExecutionFailed") == []
+    assert loop.of("ExecutionRequested") == []
+    loop.emit(
+        WorkerStarted(worker="w-h1", host="h1", pid=2, capacity={"cpus": 4, "memory_bytes": 2**33})
+    )
+    loop.emit(
+        WorkerStarted(worker="w-h2", host="h2", pid=2, capacity={"cpus": 4, "memory_bytes": 2**33})
+    )
+    loop.step()
+    loop.step()
+    assert [r["execution_id"] for r in loop.of("ExecutionRequested")] == [eid]
+
+
+def test_garbage_from_the_bus_never_stops_the_scheduler():
+    bad = dict(schedule("bad", kind="interval", expression="10s"), interval_s=0)
+    worse = dict(schedule("worse"), misfire_grace_seconds="soon", execution_config=[])
+    loop = Loop(log=[added(bad), added(worse), added(schedule("good"))])
+    loop.emit(
+        ScheduleFired(schedule_id="ghost", fire_time=T0, key="ghost@1", execution_id="ghost-1")
+    )
+    loop.run_until(T0 + HOUR)
+    assert [f["schedule_id"] for f in loop.of("ScheduleFired")] == ["ghost", "good"]
+    assert [r["execution_id"] for r in loop.of("ExecutionRequested")] == ["good-20261102T010000Z"]
+    assert "interval_s 0" in loop.core.table(loop.core.state.schedules["bad"]).error
+
+
+def test_the_fold_keeps_a_bounded_number_of_runs_per_schedule():
+    from store.projections.schedules import KEEP_RUNS
+
+    loop = Loop(
+        now=T0, max_concurrent=1000, log=[added(schedule("busy", kind="interval", expression="1s"))]
+    )
+    for second in range(1, KEEP_RUNS * 2 + 1):
+        loop.run_until(T0 + second)
+        _finish(loop, loop.of("ExecutionRequested")[-1]["execution_id"], ok=True)
+    state = loop.core.state
+    assert len(state.schedules["busy"].runs) == KEEP_RUNS
+    assert len(state.runs) == KEEP_RUNS
+    assert len(state.keys) == KEEP_RUNS
+
+
+def test_a_fire_that_never_came_back_is_sent_again_with_the_same_id():
+    loop = Loop(log=[added(schedule("hourly"))])
+    loop.now = T0 + HOUR
+    (lost,) = [e for e in loop.core.decide(loop.now) if e.TYPE == "ScheduleFired"]  # not folded
+    assert loop.core.decide(loop.now + 1) == []
+    (again,) = [e for e in loop.core.decide(loop.now + 6) if e.TYPE == "ScheduleFired"]
+    assert again.id == lost.id

@@ -272,6 +272,8 @@ def cmd_control(args: argparse.Namespace) -> int:
         core = fold_schedules(client)
         if args.schedule_id not in core.state.schedules:
             raise ActorError(f"no schedule {args.schedule_id!r}")
+        if args.verb == "remove":
+            refuse_removing_an_upstream(core, args.schedule_id)
         kind = {"pause": SchedulePaused, "resume": ScheduleResumed, "remove": ScheduleRemoved}[
             args.verb
         ]
@@ -279,6 +281,18 @@ def cmd_control(args: argparse.Namespace) -> int:
     done = {"pause": "paused", "resume": "resumed", "remove": "removed"}[args.verb]
     print(f"{done} schedule {args.schedule_id} (seq {seq})")
     return 0
+
+
+def refuse_removing_an_upstream(core: Any, schedule_id: str) -> None:
+    dependents = sorted(
+        sid
+        for sid, s in core.state.schedules.items()
+        if schedule_id in s.config.get("dependencies", [])
+    )
+    if dependents:
+        raise UsageError(
+            f"schedule {schedule_id} is an upstream of {', '.join(dependents)}; remove or change those first"
+        )
 
 
 def trigger(client: Any, schedule_id: str, override: dict[str, Any] | None) -> str:
@@ -296,6 +310,8 @@ def trigger(client: Any, schedule_id: str, override: dict[str, Any] | None) -> s
         raise UsageError(
             f"config_override: unknown key {unknown[0]!r}; known: {', '.join(EXECUTION_KEYS)}"
         )
+    if "config_overrides" in override:  # the orchestrator API's name for it
+        override["config"] = override.pop("config_overrides")
     if override:
         merged = {**schedule.config.get("execution_config", {}), **override}
         checked = _execution(merged, Path.cwd())

@@ -290,6 +290,14 @@ def _resumed(seq: int, fields: Fields, state: ExecutionsState) -> None:
 def _finished(status: str) -> Callable[[int, Fields, ExecutionsState], None]:
     def handle(seq: int, fields: Fields, state: ExecutionsState) -> None:
         ex = _get(state, fields)
+        if ex is None and status == "failed" and isinstance(fields.get("execution_id"), str):
+            # refused before it was requested (the scheduler's admission): still an execution
+            # that ended, so status and waiting on it work
+            eid = fields["execution_id"]
+            ex = state.executions[eid] = ExecutionState(
+                execution_id=eid, requested_ts=fields["ts"], requested_seq=seq
+            )
+            state.order.append(eid)
         if ex is None or ex.status in FINISHED:
             return
         ex.status = status

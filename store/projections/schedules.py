@@ -18,6 +18,11 @@ from typing import Any, Final
 Fields = dict[str, Any]
 FINISHED: Final = frozenset({"completed", "failed", "cancelled", "timed_out"})
 ACTIVE: Final = frozenset({"requested", "running"})
+TIMING: Final = (
+    "schedule_type", "schedule_expression", "timezone", "start_date", "end_date", "interval_s",
+    "fire_at",
+)  # fmt: skip
+KEEP_RUNS: Final = 100  # finished runs kept per schedule (older ones are dropped from the fold)
 
 
 @dataclass(slots=True)
@@ -29,6 +34,7 @@ class ScheduleState:
     paused: bool = False
     paused_ts: float = 0.0
     resumed_ts: float = 0.0
+    counted_from: float = 0.0  # slots count from here: the adding, or a change of the timing
     version: int = 0  # bumped by every change of the schedule itself
     last_slot: float | None = None  # the latest clock slot fired or recorded as missed
     last_fire_ts: float = 0.0
@@ -51,6 +57,7 @@ class RunState:
     fire_time: float
     priority: int = 0
     manual: bool = False
+    key: str = ""
     config_override: Fields = field(default_factory=dict)
     status: str = "fired"
     fired_ts: float = 0.0
@@ -107,10 +114,17 @@ def _schedule_added(seq: int, f: Fields, state: SchedulesState) -> None:
         return
     old = state.schedules.get(sid)
     if f["type"] == "ScheduleUpdated" and old is not None:
-        old.config = config
+        before, old.config = old.config, config
         old.version += 1
-        if "enabled" in config:
-            old.paused = not config["enabled"]
+        if any(before.get(k) != config.get(k) for k in TIMING):
+            old.counted_from = f["ts"]  # a new timetable counts from now, not from the old slots
+        enabled = bool(config.get("enabled", True))
+        if enabled != bool(before.get("enabled", True)):  # only a change of `enabled` pauses
+            old.paused = not enabled
+            if enabled:
+                old.resumed_ts = f["ts"]
+            else:
+                old.paused_ts = f["ts"]
     else:
         state.schedules[sid] = ScheduleState(
             schedule_id=sid,
@@ -118,6 +132,7 @@ def _schedule_added(seq: int, f: Fields, state: SchedulesState) -> None:
             added_ts=f["ts"],
             added_seq=seq,
             paused=not config.get("enabled", True),
+            counted_from=f["ts"],
             version=(old.version + 1) if old is not None else 0,
             runs=old.runs if old is not None else [],
         )
@@ -149,9 +164,14 @@ def _fired(seq: int, f: Fields, state: SchedulesState) -> None:
     key, eid, sid = f["key"], f["execution_id"], f["schedule_id"]
     if key in state.keys or eid in state.runs:
         return  # a second fire of one slot (two schedulers, a restart) is the same fire
-    state.keys[key] = eid
     schedule = state.schedules.get(sid)
-    config = schedule.config if schedule is not None else {}
+    if schedule is None:
+        return  # a fire of a schedule that does not exist (any more) starts nothing
+    manual = bool(f.get("manual", False))
+    if not manual and schedule.last_slot is not None and f["fire_time"] <= schedule.last_slot:
+        return  # an old slot fired again, after its key was dropped with its run
+    state.keys[key] = eid
+    config = schedule.config
     state.runs[eid] = RunState(
         execution_id=eid,
         schedule_id=sid,
@@ -166,15 +186,15 @@ def _fired(seq: int, f: Fields, state: SchedulesState) -> None:
         execution=dict(config.get("execution_config") or {}),
         timeout_s=float(config.get("execution_timeout_minutes") or 0) * 60,
     )
+    state.runs[eid].key = key
     state.unqueued[eid] = None
-    if schedule is not None:
-        schedule.runs.append(eid)
-        schedule.fires += 1
-        schedule.last_fire_ts = f["ts"]
-        if not f.get("manual") and schedule.kind != "dependency":
-            schedule.last_slot = max(schedule.last_slot or f["fire_time"], f["fire_time"])
-        if schedule.kind == "dependency":
-            schedule.latest_dependency_key = key
+    schedule.runs.append(eid)
+    schedule.fires += 1
+    schedule.last_fire_ts = f["ts"]
+    if not manual and schedule.kind != "dependency":
+        schedule.last_slot = max(schedule.last_slot or f["fire_time"], f["fire_time"])
+    if schedule.kind == "dependency":
+        schedule.latest_dependency_key = key
     state.touched_runs.add(eid)
 
 
@@ -278,8 +298,35 @@ def _finished(status: str) -> Callable[[int, Fields, SchedulesState], None]:
             ):
                 state.unretried.add(run.execution_id)
         state.touched_runs.add(run.execution_id)
+        _prune(state, run.schedule_id)
 
     return handle
+
+
+def _prune(state: SchedulesState, sid: str) -> None:
+    """Keep the newest `KEEP_RUNS` runs of a schedule: memory stays bounded however long it runs.
+    Only finished runs whose retry is settled go; their keys go too (`_fired` refuses an old
+    slot by the schedule's last slot instead)."""
+    schedule = state.schedules.get(sid)
+    if schedule is None or len(schedule.runs) <= KEEP_RUNS:
+        return
+    keep: list[str] = []
+    excess = len(schedule.runs) - KEEP_RUNS
+    for eid in schedule.runs:
+        run = state.runs.get(eid)
+        if (
+            excess > 0
+            and run is not None
+            and run.status in FINISHED
+            and eid not in state.unretried
+            and not (run.retry_id and state.runs.get(run.retry_id, run).status == "retry_wait")
+        ):
+            excess -= 1
+            del state.runs[eid]
+            state.keys.pop(run.key, None)
+            continue
+        keep.append(eid)
+    schedule.runs = keep
 
 
 def _worker(seq: int, f: Fields, state: SchedulesState) -> None:
@@ -335,9 +382,14 @@ def evolve(seq: int, fields: Fields, state: SchedulesState) -> SchedulesState:
 
 
 def live_capacity(state: SchedulesState, now: float, stale_s: float) -> dict[str, float]:
-    """CPU cores and memory of the hosts with a worker heard from within ``stale_s``."""
+    """CPU cores and memory of the hosts with a worker heard from within ``stale_s``, and of
+    every host ever reported (what a request is refused against: a host away for a moment does
+    not make a request impossible)."""
     hosts: dict[str, tuple[float, float]] = {}
+    ever: dict[str, tuple[float, float]] = {}
     for info in state.workers.values():
+        cpus, mem = ever.get(info.host, (0.0, 0.0))
+        ever[info.host] = (max(cpus, info.cpus), max(mem, info.memory_gb))
         if info.stopped or now - info.seen_ts > stale_s:
             continue
         cpus, mem = hosts.get(info.host, (0.0, 0.0))
@@ -346,6 +398,8 @@ def live_capacity(state: SchedulesState, now: float, stale_s: float) -> dict[str
         "hosts": float(len(hosts)),
         "cpu_cores": sum(c for c, _ in hosts.values()),
         "memory_gb": sum(m for _, m in hosts.values()),
+        "ever_cpu_cores": sum(c for c, _ in ever.values()),
+        "ever_memory_gb": sum(m for _, m in ever.values()),
     }
 
 

@@ -1,0 +1,291 @@
+"""The metrics fold: events -> counters, gauges and time series, with retention. Pure.
+
+Every series is a metric name plus labels (``stage``, ``schedule``, ``worker``, ``host``, or a
+custom metric's own); its samples are ``(ts, value)`` pairs taken from the events' timestamps,
+kept for ``retention_s`` behind the newest event. Time comes only from the events, so folding
+the same log gives the same history: a restarted monitor rebuilds it this way.
+
+Built-in series (`BUILTIN`), each fed by the events named:
+
+- ``stage_duration_seconds{stage}``, ``records_per_second{stage}``: StageCompleted
+- ``stage_queue_wait_seconds{stage}``: StageDispatched -> StageStarted of a task
+- ``execution_duration_seconds``, ``executions_{completed,failed,cancelled,timed_out}_total``,
+  ``executions_running``, ``success_rate``, ``failure_rate``: the execution events
+- ``schedule_lateness_seconds{schedule}``: a ScheduleFired's slot -> its execution's start
+- ``queue_depth``: ExecutionQueued minus the ones admitted or refused
+- ``cpu_percent``, ``memory_percent``, ``disk_percent`` ``{worker}`` and ``host_cpu_percent``,
+  ``host_memory_percent`` ``{host}``: WorkerHeartbeat; the monitor's own samples come as
+  MetricRecorded ``cpu_percent{host}`` and friends
+- anything else: MetricRecorded, and the numbers under ``metrics`` in a stage's report
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+Fields = dict[str, Any]
+Labels = tuple[tuple[str, str], ...]
+SeriesKey = tuple[str, Labels]
+
+BUILTIN: Final = (
+    "stage_duration_seconds", "records_per_second", "stage_queue_wait_seconds",
+    "execution_duration_seconds", "executions_completed_total", "executions_failed_total",
+    "executions_cancelled_total", "executions_timed_out_total", "executions_running",
+    "success_rate", "failure_rate", "schedule_lateness_seconds", "queue_depth", "cpu_percent",
+    "memory_percent", "disk_percent", "host_cpu_percent", "host_memory_percent",
+    "workers_alive", "worker_missed_heartbeats",
+)  # fmt: skip
+FINISHED: Final = {
+    "ExecutionCompleted": "completed",
+    "ExecutionFailed": "failed",
+    "ExecutionCancelled": "cancelled",
+    "ExecutionTimedOut": "timed_out",
+}
+MAX_PENDING: Final = 100_000  # dispatched-but-not-started tasks remembered (bounded)
+
+
+@dataclass(slots=True)
+class Series:
+    name: str
+    labels: Labels
+    samples: deque[tuple[float, float]] = field(default_factory=deque)
+    last: float = 0.0
+    last_ts: float = 0.0
+    count: int = 0  # samples ever added (counters survive the retention trim)
+
+
+@dataclass(slots=True)
+class MetricsState:
+    retention_s: float = 24 * 3600.0
+    series: dict[SeriesKey, Series] = field(default_factory=dict)
+    by_name: dict[str, list[Series]] = field(default_factory=dict)
+    statuses: dict[str, str] = field(default_factory=dict)  # execution -> status
+    status_counts: dict[str, int] = field(default_factory=dict)
+    dispatched: dict[str, tuple[float, str]] = field(default_factory=dict)  # task -> (ts, stage)
+    fire_times: dict[str, tuple[float, str]] = field(default_factory=dict)  # execution -> slot
+    queued: set[str] = field(default_factory=set)
+    workers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    latest_ts: float = 0.0
+    last_seq: int = 0
+    events: int = 0
+    changed: list[Series] = field(default_factory=list)  # series the last event added to
+
+    def get(self, name: str, labels: Labels = ()) -> Series | None:
+        return self.series.get((name, labels))
+
+
+def labels_of(mapping: dict[str, Any]) -> Labels:
+    return tuple(sorted((str(k), str(v)) for k, v in mapping.items()))
+
+
+def record(state: MetricsState, name: str, labels: Labels, ts: float, value: float) -> None:
+    key = (name, labels)
+    series = state.series.get(key)
+    if series is None:
+        series = state.series[key] = Series(name, labels)
+        state.by_name.setdefault(name, []).append(series)
+    samples = series.samples
+    samples.append((ts, value))
+    series.last, series.last_ts = value, ts
+    series.count += 1
+    horizon = ts - state.retention_s
+    while samples[0][0] < horizon:
+        samples.popleft()
+    state.changed.append(series)
+
+
+def _stage(f: Fields) -> Labels:
+    return (("stage", str(f.get("stage", ""))),)
+
+
+def _completed(seq: int, f: Fields, state: MetricsState) -> None:
+    ts, labels = f["ts"], _stage(f)
+    state.dispatched.pop(f.get("task_id", ""), None)
+    if f.get("reused"):
+        return
+    duration = float(f.get("duration_s", 0.0))
+    record(state, "stage_duration_seconds", labels, ts, duration)
+    if duration > 0:
+        record(state, "records_per_second", labels, ts, f.get("rows_out", 0) / duration)
+    report = f.get("report")
+    if isinstance(report, dict):
+        custom = report.get("metrics")
+        if isinstance(custom, dict):
+            for name, value in custom.items():
+                if isinstance(value, int | float) and not isinstance(value, bool):
+                    record(state, str(name), labels, ts, float(value))
+
+
+def _dispatched(seq: int, f: Fields, state: MetricsState) -> None:
+    if len(state.dispatched) < MAX_PENDING:
+        state.dispatched[f.get("task_id", "")] = (f["ts"], str(f.get("stage", "")))
+
+
+def _started_task(seq: int, f: Fields, state: MetricsState) -> None:
+    sent = state.dispatched.get(f.get("task_id", ""))
+    if sent is not None:
+        record(state, "stage_queue_wait_seconds", _stage(f), f["ts"], max(0.0, f["ts"] - sent[0]))
+
+
+def _failed_task(seq: int, f: Fields, state: MetricsState) -> None:
+    state.dispatched.pop(f.get("task_id", ""), None)
+
+
+def _set_status(state: MetricsState, eid: str, status: str) -> str | None:
+    old = state.statuses.get(eid)
+    if old == status:
+        return old
+    counts = state.status_counts
+    if old is not None:
+        counts[old] -= 1
+    counts[status] = counts.get(status, 0) + 1
+    state.statuses[eid] = status
+    return old
+
+
+def _requested(seq: int, f: Fields, state: MetricsState) -> None:
+    eid = f["execution_id"]
+    if eid not in state.statuses:
+        _set_status(state, eid, "requested")
+    if eid in state.queued:
+        state.queued.discard(eid)
+        record(state, "queue_depth", (), f["ts"], float(len(state.queued)))
+
+
+def _exec_started(seq: int, f: Fields, state: MetricsState) -> None:
+    eid, ts = f["execution_id"], f["ts"]
+    if state.statuses.get(eid) in (None, "requested"):
+        _set_status(state, eid, "running")
+        record(state, "executions_running", (), ts, float(state.status_counts.get("running", 0)))
+    fire = state.fire_times.pop(eid, None)
+    if fire is not None:
+        record(
+            state, "schedule_lateness_seconds", (("schedule", fire[1]),), ts, max(0.0, ts - fire[0])
+        )
+
+
+def _finished(seq: int, f: Fields, state: MetricsState) -> None:
+    eid, ts = f["execution_id"], f["ts"]
+    status = FINISHED[f["type"]]
+    old = state.statuses.get(eid)
+    if old in FINISHED.values():
+        return
+    _set_status(state, eid, status)
+    counts = state.status_counts
+    record(state, f"executions_{status}_total", (), ts, float(counts[status]))
+    record(state, "executions_running", (), ts, float(counts.get("running", 0)))
+    if status == "completed" and "duration_s" in f:
+        record(state, "execution_duration_seconds", (), ts, float(f["duration_s"]))
+    done = sum(counts.get(s, 0) for s in FINISHED.values())
+    ok = counts.get("completed", 0)
+    record(state, "success_rate", (), ts, ok / done)
+    record(
+        state, "failure_rate", (), ts, (counts.get("failed", 0) + counts.get("timed_out", 0)) / done
+    )
+    if eid in state.queued:  # refused while queued
+        state.queued.discard(eid)
+        record(state, "queue_depth", (), ts, float(len(state.queued)))
+
+
+def _fired(seq: int, f: Fields, state: MetricsState) -> None:
+    if len(state.fire_times) < MAX_PENDING:
+        state.fire_times[f["execution_id"]] = (float(f["fire_time"]), str(f["schedule_id"]))
+
+
+def _queued(seq: int, f: Fields, state: MetricsState) -> None:
+    eid = f["execution_id"]
+    if eid not in state.queued and state.statuses.get(eid) is None:
+        state.queued.add(eid)
+        record(state, "queue_depth", (), f["ts"], float(len(state.queued)))
+
+
+def _heartbeat(seq: int, f: Fields, state: MetricsState) -> None:
+    ts, worker = f["ts"], str(f["worker"])
+    info = state.workers.setdefault(worker, {"host": str(f.get("host", "")), "stopped": False})
+    info["last_seen"] = ts
+    info["stopped"] = False
+    wl = (("worker", worker),)
+    record(state, "cpu_percent", wl, ts, float(f["cpu_percent"]))
+    record(state, "memory_percent", wl, ts, float(f["memory_percent"]))
+    if "disk_percent" in f:
+        record(state, "disk_percent", wl, ts, float(f["disk_percent"]))
+    hl = (("host", info["host"]),)
+    if "host_cpu_percent" in f:
+        record(state, "host_cpu_percent", hl, ts, float(f["host_cpu_percent"]))
+    if "host_memory_percent" in f:
+        record(state, "host_memory_percent", hl, ts, float(f["host_memory_percent"]))
+
+
+def _worker_seen(seq: int, f: Fields, state: MetricsState) -> None:
+    worker = str(f["worker"])
+    info = state.workers.setdefault(worker, {"host": str(f.get("host", "")), "stopped": False})
+    info["last_seen"] = f["ts"]
+    info["stopped"] = f["type"] == "WorkerStopped"
+    if f.get("host"):
+        info["host"] = str(f["host"])
+
+
+def _metric(seq: int, f: Fields, state: MetricsState) -> None:
+    value = f["value"]
+    labels = f.get("labels") or {}
+    if isinstance(labels, dict):
+        record(state, str(f["name"]), labels_of(labels), f["ts"], float(value))
+
+
+HANDLERS: Final[dict[str, Callable[[int, Fields, MetricsState], None]]] = {
+    "StageCompleted": _completed,
+    "StageDispatched": _dispatched,
+    "StageStarted": _started_task,
+    "StageFailed": _failed_task,
+    "ExecutionRequested": _requested,
+    "ExecutionStarted": _exec_started,
+    "ExecutionCompleted": _finished,
+    "ExecutionFailed": _finished,
+    "ExecutionCancelled": _finished,
+    "ExecutionTimedOut": _finished,
+    "ScheduleFired": _fired,
+    "ExecutionQueued": _queued,
+    "WorkerHeartbeat": _heartbeat,
+    "WorkerStarted": _worker_seen,
+    "WorkerStopped": _worker_seen,
+    "MetricRecorded": _metric,
+}
+TYPES: Final = frozenset(HANDLERS)
+
+
+def evolve(seq: int, fields: Fields, state: MetricsState) -> MetricsState:
+    """Fold one event (in seq order); ``state.changed`` lists the series it added to."""
+    if seq <= state.last_seq:
+        raise ValueError(f"metrics fold: seq {seq} arrived after {state.last_seq}")
+    state.last_seq = seq
+    state.changed.clear()
+    handler = HANDLERS.get(fields["type"])
+    if handler is not None:
+        ts = fields["ts"]
+        if ts > state.latest_ts:
+            state.latest_ts = ts
+        state.events += 1
+        handler(seq, fields, state)
+    return state
+
+
+def quantile(values: list[float], q: float) -> float:
+    """Linear-interpolated quantile (0..1) of non-empty values."""
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * q
+    low = int(pos)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
+
+
+def window(
+    series: Series, start: float | None = None, end: float | None = None
+) -> list[tuple[float, float]]:
+    return [
+        (t, v)
+        for t, v in series.samples
+        if (start is None or t >= start) and (end is None or t <= end)
+    ]
