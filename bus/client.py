@@ -20,7 +20,7 @@ from bus.errors import EventRefusedError, HubUnavailableError, MalformedEventErr
 from bus.events import Event, decode, encode
 from bus.hub import SOCKET_MAX_BYTES
 from bus.wire import MARKER_TOPIC, pack, parse_marker, unpack, unpack_map
-from store.log import lock_holder
+from store.log import lock_holder, payload_type
 
 REPLY_MAX_BYTES: Final = 4 * SOCKET_MAX_BYTES
 SUB_HWM: Final = 200_000
@@ -233,6 +233,9 @@ def _parse_reply(frames: list[bytes]) -> dict[str, Any] | None:
 
 
 def _type_of(payload: bytes) -> str:
+    kind = payload_type(payload)
+    if kind is not None:
+        return kind
     kind = unpack_map(payload).get("type")
     return kind if isinstance(kind, str) else ""
 

@@ -256,6 +256,41 @@ class EventLog:
         self.close()
 
 
+def payload_type(payload: bytes) -> str | None:
+    """The ``type`` of an event payload without unpacking the rest of it: events are packed
+    with ``type`` as their first key. None when the payload is not laid out that way."""
+    if not payload:
+        return None
+    head = payload[0]
+    if 0x80 <= head <= 0x8F:
+        pos = 1
+    elif head == 0xDE:
+        pos = 3
+    elif head == 0xDF:
+        pos = 5
+    else:
+        return None
+    if payload[pos : pos + 5] != b"\xa4type":
+        return None
+    pos += 5
+    if pos >= len(payload):
+        return None
+    tag = payload[pos]
+    if 0xA0 <= tag <= 0xBF:
+        start, size = pos + 1, tag & 0x1F
+    elif tag == 0xD9 and pos + 1 < len(payload):
+        start, size = pos + 2, payload[pos + 1]
+    else:
+        return None
+    raw = payload[start : start + size]
+    if len(raw) != size:
+        return None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
 def _packed_keys(values: Iterable[str]) -> tuple[bytes, ...]:
     return tuple(msgpack.packb(v) for v in values)
 
@@ -334,6 +369,12 @@ class LogReader:
             for seq, payload in records:
                 if type_set is not None and not any(k in payload for k in type_keys):
                     continue
+                if execution_id is None and type_set is not None:
+                    kind = payload_type(payload)
+                    if kind is not None:  # the common layout: no need to unpack the rest
+                        if kind in type_set:
+                            yield seq, payload
+                        continue
                 if execution_id is not None and exec_key not in payload:
                     continue
                 try:
