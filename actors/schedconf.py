@@ -269,6 +269,14 @@ def _resources(raw: Any) -> dict[str, float]:
 def timetable(config: Mapping[str, Any], added_ts: float) -> Timetable:
     """The timetable of a normalised config; an interval without a start counts from its adding."""
     kind = config["schedule_type"]
+    for key in ("interval_s", "fire_at", "start_date", "end_date"):
+        value = config.get(key)
+        if value is not None and not (
+            isinstance(value, int | float) and math.isfinite(value) and 0 <= value <= 32_503_680_000
+        ):
+            raise ScheduleSpecError(f"stored schedule config: {key} {value!r}")
+    if kind == "interval" and not config.get("interval_s", 0) >= 1:
+        raise ScheduleSpecError(f"stored schedule config: interval_s {config.get('interval_s')!r}")
     if kind == "cron":
         return bounded(Cron.of(config["schedule_expression"], config["timezone"]), config)
     if kind == "interval":

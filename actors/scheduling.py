@@ -105,6 +105,7 @@ class _Table:
     version: int
     table: Timetable | None
     error: str = ""
+    checked: bool = False
 
 
 class SchedulerCore:
@@ -174,7 +175,6 @@ class SchedulerCore:
         cached = self._tables.get(schedule.schedule_id)
         if cached is None or cached.version != schedule.version:
             try:
-                check_stored(schedule.config)
                 cached = _Table(schedule.version, timetable(schedule.config, schedule.added_ts))
             except Exception as exc:  # any program can publish a config: never crash on one
                 cached = _Table(schedule.version, None, f"{type(exc).__name__}: {exc}")
@@ -331,9 +331,18 @@ class SchedulerCore:
         every on-time slot fires. Older ones go by the policy: ``skip`` none, ``run_once`` the
         latest (unless an on-time one fires anyway), ``catch_up`` the latest ``max_catch_up``."""
         sid, config = schedule.schedule_id, schedule.config
-        table = self.table(schedule).table
-        if table is None:
+        cached = self.table(schedule)
+        if cached.table is None:
             return []
+        if not cached.checked:  # the whole config, once per version, before its first fire
+            try:
+                check_stored(config)
+            except Exception as exc:
+                log.error("scheduler: schedule %s cannot run: %s", sid, exc)
+                cached.table, cached.error = None, f"{type(exc).__name__}: {exc}"
+                return []
+            cached.checked = True
+        table = cached.table
         events: list[Event] = []
         after = self._after(schedule)
         if schedule.resumed_ts > after:

@@ -195,3 +195,31 @@ def test_unknown_fields_of_mixed_key_types_are_refused_not_crashed():
     obj = to_map(completed()) | {"zz": 1, b"b": 2}
     with pytest.raises(MalformedEventError, match="unknown field"):
         check_map(obj)
+
+
+def test_the_type_is_read_from_the_first_key_without_unpacking_the_rest():
+    from bus.wire import pack
+    from store.log import payload_type
+
+    for kind, schema in SCHEMAS.items():
+        values = {
+            name: _example(schema, name)
+            for name in schema.required
+            if name not in ("type", "v", "id", "ts", "src")
+        }
+        assert payload_type(encode(build(kind, values))) == kind
+    assert payload_type(pack({"id": "x", "type": "StageStarted"})) is None  # not first: unknown
+    assert payload_type(b"\x91\x01") is None
+    assert payload_type(b"") is None
+    assert len(CATALOGUE) == len(SCHEMAS)
+
+
+def _example(schema, name):
+    import typing
+
+    hint = typing.get_type_hints(schema.cls)[name]
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, __import__("types").UnionType):
+        hint = args[0]
+    origin = typing.get_origin(hint) or hint
+    return {str: "x", int: 1, float: 1.0, bool: True, list: [], dict: {}}[origin]
