@@ -110,6 +110,8 @@ class Scheduler:
             while not self._stop:
                 self._send(self.core.decide(time.time()))
                 due = self.core.next_due()
+                if due is not None and due <= time.time():
+                    continue  # a burst: send every due fire before folding what comes back
                 wait_ms = MAX_SLEEP_MS
                 if due is not None:
                     wait_ms = max(0, min(MAX_SLEEP_MS, int((due - time.time()) * 1000) + 1))

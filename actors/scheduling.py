@@ -162,8 +162,8 @@ class SchedulerCore:
         """After the catch-up fold: put every schedule, retry and timeout on the heap."""
         self.live = True
         self.state.take_touched()
-        for sid in self.state.schedules:
-            self._guard(self._schedule_changed, sid, now)
+        for sid in self.state.schedules:  # checked before their first fire: a quick start
+            self._guard(lambda s: self._schedule_changed(s, now, check=False), sid)
         for eid, run in self.state.runs.items():
             if run.status in ("retry_wait", "running"):
                 self._guard(self._run_changed, eid)
@@ -182,6 +182,19 @@ class SchedulerCore:
             self._tables[schedule.schedule_id] = cached
         return cached
 
+    def _check(self, schedule: ScheduleState) -> Timetable | None:
+        """The whole config checked once per version (at its adding, or for schedules folded at
+        start, before their first fire); None if it cannot run."""
+        cached = self.table(schedule)
+        if cached.table is not None and not cached.checked:
+            try:
+                check_stored(schedule.config)
+            except Exception as exc:
+                log.error("scheduler: schedule %s cannot run: %s", schedule.schedule_id, exc)
+                cached.table, cached.error = None, f"{type(exc).__name__}: {exc}"
+            cached.checked = True
+        return cached.table
+
     def _after(self, schedule: ScheduleState) -> float:
         last = schedule.last_slot
         handled = self._handled.get((schedule.schedule_id, schedule.added_seq))
@@ -197,8 +210,10 @@ class SchedulerCore:
             return None
         return table.next_after(self._after(schedule))
 
-    def _schedule_changed(self, sid: str, now: float) -> None:
+    def _schedule_changed(self, sid: str, now: float, *, check: bool = True) -> None:
         schedule = self.state.schedules.get(sid)
+        if check and schedule is not None:
+            self._check(schedule)  # a schedule added live is checked now, not at its first fire
         self._dependents = None
         if schedule is None:
             self._tables.pop(sid, None)
@@ -334,15 +349,9 @@ class SchedulerCore:
         cached = self.table(schedule)
         if cached.table is None:
             return []
-        if not cached.checked:  # the whole config, once per version, before its first fire
-            try:
-                check_stored(config)
-            except Exception as exc:
-                log.error("scheduler: schedule %s cannot run: %s", sid, exc)
-                cached.table, cached.error = None, f"{type(exc).__name__}: {exc}"
-                return []
-            cached.checked = True
-        table = cached.table
+        table = self._check(schedule)
+        if table is None:
+            return []
         events: list[Event] = []
         after = self._after(schedule)
         if schedule.resumed_ts > after:
@@ -353,6 +362,21 @@ class SchedulerCore:
                 after = paused.latest[-1]
         jitter = float(config.get("jitter_seconds", 0))
         boundary = now - float(config.get("misfire_grace_seconds", 60)) - jitter
+        first = table.next_after(after)
+        if first is not None and first > boundary:  # the usual case: nothing is late
+            slot: float | None = first
+            while slot is not None and slot <= now and len(events) < ON_TIME_LIMIT:
+                events.extend(self._fire(schedule, slot))
+                newest = slot
+                slot = table.next_after(slot)
+            if slot is not None and slot <= now:  # more than ON_TIME_LIMIT due at once
+                slot = table.next_after(now)
+            if first <= now:
+                key = (sid, schedule.added_seq)
+                self._handled[key] = max(newest, self._handled.get(key, newest))
+            if slot is not None:
+                self._push_slot(sid, schedule.version, slot + slot_jitter_s(sid, slot, jitter))
+            return events
         policy = config.get("misfire_policy", "run_once")
         keep = int(config.get("max_catch_up", 10))
         # one more than kept, so the last slot not fired is known for its ScheduleMissed
