@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import logging
-import os
 import shutil
 import signal
 import time
@@ -28,6 +26,7 @@ from typing import Any, Final
 
 import zmq
 
+from actors import pidlock
 from actors.decide import decide, decision_id, refused
 from actors.errors import ActorError
 from actors.planning import PlanRefusedError, plan_execution
@@ -102,19 +101,11 @@ class Orchestrator:
 
     def _lock(self) -> int:
         """Hold the data dir's orchestrator lock: two orchestrators would both dispatch."""
-        path = run_dir(self.config.data_dir) / "orchestrator.lock"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
-            os.close(fd)
+        fd, holder = pidlock.hold(run_dir(self.config.data_dir) / "orchestrator.lock")
+        if fd is None:
             raise ActorError(
                 f"another orchestrator (pid {holder}) runs for data dir {self.config.data_dir}"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
+            )
         return fd
 
     def run(self) -> None:

@@ -9,9 +9,7 @@ is in the log, so a restart, or a second scheduler started by mistake, fires eac
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
-import os
 import signal
 import time
 from dataclasses import dataclass
@@ -20,6 +18,7 @@ from typing import Final
 
 import zmq
 
+from actors import pidlock
 from actors.schedconf import check_dependencies, load_file
 from actors.scheduling import SchedulerCore
 from actors.timetable import ScheduleSpecError
@@ -48,17 +47,7 @@ def lock_path(data_dir: Path) -> Path:
 
 def scheduler_running(data_dir: Path) -> bool:
     """True when a scheduler holds this data dir's scheduler lock."""
-    path = lock_path(data_dir)
-    if not path.exists():
-        return False
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False
+    return pidlock.held(lock_path(data_dir))
 
 
 class Scheduler:
@@ -73,19 +62,12 @@ class Scheduler:
     def _lock(self) -> int | None:
         """Mark this data dir as having a scheduler. A second one warns and runs anyway: its
         decisions carry the same ids, so the log keeps one of each."""
-        path = lock_path(self.config.data_dir)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        fd, holder = pidlock.hold(lock_path(self.config.data_dir))
+        if fd is None:
             log.warning(
-                "scheduler: another scheduler runs for this data dir; each slot still fires once"
+                "scheduler: another scheduler (pid %s) runs for this data dir; each slot still fires once",
+                holder,
             )
-            os.close(fd)
-            return None
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
         return fd
 
     def run(self) -> None:
