@@ -655,6 +655,7 @@ class AlertFired(Event):
     threshold: float | str
     severity: str
     message: str = ""
+    labels: dict[str, Any] = field(default_factory=dict)  # the series it fired for
 
 
 @catalogued

@@ -13,6 +13,9 @@ Built-in series (`BUILTIN`), each fed by the events named:
   ``executions_running``, ``success_rate``, ``failure_rate``: the execution events
 - ``schedule_lateness_seconds{schedule}``: a ScheduleFired's slot -> its execution's start
 - ``queue_depth``: ExecutionQueued minus the ones admitted or refused
+- ``execution_error``: 1 per ExecutionFailed, its text the failing stage and error (for
+  ``contains`` rules)
+- ``workers_alive``, ``worker_missed_heartbeats{worker}``: the monitor's liveness samples
 - ``cpu_percent``, ``memory_percent``, ``disk_percent`` ``{worker}`` and ``host_cpu_percent``,
   ``host_memory_percent`` ``{host}``: WorkerHeartbeat; the monitor's own samples come as
   MetricRecorded ``cpu_percent{host}`` and friends
@@ -36,7 +39,7 @@ BUILTIN: Final = (
     "executions_cancelled_total", "executions_timed_out_total", "executions_running",
     "success_rate", "failure_rate", "schedule_lateness_seconds", "queue_depth", "cpu_percent",
     "memory_percent", "disk_percent", "host_cpu_percent", "host_memory_percent",
-    "workers_alive", "worker_missed_heartbeats",
+    "workers_alive", "worker_missed_heartbeats", "execution_error",
 )  # fmt: skip
 FINISHED: Final = {
     "ExecutionCompleted": "completed",
@@ -55,6 +58,7 @@ class Series:
     last: float = 0.0
     last_ts: float = 0.0
     count: int = 0  # samples ever added (counters survive the retention trim)
+    text: str = ""  # the latest sample's text, for text conditions (an execution's error)
 
 
 @dataclass(slots=True)
@@ -81,7 +85,9 @@ def labels_of(mapping: dict[str, Any]) -> Labels:
     return tuple(sorted((str(k), str(v)) for k, v in mapping.items()))
 
 
-def record(state: MetricsState, name: str, labels: Labels, ts: float, value: float) -> None:
+def record(
+    state: MetricsState, name: str, labels: Labels, ts: float, value: float, text: str = ""
+) -> None:
     key = (name, labels)
     series = state.series.get(key)
     if series is None:
@@ -89,7 +95,7 @@ def record(state: MetricsState, name: str, labels: Labels, ts: float, value: flo
         state.by_name.setdefault(name, []).append(series)
     samples = series.samples
     samples.append((ts, value))
-    series.last, series.last_ts = value, ts
+    series.last, series.last_ts, series.text = value, ts, text
     series.count += 1
     horizon = ts - state.retention_s
     while samples[0][0] < horizon:
@@ -179,6 +185,9 @@ def _finished(seq: int, f: Fields, state: MetricsState) -> None:
     record(state, "executions_running", (), ts, float(counts.get("running", 0)))
     if status == "completed" and "duration_s" in f:
         record(state, "execution_duration_seconds", (), ts, float(f["duration_s"]))
+    elif status == "failed":
+        text = f"{f.get('stage') or ''}: {f.get('error') or ''}"
+        record(state, "execution_error", (), ts, 1.0, text[:1000])
     done = sum(counts.get(s, 0) for s in FINISHED.values())
     ok = counts.get("completed", 0)
     record(state, "success_rate", (), ts, ok / done)

@@ -1,0 +1,216 @@
+"""Alert rules: checked at the door, evaluated against the metric series. Pure: time is passed in.
+
+A rule watches every series of its metric that matches its scope (``{"stage": "x"}`` matches
+``stage_duration_seconds{stage=x}``). Per rule and series:
+
+- the condition must hold for ``pending_s`` before the alert fires (0: at once), so a flapping
+  value (true, false, true within the pending time) fires once at most;
+- while an alert is active it does not fire again; it resolves by itself when the condition
+  clears; ``cooldown_minutes`` after a fire, the same rule and series does not fire again;
+- an acknowledged alert stays quiet until it resolves.
+
+Decisions are events (`AlertFired`, `AlertResolved`) with ids made from what they decide, so a
+restarted monitor repeating one is a duplicate the hub drops.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any, Final
+
+from actors.errors import UsageError
+from bus.events import AlertFired, AlertResolved, Event
+from store.projections import alerts as alert_folds
+from store.projections.alerts import AlertsState, Rule, series_text
+from store.projections.metrics import BUILTIN, MetricsState, Series
+
+CONDITIONS: Final = ("greater_than", "less_than", "equals", "contains")
+SEVERITIES: Final = ("info", "low", "medium", "high", "critical")
+SCOPES: Final = ("stage", "schedule", "worker", "host")
+RULE_ID: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,59}$")
+
+
+class AlertRuleError(UsageError):
+    """An alert rule that cannot be used; the message is one line."""
+
+
+def check_rule(
+    rule: Mapping[str, Any], known_metrics: Iterable[str] | None = None
+) -> dict[str, Any]:
+    """The fields of an `AlertRuleAdded` for a rule, or `AlertRuleError` naming what is wrong.
+    ``known_metrics``: the custom metrics seen so far; None accepts any metric name."""
+    rid = str(rule.get("rule_id") or "")
+    if not RULE_ID.match(rid):
+        raise AlertRuleError(f"rule_id {rid!r} must be 1-60 letters, digits, '_', '.' or '-'")
+    metric = str(rule.get("metric_name") or "").strip()
+    if not metric:
+        raise AlertRuleError("metric_name is required")
+    if known_metrics is not None and metric not in {*BUILTIN, *known_metrics}:
+        raise AlertRuleError(
+            f"unknown metric {metric!r}: not a built-in metric and no sample of it yet "
+            f"(built-ins: {', '.join(sorted(BUILTIN))})"
+        )
+    condition = str(getattr(rule.get("condition"), "value", rule.get("condition")) or "").lower()
+    if condition not in CONDITIONS:
+        raise AlertRuleError(f"condition {condition!r} is not one of {', '.join(CONDITIONS)}")
+    threshold = rule.get("threshold")
+    if condition in ("greater_than", "less_than"):
+        threshold = _number(threshold, f"threshold of a {condition} rule")
+    elif condition == "equals":
+        if isinstance(threshold, bool) or threshold is None:
+            raise AlertRuleError("threshold of an equals rule must be a number or text")
+        if not isinstance(threshold, int | float):
+            try:
+                threshold = float(str(threshold))
+            except ValueError:
+                threshold = str(threshold)
+        else:
+            threshold = float(threshold)
+    else:
+        if threshold is None or str(threshold) == "":
+            raise AlertRuleError("threshold of a contains rule must be some text")
+        threshold = str(threshold)
+    severity = str(getattr(rule.get("severity"), "value", rule.get("severity")) or "medium").lower()
+    if severity not in SEVERITIES:
+        raise AlertRuleError(f"severity {severity!r} is not one of {', '.join(SEVERITIES)}")
+    cooldown = _number(rule.get("cooldown_minutes", 5.0), "cooldown_minutes")
+    pending = _number(rule.get("pending_s", rule.get("pending_seconds", 0.0)) or 0.0, "pending_s")
+    if cooldown < 0 or pending < 0:
+        raise AlertRuleError("cooldown_minutes and pending_s must not be negative")
+    scope = rule.get("scope") or {}
+    if not isinstance(scope, Mapping) or not all(k in SCOPES for k in scope):
+        raise AlertRuleError(f"scope must be a table of {', '.join(SCOPES)}")
+    return {
+        "rule_id": rid,
+        "metric_name": metric,
+        "condition": condition,
+        "threshold": threshold,
+        "severity": severity,
+        "cooldown_minutes": cooldown,
+        "enabled": bool(rule.get("enabled", True)),
+        "description": str(rule.get("description") or ""),
+        "pending_s": pending,
+        "scope": {str(k): str(v) for k, v in scope.items()},
+    }
+
+
+def _number(value: Any, what: str) -> float:
+    if isinstance(value, bool):
+        raise AlertRuleError(f"{what} must be a number, not {value!r}")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise AlertRuleError(f"{what} must be a number, not {value!r}") from None
+    if not math.isfinite(number):
+        raise AlertRuleError(f"{what} must be a finite number, not {value!r}")
+    return number
+
+
+def holds(condition: str, series: Series, threshold: float | str, labels: str) -> bool:
+    """Does the series' latest sample meet the condition? Text conditions (``contains``, and
+    ``equals`` with text) look at the sample's text (an execution's error) and the labels."""
+    value = series.last
+    if condition == "greater_than":
+        return value > threshold  # type: ignore[operator]
+    if condition == "less_than":
+        return value < threshold  # type: ignore[operator]
+    if condition == "equals":
+        if isinstance(threshold, float):
+            return value == threshold
+        return series.text == threshold or f"={threshold}" in labels
+    return str(threshold) in series.text or str(threshold) in labels
+
+
+class AlertEngine:
+    """The rules and alerts (a fold of the log) and the per-series pending timers."""
+
+    def __init__(self) -> None:
+        self.state = AlertsState()
+        self.by_metric: dict[str, list[Rule]] = {}
+        self.true_since: dict[tuple[str, str], float] = {}
+        self._sent: set[str] = set()
+
+    def apply(self, seq: int, fields: dict[str, Any]) -> None:
+        alert_folds.evolve(seq, fields, self.state)
+        self._sent.discard(fields.get("id", ""))
+        if self.state.changed_rules:
+            self.state.changed_rules.clear()
+            self.by_metric = {}
+            for rule in self.state.rules.values():
+                self.by_metric.setdefault(rule.metric_name, []).append(rule)
+
+    def observe(self, series: Series, now: float) -> list[Event]:
+        """Evaluate the rules of a series that just got a sample."""
+        rules = self.by_metric.get(series.name)
+        if not rules:
+            return []
+        out: list[Event] = []
+        labels = dict(series.labels)
+        for rule in rules:
+            if rule.enabled and all(labels.get(k) == v for k, v in rule.scope.items()):
+                event = self._evaluate(rule, series, labels, now)
+                if event is not None:
+                    out.append(event)
+        return out
+
+    def tick(self, metrics: MetricsState, now: float) -> list[Event]:
+        """Evaluate every rule against every matching series: pending times that ran out."""
+        out: list[Event] = []
+        for name, rules in self.by_metric.items():
+            for series in metrics.by_name.get(name, ()):
+                labels = dict(series.labels)
+                for rule in rules:
+                    if rule.enabled and all(labels.get(k) == v for k, v in rule.scope.items()):
+                        event = self._evaluate(rule, series, labels, now)
+                        if event is not None:
+                            out.append(event)
+        return out
+
+    def _evaluate(
+        self, rule: Rule, series: Series, labels: dict[str, str], now: float
+    ) -> Event | None:
+        text = series_text(labels)
+        key = (rule.rule_id, text)
+        active = self.state.active.get(key)
+        if holds(rule.condition, series, rule.threshold, text):
+            since = self.true_since.setdefault(key, now)
+            if active is not None or now - since < rule.pending_s:
+                return None
+            last = self.state.last_fired.get(key)
+            if last is not None and now - last < rule.cooldown_minutes * 60:
+                return None
+            n = self.state.fired_count.get(key, 0) + 1
+            aid = f"{rule.rule_id}-{n}" + (f"-{_short_hash(text)}" if text else "")
+            if f"alert:{aid}" in self._sent:
+                return None
+            self._sent.add(f"alert:{aid}")
+            where = f" ({text})" if text else ""
+            return AlertFired(
+                id=f"alert:{aid}",
+                alert_id=aid,
+                rule_id=rule.rule_id,
+                metric_name=rule.metric_name,
+                value=series.last,
+                threshold=rule.threshold,
+                severity=rule.severity,
+                message=f"{rule.metric_name}{where} is {series.last:g}, "
+                f"{rule.condition.replace('_', ' ')} {rule.threshold}"
+                + (f": {rule.description}" if rule.description else ""),
+                labels=labels,
+            )
+        self.true_since.pop(key, None)
+        if active is None or f"resolved:{active}" in self._sent:
+            return None
+        self._sent.add(f"resolved:{active}")
+        return AlertResolved(
+            id=f"resolved:{active}",
+            alert_id=active,
+            reason=f"cleared: {rule.metric_name} is {series.last:g}",
+        )
+
+
+def _short_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:8]

@@ -1,0 +1,206 @@
+"""Metrics and alerts as pure folds and decisions, driven with an injected clock."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from actors.alerting import AlertEngine, AlertRuleError, check_rule
+from bus.events import (
+    AlertAcknowledged,
+    AlertRuleAdded,
+    Event,
+    ExecutionCompleted,
+    ExecutionFailed,
+    ExecutionRequested,
+    ExecutionStarted,
+    MetricRecorded,
+    StageCompleted,
+    StageDispatched,
+    StageStarted,
+    WorkerHeartbeat,
+    to_map,
+)
+from store.projections import metrics as folds
+
+T0 = 1_800_000_000.0
+
+
+class Loop:
+    """Metrics fold + alert engine, with the hub as a list: decisions are folded back."""
+
+    def __init__(self, retention_s: float = 3600.0) -> None:
+        self.metrics = folds.MetricsState(retention_s=retention_s)
+        self.engine = AlertEngine()
+        self.log: list[dict[str, Any]] = []
+        self.now = T0
+
+    def emit(self, event: Event) -> list[Event]:
+        fields = to_map(event)
+        fields["ts"] = self.now
+        if any(f["id"] == fields["id"] for f in self.log):
+            return []
+        self.log.append(fields)
+        seq = len(self.log)
+        folds.evolve(seq, fields, self.metrics)
+        self.engine.apply(seq, fields)
+        decided = []
+        for series in list(self.metrics.changed):
+            decided.extend(self.engine.observe(series, self.now))
+        for event in decided:
+            self.emit(event)
+        return decided
+
+    def tick(self) -> list[Event]:
+        decided = self.engine.tick(self.metrics, self.now)
+        for event in decided:
+            self.emit(event)
+        return decided
+
+    def of(self, kind: str) -> list[dict[str, Any]]:
+        return [f for f in self.log if f["type"] == kind]
+
+
+def rule(**fields) -> AlertRuleAdded:
+    base = {"rule_id": "slow", "metric_name": "stage_duration_seconds", "condition": "greater_than",
+            "threshold": 60, "severity": "high", "cooldown_minutes": 5}  # fmt: skip
+    return AlertRuleAdded(**check_rule({**base, **fields}))
+
+
+def completed(stage: str, seconds: float, rows: int = 1000) -> StageCompleted:
+    return StageCompleted(execution_id="e1", stage=stage, worker="w1", artifact="a", rows_in=rows,
+                          rows_out=rows, bytes=1, sha256="", duration_s=seconds, task_id=f"t{seconds}")  # fmt: skip
+
+
+def test_a_stage_duration_rule_fires_holds_its_cooldown_and_resolves_when_clear():
+    loop = Loop()
+    loop.emit(rule(scope={"stage": "data_cleaning"}))
+    loop.emit(completed("data_cleaning", 30))
+    assert loop.of("AlertFired") == []
+    loop.emit(completed("feature_engineering", 300))  # out of scope
+    assert loop.of("AlertFired") == []
+    loop.now += 1
+    (fired,) = loop.emit(completed("data_cleaning", 90))
+    assert fired.TYPE == "AlertFired"
+    assert (fired.value, fired.labels, fired.severity) == (90.0, {"stage": "data_cleaning"}, "high")
+    loop.now += 1
+    loop.emit(completed("data_cleaning", 95))  # still active: no second alert
+    loop.now += 1
+    (resolved,) = loop.emit(completed("data_cleaning", 20))
+    assert resolved.TYPE == "AlertResolved"
+    assert resolved.alert_id == fired.alert_id
+    loop.now += 60
+    assert loop.emit(completed("data_cleaning", 99)) == []  # within the 5-minute cooldown
+    loop.now += 300
+    (again,) = loop.emit(completed("data_cleaning", 99))
+    assert again.alert_id != fired.alert_id
+
+
+def test_a_pending_rule_fires_only_after_the_condition_held_and_a_flap_notifies_once():
+    loop = Loop()
+    loop.emit(rule(rule_id="hot", metric_name="cpu_percent", threshold=90, pending_s=30,
+                   scope={"worker": "w1"}))  # fmt: skip
+
+    def beat(cpu: float) -> None:
+        loop.emit(
+            WorkerHeartbeat(worker="w1", host="h", cpu_percent=cpu, memory_percent=10, rss_bytes=1)
+        )
+
+    beat(95)
+    loop.now += 10
+    beat(50)  # false within the pending time: the timer starts again
+    loop.now += 10
+    beat(97)
+    loop.now += 20
+    beat(97)
+    assert loop.tick() == []  # 20 s since it became true again
+    loop.now += 15
+    beat(98)
+    assert len(loop.of("AlertFired")) == 1
+    loop.now += 10
+    loop.tick()
+    assert len(loop.of("AlertFired")) == 1
+
+
+def test_an_acknowledged_alert_stays_quiet_until_it_resolves():
+    loop = Loop()
+    loop.emit(rule(cooldown_minutes=0))
+    (fired,) = loop.emit(completed("s", 100))
+    loop.emit(AlertAcknowledged(alert_id=fired.alert_id))
+    loop.now += 1
+    assert loop.emit(completed("s", 200)) == []
+    assert loop.engine.state.alerts[fired.alert_id].acknowledged
+    loop.now += 1
+    loop.emit(completed("s", 1))
+    assert loop.engine.state.alerts[fired.alert_id].resolved
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"condition": "above"}, "condition 'above' is not one of"),
+        ({"threshold": "lots"}, "threshold of a greater_than rule must be a number, not 'lots'"),
+        ({"metric_name": "stage_durations"}, "unknown metric 'stage_durations'"),
+        ({"severity": "apocalyptic"}, "severity 'apocalyptic' is not one of"),
+        ({"scope": {"galaxy": "x"}}, "scope must be a table of"),
+    ],
+)
+def test_invalid_rules_are_refused_in_one_line(change, message):
+    base = {"rule_id": "r", "metric_name": "stage_duration_seconds", "condition": "greater_than",
+            "threshold": 1, "severity": "high"}  # fmt: skip
+    with pytest.raises(AlertRuleError, match=message) as err:
+        check_rule({**base, **change}, known_metrics={"my_metric"})
+    assert "\n" not in str(err.value)
+    check_rule({**base, "metric_name": "my_metric"}, known_metrics={"my_metric"})
+
+
+def test_custom_metrics_from_programs_and_stage_reports_are_series_like_the_builtins():
+    loop = Loop()
+    loop.emit(
+        rule(rule_id="nulls", metric_name="null_ratio", threshold=0.1, scope={"stage": "clean"})
+    )
+    loop.emit(MetricRecorded(name="queue_lag", value=3.5, labels={"topic": "orders"}))
+    report = {"metrics": {"null_ratio": 0.25, "label": "not a number"}}
+    event = StageCompleted(execution_id="e", stage="clean", worker="w", artifact="a", rows_in=1,
+                           rows_out=1, bytes=1, sha256="", duration_s=1.0, report=report)  # fmt: skip
+    loop.emit(event)
+    assert loop.metrics.get("queue_lag", (("topic", "orders"),)).last == 3.5
+    assert loop.metrics.get("null_ratio", (("stage", "clean"),)).last == 0.25
+    assert loop.metrics.get("label", (("stage", "clean"),)) is None
+    assert [a["rule_id"] for a in loop.of("AlertFired")] == ["nulls"]
+
+
+def test_execution_counts_rates_waits_and_a_contains_rule_on_errors():
+    loop = Loop()
+    loop.emit(rule(rule_id="oom", metric_name="execution_error", condition="contains",
+                   threshold="MemoryError"))  # fmt: skip
+    for eid, ok in (("a", True), ("b", False), ("c", True)):
+        loop.emit(ExecutionRequested(execution_id=eid, stages=["s"], input_data="/x"))
+        loop.emit(ExecutionStarted(execution_id=eid, mode="sequential"))
+        loop.emit(StageDispatched(execution_id=eid, stage="s", task_id=f"{eid}/t", partition=0,
+                                  partitions=1, attempt=1, lease_ms=1000, inputs=[]))  # fmt: skip
+        loop.now += 0.25
+        loop.emit(StageStarted(execution_id=eid, stage="s", worker="w", task_id=f"{eid}/t"))
+        loop.now += 1
+        if ok:
+            loop.emit(ExecutionCompleted(execution_id=eid, records_processed=10, duration_s=1.25))
+        else:
+            loop.emit(
+                ExecutionFailed(execution_id=eid, error="MemoryError: out of memory", stage="s")
+            )
+    m = loop.metrics
+    assert m.status_counts == {"completed": 2, "failed": 1, "requested": 0, "running": 0}
+    assert m.get("success_rate").last == pytest.approx(2 / 3)
+    assert m.get("stage_queue_wait_seconds", (("stage", "s"),)).last == pytest.approx(0.25)
+    assert [a["rule_id"] for a in loop.of("AlertFired")] == ["oom"]
+
+
+def test_history_is_kept_for_the_retention_time_only():
+    loop = Loop(retention_s=100)
+    for i in range(300):
+        loop.now = T0 + i
+        loop.emit(MetricRecorded(name="x", value=float(i)))
+    samples = loop.metrics.get("x").samples
+    assert (samples[0][0], samples[-1][0]) == (T0 + 199, T0 + 299)
+    assert loop.metrics.get("x").count == 300
