@@ -20,6 +20,8 @@ _LAZY = {
     "ScheduleType": "actors.schedule_api",
     "RetryStrategy": "actors.schedule_api",
     "MisfirePolicy": "actors.schedule_api",
+    "PipelineMonitor": "actors.monitor_api",
+    "AlertRule": "actors.monitor_api",
 }
 
 __all__ = sorted(_LAZY)

@@ -12,6 +12,7 @@ import atexit
 import json
 import time
 import uuid
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -27,6 +28,13 @@ from bus.events import CancelRequested, ExecutionRequested, PauseRequested, Resu
 from store.projections import executions as folds
 
 TERMINAL = ("completed", "failed", "cancelled", "timed_out")
+_latest: weakref.ref[MLPipelineOrchestrator] | None = None
+
+
+def latest() -> MLPipelineOrchestrator | None:
+    """The orchestrator made last in this process, while it is open (the monitor's default)."""
+    orchestrator = _latest() if _latest is not None else None
+    return orchestrator if orchestrator is not None and not orchestrator.closed else None
 
 
 class ExecutionMode(StrEnum):
@@ -151,6 +159,9 @@ class MLPipelineOrchestrator:
                 self.system.start()
                 atexit.register(self.close)
         self.client = Client(self.endpoints)
+        self.closed = False
+        global _latest
+        _latest = weakref.ref(self)
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -158,6 +169,7 @@ class MLPipelineOrchestrator:
         """Disconnect; stop the system if this object started it."""
         if getattr(self, "client", None) is not None:
             self.client.close()
+        self.closed = True
         if self.system is not None:
             self.system.stop()
             self.system = None

@@ -8,6 +8,7 @@ import sys
 from actors.commands import actors as actor_commands
 from actors.commands import executions as execution_commands
 from actors.commands import log as log_commands
+from actors.commands import monitoring as monitoring_commands
 from actors.commands import sample as sample_commands
 from actors.commands import schedules as schedule_commands
 from actors.commands import stages as stage_commands
@@ -35,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample_commands.register(sub)
     stage_commands.register(sub)
     schedule_commands.register(sub)
+    monitoring_commands.register(sub)
     return parser
 
 

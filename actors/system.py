@@ -43,6 +43,8 @@ class System:
     scheduler: bool = False
     max_concurrent: int = 3
     schedules_file: Path | None = None
+    monitor: bool = False
+    monitor_args: Sequence[str] = ()
     children: list[Child] = field(default_factory=list)
     stopping: bool = False
 
@@ -79,8 +81,18 @@ class System:
             )
         if self.scheduler:
             self.children.append(self.scheduler_child())
+        if self.monitor:
+            self.children.append(Child("monitor", self._porch("monitor", *self.monitor_args)))
         for child in self.children[1:]:
             self._spawn(child)
+
+    def add_child(self, name: str, *args: str) -> None:
+        """Start another actor in this running system (the Python API's monitor)."""
+        if any(c.name == name for c in self.children):
+            return
+        child = Child(name, self._porch(*args))
+        self.children.append(child)
+        self._spawn(child)
 
     def scheduler_child(self) -> Child:
         schedules = ["--schedules", str(self.schedules_file)] if self.schedules_file else []
@@ -99,7 +111,10 @@ class System:
         self._spawn(child)
 
     def remove_scheduler(self, timeout_s: float = 10.0) -> None:
-        for child in [c for c in self.children if c.name == "scheduler"]:
+        self.remove_child("scheduler", timeout_s)
+
+    def remove_child(self, name: str, timeout_s: float = 10.0) -> None:
+        for child in [c for c in self.children if c.name == name]:
             self.children.remove(child)
             if child.proc is not None and child.proc.poll() is None:
                 child.proc.terminate()

@@ -70,7 +70,10 @@ def main() -> int:
         porch("replay", "--execution", "demo-1", "--type", "ExecutionCompleted", data_dir=data_dir,
               note="the log holds everything")  # fmt: skip
     finally:
-        print("\n# stopping the system (SIGTERM: workers, orchestrator, scheduler, then the hub)", flush=True)
+        print(
+            "\n# stopping the system (SIGTERM: workers, orchestrator, scheduler, then the hub)",
+            flush=True,
+        )
         up.send_signal(signal.SIGTERM)
         try:
             up.wait(30)

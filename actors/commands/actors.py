@@ -10,6 +10,7 @@ import threading
 from pathlib import Path
 
 from actors.commands.common import add_data_dir, data_dir_of
+from actors.commands.monitoring import add_monitor_flags, monitor_args
 from actors.errors import UsageError
 from actors.stagecfg import parse_stage_args
 from actors.system import System, default_checkpoint_dir
@@ -48,7 +49,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     work.set_defaults(func=cmd_worker)
 
     up = sub.add_parser(
-        "up", help="run hub, orchestrator, workers and scheduler; Ctrl-C stops them"
+        "up", help="run hub, orchestrator, workers, scheduler and monitor; Ctrl-C stops them"
     )
     add_data_dir(up)
     up.add_argument("--workers", type=int, default=2, help="how many workers (default 2)")
@@ -60,6 +61,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     up.add_argument(
         "--schedules", metavar="FILE.toml", help="add or update these schedules at start"
     )
+    add_monitor_flags(up)
     _stage_flag(up)
     up.set_defaults(func=cmd_up)
 
@@ -145,6 +147,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         scheduler=True,
         max_concurrent=args.max_concurrent,
         schedules_file=schedules,
+        monitor=True,
+        monitor_args=monitor_args(args),
     )
     stopping = threading.Event()
 

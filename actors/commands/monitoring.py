@@ -1,0 +1,278 @@
+"""`porch monitor`, `porch metrics` and `porch alerts list|ack|resolve|rules|add-rule|remove-rule`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from actors.commands.common import add_data_dir, connect, data_dir_of
+from actors.errors import ActorError, UsageError
+from bus.events import AlertAcknowledged, AlertResolved, AlertRuleAdded, AlertRuleRemoved
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    mon = sub.add_parser("monitor", help="run the monitor (needs a running hub)")
+    add_data_dir(mon)
+    add_monitor_flags(mon)
+    mon.set_defaults(func=cmd_monitor)
+
+    met = sub.add_parser("metrics", help="current metrics; --export writes the history")
+    add_data_dir(met)
+    met.add_argument("--json", action="store_true", help="print the current metrics as JSON")
+    met.add_argument("--export", metavar="FILE", help="write the history and alerts to FILE")
+    met.add_argument("--format", choices=["json", "csv"], default="json", help="with --export")
+    met.set_defaults(func=cmd_metrics)
+
+    alerts = sub.add_parser("alerts", help="alerts and alert rules")
+    verbs = alerts.add_subparsers(dest="verb", required=True, metavar="VERB")
+    lst = verbs.add_parser("list", help="alerts, newest first")
+    add_data_dir(lst)
+    lst.add_argument("--severity")
+    state = lst.add_mutually_exclusive_group()
+    state.add_argument("--active", action="store_true", help="only unresolved alerts")
+    state.add_argument("--resolved", action="store_true", help="only resolved alerts")
+    lst.add_argument("--limit", type=int, default=50)
+    lst.add_argument("--json", action="store_true")
+    lst.set_defaults(func=cmd_list)
+    for verb, helptext in (("ack", "acknowledge an alert: no more notifications until it resolves"),
+                           ("resolve", "resolve an alert by hand")):  # fmt: skip
+        cmd = verbs.add_parser(verb, help=helptext)
+        add_data_dir(cmd)
+        cmd.add_argument("alert_id")
+        cmd.set_defaults(func=cmd_alert_state, verb=verb)
+    rules = verbs.add_parser("rules", help="the alert rules")
+    add_data_dir(rules)
+    rules.add_argument("--json", action="store_true")
+    rules.set_defaults(func=cmd_rules)
+    add = verbs.add_parser("add-rule", help="add (or replace) an alert rule")
+    add_data_dir(add)
+    add.add_argument("rule_id")
+    add.add_argument("--metric", required=True, dest="metric_name")
+    add.add_argument("--condition", required=True, help="greater_than, less_than, equals, contains")
+    add.add_argument("--threshold", required=True)
+    add.add_argument("--severity", default="medium", help="info, low, medium, high, critical")
+    add.add_argument("--cooldown-minutes", type=float, default=5.0)
+    add.add_argument(
+        "--pending-seconds", type=float, default=0.0, help="hold this long before firing"
+    )
+    add.add_argument("--scope", action="append", default=[], metavar="KEY=VALUE",
+                     help="stage=..., schedule=..., worker=... or host=... (repeatable)")  # fmt: skip
+    add.add_argument("--description", default="")
+    add.add_argument("--disabled", action="store_true")
+    add.add_argument("--custom", action="store_true", help="allow a metric with no sample yet")
+    add.set_defaults(func=cmd_add_rule)
+    rm = verbs.add_parser("remove-rule", help="remove an alert rule")
+    add_data_dir(rm)
+    rm.add_argument("rule_id")
+    rm.set_defaults(func=cmd_remove_rule)
+
+
+def add_monitor_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--retention-hours", type=float, default=24.0, help="history kept (default 24)"
+    )
+    parser.add_argument("--sampling-interval", type=float, default=10.0, metavar="SECONDS",
+                        help="host samples and rule checks (default 10)")  # fmt: skip
+    parser.add_argument(
+        "--no-alerting", action="store_true", help="keep metrics, evaluate no rules"
+    )
+    parser.add_argument(
+        "--http-port", type=int, default=0, help="loopback HTTP port (default: any free)"
+    )
+    parser.add_argument("--webhook", action="append", default=[], metavar="URL",
+                        help="POST each new alert as JSON here (repeatable)")  # fmt: skip
+    parser.add_argument("--notify-command", action="append", default=[], metavar="CMD",
+                        help="run CMD with each new alert as JSON on stdin (repeatable)")  # fmt: skip
+
+
+def monitor_args(args: argparse.Namespace) -> list[str]:
+    """The `porch monitor` flags for these parsed flags (for `porch up`)."""
+    out = ["--retention-hours", str(args.retention_hours), "--sampling-interval", str(args.sampling_interval),
+           "--http-port", str(args.http_port)]  # fmt: skip
+    if args.no_alerting:
+        out.append("--no-alerting")
+    for url in args.webhook:
+        out += ["--webhook", url]
+    for command in args.notify_command:
+        out += ["--notify-command", command]
+    return out
+
+
+def cmd_monitor(args: argparse.Namespace) -> int:
+    from actors.commands.actors import need_hub
+    from actors.monitor import MonitorConfig, run_monitor
+    from bus.endpoints import Endpoints
+
+    data_dir = data_dir_of(args)
+    need_hub(data_dir, "monitor")
+    if not 0 <= args.http_port <= 65535:
+        raise UsageError(f"--http-port must be 0..65535, got {args.http_port}")
+    try:
+        config = MonitorConfig(
+            data_dir=data_dir,
+            endpoints=Endpoints.local(data_dir),
+            retention_hours=args.retention_hours,
+            sampling_interval_s=args.sampling_interval,
+            alerting=not args.no_alerting,
+            http_port=args.http_port,
+            webhooks=tuple(args.webhook),
+            commands=tuple(args.notify_command),
+        )
+    except ValueError as exc:
+        raise UsageError(f"monitor: {exc}") from None
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    return run_monitor(config)
+
+
+def fold_monitoring(client: Any, retention_hours: float = 24.0) -> tuple[Any, Any]:
+    """The metrics and alert folds of the log, as the monitor folds them."""
+    from actors.monitor import TYPES
+    from store.projections import alerts as alert_folds
+    from store.projections import metrics as folds
+
+    metrics = folds.MetricsState(retention_s=retention_hours * 3600)
+    alerts = alert_folds.AlertsState()
+    for record in client.read(1, types=TYPES):
+        fields = record.fields()
+        folds.evolve(record.seq, fields, metrics)
+        if fields["type"] in alert_folds.TYPES:
+            alert_folds.evolve(record.seq, fields, alerts)
+    return metrics, alerts
+
+
+def cmd_metrics(args: argparse.Namespace) -> int:
+    from actors import monitorviews as views
+
+    with connect(args) as client:
+        metrics, alerts = fold_monitoring(client)
+    now = time.time()
+    if args.export:
+        path = views.export(metrics, alerts, now, Path(args.export), args.format)
+        print(f"wrote {path}")
+        return 0
+    current = views.current_metrics(metrics, alerts, now)
+    if args.json:
+        print(json.dumps(current, default=str))
+        return 0
+    ex = current["executions"]
+    print(f"executions: {ex['by_status'] or 'none'}; success rate {_pct(ex['success_rate'])}")
+    for stage, view in current["stages"].items():
+        d, r = view["duration_seconds"], view["records_per_second"]
+        flag = "  REGRESSION" if view["duration_trend"]["regression"] else ""
+        print(f"  {stage:<24} runs {d['count']:>5}  p50 {d['p50']:.3f} s  p99 {d['p99']:.3f} s  "
+              f"{r.get('p50', 0):,.0f} rec/s{flag}")  # fmt: skip
+    res = current["resources"]
+    print(f"resources: cpu {_pct_raw(res['cpu_percent'])}, memory {_pct_raw(res['memory_percent'])}, "
+          f"disk {_pct_raw(res['disk_percent'])}; workers alive {current['workers_alive']}/{len(current['workers'])}; "
+          f"queue {current['queue_depth']:.0f}; active alerts {current['alerts']['active']}")  # fmt: skip
+    return 0
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value * 100:.1f}%"
+
+
+def _pct_raw(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}%"
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from actors import monitorviews as views
+
+    with connect(args) as client:
+        _, alerts = fold_monitoring(client)
+    resolved = True if args.resolved else (False if args.active else None)
+    rows = views.alert_list(alerts, args.severity, resolved, args.limit)
+    if args.json:
+        for row in rows:
+            print(json.dumps(row, default=str))
+        return 0
+    if not rows:
+        print("no alerts")
+    for row in rows:
+        state = "resolved" if row["resolved"] else ("acked" if row["acknowledged"] else "ACTIVE")
+        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(row["fired_ts"]))
+        print(f"{row['alert_id']:<32} {state:<8} {row['severity']:<8} {when}  {row['message']}")
+    return 0
+
+
+def alert_state(client: Any, alert_id: str, verb: str) -> int:
+    _, alerts = fold_monitoring(client)
+    alert = alerts.alerts.get(alert_id)
+    if alert is None:
+        raise ActorError(f"no alert {alert_id!r}")
+    if alert.resolved:
+        raise ActorError(f"alert {alert_id} is already resolved")
+    if verb == "ack":
+        return int(client.append(AlertAcknowledged(alert_id=alert_id)))
+    return int(client.append(AlertResolved(alert_id=alert_id, reason="resolved by hand")))
+
+
+def cmd_alert_state(args: argparse.Namespace) -> int:
+    with connect(args) as client:
+        seq = alert_state(client, args.alert_id, args.verb)
+    print(
+        f"{'acknowledged' if args.verb == 'ack' else 'resolved'} alert {args.alert_id} (seq {seq})"
+    )
+    return 0
+
+
+def cmd_rules(args: argparse.Namespace) -> int:
+    from actors import monitorviews as views
+
+    with connect(args) as client:
+        _, alerts = fold_monitoring(client)
+    rows = views.rule_list(alerts)
+    if args.json:
+        for row in rows:
+            print(json.dumps(row))
+        return 0
+    if not rows:
+        print("no alert rules; add one with `porch alerts add-rule`")
+    for r in rows:
+        scope = ",".join(f"{k}={v}" for k, v in r["scope"].items()) or "all"
+        print(f"{r['rule_id']:<20} {r['metric_name']} {r['condition']} {r['threshold']} [{scope}] "
+              f"{r['severity']} cooldown {r['cooldown_minutes']:g} min pending {r['pending_s']:g} s"
+              f"{'' if r['enabled'] else ' (disabled)'}")  # fmt: skip
+    return 0
+
+
+def add_rule(client: Any, rule: dict[str, Any], *, custom: bool = False) -> int:
+    from actors.alerting import check_rule
+
+    metrics, _ = fold_monitoring(client)
+    checked = check_rule(rule, None if custom else set(metrics.by_name))
+    return int(client.append(AlertRuleAdded(**checked)))
+
+
+def cmd_add_rule(args: argparse.Namespace) -> int:
+    scope: dict[str, str] = {}
+    for item in args.scope:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise UsageError(f"--scope {item!r} must be KEY=VALUE")
+        scope[key.strip()] = value.strip()
+    rule = {
+        "rule_id": args.rule_id, "metric_name": args.metric_name, "condition": args.condition,
+        "threshold": args.threshold, "severity": args.severity,
+        "cooldown_minutes": args.cooldown_minutes, "pending_s": args.pending_seconds,
+        "scope": scope, "description": args.description, "enabled": not args.disabled,
+    }  # fmt: skip
+    with connect(args) as client:
+        seq = add_rule(client, rule, custom=args.custom)
+    print(f"added rule {args.rule_id} (seq {seq})")
+    return 0
+
+
+def cmd_remove_rule(args: argparse.Namespace) -> int:
+    with connect(args) as client:
+        _, alerts = fold_monitoring(client)
+        if args.rule_id not in alerts.rules:
+            raise ActorError(f"no alert rule {args.rule_id!r}")
+        seq = client.append(AlertRuleRemoved(rule_id=args.rule_id))
+    print(f"removed rule {args.rule_id} (seq {seq})")
+    return 0

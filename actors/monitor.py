@@ -1,0 +1,328 @@
+"""``porch monitor``: folds the event stream into metrics and alerts, serves them over HTTP.
+
+Startup folds the whole log (the history within the retention, the rules and the alerts), then
+goes live. Every event is folded as it comes; a series that got a sample has its rules evaluated
+at once, and every ``sampling_interval_s`` the monitor samples its host with psutil, writes the
+samples and the workers' liveness as ``MetricRecorded`` events, and evaluates every rule (the
+pending times). Alerts are events; notifications go out when an ``AlertFired`` comes back
+durable, on a thread pool, so a slow webhook never holds the monitor up.
+
+HTTP on loopback (``run/monitor.json`` says the port): ``/metrics`` (Prometheus text),
+``/api/metrics``, ``/api/alerts``, ``/api/executions``.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import json
+import logging
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Final
+
+import psutil
+import zmq
+
+from actors import monitorviews as views
+from actors import pidlock
+from actors.alerting import AlertEngine
+from bus.client import Client, Record
+from bus.endpoints import Endpoints, run_dir
+from bus.errors import BusError
+from bus.events import Event, MetricRecorded, set_source, to_map
+from bus.wire import pack
+from store.projections import alerts as alert_folds
+from store.projections import metrics as folds
+
+log = logging.getLogger("porch.monitor")
+TYPES: Final = folds.TYPES | alert_folds.TYPES
+WEBHOOK_TRIES: Final = 3
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MonitorConfig:
+    data_dir: Path
+    endpoints: Endpoints
+    retention_hours: float = 24.0
+    sampling_interval_s: float = 10.0
+    alerting: bool = True
+    http_host: str = "127.0.0.1"
+    http_port: int = 0
+    webhooks: tuple[str, ...] = ()
+    commands: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not 0 < self.retention_hours <= 24 * 366:
+            raise ValueError(f"retention must be 0..8784 hours, got {self.retention_hours}")
+        if not 0.05 <= self.sampling_interval_s <= 3600:
+            raise ValueError(
+                f"sampling interval must be 0.05..3600 s, got {self.sampling_interval_s}"
+            )
+
+
+def info_path(data_dir: Path) -> Path:
+    return run_dir(data_dir) / "monitor.json"
+
+
+def monitor_running(data_dir: Path) -> bool:
+    return pidlock.held(run_dir(data_dir) / "monitor.lock")
+
+
+def monitor_address(data_dir: Path) -> str | None:
+    """``http://host:port`` of the running monitor of a data dir, if any."""
+    if not monitor_running(data_dir):
+        return None
+    try:
+        info = json.loads(info_path(data_dir).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return f"http://{info['host']}:{info['port']}"
+
+
+@dataclass(slots=True)
+class Notifier:
+    """Sends each new alert to the log and to every webhook and command, off the main loop."""
+
+    webhooks: tuple[str, ...] = ()
+    commands: tuple[str, ...] = ()
+    pool: concurrent.futures.ThreadPoolExecutor = field(
+        default_factory=lambda: concurrent.futures.ThreadPoolExecutor(4, "porch-notify")
+    )
+
+    def notify(self, alert: dict[str, Any]) -> None:
+        log.warning("ALERT %s [%s] %s", alert["alert_id"], alert["severity"], alert["message"])
+        body = json.dumps(alert, default=str).encode()
+        for url in self.webhooks:
+            self.pool.submit(self._post, url, body)
+        for command in self.commands:
+            self.pool.submit(self._run, command, body)
+
+    @staticmethod
+    def _post(url: str, body: bytes) -> None:
+        for attempt in range(1, WEBHOOK_TRIES + 1):
+            request = urllib.request.Request(
+                url, data=body, headers={"Content-Type": "application/json"}, method="POST"
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=5) as reply:
+                    if 200 <= reply.status < 300:
+                        return
+            except OSError as exc:
+                log.warning("monitor: webhook %s failed (try %d): %s", url, attempt, exc)
+            if attempt < WEBHOOK_TRIES:
+                threading.Event().wait(0.5 * 2**attempt)
+        log.error("monitor: webhook %s gave up after %d tries", url, WEBHOOK_TRIES)
+
+    @staticmethod
+    def _run(command: str, body: bytes) -> None:
+        try:
+            done = subprocess.run(
+                shlex.split(command), input=body, capture_output=True, timeout=30, check=False
+            )
+            if done.returncode:
+                log.warning("monitor: notify command %r exited %d", command, done.returncode)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            log.warning("monitor: notify command %r failed: %s", command, exc)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+class Monitor:
+    def __init__(self, config: MonitorConfig) -> None:
+        self.config = config
+        self.metrics = folds.MetricsState(retention_s=config.retention_hours * 3600)
+        self.engine = AlertEngine()
+        self.lock = threading.Lock()
+        self.notifier = Notifier(config.webhooks, config.commands)
+        self.live = False
+        self._stop = False
+        self.host = socket.gethostname()
+        self.process = psutil.Process()
+
+    def stop(self, *_: object) -> None:
+        self._stop = True
+
+    def run(self) -> None:
+        set_source("monitor")
+        lock_fd, holder = pidlock.hold(run_dir(self.config.data_dir) / "monitor.lock")
+        if lock_fd is None:
+            log.warning("monitor: another monitor (pid %s) runs for this data dir", holder)
+        ctx = zmq.Context()
+        self.client = Client(self.config.endpoints, context=ctx)
+        sub = self.client.subscribe(from_seq=1, types=TYPES)
+        server = self._serve(write_info=lock_fd is not None)
+        psutil.cpu_percent(None)  # the first call only starts the measurement
+        try:
+            head = self.client.head()
+            while sub.position < head and not self._stop:
+                self._fold(sub.receive(1000))
+            self.live = True
+            log.info(
+                "monitor: live after %d events, http %s", self.metrics.events, server.server_address
+            )
+            next_tick = time.monotonic()
+            while not self._stop:
+                now_mono = time.monotonic()
+                if now_mono >= next_tick:
+                    next_tick = now_mono + self.config.sampling_interval_s
+                    self._tick()
+                wait_ms = max(0, int((next_tick - time.monotonic()) * 1000))
+                if sub.socket.poll(min(wait_ms, 1000)):
+                    self._fold(sub.receive(0))
+        finally:
+            server.shutdown()
+            self.notifier.close()
+            sub.close()
+            self.client.close()
+            ctx.term()
+
+    # --- folding and deciding -----------------------------------------------------------------
+
+    def _fold(self, records: list[Record]) -> None:
+        decided: list[Event] = []
+        fired: list[dict[str, Any]] = []
+        now = time.time()
+        with self.lock:
+            for record in records:
+                try:
+                    fields = record.fields()
+                    folds.evolve(record.seq, fields, self.metrics)
+                    if fields["type"] in alert_folds.TYPES:
+                        self.engine.apply(record.seq, fields)
+                        if fields["type"] == "AlertFired" and self.live:
+                            alert = self.engine.state.alerts.get(fields["alert_id"])
+                            if alert is not None and alert.fired_seq == record.seq:
+                                fired.append(alert_folds.describe(alert))
+                    if self.live and self.config.alerting:
+                        for series in self.metrics.changed:
+                            decided.extend(self.engine.observe(series, now))
+                except Exception as exc:  # a malformed event is logged and skipped
+                    log.error("monitor: cannot fold seq %s: %s", record.seq, exc)
+        self._send(decided)
+        for alert in fired:
+            self.notifier.notify(alert)
+
+    def _tick(self) -> None:
+        now = time.time()
+        events: list[Event] = []
+        try:
+            disk = psutil.disk_usage(str(self.config.data_dir)).percent
+        except OSError:
+            disk = 0.0
+        host = {"host": self.host}
+        events += [
+            MetricRecorded(name="cpu_percent", value=psutil.cpu_percent(None), labels=host),
+            MetricRecorded(
+                name="memory_percent", value=psutil.virtual_memory().percent, labels=host
+            ),
+            MetricRecorded(name="disk_percent", value=disk, labels=host),
+        ]
+        with self.lock:
+            workers = views.worker_view(self.metrics, now)
+            for worker, info in workers.items():
+                if not info["stopped"]:
+                    events.append(
+                        MetricRecorded(
+                            name="worker_missed_heartbeats",
+                            value=float(info["missed_heartbeats"]),
+                            labels={"worker": worker},
+                        )
+                    )
+            events.append(
+                MetricRecorded(
+                    name="workers_alive", value=float(sum(w["alive"] for w in workers.values()))
+                )
+            )
+            if self.config.alerting:
+                events += self.engine.tick(self.metrics, now)
+        self._send(events)
+
+    def _send(self, events: list[Event]) -> None:
+        for event in events:
+            try:
+                self.client.publish(pack(to_map(event)))
+            except BusError as exc:
+                log.error("monitor: could not send %s: %s", event.TYPE, exc)
+
+    # --- HTTP ------------------------------------------------------------------------------------
+
+    def snapshot(self, kind: str) -> Any:
+        with self.lock:
+            now = time.time()
+            if kind == "metrics":
+                return views.current_metrics(self.metrics, self.engine.state, now)
+            if kind == "alerts":
+                return {
+                    "alerts": views.alert_list(self.engine.state, limit=1000),
+                    "rules": views.rule_list(self.engine.state),
+                }
+            if kind == "executions":
+                return {
+                    "by_status": {k: v for k, v in self.metrics.status_counts.items() if v},
+                    "executions": dict(list(self.metrics.statuses.items())[-1000:]),
+                }
+            if kind == "prometheus":
+                from actors.prometheus import render
+
+                return render(self.metrics, self.engine.state, now)
+        raise KeyError(kind)
+
+    def _serve(self, *, write_info: bool) -> ThreadingHTTPServer:
+        monitor = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                routes = {"/metrics": "prometheus", "/api/metrics": "metrics",
+                          "/api/alerts": "alerts", "/api/executions": "executions"}  # fmt: skip
+                kind = routes.get(self.path.split("?", 1)[0])
+                if kind is None:
+                    self._reply(404, b'{"error": "not found"}', "application/json")
+                    return
+                data = monitor.snapshot(kind)
+                if kind == "prometheus":
+                    self._reply(200, data, "text/plain; version=0.0.4; charset=utf-8")
+                else:
+                    self._reply(200, json.dumps(data, default=str).encode(), "application/json")
+
+            def _reply(self, code: int, body: bytes, kind: str) -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+        server = ThreadingHTTPServer((self.config.http_host, self.config.http_port), Handler)
+        server.daemon_threads = True
+        threading.Thread(target=server.serve_forever, name="porch-http", daemon=True).start()
+        if write_info:
+            host, port = server.server_address[:2]
+            path = info_path(self.config.data_dir)
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_text(
+                json.dumps({"host": host, "port": port, "pid": os.getpid()}), encoding="utf-8"
+            )
+            tmp.replace(path)
+        return server
+
+
+def run_monitor(config: MonitorConfig) -> int:
+    monitor = Monitor(config)
+    signal.signal(signal.SIGTERM, monitor.stop)
+    signal.signal(signal.SIGINT, monitor.stop)
+    with contextlib.suppress(KeyboardInterrupt):
+        monitor.run()
+    return 0

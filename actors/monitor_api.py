@@ -1,0 +1,231 @@
+"""The seed README's monitoring API: ``PipelineMonitor`` and ``AlertRule``.
+
+The monitor object reads the log of a porch system: the one of ``endpoint`` (an `Endpoints` or a
+data dir), else the system of the last `MLPipelineOrchestrator` made in this process, else the
+data dir of ``PORCH_DATA_DIR`` (default ``./.porch``). `start_monitoring` starts the monitor actor
+in that system (unless one runs there already), which samples the host, evaluates the rules and
+notifies; the queries fold the log themselves, so they answer with or without it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from actors import api as orchestrator_api
+from actors import monitorviews as views
+from actors.commands.monitoring import add_rule, alert_state, fold_monitoring
+from actors.errors import ActorError, UsageError
+from actors.monitor import monitor_running
+from bus.client import Client
+from bus.endpoints import Endpoints, resolve_data_dir
+from bus.events import AlertRuleRemoved
+
+
+@dataclass(slots=True)
+class AlertRule:
+    """The seed's alert rule, plus an optional pending time and scope."""
+
+    rule_id: str
+    metric_name: str
+    condition: str
+    threshold: float | str
+    severity: str = "medium"
+    cooldown_minutes: float = 5.0
+    enabled: bool = True
+    description: str = ""
+    pending_s: float = 0.0
+    scope: dict[str, str] = field(default_factory=dict)
+
+
+def _epoch(value: datetime | float | None) -> float | None:
+    if value is None:
+        return None
+    return value.timestamp() if isinstance(value, datetime) else float(value)
+
+
+class PipelineMonitor:
+    def __init__(
+        self,
+        metrics_retention_hours: float = 24,
+        sampling_interval_seconds: float = 10,
+        enable_alerting: bool = True,
+        endpoint: Endpoints | str | Path | None = None,
+        *,
+        webhooks: Iterable[str] = (),
+        notify_commands: Iterable[str] = (),
+        allow_custom_metrics: bool = True,
+    ) -> None:
+        if not 0 < metrics_retention_hours <= 24 * 366:
+            raise UsageError(
+                f"metrics_retention_hours must be 0..8784, got {metrics_retention_hours}"
+            )
+        if not 0.05 <= sampling_interval_seconds <= 3600:
+            raise UsageError(
+                f"sampling_interval_seconds must be 0.05..3600, got {sampling_interval_seconds}"
+            )
+        self.metrics_retention_hours = float(metrics_retention_hours)
+        self.sampling_interval_seconds = float(sampling_interval_seconds)
+        self.enable_alerting = enable_alerting
+        self.webhooks = tuple(webhooks)
+        self.notify_commands = tuple(notify_commands)
+        self.allow_custom_metrics = allow_custom_metrics
+        self._endpoint = endpoint
+        self._orchestrator: orchestrator_api.MLPipelineOrchestrator | None = None
+        self._client: Client | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+        self._embedded = False
+
+    # --- which system ----------------------------------------------------------------------------
+
+    def _bind(self, execution: Any = None) -> Client:
+        owner = getattr(execution, "_owner", None)
+        if owner is not None and self._orchestrator is None:
+            self._orchestrator = owner
+        if self._client is not None:
+            return self._client
+        endpoint = self._endpoint
+        if isinstance(endpoint, Endpoints):
+            self._client = Client(endpoint)
+            return self._client
+        if endpoint is None:
+            orchestrator = self._orchestrator or orchestrator_api.latest()
+            if orchestrator is not None:
+                self._orchestrator = orchestrator
+                self._client = Client(orchestrator.endpoints)
+                self.data_dir = getattr(orchestrator, "data_dir", None)
+                return self._client
+            endpoint = resolve_data_dir(None, dict(os.environ))
+        self.data_dir = Path(endpoint).resolve()
+        self._client = Client.local(self.data_dir)
+        return self._client
+
+    def _monitor_args(self) -> list[str]:
+        args = ["monitor", "--retention-hours", str(self.metrics_retention_hours),
+                "--sampling-interval", str(self.sampling_interval_seconds)]  # fmt: skip
+        if not self.enable_alerting:
+            args.append("--no-alerting")
+        for url in self.webhooks:
+            args += ["--webhook", url]
+        for command in self.notify_commands:
+            args += ["--notify-command", command]
+        return args
+
+    # --- the monitor process ---------------------------------------------------------------------
+
+    def start_monitoring(self, execution: Any = None) -> None:
+        """Start the monitor actor for the system (that of ``execution``, if given)."""
+        self._bind(execution)
+        system = self._orchestrator.system if self._orchestrator is not None else None
+        if system is not None:
+            system.add_child("monitor", *self._monitor_args())
+            self._embedded = True
+            return
+        data_dir = getattr(self, "data_dir", None)
+        if data_dir is None:
+            raise ActorError(
+                "this monitor reads a remote system: start `porch monitor` on its host"
+            )
+        if monitor_running(data_dir) or self._process is not None:
+            return
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "actors.cli", *self._monitor_args(), "--data-dir", str(data_dir)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+        atexit.register(self.stop_monitoring)
+
+    def stop_monitoring(self) -> None:
+        if (
+            self._embedded
+            and self._orchestrator is not None
+            and self._orchestrator.system is not None
+        ):
+            self._orchestrator.system.remove_child("monitor")
+            self._embedded = False
+        if self._process is not None:
+            self._process.terminate()
+            try:
+                self._process.wait(10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait(5)
+            self._process = None
+
+    def close(self) -> None:
+        self.stop_monitoring()
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def __enter__(self) -> PipelineMonitor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- rules and alerts ------------------------------------------------------------------------
+
+    def add_alert_rule(self, rule: AlertRule | Mapping[str, Any]) -> str:
+        fields = asdict(rule) if isinstance(rule, AlertRule) else dict(rule)
+        add_rule(self._bind(), fields, custom=self.allow_custom_metrics)
+        return str(fields["rule_id"])
+
+    def remove_alert_rule(self, rule_id: str) -> None:
+        client = self._bind()
+        _, alerts = fold_monitoring(client)
+        if rule_id not in alerts.rules:
+            raise ActorError(f"no alert rule {rule_id!r}")
+        client.append(AlertRuleRemoved(rule_id=rule_id))
+
+    def get_alerts(
+        self, severity: str | None = None, resolved: bool | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        _, alerts = self._fold()
+        return views.alert_list(alerts, severity, resolved, limit)
+
+    def acknowledge_alert(self, alert_id: str) -> None:
+        alert_state(self._bind(), alert_id, "ack")
+
+    def resolve_alert(self, alert_id: str) -> None:
+        alert_state(self._bind(), alert_id, "resolve")
+
+    # --- metrics ---------------------------------------------------------------------------------
+
+    def _fold(self) -> tuple[Any, Any]:
+        return fold_monitoring(self._bind(), self.metrics_retention_hours)
+
+    def get_current_metrics(self) -> dict[str, Any]:
+        metrics, alerts = self._fold()
+        current = views.current_metrics(metrics, alerts, time.time())
+        resources = current["resources"]
+        if resources["cpu_percent"] is None:  # no monitor sample yet: measure this host now
+            resources["cpu_percent"] = psutil.cpu_percent(0.1)
+            resources["memory_percent"] = psutil.virtual_memory().percent
+            resources["disk_percent"] = psutil.disk_usage(str(Path.cwd())).percent
+        return current
+
+    def get_metrics_history(
+        self,
+        metric_names: Iterable[str] | None = None,
+        start_time: datetime | float | None = None,
+        end_time: datetime | float | None = None,
+    ) -> dict[str, list[dict[str, Any]]]:
+        metrics, _ = self._fold()
+        names = [metric_names] if isinstance(metric_names, str) else metric_names
+        return views.history(metrics, names, _epoch(start_time), _epoch(end_time))
+
+    def export_metrics(self, output_path: str | Path, format: str = "json") -> Path:
+        if str(format).lower() not in ("json", "csv"):
+            raise UsageError(f"format {format!r} is not json or csv")
+        metrics, alerts = self._fold()
+        return views.export(metrics, alerts, time.time(), Path(output_path), str(format))

@@ -1,0 +1,135 @@
+"""The monitor's metrics in Prometheus text format, through prometheus_client's own writer.
+
+Names follow Prometheus' conventions: a ``porch_`` prefix, counters ending in ``_total``,
+durations in ``_seconds``. Distributions are gauges with a ``quantile`` label (0.5, 0.9, 0.99
+and 1 for the max) over the kept history. Custom metrics are ``porch_custom_<name>``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Final
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from actors import monitorviews as views
+from store.projections import metrics as folds
+from store.projections.alerts import AlertsState
+from store.projections.metrics import MetricsState, quantile
+
+QUANTILES: Final = (("0.5", 0.5), ("0.9", 0.9), ("0.99", 0.99), ("1", 1.0))
+_BAD: Final = re.compile(r"[^a-zA-Z0-9_]")
+
+
+def _name(text: str) -> str:
+    name = _BAD.sub("_", text)
+    return name if not name[:1].isdigit() else f"_{name}"
+
+
+def _quantiles(family: GaugeMetricFamily, metrics: MetricsState, name: str, label: str) -> None:
+    for series in metrics.by_name.get(name, []):
+        values = [v for _, v in series.samples]
+        if not values:
+            continue
+        key = dict(series.labels).get(label, "")
+        for text, q in QUANTILES:
+            family.add_metric([key, text], quantile(values, q))
+
+
+class _Collector:
+    def __init__(self, metrics: MetricsState, alerts: AlertsState, now: float) -> None:
+        self.metrics, self.alerts, self.now = metrics, alerts, now
+
+    def collect(self) -> Iterator[Metric]:
+        m = self.metrics
+        executions = CounterMetricFamily(
+            "porch_executions", "Executions that ended, by status", labels=["status"]
+        )
+        for status in folds.FINISHED.values():
+            executions.add_metric([status], float(m.status_counts.get(status, 0)))
+        yield executions
+        yield GaugeMetricFamily("porch_executions_running", "Executions running now",
+                                value=float(m.status_counts.get("running", 0)))  # fmt: skip
+        for name, label, help_text in (
+            ("stage_duration_seconds", "stage", "Stage task durations over the kept history"),
+            ("stage_queue_wait_seconds", "stage", "Time from dispatch to start of stage tasks"),
+            ("schedule_lateness_seconds", "schedule", "Time from a schedule's slot to its start"),
+        ):
+            family = GaugeMetricFamily(f"porch_{name}", help_text, labels=[label, "quantile"])
+            _quantiles(family, m, name, label)
+            yield family
+        runs = CounterMetricFamily("porch_stage_tasks", "Stage tasks completed", labels=["stage"])
+        rate = GaugeMetricFamily(
+            "porch_records_per_second", "Latest records/s of a stage", labels=["stage"]
+        )
+        for series in m.by_name.get("stage_duration_seconds", []):
+            runs.add_metric([dict(series.labels).get("stage", "")], float(series.count))
+        for series in m.by_name.get("records_per_second", []):
+            rate.add_metric([dict(series.labels).get("stage", "")], series.last)
+        yield runs
+        yield rate
+        queue = m.get("queue_depth")
+        yield GaugeMetricFamily("porch_queue_depth", "Scheduled executions waiting for admission",
+                                value=queue.last if queue else 0.0)  # fmt: skip
+        up = GaugeMetricFamily(
+            "porch_worker_up", "1 while a worker's heartbeats arrive", labels=["worker", "host"]
+        )
+        missed = GaugeMetricFamily(
+            "porch_worker_missed_heartbeats", "Heartbeats missed", labels=["worker"]
+        )
+        for worker, info in views.worker_view(m, self.now).items():
+            up.add_metric([worker, info["host"]], 1.0 if info["alive"] else 0.0)
+            missed.add_metric([worker], float(info["missed_heartbeats"]))
+        yield up
+        yield missed
+        for name in ("cpu_percent", "memory_percent", "disk_percent"):
+            host = GaugeMetricFamily(
+                f"porch_host_{name}", f"Host {name.replace('_', ' ')}", labels=["host"]
+            )
+            worker = GaugeMetricFamily(
+                f"porch_worker_{name}", f"Worker {name.replace('_', ' ')}", labels=["worker"]
+            )
+            for series in m.by_name.get(name, []):
+                labels = dict(series.labels)
+                if "host" in labels:
+                    host.add_metric([labels["host"]], series.last)
+                elif "worker" in labels:
+                    worker.add_metric([labels["worker"]], series.last)
+            yield host
+            yield worker
+        active = GaugeMetricFamily("porch_alerts_active", "Active alerts", labels=["severity"])
+        counts: dict[str, int] = {}
+        for aid in self.alerts.active.values():
+            severity = self.alerts.alerts[aid].severity
+            counts[severity] = counts.get(severity, 0) + 1
+        for severity, count in sorted(counts.items()):
+            active.add_metric([severity], float(count))
+        yield active
+        fired = CounterMetricFamily("porch_alerts_fired", "Alerts fired", labels=["rule"])
+        per_rule: dict[str, int] = {}
+        for (rule, _), count in self.alerts.fired_count.items():
+            per_rule[rule] = per_rule.get(rule, 0) + count
+        for rule, count in sorted(per_rule.items()):
+            fired.add_metric([rule], float(count))
+        yield fired
+        custom: dict[str, list[tuple[dict[str, str], float]]] = {}
+        for series in m.series.values():
+            if series.name not in folds.BUILTIN:
+                labels = {_name(k): v for k, v in series.labels}
+                custom.setdefault(series.name, []).append((labels, series.last))
+        for name, samples in sorted(custom.items()):
+            keys = sorted({k for labels, _ in samples for k in labels})
+            family = GaugeMetricFamily(
+                f"porch_custom_{_name(name)}", f"Custom metric {name}", labels=keys
+            )
+            for labels, value in samples:
+                family.add_metric([labels.get(k, "") for k in keys], value)
+            yield family
+
+
+def render(metrics: MetricsState, alerts: AlertsState, now: float) -> bytes:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Collector(metrics, alerts, now))  # type: ignore[arg-type]
+    return generate_latest(registry)
