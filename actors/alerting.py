@@ -132,6 +132,7 @@ class AlertEngine:
         self.by_metric: dict[str, list[Rule]] = {}
         self.true_since: dict[tuple[str, str], float] = {}
         self._sent: set[str] = set()
+        self._matches: dict[tuple[str, tuple[tuple[str, str], ...]], list[Any]] = {}
 
     def apply(self, seq: int, fields: dict[str, Any]) -> None:
         alert_folds.evolve(seq, fields, self.state)
@@ -139,19 +140,33 @@ class AlertEngine:
         if self.state.changed_rules:
             self.state.changed_rules.clear()
             self.by_metric = {}
+            self._matches = {}
             for rule in self.state.rules.values():
                 self.by_metric.setdefault(rule.metric_name, []).append(rule)
 
+    def _watchers(self, series: Series) -> list[tuple[Rule, tuple[str, str], dict[str, str]]]:
+        """The rules watching a series, with their keys: worked out once per series and rule set."""
+        key = (series.name, series.labels)
+        found = self._matches.get(key)
+        if found is None:
+            labels = dict(series.labels)
+            text = series_text(labels)
+            found = [
+                (rule, (rule.rule_id, text), labels)
+                for rule in self.by_metric.get(series.name, ())
+                if all(labels.get(k) == v for k, v in rule.scope.items())
+            ]
+            self._matches[key] = found
+        return found
+
     def observe(self, series: Series, now: float) -> list[Event]:
         """Evaluate the rules of a series that just got a sample."""
-        rules = self.by_metric.get(series.name)
-        if not rules:
+        if series.name not in self.by_metric:
             return []
         out: list[Event] = []
-        labels = dict(series.labels)
-        for rule in rules:
-            if rule.enabled and all(labels.get(k) == v for k, v in rule.scope.items()):
-                event = self._evaluate(rule, series, labels, now)
+        for rule, key, labels in self._watchers(series):
+            if rule.enabled:
+                event = self._evaluate(rule, series, key, labels, now)
                 if event is not None:
                     out.append(event)
         return out
@@ -159,21 +174,19 @@ class AlertEngine:
     def tick(self, metrics: MetricsState, now: float) -> list[Event]:
         """Evaluate every rule against every matching series: pending times that ran out."""
         out: list[Event] = []
-        for name, rules in self.by_metric.items():
+        for name in self.by_metric:
             for series in metrics.by_name.get(name, ()):
-                labels = dict(series.labels)
-                for rule in rules:
-                    if rule.enabled and all(labels.get(k) == v for k, v in rule.scope.items()):
-                        event = self._evaluate(rule, series, labels, now)
+                for rule, key, labels in self._watchers(series):
+                    if rule.enabled:
+                        event = self._evaluate(rule, series, key, labels, now)
                         if event is not None:
                             out.append(event)
         return out
 
     def _evaluate(
-        self, rule: Rule, series: Series, labels: dict[str, str], now: float
+        self, rule: Rule, series: Series, key: tuple[str, str], labels: dict[str, str], now: float
     ) -> Event | None:
-        text = series_text(labels)
-        key = (rule.rule_id, text)
+        text = key[1]
         active = self.state.active.get(key)
         if holds(rule.condition, series, rule.threshold, text):
             since = self.true_since.setdefault(key, now)
@@ -199,7 +212,7 @@ class AlertEngine:
                 message=f"{rule.metric_name}{where} is {series.last:g}, "
                 f"{rule.condition.replace('_', ' ')} {rule.threshold}"
                 + (f": {rule.description}" if rule.description else ""),
-                labels=labels,
+                labels=dict(labels),
             )
         self.true_since.pop(key, None)
         if active is None or f"resolved:{active}" in self._sent:

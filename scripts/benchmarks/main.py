@@ -10,6 +10,7 @@ GROUPS = {
     "stages": "scripts.benchmarks.stages",
     "orchestrator": "scripts.benchmarks.orchestrator",
     "scheduler": "scripts.benchmarks.scheduler",
+    "monitor": "scripts.benchmarks.monitor",
 }
 
 
