@@ -171,7 +171,8 @@ class Monitor:
             log.info(
                 "monitor: live after %d events, http %s", self.metrics.events, server.server_address
             )
-            next_tick = time.monotonic()
+            # the first sample after a short while: psutil's CPU figure needs an interval
+            next_tick = time.monotonic() + min(1.0, self.config.sampling_interval_s)
             while not self._stop:
                 now_mono = time.monotonic()
                 if now_mono >= next_tick:

@@ -67,11 +67,17 @@ def main() -> int:
         porch("run", str(sample), "--mode", args.mode, "--id", "demo-1", "--wait", data_dir=data_dir,
               note="the default four-stage pipeline")  # fmt: skip
         porch("stats", data_dir=data_dir, note="per-stage statistics")
+        porch(
+            "metrics", data_dir=data_dir, note="the monitor's view: rates, percentiles, resources"
+        )
+        porch("schedule", "add", "hourly", "--cron", "0 * * * *", "--input", str(sample),
+              data_dir=data_dir, note="a schedule: the scheduler fires it every hour")  # fmt: skip
+        porch("schedule", "list", data_dir=data_dir, note="schedules and their next fire times")
         porch("replay", "--execution", "demo-1", "--type", "ExecutionCompleted", data_dir=data_dir,
               note="the log holds everything")  # fmt: skip
     finally:
         print(
-            "\n# stopping the system (SIGTERM: workers, orchestrator, scheduler, then the hub)",
+            "\n# stopping the system (SIGTERM: workers, orchestrator, scheduler, monitor, then the hub)",
             flush=True,
         )
         up.send_signal(signal.SIGTERM)

@@ -204,3 +204,16 @@ def test_history_is_kept_for_the_retention_time_only():
     samples = loop.metrics.get("x").samples
     assert (samples[0][0], samples[-1][0]) == (T0 + 199, T0 + 299)
     assert loop.metrics.get("x").count == 300
+
+
+def test_a_run_beyond_the_p95_of_the_runs_before_it_is_flagged_as_a_regression():
+    from actors.monitorviews import trend
+
+    steady = [10.0 + (i % 3) * 0.1 for i in range(20)]
+    assert trend(steady)["regression"] is False
+    assert abs(trend(steady)["slope_per_run"]) < 0.01
+    flagged = trend([*steady, 14.0])
+    assert flagged["regression"] is True
+    assert flagged["previous_p95"] == pytest.approx(10.2)
+    assert trend([1.0, 2.0, 3.0, 4.0])["slope_per_run"] == pytest.approx(1.0)
+    assert trend([5.0])["regression"] is False
