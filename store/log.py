@@ -22,7 +22,7 @@ from typing import Final
 
 import msgpack
 
-from store.errors import CorruptRecordError, LogFsyncError, LogLockedError
+from store.errors import CorruptRecordError, LogFsyncError, LogLockedError, StoreError
 from store.segment import (
     HEADER,
     HEADER_SIZE,
@@ -541,3 +541,52 @@ def verify(directory: str | os.PathLike[str]) -> VerifyReport:
                 result.problem, str(path), result.end, torn,
             )  # fmt: skip
     return VerifyReport(len(segments), records, first_seq, expected - 1, "", "", 0, False)
+
+
+@dataclass(frozen=True, slots=True)
+class RepairReport:
+    """What `repair` did: where it cut, how many records stay, where the rest was put."""
+
+    segment: str
+    offset: int
+    kept_records: int
+    last_seq: int
+    moved: tuple[str, ...]
+    quarantine: str
+
+
+def repair(directory: str | os.PathLike[str], quarantine_name: str) -> RepairReport:
+    """Cut the log at its first bad record: the segment is truncated there and every later
+    segment is moved into ``directory/quarantine_name/`` along with a copy of the cut-off bytes,
+    so nothing is deleted. Only for a log no hub holds; never done automatically."""
+    root = Path(directory)
+    holder = lock_holder(root)
+    if holder is not None:
+        raise StoreError(f"log repair: a hub (pid {holder}) holds {root}; stop it first")
+    report = verify(root)
+    if not report.problem:
+        raise StoreError(f"log repair: nothing to repair, {report.records} records are whole")
+    quarantine = root / quarantine_name
+    quarantine.mkdir(mode=0o700)
+    bad = Path(report.problem_segment)
+    data = bad.read_bytes()
+    (quarantine / f"{bad.name}.from-{report.problem_offset}").write_bytes(
+        data[report.problem_offset :]
+    )
+    moved = []
+    for path in list_segments(root):
+        first = segment_first_seq(path)
+        # a segment bad from its first byte goes whole (an empty file would claim its seqs)
+        if first > segment_first_seq(bad) or (path == bad and report.problem_offset == 0):
+            path.rename(quarantine / path.name)
+            moved.append(path.name)
+    if bad.exists():
+        fd = os.open(bad, os.O_WRONLY)
+        try:
+            os.ftruncate(fd, report.problem_offset)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    fsync_dir(root)
+    return RepairReport(str(bad), report.problem_offset, report.records, report.last_seq,
+                        tuple(moved), str(quarantine))  # fmt: skip

@@ -140,6 +140,29 @@ def test_log_verify_names_the_offset_of_damage(hub):
     assert_one_line_error(refused, "corrupt log record")
 
 
+def test_log_repair_cuts_at_the_damage_only_when_told_and_keeps_the_rest_aside(hub):
+    for i in range(6):
+        run_porch("publish", "MetricRecorded", "name=a", f"value={i}", data_dir=hub.data_dir)
+    hub.stop()
+    segment = list_segments(hub.data_dir / "log")[0]
+    raw = bytearray(segment.read_bytes())
+    offsets = [0]
+    while offsets[-1] < len(raw):  # record starts: [u32 len][u32 crc][u64 seq][payload]
+        offsets.append(offsets[-1] + 16 + int.from_bytes(raw[offsets[-1] : offsets[-1] + 4], "big"))
+    raw[offsets[3] + 20] ^= 0xFF  # damage the 4th record's payload
+    segment.write_bytes(bytes(raw))
+    plan = run_porch("log", "repair", data_dir=hub.data_dir)
+    assert plan.returncode == 2
+    assert f"would cut the log at {segment} at offset {offsets[3]}" in plan.stdout
+    assert segment.stat().st_size == len(raw)  # nothing done without --yes
+    done = run_porch("log", "repair", "--yes", data_dir=hub.data_dir)
+    assert done.returncode == 0, done.stderr
+    assert "3 records kept (up to seq 3)" in done.stdout
+    assert run_porch("log", "verify", data_dir=hub.data_dir).stdout.startswith("ok: 3 records, seq 1..3")
+    (kept,) = (hub.data_dir / "log").glob("quarantine-*/*.from-*")
+    assert kept.read_bytes() == bytes(raw[offsets[3] :])
+
+
 def test_hub_refuses_a_bad_config(tmp_path):
     config = tmp_path / "porch.toml"
     config.write_text('[hub]\nfsync = "sometimes"\n')

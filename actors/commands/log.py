@@ -87,6 +87,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     ver = log_sub.add_parser("verify", help="check every record; name the first bad offset")
     add_data_dir(ver)
     ver.set_defaults(func=cmd_log_verify)
+    rep = log_sub.add_parser(
+        "repair", help="cut the log at its first bad record (the rest is kept aside, not deleted)"
+    )
+    add_data_dir(rep)
+    rep.add_argument("--yes", action="store_true", help="do it (without it: say what it would do)")
+    rep.set_defaults(func=cmd_log_repair)
 
 
 def cmd_hub(args: argparse.Namespace) -> int:
@@ -298,3 +304,27 @@ def cmd_log_verify(args: argparse.Namespace) -> int:
         return 0
     print(f"corrupt: {where}: {report.problem} ({report.records} good records before it, {span})")
     return 1
+
+
+def cmd_log_repair(args: argparse.Namespace) -> int:
+    import time
+
+    from store.log import repair
+
+    directory = log_dir(data_dir_of(args))
+    if not directory.is_dir():
+        raise UsageError(f"log repair: no log at {directory}")
+    report = verify(directory)
+    if not report.problem:
+        print(f"ok: {report.records} records are whole; nothing to repair")
+        return 0
+    where = f"{report.problem_segment} at offset {report.problem_offset}"
+    if not args.yes:
+        print(f"would cut the log at {where} ({report.problem}), keeping {report.records} records "
+              f"up to seq {report.last_seq}; later bytes and segments go to a quarantine folder. "
+              "Run again with --yes to do it.")  # fmt: skip
+        return 2
+    done = repair(directory, f"quarantine-{time.strftime('%Y%m%dT%H%M%S')}")
+    print(f"repaired: cut {done.segment} at offset {done.offset}; {done.kept_records} records kept "
+          f"(up to seq {done.last_seq}); the rest is in {done.quarantine}")  # fmt: skip
+    return 0
