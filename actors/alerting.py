@@ -109,9 +109,10 @@ def _number(value: Any, what: str) -> float:
     return number
 
 
-def holds(condition: str, series: Series, threshold: float | str, labels: str) -> bool:
+def holds(condition: str, series: Series, threshold: float | str, labels: dict[str, str]) -> bool:
     """Does the series' latest sample meet the condition? Text conditions (``contains``, and
-    ``equals`` with text) look at the sample's text (an execution's error) and the labels."""
+    ``equals`` with text) look at the sample's text (an execution's error) and the label values:
+    ``equals`` wants one of them whole, ``contains`` a part of one."""
     value = series.last
     if condition == "greater_than":
         return value > threshold  # type: ignore[operator]
@@ -120,29 +121,51 @@ def holds(condition: str, series: Series, threshold: float | str, labels: str) -
     if condition == "equals":
         if isinstance(threshold, float):
             return value == threshold
-        return series.text == threshold or f"={threshold}" in labels
-    return str(threshold) in series.text or str(threshold) in labels
+        return series.text == threshold or threshold in labels.values()
+    return str(threshold) in series.text or any(str(threshold) in v for v in labels.values())
 
 
 class AlertEngine:
-    """The rules and alerts (a fold of the log) and the per-series pending timers."""
+    """The rules and alerts (a fold of the log) and the per-series pending timers.
+
+    Series fed by events are judged on each new sample (`observe`); the sampling tick
+    (`tick`) only fires rules whose pending time ran out, so an old sample never fires an
+    alert again by itself. A rule any program published that `check_rule` refuses is skipped.
+    """
 
     def __init__(self) -> None:
         self.state = AlertsState()
         self.by_metric: dict[str, list[Rule]] = {}
         self.true_since: dict[tuple[str, str], float] = {}
-        self._sent: set[str] = set()
+        self.held: set[tuple[str, str]] = set()  # resolved by hand: quiet until it clears
+        self.invalid: dict[str, str] = {}  # rule id -> why it is skipped
+        self._sent: dict[str, float] = {}
         self._matches: dict[tuple[str, tuple[tuple[str, str], ...]], list[Any]] = {}
+        self._pending: dict[tuple[str, str], tuple[Rule, Series, dict[str, str]]] = {}
+        self._orphans: list[str] = []
 
     def apply(self, seq: int, fields: dict[str, Any]) -> None:
         alert_folds.evolve(seq, fields, self.state)
-        self._sent.discard(fields.get("id", ""))
+        self._sent.pop(fields.get("id", ""), None)
+        if fields["type"] == "AlertResolved" and fields.get("reason") == "resolved by hand":
+            alert = self.state.alerts.get(fields["alert_id"])
+            if alert is not None:
+                self.held.add((alert.rule_id, series_text(alert.labels)))
         if self.state.changed_rules:
             self.state.changed_rules.clear()
-            self.by_metric = {}
-            self._matches = {}
+            self.by_metric, self._matches, self._pending, self.invalid = {}, {}, {}, {}
             for rule in self.state.rules.values():
+                try:
+                    check_rule(_rule_fields(rule))
+                except AlertRuleError as exc:
+                    self.invalid[rule.rule_id] = str(exc)
+                    continue
                 self.by_metric.setdefault(rule.metric_name, []).append(rule)
+            # alerts whose rule is gone, disabled or unusable resolve
+            usable = {r.rule_id for rules in self.by_metric.values() for r in rules if r.enabled}
+            self._orphans = [
+                aid for (rid, _), aid in self.state.active.items() if rid not in usable
+            ]
 
     def _watchers(self, series: Series) -> list[tuple[Rule, tuple[str, str], dict[str, str]]]:
         """The rules watching a series, with their keys: worked out once per series and rule set."""
@@ -161,45 +184,73 @@ class AlertEngine:
 
     def observe(self, series: Series, now: float) -> list[Event]:
         """Evaluate the rules of a series that just got a sample."""
+        out = self._resolve_orphans(now)
         if series.name not in self.by_metric:
-            return []
-        out: list[Event] = []
+            return out
         for rule, key, labels in self._watchers(series):
             if rule.enabled:
-                event = self._evaluate(rule, series, key, labels, now)
+                event = self._guarded(rule, series, key, labels, now)
                 if event is not None:
                     out.append(event)
         return out
 
     def tick(self, metrics: MetricsState, now: float) -> list[Event]:
-        """Evaluate every rule against every matching series: pending times that ran out."""
-        out: list[Event] = []
-        for name in self.by_metric:
-            for series in metrics.by_name.get(name, ()):
-                for rule, key, labels in self._watchers(series):
-                    if rule.enabled:
-                        event = self._evaluate(rule, series, key, labels, now)
-                        if event is not None:
-                            out.append(event)
+        """Fire the rules whose condition has now held for their pending time."""
+        out = self._resolve_orphans(now)
+        for key, (rule, series, labels) in list(self._pending.items()):
+            event = self._guarded(rule, series, key, labels, now)
+            if event is not None:
+                out.append(event)
         return out
+
+    def _resolve_orphans(self, now: float) -> list[Event]:
+        out: list[Event] = []
+        for aid in self._orphans:
+            if self._sent_recently(f"resolved:{aid}", now):
+                continue
+            self._sent[f"resolved:{aid}"] = now
+            out.append(
+                AlertResolved(
+                    id=f"resolved:{aid}", alert_id=aid, reason="its rule was removed or disabled"
+                )
+            )
+        self._orphans = []
+        return out
+
+    def _sent_recently(self, event_id: str, now: float) -> bool:
+        sent = self._sent.get(event_id)
+        return sent is not None and now - sent < 5.0  # never back in 5 s: decide it again
+
+    def _guarded(self, rule: Rule, series: Series, key: tuple[str, str], labels: dict[str, str],
+                 now: float) -> Event | None:  # fmt: skip
+        try:
+            return self._evaluate(rule, series, key, labels, now)
+        except Exception as exc:  # one bad rule never stops the others
+            self.invalid[rule.rule_id] = f"{type(exc).__name__}: {exc}"
+            return None
 
     def _evaluate(
         self, rule: Rule, series: Series, key: tuple[str, str], labels: dict[str, str], now: float
     ) -> Event | None:
         text = key[1]
         active = self.state.active.get(key)
-        if holds(rule.condition, series, rule.threshold, text):
+        if holds(rule.condition, series, rule.threshold, labels):
             since = self.true_since.setdefault(key, now)
-            if active is not None or now - since < rule.pending_s:
+            if active is not None or key in self.held:
+                self._pending.pop(key, None)
                 return None
+            if now - since < rule.pending_s:
+                self._pending[key] = (rule, series, labels)
+                return None
+            self._pending.pop(key, None)
             last = self.state.last_fired.get(key)
             if last is not None and now - last < rule.cooldown_minutes * 60:
                 return None
             n = self.state.fired_count.get(key, 0) + 1
             aid = f"{rule.rule_id}-{n}" + (f"-{_short_hash(text)}" if text else "")
-            if f"alert:{aid}" in self._sent:
+            if self._sent_recently(f"alert:{aid}", now):
                 return None
-            self._sent.add(f"alert:{aid}")
+            self._sent[f"alert:{aid}"] = now
             where = f" ({text})" if text else ""
             return AlertFired(
                 id=f"alert:{aid}",
@@ -215,14 +266,24 @@ class AlertEngine:
                 labels=dict(labels),
             )
         self.true_since.pop(key, None)
-        if active is None or f"resolved:{active}" in self._sent:
+        self._pending.pop(key, None)
+        self.held.discard(key)
+        if active is None or self._sent_recently(f"resolved:{active}", now):
             return None
-        self._sent.add(f"resolved:{active}")
+        self._sent[f"resolved:{active}"] = now
         return AlertResolved(
             id=f"resolved:{active}",
             alert_id=active,
             reason=f"cleared: {rule.metric_name} is {series.last:g}",
         )
+
+
+def _rule_fields(rule: Rule) -> dict[str, Any]:
+    return {
+        "rule_id": rule.rule_id, "metric_name": rule.metric_name, "condition": rule.condition,
+        "threshold": rule.threshold, "severity": rule.severity,
+        "cooldown_minutes": rule.cooldown_minutes, "pending_s": rule.pending_s, "scope": rule.scope,
+    }  # fmt: skip
 
 
 def _short_hash(text: str) -> str:

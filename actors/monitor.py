@@ -36,6 +36,7 @@ import zmq
 from actors import monitorviews as views
 from actors import pidlock
 from actors.alerting import AlertEngine
+from actors.errors import ActorError
 from bus.client import Client, Record
 from bus.endpoints import Endpoints, run_dir
 from bus.errors import BusError
@@ -135,7 +136,7 @@ class Notifier:
             log.warning("monitor: notify command %r failed: %s", command, exc)
 
     def close(self) -> None:
-        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.pool.shutdown(wait=False)  # queued notifications still go out
 
 
 class Monitor:
@@ -156,12 +157,14 @@ class Monitor:
     def run(self) -> None:
         set_source("monitor")
         lock_fd, holder = pidlock.hold(run_dir(self.config.data_dir) / "monitor.lock")
-        if lock_fd is None:
-            log.warning("monitor: another monitor (pid %s) runs for this data dir", holder)
+        if lock_fd is None:  # two monitors would notify every alert twice
+            raise ActorError(
+                f"another monitor (pid {holder}) runs for data dir {self.config.data_dir}"
+            )
         ctx = zmq.Context()
         self.client = Client(self.config.endpoints, context=ctx)
         sub = self.client.subscribe(from_seq=1, types=TYPES)
-        server = self._serve(write_info=lock_fd is not None)
+        server = self._serve(write_info=True)
         psutil.cpu_percent(None)  # the first call only starts the measurement
         try:
             head = self.client.head()
@@ -294,7 +297,8 @@ class Monitor:
                 if kind == "prometheus":
                     self._reply(200, data, "text/plain; version=0.0.4; charset=utf-8")
                 else:
-                    self._reply(200, json.dumps(data, default=str).encode(), "application/json")
+                    body = json.dumps(data, default=str)  # series hold finite values only
+                    self._reply(200, body.encode(), "application/json")
 
             def _reply(self, code: int, body: bytes, kind: str) -> None:
                 self.send_response(code)

@@ -29,6 +29,7 @@ from actors.errors import ActorError, UsageError
 from actors.monitor import monitor_running
 from bus.client import Client
 from bus.endpoints import Endpoints, resolve_data_dir
+from bus.errors import BusError
 from bus.events import AlertRuleRemoved
 
 
@@ -64,7 +65,7 @@ class PipelineMonitor:
         *,
         webhooks: Iterable[str] = (),
         notify_commands: Iterable[str] = (),
-        allow_custom_metrics: bool = True,
+        allow_custom_metrics: bool = False,
     ) -> None:
         if not 0 < metrics_retention_hours <= 24 * 366:
             raise UsageError(
@@ -125,7 +126,14 @@ class PipelineMonitor:
 
     def start_monitoring(self, execution: Any = None) -> None:
         """Start the monitor actor for the system (that of ``execution``, if given)."""
-        self._bind(execution)
+        client = self._bind(execution)
+        try:
+            client.head()
+        except BusError:
+            raise ActorError(
+                "no porch system answers for this monitor: start one (`porch up`, or an "
+                "MLPipelineOrchestrator) first"
+            ) from None
         system = self._orchestrator.system if self._orchestrator is not None else None
         if system is not None:
             system.add_child("monitor", *self._monitor_args())

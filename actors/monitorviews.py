@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Final
 
+from actors.errors import UsageError
 from store.projections import alerts as alert_folds
 from store.projections import metrics as folds
 from store.projections.alerts import AlertsState
@@ -222,11 +223,23 @@ def export(metrics: MetricsState, alerts: AlertsState, now: float, path: Path, f
     """Write the history (and, for JSON, the current metrics and alerts) to ``path``.
 
     CSV: one row per sample with the columns `CSV_COLUMNS`: ``timestamp`` (epoch seconds),
-    ``metric``, ``labels`` (``key=value`` pairs joined by ``;``) and ``value``."""
+    ``metric``, ``labels`` (a JSON object) and ``value``."""
     fmt = fmt.lower()
+    if fmt not in ("json", "csv"):
+        raise UsageError(f"export format {fmt!r} is not json or csv")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write(metrics, alerts, now, tmp, fmt)
+        tmp.replace(path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise UsageError(f"cannot export to {path}: {exc.strerror or exc}") from None
+    return path
+
+
+def _write(metrics: MetricsState, alerts: AlertsState, now: float, tmp: Path, fmt: str) -> None:
     if fmt == "json":
         document = {
             "exported_at": now,
@@ -241,10 +254,6 @@ def export(metrics: MetricsState, alerts: AlertsState, now: float, path: Path, f
             writer = csv.writer(handle)
             writer.writerow(CSV_COLUMNS)
             for series in sorted(metrics.series.values(), key=lambda s: (s.name, s.labels)):
-                labels = ";".join(f"{k}={v}" for k, v in series.labels)
+                labels = json.dumps(dict(series.labels), sort_keys=True, separators=(",", ":"))
                 for t, v in series.samples:
                     writer.writerow((f"{t:.6f}", series.name, labels, repr(v)))
-    else:
-        raise ValueError(f"export format {fmt!r} is not json or csv")
-    tmp.replace(path)
-    return path

@@ -24,8 +24,14 @@ _BAD: Final = re.compile(r"[^a-zA-Z0-9_]")
 
 
 def _name(text: str) -> str:
-    name = _BAD.sub("_", text)
+    name = _BAD.sub("_", text) or "_"
     return name if not name[:1].isdigit() else f"_{name}"
+
+
+def _label(text: str) -> str:
+    """A label name Prometheus takes: no empty name, none starting with ``__`` (reserved)."""
+    name = _name(text)
+    return f"label{name}" if name.startswith("__") or name == "_" else name
 
 
 def _quantiles(family: GaugeMetricFamily, metrics: MetricsState, name: str, label: str) -> None:
@@ -114,17 +120,17 @@ class _Collector:
         for rule, count in sorted(per_rule.items()):
             fired.add_metric([rule], float(count))
         yield fired
-        custom: dict[str, list[tuple[dict[str, str], float]]] = {}
+        # names that differ only in characters Prometheus refuses share one family
+        custom: dict[str, dict[tuple[tuple[str, str], ...], tuple[dict[str, str], float]]] = {}
         for series in m.series.values():
             if series.name not in folds.BUILTIN:
-                labels = {_name(k): v for k, v in series.labels}
-                custom.setdefault(series.name, []).append((labels, series.last))
-        for name, samples in sorted(custom.items()):
-            keys = sorted({k for labels, _ in samples for k in labels})
-            family = GaugeMetricFamily(
-                f"porch_custom_{_name(name)}", f"Custom metric {name}", labels=keys
-            )
-            for labels, value in samples:
+                labels = {_label(k): v for k, v in series.labels}
+                samples = custom.setdefault(_name(series.name), {})
+                samples[tuple(sorted(labels.items()))] = (labels, series.last)
+        for name, found in sorted(custom.items()):
+            keys = sorted({k for labels, _ in found.values() for k in labels})
+            family = GaugeMetricFamily(f"porch_custom_{name}", f"Custom metric {name}", labels=keys)
+            for labels, value in found.values():
                 family.add_metric([labels.get(k, "") for k in keys], value)
             yield family
 

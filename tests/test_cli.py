@@ -158,7 +158,9 @@ def test_log_repair_cuts_at_the_damage_only_when_told_and_keeps_the_rest_aside(h
     done = run_porch("log", "repair", "--yes", data_dir=hub.data_dir)
     assert done.returncode == 0, done.stderr
     assert "3 records kept (up to seq 3)" in done.stdout
-    assert run_porch("log", "verify", data_dir=hub.data_dir).stdout.startswith("ok: 3 records, seq 1..3")
+    assert run_porch("log", "verify", data_dir=hub.data_dir).stdout.startswith(
+        "ok: 3 records, seq 1..3"
+    )
     (kept,) = (hub.data_dir / "log").glob("quarantine-*/*.from-*")
     assert kept.read_bytes() == bytes(raw[offsets[3] :])
 

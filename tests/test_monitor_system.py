@@ -168,7 +168,8 @@ def test_alerts_are_acknowledged_and_resolved_by_cli_and_api_and_exported(monito
         rows = list(csv.DictReader(csv_path.open()))
         assert set(rows[0]) == {"timestamp", "metric", "labels", "value"}
         assert any(
-            r["metric"] == "stage_duration_seconds" and r["labels"] == "stage=slow" for r in rows
+            r["metric"] == "stage_duration_seconds" and json.loads(r["labels"]) == {"stage": "slow"}
+            for r in rows
         )
         cli_export = run_porch(
             "metrics", "--export", str(tmp_path / "cli.csv"), "--format", "csv", *data(monitored)

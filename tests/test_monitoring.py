@@ -217,3 +217,89 @@ def test_a_run_beyond_the_p95_of_the_runs_before_it_is_flagged_as_a_regression()
     assert flagged["previous_p95"] == pytest.approx(10.2)
     assert trend([1.0, 2.0, 3.0, 4.0])["slope_per_run"] == pytest.approx(1.0)
     assert trend([5.0])["regression"] is False
+
+
+# --- found in review ---------------------------------------------------------------------------
+
+
+def test_a_rule_published_with_garbage_is_skipped_and_the_others_still_fire():
+    loop = Loop()
+    loop.emit(AlertRuleAdded(rule_id="bad", metric_name="stage_duration_seconds", condition="greater_than",
+                             threshold="abc", severity="high"))  # fmt: skip
+    loop.emit(AlertRuleAdded(rule_id="odd", metric_name="stage_duration_seconds", condition="above",
+                             threshold=1.0, severity="high"))  # fmt: skip
+    loop.emit(rule(rule_id="good", threshold=1))
+    loop.emit(completed("s", 5))
+    loop.tick()
+    assert [a["rule_id"] for a in loop.of("AlertFired")] == ["good"]
+    assert set(loop.engine.invalid) == {"bad", "odd"}
+
+
+def test_removing_or_disabling_a_rule_resolves_its_active_alerts():
+    from bus.events import AlertRuleRemoved
+
+    loop = Loop()
+    loop.emit(rule(rule_id="a", threshold=1))
+    loop.emit(rule(rule_id="b", threshold=1, scope={"stage": "s"}))
+    loop.emit(completed("s", 5))
+    assert len(loop.of("AlertFired")) == 2
+    loop.emit(AlertRuleRemoved(rule_id="a"))
+    loop.emit(rule(rule_id="b", threshold=1, scope={"stage": "s"}, enabled=False))
+    loop.tick()
+    resolved = loop.of("AlertResolved")
+    assert len(resolved) == 2
+    assert {r["reason"] for r in resolved} == {"its rule was removed or disabled"}
+    assert loop.engine.state.active == {}
+
+
+def test_an_old_sample_never_fires_again_and_a_hand_resolved_alert_waits_for_a_clear():
+    from bus.events import AlertResolved
+
+    loop = Loop()
+    loop.emit(rule(cooldown_minutes=1))
+    (fired,) = loop.emit(completed("s", 100))
+    loop.emit(AlertResolved(alert_id=fired.alert_id, reason="resolved by hand"))
+    loop.now += 3600
+    assert loop.tick() == []  # no new sample: nothing to judge
+    assert loop.emit(completed("s", 100)) == []  # still the same trouble: held until it clears
+    loop.emit(completed("s", 1))
+    (again,) = loop.emit(completed("s", 100))
+    assert again.TYPE == "AlertFired"
+
+
+def test_idle_series_are_trimmed_and_dropped_and_non_finite_values_are_not_samples():
+    loop = Loop(retention_s=3600)
+    loop.emit(MetricRecorded(name="idle", value=1.0))
+    loop.emit(MetricRecorded(name="nan", value=float("nan")))
+    loop.emit(MetricRecorded(name="inf", value=float("inf")))
+    assert loop.metrics.get("nan") is None
+    assert loop.metrics.dropped_samples == 2
+    for hour in range(1, 30):
+        loop.now = T0 + hour * 600
+        loop.emit(MetricRecorded(name="busy", value=float(hour)))
+    assert loop.metrics.get("idle") is None
+    assert loop.metrics.get("busy").samples[0][0] >= loop.now - 3600
+
+
+def test_equals_with_text_wants_a_whole_label_value():
+    loop = Loop()
+    loop.emit(rule(rule_id="exact", metric_name="queue_lag", condition="equals", threshold="data"))
+    loop.emit(MetricRecorded(name="queue_lag", value=1.0, labels={"stage": "data_cleaning"}))
+    assert loop.of("AlertFired") == []
+    loop.emit(MetricRecorded(name="queue_lag", value=1.0, labels={"stage": "data"}))
+    assert len(loop.of("AlertFired")) == 1
+
+
+def test_prometheus_output_parses_whatever_the_custom_labels_and_names():
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from actors.prometheus import render
+
+    loop = Loop()
+    for name, labels in (("a-b", {"": "v"}), ("a.b", {"__name__": "x"}), ("9lives", {"ok": "1"}),
+                         ("rows", {"stage": 'quote"and\\slash'})):  # fmt: skip
+        loop.emit(MetricRecorded(name=name, value=1.0, labels=labels))
+    loop.emit(completed("s", 2))
+    text = render(loop.metrics, loop.engine.state, loop.now).decode()
+    names = {f.name for f in text_string_to_metric_families(text)}
+    assert {"porch_custom_a_b", "porch_custom__9lives", "porch_custom_rows"} <= names

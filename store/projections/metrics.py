@@ -24,6 +24,7 @@ Built-in series (`BUILTIN`), each fed by the events named:
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -48,6 +49,7 @@ FINISHED: Final = {
     "ExecutionTimedOut": "timed_out",
 }
 MAX_PENDING: Final = 100_000  # dispatched-but-not-started tasks remembered (bounded)
+MAX_SERIES: Final = 20_000  # distinct (name, labels); samples of further ones are counted, not kept
 
 
 @dataclass(slots=True)
@@ -69,10 +71,13 @@ class MetricsState:
     statuses: dict[str, str] = field(default_factory=dict)  # execution -> status
     status_counts: dict[str, int] = field(default_factory=dict)
     dispatched: dict[str, tuple[float, str]] = field(default_factory=dict)  # task -> (ts, stage)
+    tasks_of: dict[str, set[str]] = field(default_factory=dict)  # execution -> dispatched tasks
     fire_times: dict[str, tuple[float, str]] = field(default_factory=dict)  # execution -> slot
     queued: set[str] = field(default_factory=set)
     workers: dict[str, dict[str, Any]] = field(default_factory=dict)
     latest_ts: float = 0.0
+    next_sweep_ts: float = 0.0
+    dropped_samples: int = 0  # non-finite values, or series past MAX_SERIES
     last_seq: int = 0
     events: int = 0
     changed: list[Series] = field(default_factory=list)  # series the last event added to
@@ -88,9 +93,15 @@ def labels_of(mapping: dict[str, Any]) -> Labels:
 def record(
     state: MetricsState, name: str, labels: Labels, ts: float, value: float, text: str = ""
 ) -> None:
+    if value != value or value in (math.inf, -math.inf):  # NaN or infinite: not a sample
+        state.dropped_samples += 1
+        return
     key = (name, labels)
     series = state.series.get(key)
     if series is None:
+        if len(state.series) >= MAX_SERIES:
+            state.dropped_samples += 1
+            return
         series = state.series[key] = Series(name, labels)
         state.by_name.setdefault(name, []).append(series)
     samples = series.samples
@@ -127,7 +138,9 @@ def _completed(seq: int, f: Fields, state: MetricsState) -> None:
 
 def _dispatched(seq: int, f: Fields, state: MetricsState) -> None:
     if len(state.dispatched) < MAX_PENDING:
-        state.dispatched[f.get("task_id", "")] = (f["ts"], str(f.get("stage", "")))
+        task = f.get("task_id", "")
+        state.dispatched[task] = (f["ts"], str(f.get("stage", "")))
+        state.tasks_of.setdefault(str(f.get("execution_id", "")), set()).add(task)
 
 
 def _started_task(seq: int, f: Fields, state: MetricsState) -> None:
@@ -176,6 +189,9 @@ def _exec_started(seq: int, f: Fields, state: MetricsState) -> None:
 def _finished(seq: int, f: Fields, state: MetricsState) -> None:
     eid, ts = f["execution_id"], f["ts"]
     status = FINISHED[f["type"]]
+    for task in state.tasks_of.pop(eid, ()):  # tasks of retried or lost attempts
+        state.dispatched.pop(task, None)
+    state.fire_times.pop(eid, None)
     old = state.statuses.get(eid)
     if old in FINISHED.values():
         return
@@ -185,9 +201,11 @@ def _finished(seq: int, f: Fields, state: MetricsState) -> None:
     record(state, "executions_running", (), ts, float(counts.get("running", 0)))
     if status == "completed" and "duration_s" in f:
         record(state, "execution_duration_seconds", (), ts, float(f["duration_s"]))
-    elif status == "failed":
+    if status == "failed":
         text = f"{f.get('stage') or ''}: {f.get('error') or ''}"
         record(state, "execution_error", (), ts, 1.0, text[:1000])
+    elif status == "completed":  # the latest execution went well: error rules clear
+        record(state, "execution_error", (), ts, 0.0, "")
     done = sum(counts.get(s, 0) for s in FINISHED.values())
     ok = counts.get("completed", 0)
     record(state, "success_rate", (), ts, ok / done)
@@ -240,7 +258,7 @@ def _worker_seen(seq: int, f: Fields, state: MetricsState) -> None:
 def _metric(seq: int, f: Fields, state: MetricsState) -> None:
     value = f["value"]
     labels = f.get("labels") or {}
-    if isinstance(labels, dict):
+    if isinstance(labels, dict) and isinstance(value, int | float):
         record(state, str(f["name"]), labels_of(labels), f["ts"], float(value))
 
 
@@ -278,7 +296,28 @@ def evolve(seq: int, fields: Fields, state: MetricsState) -> MetricsState:
             state.latest_ts = ts
         state.events += 1
         handler(seq, fields, state)
+        if state.latest_ts >= state.next_sweep_ts:
+            sweep(state)
     return state
+
+
+def sweep(state: MetricsState) -> None:
+    """Trim every series to the retention (not only those that got a sample), drop the empty
+    ones and the workers gone for longer; runs every twentieth of the retention."""
+    horizon = state.latest_ts - state.retention_s
+    state.next_sweep_ts = state.latest_ts + max(60.0, state.retention_s / 20)
+    for key, series in list(state.series.items()):
+        samples = series.samples
+        while samples and samples[0][0] < horizon:
+            samples.popleft()
+        if not samples:
+            del state.series[key]
+            state.by_name[series.name].remove(series)
+            if not state.by_name[series.name]:
+                del state.by_name[series.name]
+    for worker, info in list(state.workers.items()):
+        if info.get("last_seen", horizon) < horizon:
+            del state.workers[worker]
 
 
 def quantile(values: list[float], q: float) -> float:
