@@ -184,14 +184,19 @@ class AlertEngine:
 
     def observe(self, series: Series, now: float) -> list[Event]:
         """Evaluate the rules of a series that just got a sample."""
-        out = self._resolve_orphans(now)
+        out = self._resolve_orphans(now) if self._orphans else []
         if series.name not in self.by_metric:
             return out
-        for rule, key, labels in self._watchers(series):
-            if rule.enabled:
-                event = self._guarded(rule, series, key, labels, now)
-                if event is not None:
-                    out.append(event)
+        watchers = self._watchers(series)
+        try:
+            for rule, key, labels in watchers:
+                if rule.enabled:
+                    event = self._evaluate(rule, series, key, labels, now)
+                    if event is not None:
+                        out.append(event)
+        except Exception:  # a rule that cannot be judged: again one by one, skipping it
+            out = [e for r, k, lb in watchers if r.enabled
+                   for e in [self._guarded(r, series, k, lb, now)] if e is not None]  # fmt: skip
         return out
 
     def tick(self, metrics: MetricsState, now: float) -> list[Event]:
@@ -232,49 +237,52 @@ class AlertEngine:
     def _evaluate(
         self, rule: Rule, series: Series, key: tuple[str, str], labels: dict[str, str], now: float
     ) -> Event | None:
+        if not holds(rule.condition, series, rule.threshold, labels):
+            if key in self.true_since:
+                del self.true_since[key]
+                self._pending.pop(key, None)
+            if self.held:
+                self.held.discard(key)
+            active = self.state.active.get(key)
+            if active is None or self._sent_recently(f"resolved:{active}", now):
+                return None
+            self._sent[f"resolved:{active}"] = now
+            return AlertResolved(
+                id=f"resolved:{active}",
+                alert_id=active,
+                reason=f"cleared: {rule.metric_name} is {series.last:g}",
+            )
         text = key[1]
         active = self.state.active.get(key)
-        if holds(rule.condition, series, rule.threshold, labels):
-            since = self.true_since.setdefault(key, now)
-            if active is not None or key in self.held:
-                self._pending.pop(key, None)
-                return None
-            if now - since < rule.pending_s:
-                self._pending[key] = (rule, series, labels)
-                return None
+        since = self.true_since.setdefault(key, now)
+        if active is not None or key in self.held:
             self._pending.pop(key, None)
-            last = self.state.last_fired.get(key)
-            if last is not None and now - last < rule.cooldown_minutes * 60:
-                return None
-            n = self.state.fired_count.get(key, 0) + 1
-            aid = f"{rule.rule_id}-{n}" + (f"-{_short_hash(text)}" if text else "")
-            if self._sent_recently(f"alert:{aid}", now):
-                return None
-            self._sent[f"alert:{aid}"] = now
-            where = f" ({text})" if text else ""
-            return AlertFired(
-                id=f"alert:{aid}",
-                alert_id=aid,
-                rule_id=rule.rule_id,
-                metric_name=rule.metric_name,
-                value=series.last,
-                threshold=rule.threshold,
-                severity=rule.severity,
-                message=f"{rule.metric_name}{where} is {series.last:g}, "
-                f"{rule.condition.replace('_', ' ')} {rule.threshold}"
-                + (f": {rule.description}" if rule.description else ""),
-                labels=dict(labels),
-            )
-        self.true_since.pop(key, None)
-        self._pending.pop(key, None)
-        self.held.discard(key)
-        if active is None or self._sent_recently(f"resolved:{active}", now):
             return None
-        self._sent[f"resolved:{active}"] = now
-        return AlertResolved(
-            id=f"resolved:{active}",
-            alert_id=active,
-            reason=f"cleared: {rule.metric_name} is {series.last:g}",
+        if now - since < rule.pending_s:
+            self._pending[key] = (rule, series, labels)
+            return None
+        self._pending.pop(key, None)
+        last = self.state.last_fired.get(key)
+        if last is not None and now - last < rule.cooldown_minutes * 60:
+            return None
+        n = self.state.fired_count.get(key, 0) + 1
+        aid = f"{rule.rule_id}-{n}" + (f"-{_short_hash(text)}" if text else "")
+        if self._sent_recently(f"alert:{aid}", now):
+            return None
+        self._sent[f"alert:{aid}"] = now
+        where = f" ({text})" if text else ""
+        return AlertFired(
+            id=f"alert:{aid}",
+            alert_id=aid,
+            rule_id=rule.rule_id,
+            metric_name=rule.metric_name,
+            value=series.last,
+            threshold=rule.threshold,
+            severity=rule.severity,
+            message=f"{rule.metric_name}{where} is {series.last:g}, "
+            f"{rule.condition.replace('_', ' ')} {rule.threshold}"
+            + (f": {rule.description}" if rule.description else ""),
+            labels=dict(labels),
         )
 
 

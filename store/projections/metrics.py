@@ -24,10 +24,10 @@ Built-in series (`BUILTIN`), each fed by the events named:
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from math import isfinite
 from typing import Any, Final
 
 Fields = dict[str, Any]
@@ -93,7 +93,7 @@ def labels_of(mapping: dict[str, Any]) -> Labels:
 def record(
     state: MetricsState, name: str, labels: Labels, ts: float, value: float, text: str = ""
 ) -> None:
-    if value != value or value in (math.inf, -math.inf):  # NaN or infinite: not a sample
+    if not isfinite(value):  # NaN or infinite: not a sample
         state.dropped_samples += 1
         return
     key = (name, labels)
