@@ -117,6 +117,27 @@ def test_truncation_anywhere_recovers_to_the_last_whole_record(tmp_path_factory,
     assert [p for _, p in LogReader(directory).read(1, whole)] == payloads[:whole]
 
 
+def test_a_cut_at_every_record_boundary_and_one_byte_either_side_recovers(tmp_path):
+    import shutil
+
+    original = tmp_path / "original"
+    payloads = write(original, 25)
+    boundaries = [0]
+    for p in payloads:
+        boundaries.append(boundaries[-1] + HEADER_SIZE + len(p))
+    cuts = sorted({c for b in boundaries for c in (b - 1, b, b + 1) if 0 <= c <= boundaries[-1]})
+    for cut in cuts:
+        directory = tmp_path / f"cut-{cut}"
+        shutil.copytree(original, directory, ignore=shutil.ignore_patterns("LOCK"))
+        os.truncate(list_segments(directory)[0], cut)
+        whole = max(i for i, b in enumerate(boundaries) if b <= cut)
+        with EventLog(directory) as log:
+            assert log.head == whole, cut
+            assert log.append([b"after"]) == whole + 1
+        assert [p for _, p in LogReader(directory).read(1, whole)] == payloads[:whole]
+        shutil.rmtree(directory)
+
+
 def test_garbage_tail_with_nothing_whole_after_it_is_cut(tmp_path):
     write(tmp_path, 10)
     segment = list_segments(tmp_path)[0]
