@@ -19,7 +19,7 @@ from bus.endpoints import Endpoints, log_dir, resolve_data_dir
 from bus.errors import EventRefusedError, HubUnavailableError, MalformedEventError
 from bus.events import Event, decode, encode
 from bus.hub import SOCKET_MAX_BYTES
-from bus.wire import MARKER_TOPIC, pack, parse_marker, unpack, unpack_map
+from bus.wire import MARKER_TOPIC, MAX_MESSAGE_BYTES, pack, parse_marker, unpack, unpack_map
 from store.log import lock_holder, payload_type
 
 REPLY_MAX_BYTES: Final = 4 * SOCKET_MAX_BYTES
@@ -115,7 +115,12 @@ class Client:
 
         Raises `EventRefusedError` with the hub's one-line reason if the event is refused.
         """
-        reply = self._request({"op": "append", "event": _payload(event)})
+        payload = _payload(event)
+        if len(payload) > MAX_MESSAGE_BYTES - 1024:  # the hub's socket would drop it unanswered
+            raise EventRefusedError(
+                f"event is {len(payload)} bytes, over the {MAX_MESSAGE_BYTES}-byte event limit"
+            )
+        reply = self._request({"op": "append", "event": payload})
         return int(reply["seq"])
 
     def head(self) -> int:
