@@ -12,7 +12,6 @@ from __future__ import annotations
 import atexit
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -27,6 +26,7 @@ from actors import monitorviews as views
 from actors.commands.monitoring import add_rule, alert_state, fold_monitoring
 from actors.errors import ActorError, UsageError
 from actors.monitor import monitor_running
+from actors.system import spawn_actor, stop_process
 from bus.client import Client
 from bus.endpoints import Endpoints, resolve_data_dir
 from bus.errors import BusError
@@ -146,10 +146,7 @@ class PipelineMonitor:
             )
         if monitor_running(data_dir) or self._process is not None:
             return
-        self._process = subprocess.Popen(
-            [sys.executable, "-m", "actors.cli", *self._monitor_args(), "--data-dir", str(data_dir)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-        )  # fmt: skip
+        self._process = spawn_actor(data_dir, *self._monitor_args())
         atexit.register(self.stop_monitoring)
 
     def stop_monitoring(self) -> None:
@@ -161,12 +158,7 @@ class PipelineMonitor:
             self._orchestrator.system.remove_child("monitor")
             self._embedded = False
         if self._process is not None:
-            self._process.terminate()
-            try:
-                self._process.wait(10)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait(5)
+            stop_process(self._process)
             self._process = None
 
     def close(self) -> None:

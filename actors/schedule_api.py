@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import atexit
 import subprocess
-import sys
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -25,6 +24,7 @@ from actors.errors import ActorError, UsageError
 from actors.schedconf import normalize
 from actors.scheduler import scheduler_running
 from actors.scheduleviews import fold_schedules, queue_status, recent_executions, schedule_status
+from actors.system import spawn_actor, stop_process
 from bus.client import Client
 from bus.events import SchedulePaused, ScheduleRemoved, ScheduleResumed
 
@@ -113,11 +113,9 @@ class PipelineScheduler:
             )
         if scheduler_running(data_dir) or self._process is not None:
             return
-        self._process = subprocess.Popen(
-            [sys.executable, "-m", "actors.cli", "scheduler", "--data-dir", str(data_dir),
-             "--max-concurrent", str(self.max_concurrent_executions)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-        )  # fmt: skip
+        self._process = spawn_actor(
+            data_dir, "scheduler", "--max-concurrent", str(self.max_concurrent_executions)
+        )
         atexit.register(self.stop_scheduler)
 
     def stop_scheduler(self) -> None:
@@ -125,12 +123,7 @@ class PipelineScheduler:
             self.orchestrator.system.remove_scheduler()
             self._embedded = False
         if self._process is not None:
-            self._process.terminate()
-            try:
-                self._process.wait(10)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait(5)
+            stop_process(self._process)
             self._process = None
 
     def close(self) -> None:

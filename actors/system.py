@@ -116,13 +116,8 @@ class System:
     def remove_child(self, name: str, timeout_s: float = 10.0) -> None:
         for child in [c for c in self.children if c.name == name]:
             self.children.remove(child)
-            if child.proc is not None and child.proc.poll() is None:
-                child.proc.terminate()
-                try:
-                    child.proc.wait(timeout_s)
-                except subprocess.TimeoutExpired:
-                    child.proc.kill()
-                    child.proc.wait(5)
+            if child.proc is not None:
+                stop_process(child.proc, timeout_s)
 
     def _spawn(self, child: Child) -> None:
         out = self.log if self.log is not None else subprocess.DEVNULL
@@ -186,6 +181,26 @@ class System:
 
     def pids(self) -> dict[str, int]:
         return {c.name: c.proc.pid for c in self.children if c.proc is not None}
+
+
+def spawn_actor(data_dir: Path, *args: str) -> subprocess.Popen[bytes]:
+    """Start one `porch` actor for a data dir in the background (the Python API's helpers)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "actors.cli", *args, "--data-dir", str(data_dir)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout_s: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL if it has not ended within ``timeout_s``."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
 
 
 def default_checkpoint_dir(data_dir: Path) -> Path:
