@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from actors.commands import actors as actor_commands
 from actors.commands import executions as execution_commands
+from actors.commands import keys as key_commands
 from actors.commands import log as log_commands
 from actors.commands import monitoring as monitoring_commands
 from actors.commands import sample as sample_commands
@@ -18,6 +20,9 @@ from stages.errors import StageError
 from store.errors import StoreError
 
 ROOT_ERRORS = (ActorError, BusError, StoreError, StageError)
+# the actors create the data dir's files: the log, artifacts, sockets, run files. They are the
+# user's data, so they are private: directories 0700, files 0600.
+PRIVATE_COMMANDS = frozenset({"hub", "orchestrator", "worker", "scheduler", "monitor", "up"})
 
 
 class _Parser(argparse.ArgumentParser):
@@ -37,11 +42,14 @@ def build_parser() -> argparse.ArgumentParser:
     stage_commands.register(sub)
     schedule_commands.register(sub)
     monitoring_commands.register(sub)
+    key_commands.register(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command in PRIVATE_COMMANDS:
+        os.umask(0o077)
     try:
         return int(args.func(args) or 0)
     except ROOT_ERRORS as exc:

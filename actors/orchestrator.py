@@ -31,7 +31,8 @@ from actors.decide import decide, decision_id, refused
 from actors.errors import ActorError
 from actors.planning import PlanRefusedError, plan_execution
 from bus.client import Client, Record
-from bus.endpoints import Endpoints, run_dir
+from bus.curve import Authenticator, needs_auth, secure
+from bus.endpoints import Endpoints, check, run_dir
 from bus.errors import BusError
 from bus.events import Event, ExecutionFailed, StageDispatched, StageFailed, encode, set_source
 from bus.wire import MAX_MESSAGE_BYTES
@@ -55,10 +56,12 @@ class OrchestratorConfig:
     prefetch: int = 4
     hybrid_min_rows: int = 250_000
     default_workers: int = 2
+    insecure: bool = False
 
     def __post_init__(self) -> None:
         if not 100 <= self.lease_ms <= 3_600_000:
             raise ValueError(f"lease_ms must be 100..3600000, got {self.lease_ms}")
+        check(self.tasks, bind=True, insecure=self.insecure, curve=self.endpoints.curve)
 
 
 @dataclass(slots=True)
@@ -93,6 +96,7 @@ class Orchestrator:
         self.rt = _Runtime()
         self._stop = False
         self.live = False
+        self._auth: Authenticator | None = None
 
     def stop(self, *_: object) -> None:
         self._stop = True
@@ -116,6 +120,11 @@ class Orchestrator:
         tasks = ctx.socket(zmq.PUSH)
         tasks.setsockopt(zmq.SNDHWM, 1)
         tasks.setsockopt(zmq.LINGER, 0)
+        curve = self.config.endpoints.curve
+        if needs_auth([self.config.tasks], curve):
+            assert curve is not None
+            self._auth = Authenticator(ctx, curve)
+        secure(tasks, self.config.tasks, curve, server=True)
         tasks.bind(self.config.tasks)
         types = set(folds.TYPES) | set(WORKER_TYPES)
         sub = self.client.subscribe(from_seq=1, types=types)
@@ -144,6 +153,8 @@ class Orchestrator:
             sub.close()
             tasks.close(linger=0)
             self.client.close()
+            if self._auth is not None:
+                self._auth.stop()
             ctx.term()
 
     def _catch_up(self, sub: Any) -> None:

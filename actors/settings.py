@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from actors.errors import UsageError
-from bus.endpoints import Endpoints, resolve_data_dir
+from bus.curve import Curve
+from bus.endpoints import Endpoints, resolve_data_dir, run_dir
+from bus.errors import BusError
 from bus.hub import HubConfig
 
 HUB_KEYS = {
@@ -23,6 +25,10 @@ HUB_KEYS = {
     "request": str,
     "insecure": bool,
 }
+ORCHESTRATOR_KEYS = {"tasks": str}
+CURVE_KEYS = {"keys": str, "client": str}
+SECTIONS = ("hub", "orchestrator", "curve")
+ENV_CONFIG = "PORCH_CONFIG"
 
 
 def load_toml(path: str | None) -> dict[str, Any]:
@@ -30,11 +36,17 @@ def load_toml(path: str | None) -> dict[str, Any]:
         return {}
     try:
         with Path(path).open("rb") as fh:
-            return tomllib.load(fh)
+            table = tomllib.load(fh)
     except FileNotFoundError:
         raise UsageError(f"config file {path} does not exist") from None
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"config file {path}: {exc}") from None
+    for name in table:
+        if name not in SECTIONS:
+            raise UsageError(
+                f"config file {path}: unknown table [{name}]; known: {', '.join(SECTIONS)}"
+            )
+    return table
 
 
 def _section(
@@ -73,6 +85,43 @@ def _parse_env(var: str, text: str, kind: type) -> Any:
         raise UsageError(f"{var}={text!r}: expected {kind.__name__}") from None
 
 
+def config_path(flag: str | None, environ: Mapping[str, str]) -> str | None:
+    """The config file from ``--config``, else ``PORCH_CONFIG``."""
+    return flag or environ.get(ENV_CONFIG) or None
+
+
+def network(
+    *, data_dir: str | None, config_file: str | None, environ: Mapping[str, str]
+) -> tuple[Endpoints, str]:
+    """The hub's endpoints (with CURVE keys when set) and the orchestrator's tasks address.
+
+    Without a config file (or with one that names none) they are the data dir's ipc sockets.
+    """
+    toml = load_toml(config_file)
+    hub = _section(toml, "hub", HUB_KEYS, environ)
+    orch = _section(toml, "orchestrator", ORCHESTRATOR_KEYS, environ)
+    root = resolve_data_dir(data_dir, dict(environ))
+    local = Endpoints.local(root)
+    endpoints = Endpoints(
+        ingest=hub.get("ingest", local.ingest),
+        publish=hub.get("publish", local.publish),
+        request=hub.get("request", local.request),
+        curve=_curve(toml, environ),
+    )
+    tasks = orch.get("tasks", f"ipc://{run_dir(root) / 'tasks.sock'}")
+    return endpoints, tasks
+
+
+def _curve(toml: Mapping[str, Any], environ: Mapping[str, str]) -> Curve | None:
+    values = _section(toml, "curve", CURVE_KEYS, environ)
+    if "keys" not in values:
+        return None
+    try:
+        return Curve(Path(values["keys"]), values.get("client", "client"))
+    except BusError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def hub_config(
     *,
     data_dir: str | None,
@@ -81,7 +130,8 @@ def hub_config(
     flags: Mapping[str, Any],
 ) -> HubConfig:
     """The hub's config from every source, later ones winning; validated."""
-    values = _section(load_toml(config_file), "hub", HUB_KEYS, environ)
+    toml = load_toml(config_file)
+    values = _section(toml, "hub", HUB_KEYS, environ)
     values.update({k: v for k, v in flags.items() if v is not None})
     root = resolve_data_dir(data_dir, dict(environ))
     local = Endpoints.local(root)
@@ -89,5 +139,9 @@ def hub_config(
         ingest=values.pop("ingest", local.ingest),
         publish=values.pop("publish", local.publish),
         request=values.pop("request", local.request),
+        curve=_curve(toml, environ),
     )
-    return HubConfig(data_dir=root, endpoints=endpoints, **values)
+    try:
+        return HubConfig(data_dir=root, endpoints=endpoints, **values)
+    except BusError as exc:
+        raise UsageError(str(exc)) from None

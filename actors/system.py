@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import IO
 
 from actors.errors import ActorError
+from actors.settings import network
 from bus.client import Client, hub_running
 from bus.errors import BusError
 
@@ -45,11 +46,15 @@ class System:
     schedules_file: Path | None = None
     monitor: bool = False
     monitor_args: Sequence[str] = ()
+    config_file: Path | None = None
     children: list[Child] = field(default_factory=list)
     stopping: bool = False
 
     def _porch(self, *args: str) -> list[str]:
-        return [sys.executable, "-m", "actors.cli", *args, "--data-dir", str(self.data_dir)]
+        config = ["--config", str(self.config_file)] if self.config_file else []
+        return [
+            sys.executable, "-m", "actors.cli", *args, "--data-dir", str(self.data_dir), *config
+        ]  # fmt: skip
 
     def start(self, *, timeout_s: float = 30.0) -> None:
         if hub_running(self.data_dir):
@@ -128,7 +133,12 @@ class System:
         """Ask the hub for its head until it answers; each ask waits on the socket's poll."""
         deadline = time.monotonic() + timeout_s
         hub = self.children[0]
-        with Client.local(self.data_dir, timeout_ms=250, retry_ms=250) as client:
+        endpoints, _ = network(
+            data_dir=str(self.data_dir),
+            config_file=str(self.config_file) if self.config_file else None,
+            environ={},
+        )
+        with Client(endpoints, timeout_ms=250, retry_ms=250) as client:
             while time.monotonic() < deadline:
                 if hub.proc is not None and hub.proc.poll() is not None:
                     raise ActorError(f"the hub exited with code {hub.proc.returncode} at start")

@@ -31,6 +31,7 @@ import zmq
 
 from actors.pipes import FrameError, FrameReader, pack_frame
 from bus.client import Client
+from bus.curve import secure
 from bus.endpoints import Endpoints, run_dir
 from bus.errors import BusError, MalformedEventError
 from bus.events import (
@@ -165,6 +166,7 @@ class Worker:
         pull.setsockopt(zmq.RCVHWM, 1)
         pull.setsockopt(zmq.LINGER, 0)
         pull.setsockopt(zmq.MAXMSGSIZE, SOCKET_MAX_BYTES)
+        secure(pull, self.config.tasks, self.config.endpoints.curve, server=False)
         pull.connect(self.config.tasks)
         control = client.subscribe(types=CONTROL)
         runner = Runner(self.config.stages)

@@ -15,6 +15,7 @@ from typing import Any, Final, NamedTuple
 
 import zmq
 
+from bus.curve import secure
 from bus.endpoints import Endpoints, log_dir, resolve_data_dir
 from bus.errors import EventRefusedError, HubUnavailableError, MalformedEventError
 from bus.events import Event, decode, encode
@@ -102,6 +103,7 @@ class Client:
             self._push = self._ctx.socket(zmq.PUSH)
             self._push.setsockopt(zmq.SNDTIMEO, self.timeout_ms)
             self._push.setsockopt(zmq.LINGER, 1000)
+            secure(self._push, self.endpoints.ingest, self.endpoints.curve, server=False)
             self._push.connect(self.endpoints.ingest)
         try:
             self._push.send(_payload(event))
@@ -209,6 +211,7 @@ class Client:
                 self._req = self._ctx.socket(zmq.DEALER)
                 self._req.setsockopt(zmq.LINGER, 0)
                 self._req.setsockopt(zmq.MAXMSGSIZE, REPLY_MAX_BYTES)
+                secure(self._req, self.endpoints.request, self.endpoints.curve, server=False)
                 self._req.connect(self.endpoints.request)
             sock = self._req
             sock.send_multipart([b"", data])
@@ -276,6 +279,7 @@ class Subscription:
             sock.setsockopt(zmq.SUBSCRIBE, MARKER_TOPIC)
             for kind in sorted(self._types):
                 sock.setsockopt(zmq.SUBSCRIBE, kind.encode())
+        secure(sock, client.endpoints.publish, client.endpoints.curve, server=False)
         sock.connect(client.endpoints.publish)
         self.socket = sock
         head = client.head()

@@ -11,9 +11,12 @@ import ipaddress
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from bus.errors import EndpointError
+
+if TYPE_CHECKING:
+    from bus.curve import Curve
 
 IPC_PATH_MAX: Final = 107
 ENV_DATA_DIR: Final = "PORCH_DATA_DIR"
@@ -37,11 +40,15 @@ def log_dir(data_dir: Path) -> Path:
 
 @dataclass(frozen=True, slots=True)
 class Endpoints:
-    """The hub's ingest (PULL), publish (PUB) and request (ROUTER) addresses."""
+    """The hub's ingest (PULL), publish (PUB) and request (ROUTER) addresses.
+
+    ``curve`` is the key folder that secures every ``tcp://`` socket (None: no encryption).
+    """
 
     ingest: str
     publish: str
     request: str
+    curve: Curve | None = None
 
     @classmethod
     def local(cls, data_dir: Path) -> Endpoints:
@@ -62,8 +69,13 @@ class Endpoints:
         return all(a.startswith("ipc://") for a in self.all())
 
 
-def check(address: str, *, bind: bool = False, insecure: bool = False) -> str:
-    """Refuse an address porch cannot use, with the reason."""
+def check(
+    address: str, *, bind: bool = False, insecure: bool = False, curve: Curve | None = None
+) -> str:
+    """Refuse an address porch cannot use, with the reason.
+
+    Binding a non-loopback TCP address needs CURVE keys, or ``insecure`` said out loud.
+    """
     scheme, sep, rest = address.partition("://")
     if not sep or scheme not in ("ipc", "tcp"):
         raise EndpointError(f"endpoint {address!r}: expected ipc://PATH or tcp://HOST:PORT")
@@ -77,10 +89,11 @@ def check(address: str, *, bind: bool = False, insecure: bool = False) -> str:
     host, colon, port = rest.rpartition(":")
     if not colon or not (port.isdigit() or port == "*"):
         raise EndpointError(f"endpoint {address!r}: expected tcp://HOST:PORT")
-    if bind and not insecure and not is_loopback(host):
+    if bind and curve is None and not insecure and not is_loopback(host):
         raise EndpointError(
-            f"endpoint {address!r}: binding a non-loopback address needs CURVE keys;"
-            " pass --insecure to bind it without encryption"
+            f"endpoint {address!r}: binding a non-loopback address needs CURVE keys"
+            " ([curve] keys = DIR, made by `porch keys generate DIR`);"
+            " or pass --insecure to bind it without encryption"
         )
     return address
 

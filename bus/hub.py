@@ -17,6 +17,7 @@ from typing import Any, Final
 
 import zmq
 
+from bus.curve import Authenticator, needs_auth, secure
 from bus.endpoints import Endpoints, check, log_dir, run_dir
 from bus.errors import ConfigError, MalformedEventError
 from bus.events import check_map
@@ -57,7 +58,7 @@ class HubConfig:
         if self.marker_interval_s <= 0:
             raise ConfigError(f"hub: marker_interval_s must be > 0, got {self.marker_interval_s}")
         for address in self.endpoints.all():
-            check(address, bind=True, insecure=self.insecure)
+            check(address, bind=True, insecure=self.insecure, curve=self.endpoints.curve)
 
 
 def _policy(value: FsyncPolicy | str) -> FsyncPolicy:
@@ -130,10 +131,11 @@ class Hub:
         self._topics: dict[str, bytes] = {}
         self._load_recent_ids()
         self._marker_wanted = False
+        self._auth: Authenticator | None = None
         try:
             self._bind()
         except BaseException:
-            self.log.close()
+            self.close()
             raise
 
     @property
@@ -170,11 +172,15 @@ class Hub:
         self.publish.setsockopt(zmq.SNDHWM, self.config.pub_hwm)
         self.request = ctx.socket(zmq.ROUTER)
         self.request.setsockopt(zmq.MAXMSGSIZE, SOCKET_MAX_BYTES)
-        for sock in (self.ingest, self.publish, self.request):
+        endpoints = self.config.endpoints
+        if needs_auth(endpoints.all(), endpoints.curve) and self._auth is None:
+            assert endpoints.curve is not None
+            self._auth = Authenticator(ctx, endpoints.curve)  # before any bind: see bus.curve
+        pairs = zip((self.ingest, self.publish, self.request), endpoints.all(), strict=True)
+        for sock, address in pairs:
             sock.setsockopt(zmq.LINGER, 0)
-        self.ingest.bind(self.config.endpoints.ingest)
-        self.publish.bind(self.config.endpoints.publish)
-        self.request.bind(self.config.endpoints.request)
+            secure(sock, address, endpoints.curve, server=True)
+            sock.bind(address)
 
     def stop(self) -> None:
         """Ask the loop to finish its cycle, flush and close (safe from a signal handler)."""
@@ -203,8 +209,13 @@ class Hub:
 
     def close(self) -> None:
         self.log.close()
-        for sock in (self.ingest, self.publish, self.request):
-            sock.close(linger=1000 if sock is self.publish else 0)
+        for name in ("ingest", "publish", "request"):
+            sock = getattr(self, name, None)
+            if sock is not None:
+                sock.close(linger=1000 if name == "publish" else 0)
+        if self._auth is not None:
+            self._auth.stop()
+            self._auth = None
 
     def cycle(self) -> int:
         """Drain requests and ingest once, commit the batch, publish, ack, serve reads."""
@@ -373,7 +384,10 @@ class Hub:
             self._reply(envelope, {"rid": rid, "ok": True, "head": head})
             return
         if op == "stats":
-            stats = self.stats.as_map() | {"head": head}
+            stats = self.stats.as_map() | {
+                "head": head,
+                "auth_denied": self._auth.denied if self._auth is not None else 0,
+            }
             self._reply(envelope, {"rid": rid, "ok": True, "stats": stats})
             return
         try:

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
 from pathlib import Path
 
-from actors.commands.common import add_data_dir, data_dir_of
+from actors.commands.common import add_data_dir, data_dir_of, network_of
 from actors.commands.monitoring import add_monitor_flags, monitor_args
 from actors.errors import UsageError
+from actors.settings import config_path
 from actors.stagecfg import parse_stage_args
 from actors.system import System, default_checkpoint_dir
 from bus.client import hub_running
@@ -38,6 +40,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     orch.add_argument("--workers", type=int, default=2, help="workers to plan partitions for")
     orch.add_argument("--hybrid-min-rows", type=int, default=250_000, metavar="N",
                       help="hybrid mode: rows per partition worth splitting for")  # fmt: skip
+    orch.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow binding the tasks socket on non-loopback TCP without encryption",
+    )
     _stage_flag(orch)
     orch.set_defaults(func=cmd_orchestrator)
 
@@ -66,17 +73,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     up.set_defaults(func=cmd_up)
 
 
-def _tasks(data_dir: Path) -> str:
-    from actors.worker import tasks_endpoint
-
-    return tasks_endpoint(data_dir)
-
-
-def need_hub(data_dir: Path, what: str) -> None:
-    if not hub_running(data_dir):
+def need_hub(args: argparse.Namespace, what: str) -> tuple[Endpoints, str]:
+    """The hub's endpoints and the tasks address; for a local hub, a clear error if none runs."""
+    endpoints, tasks = network_of(args)
+    data_dir = data_dir_of(args)
+    if endpoints.is_local() and not hub_running(data_dir):
         raise UsageError(
             f"{what}: no hub runs for data dir {data_dir}; start `porch hub` or `porch up`"
         )
+    return endpoints, tasks
 
 
 def cmd_orchestrator(args: argparse.Namespace) -> int:
@@ -84,21 +89,22 @@ def cmd_orchestrator(args: argparse.Namespace) -> int:
     from actors.stagecfg import registry_from
 
     data_dir = data_dir_of(args)
-    need_hub(data_dir, "orchestrator")
+    endpoints, tasks = need_hub(args, "orchestrator")
     if args.workers < 1:
         raise UsageError(f"--workers must be >= 1, got {args.workers}")
     registry = registry_from(args.stage)
     try:
         config = OrchestratorConfig(
             data_dir=data_dir,
-            endpoints=Endpoints.local(data_dir),
-            tasks=_tasks(data_dir),
+            endpoints=endpoints,
+            tasks=tasks,
             checkpoint_dir=Path(args.checkpoint_dir).resolve()
             if args.checkpoint_dir
             else default_checkpoint_dir(data_dir).resolve(),
             lease_ms=args.lease_ms,
             hybrid_min_rows=args.hybrid_min_rows,
             default_workers=args.workers,
+            insecure=args.insecure,
         )
     except ValueError as exc:
         raise UsageError(f"orchestrator: {exc}") from exc
@@ -110,14 +116,14 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from actors.worker import WorkerConfig, run_worker
 
     data_dir = data_dir_of(args)
-    need_hub(data_dir, "worker")
+    endpoints, tasks = need_hub(args, "worker")
     parse_stage_args(args.stage)
     if not 1 <= args.prefetch <= 64:
         raise UsageError(f"--prefetch must be 1..64, got {args.prefetch}")
     config = WorkerConfig(
         data_dir=data_dir,
-        endpoints=Endpoints.local(data_dir),
-        tasks=_tasks(data_dir),
+        endpoints=endpoints,
+        tasks=tasks,
         name=args.name or "",
         stages=tuple(args.stage),
         prefetch=args.prefetch,
@@ -128,8 +134,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def cmd_up(args: argparse.Namespace) -> int:
     data_dir = data_dir_of(args)
-    if args.workers < 1:
-        raise UsageError(f"--workers must be >= 1, got {args.workers}")
+    if args.workers < 0:
+        raise UsageError(f"--workers must be >= 0, got {args.workers}")
+    network_of(args)  # refuse a bad config file before starting anything
     parse_stage_args(args.stage)
     if args.max_concurrent < 1:
         raise UsageError(f"--max-concurrent must be >= 1, got {args.max_concurrent}")
@@ -149,6 +156,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         schedules_file=schedules,
         monitor=True,
         monitor_args=monitor_args(args),
+        config_file=_config_file(args),
     )
     stopping = threading.Event()
 
@@ -168,3 +176,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         print("porch up: stopping", flush=True)
         system.stop()
     return 0
+
+
+def _config_file(args: argparse.Namespace) -> Path | None:
+    path = config_path(args.config, os.environ)
+    return Path(path).resolve() if path else None

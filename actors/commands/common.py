@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from actors.errors import NotRunningError
+from actors.settings import config_path, network
 from bus.client import Client, hub_running
-from bus.endpoints import resolve_data_dir
+from bus.endpoints import Endpoints, resolve_data_dir
 
 ENVELOPE_HIDDEN = ("type", "v", "id", "ts", "src")
 
@@ -23,18 +24,34 @@ def add_data_dir(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="where the log, artifacts and sockets live (env PORCH_DATA_DIR, default ./.porch)",
     )
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="TOML file: [hub] and [orchestrator] endpoints, [curve] keys (env PORCH_CONFIG)",
+    )
 
 
 def data_dir_of(args: argparse.Namespace) -> Path:
     return resolve_data_dir(args.data_dir, dict(os.environ))
 
 
+def network_of(args: argparse.Namespace) -> tuple[Endpoints, str]:
+    """The hub's endpoints and the tasks address, from ``--config``/``PORCH_CONFIG`` or local."""
+    environ = dict(os.environ)
+    return network(
+        data_dir=args.data_dir,
+        config_file=config_path(getattr(args, "config", None), environ),
+        environ=environ,
+    )
+
+
 def connect(args: argparse.Namespace, *, timeout_ms: int = 10_000) -> Client:
-    """A client of the hub of the data dir; a clear error when no hub runs there."""
+    """A client of the hub of the data dir (or the config's); a clear error when none runs."""
+    endpoints, _ = network_of(args)
     root = data_dir_of(args)
-    if not hub_running(root):
+    if endpoints.is_local() and not hub_running(root):
         raise NotRunningError(f"no hub is running for data dir {root}; start one with `porch hub`")
-    return Client.local(root, timeout_ms=timeout_ms)
+    return Client(endpoints, timeout_ms=timeout_ms)
 
 
 def _json_default(value: Any) -> Any:

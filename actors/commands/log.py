@@ -13,7 +13,7 @@ from typing import Any
 
 from actors.commands.common import add_data_dir, connect, data_dir_of, event_json, event_line
 from actors.errors import UsageError
-from actors.settings import hub_config
+from actors.settings import config_path, hub_config
 from bus.client import hub_running
 from bus.endpoints import log_dir
 from bus.events import SCHEMAS, build, coerce, set_source
@@ -26,7 +26,6 @@ from store.projections.summary import SummaryState, evolve
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     hub = sub.add_parser("hub", help="run the hub: the log writer and event publisher")
     add_data_dir(hub)
-    hub.add_argument("--config", metavar="FILE", help="TOML config file ([hub] table)")
     hub.add_argument(
         "--fsync", choices=["always", "batch", "never"], help="fsync policy (default batch)"
     )
@@ -98,7 +97,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def cmd_hub(args: argparse.Namespace) -> int:
     config = hub_config(
         data_dir=args.data_dir,
-        config_file=args.config,
+        config_file=config_path(args.config, os.environ),
         environ=dict(os.environ),
         flags={
             "fsync": args.fsync,

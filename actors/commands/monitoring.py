@@ -105,16 +105,15 @@ def monitor_args(args: argparse.Namespace) -> list[str]:
 def cmd_monitor(args: argparse.Namespace) -> int:
     from actors.commands.actors import need_hub
     from actors.monitor import MonitorConfig, run_monitor
-    from bus.endpoints import Endpoints
 
     data_dir = data_dir_of(args)
-    need_hub(data_dir, "monitor")
+    endpoints, _ = need_hub(args, "monitor")
     if not 0 <= args.http_port <= 65535:
         raise UsageError(f"--http-port must be 0..65535, got {args.http_port}")
     try:
         config = MonitorConfig(
             data_dir=data_dir,
-            endpoints=Endpoints.local(data_dir),
+            endpoints=endpoints,
             retention_hours=args.retention_hours,
             sampling_interval_s=args.sampling_interval,
             alerting=not args.no_alerting,

@@ -112,10 +112,9 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
     from actors.commands.actors import need_hub
     from actors.schedconf import load_file
     from actors.scheduler import SchedulerConfig, run_scheduler
-    from bus.endpoints import Endpoints
 
     data_dir = data_dir_of(args)
-    need_hub(data_dir, "scheduler")
+    endpoints, _ = need_hub(args, "scheduler")
     if args.max_concurrent < 1:
         raise UsageError(f"--max-concurrent must be >= 1, got {args.max_concurrent}")
     schedules = Path(args.schedules).resolve() if args.schedules else None
@@ -125,7 +124,7 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
     return run_scheduler(
         SchedulerConfig(
             data_dir=data_dir,
-            endpoints=Endpoints.local(data_dir),
+            endpoints=endpoints,
             max_concurrent=args.max_concurrent,
             schedules_file=schedules,
         )
