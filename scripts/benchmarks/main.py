@@ -11,6 +11,8 @@ GROUPS = {
     "orchestrator": "scripts.benchmarks.orchestrator",
     "scheduler": "scripts.benchmarks.scheduler",
     "monitor": "scripts.benchmarks.monitor",
+    "load": "scripts.benchmarks.load",
+    "multihost": "scripts.benchmarks.multihost",
 }
 
 
