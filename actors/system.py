@@ -72,8 +72,8 @@ class System:
                     *checkpoint,
                     *stage_flags,
                     *self.extra,
-                    "--workers",
-                    str(self.workers),
+                    # with no local workers, the remote ones are planned for by the default
+                    *(["--workers", str(self.workers)] if self.workers else []),
                 ),
             )
         )

@@ -1,0 +1,103 @@
+"""Other hosts on this machine: network namespaces joined to this one by veth pairs.
+
+Each namespace gets one veth pair: ``10.N.i.1/24`` on this side, ``10.N.i.2/24`` inside, and a
+route to ``10.N.0.0/16`` through its pair, so a process inside reaches every address on this
+side (the hub binds ``10.N.1.1``) and nothing else: no default route, no forwarding. Everything
+is removed on exit. It needs root and a kernel that allows namespaces; `available` says why not.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+
+def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["ip", *args], capture_output=True, text=True, check=check, timeout=10)
+
+
+def available() -> str | None:
+    """None when namespaces can be made here, else the reason they cannot."""
+    if os.geteuid() != 0:
+        return "network namespaces need root"
+    name = f"porch-probe-{os.getpid()}"
+    try:
+        made = _ip("netns", "add", name, check=False)
+    except (FileNotFoundError, subprocess.TimeoutExpired) as exc:
+        return f"`ip` is not usable here: {exc}"
+    if made.returncode != 0:
+        return f"the kernel refused a network namespace: {made.stderr.strip()}"
+    _ip("netns", "del", name, check=False)
+    return None
+
+
+@dataclass
+class Hosts:
+    """``count`` namespaces; ``hub_ip`` is the address on this side every one of them reaches."""
+
+    count: int
+    net: int = field(default_factory=lambda: random.randint(100, 250))
+    names: list[str] = field(default_factory=list)
+    _veths: list[str] = field(default_factory=list)
+
+    @property
+    def hub_ip(self) -> str:
+        return f"10.{self.net}.1.1"
+
+    def address(self, index: int) -> str:
+        return f"10.{self.net}.{index + 1}.2"
+
+    def prefix(self, index: int) -> list[str]:
+        """The argv prefix that runs a command inside namespace ``index``."""
+        return ["ip", "netns", "exec", self.names[index]]
+
+    def create(self) -> None:
+        tag = f"{os.getpid() % 100000}{random.randint(0, 99):02d}"
+        for index in range(self.count):
+            name = f"porch-{tag}-{index}"
+            outer, inner = f"pv{tag}o{index}", f"pv{tag}i{index}"
+            _ip("netns", "add", name)
+            self.names.append(name)
+            _ip("link", "add", outer, "type", "veth", "peer", "name", inner)
+            self._veths.append(outer)
+            _ip("link", "set", inner, "netns", name)
+            _ip("addr", "add", f"10.{self.net}.{index + 1}.1/24", "dev", outer)
+            _ip("link", "set", outer, "up")
+            inside = ["-n", name]
+            _ip(*inside, "addr", "add", f"{self.address(index)}/24", "dev", inner)
+            _ip(*inside, "link", "set", inner, "up")
+            _ip(*inside, "link", "set", "lo", "up")
+            _ip(
+                *inside,
+                "route",
+                "add",
+                f"10.{self.net}.0.0/16",
+                "via",
+                f"10.{self.net}.{index + 1}.1",
+            )
+
+    def remove(self) -> None:
+        for name in self.names:
+            pids = _ip("netns", "pids", name, check=False).stdout.split()
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError, ValueError):
+                    os.kill(int(pid), 9)
+            _ip("netns", "del", name, check=False)
+        for veth in self._veths:  # gone with its namespace's end; make sure
+            _ip("link", "del", veth, check=False)
+        self.names.clear()
+        self._veths.clear()
+
+
+@contextlib.contextmanager
+def hosts(count: int) -> Iterator[Hosts]:
+    made = Hosts(count)
+    try:
+        made.create()
+        yield made
+    finally:
+        made.remove()
