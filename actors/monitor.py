@@ -163,6 +163,8 @@ class Monitor:
             )
         ctx = zmq.Context()
         self.client = Client(self.config.endpoints, context=ctx)
+        # stats are asked each tick; a short wait, so a busy hub never stalls the folding
+        self.stats_client = Client(self.config.endpoints, timeout_ms=500, retry_ms=500, context=ctx)
         sub = self.client.subscribe(from_seq=1, types=TYPES)
         server = self._serve(write_info=True)
         psutil.cpu_percent(None)  # the first call only starts the measurement
@@ -189,6 +191,7 @@ class Monitor:
             self.notifier.close()
             sub.close()
             self.client.close()
+            self.stats_client.close()
             ctx.term()
 
     # --- folding and deciding -----------------------------------------------------------------
@@ -232,6 +235,7 @@ class Monitor:
             ),
             MetricRecorded(name="disk_percent", value=disk, labels=host),
         ]
+        events += self._rejections()
         with self.lock:
             workers = views.worker_view(self.metrics, now)
             for worker, info in workers.items():
@@ -251,6 +255,25 @@ class Monitor:
             if self.config.alerting:
                 events += self.engine.tick(self.metrics, now)
         self._send(events)
+
+    def _rejections(self) -> list[Event]:
+        """The hub's counts of refused messages, by reason, as ``rejected_messages_total``."""
+        try:
+            stats = self.stats_client.stats()
+        except BusError as exc:
+            log.warning("monitor: no hub stats: %s", exc)
+            return []
+        counts = dict(stats.get("refused") or {})
+        counts["auth"] = stats.get("auth_denied", 0)
+        return [
+            MetricRecorded(
+                name="rejected_messages_total",
+                value=float(count),
+                labels={"actor": "hub", "reason": str(reason)},
+            )
+            for reason, count in sorted(counts.items())
+            if type(count) is int
+        ]
 
     def _send(self, events: list[Event]) -> None:
         for event in events:

@@ -445,6 +445,7 @@ class Worker:
                 task_id=self._running[0].task["task_id"] if self._running else None,
                 queued=[b.task["task_id"] for b in list(self._running)[1:] if not b.cancelled]
                 + [t["task_id"] for t in self._queue],
+                malformed=self.stats.malformed,
             )
         )
 

@@ -535,6 +535,7 @@ class WorkerHeartbeat(Event):
     disk_percent: float = 0.0
     task_id: str | None = None
     queued: list[str] = field(default_factory=list)
+    malformed: int = 0  # tasks this worker refused so far (garbage on its tasks socket)
 
 
 @catalogued

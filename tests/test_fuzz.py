@@ -7,12 +7,20 @@ either a seq (it was valid) or a one-line refusal, and the hub keeps serving and
 
 from __future__ import annotations
 
+import contextlib
+import subprocess
+import time
+
 import msgpack
+import pytest
+import zmq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from actors.system import stop_process
 from bus.errors import EventRefusedError
-from bus.events import SCHEMAS, MetricRecorded
+from bus.events import SCHEMAS, MetricRecorded, StageDispatched, encode
+from tests.conftest import PORCH
 
 SCALARS = st.one_of(
     st.none(), st.booleans(), st.integers(-(2**63), 2**63 - 1), st.floats(allow_nan=True),
@@ -85,3 +93,147 @@ def test_the_hub_counts_what_it_refused_and_still_serves(client):
     stats = client.stats()
     assert sum(stats["refused"].values()) + stats["malformed"] >= 5
     assert client.append(MetricRecorded(name="still", value=1.0)) >= 1
+
+
+# --- the tasks socket: a worker fed garbage by whoever binds its tasks endpoint ------------------
+
+
+@st.composite
+def near_tasks(draw, out_dir):
+    """StageDispatched look-alikes; paths stay in the test's folder, everything else is fuzzed."""
+    task = {"type": "StageDispatched", "v": 1, "id": draw(st.text(min_size=1, max_size=20)),
+            "ts": 1.0, "src": "fuzz"}  # fmt: skip
+    for name in SCHEMAS["StageDispatched"].names:
+        if name not in task and draw(st.integers(0, 5)):
+            task[name] = draw(VALUES)
+    task["output"] = str(out_dir / f"out-{draw(st.integers(0, 9))}.arrow")
+    task["inputs"] = [str(out_dir / "missing.parquet")]
+    return task
+
+
+@pytest.fixture
+def lone_worker(hub, tmp_path, zmq_context):
+    """A real `porch worker` whose tasks endpoint is bound by the test instead of an orchestrator."""
+    from actors.worker import tasks_endpoint
+
+    tasks = zmq_context.socket(zmq.PUSH)
+    tasks.setsockopt(zmq.LINGER, 0)
+    tasks.bind(tasks_endpoint(hub.data_dir))
+    log = (tmp_path / "worker.stderr").open("wb")
+    proc = subprocess.Popen(
+        [*PORCH, "worker", "--name", "fuzzed", "--data-dir", str(hub.data_dir)],
+        stdout=log, stderr=log, cwd=tmp_path,
+    )  # fmt: skip
+    log.close()
+    try:
+        yield proc, tasks
+    finally:
+        stop_process(proc, 10)
+        tasks.close()
+
+
+def test_garbage_on_the_tasks_socket_is_refused_counted_and_the_worker_goes_on(
+    lone_worker, client, tmp_path
+):
+    proc, tasks = lone_worker
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    payloads = st.one_of(
+        st.binary(max_size=300),
+        VALUES.map(pack_any),
+        near_tasks(out_dir).map(pack_any),
+    )
+
+    @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(batch=st.lists(payloads, min_size=1, max_size=6))
+    def feed(batch: list[bytes]) -> None:
+        for payload in batch:
+            tasks.send(payload)  # blocks until the worker takes it: it never stops taking
+        assert proc.poll() is None, "the worker died"
+
+    feed()
+    valid = StageDispatched(
+        execution_id="fuzz", stage="no_such_stage", task_id="t-1",
+        inputs=[str(out_dir / "missing.parquet")], output=str(out_dir / "x.arrow"),
+    )  # fmt: skip
+    with client.subscribe(1, types=["WorkerHeartbeat", "StageFailed"]) as sub:
+        tasks.send(encode(valid))
+        failed = None
+        heartbeat = None
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and (failed is None or heartbeat is None):
+            for record in sub.receive(200):
+                fields = record.fields()
+                if fields["type"] == "StageFailed" and fields["task_id"] == "t-1":
+                    failed = fields
+                elif fields["type"] == "WorkerHeartbeat" and failed is not None:
+                    heartbeat = fields  # one sent after the last task was taken
+    assert proc.poll() is None, "the worker died"
+    assert failed is not None, "the registered-stage check gave no StageFailed"
+    assert "no_such_stage" in failed["error"]
+    assert heartbeat is not None
+    assert heartbeat["malformed"] >= 1
+
+
+def test_refusals_show_up_as_monitor_metrics(hub, client, tmp_path):
+    from store.projections import metrics
+
+    for payload in (b"", b"\xc1", msgpack.packb({"type": "Nope"})):
+        with contextlib.suppress(EventRefusedError):
+            client.append(payload)
+    log = (tmp_path / "monitor.stderr").open("wb")
+    proc = subprocess.Popen(
+        [*PORCH, "monitor", "--sampling-interval", "0.2", "--data-dir", str(hub.data_dir)],
+        stdout=log, stderr=log,
+    )  # fmt: skip
+    log.close()
+    try:
+        with client.subscribe(1, types=["MetricRecorded"]) as sub:
+            deadline = time.monotonic() + 30
+            seen: dict[str, float] = {}
+            while time.monotonic() < deadline and "malformed event" not in seen:
+                for record in sub.receive(200):
+                    fields = record.fields()
+                    if fields["name"] == "rejected_messages_total":
+                        seen[fields["labels"]["reason"]] = fields["value"]
+    finally:
+        stop_process(proc, 10)
+    assert seen.get("malformed event", 0) >= 3
+    assert "auth" in seen
+    state = metrics.MetricsState()
+    for record in client.read(1):
+        metrics.evolve(record.seq, record.fields(), state)
+    names = {key[0] for key in state.series}
+    assert "rejected_messages_total" in names
+
+
+@st.composite
+def near_requests(draw):
+    """Requests to the hub's request socket: a real op with fuzzed arguments, or junk."""
+    request = {"op": draw(st.sampled_from(["append", "read", "head", "stats", "nope", 5, None]))}
+    for name in ("rid", "event", "from_seq", "to_seq", "types", "execution_id", "max_events"):
+        if draw(st.booleans()):
+            request[name] = draw(VALUES)
+    return request
+
+
+def test_fuzzed_requests_each_get_a_reply_and_the_hub_goes_on(hub, client, zmq_context):
+    dealer = zmq_context.socket(zmq.DEALER)
+    dealer.linger = 0
+    dealer.connect(client.endpoints.request)
+
+    @settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(request=near_requests())
+    def ask(request: dict) -> None:
+        dealer.send_multipart([b"", pack_any(request)])
+        assert dealer.poll(5000), f"no reply to {request!r}"
+        reply = msgpack.unpackb(dealer.recv_multipart()[-1], raw=False, strict_map_key=False)
+        assert isinstance(reply, dict)
+        assert "ok" in reply
+
+    try:
+        ask()
+    finally:
+        dealer.close()
+    assert hub.alive()
+    assert client.append(MetricRecorded(name="after", value=1.0)) >= 1

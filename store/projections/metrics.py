@@ -40,7 +40,7 @@ BUILTIN: Final = (
     "executions_cancelled_total", "executions_timed_out_total", "executions_running",
     "success_rate", "failure_rate", "schedule_lateness_seconds", "queue_depth", "cpu_percent",
     "memory_percent", "disk_percent", "host_cpu_percent", "host_memory_percent",
-    "workers_alive", "worker_missed_heartbeats", "execution_error",
+    "workers_alive", "worker_missed_heartbeats", "execution_error", "rejected_messages_total",
 )  # fmt: skip
 FINISHED: Final = {
     "ExecutionCompleted": "completed",
@@ -244,6 +244,9 @@ def _heartbeat(seq: int, f: Fields, state: MetricsState) -> None:
         record(state, "host_cpu_percent", hl, ts, float(f["host_cpu_percent"]))
     if "host_memory_percent" in f:
         record(state, "host_memory_percent", hl, ts, float(f["host_memory_percent"]))
+    if "malformed" in f:
+        rl = (("actor", worker), ("reason", "malformed task"))
+        record(state, "rejected_messages_total", rl, ts, float(f["malformed"]))
 
 
 def _worker_seen(seq: int, f: Fields, state: MetricsState) -> None:
