@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
@@ -171,11 +172,18 @@ def cmd_up(args: argparse.Namespace) -> int:
     try:
         while not stopping.wait(0.2):
             for name in system.check():
-                print(f"porch up: restarted {name}", flush=True)
+                _say(f"porch up: restarted {name}")
     finally:
-        print("porch up: stopping", flush=True)
+        _say("porch up: stopping")
         system.stop()
     return 0
+
+
+def _say(text: str) -> None:
+    """Print a status line; a closed stdout (a pipe whose reader left) must not stop the
+    supervision, or the stop of every actor after it."""
+    with contextlib.suppress(OSError, ValueError):
+        print(text, flush=True)
 
 
 def _config_file(args: argparse.Namespace) -> Path | None:
