@@ -86,6 +86,9 @@ class _Runtime:
     pending: dict[str, dict[TaskKey, str]] = field(default_factory=dict)
     pending_ids: dict[str, tuple[str, TaskKey]] = field(default_factory=dict)
     active: set[str] = field(default_factory=set)
+    # executions that found no room to dispatch: decided again when room frees up, as nothing
+    # of their own may come to make them dirty
+    starved: set[str] = field(default_factory=set)
 
 
 class Orchestrator:
@@ -275,6 +278,9 @@ class Orchestrator:
             if executions[e].status == "running"
         ) + len(self.rt.pending_ids)
         capacity = max(0, workers * self.config.prefetch * 2 - in_flight)
+        if capacity > 0 and self.rt.starved:
+            dirty |= self.rt.starved
+            self.rt.starved = set()
         for eid in sorted(
             dirty,
             key=lambda e: (
@@ -303,6 +309,8 @@ class Orchestrator:
                             self.rt.pending_ids[event.id] = (eid, key)
                     else:
                         self._send(event)
+                if capacity <= 0 and ex.status in folds.ACTIVE:
+                    self.rt.starved.add(eid)
             except Exception:  # one execution's bug must not stop the others
                 log.exception("orchestrator: deciding for execution %s failed", eid)
 

@@ -20,6 +20,7 @@ One summary line, and exit 1 on any violation. Bounded in time and in kills; loo
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import random
 import shutil
@@ -44,9 +45,10 @@ from bus.errors import BusError
 from bus.events import Event, ExecutionRequested, ScheduleAdded, ScheduleRemoved
 from bus.wire import unpack_map
 from stages.sample import SCHEMA, generate
-from store import artifacts
+from store import artifacts, powercut
 from store.log import LogReader
 from store.projections import executions as folds
+from store.segment import SUFFIX
 
 ROWS = 4000
 STAGES = ("flaky=scripts.chaosstages:flaky", "noop=scripts.chaosstages:noop")
@@ -69,24 +71,60 @@ def _append(client: Client, event: Event, deadline: float) -> int:
 
 
 class Killer(threading.Thread):
+    """SIGKILLs a random actor now and then; with ``journal`` set, every kill is a power cut:
+    all actors at once, then the files cut to what had reached the disk, then all restarted."""
+
     def __init__(
-        self, system: System, kills: int, rng: random.Random, stop: threading.Event
+        self,
+        system: System,
+        kills: int,
+        rng: random.Random,
+        stop: threading.Event,
+        journal: Path | None = None,
     ) -> None:
         super().__init__(daemon=True)
         self.system, self.kills, self.rng, self.stop_event = system, kills, rng, stop
+        self.journal = journal
         self.done: list[str] = []
+        self.cut = {"truncated_bytes": 0, "removed": 0}
 
     def run(self) -> None:
         while len(self.done) < self.kills and not self.stop_event.wait(self.rng.uniform(0.5, 3.0)):
+            if self.journal is not None:
+                self._power_cut()
+                continue
             child = self.rng.choice(self.system.children)
             if child.proc is None or child.proc.poll() is not None:
                 continue
+            self._kill(child)
+            self.done.append(child.name)
+            self.system.check()
+
+    def _kill(self, child: Any) -> None:
+        if child.proc is not None and child.proc.poll() is None:
             os.kill(child.proc.pid, signal.SIGKILL)
             child.proc.wait(10)
-            self.done.append(child.name)
-            child.restarts = 0  # the harness restarts at once: no supervisor backoff
-            child.started = 0.0
-            self.system.check()
+        child.restarts = 0  # the harness restarts at once: no supervisor backoff
+        child.started = 0.0
+
+    def _power_cut(self) -> None:
+        assert self.journal is not None
+        for child in self.system.children:
+            self._kill(child)
+        for child in self.system.children:  # runners too: nothing of the old system may write
+            if child.proc is not None:
+                _kill_group(child.proc.pid)
+        done = powercut.cut(self.journal, self.system.data_dir, SUFFIX)
+        for key, value in done.items():
+            self.cut[key] += value
+        self.done.append("power")
+        self.system.check()
+
+
+def _kill_group(pid: int) -> None:
+    """The children of an actor (a worker's runner) are in its session: kill them as well."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
 
 
 def sample(path: Path) -> None:
@@ -166,11 +204,8 @@ def main() -> int:
         "--keep", metavar="DIR", help="keep the data dir here for a look afterwards"
     )
     parser.add_argument("--power-cut", action="store_true",
-                        help="also cut files to their fsynced length before restarts (not yet)")  # fmt: skip
+                        help="every kill is a power cut: all actors, files cut to what was synced")  # fmt: skip
     args = parser.parse_args()
-    if args.power_cut:
-        print("chaos: --power-cut is not built yet (kill -9 keeps the page cache)", file=sys.stderr)
-        return 2
     if args.executions < 1 or args.kills < 0 or args.seconds <= 0:
         parser.error("--executions >= 1, --kills >= 0 and --seconds > 0")
     rng = random.Random(args.seed)
@@ -179,12 +214,15 @@ def main() -> int:
         root = Path(tmp)
         input_path = root / "input.parquet"
         sample(input_path)
+        journal = root / "sync.journal" if args.power_cut else None
+        if journal is not None:  # the actors started below record what they sync
+            os.environ[powercut.ENV] = str(journal)
         system = System(data_dir=root / "porch", workers=2, stages=STAGES, log=subprocess.DEVNULL,
                         scheduler=True, monitor=True, extra=["--lease-ms", "3000"],
                         monitor_args=["--sampling-interval", "2"])  # fmt: skip
         system.start()
         stop = threading.Event()
-        killer = Killer(system, args.kills, rng, stop)
+        killer = Killer(system, args.kills, rng, stop, journal)
         acked: dict[int, str] = {}
         requested: set[str] = set()
         try:
@@ -229,13 +267,19 @@ def main() -> int:
             system.stop()
         violations, counts = check(system.data_dir, dict(acked), requested)
         if args.keep:
-            shutil.copytree(system.data_dir, args.keep, dirs_exist_ok=True)
+            shutil.copytree(system.data_dir, args.keep, dirs_exist_ok=True,
+                            ignore=shutil.ignore_patterns("*.sock"))  # fmt: skip
     for line in violations[:20]:
         print(f"chaos: violation: {line}")
     print(
         f"chaos: kills={len(killer.done)} ({', '.join(sorted(set(killer.done))) or 'none'}) "
         f"executions={counts['executions']} completed={counts['completed']} failed={counts['failed']} "
-        f"events={counts['events']} violations={len(violations)}",
+        f"events={counts['events']} violations={len(violations)}"
+        + (
+            f" cut_bytes={killer.cut['truncated_bytes']} cut_files={killer.cut['removed']}"
+            if args.power_cut
+            else ""
+        ),
         flush=True,
     )
     return 1 if violations else 0

@@ -22,6 +22,7 @@ from typing import Final
 
 import msgpack
 
+from store import powercut
 from store.errors import CorruptRecordError, LogFsyncError, LogLockedError, StoreError
 from store.segment import (
     HEADER,
@@ -55,13 +56,27 @@ def fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+    powercut.synced_dir(directory)
 
 
 def make_private_dir(directory: Path) -> None:
-    """Create ``directory`` (and parents) readable by the owner only."""
+    """Create ``directory`` (and parents) readable by the owner only, durably: the parent of
+    each directory it creates is synced, or a power cut could lose the new entry."""
+    if directory.is_dir():
+        with contextlib.suppress(PermissionError):
+            directory.chmod(DIR_MODE)
+        return
+    missing = []
+    at = directory
+    while not at.exists() and at.parent != at:
+        missing.append(at)
+        at = at.parent
     directory.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
     with contextlib.suppress(PermissionError):
         directory.chmod(DIR_MODE)
+    for made in reversed(missing):
+        with contextlib.suppress(OSError):
+            fsync_dir(made.parent)
 
 
 def lock_holder(directory: Path) -> int | None:
@@ -167,12 +182,16 @@ class EventLog:
             finally:
                 os.close(fd)
         self._fd = os.open(last, os.O_WRONLY | os.O_APPEND)
+        self._path = last
         self._size = result.end
+        # what a killed hub wrote may sit in the page cache only: make the tail it serves durable
+        self._sync()
         return result.last_seq
 
     def _open_segment(self, first_seq: int) -> None:
         path = self.directory / segment_name(first_seq)
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, FILE_MODE)
+        self._path = path
         self._size = 0
         fsync_dir(self.directory)
 
@@ -188,6 +207,7 @@ class EventLog:
             os.fdatasync(self._fd)
         except OSError as exc:
             raise LogFsyncError(exc.errno, f"fsync of the log failed: {exc.strerror}") from exc
+        powercut.synced_size(self._path, self._size)
 
     def append(self, payloads: Sequence[bytes]) -> int:
         """Append a batch; returns the seq given to its first record.

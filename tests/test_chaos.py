@@ -19,3 +19,40 @@ def test_a_short_chaos_run_finds_no_violation():
     assert proc.returncode == 0, f"{summary}\n{proc.stdout[-3000:]}\n{proc.stderr[-2000:]}"
     assert summary.startswith("chaos: kills=4 ")
     assert summary.endswith(" violations=0")
+
+
+def test_a_short_power_cut_run_finds_no_violation():
+    proc = subprocess.run(
+        [sys.executable, "-m", "scripts.chaos_run", "--power-cut", "--executions", "6",
+         "--kills", "3", "--seconds", "90", "--seed", "5"],
+        cwd=ROOT, capture_output=True, text=True, timeout=150, check=False,
+    )  # fmt: skip
+    summary = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else proc.stderr
+    assert proc.returncode == 0, f"{summary}\n{proc.stdout[-3000:]}\n{proc.stderr[-2000:]}"
+    assert summary.startswith("chaos: kills=3 (power) ")
+    assert " violations=0 " in summary
+
+
+def test_a_power_cut_keeps_only_what_was_synced(tmp_path, monkeypatch):
+    """The cut itself: unsynced bytes of a segment, and entries no directory sync listed, go."""
+    from store import powercut
+
+    journal = tmp_path / "sync.journal"
+    monkeypatch.setattr(powercut, "JOURNAL", str(journal))
+    root = tmp_path / "data"
+    kept = root / "log"
+    kept.mkdir(parents=True)
+    segment = kept / "00000000000000000001.seg"
+    segment.write_bytes(b"a" * 100)
+    powercut.synced_dir(root)
+    powercut.synced_dir(kept)
+    powercut.synced_size(segment, 60)
+    (kept / "late.arrow").write_bytes(b"renamed after the last sync")
+    (kept / ".x.arrow.123.tmp").write_bytes(b"half")
+    (root / "unsynced-dir").mkdir()
+    (root / "unsynced-dir" / "a.arrow").write_bytes(b"fsynced, but its directory entry is not")
+    done = powercut.cut(journal, root, ".seg")
+    assert segment.stat().st_size == 60
+    assert sorted(p.name for p in kept.iterdir()) == [segment.name]
+    assert not (root / "unsynced-dir").exists()
+    assert done == {"truncated_bytes": 40, "removed": 4}

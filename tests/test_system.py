@@ -334,3 +334,15 @@ def test_a_stage_that_hands_back_its_input_writes_nothing_and_reads_back_the_sam
     assert again.status == "completed", again.error
     assert all(again.tasks[t.key].reused for t in parts)
     assert [again.tasks[t.key].artifact for t in parts] == [t.artifact for t in parts]
+
+
+def test_more_executions_than_dispatch_room_all_finish(porch, sample):
+    """Executions that found no room to dispatch when they started are decided again once
+    room frees up: none waits forever (seen in a power-cut chaos run: 17 stuck running)."""
+    quick = {"slow": {"seconds": 0.3}}
+    eids = [
+        porch.request(sample, ["slow", "noop"], execution_id=f"many-{i}", config=quick)
+        for i in range(24)
+    ]
+    for eid in eids:
+        assert porch.wait(eid, timeout=40).status == "completed"

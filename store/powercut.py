@@ -1,0 +1,99 @@
+"""What a power cut would leave: a journal of what was synced, and the cut that applies it.
+
+kill -9 keeps the page cache: every byte a killed process wrote is still there for the next
+one to read, synced or not. A power cut keeps only what reached the disk. To test that, the
+processes of a crash test run with ``PORCH_SYNC_JOURNAL=FILE``: each fsync of a log segment
+records the segment's length, and each fsync of a directory records the names it held. After
+killing every process, `cut` makes the files what a power cut could have left:
+
+- a log segment is cut to its last synced length (a segment never synced is emptied);
+- a file or directory that no sync of its directory listed is removed (its creation or rename
+  had not reached the disk), and so is every temp file.
+
+Without the variable (always, outside crash tests) nothing is written and nothing is slower
+but one check of a module constant.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Final
+
+ENV: Final = "PORCH_SYNC_JOURNAL"
+JOURNAL: Final = os.environ.get(ENV) or None
+
+
+def synced_size(path: Path | str, size: int) -> None:
+    """Record that ``path`` is on disk up to ``size`` bytes."""
+    if JOURNAL is not None:
+        _write({"file": str(path), "size": size})
+
+
+def synced_dir(directory: Path | str) -> None:
+    """Record the names ``directory`` holds now, all on disk."""
+    if JOURNAL is not None:
+        names = sorted(p.name for p in Path(directory).iterdir() if p.suffix != ".tmp")
+        _write({"dir": str(directory), "names": names})
+
+
+def _write(entry: dict[str, object]) -> None:
+    # one write of one line with O_APPEND: lines of several processes do not interleave
+    fd = os.open(JOURNAL, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)  # type: ignore[arg-type]
+    try:
+        os.write(fd, (json.dumps(entry) + "\n").encode())
+    finally:
+        os.close(fd)
+
+
+def read(journal: Path) -> tuple[dict[str, int], dict[str, set[str]]]:
+    """The last synced size of each file, and the names of each synced directory ever seen.
+
+    A name counts as on disk once any sync of its directory listed it: a later removal (a
+    dropped checkpoint) that was not synced yet would bring it back, which the cut ignores.
+    """
+    sizes: dict[str, int] = {}
+    names: dict[str, set[str]] = {}
+    if not journal.exists():
+        return sizes, names
+    for line in journal.read_text().splitlines():
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut by the kill itself
+        if "file" in entry:
+            sizes[entry["file"]] = max(sizes.get(entry["file"], 0), int(entry["size"]))
+        elif "dir" in entry:
+            names.setdefault(entry["dir"], set()).update(entry["names"])
+    return sizes, names
+
+
+def cut(journal: Path, root: Path, segment_suffix: str) -> dict[str, int]:
+    """Make the files under ``root`` what a power cut could leave; counts of what it did.
+
+    Strict: an entry under ``root`` survives only if a sync of its directory listed it, so a
+    directory created without a sync of its parent is lost with all it holds.
+    """
+    sizes, names = read(journal)
+    done = {"truncated_bytes": 0, "removed": 0}
+    for path in sorted(root.rglob("*"), key=lambda p: len(p.parts)):
+        if not path.exists() and not path.is_symlink():
+            continue  # went with its directory
+        listed = names.get(str(path.parent), set())
+        if path.name.endswith(".tmp") or path.name not in listed:
+            if path.is_dir() and not path.is_symlink():
+                done["removed"] += sum(1 for _ in path.rglob("*")) + 1
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+                done["removed"] += 1
+            continue
+        if path.name.endswith(segment_suffix) and path.is_file():
+            keep = sizes.get(str(path), 0)
+            size = path.stat().st_size
+            if size > keep:
+                os.truncate(path, keep)
+                done["truncated_bytes"] += size - keep
+    return done
