@@ -9,7 +9,7 @@ from typing import Any
 
 from actors.errors import UsageError
 from bus.curve import Curve
-from bus.endpoints import Endpoints, resolve_data_dir, run_dir
+from bus.endpoints import Endpoints, check, resolve_data_dir, run_dir
 from bus.errors import BusError
 from bus.hub import HubConfig
 
@@ -109,6 +109,17 @@ def network(
         curve=_curve(toml, environ),
     )
     tasks = orch.get("tasks", f"ipc://{run_dir(root) / 'tasks.sock'}")
+    try:
+        for address in (*endpoints.all(), tasks):
+            check(address)
+    except BusError as exc:
+        raise UsageError(f"config file {config_file}: {exc}") from None
+    if endpoints.curve is not None and not endpoints.is_local():
+        try:  # every user of this connects to the hub: its keys must be there now
+            endpoints.curve.client_pair()
+            endpoints.curve.server_public()
+        except BusError as exc:
+            raise UsageError(str(exc)) from None
     return endpoints, tasks
 
 

@@ -157,3 +157,29 @@ def test_keys_generate_refuses_to_overwrite(tmp_path):
     second = run_porch("keys", "generate", str(tmp_path / "k"), "--client", "host-2")
     assert second.returncode == 0, second.stderr
     assert (tmp_path / "k" / "authorized" / "host-2.key").exists()
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ('[hubb]\ningest = "tcp://127.0.0.1:1"\n', "unknown table [hubb]"),
+        ("[hub]\ningest = 5\n", "ingest must be str"),
+        ('[curve]\nkeys = "/nonexistent/keys"\n', "does not exist"),
+        (
+            '[hub]\nrequest = "tcp://127.0.0.1:1"\n[curve]\nkeys = "KEYS"\nclient = "nobody"\n',
+            "nobody.key_secret is missing",
+        ),
+        ('[orchestrator]\ntasks = "udp://x"\n', "expected ipc://PATH or tcp://HOST:PORT"),
+        ("[hub\n", "config file"),
+    ],
+)
+def test_a_bad_config_file_is_one_line_and_exit_2(tmp_path, text, says):
+    keys = make_keys(tmp_path / "keys")
+    config = tmp_path / "porch.toml"
+    config.write_text(text.replace("KEYS", str(keys)))
+    for command in (["worker"], ["orchestrator"], ["status"]):
+        result = run_porch(*command, "--config", str(config), data_dir=tmp_path / "d")
+        assert result.returncode == 2, (command, result.stderr)
+        assert says in result.stderr, (command, result.stderr)
+        assert "Traceback" not in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
