@@ -2,7 +2,7 @@
 
 The hub and orchestrator run here, bound to an address on this side of the veth pairs, with
 CURVE; each worker runs in a network namespace of its own and reaches them over TCP (see
-`scripts/netns.py`). Each task is a ``busy`` stage that computes for about 20 ms, so the figure
+`scripts/netns.py`). Each task is a ``busy`` stage that takes 20 ms of CPU time, so the figure
 shows how work spreads over workers, not the orchestrator's own cost per task (that is
 ``orchestrator.noop_tasks``). The baseline is the 1-worker rate; on this 2-core machine more
 than 2 workers cannot add CPU. Where namespaces cannot be made, it says why and measures nothing.
@@ -34,9 +34,10 @@ BUSY_S = 0.02
 
 @stage("busy", partitioning="row_local")
 def busy(df: pd.DataFrame, config: dict) -> tuple[pd.DataFrame, dict]:
-    """Hold a CPU for about 20 ms, then hand the rows back."""
-    until = time.perf_counter() + BUSY_S
-    while time.perf_counter() < until:
+    """Compute for 20 ms of CPU time (not wall time: on a busy machine it takes longer), then
+    hand the rows back."""
+    until = time.process_time() + BUSY_S
+    while time.process_time() < until:
         pass
     return df, {}
 
