@@ -124,11 +124,21 @@ class Orchestrator:
         tasks.setsockopt(zmq.SNDHWM, 1)
         tasks.setsockopt(zmq.LINGER, 0)
         curve = self.config.endpoints.curve
-        if needs_auth([self.config.tasks], curve):
-            assert curve is not None
-            self._auth = Authenticator(ctx, curve)
-        secure(tasks, self.config.tasks, curve, server=True)
-        tasks.bind(self.config.tasks)
+        try:
+            if needs_auth([self.config.tasks], curve):
+                assert curve is not None
+                self._auth = Authenticator(ctx, curve)
+            secure(tasks, self.config.tasks, curve, server=True)
+            tasks.bind(self.config.tasks)
+        except (zmq.ZMQError, BusError) as exc:
+            tasks.close(linger=0)
+            self.client.close()
+            if self._auth is not None:
+                self._auth.stop()
+            ctx.term()
+            raise ActorError(
+                f"orchestrator: cannot bind tasks at {self.config.tasks}: {exc}"
+            ) from None
         types = set(folds.TYPES) | set(WORKER_TYPES)
         sub = self.client.subscribe(from_seq=1, types=types)
         try:

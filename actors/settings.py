@@ -25,7 +25,7 @@ HUB_KEYS = {
     "request": str,
     "insecure": bool,
 }
-ORCHESTRATOR_KEYS = {"tasks": str}
+ORCHESTRATOR_KEYS = {"tasks": str, "insecure": bool}
 CURVE_KEYS = {"keys": str, "client": str}
 SECTIONS = ("hub", "orchestrator", "curve")
 ENV_CONFIG = "PORCH_CONFIG"
@@ -121,6 +121,15 @@ def network(
         except BusError as exc:
             raise UsageError(str(exc)) from None
     return endpoints, tasks
+
+
+def orchestrator_insecure(config_file: str | None, environ: Mapping[str, str]) -> bool:
+    """``[orchestrator] insecure``: bind the tasks socket on non-loopback TCP without CURVE."""
+    return bool(
+        _section(load_toml(config_file), "orchestrator", ORCHESTRATOR_KEYS, environ).get(
+            "insecure", False
+        )
+    )
 
 
 def _curve(toml: Mapping[str, Any], environ: Mapping[str, str]) -> Curve | None:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import IO
 
 from actors.errors import ActorError
-from actors.settings import network
+from actors.settings import config_path, network
 from bus.client import Client, hub_running
 from bus.errors import BusError
 
@@ -47,6 +47,7 @@ class System:
     monitor: bool = False
     monitor_args: Sequence[str] = ()
     config_file: Path | None = None
+    insecure: bool = False
     children: list[Child] = field(default_factory=list)
     stopping: bool = False
 
@@ -61,9 +62,14 @@ class System:
             raise ActorError(f"a porch system already runs for data dir {self.data_dir}")
         stage_flags = [f for s in self.stages for f in ("--stage", s)]
         checkpoint = ["--checkpoint-dir", str(self.checkpoint_dir)] if self.checkpoint_dir else []
-        self.children = [Child("hub", self._porch("hub"))]
+        insecure = ["--insecure"] if self.insecure else []
+        self.children = [Child("hub", self._porch("hub", *insecure))]
         self._spawn(self.children[0])
-        self._wait_for_hub(timeout_s)
+        try:
+            self._wait_for_hub(timeout_s)
+        except BaseException:  # a hub that came up where nobody found it must not stay
+            self.stop()
+            raise
         self.children.append(
             Child(
                 "orchestrator",
@@ -72,6 +78,7 @@ class System:
                     *checkpoint,
                     *stage_flags,
                     *self.extra,
+                    *insecure,
                     # with no local workers, the remote ones are planned for by the default
                     *(["--workers", str(self.workers)] if self.workers else []),
                 ),
@@ -133,10 +140,11 @@ class System:
         """Ask the hub for its head until it answers; each ask waits on the socket's poll."""
         deadline = time.monotonic() + timeout_s
         hub = self.children[0]
+        environ = dict(os.environ)  # what the children see: PORCH_CONFIG, PORCH_HUB_*
         endpoints, _ = network(
             data_dir=str(self.data_dir),
-            config_file=str(self.config_file) if self.config_file else None,
-            environ={},
+            config_file=config_path(str(self.config_file) if self.config_file else None, environ),
+            environ=environ,
         )
         with Client(endpoints, timeout_ms=250, retry_ms=250) as client:
             while time.monotonic() < deadline:

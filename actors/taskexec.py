@@ -25,6 +25,7 @@ from stages.registry import Registry
 from stages.spec import Partitioning, Stage, sum_reports
 from store import artifacts
 from store.artifacts import ArtifactError
+from store.log import make_private_dir
 
 MAX_REPORT_BYTES: Final = 200_000
 
@@ -222,7 +223,7 @@ def _failure(task: Mapping[str, Any], exc: BaseException) -> dict[str, Any]:
             )
         )
         try:
-            Path(trace_path).parent.mkdir(parents=True, exist_ok=True)
+            make_private_dir(Path(trace_path).parent)  # synced: artifacts go there too
             Path(trace_path).write_text("".join(traceback.format_exception(exc)), encoding="utf-8")
         except OSError:
             trace_path = ""

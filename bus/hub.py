@@ -111,7 +111,14 @@ class Hub:
         self.config = config
         self.stats = HubStats()
         self._stopping = False
-        self._ctx = context or zmq.Context.instance()
+        endpoints = config.endpoints
+        # a ZAP handler binds one fixed inproc address per context: a CURVE hub gets its own
+        self._own_ctx = (
+            zmq.Context()
+            if context is None and needs_auth(endpoints.all(), endpoints.curve)
+            else None
+        )
+        self._ctx = context or self._own_ctx or zmq.Context.instance()
         make_private_dir(config.data_dir)
         self.log = EventLog(
             log_dir(config.data_dir), fsync=config.fsync, segment_bytes=config.segment_bytes
@@ -216,6 +223,9 @@ class Hub:
         if self._auth is not None:
             self._auth.stop()
             self._auth = None
+        if self._own_ctx is not None:
+            self._own_ctx.term()
+            self._own_ctx = None
 
     def cycle(self) -> int:
         """Drain requests and ingest once, commit the batch, publish, ack, serve reads."""

@@ -20,6 +20,15 @@ def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["ip", *args], capture_output=True, text=True, check=check, timeout=10)
 
 
+def _free_net() -> int:
+    """A ``10.N`` block no route of this machine uses yet (other test runs included)."""
+    routes = _ip("route", "show", check=False).stdout
+    free = [n for n in range(100, 251) if f"10.{n}." not in routes]
+    if not free:
+        raise RuntimeError("no free 10.N.0.0/16 block for test hosts")
+    return random.choice(free)
+
+
 def available() -> str | None:
     """None when namespaces can be made here, else the reason they cannot."""
     if os.geteuid() != 0:
@@ -40,7 +49,7 @@ class Hosts:
     """``count`` namespaces; ``hub_ip`` is the address on this side every one of them reaches."""
 
     count: int
-    net: int = field(default_factory=lambda: random.randint(100, 250))
+    net: int = field(default_factory=lambda: _free_net())
     names: list[str] = field(default_factory=list)
     _veths: list[str] = field(default_factory=list)
 

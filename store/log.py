@@ -51,12 +51,13 @@ class FsyncPolicy(StrEnum):
 
 
 def fsync_dir(directory: Path) -> None:
+    listed = powercut.listing(directory)  # before the sync: a later rename may not be in it
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
-    powercut.synced_dir(directory)
+    powercut.synced_dir(directory, listed)
 
 
 def make_private_dir(directory: Path) -> None:
@@ -75,8 +76,10 @@ def make_private_dir(directory: Path) -> None:
     with contextlib.suppress(PermissionError):
         directory.chmod(DIR_MODE)
     for made in reversed(missing):
-        with contextlib.suppress(OSError):
+        try:
             fsync_dir(made.parent)
+        except PermissionError:  # a parent we may not open (a shared /srv): nothing to sync
+            continue
 
 
 def lock_holder(directory: Path) -> int | None:

@@ -10,6 +10,9 @@ killing every process, `cut` makes the files what a power cut could have left:
 - a file or directory that no sync of its directory listed is removed (its creation or rename
   had not reached the disk), and so is every temp file.
 
+Only log segments are cut by length. Other files are kept whole when listed: artifacts are
+fsynced before their rename, and the rest (tracebacks, locks, run files) carry no promise.
+
 Without the variable (always, outside crash tests) nothing is written and nothing is slower
 but one check of a module constant.
 """
@@ -32,10 +35,16 @@ def synced_size(path: Path | str, size: int) -> None:
         _write({"file": str(path), "size": size})
 
 
-def synced_dir(directory: Path | str) -> None:
-    """Record the names ``directory`` holds now, all on disk."""
-    if JOURNAL is not None:
-        names = sorted(p.name for p in Path(directory).iterdir() if p.suffix != ".tmp")
+def listing(directory: Path | str) -> list[str] | None:
+    """The names in ``directory``, taken just before its sync (None outside crash tests)."""
+    if JOURNAL is None:
+        return None
+    return sorted(p.name for p in Path(directory).iterdir() if p.suffix != ".tmp")
+
+
+def synced_dir(directory: Path | str, names: list[str] | None) -> None:
+    """Record that the ``names`` listed before a sync of ``directory`` are on disk."""
+    if JOURNAL is not None and names is not None:
         _write({"dir": str(directory), "names": names})
 
 

@@ -44,8 +44,8 @@ def test_a_power_cut_keeps_only_what_was_synced(tmp_path, monkeypatch):
     kept.mkdir(parents=True)
     segment = kept / "00000000000000000001.seg"
     segment.write_bytes(b"a" * 100)
-    powercut.synced_dir(root)
-    powercut.synced_dir(kept)
+    powercut.synced_dir(root, powercut.listing(root))
+    powercut.synced_dir(kept, powercut.listing(kept))
     powercut.synced_size(segment, 60)
     (kept / "late.arrow").write_bytes(b"renamed after the last sync")
     (kept / ".x.arrow.123.tmp").write_bytes(b"half")

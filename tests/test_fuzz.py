@@ -118,6 +118,8 @@ def lone_worker(hub, tmp_path, zmq_context):
 
     tasks = zmq_context.socket(zmq.PUSH)
     tasks.setsockopt(zmq.LINGER, 0)
+    tasks.setsockopt(zmq.SNDHWM, 1)  # a send waits until the worker has taken the one before
+    tasks.setsockopt(zmq.SNDTIMEO, 10_000)  # a dead worker fails the test, it does not hang it
     tasks.bind(tasks_endpoint(hub.data_dir))
     log = (tmp_path / "worker.stderr").open("wb")
     proc = subprocess.Popen(
@@ -148,7 +150,7 @@ def test_garbage_on_the_tasks_socket_is_refused_counted_and_the_worker_goes_on(
     @given(batch=st.lists(payloads, min_size=1, max_size=6))
     def feed(batch: list[bytes]) -> None:
         for payload in batch:
-            tasks.send(payload)  # blocks until the worker takes it: it never stops taking
+            tasks.send(payload)  # zmq.Again after 10 s: the worker stopped taking tasks
         assert proc.poll() is None, "the worker died"
 
     feed()

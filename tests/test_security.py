@@ -13,7 +13,7 @@ from actors.system import System
 from bus.client import Client
 from bus.curve import Curve
 from bus.endpoints import Endpoints
-from bus.errors import HubUnavailableError
+from bus.errors import EndpointError, HubUnavailableError
 from bus.events import MetricRecorded
 from tests.conftest import PORCH, run_porch
 
@@ -83,9 +83,14 @@ def test_binding_a_public_address_without_keys_is_refused(tmp_path):
     assert result.returncode == 2
     assert "needs CURVE keys" in result.stderr
     assert "Traceback" not in result.stderr
-    orch = run_porch("orchestrator", "--config", str(config), data_dir=tmp_path / "d")
-    assert orch.returncode == 2  # no hub; and its tasks socket would need keys too
-    assert "Traceback" not in orch.stderr
+    from actors.orchestrator import OrchestratorConfig
+
+    local = Endpoints.local(tmp_path / "d")
+    with pytest.raises(EndpointError, match="needs CURVE keys"):
+        OrchestratorConfig(data_dir=tmp_path / "d", endpoints=local,
+                           tasks="tcp://0.0.0.0:7777", checkpoint_dir=tmp_path / "c")  # fmt: skip
+    OrchestratorConfig(data_dir=tmp_path / "d", endpoints=local, tasks="tcp://0.0.0.0:7777",
+                       checkpoint_dir=tmp_path / "c", insecure=True)  # fmt: skip
 
 
 def test_only_trusted_client_keys_get_through(curve_hub, tmp_path):
@@ -119,6 +124,10 @@ def test_the_cli_talks_to_a_curve_hub_through_the_config(curve_hub, tmp_path):
     assert result.returncode == 0, result.stderr
     seq = int(result.stdout.split()[-1])
     assert [r.fields()["name"] for r in trusted.read(seq, types=["MetricRecorded"])] == ["y"]
+    replay = run_porch("replay", "--config", str(config), "--type", "MetricRecorded", "--json",
+                       data_dir=elsewhere)  # fmt: skip
+    assert replay.returncode == 0, replay.stderr
+    assert '"name":"y"' in replay.stdout  # read from the hub, not the empty local data dir
 
 
 def test_a_pipeline_runs_over_curve_tcp_and_the_data_dir_is_private(tmp_path):
@@ -183,3 +192,24 @@ def test_a_bad_config_file_is_one_line_and_exit_2(tmp_path, text, says):
         assert says in result.stderr, (command, result.stderr)
         assert "Traceback" not in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_far_worker_without_a_tasks_address_is_refused(tmp_path):
+    config = tmp_path / "porch.toml"
+    config.write_text('[hub]\nrequest = "tcp://127.0.0.1:1"\n')
+    result = run_porch("worker", "--config", str(config), data_dir=tmp_path / "d")
+    assert result.returncode == 2
+    assert "no [orchestrator] tasks address" in result.stderr
+
+
+def test_porch_up_finds_its_hub_where_porch_config_puts_it(tmp_path, monkeypatch):
+    keys = make_keys(tmp_path / "keys")
+    config = tcp_config(tmp_path / "porch.toml", keys)
+    monkeypatch.setenv("PORCH_CONFIG", str(config))  # the children see it too
+    system = System(data_dir=tmp_path / "porch", workers=0, log=subprocess.DEVNULL)
+    system.start(timeout_s=20)
+    try:
+        with Client(endpoints_of(config, Curve(keys))) as client:
+            assert client.head() >= 0
+    finally:
+        system.stop()

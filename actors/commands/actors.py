@@ -14,7 +14,7 @@ from pathlib import Path
 from actors.commands.common import add_data_dir, data_dir_of, network_of
 from actors.commands.monitoring import add_monitor_flags, monitor_args
 from actors.errors import UsageError
-from actors.settings import config_path
+from actors.settings import config_path, orchestrator_insecure
 from actors.stagecfg import parse_stage_args
 from actors.system import System, default_checkpoint_dir
 from bus.client import hub_running
@@ -69,6 +69,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     up.add_argument(
         "--schedules", metavar="FILE.toml", help="add or update these schedules at start"
     )
+    up.add_argument(
+        "--insecure",
+        action="store_true",
+        help="let the hub and orchestrator bind non-loopback TCP without encryption",
+    )
     add_monitor_flags(up)
     _stage_flag(up)
     up.set_defaults(func=cmd_up)
@@ -105,7 +110,8 @@ def cmd_orchestrator(args: argparse.Namespace) -> int:
             lease_ms=args.lease_ms,
             hybrid_min_rows=args.hybrid_min_rows,
             default_workers=args.workers,
-            insecure=args.insecure,
+            insecure=args.insecure
+            or orchestrator_insecure(config_path(args.config, os.environ), os.environ),
         )
     except ValueError as exc:
         raise UsageError(f"orchestrator: {exc}") from exc
@@ -118,6 +124,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     data_dir = data_dir_of(args)
     endpoints, tasks = need_hub(args, "worker")
+    if not endpoints.is_local() and tasks.startswith("ipc://"):
+        raise UsageError(
+            "worker: the config names a hub over TCP but no [orchestrator] tasks address;"
+            " the worker would wait for tasks on this host's ipc socket"
+        )
     parse_stage_args(args.stage)
     if not 1 <= args.prefetch <= 64:
         raise UsageError(f"--prefetch must be 1..64, got {args.prefetch}")
@@ -158,6 +169,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         monitor=True,
         monitor_args=monitor_args(args),
         config_file=_config_file(args),
+        insecure=args.insecure,
     )
     stopping = threading.Event()
 

@@ -11,7 +11,14 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
-from actors.commands.common import add_data_dir, connect, data_dir_of, event_json, event_line
+from actors.commands.common import (
+    add_data_dir,
+    connect,
+    data_dir_of,
+    event_json,
+    event_line,
+    network_of,
+)
 from actors.errors import UsageError
 from actors.settings import config_path, hub_config
 from bus.client import hub_running
@@ -242,7 +249,8 @@ def _replay_queue(args: argparse.Namespace, root: Any) -> int:
 
 
 def _records(args: argparse.Namespace, root: Any) -> Iterator[tuple[int, dict[str, Any]]]:
-    if hub_running(root):
+    endpoints, _ = network_of(args)
+    if hub_running(root) or not endpoints.is_local():  # a hub elsewhere: ask it
         client = connect(args)
         if args.follow:
             sub = client.subscribe(args.from_seq, types=args.types)
