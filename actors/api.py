@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import json
+import os
 import time
 import uuid
 import weakref
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from actors.errors import ActorError, UsageError
+from actors.settings import network
 from actors.system import System
 from actors.views import execution_view, fold_log, fold_record, stage_statistics
 from bus.client import Client, hub_running
@@ -142,6 +144,11 @@ class MLPipelineOrchestrator:
         self._current: str | None = None
         if isinstance(endpoint, Endpoints):
             self.endpoints = endpoint
+        elif endpoint is not None and str(endpoint).endswith(".toml"):
+            # a config file naming a system elsewhere (TCP, CURVE keys): connect to it
+            self.endpoints, _ = network(
+                data_dir=None, config_file=str(endpoint), environ=dict(os.environ)
+            )
         else:
             root = Path(
                 endpoint or data_dir or Path(checkpoint_dir).resolve().parent / ".porch"

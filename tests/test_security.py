@@ -146,6 +146,13 @@ def test_a_pipeline_runs_over_curve_tcp_and_the_data_dir_is_private(tmp_path):
         )  # fmt: skip
         assert run.returncode == 0, run.stdout + run.stderr
         assert "data_cleaning: completed" in run.stdout
+        from actors import MLPipelineOrchestrator
+
+        api = MLPipelineOrchestrator(endpoint=str(config), metrics_dir=tmp_path / "m")
+        try:  # the Python API connects through the same config file
+            assert api.get_execution_history()[0]["status"] == "completed"
+        finally:
+            api.close()
     finally:
         system.stop()
     for path in [data_dir, *data_dir.rglob("*")]:
