@@ -101,13 +101,7 @@ def network(
     hub = _section(toml, "hub", HUB_KEYS, environ)
     orch = _section(toml, "orchestrator", ORCHESTRATOR_KEYS, environ)
     root = resolve_data_dir(data_dir, dict(environ))
-    local = Endpoints.local(root)
-    endpoints = Endpoints(
-        ingest=hub.get("ingest", local.ingest),
-        publish=hub.get("publish", local.publish),
-        request=hub.get("request", local.request),
-        curve=_curve(toml, environ),
-    )
+    endpoints = _endpoints(hub, root, toml, environ)
     tasks = orch.get("tasks", f"ipc://{run_dir(root) / 'tasks.sock'}")
     try:
         for address in (*endpoints.all(), tasks):
@@ -129,6 +123,19 @@ def orchestrator_insecure(config_file: str | None, environ: Mapping[str, str]) -
         _section(load_toml(config_file), "orchestrator", ORCHESTRATOR_KEYS, environ).get(
             "insecure", False
         )
+    )
+
+
+def _endpoints(
+    hub: Mapping[str, Any], root: Path, toml: Mapping[str, Any], environ: Mapping[str, str]
+) -> Endpoints:
+    """The ``[hub]`` addresses, each defaulting to the data dir's ipc socket, with the keys."""
+    local = Endpoints.local(root)
+    return Endpoints(
+        ingest=hub.get("ingest", local.ingest),
+        publish=hub.get("publish", local.publish),
+        request=hub.get("request", local.request),
+        curve=_curve(toml, environ),
     )
 
 
@@ -154,13 +161,9 @@ def hub_config(
     values = _section(toml, "hub", HUB_KEYS, environ)
     values.update({k: v for k, v in flags.items() if v is not None})
     root = resolve_data_dir(data_dir, dict(environ))
-    local = Endpoints.local(root)
-    endpoints = Endpoints(
-        ingest=values.pop("ingest", local.ingest),
-        publish=values.pop("publish", local.publish),
-        request=values.pop("request", local.request),
-        curve=_curve(toml, environ),
-    )
+    endpoints = _endpoints(values, root, toml, environ)
+    for name in ("ingest", "publish", "request"):
+        values.pop(name, None)
     try:
         return HubConfig(data_dir=root, endpoints=endpoints, **values)
     except BusError as exc:
