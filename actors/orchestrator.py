@@ -54,6 +54,9 @@ class OrchestratorConfig:
     checkpoint_dir: Path
     lease_ms: int = 10_000
     prefetch: int = 4
+    # tasks decided and not finished, across executions: a wide window lets many
+    # StageDispatched share one group commit of the hub, while pushes still wait for room
+    dispatch_window: int = 256
     hybrid_min_rows: int = 250_000
     default_workers: int = 2
     insecure: bool = False
@@ -89,6 +92,9 @@ class _Runtime:
     # executions that found no room to dispatch: decided again when room frees up, as nothing
     # of their own may come to make them dirty
     starved: set[str] = field(default_factory=set)
+    # decisions of this turn of the loop, sent to the hub as one message by `_flush`
+    out_ids: list[str] = field(default_factory=list)
+    out_payloads: list[bytes] = field(default_factory=list)
 
 
 class Orchestrator:
@@ -155,13 +161,15 @@ class Orchestrator:
                 if events.get(sub.socket):
                     for record in sub.receive(0):
                         self._on_record(record)
-                self._decide()
+                # tasks whose dispatch just came back go out before anything is decided
                 if events.get(tasks) or (self.rt.outbox and self._room()):
                     self._push(tasks)
+                self._decide()
                 now = time.monotonic()
                 if now >= next_check:  # leases count in seconds: a check every 50 ms is plenty
                     self._check_leases()
                     next_check = now + 0.05
+                self._flush()
         finally:
             sub.close()
             tasks.close(linger=0)
@@ -287,7 +295,8 @@ class Orchestrator:
             for e in self.rt.active
             if executions[e].status == "running"
         ) + len(self.rt.pending_ids)
-        capacity = max(0, workers * self.config.prefetch * 2 - in_flight)
+        window = max(self.config.dispatch_window, workers * self.config.prefetch * 2)
+        capacity = max(0, window - in_flight)
         if capacity > 0 and self.rt.starved:
             dirty |= self.rt.starved
             self.rt.starved = set()
@@ -343,7 +352,7 @@ class Orchestrator:
         self._send(dataclasses.replace(event, id=decision_id(ex.execution_id, "started")))
 
     def _send(self, event: Event) -> bool:
-        """Publish a decision; False if it was not sent (already on its way, or no hub)."""
+        """Queue a decision for `_flush`; False if it is already on its way."""
         if event.id in self.rt.sent:
             return False
         payload = encode(event)
@@ -360,34 +369,55 @@ class Orchestrator:
                     error=f"{event.TYPE} would be {len(payload)} bytes, over the {MAX_MESSAGE_BYTES}-byte event limit",
                 )
             )
-        try:
-            self.client.publish(payload)
-        except BusError as exc:
-            log.error("orchestrator: could not send %s: %s", event.TYPE, exc)
-            return False
+        self.rt.out_ids.append(event.id)
+        self.rt.out_payloads.append(payload)
         self.rt.sent[event.id] = time.monotonic()
         return True
+
+    def _flush(self) -> None:
+        """Send this turn's decisions to the hub, as one message."""
+        if not self.rt.out_payloads:
+            return
+        ids, payloads = self.rt.out_ids, self.rt.out_payloads
+        self.rt.out_ids, self.rt.out_payloads = [], []
+        try:
+            self.client.publish_many(payloads)
+        except BusError as exc:
+            log.error("orchestrator: could not send %d decisions: %s", len(ids), exc)
+            # not sent: forget them, so they are decided again
+            for event_id in ids:
+                self.rt.sent.pop(event_id, None)
+                self._forget_pending(event_id)
+            self.rt.dirty.update(self.rt.active)
 
     # --- acting ------------------------------------------------------------------------------
 
     def _push(self, tasks: zmq.Socket[Any]) -> None:
         now = time.monotonic()
-        while self.rt.outbox and self._room():
-            task_id, key, payload = self.rt.outbox[0]
+        outbox = self.rt.outbox
+        workers = max(1, self._live_workers())
+        room = workers * self.config.prefetch - len(self.rt.leases)
+        while outbox and room > 0:
+            # a message holds several tasks when there are plenty for every worker (one
+            # wakeup of a worker per message), a single one otherwise (spread over workers)
+            size = max(1, min(room, self.config.prefetch, len(outbox) // (2 * workers)))
+            bundle = [outbox[i] for i in range(size)]
             try:
-                tasks.send(payload, zmq.NOBLOCK)
+                tasks.send_multipart([payload for _, _, payload in bundle], zmq.NOBLOCK)
             except zmq.Again:
                 return
-            self.rt.outbox.popleft()
-            eid = task_id.split("/", 1)[0]
-            ex = self.state.executions.get(eid)
-            if ex is None or ex.status not in ("running", "paused"):
-                continue
-            task = ex.tasks.get(key)
-            if task is not None and task.task_id == task_id:
-                self.rt.leases[task_id] = _Lease(
-                    now + self.config.lease_ms / 1000, eid, self._lease_fields(ex, task)
-                )
+            room -= size
+            for task_id, key, _ in bundle:
+                outbox.popleft()
+                eid = task_id.split("/", 1)[0]
+                ex = self.state.executions.get(eid)
+                if ex is None or ex.status not in ("running", "paused"):
+                    continue
+                task = ex.tasks.get(key)
+                if task is not None and task.task_id == task_id:
+                    self.rt.leases[task_id] = _Lease(
+                        now + self.config.lease_ms / 1000, eid, self._lease_fields(ex, task)
+                    )
 
     @staticmethod
     def _lease_fields(ex: folds.ExecutionState, task: folds.TaskState) -> dict[str, Any]:

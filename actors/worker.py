@@ -154,6 +154,7 @@ class Worker:
         self._running: deque[_Busy] = deque()  # handed to the runner, in order
         self._queue: deque[dict[str, Any]] = deque()
         self._proc = psutil.Process()
+        self._out: list[Event] = []  # events of this turn of the loop, sent by `_flush`
 
     def stop(self, *_: object) -> None:
         self._stop = True
@@ -182,6 +183,7 @@ class Worker:
                 },
             )
         )
+        self._flush()
         next_beat = time.monotonic()
         pollers: dict[tuple[int, bool], zmq.Poller] = {}
         try:
@@ -204,11 +206,12 @@ class Worker:
                         self._on_control(record.fields(), runner)
                 if events.get(pull):
                     while len(self._queue) < self.config.prefetch:
-                        try:
-                            payload = pull.recv(zmq.NOBLOCK)
+                        try:  # a message may hold several tasks: all are taken at once
+                            payloads = pull.recv_multipart(zmq.NOBLOCK)
                         except zmq.Again:
                             break
-                        self._on_task(payload)
+                        for payload in payloads:
+                            self._on_task(payload)
                 if runner.ready and self._queue:
                     self._hand_over(runner)
                 if time.monotonic() >= next_beat:
@@ -216,6 +219,7 @@ class Worker:
                     next_beat = time.monotonic() + self.config.heartbeat_s
                 if runner.proc is not None and runner.proc.poll() is not None:
                     self._runner_died(runner)
+                self._flush()
         finally:
             for busy in reversed(self._running):
                 if not busy.cancelled:
@@ -226,8 +230,8 @@ class Worker:
                     task, "the worker stopped before finishing", "WorkerStopped", retryable=True
                 )
             runner.kill()
-            with contextlib.suppress(BusError):
-                self._send(WorkerStopped(worker=self.name, reason="stopped"))
+            self._send(WorkerStopped(worker=self.name, reason="stopped"))
+            self._flush()
             control.close()
             pull.close(linger=0)
             client.close()
@@ -259,13 +263,13 @@ class Worker:
                 return
             self._queue.popleft()
             self._running.append(_Busy(task=task, started=time.monotonic()))
-            if len(self._running) == 1:
-                self._announce(task)
             try:
                 runner.send(frame)
             except OSError:
                 self._runner_died(runner)
                 return
+            if len(self._running) == 1:  # after the send: the runner begins it meanwhile
+                self._announce(task)
 
     def _announce(self, task: dict[str, Any]) -> None:
         self._send(
@@ -295,24 +299,23 @@ class Worker:
             if not self._running:
                 continue
             busy = self._running.popleft()
+            if not busy.cancelled and isinstance(frame, dict):
+                self.stats.tasks += 1
+                if frame.get("ok"):
+                    self._complete(busy.task, frame)
+                else:
+                    self._fail(
+                        busy.task,
+                        str(frame.get("error", "failed")),
+                        str(frame.get("error_type", "")),
+                        retryable=bool(frame.get("retryable", False)),
+                        permanent=bool(frame.get("permanent", False)),
+                        traceback_path=str(frame.get("traceback_path", "")),
+                    )
             if self._running:  # the runner goes on with the next one now
                 self._running[0].started = time.monotonic()
                 if not self._running[0].cancelled:
                     self._announce(self._running[0].task)
-            if busy.cancelled or not isinstance(frame, dict):
-                continue
-            self.stats.tasks += 1
-            if frame.get("ok"):
-                self._complete(busy.task, frame)
-            else:
-                self._fail(
-                    busy.task,
-                    str(frame.get("error", "failed")),
-                    str(frame.get("error_type", "")),
-                    retryable=bool(frame.get("retryable", False)),
-                    permanent=bool(frame.get("permanent", False)),
-                    traceback_path=str(frame.get("traceback_path", "")),
-                )
         if closed:
             self._runner_died(runner)
 
@@ -358,10 +361,18 @@ class Worker:
     # --- events out --------------------------------------------------------------------------
 
     def _send(self, event: Event) -> None:
+        self._out.append(event)
+
+    def _flush(self) -> None:
+        """Send this turn's events to the hub, as one message."""
+        if not self._out:
+            return
+        events, self._out = self._out, []
         try:
-            self.client.publish(event)
+            self.client.publish_many(events)
         except BusError as exc:
-            log.error("worker %s: could not send %s: %s", self.name, event.TYPE, exc)
+            kinds = ", ".join(sorted({e.TYPE for e in events}))
+            log.error("worker %s: could not send %s: %s", self.name, kinds, exc)
 
     def _complete(self, task: dict[str, Any], result: dict[str, Any]) -> None:
         self._send(

@@ -9,7 +9,7 @@ gap that the seqs or the hub's batch markers reveal is filled by a read before g
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final, NamedTuple
 
@@ -99,6 +99,13 @@ class Client:
         The hub validates it and drops it, counted, if it is malformed. Use `append` when the
         caller must know the event is in the log.
         """
+        self.publish_many((event,))
+
+    def publish_many(self, events: Sequence[Event | bytes]) -> None:
+        """`publish` several events as one message, one part each: the hub takes each part as
+        one event, in order, and the sender wakes the socket's I/O thread once, not per event."""
+        if not events:
+            return
         if self._push is None:
             self._push = self._ctx.socket(zmq.PUSH)
             self._push.setsockopt(zmq.SNDTIMEO, self.timeout_ms)
@@ -106,7 +113,10 @@ class Client:
             secure(self._push, self.endpoints.ingest, self.endpoints.curve, server=False)
             self._push.connect(self.endpoints.ingest)
         try:
-            self._push.send(_payload(event))
+            if len(events) == 1:
+                self._push.send(_payload(events[0]))
+            else:
+                self._push.send_multipart([_payload(e) for e in events])
         except zmq.Again:
             raise HubUnavailableError(
                 f"hub at {self.endpoints.ingest} took no event for {self.timeout_ms} ms"

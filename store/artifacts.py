@@ -153,19 +153,21 @@ def _parse_slice(artifact: str) -> tuple[str, int, int]:
     return path, int(first), int(end)
 
 
-_FOOTERS: dict[tuple[str, int, int], pq.FileMetaData] = {}
+_OPEN: dict[tuple[str, int, int, int], pq.ParquetFile] = {}
 
 
 def parquet_file(path: str) -> pq.ParquetFile:
-    """Open a parquet file, parsing its footer once per process (many tasks read one input)."""
+    """Open a parquet file once per process while its size and mtime stay the same (many
+    tasks read one input: opening it and parsing its footer cost more than a small read)."""
     stat = Path(path).stat()
-    key = (path, stat.st_mtime_ns, stat.st_size)
-    meta = _FOOTERS.get(key)
-    parquet = pq.ParquetFile(path, metadata=meta)
-    if meta is None:
-        if len(_FOOTERS) > 16:
-            _FOOTERS.clear()
-        _FOOTERS[key] = parquet.metadata
+    key = (path, stat.st_ino, stat.st_mtime_ns, stat.st_size)
+    parquet = _OPEN.get(key)
+    if parquet is None:
+        if len(_OPEN) >= 16:
+            for old in _OPEN.values():
+                old.close()
+            _OPEN.clear()
+        parquet = _OPEN[key] = pq.ParquetFile(path)
     return parquet
 
 
