@@ -52,6 +52,9 @@ from bus.hub import SOCKET_MAX_BYTES
 log = logging.getLogger("porch.worker")
 CONTROL: Final = ("CancelRequested", "ExecutionCancelled")
 RUNNER_DEPTH: Final = 2  # tasks handed to the runner at once: the one it runs and the next
+START_DELAY_S: Final = 0.02  # StageStarted waits this long for the task's result, so a short
+# task's start and end reach the hub as one message (one group commit, and no hub work
+# competing with the runner meanwhile); its ts is still the moment the runner was handed it
 PIPELINE_MAX_BYTES: Final = 16 * 1024  # a bigger task waits for an idle runner: the pipe
 # holds 64 KiB, and a blocked write would stop this loop (and its heartbeats)
 
@@ -155,6 +158,8 @@ class Worker:
         self._queue: deque[dict[str, Any]] = deque()
         self._proc = psutil.Process()
         self._out: list[Event] = []  # events of this turn of the loop, sent by `_flush`
+        self._starts: list[Event] = []  # StageStarted held back until `_starts_due`
+        self._starts_due = 0.0
 
     def stop(self, *_: object) -> None:
         self._stop = True
@@ -197,7 +202,8 @@ class Worker:
                     poller.register(control.socket, zmq.POLLIN)
                     if taking:
                         poller.register(pull, zmq.POLLIN)
-                wait_ms = max(0, int((next_beat - time.monotonic()) * 1000))
+                wake = min(next_beat, self._starts_due) if self._starts else next_beat
+                wait_ms = max(0, int((wake - time.monotonic()) * 1000))
                 events = dict(poller.poll(min(wait_ms, 200)))
                 if events.get(runner.fd):
                     self._on_runner(runner)
@@ -231,7 +237,7 @@ class Worker:
                 )
             runner.kill()
             self._send(WorkerStopped(worker=self.name, reason="stopped"))
-            self._flush()
+            self._flush(final=True)
             control.close()
             pull.close(linger=0)
             client.close()
@@ -272,7 +278,9 @@ class Worker:
                 self._announce(task)
 
     def _announce(self, task: dict[str, Any]) -> None:
-        self._send(
+        if not self._starts:
+            self._starts_due = time.monotonic() + START_DELAY_S
+        self._starts.append(
             StageStarted(
                 execution_id=task["execution_id"],
                 stage=task["stage"],
@@ -363,8 +371,12 @@ class Worker:
     def _send(self, event: Event) -> None:
         self._out.append(event)
 
-    def _flush(self) -> None:
-        """Send this turn's events to the hub, as one message."""
+    def _flush(self, *, final: bool = False) -> None:
+        """Send this turn's events to the hub, as one message, with the held-back starts
+        when anything else goes or they are due."""
+        if self._starts and (self._out or final or time.monotonic() >= self._starts_due):
+            self._out[:0] = self._starts
+            self._starts = []
         if not self._out:
             return
         events, self._out = self._out, []
