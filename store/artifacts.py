@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import queue
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from store.log import fsync_dir, make_private_dir
 CHUNK: Final = 8 * 1024 * 1024
 SLICE: Final = "slice:"
 SMALL: Final = 32 * 1024 * 1024  # frames up to this size are serialized and hashed in memory
+SYNC_EVERY: Final = 64 * 1024 * 1024  # a bigger frame is pushed to disk in steps this big
 _made_dirs: set[Path] = set()
 
 
@@ -72,6 +74,102 @@ def _finish(tmp: Path, path: Path) -> tuple[int, str]:
     tmp.replace(path)
     fsync_dir(path.parent)
     return size, digest.hexdigest()
+
+
+class _StreamSink:
+    """A file for pyarrow to write a big artifact into: each buffer is written to `fd`, hashed
+    by one thread and, every `SYNC_EVERY` bytes, pushed to disk by another (fdatasync), so
+    serializing, hashing and the disk's writeback overlap and the final fsync finds little
+    left. pyarrow calls it through `pa.PythonFile`."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.closed = False
+        self.position = 0
+        self.digest = hashlib.sha256()
+        self._hash_queue: queue.SimpleQueue[memoryview | None] = queue.SimpleQueue()
+        self._synced = 0
+        self._sync_error: OSError | None = None
+        self._wake = threading.Condition()
+        self._stopping = False
+        self._hasher = threading.Thread(target=self._hash_loop, name="artifact-hash")
+        self._syncer = threading.Thread(target=self._sync_loop, name="artifact-sync")
+        self._hasher.start()
+        self._syncer.start()
+
+    def _hash_loop(self) -> None:
+        while (view := self._hash_queue.get()) is not None:
+            self.digest.update(view)
+
+    def _sync_loop(self) -> None:
+        while True:
+            with self._wake:
+                while not self._stopping and self.position - self._synced < SYNC_EVERY:
+                    self._wake.wait()
+                if self._stopping:
+                    return
+                target = self.position
+            try:
+                os.fdatasync(self.fd)
+            except OSError as exc:
+                self._sync_error = exc
+                return
+            self._synced = target
+
+    def write(self, data: bytes | memoryview) -> int:
+        view = memoryview(data).cast("B")
+        size = len(view)
+        self._hash_queue.put(view)  # the view keeps pyarrow's buffer alive until hashed
+        while view:
+            view = view[os.write(self.fd, view) :]
+        self.position += size
+        if self.position - self._synced >= SYNC_EVERY:
+            with self._wake:
+                self._wake.notify()
+        return size
+
+    def tell(self) -> int:
+        return self.position
+
+    def flush(self) -> None:
+        pass
+
+    def writable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self.closed = True
+
+    def finish(self) -> str:
+        """Stop the threads, fsync what is left; the content hash."""
+        self._hash_queue.put(None)
+        with self._wake:
+            self._stopping = True
+            self._wake.notify()
+        self._hasher.join()
+        self._syncer.join()
+        if self._sync_error is not None:
+            raise self._sync_error
+        os.fsync(self.fd)
+        return self.digest.hexdigest()
+
+
+def _write_stream(tmp: Path, target: Path, table: pa.Table) -> tuple[int, str]:
+    """Write `table` as an Arrow IPC file to `tmp` through a `_StreamSink`, rename it to
+    `target`, fsync the directory."""
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    sink = _StreamSink(fd)
+    try:
+        try:
+            with pa.PythonFile(sink, mode="w") as file, pa.ipc.new_file(file, table.schema) as w:
+                w.write_table(table, max_chunksize=1_000_000)
+        finally:
+            sha = sink.finish()  # the threads stop whatever happened
+    finally:
+        os.close(fd)
+    tmp.replace(target)
+    fsync_dir(target.parent)
+    return sink.position, sha
 
 
 def _make_dir(directory: Path) -> None:
@@ -115,9 +213,7 @@ def write_frame(path: str | Path, df: pd.DataFrame) -> ArtifactInfo:
                 writer.write_table(table, max_chunksize=1_000_000)
             size, sha = _write_small(tmp, target, memoryview(sink.getvalue()))
         else:
-            with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
-                writer.write_table(table, max_chunksize=1_000_000)
-            size, sha = _finish(tmp, target)
+            size, sha = _write_stream(tmp, target, table)
     except (OSError, pa.ArrowException) as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
