@@ -220,6 +220,7 @@ class Worker:
                             self._on_task(payload)
                 if runner.ready and self._queue:
                     self._hand_over(runner)
+                self._flush()  # results first: the heartbeat's psutil figures take a while
                 if time.monotonic() >= next_beat:
                     self._heartbeat(runner)
                     next_beat = time.monotonic() + self.config.heartbeat_s
