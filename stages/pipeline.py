@@ -240,18 +240,32 @@ def _check(name: str, steps: Sequence[Step], registry: Registry) -> Pipeline:
 
 
 def _order(name: str, steps: list[Step]) -> list[Step]:
-    """Topological order, keeping declaration order among ready steps; a cycle is named."""
-    done: set[str] = set()
+    """Topological order in waves, declaration order within a wave; a cycle is named.
+
+    Each wave is the steps whose every ``after`` is in an earlier wave. Linear in steps and
+    edges: a chain of thousands of steps plans at once.
+    """
+    position = {s.id: i for i, s in enumerate(steps)}
+    waiting = {s.id: len(set(s.after)) for s in steps}
+    children: dict[str, list[Step]] = {}
+    for s in steps:
+        for a in set(s.after):
+            children.setdefault(a, []).append(s)
     ordered: list[Step] = []
-    pending = list(steps)
-    while pending:
-        ready = [s for s in pending if all(a in done for a in s.after)]
-        if not ready:
-            raise StageConfigError(f"pipeline {name!r} has a cycle: {_cycle(pending)}")
-        for s in ready:
-            done.add(s.id)
-            ordered.append(s)
-        pending = [s for s in pending if s.id not in done]
+    wave = [s for s in steps if not waiting[s.id]]
+    while wave:
+        ordered += wave
+        ready: list[Step] = []
+        for s in wave:
+            for child in children.get(s.id, ()):
+                waiting[child.id] -= 1
+                if not waiting[child.id]:
+                    ready.append(child)
+        wave = sorted(ready, key=lambda s: position[s.id])
+    if len(ordered) < len(steps):
+        done = {s.id for s in ordered}
+        pending = [s for s in steps if s.id not in done]
+        raise StageConfigError(f"pipeline {name!r} has a cycle: {_cycle(pending)}")
     return ordered
 
 

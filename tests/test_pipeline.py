@@ -6,6 +6,8 @@ import textwrap
 
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from stages.errors import StageConfigError, StageError
 from stages.pipeline import DEFAULT_STAGES, Step, build, load, run
@@ -248,3 +250,42 @@ def test_a_module_failing_at_import_is_one_line(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     with pytest.raises(StageConfigError, match="cannot import 'porch_test_raises:f': boom"):
         Registry().import_stage("x", "porch_test_raises:f")
+
+
+def _waves(steps):
+    """The order by its definition: wave after wave, declaration order within one."""
+    done, ordered, pending = set(), [], list(steps)
+    while pending:
+        ready = [s for s in pending if all(a in done for a in s.after)]
+        assert ready, "a cycle"
+        done |= {s.id for s in ready}
+        ordered += ready
+        pending = [s for s in pending if s.id not in done]
+    return ordered
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_planning_order_is_waves_in_declaration_order(data):
+    from stages.pipeline import _order
+
+    count = data.draw(st.integers(1, 30))
+    ids = [f"s{i}" for i in range(count)]
+    rank = data.draw(st.permutations(ids))  # edges only go down this rank: no cycle
+    steps = [
+        Step(id=i, stage="noop", after=tuple(data.draw(st.lists(
+            st.sampled_from(rank[: rank.index(i)]), max_size=3)) if rank.index(i) else ()))
+        for i in ids
+    ]  # fmt: skip
+    assert [s.id for s in _order("p", steps)] == [s.id for s in _waves(steps)]
+
+
+def test_a_long_chain_plans_and_a_cycle_is_named():
+    from stages.pipeline import _order
+
+    chain = [Step(id=f"s{i}", stage="noop", after=(f"s{i - 1}",) if i else ()) for i in range(5000)]
+    assert [s.id for s in _order("p", chain)] == [f"s{i}" for i in range(5000)]
+    loop = [Step(id="a", stage="noop", after=("c",)), Step(id="b", stage="noop", after=("a",)),
+            Step(id="c", stage="noop", after=("b",)), Step(id="d", stage="noop")]  # fmt: skip
+    with pytest.raises(StageConfigError, match="has a cycle: "):
+        _order("p", loop)
