@@ -401,14 +401,20 @@ class Orchestrator:
             # a message holds several tasks when there are plenty for every worker (one
             # wakeup of a worker per message), a single one otherwise (spread over workers)
             size = max(1, min(room, self.config.prefetch, len(outbox) // (2 * workers)))
-            bundle = [outbox[i] for i in range(size)]
+            bundle: list[tuple[str, TaskKey, bytes]] = []
+            while outbox and len(bundle) < size:
+                item = outbox.popleft()
+                if self._wanted(item[0], item[1]):
+                    bundle.append(item)
+            if not bundle:
+                return
             try:
                 tasks.send_multipart([payload for _, _, payload in bundle], zmq.NOBLOCK)
             except zmq.Again:
+                outbox.extendleft(reversed(bundle))
                 return
-            room -= size
+            room -= len(bundle)
             for task_id, key, _ in bundle:
-                outbox.popleft()
                 eid = task_id.split("/", 1)[0]
                 ex = self.state.executions.get(eid)
                 if ex is None or ex.status not in ("running", "paused"):
@@ -418,6 +424,15 @@ class Orchestrator:
                     self.rt.leases[task_id] = _Lease(
                         now + self.config.lease_ms / 1000, eid, self._lease_fields(ex, task)
                     )
+
+    def _wanted(self, task_id: str, key: TaskKey) -> bool:
+        """Is this dispatched task still to be run? Not once its execution has ended (a cancel)
+        or a newer attempt has replaced it, or a worker has already started it."""
+        ex = self.state.executions.get(task_id.split("/", 1)[0])
+        if ex is None or ex.status not in ("running", "paused"):
+            return False
+        task = ex.tasks.get(key)
+        return task is not None and task.task_id == task_id and task.status == "dispatched"
 
     @staticmethod
     def _lease_fields(ex: folds.ExecutionState, task: folds.TaskState) -> dict[str, Any]:
