@@ -21,10 +21,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from actors.monitor import monitor_address
 from actors.system import System
-from bus.client import Client
 from bus.events import ExecutionRequested
 from tests.conftest import run_porch
 from tests.slowstages import STAGES
+from tests.watching import Watched
 
 
 class Webhook:
@@ -54,46 +54,20 @@ class Webhook:
         self.server.shutdown()
 
 
-class Monitored:
+class Monitored(Watched):
     def __init__(self, tmp_path: Path, webhook: str) -> None:
-        self.data_dir = tmp_path / "porch"
         self.tiny = tmp_path / "tiny.parquet"
         pq.write_table(pa.table({"x": [1, 2, 3]}), self.tiny)
-        self.system = System(
-            data_dir=self.data_dir, workers=1, stages=STAGES, log=subprocess.DEVNULL, monitor=True,
-            monitor_args=["--sampling-interval", "0.5", "--webhook", webhook],
-        )  # fmt: skip
-        self.system.start()
-        self.client = Client.local(self.data_dir)
-        self.sub = self.client.subscribe(1)
-        self.seen: list[dict] = []
+        super().__init__(System(
+            data_dir=tmp_path / "porch", workers=1, stages=STAGES, log=subprocess.DEVNULL,
+            monitor=True, monitor_args=["--sampling-interval", "0.5", "--webhook", webhook],
+        ))  # fmt: skip
 
     def run(self, seconds: float) -> str:
         eid = f"slow-{time.monotonic_ns()}"
         self.client.append(ExecutionRequested(execution_id=eid, stages=["slow"], input_data=str(self.tiny),
                                               config={"slow": {"seconds": seconds}}))  # fmt: skip
         return eid
-
-    def wait(self, until, timeout: float = 30.0) -> list[dict]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for record in self.sub.receive(200):
-                self.seen.append({**record.fields(), "seq": record.seq})
-            if until(self.seen):
-                return self.seen
-        raise AssertionError(f"not reached; saw {[e['type'] for e in self.seen][-20:]}")
-
-    def of(self, kind: str, **match) -> list[dict]:
-        return [
-            e
-            for e in self.seen
-            if e["type"] == kind and all(e.get(k) == v for k, v in match.items())
-        ]
-
-    def stop(self) -> None:
-        self.sub.close()
-        self.client.close()
-        self.system.stop()
 
 
 @pytest.fixture

@@ -17,10 +17,10 @@ import pytest
 
 from actors.schedconf import normalize
 from actors.system import System
-from bus.client import Client
 from bus.events import ScheduleAdded, ScheduleRemoved
 from tests.conftest import run_porch
 from tests.slowstages import STAGES
+from tests.watching import Watched
 
 
 @pytest.fixture
@@ -30,51 +30,15 @@ def tiny(tmp_path) -> Path:
     return path
 
 
-class Scheduled:
+class Scheduled(Watched):
     def __init__(self, tmp_path: Path, schedules_file: Path | None = None) -> None:
-        self.data_dir = tmp_path / "porch"
-        self.system = System(data_dir=self.data_dir, workers=1, stages=STAGES,
-                             log=subprocess.DEVNULL, scheduler=True, schedules_file=schedules_file)  # fmt: skip
-        self.system.start()
-        self.client = Client.local(self.data_dir)
-        self.sub = self.client.subscribe(1)
-        self.seen: list[dict] = []
+        super().__init__(System(data_dir=tmp_path / "porch", workers=1, stages=STAGES,
+                                log=subprocess.DEVNULL, scheduler=True, schedules_file=schedules_file))  # fmt: skip
 
     def add(self, **config) -> dict:
         checked = normalize(config, now=time.time())
         self.client.append(ScheduleAdded(schedule_id=checked["schedule_id"], config=checked))
         return checked
-
-    def wait(self, until, timeout: float = 30.0) -> list[dict]:
-        """Collect events from the subscription until `until(events)` holds."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for record in self.sub.receive(200):
-                self.seen.append({**record.fields(), "seq": record.seq})
-            if until(self.seen):
-                return self.seen
-        raise AssertionError(
-            f"not reached in {timeout} s; saw {[e['type'] for e in self.seen][-30:]}"
-        )
-
-    def listen(self, seconds: float) -> None:
-        """Keep collecting events for a while: the wait is the subscription's receive."""
-        deadline = time.monotonic() + seconds
-        while (left := deadline - time.monotonic()) > 0:
-            for record in self.sub.receive(max(1, int(left * 1000))):
-                self.seen.append({**record.fields(), "seq": record.seq})
-
-    def of(self, kind: str, **match) -> list[dict]:
-        return [
-            e
-            for e in self.seen
-            if e["type"] == kind and all(e.get(k) == v for k, v in match.items())
-        ]
-
-    def stop(self) -> None:
-        self.sub.close()
-        self.client.close()
-        self.system.stop()
 
 
 def kill_scheduler(system: System) -> None:

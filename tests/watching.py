@@ -1,0 +1,52 @@
+"""A running system seen through one subscription: what the system tests wait on."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from actors.system import System
+from bus.client import Client
+
+
+class Watched:
+    """Starts ``system`` and keeps every event of its log in ``seen``, in seq order."""
+
+    def __init__(self, system: System) -> None:
+        self.system = system
+        self.data_dir: Path = system.data_dir
+        self.system.start()
+        self.client = Client.local(self.data_dir)
+        self.sub = self.client.subscribe(1)
+        self.seen: list[dict] = []
+
+    def wait(self, until, timeout: float = 30.0) -> list[dict]:
+        """Collect events from the subscription until `until(events)` holds."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for record in self.sub.receive(200):
+                self.seen.append({**record.fields(), "seq": record.seq})
+            if until(self.seen):
+                return self.seen
+        raise AssertionError(
+            f"not reached in {timeout} s; saw {[e['type'] for e in self.seen][-30:]}"
+        )
+
+    def listen(self, seconds: float) -> None:
+        """Keep collecting events for a while: the wait is the subscription's receive."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            for record in self.sub.receive(max(1, int(left * 1000))):
+                self.seen.append({**record.fields(), "seq": record.seq})
+
+    def of(self, kind: str, **match) -> list[dict]:
+        return [
+            e
+            for e in self.seen
+            if e["type"] == kind and all(e.get(k) == v for k, v in match.items())
+        ]
+
+    def stop(self) -> None:
+        self.sub.close()
+        self.client.close()
+        self.system.stop()
