@@ -11,9 +11,11 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import socket
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -110,3 +112,30 @@ def hosts(count: int) -> Iterator[Hosts]:
         yield made
     finally:
         made.remove()
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports no socket of this machine holds now (bound and released at once)."""
+    socks = [socket.socket() for _ in range(count)]
+    try:
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def tcp_config(path: Path, keys: Path | None, host: str = "127.0.0.1") -> Path:
+    """A porch config with the hub and the tasks socket on ``host`` (free ports), and the key
+    folder when given: what every process of a several-host system is started with."""
+    ingest, publish, request, tasks = free_ports(4)
+    text = (
+        f'[hub]\ningest = "tcp://{host}:{ingest}"\npublish = "tcp://{host}:{publish}"\n'
+        f'request = "tcp://{host}:{request}"\n'
+        f'[orchestrator]\ntasks = "tcp://{host}:{tasks}"\n'
+    )
+    if keys is not None:
+        text += f'[curve]\nkeys = "{keys}"\n'
+    path.write_text(text)
+    return path

@@ -23,7 +23,7 @@ from bus.events import ExecutionRequested
 from scripts import netns
 from stages.sample import SCHEMA, generate
 from tests.conftest import run_porch
-from tests.test_security import endpoints_of, tcp_config
+from tests.test_security import endpoints_of
 
 REASON = netns.available()
 pytestmark = pytest.mark.skipif(REASON is not None, reason=f"no namespaces here: {REASON}")
@@ -37,7 +37,7 @@ def cluster(tmp_path):
     procs: list[subprocess.Popen[bytes]] = []
     system = None
     with netns.hosts(2) as hosts:
-        config = tcp_config(tmp_path / "porch.toml", keys, host=hosts.hub_ip)
+        config = netns.tcp_config(tmp_path / "porch.toml", keys, host=hosts.hub_ip)
         system = System(
             data_dir=tmp_path / "porch", workers=0, config_file=config, log=subprocess.DEVNULL
         )

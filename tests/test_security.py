@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import stat
 import subprocess
 from pathlib import Path
@@ -15,31 +14,8 @@ from bus.curve import Curve
 from bus.endpoints import Endpoints
 from bus.errors import EndpointError, HubUnavailableError
 from bus.events import MetricRecorded
+from scripts.netns import tcp_config
 from tests.conftest import PORCH, run_porch
-
-
-def free_ports(count: int) -> list[int]:
-    socks = [socket.socket() for _ in range(count)]
-    try:
-        for sock in socks:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in socks]
-    finally:
-        for sock in socks:
-            sock.close()
-
-
-def tcp_config(path: Path, keys: Path | None, host: str = "127.0.0.1") -> Path:
-    ingest, publish, request, tasks = free_ports(4)
-    text = (
-        f'[hub]\ningest = "tcp://{host}:{ingest}"\npublish = "tcp://{host}:{publish}"\n'
-        f'request = "tcp://{host}:{request}"\n'
-        f'[orchestrator]\ntasks = "tcp://{host}:{tasks}"\n'
-    )
-    if keys is not None:
-        text += f'[curve]\nkeys = "{keys}"\n'
-    path.write_text(text)
-    return path
 
 
 def endpoints_of(config: Path, curve: Curve | None) -> Endpoints:

@@ -6,6 +6,7 @@ import json
 import statistics
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -80,3 +81,16 @@ class Child:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
+
+
+def workers_ready(client: Any, workers: int, timeout_s: float = 60) -> None:
+    """Wait until ``workers`` workers have announced themselves, seen on a subscription."""
+    deadline = time.monotonic() + timeout_s
+    with client.subscribe(1, types=["WorkerStarted"]) as sub:
+        seen: set[str] = set()
+        while len(seen) < workers:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"bench: {len(seen)} of {workers} workers started")
+            seen |= {r.fields()["worker"] for r in sub.receive(200)}
+    # runners import pandas after their worker announces itself, and say nothing when ready
+    time.sleep(1.0)

@@ -25,7 +25,7 @@ from actors.system import System, stop_process
 from bus.client import Client
 from bus.events import ExecutionRequested
 from scripts import netns
-from scripts.benchmarks.common import line
+from scripts.benchmarks.common import line, workers_ready
 from stages.registry import stage
 
 BUSY = "busy=scripts.benchmarks.multihost:busy"
@@ -42,24 +42,6 @@ def busy(df: pd.DataFrame, config: dict) -> tuple[pd.DataFrame, dict]:
     return df, {}
 
 
-def _config(root: Path, keys: Path, host: str) -> Path:
-    import socket
-
-    socks = [socket.socket() for _ in range(4)]
-    for sock in socks:
-        sock.bind(("127.0.0.1", 0))
-    ports = [sock.getsockname()[1] for sock in socks]
-    for sock in socks:
-        sock.close()
-    path = root / "porch.toml"
-    path.write_text(
-        f'[hub]\ningest = "tcp://{host}:{ports[0]}"\npublish = "tcp://{host}:{ports[1]}"\n'
-        f'request = "tcp://{host}:{ports[2]}"\n[orchestrator]\ntasks = "tcp://{host}:{ports[3]}"\n'
-        f'[curve]\nkeys = "{keys}"\n'
-    )
-    return path
-
-
 def rate(root: Path, workers: int, tasks: int) -> float:
     root.mkdir(parents=True)
     keys = root / "keys"
@@ -71,7 +53,7 @@ def rate(root: Path, workers: int, tasks: int) -> float:
     pq.write_table(pa.table({"x": list(range(tasks))}), many, row_group_size=1)
     procs: list[subprocess.Popen[bytes]] = []
     with netns.hosts(workers) as hosts:
-        config = _config(root, keys, hosts.hub_ip)
+        config = netns.tcp_config(root / "porch.toml", keys, hosts.hub_ip)
         system = System(
             data_dir=root / "porch",
             workers=0,
@@ -92,7 +74,7 @@ def rate(root: Path, workers: int, tasks: int) -> float:
                 procs.append(subprocess.Popen(argv, stdout=out, stderr=out))
             endpoints, _ = network(data_dir=None, config_file=str(config), environ={})
             with Client(endpoints) as client:
-                _ready(client, workers)
+                workers_ready(client, workers)
                 client.append(
                     ExecutionRequested(
                         execution_id="many",
@@ -107,17 +89,6 @@ def rate(root: Path, workers: int, tasks: int) -> float:
             for proc in procs:
                 stop_process(proc, 10)
             system.stop()
-
-
-def _ready(client: Client, workers: int, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    with client.subscribe(1, types=["WorkerStarted"]) as sub:
-        seen: set[str] = set()
-        while len(seen) < workers:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"bench: {len(seen)} of {workers} far workers started")
-            seen |= {r.fields()["worker"] for r in sub.receive(200)}
-    time.sleep(1.0)  # runners import pandas after the worker announces itself
 
 
 def _finish(client: Client, eid: str, timeout_s: float = 600) -> float:

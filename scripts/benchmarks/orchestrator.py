@@ -27,7 +27,7 @@ from actors.system import System
 from actors.views import fold_log
 from bus.client import Client
 from bus.events import ExecutionRequested
-from scripts.benchmarks.common import line, median, percentile
+from scripts.benchmarks.common import line, median, percentile, workers_ready
 from scripts.benchmarks.stages import sample
 from stages.pipeline import build
 from stages.pipeline import run as run_pipeline
@@ -57,17 +57,6 @@ def _wait(client: Client, eid: str, timeout: float = 600) -> object:
     raise RuntimeError(f"bench execution {eid} did not finish in {timeout} s")
 
 
-def _workers_ready(client: Client, workers: int, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        seen = {r.fields()["worker"] for r in client.read(1, types=["WorkerStarted"])}
-        if len(seen) >= workers:
-            time.sleep(1.0)  # runners import pandas after the worker announces itself
-            return
-        time.sleep(0.1)
-    raise RuntimeError("bench: workers did not start")
-
-
 def chain_overhead(root: Path, stages: int) -> list[float]:
     root.mkdir(parents=True, exist_ok=True)
     tiny = root / "tiny.parquet"
@@ -75,7 +64,7 @@ def chain_overhead(root: Path, stages: int) -> list[float]:
     system = _system(root)
     try:
         with Client.local(system.data_dir) as client:
-            _workers_ready(client, 2)
+            workers_ready(client, 2)
             steps = [
                 {"id": f"s{i}", "stage": "noop", **({"after": [f"s{i - 1}"]} if i else {})}
                 for i in range(stages)
@@ -103,7 +92,7 @@ def throughput(root: Path, tasks: int) -> float:
     system = _system(root)
     try:
         with Client.local(system.data_dir) as client:
-            _workers_ready(client, 2)
+            workers_ready(client, 2)
             client.append(
                 ExecutionRequested(
                     execution_id="many",
@@ -144,7 +133,7 @@ def modes(root: Path, rows: int, reps: int) -> None:
     results: dict[str, list[float]] = {m: [] for m in ("sequential", "parallel", "hybrid")}
     try:
         with Client.local(system.data_dir) as client:
-            _workers_ready(client, 2)
+            workers_ready(client, 2)
             for rep in range(reps):
                 for mode in results:
                     eid = f"{mode}-{rep}"
