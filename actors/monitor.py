@@ -2,9 +2,9 @@
 
 Startup folds the whole log (the history within the retention, the rules and the alerts), then
 goes live. Every event is folded as it comes; a series that got a sample has its rules evaluated
-at once, and every ``sampling_interval_s`` the monitor samples its host with psutil, writes the
-samples and the workers' liveness as ``MetricRecorded`` events, and evaluates every rule (the
-pending times). Alerts are events; notifications go out when an ``AlertFired`` comes back
+at once, and every ``sampling_interval_s`` the monitor samples its host with psutil, publishes the
+samples and the workers' liveness as ``MetricSampled`` events (live: not appended to the log),
+and evaluates every rule (the pending times). Alerts are events; notifications go out when an ``AlertFired`` comes back
 durable, on a thread pool, so a slow webhook never holds the monitor up.
 
 HTTP on loopback (``run/monitor.json`` says the port): ``/metrics`` (Prometheus text),
@@ -40,13 +40,13 @@ from actors.errors import ActorError
 from bus.client import Client, Record
 from bus.endpoints import Endpoints, run_dir
 from bus.errors import BusError
-from bus.events import Event, MetricRecorded, set_source, to_map
+from bus.events import Event, MetricSampled, set_source, to_map
 from bus.wire import pack
 from store.projections import alerts as alert_folds
 from store.projections import metrics as folds
 
 log = logging.getLogger("porch.monitor")
-TYPES: Final = folds.TYPES | alert_folds.TYPES
+TYPES: Final = folds.TYPES | alert_folds.TYPES | folds.LIVE_TYPES
 WEBHOOK_TRIES: Final = 3
 
 
@@ -172,6 +172,7 @@ class Monitor:
             head = self.client.head()
             while sub.position < head and not self._stop:
                 self._fold(sub.receive(1000))
+            sub.take_live()  # samples heard while catching up: stale by now
             self.live = True
             log.info(
                 "monitor: live after %d events, http %s", self.metrics.events, server.server_address
@@ -186,6 +187,7 @@ class Monitor:
                 wait_ms = max(0, int((next_tick - time.monotonic()) * 1000))
                 if sub.socket.poll(min(wait_ms, 1000)):
                     self._fold(sub.receive(0))
+                    self._observe(sub.take_live())
         finally:
             server.shutdown()
             self.notifier.close()
@@ -220,6 +222,23 @@ class Monitor:
         for alert in fired:
             self.notifier.notify(alert)
 
+    def _observe(self, records: list[Record]) -> None:
+        """Live heartbeats and samples: series and rules as for logged events, no history."""
+        if not records:
+            return
+        decided: list[Event] = []
+        now = time.time()
+        with self.lock:
+            for record in records:
+                try:
+                    folds.observe(record.fields(), self.metrics)
+                    if self.config.alerting:
+                        for series in self.metrics.changed:
+                            decided.extend(self.engine.observe(series, now))
+                except Exception as exc:  # a malformed live event is logged and skipped
+                    log.error("monitor: cannot take a live %s: %s", record.type, exc)
+        self._send(decided)
+
     def _tick(self) -> None:
         now = time.time()
         events: list[Event] = []
@@ -229,11 +248,11 @@ class Monitor:
             disk = 0.0
         host = {"host": self.host}
         events += [
-            MetricRecorded(name="cpu_percent", value=psutil.cpu_percent(None), labels=host),
-            MetricRecorded(
+            MetricSampled(name="cpu_percent", value=psutil.cpu_percent(None), labels=host),
+            MetricSampled(
                 name="memory_percent", value=psutil.virtual_memory().percent, labels=host
             ),
-            MetricRecorded(name="disk_percent", value=disk, labels=host),
+            MetricSampled(name="disk_percent", value=disk, labels=host),
         ]
         events += self._rejections()
         with self.lock:
@@ -241,14 +260,14 @@ class Monitor:
             for worker, info in workers.items():
                 if not info["stopped"]:
                     events.append(
-                        MetricRecorded(
+                        MetricSampled(
                             name="worker_missed_heartbeats",
                             value=float(info["missed_heartbeats"]),
                             labels={"worker": worker},
                         )
                     )
             events.append(
-                MetricRecorded(
+                MetricSampled(
                     name="workers_alive", value=float(sum(w["alive"] for w in workers.values()))
                 )
             )
@@ -266,7 +285,7 @@ class Monitor:
         counts = dict(stats.get("refused") or {})
         counts["auth"] = stats.get("auth_denied", 0)
         return [
-            MetricRecorded(
+            MetricSampled(
                 name="rejected_messages_total",
                 value=float(count),
                 labels={"actor": "hub", "reason": str(reason)},

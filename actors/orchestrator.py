@@ -34,7 +34,16 @@ from bus.client import Client, Record
 from bus.curve import Authenticator, needs_auth, secure
 from bus.endpoints import Endpoints, check, run_dir
 from bus.errors import BusError
-from bus.events import Event, ExecutionFailed, StageDispatched, StageFailed, encode, set_source
+from bus.events import (
+    Event,
+    ExecutionFailed,
+    StageDispatched,
+    StageFailed,
+    WorkerLost,
+    WorkerReturned,
+    encode,
+    set_source,
+)
 from bus.wire import MAX_MESSAGE_BYTES
 from stages.registry import Registry
 from store.projections import executions as folds
@@ -42,7 +51,10 @@ from store.projections import plan as plans
 from store.projections.plan import TaskKey
 
 log = logging.getLogger("porch.orchestrator")
-WORKER_TYPES: Final = ("WorkerStarted", "WorkerHeartbeat", "WorkerStopped", "StageProgress")
+WORKER_TYPES: Final = (
+    "WorkerStarted", "WorkerStopped", "WorkerLost", "WorkerReturned", "StageProgress"
+)  # fmt: skip
+LIVE_TYPES: Final = ("WorkerHeartbeat",)
 WORKER_TIMEOUT_S: Final = 5.0
 
 
@@ -75,6 +87,14 @@ class _Lease:
 
 
 @dataclass(slots=True)
+class _Seen:
+    """When a worker was last heard of: monotonic here, and the wall clock of its event."""
+
+    at: float
+    ts: float
+
+
+@dataclass(slots=True)
 class _Runtime:
     """What the orchestrator keeps beside the fold: never needed to rebuild state."""
 
@@ -82,7 +102,8 @@ class _Runtime:
     leases: dict[str, _Lease] = field(default_factory=dict)
     payloads: dict[str, bytes] = field(default_factory=dict)
     sent: dict[str, float] = field(default_factory=dict)
-    workers: dict[str, float] = field(default_factory=dict)
+    workers: dict[str, _Seen] = field(default_factory=dict)
+    lost: dict[str, int] = field(default_factory=dict)  # worker -> times counted out (the log's)
     dirty: set[str] = field(default_factory=set)
     # dispatches sent and not yet back, by execution (so they are not decided again) and by
     # event id (so a stale one is forgotten with its event)
@@ -145,7 +166,7 @@ class Orchestrator:
             raise ActorError(
                 f"orchestrator: cannot bind tasks at {self.config.tasks}: {exc}"
             ) from None
-        types = set(folds.TYPES) | set(WORKER_TYPES)
+        types = set(folds.TYPES) | set(WORKER_TYPES) | set(LIVE_TYPES)
         sub = self.client.subscribe(from_seq=1, types=types)
         try:
             self._catch_up(sub)
@@ -161,6 +182,8 @@ class Orchestrator:
                 if events.get(sub.socket):
                     for record in sub.receive(0):
                         self._on_record(record)
+                    for record in sub.take_live():
+                        self._on_live(record)
                 # tasks whose dispatch just came back go out before anything is decided
                 if events.get(tasks) or (self.rt.outbox and self._room()):
                     self._push(tasks)
@@ -183,6 +206,8 @@ class Orchestrator:
         while sub.position < head and not self._stop:
             for record in sub.receive(1000):
                 self._on_record(record)
+        for record in sub.take_live():
+            self._on_live(record)
         self.live = True
         now = time.monotonic()
         # tasks dispatched before a restart: send again those no worker took up (a duplicate
@@ -243,14 +268,37 @@ class Orchestrator:
             self.rt.leases.pop(fields.get("task_id", ""), None)
             self.rt.payloads.pop(fields.get("task_id", ""), None)
         if kind in WORKER_TYPES and "worker" in fields:
-            if kind == "WorkerStopped":
-                self.rt.workers.pop(fields["worker"], None)
+            worker = fields["worker"]
+            if kind in ("WorkerStopped", "WorkerLost"):
+                self.rt.workers.pop(worker, None)
+                if kind == "WorkerLost":
+                    self.rt.lost[worker] = self.rt.lost.get(worker, 0) + 1
             else:
-                self.rt.workers[fields["worker"]] = now
-            if kind == "WorkerHeartbeat":
-                for task_id in [fields.get("task_id"), *fields.get("queued", [])]:
-                    if task_id:
-                        self._renew(task_id, now)
+                self.rt.workers[worker] = _Seen(now, float(fields.get("ts", 0.0)))
+
+    def _on_live(self, record: Record) -> None:
+        """A heartbeat (live, never in the log): the worker is alive, its tasks' leases renew."""
+        try:
+            fields = record.fields()
+            worker = fields["worker"]
+            if record.type != "WorkerHeartbeat" or type(worker) is not str:
+                return
+        except (BusError, KeyError):
+            return
+        now = time.monotonic()
+        if worker not in self.rt.workers and worker in self.rt.lost and self.live:
+            # counted out, and heard again: the log says so, as it said it was lost
+            self._send(
+                WorkerReturned(
+                    id=decision_id(worker, "returned", self.rt.lost[worker]),
+                    worker=worker,
+                    host=str(fields.get("host", "")),
+                )
+            )
+        self.rt.workers[worker] = _Seen(now, float(fields.get("ts", 0.0)))
+        for task_id in [fields.get("task_id"), *fields.get("queued", [])]:
+            if task_id:
+                self._renew(task_id, now)
 
     @staticmethod
     def _drop_checkpoints(ex: folds.ExecutionState | None) -> None:
@@ -279,7 +327,7 @@ class Orchestrator:
 
     def _live_workers(self) -> int:
         now = time.monotonic()
-        return sum(1 for seen in self.rt.workers.values() if now - seen < WORKER_TIMEOUT_S)
+        return sum(1 for seen in self.rt.workers.values() if now - seen.at < WORKER_TIMEOUT_S)
 
     def _room(self) -> bool:
         return len(self.rt.leases) < max(1, self._live_workers()) * self.config.prefetch
@@ -448,8 +496,25 @@ class Orchestrator:
             "worker": task.worker,
         }
 
+    def _check_workers(self, now: float) -> None:
+        """Count out the workers heard of for `WORKER_TIMEOUT_S` no more, in the log: their
+        heartbeats are not history, but this decision is."""
+        for worker, seen in list(self.rt.workers.items()):
+            if now - seen.at < WORKER_TIMEOUT_S:
+                continue
+            del self.rt.workers[worker]
+            self._send(
+                WorkerLost(
+                    id=decision_id(worker, "lost", self.rt.lost.get(worker, 0)),
+                    worker=worker,
+                    last_seen_ts=seen.ts,
+                    silent_s=WORKER_TIMEOUT_S,
+                )
+            )
+
     def _check_leases(self) -> None:
         now = time.monotonic()
+        self._check_workers(now)
         for task_id, lease in list(self.rt.leases.items()):
             if now < lease.deadline:
                 continue

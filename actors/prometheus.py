@@ -120,6 +120,15 @@ class _Collector:
         for rule, count in sorted(per_rule.items()):
             fired.add_metric([rule], float(count))
         yield fired
+        rejected = CounterMetricFamily(
+            "porch_rejected_messages",
+            "Messages refused at the door, by actor and reason",
+            labels=["actor", "reason"],
+        )
+        for series in m.by_name.get("rejected_messages_total", []):
+            labels = dict(series.labels)
+            rejected.add_metric([labels.get("actor", ""), labels.get("reason", "")], series.last)
+        yield rejected
         # names that differ only in characters Prometheus refuses share one family
         custom: dict[str, dict[tuple[tuple[str, str], ...], tuple[dict[str, str], float]]] = {}
         for series in m.series.values():

@@ -75,7 +75,7 @@ class Scheduler:
         self._lock_fd = self._lock()
         ctx = zmq.Context()
         self.client = Client(self.config.endpoints, context=ctx)
-        sub = self.client.subscribe(from_seq=1, types=folds.TYPES)
+        sub = self.client.subscribe(from_seq=1, types=folds.TYPES | {"WorkerHeartbeat"})
         try:
             head = self.client.head()
             while sub.position < head and not self._stop:
@@ -100,6 +100,7 @@ class Scheduler:
                 if sub.socket.poll(wait_ms):
                     for record in sub.receive(0):
                         self._on_record(record, time.time())
+                    self._on_live(sub)
         finally:
             sub.close()
             self.client.close()
@@ -111,6 +112,13 @@ class Scheduler:
             self.core.apply(record.seq, fields, now)
         except Exception as exc:  # a malformed event is logged and skipped, never fatal
             log.error("scheduler: cannot fold seq %s (%s): %s", record.seq, fields.get("type"), exc)
+
+    def _on_live(self, sub: Subscription) -> None:
+        for record in sub.take_live():
+            try:
+                self.core.heard(record.fields())
+            except Exception as exc:  # a malformed heartbeat is logged and skipped
+                log.error("scheduler: cannot take a live %s: %s", record.type, exc)
 
     def _send(self, events: list[Event]) -> None:
         for event in events:

@@ -149,6 +149,10 @@ class SchedulerCore:
         if queue_changed or runs:
             self._admission_due = True
 
+    def heard(self, fields: dict[str, Any]) -> None:
+        """A live heartbeat: keeps its worker's capacity counted (never folded from the log)."""
+        folds.heard(fields, self.state)
+
     @staticmethod
     def _guard(step: Any, *args: Any) -> Any:
         """Run one schedule's or run's step; a bad one is logged and skipped, never fatal."""

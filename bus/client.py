@@ -9,6 +9,7 @@ gap that the seqs or the hub's batch markers reveal is filled by a read before g
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final, NamedTuple
@@ -26,6 +27,7 @@ from store.log import lock_holder, payload_type
 REPLY_MAX_BYTES: Final = 4 * SOCKET_MAX_BYTES
 SUB_HWM: Final = 200_000
 DRAIN_MAX: Final = 2000
+LIVE_MAX: Final = 10_000
 
 
 class Record(NamedTuple):
@@ -298,9 +300,21 @@ class Subscription:
         self._pending: list[Record] = []
         self._names: dict[bytes, str] = {}
         self.malformed = 0
+        # live events received (seq 0), oldest first; the newest LIVE_MAX are kept until taken
+        self.live: deque[Record] = deque(maxlen=LIVE_MAX)
+        self._live_count = 0
 
     def close(self) -> None:
         self.socket.close(linger=0)
+
+    def take_live(self) -> list[Record]:
+        """The live events received since the last call (heartbeats, samples), oldest first.
+        They are never in the log, so a gap in them is not repaired."""
+        if not self.live:
+            return []
+        out = list(self.live)
+        self.live.clear()
+        return out
 
     def __enter__(self) -> Subscription:
         return self
@@ -313,7 +327,8 @@ class Subscription:
             yield from self.receive()
 
     def receive(self, timeout_ms: int | None = None) -> list[Record]:
-        """The next events in seq order; an empty list if none came within ``timeout_ms``."""
+        """The next events in seq order; an empty list if none came within ``timeout_ms``, or
+        if only live events came (they wait in `live` for `take_live`)."""
         deadline = None if timeout_ms is None else time.monotonic() + timeout_ms / 1000
         while True:
             if self.position < self._target:
@@ -323,8 +338,9 @@ class Subscription:
                 if deadline is not None and time.monotonic() >= deadline:
                     return []
                 continue
+            live_before = self._live_count
             out = self._drain()
-            if out:
+            if out or self._live_count != live_before:  # live events wake the caller too
                 return out
             if self.position < self._target:
                 continue
@@ -370,6 +386,10 @@ class Subscription:
                 self._on_marker(payload, out)
                 continue
             seq = int.from_bytes(seq_bytes, "big")
+            if seq == 0:  # a live event (a heartbeat, a sample): no place in the log's order
+                self.live.append(Record(0, self._name(topic), payload))
+                self._live_count += 1
+                continue
             if seq <= self.position:
                 continue
             record = Record(seq, self._name(topic), payload)

@@ -64,6 +64,9 @@ class Event:
 
     TYPE: ClassVar[str] = ""
     V: ClassVar[int] = 1
+    # live events (liveness and periodic samples) are published by the hub but never appended:
+    # they reach whoever listens and leave no history (DESIGN section 4)
+    LIVE: ClassVar[bool] = False
     id: str = field(default_factory=new_event_id)
     ts: float = field(default_factory=time.time)
     src: str = field(default_factory=current_source)
@@ -84,6 +87,7 @@ class Schema:
     plain: tuple[tuple[str, frozenset[type]], ...]
     floats: tuple[str, ...]
     kinds: dict[str, str]
+    live: bool = False
 
 
 CATALOGUE: dict[str, type[Event]] = {}
@@ -153,6 +157,7 @@ def catalogued(cls: type[Event]) -> type[Event]:
         plain=tuple(plain),
         floats=tuple(floats),
         kinds=kinds,
+        live=cls.LIVE,
     )
     CATALOGUE[cls.TYPE] = cls
     SCHEMAS[cls.TYPE] = schema
@@ -525,6 +530,9 @@ class WorkerStarted(Event):
 @catalogued
 @dataclass(frozen=True, slots=True, kw_only=True)
 class WorkerHeartbeat(Event):
+    """Live: published every ``heartbeat_s`` for leases and liveness, never appended."""
+
+    LIVE: ClassVar[bool] = True
     worker: str
     host: str
     cpu_percent: float
@@ -543,6 +551,25 @@ class WorkerHeartbeat(Event):
 class WorkerStopped(Event):
     worker: str
     reason: str = ""
+
+
+@catalogued
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkerLost(Event):
+    """The orchestrator heard nothing of a worker for ``silent_s``: it counts it out."""
+
+    worker: str
+    last_seen_ts: float
+    silent_s: float
+
+
+@catalogued
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkerReturned(Event):
+    """A worker counted out by `WorkerLost` was heard again."""
+
+    worker: str
+    host: str = ""
 
 
 # Schedules
@@ -679,3 +706,31 @@ class MetricRecorded(Event):
     value: float
     labels: dict[str, Any] = field(default_factory=dict)
     execution_id: str | None = None
+
+
+@catalogued
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MetricSampled(Event):
+    """A periodic sample (host CPU, liveness, hub counters): live, published, never appended.
+    A sample worth keeping as history is a `MetricRecorded`."""
+
+    LIVE: ClassVar[bool] = True
+    name: str
+    value: float
+    labels: dict[str, Any] = field(default_factory=dict)
+
+
+# Bounded history
+
+
+@catalogued
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ArtifactsRemoved(Event):
+    """Artifacts of a finished execution were deleted (retention, ``porch gc``, or
+    ``save_checkpoints=False``): status, resume and replay know they are gone."""
+
+    execution_id: str
+    steps: list[str]  # step ids whose artifacts were removed
+    bytes: int
+    reason: str
+    finals: bool = False  # the final outputs went too

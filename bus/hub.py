@@ -78,6 +78,7 @@ class HubStats:
     malformed: int = 0
     requests: int = 0
     batches: int = 0
+    live: int = 0  # live events published without being appended
     refused: Counter[str] = field(default_factory=Counter)
 
     def as_map(self) -> dict[str, Any]:
@@ -87,6 +88,7 @@ class HubStats:
             "malformed": self.malformed,
             "requests": self.requests,
             "batches": self.batches,
+            "live": self.live,
             "refused": dict(self.refused),
         }
 
@@ -94,9 +96,10 @@ class HubStats:
 class _Batch:
     """What one cycle gathered: payloads to append, their topics, and who waits for an ack."""
 
-    __slots__ = ("acks", "counts", "payloads", "reads", "topics")
+    __slots__ = ("acks", "counts", "live", "payloads", "reads", "topics")
 
     def __init__(self) -> None:
+        self.live: list[tuple[bytes, bytes]] = []  # (topic, payload) published, not appended
         self.payloads: list[bytes] = []
         self.topics: list[bytes] = []
         self.counts: dict[str, int] = {}
@@ -235,6 +238,8 @@ class Hub:
         self._drain_ingest(batch)
         if batch.payloads:
             self._commit(batch)
+        if batch.live:
+            self._publish_live(batch.live)
         for envelope, rid, seq, duplicate in batch.acks:
             self._reply(envelope, {"rid": rid, "ok": True, "seq": seq, "duplicate": duplicate})
         for envelope, body in batch.reads:
@@ -317,6 +322,16 @@ class Hub:
             if envelope is not None:
                 self._reply(envelope, {"rid": rid, "ok": False, "error": str(exc)})
             return
+        kind = schema.type
+        topic = self._topics.get(kind)
+        if topic is None:
+            topic = self._topics[kind] = kind.encode()
+        if schema.live:  # liveness, not history: published after this cycle's batch, not logged
+            self.stats.live += 1
+            batch.live.append((topic, raw))
+            if envelope is not None:
+                batch.acks.append((envelope, rid, 0, False))
+            return
         event_id = obj["id"]
         prior = self._recent.get(event_id)
         if prior is not None:
@@ -326,10 +341,6 @@ class Hub:
             return
         seq = self.log.head + len(batch.payloads) + 1
         self._remember(event_id, seq)
-        kind = schema.type
-        topic = self._topics.get(kind)
-        if topic is None:
-            topic = self._topics[kind] = kind.encode()
         batch.payloads.append(raw)
         batch.topics.append(topic)
         batch.counts[kind] = batch.counts.get(kind, 0) + 1
@@ -366,6 +377,16 @@ class Hub:
             seq += 1
         if self._marker_wanted:
             self._publish_marker(prev, self.log.head, batch.counts)
+
+    def _publish_live(self, live: list[tuple[bytes, bytes]]) -> None:
+        """Live events go out with seq 0: subscribers hand them over apart from the log's."""
+        send = self.publish.send
+        more = zmq.SNDMORE
+        zero = SEQ.pack(0)
+        for topic, payload in live:
+            send(topic, more)
+            send(zero, more)
+            send(payload)
 
     def _publish_marker(self, prev: int, last: int, counts: dict[str, int]) -> None:
         self.publish.send_multipart(pack_marker(prev, last, counts))

@@ -11,6 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import msgpack
+
 from actors.scheduling import SchedulerCore
 from actors.views import execution_view
 from bus.wire import unpack_map
@@ -18,16 +20,30 @@ from store.log import LogReader
 from store.projections import alerts as alert_folds
 from store.projections import executions as execution_folds
 from store.projections import metrics as metric_folds
+from store.projections import schedules as schedule_folds
 
 
-def summarize(log_dir: Path) -> dict[str, Any]:
+def _through_snapshot(module: Any, state: Any) -> Any:
+    """The state written down as a snapshot's body and read back."""
+    body = msgpack.packb(module.CODEC.dump(state), use_bin_type=True)
+    return module.CODEC.load(msgpack.unpackb(body, strict_map_key=False))
+
+
+def summarize(log_dir: Path, *, snapshot_every: int = 0) -> dict[str, Any]:
+    """The summary of a log; with ``snapshot_every``, every fold is written down and read
+    back as a snapshot after every that many events, as a restarted actor would resume."""
     executions = execution_folds.ExecutionsState()
     schedules = SchedulerCore()
     metrics = metric_folds.MetricsState(retention_s=10 * 365 * 86400)
     alerts = alert_folds.AlertsState()
     types: dict[str, int] = {}
     last = 0
-    for seq, payload in LogReader(log_dir).read(1):
+    for count, (seq, payload) in enumerate(LogReader(log_dir).read(1)):
+        if snapshot_every and count and count % snapshot_every == 0:
+            executions = _through_snapshot(execution_folds, executions)
+            schedules.state = _through_snapshot(schedule_folds, schedules.state)
+            metrics = _through_snapshot(metric_folds, metrics)
+            alerts = _through_snapshot(alert_folds, alerts)
         fields = unpack_map(payload)
         types[fields["type"]] = types.get(fields["type"], 0) + 1
         execution_folds.evolve(seq, fields, executions)

@@ -21,3 +21,10 @@ GOLDEN = Path(__file__).parent / "golden"
 def test_a_golden_log_folds_into_its_recorded_state(name):
     recorded = json.loads((GOLDEN / name / "summary.json").read_text(encoding="utf-8"))
     assert json.loads(json.dumps(summarize(GOLDEN / name / "log"))) == recorded
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in GOLDEN.iterdir() if p.is_dir()))
+def test_a_golden_log_folds_into_its_recorded_state_through_a_snapshot_every_10th_event(name):
+    recorded = json.loads((GOLDEN / name / "summary.json").read_text(encoding="utf-8"))
+    summary = summarize(GOLDEN / name / "log", snapshot_every=10)
+    assert json.loads(json.dumps(summary)) == recorded

@@ -159,7 +159,7 @@ def test_prometheus_and_the_json_api_answer_on_loopback(monitored):
         lambda s: any(e["type"] == "ExecutionCompleted" and e["execution_id"] == eid for e in s)
     )
     monitored.wait(
-        lambda s: any(e["type"] == "MetricRecorded" and e["name"] == "workers_alive" for e in s)
+        lambda s: any(e["type"] == "MetricSampled" and e["name"] == "workers_alive" for e in s)
     )
     address = monitor_address(monitored.data_dir)
     assert address is not None

@@ -20,12 +20,17 @@ class Watched:
         self.sub = self.client.subscribe(1)
         self.seen: list[dict] = []
 
+    def _collect(self, timeout_ms: int) -> None:
+        for record in self.sub.receive(timeout_ms):
+            self.seen.append({**record.fields(), "seq": record.seq})
+        for record in self.sub.take_live():  # heartbeats and samples, with seq 0
+            self.seen.append({**record.fields(), "seq": 0})
+
     def wait(self, until, timeout: float = 30.0) -> list[dict]:
-        """Collect events from the subscription until `until(events)` holds."""
+        """Collect events (live ones too) from the subscription until `until(events)` holds."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            for record in self.sub.receive(200):
-                self.seen.append({**record.fields(), "seq": record.seq})
+            self._collect(200)
             if until(self.seen):
                 return self.seen
         raise AssertionError(
@@ -36,8 +41,7 @@ class Watched:
         """Keep collecting events for a while: the wait is the subscription's receive."""
         deadline = time.monotonic() + seconds
         while (left := deadline - time.monotonic()) > 0:
-            for record in self.sub.receive(max(1, int(left * 1000))):
-                self.seen.append({**record.fields(), "seq": record.seq})
+            self._collect(max(1, int(left * 1000)))
 
     def of(self, kind: str, **match) -> list[dict]:
         return [

@@ -6,6 +6,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from store.statecodec import StateCodec
+
 Fields = dict[str, Any]
 KEEP_RESOLVED: Final = 10_000  # resolved alerts kept (the oldest go first)
 
@@ -175,3 +177,9 @@ def describe(alert: Alert) -> dict[str, Any]:
         "resolved_ts": alert.resolved_ts or None,
         "reason": alert.reason,
     }
+
+
+FOLD_VERSION: Final = 1
+CODEC: Final = StateCodec(
+    AlertsState, fold_version=FOLD_VERSION, transient=("changed_rules", "changed_alerts")
+)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from store.projections import plan as plans
+from store.statecodec import StateCodec
 
 Fields = dict[str, Any]
 ACTIVE: Final = frozenset({"requested", "running", "paused"})
@@ -360,3 +361,13 @@ def fold(
     for seq, fields in records:
         evolve(seq, fields, state)
     return state
+
+
+def _drop_caches(state: ExecutionsState) -> None:
+    for ex in state.executions.values():
+        ex.plan.pop("_by_id", None)  # rebuilt on use by `plans.steps_by_id`
+
+
+# bump when a handler changes what it makes of the same events (the shape is hashed by itself)
+FOLD_VERSION: Final = 1
+CODEC: Final = StateCodec(ExecutionsState, fold_version=FOLD_VERSION, before_dump=_drop_caches)

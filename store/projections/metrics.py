@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from math import isfinite
 from typing import Any, Final
 
+from store.statecodec import StateCodec
+
 Fields = dict[str, Any]
 Labels = tuple[tuple[str, str], ...]
 SeriesKey = tuple[str, Labels]
@@ -252,8 +254,8 @@ def _heartbeat(seq: int, f: Fields, state: MetricsState) -> None:
 def _worker_seen(seq: int, f: Fields, state: MetricsState) -> None:
     worker = str(f["worker"])
     info = state.workers.setdefault(worker, {"host": str(f.get("host", "")), "stopped": False})
-    info["last_seen"] = f["ts"]
-    info["stopped"] = f["type"] == "WorkerStopped"
+    info["last_seen"] = f["ts"] if f["type"] != "WorkerLost" else f["last_seen_ts"]
+    info["stopped"] = f["type"] in ("WorkerStopped", "WorkerLost")
     if f.get("host"):
         info["host"] = str(f["host"])
 
@@ -281,9 +283,17 @@ HANDLERS: Final[dict[str, Callable[[int, Fields, MetricsState], None]]] = {
     "WorkerHeartbeat": _heartbeat,
     "WorkerStarted": _worker_seen,
     "WorkerStopped": _worker_seen,
+    "WorkerLost": _worker_seen,
+    "WorkerReturned": _worker_seen,
     "MetricRecorded": _metric,
 }
+# live events: published, never in the log (heartbeats and periodic samples); `observe` takes them
+LIVE_HANDLERS: Final[dict[str, Callable[[int, Fields, MetricsState], None]]] = {
+    "WorkerHeartbeat": _heartbeat,
+    "MetricSampled": _metric,
+}
 TYPES: Final = frozenset(HANDLERS)
+LIVE_TYPES: Final = frozenset(LIVE_HANDLERS)
 
 
 def evolve(seq: int, fields: Fields, state: MetricsState) -> MetricsState:
@@ -299,6 +309,21 @@ def evolve(seq: int, fields: Fields, state: MetricsState) -> MetricsState:
             state.latest_ts = ts
         state.events += 1
         handler(seq, fields, state)
+        if state.latest_ts >= state.next_sweep_ts:
+            sweep(state)
+    return state
+
+
+def observe(fields: Fields, state: MetricsState) -> MetricsState:
+    """Take a live event (a heartbeat, a sample): series as `evolve` would feed them, with no
+    seq, since it has no place in the log. ``state.changed`` lists the series it added to."""
+    state.changed.clear()
+    handler = LIVE_HANDLERS.get(fields["type"])
+    if handler is not None:
+        ts = fields["ts"]
+        if ts > state.latest_ts:
+            state.latest_ts = ts
+        handler(0, fields, state)
         if state.latest_ts >= state.next_sweep_ts:
             sweep(state)
     return state
@@ -340,3 +365,15 @@ def window(
         for t, v in series.samples
         if (start is None or t >= start) and (end is None or t <= end)
     ]
+
+
+def _index(state: MetricsState) -> None:
+    state.by_name = {}
+    for series in state.series.values():
+        state.by_name.setdefault(series.name, []).append(series)
+
+
+FOLD_VERSION: Final = 1
+CODEC: Final = StateCodec(
+    MetricsState, fold_version=FOLD_VERSION, transient=("by_name", "changed"), after_load=_index
+)

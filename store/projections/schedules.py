@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from store.statecodec import StateCodec
+
 Fields = dict[str, Any]
 FINISHED: Final = frozenset({"completed", "failed", "cancelled", "timed_out"})
 ACTIVE: Final = frozenset({"requested", "running"})
@@ -335,10 +337,12 @@ def _worker(seq: int, f: Fields, state: SchedulesState) -> None:
     if info is None:
         info = state.workers[name] = WorkerInfo(host=str(f.get("host", "")))
     info.seen_ts = f["ts"]
-    if f["type"] == "WorkerStopped":
+    if f["type"] in ("WorkerStopped", "WorkerLost"):
         info.stopped = True
         state.queue_changed = True
         return
+    if info.stopped:
+        state.queue_changed = True
     info.stopped = False
     capacity = f.get("capacity")
     if isinstance(capacity, dict):
@@ -364,8 +368,10 @@ HANDLERS: Final[dict[str, Callable[[int, Fields, SchedulesState], None]]] = {
     "ExecutionCancelled": _finished("cancelled"),
     "ExecutionTimedOut": _finished("timed_out"),
     "WorkerStarted": _worker,
-    "WorkerHeartbeat": _worker,
+    "WorkerHeartbeat": _worker,  # logs written before heartbeats became live hold them
     "WorkerStopped": _worker,
+    "WorkerLost": _worker,
+    "WorkerReturned": _worker,
 }
 TYPES: Final = frozenset(HANDLERS)
 
@@ -379,6 +385,15 @@ def evolve(seq: int, fields: Fields, state: SchedulesState) -> SchedulesState:
     if handler is not None:
         handler(seq, fields, state)
     return state
+
+
+def heard(f: Fields, state: SchedulesState) -> None:
+    """A live heartbeat (never in the log): the worker was heard at its ``ts``. Only
+    `live_capacity`'s staleness reads this; what a fold explains comes from the logged
+    WorkerStarted, WorkerStopped, WorkerLost and WorkerReturned."""
+    info = state.workers.get(f.get("worker", ""))
+    if info is not None and not info.stopped:
+        info.seen_ts = max(info.seen_ts, float(f.get("ts", 0.0)))
 
 
 def live_capacity(state: SchedulesState, now: float, stale_s: float) -> dict[str, float]:
@@ -419,3 +434,11 @@ def describe(state: SchedulesState, run: RunState) -> dict[str, Any]:
         "error": run.error,
         "retry_id": run.retry_id or None,
     }
+
+
+FOLD_VERSION: Final = 1
+CODEC: Final = StateCodec(
+    SchedulesState,
+    fold_version=FOLD_VERSION,
+    transient=("touched_schedules", "touched_runs", "queue_changed"),
+)

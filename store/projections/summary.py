@@ -10,6 +10,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from store.statecodec import StateCodec
+
 Fields = dict[str, Any]
 
 EXECUTION_STATUS: Final[dict[str, str]] = {
@@ -73,6 +75,8 @@ HANDLERS: Final[dict[str, Callable[[Fields, SummaryState], None]]] = {
     **{kind: _execution(status) for kind, status in EXECUTION_STATUS.items()},
     "WorkerStarted": _worker,
     "WorkerStopped": _worker_gone,
+    "WorkerLost": _worker_gone,
+    "WorkerReturned": _worker,
     "ScheduleAdded": _schedule,
     "ScheduleRemoved": _schedule_gone,
 }
@@ -97,3 +101,7 @@ def fold(records: Iterable[tuple[int, Fields]], state: SummaryState | None = Non
     for seq, fields in records:
         evolve(seq, fields, state)
     return state
+
+
+FOLD_VERSION: Final = 1
+CODEC: Final = StateCodec(SummaryState, fold_version=FOLD_VERSION)
