@@ -152,20 +152,27 @@ class AlertEngine:
             if alert is not None:
                 self.held.add((alert.rule_id, series_text(alert.labels)))
         if self.state.changed_rules:
-            self.state.changed_rules.clear()
-            self.by_metric, self._matches, self._pending, self.invalid = {}, {}, {}, {}
-            for rule in self.state.rules.values():
-                try:
-                    check_rule(_rule_fields(rule))
-                except AlertRuleError as exc:
-                    self.invalid[rule.rule_id] = str(exc)
-                    continue
-                self.by_metric.setdefault(rule.metric_name, []).append(rule)
-            # alerts whose rule is gone, disabled or unusable resolve
-            usable = {r.rule_id for rules in self.by_metric.values() for r in rules if r.enabled}
-            self._orphans = [
-                aid for (rid, _), aid in self.state.active.items() if rid not in usable
-            ]
+            self._index_rules()
+
+    def restore(self, state: AlertsState, held: set[tuple[str, str]]) -> None:
+        """Start from a snapshot: the alert fold and the series quiet after a hand resolve."""
+        self.state = state
+        self.held = held
+        self._index_rules()
+
+    def _index_rules(self) -> None:
+        self.state.changed_rules.clear()
+        self.by_metric, self._matches, self._pending, self.invalid = {}, {}, {}, {}
+        for rule in self.state.rules.values():
+            try:
+                check_rule(_rule_fields(rule))
+            except AlertRuleError as exc:
+                self.invalid[rule.rule_id] = str(exc)
+                continue
+            self.by_metric.setdefault(rule.metric_name, []).append(rule)
+        # alerts whose rule is gone, disabled or unusable resolve
+        usable = {r.rule_id for rules in self.by_metric.values() for r in rules if r.enabled}
+        self._orphans = [aid for (rid, _), aid in self.state.active.items() if rid not in usable]
 
     def _watchers(self, series: Series) -> list[tuple[Rule, tuple[str, str], dict[str, str]]]:
         """The rules watching a series, with their keys: worked out once per series and rule set."""
