@@ -4,6 +4,11 @@ It pulls events from producers (ingest), validates each at the door, gives it th
 appends the batch to the log, syncs under the fsync policy and only then publishes the batch
 and acknowledges appends: durable before visible. It also answers reads of the log in bounded
 chunks. A malformed message is counted and refused; it never stops the hub.
+
+A full disk is a state too: while the log's filesystem has no room, batches are refused whole
+(appends get the one-line reason, pushed events are dropped and counted) and reads, heads,
+stats and subscriptions go on; the hub tries the disk again at most every
+`DISK_PROBE_INTERVAL_S` and takes appends by itself once space frees.
 """
 
 from __future__ import annotations
@@ -22,14 +27,24 @@ from bus.endpoints import Endpoints, check, log_dir, run_dir
 from bus.errors import ConfigError, MalformedEventError
 from bus.events import check_map
 from bus.wire import MARKER_TOPIC, MAX_MESSAGE_BYTES, SEQ, pack, pack_marker, unpack, unpack_map
-from store.errors import CorruptRecordError
-from store.log import DEFAULT_SEGMENT_BYTES, EventLog, FsyncPolicy, LogReader, make_private_dir
+from store.errors import CorruptRecordError, LogDiskFullError
+from store.log import (
+    DEFAULT_SEGMENT_BYTES,
+    EventLog,
+    FsyncPolicy,
+    LogReader,
+    disk_free_bytes,
+    format_bytes,
+    make_private_dir,
+)
 
 log = logging.getLogger("porch.hub")
 
 SOCKET_MAX_BYTES: Final = MAX_MESSAGE_BYTES + 4096
 REQUESTS_PER_CYCLE: Final = 64
 READ_MAX_EVENTS: Final = 10_000
+DISK_PROBE_INTERVAL_S: Final = 0.5  # while the disk is full, refuse without trying it in between
+DISK_FULL: Final = "disk full"  # the refused-kind of events the full disk turned away
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -79,6 +94,7 @@ class HubStats:
     requests: int = 0
     batches: int = 0
     live: int = 0  # live events published without being appended
+    # messages refused, by kind; "disk full" counts events (appended or pushed) turned away
     refused: Counter[str] = field(default_factory=Counter)
 
     def as_map(self) -> dict[str, Any]:
@@ -108,7 +124,11 @@ class _Batch:
 
 
 class Hub:
-    """Owns the log; publishes an event only after it is durable under the fsync policy."""
+    """Owns the log; publishes an event only after it is durable under the fsync policy.
+
+    An event is acknowledged, published and remembered for dedup only once its batch is in
+    the log: a batch the full disk refused leaves no trace but the refusal.
+    """
 
     def __init__(self, config: HubConfig, *, context: zmq.Context[Any] | None = None) -> None:
         self.config = config
@@ -141,6 +161,8 @@ class Hub:
         self._topics: dict[str, bytes] = {}
         self._load_recent_ids()
         self._marker_wanted = False
+        self._disk_full: str | None = None  # the refusal line while the disk is full
+        self._disk_probe_at = 0.0  # monotonic time before which a full disk is not tried
         self._auth: Authenticator | None = None
         try:
             self._bind()
@@ -231,20 +253,26 @@ class Hub:
             self._own_ctx = None
 
     def cycle(self) -> int:
-        """Drain requests and ingest once, commit the batch, publish, ack, serve reads."""
+        """Drain requests and ingest once, commit the batch, publish, ack, serve reads.
+
+        Returns how many events were appended (0 when the full disk refused the batch).
+        """
         batch = _Batch()
         self._drain_subscriptions()
         self._drain_requests(batch)
         self._drain_ingest(batch)
-        if batch.payloads:
-            self._commit(batch)
+        refusal = self._commit(batch) if batch.payloads else None
         if batch.live:
             self._publish_live(batch.live)
+        head = self.log.head
         for envelope, rid, seq, duplicate in batch.acks:
-            self._reply(envelope, {"rid": rid, "ok": True, "seq": seq, "duplicate": duplicate})
+            if refusal is not None and seq > head:  # an event of the refused batch
+                self._reply(envelope, {"rid": rid, "ok": False, "error": refusal})
+            else:
+                self._reply(envelope, {"rid": rid, "ok": True, "seq": seq, "duplicate": duplicate})
         for envelope, body in batch.reads:
             self._serve(envelope, body)
-        return len(batch.payloads)
+        return 0 if refusal is not None else len(batch.payloads)
 
     def _drain_subscriptions(self) -> None:
         """Track whether a subscriber asked for batch markers (filtered subscriptions do)."""
@@ -361,9 +389,26 @@ class Hub:
             if self._recent.get(old) == old_seq:
                 del self._recent[old]
 
-    def _commit(self, batch: _Batch) -> None:
+    def _commit(self, batch: _Batch) -> str | None:
+        """Append, then publish the batch; None, or the reason the full disk refused it."""
+        if self._disk_full is not None and time.monotonic() < self._disk_probe_at:
+            return self._refuse_batch(batch, self._disk_full)
         prev = self.log.head
-        first = self.log.append(batch.payloads)
+        try:
+            first = self.log.append(batch.payloads)
+        except LogDiskFullError as exc:
+            self._disk_probe_at = time.monotonic() + DISK_PROBE_INTERVAL_S
+            if self._disk_full is None:
+                log.error("refusing appends, still serving reads and subscriptions: %s", exc)
+            self._disk_full = str(exc)
+            return self._refuse_batch(batch, self._disk_full)
+        if self._disk_full is not None:
+            self._disk_full = None
+            log.info(
+                "the disk has room again (%s free): appends resume at seq %d",
+                format_bytes(disk_free_bytes(self.log.directory)),
+                first,
+            )
         self.stats.accepted += len(batch.payloads)
         self.stats.batches += 1
         send = self.publish.send
@@ -377,6 +422,19 @@ class Hub:
             seq += 1
         if self._marker_wanted:
             self._publish_marker(prev, self.log.head, batch.counts)
+        return None
+
+    def _refuse_batch(self, batch: _Batch, reason: str) -> str:
+        """Count the batch as refused and forget its ids, so a retry is written, not taken
+        for a duplicate of an event that never reached the log."""
+        self.stats.refused[DISK_FULL] += len(batch.payloads)
+        head = self.log.head
+        order = self._recent_order
+        while order and order[-1][1] > head:
+            event_id, seq = order.pop()
+            if self._recent.get(event_id) == seq:
+                del self._recent[event_id]
+        return reason
 
     def _publish_live(self, live: list[tuple[bytes, bytes]]) -> None:
         """Live events go out with seq 0: subscribers hand them over apart from the log's."""
@@ -418,6 +476,8 @@ class Hub:
             stats = self.stats.as_map() | {
                 "head": head,
                 "auth_denied": self._auth.denied if self._auth is not None else 0,
+                "disk_full": self._disk_full is not None,
+                "disk_free_bytes": disk_free_bytes(self.log.directory),
             }
             self._reply(envelope, {"rid": rid, "ok": True, "stats": stats})
             return

@@ -23,3 +23,13 @@ class LogLockedError(StoreError, RuntimeError):
 
 class LogFsyncError(StoreError, OSError):
     """fsync failed: the data may not be on disk, so the writer must stop (fsyncgate)."""
+
+
+class LogDiskFullError(StoreError, OSError):
+    """The log's filesystem has no room (ENOSPC or EDQUOT): the batch was cut off whole and the
+    log stays open, so an append may succeed again once space frees."""
+
+    def __init__(self, message: str, *, code: int, free_bytes: int) -> None:
+        super().__init__(message)
+        self.errno = code
+        self.free_bytes = free_bytes

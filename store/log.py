@@ -3,12 +3,14 @@
 Durability follows an fsync policy: ``always`` syncs after every record, ``batch`` once per
 appended batch (group commit), ``never`` leaves it to the kernel. A torn tail (a record cut short
 or damaged with nothing whole after it) is cut off when the writer opens; damage with whole
-records after it is refused as corruption, never cut off silently.
+records after it is refused as corruption, never cut off silently. A full disk is a state, not
+a failure: the batch that did not fit is cut off and refused, and the writer takes the next one.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import mmap
 import os
@@ -23,7 +25,13 @@ from typing import Final
 import msgpack
 
 from store import powercut
-from store.errors import CorruptRecordError, LogFsyncError, LogLockedError, StoreError
+from store.errors import (
+    CorruptRecordError,
+    LogDiskFullError,
+    LogFsyncError,
+    LogLockedError,
+    StoreError,
+)
 from store.segment import (
     HEADER,
     HEADER_SIZE,
@@ -42,6 +50,7 @@ INDEX_MASK: Final = INDEX_EVERY - 1
 LOCK_WAIT_S: Final = 1.0
 DIR_MODE: Final = 0o700
 FILE_MODE: Final = 0o600
+DISK_FULL_ERRNOS: Final = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 class FsyncPolicy(StrEnum):
@@ -58,6 +67,36 @@ def fsync_dir(directory: Path) -> None:
     finally:
         os.close(fd)
     powercut.synced_dir(directory, listed)
+
+
+def disk_free_bytes(directory: Path) -> int:
+    """Bytes an unprivileged writer may still use on the filesystem of ``directory``; -1 when
+    it cannot be asked."""
+    try:
+        st = os.statvfs(directory)
+    except OSError:
+        return -1
+    return st.f_bavail * st.f_frsize
+
+
+def format_bytes(count: int) -> str:
+    """``count`` bytes for a person: "512 bytes", "40.9 KB", "3.2 MB" (powers of 1000)."""
+    size, unit = float(count), "bytes"
+    for bigger in ("KB", "MB", "GB", "TB"):
+        if size < 1000:
+            break
+        size, unit = size / 1000, bigger
+    return f"{count} bytes" if unit == "bytes" else f"{size:.1f} {unit}"
+
+
+def disk_full_reason(directory: Path) -> str:
+    """The one line a refused append carries: what is full, how much is left, what to do."""
+    free = disk_free_bytes(directory)
+    left = format_bytes(free) if free >= 0 else "no space"
+    return (
+        f"disk full: {left} free on {directory}; free space on that filesystem (old checkpoints"
+        " and artifacts, other files) and appends resume by themselves"
+    )
 
 
 def make_private_dir(directory: Path) -> None:
@@ -105,7 +144,8 @@ class EventLog:
     """The single writer of a log directory; holds an exclusive lock on it while open.
 
     ``append`` returns once the records are written and synced under the policy, so a caller
-    may publish or acknowledge them right after.
+    may publish or acknowledge them right after. A batch is all or nothing: on a full disk it
+    is cut off whole and `LogDiskFullError` raised, with the log still open.
     """
 
     def __init__(
@@ -155,7 +195,12 @@ class EventLog:
                     f"log {self.directory} is already open for writing by pid {holder}"
                 ) from None
         os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
+        try:
+            os.write(fd, str(os.getpid()).encode())
+        except OSError as exc:  # the pid only names the holder: a full disk may go without it
+            if exc.errno not in DISK_FULL_ERRNOS:
+                os.close(fd)
+                raise
         return fd
 
     def _recover(self) -> int:
@@ -199,9 +244,20 @@ class EventLog:
         fsync_dir(self.directory)
 
     def _roll(self) -> None:
+        """Start the segment of seq ``head + 1``; on failure the current one stays in use (an
+        empty new file left behind is a valid last segment, and the next roll reuses it)."""
         self._sync()
+        path = self.directory / segment_name(self._head + 1)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, FILE_MODE)
+        try:
+            fsync_dir(self.directory)
+        except BaseException:
+            os.close(fd)
+            raise
         os.close(self._fd)
-        self._open_segment(self._head + 1)
+        self._fd = fd
+        self._path = path
+        self._size = 0
 
     def _sync(self) -> None:
         if self.fsync is FsyncPolicy.NEVER:
@@ -215,19 +271,63 @@ class EventLog:
     def append(self, payloads: Sequence[bytes]) -> int:
         """Append a batch; returns the seq given to its first record.
 
-        A failed write or sync leaves the log closed: what reached the disk is only known by
-        reopening it, which recovers a consistent tail.
+        When the filesystem is full (ENOSPC or EDQUOT at a write, a sync or the creation of a
+        segment) the segment is cut back to where the batch began, the head is unchanged and
+        `LogDiskFullError` is raised: nothing of the batch counts, even records already synced
+        under ``always``, and the log stays open for the next append. A sync that fails is
+        taken as "nothing of the batch is durable" (a filesystem may run out of space only
+        when it writes back). Any other failed write or sync leaves the log closed: what
+        reached the disk is only known by reopening it, which recovers a consistent tail.
         """
         if self._fd < 0:
             raise ValueError("the log is closed")
         for payload in payloads:
             if len(payload) > MAX_PAYLOAD:
                 raise ValueError(f"payload of {len(payload)} bytes is over the {MAX_PAYLOAD} limit")
+        path, size, head = self._path, self._size, self._head
         try:
             return self._append(payloads)
+        except OSError as exc:
+            if exc.errno not in DISK_FULL_ERRNOS:
+                self._abandon()
+                raise
+            self._cut_back(path, size, head)
+            raise LogDiskFullError(
+                disk_full_reason(self.directory),
+                code=exc.errno,
+                free_bytes=disk_free_bytes(self.directory),
+            ) from exc
         except BaseException:
+            self._abandon()
+            raise
+
+    def _abandon(self) -> None:
+        if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+
+    def _cut_back(self, path: Path, size: int, head: int) -> None:
+        """Cut the segment in use back to the last whole record before a refused batch (to
+        nothing when the batch began it) and reopen it, so no partial record stays behind."""
+        keep = size if self._path == path else 0
+        try:
+            os.ftruncate(self._fd, keep)
+            os.close(self._fd)
+            self._fd = -1
+            # a fresh descriptor: the failed one may still carry the write-back error
+            self._fd = os.open(self._path, os.O_WRONLY | os.O_APPEND)
+            self._size = keep
+            self._head = head
+            try:
+                self._sync()
+            except OSError as exc:
+                # Not worth stopping for: the next successful sync writes the new length. Until
+                # then a power cut may bring back whole records of the refused batch, as if the
+                # writer had crashed before acknowledging them.
+                if exc.errno not in DISK_FULL_ERRNOS:
+                    raise
+        except BaseException:
+            self._abandon()
             raise
 
     def _append(self, payloads: Sequence[bytes]) -> int:
