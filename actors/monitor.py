@@ -34,9 +34,11 @@ import psutil
 import zmq
 
 from actors import monitorviews as views
-from actors import pidlock
+from actors import pidlock, readmodel
 from actors.alerting import AlertEngine
 from actors.errors import ActorError
+from actors.readmodel import HubSource, SnapshotPolicy
+from actors.snapshotter import Snapshotter
 from bus.client import Client, Record
 from bus.endpoints import Endpoints, run_dir
 from bus.errors import BusError
@@ -61,6 +63,7 @@ class MonitorConfig:
     http_port: int = 0
     webhooks: tuple[str, ...] = ()
     commands: tuple[str, ...] = ()
+    snapshots: SnapshotPolicy = field(default_factory=SnapshotPolicy)
 
     def __post_init__(self) -> None:
         if not 0 < self.retention_hours <= 24 * 366:
@@ -147,9 +150,11 @@ class Monitor:
         self.lock = threading.Lock()
         self.notifier = Notifier(config.webhooks, config.commands)
         self.live = False
+        self.position = 0  # every logged event up to this seq is folded in
         self._stop = False
         self.host = socket.gethostname()
         self.process = psutil.Process()
+        self.snapshots = Snapshotter(config.data_dir, *readmodel.MONITOR, config.snapshots)
 
     def stop(self, *_: object) -> None:
         self._stop = True
@@ -165,7 +170,8 @@ class Monitor:
         self.client = Client(self.config.endpoints, context=ctx)
         # stats are asked each tick; a short wait, so a busy hub never stalls the folding
         self.stats_client = Client(self.config.endpoints, timeout_ms=500, retry_ms=500, context=ctx)
-        sub = self.client.subscribe(from_seq=1, types=TYPES)
+        start = self._restore()
+        sub = self.client.subscribe(from_seq=start + 1, types=TYPES)
         server = self._serve(write_info=True)
         psutil.cpu_percent(None)  # the first call only starts the measurement
         try:
@@ -173,6 +179,7 @@ class Monitor:
             while sub.position < head and not self._stop:
                 self._fold(sub.receive(1000))
             sub.take_live()  # samples heard while catching up: stale by now
+            self.position = sub.position
             self.live = True
             log.info(
                 "monitor: live after %d events, http %s", self.metrics.events, server.server_address
@@ -188,6 +195,11 @@ class Monitor:
                 if sub.socket.poll(min(wait_ms, 1000)):
                     self._fold(sub.receive(0))
                     self._observe(sub.take_live())
+                self.position = sub.position
+                if self.snapshots.due():
+                    with self.lock:
+                        body = self._snapshot_body()
+                    self.snapshots.save(sub.position, body)
         finally:
             server.shutdown()
             self.notifier.close()
@@ -195,6 +207,33 @@ class Monitor:
             self.client.close()
             self.stats_client.close()
             ctx.term()
+
+    # --- snapshots -------------------------------------------------------------------------------
+
+    def _snapshot_body(self) -> dict[str, Any]:
+        return {
+            "metrics": folds.CODEC.dump(self.metrics),
+            "alerts": alert_folds.CODEC.dump(self.engine.state),
+            "held": [list(key) for key in sorted(self.engine.held)],
+        }
+
+    def _restore(self) -> int:
+        """Load the newest snapshot, if any usable; the seq to fold on from. It holds the live
+        samples too (heartbeats and host figures are in no log), up to when it was written."""
+        snap = self.snapshots.load(HubSource(self.client))
+        if snap is None:
+            return 0
+        try:
+            metrics = folds.CODEC.load(snap.body["metrics"])
+            alerts = alert_folds.CODEC.load(snap.body["alerts"])
+            held = {(str(r), str(s)) for r, s in snap.body["held"]}
+        except (KeyError, TypeError, ValueError) as exc:
+            log.warning("snapshot %s ignored: %s; folding the whole log", snap.path, exc)
+            return 0
+        metrics.retention_s = self.config.retention_hours * 3600  # the setting of this start
+        self.metrics = metrics
+        self.engine.restore(alerts, held)
+        return snap.seq
 
     # --- folding and deciding -----------------------------------------------------------------
 
@@ -206,6 +245,7 @@ class Monitor:
             for record in records:
                 try:
                     fields = record.fields()
+                    self.snapshots.folded(record.seq, str(fields.get("id", "")))
                     folds.evolve(record.seq, fields, self.metrics)
                     if fields["type"] in alert_folds.TYPES:
                         self.engine.apply(record.seq, fields)
@@ -318,6 +358,8 @@ class Monitor:
                     "by_status": {k: v for k, v in self.metrics.status_counts.items() if v},
                     "executions": dict(list(self.metrics.statuses.items())[-1000:]),
                 }
+            if kind == "state":  # the folds as they stand, for a query to read at once
+                return pack({"seq": self.position, **self._snapshot_body()})
             if kind == "prometheus":
                 from actors.prometheus import render
 
@@ -330,7 +372,8 @@ class Monitor:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 routes = {"/metrics": "prometheus", "/api/metrics": "metrics",
-                          "/api/alerts": "alerts", "/api/executions": "executions"}  # fmt: skip
+                          "/api/alerts": "alerts", "/api/executions": "executions",
+                          "/api/state": "state"}  # fmt: skip
                 kind = routes.get(self.path.split("?", 1)[0])
                 if kind is None:
                     self._reply(404, b'{"error": "not found"}', "application/json")
@@ -338,6 +381,8 @@ class Monitor:
                 data = monitor.snapshot(kind)
                 if kind == "prometheus":
                     self._reply(200, data, "text/plain; version=0.0.4; charset=utf-8")
+                elif kind == "state":
+                    self._reply(200, data, "application/msgpack")
                 else:
                     body = json.dumps(data, default=str)  # series hold finite values only
                     self._reply(200, body.encode(), "application/json")

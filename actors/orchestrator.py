@@ -26,10 +26,12 @@ from typing import Any, Final
 
 import zmq
 
-from actors import pidlock
+from actors import pidlock, readmodel
 from actors.decide import decide, decision_id, refused
 from actors.errors import ActorError
 from actors.planning import PlanRefusedError, plan_execution
+from actors.readmodel import HubSource, SnapshotPolicy
+from actors.snapshotter import Snapshotter
 from bus.client import Client, Record
 from bus.curve import Authenticator, needs_auth, secure
 from bus.endpoints import Endpoints, check, run_dir
@@ -72,6 +74,7 @@ class OrchestratorConfig:
     hybrid_min_rows: int = 250_000
     default_workers: int = 2
     insecure: bool = False
+    snapshots: SnapshotPolicy = field(default_factory=SnapshotPolicy)
 
     def __post_init__(self) -> None:
         if not 100 <= self.lease_ms <= 3_600_000:
@@ -124,6 +127,7 @@ class Orchestrator:
         self.registry = registry
         self.state = folds.ExecutionsState()
         self.rt = _Runtime()
+        self.snapshots = Snapshotter(config.data_dir, *readmodel.ORCHESTRATOR, config.snapshots)
         self._stop = False
         self.live = False
         self._auth: Authenticator | None = None
@@ -167,7 +171,14 @@ class Orchestrator:
                 f"orchestrator: cannot bind tasks at {self.config.tasks}: {exc}"
             ) from None
         types = set(folds.TYPES) | set(WORKER_TYPES) | set(LIVE_TYPES)
-        sub = self.client.subscribe(from_seq=1, types=types)
+        try:
+            start = self._restore()
+            sub = self.client.subscribe(from_seq=start + 1, types=types)
+        except BaseException:
+            tasks.close(linger=0)
+            self.client.close()
+            ctx.term()
+            raise
         try:
             self._catch_up(sub)
             listen = zmq.Poller()
@@ -193,6 +204,8 @@ class Orchestrator:
                     self._check_leases()
                     next_check = now + 0.05
                 self._flush()
+                if self.snapshots.due():
+                    self.snapshots.save(sub.position, self._snapshot_body())
         finally:
             sub.close()
             tasks.close(linger=0)
@@ -200,6 +213,38 @@ class Orchestrator:
             if self._auth is not None:
                 self._auth.stop()
             ctx.term()
+
+    # --- snapshots ---------------------------------------------------------------------------
+
+    def _snapshot_body(self) -> dict[str, Any]:
+        return {
+            "executions": folds.CODEC.dump(self.state),
+            "payloads": dict(self.rt.payloads),
+            "workers": {w: seen.ts for w, seen in self.rt.workers.items()},
+            "lost": dict(self.rt.lost),
+        }
+
+    def _restore(self) -> int:
+        """Load the newest snapshot, if any usable; the seq to fold on from."""
+        snap = self.snapshots.load(HubSource(self.client))
+        if snap is None:
+            return 0
+        try:
+            body = snap.body
+            state = folds.CODEC.load(body["executions"])
+            payloads = {str(k): bytes(v) for k, v in body["payloads"].items()}
+            workers = {str(w): float(ts) for w, ts in body["workers"].items()}
+            lost = {str(w): int(n) for w, n in body["lost"].items()}
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            log.warning("snapshot %s ignored: %s; folding the whole log", snap.path, exc)
+            return 0
+        self.state = state
+        self.rt.payloads = payloads
+        now = time.monotonic()
+        self.rt.workers = {w: _Seen(now, ts) for w, ts in workers.items()}
+        self.rt.lost = lost
+        self.rt.active = {eid for eid, ex in state.executions.items() if ex.status in folds.ACTIVE}
+        return snap.seq
 
     def _catch_up(self, sub: Any) -> None:
         head = self.client.head()
@@ -237,6 +282,7 @@ class Orchestrator:
             log.error("orchestrator: cannot fold seq %s (%s): %s", record.seq, kind, exc)
             return
         event_id = fields.get("id", "")
+        self.snapshots.folded(record.seq, event_id)
         self.rt.sent.pop(event_id, None)
         self._forget_pending(event_id)
         eid = fields.get("execution_id")

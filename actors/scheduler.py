@@ -12,15 +12,17 @@ import contextlib
 import logging
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
 import zmq
 
-from actors import pidlock
+from actors import pidlock, readmodel
+from actors.readmodel import HubSource, SnapshotPolicy
 from actors.schedconf import check_dependencies, load_file
 from actors.scheduling import SchedulerCore
+from actors.snapshotter import Snapshotter
 from actors.timetable import ScheduleSpecError
 from bus.client import Client, Record, Subscription
 from bus.endpoints import Endpoints, run_dir
@@ -39,6 +41,7 @@ class SchedulerConfig:
     endpoints: Endpoints
     max_concurrent: int = 3
     schedules_file: Path | None = None
+    snapshots: SnapshotPolicy = field(default_factory=SnapshotPolicy)
 
 
 def lock_path(data_dir: Path) -> Path:
@@ -54,6 +57,7 @@ class Scheduler:
     def __init__(self, config: SchedulerConfig) -> None:
         self.config = config
         self.core = SchedulerCore(config.max_concurrent)
+        self.snapshots = Snapshotter(config.data_dir, *readmodel.SCHEDULER, config.snapshots)
         self._stop = False
 
     def stop(self, *_: object) -> None:
@@ -75,7 +79,13 @@ class Scheduler:
         self._lock_fd = self._lock()
         ctx = zmq.Context()
         self.client = Client(self.config.endpoints, context=ctx)
-        sub = self.client.subscribe(from_seq=1, types=folds.TYPES | {"WorkerHeartbeat"})
+        try:
+            start = self._restore()
+            sub = self.client.subscribe(from_seq=start + 1, types=folds.TYPES | {"WorkerHeartbeat"})
+        except BaseException:
+            self.client.close()
+            ctx.term()
+            raise
         try:
             head = self.client.head()
             while sub.position < head and not self._stop:
@@ -101,13 +111,28 @@ class Scheduler:
                     for record in sub.receive(0):
                         self._on_record(record, time.time())
                     self._on_live(sub)
+                if self.snapshots.due():
+                    self.snapshots.save(sub.position, folds.CODEC.dump(self.core.state))
         finally:
             sub.close()
             self.client.close()
             ctx.term()
 
+    def _restore(self) -> int:
+        """Load the newest snapshot, if any usable; the seq to fold on from."""
+        snap = self.snapshots.load(HubSource(self.client))
+        if snap is None:
+            return 0
+        try:
+            self.core.state = folds.CODEC.load(snap.body)
+        except (KeyError, TypeError, ValueError) as exc:
+            log.warning("snapshot %s ignored: %s; folding the whole log", snap.path, exc)
+            return 0
+        return snap.seq
+
     def _on_record(self, record: Record, now: float) -> None:
         fields = record.fields()
+        self.snapshots.folded(record.seq, str(fields.get("id", "")))
         try:
             self.core.apply(record.seq, fields, now)
         except Exception as exc:  # a malformed event is logged and skipped, never fatal

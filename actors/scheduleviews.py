@@ -4,19 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
+from actors import readmodel
+from actors.readmodel import Reader
 from actors.schedconf import check_dependencies
 from actors.scheduling import SchedulerCore
 from actors.timetable import iso, zone
-from bus.client import Client
 from store.projections import schedules as folds
 from store.projections.schedules import ScheduleState
 
 
-def fold_schedules(client: Client, max_concurrent: int = 3) -> SchedulerCore:
-    """The log folded as the scheduler folds it (not live: it decides nothing)."""
+def fold_schedules(client: Reader, max_concurrent: int = 3) -> SchedulerCore:
+    """The log folded as the scheduler folds it (not live: it decides nothing), from the
+    newest snapshot of the scheduler's fold."""
     core = SchedulerCore(max_concurrent)
-    for record in client.read(1, types=folds.TYPES):
-        core.apply(record.seq, record.fields(), 0.0)
+    core.state = readmodel.schedules(client)
     return core
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from actors.errors import UsageError
+from actors.readmodel import SnapshotPolicy
 from bus.curve import Curve
 from bus.endpoints import Endpoints, check, resolve_data_dir, run_dir
 from bus.errors import BusError
@@ -27,7 +28,8 @@ HUB_KEYS = {
 }
 ORCHESTRATOR_KEYS = {"tasks": str, "insecure": bool}
 CURVE_KEYS = {"keys": str, "client": str}
-SECTIONS = ("hub", "orchestrator", "curve")
+SNAPSHOT_KEYS = {"every_events": int, "every_s": float}
+SECTIONS = ("hub", "orchestrator", "curve", "snapshots")
 ENV_CONFIG = "PORCH_CONFIG"
 
 
@@ -167,4 +169,14 @@ def hub_config(
     try:
         return HubConfig(data_dir=root, endpoints=endpoints, **values)
     except BusError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def snapshot_policy(config_file: str | None, environ: Mapping[str, str]) -> SnapshotPolicy:
+    """``[snapshots] every_events / every_s`` (env ``PORCH_SNAPSHOTS_EVERY_EVENTS`` / ``_S``):
+    how often the orchestrator, scheduler and monitor write their snapshots."""
+    values = _section(load_toml(config_file), "snapshots", SNAPSHOT_KEYS, environ)
+    try:
+        return SnapshotPolicy(**values)
+    except ValueError as exc:
         raise UsageError(str(exc)) from None

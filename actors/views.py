@@ -6,12 +6,18 @@ import statistics
 from collections.abc import Iterable
 from typing import Any
 
+from actors import readmodel
+from actors.readmodel import Reader
 from bus.client import Client, Record
 from store.projections import executions as folds
 
 
-def fold_log(client: Client, to_seq: int | None = None) -> folds.ExecutionsState:
-    """The execution fold of the hub's log (up to `to_seq`)."""
+def fold_log(client: Reader, to_seq: int | None = None) -> folds.ExecutionsState:
+    """The execution fold of the log (up to `to_seq`): from the newest snapshot when it is
+    folded to the head, from the hub or, when no hub runs, from the log's files."""
+    if to_seq is None:
+        return readmodel.executions(client)
+    assert isinstance(client, Client)
     state = folds.ExecutionsState()
     for record in client.read(1, to_seq, types=folds.TYPES):
         fold_record(record, state)

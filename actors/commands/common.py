@@ -54,6 +54,23 @@ def connect(args: argparse.Namespace, *, timeout_ms: int = 10_000) -> Client:
     return Client(endpoints, timeout_ms=timeout_ms)
 
 
+def reading(args: argparse.Namespace) -> Any:
+    """What a query reads the log through: the hub when one runs (or the config names one
+    elsewhere), else the data dir's log files. Use it as a context manager."""
+    from actors.readmodel import FileSource
+    from bus.endpoints import log_dir
+
+    endpoints, _ = network_of(args)
+    root = data_dir_of(args)
+    if not endpoints.is_local() or hub_running(root):
+        return Client(endpoints)
+    if not log_dir(root).is_dir():
+        raise NotRunningError(
+            f"no log in data dir {root}: nothing has run there yet (start with `porch up`)"
+        )
+    return FileSource(root)
+
+
 def _json_default(value: Any) -> Any:
     if isinstance(value, bytes):
         return base64.b64encode(value).decode()

@@ -9,7 +9,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from actors.commands.common import add_data_dir, connect
+from actors.commands.common import add_data_dir, connect, reading
 from actors.errors import ActorError, UsageError
 from bus.events import CancelRequested, ExecutionRequested, PauseRequested, ResumeRequested
 
@@ -171,8 +171,8 @@ def wait_for(client: Any, execution_id: str, from_seq: int, *, show: bool = True
 def _state(args: argparse.Namespace) -> Any:
     from actors.views import fold_log
 
-    with connect(args) as client:
-        return fold_log(client)
+    with reading(args) as reader:
+        return fold_log(reader)
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
 
-from actors.commands.common import add_data_dir, connect, data_dir_of
+from actors.commands.common import add_data_dir, connect, data_dir_of, reading
 from actors.errors import ActorError, UsageError
+from actors.settings import config_path, snapshot_policy
 from bus.events import AlertAcknowledged, AlertResolved, AlertRuleAdded, AlertRuleRemoved
 
 
@@ -120,6 +122,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
             http_port=args.http_port,
             webhooks=tuple(args.webhook),
             commands=tuple(args.notify_command),
+            snapshots=snapshot_policy(config_path(args.config, os.environ), os.environ),
         )
     except ValueError as exc:
         raise UsageError(f"monitor: {exc}") from None
@@ -128,26 +131,17 @@ def cmd_monitor(args: argparse.Namespace) -> int:
 
 
 def fold_monitoring(client: Any, retention_hours: float = 24.0) -> tuple[Any, Any]:
-    """The metrics and alert folds of the log, as the monitor folds them."""
-    from actors.monitor import TYPES
-    from store.projections import alerts as alert_folds
-    from store.projections import metrics as folds
+    """The metrics and alert folds of the log, as the monitor folds them (from its snapshot)."""
+    from actors import readmodel
 
-    metrics = folds.MetricsState(retention_s=retention_hours * 3600)
-    alerts = alert_folds.AlertsState()
-    for record in client.read(1, types=TYPES):
-        fields = record.fields()
-        folds.evolve(record.seq, fields, metrics)
-        if fields["type"] in alert_folds.TYPES:
-            alert_folds.evolve(record.seq, fields, alerts)
-    return metrics, alerts
+    return readmodel.monitoring(client, retention_hours)
 
 
 def cmd_metrics(args: argparse.Namespace) -> int:
     from actors import monitorviews as views
 
-    with connect(args) as client:
-        metrics, alerts = fold_monitoring(client)
+    with reading(args) as reader:
+        metrics, alerts = fold_monitoring(reader)
     now = time.time()
     if args.export:
         path = views.export(metrics, alerts, now, Path(args.export), args.format)
@@ -182,8 +176,8 @@ def _pct_raw(value: float | None) -> str:
 def cmd_list(args: argparse.Namespace) -> int:
     from actors import monitorviews as views
 
-    with connect(args) as client:
-        _, alerts = fold_monitoring(client)
+    with reading(args) as reader:
+        _, alerts = fold_monitoring(reader)
     resolved = True if args.resolved else (False if args.active else None)
     rows = views.alert_list(alerts, args.severity, resolved, args.limit)
     if args.json:
@@ -223,8 +217,8 @@ def cmd_alert_state(args: argparse.Namespace) -> int:
 def cmd_rules(args: argparse.Namespace) -> int:
     from actors import monitorviews as views
 
-    with connect(args) as client:
-        _, alerts = fold_monitoring(client)
+    with reading(args) as reader:
+        _, alerts = fold_monitoring(reader)
     rows = views.rule_list(alerts)
     if args.json:
         for row in rows:

@@ -5,13 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import secrets
 import time
 from pathlib import Path
 from typing import Any
 
-from actors.commands.common import add_data_dir, connect, data_dir_of
+from actors.commands.common import add_data_dir, connect, data_dir_of, reading
 from actors.errors import ActorError, UsageError
+from actors.settings import config_path, snapshot_policy
 from bus.events import (
     ScheduleAdded,
     ScheduleFired,
@@ -127,6 +129,7 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
             endpoints=endpoints,
             max_concurrent=args.max_concurrent,
             schedules_file=schedules,
+            snapshots=snapshot_policy(config_path(args.config, os.environ), os.environ),
         )
     )
 
@@ -225,8 +228,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     from actors.scheduleviews import fold_schedules, schedule_status
 
     now = time.time()
-    with connect(args) as client:
-        core = fold_schedules(client)
+    with reading(args) as reader:
+        core = fold_schedules(reader)
     rows = [schedule_status(core, s, now) for s in core.state.schedules.values()]
     if args.json:
         for row in rows:
@@ -250,8 +253,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     from actors.scheduleviews import fold_schedules, schedule_status
     from store.projections.schedules import describe
 
-    with connect(args) as client:
-        core = fold_schedules(client)
+    with reading(args) as reader:
+        core = fold_schedules(reader)
     schedule = core.state.schedules.get(args.schedule_id)
     if schedule is None:
         raise ActorError(f"no schedule {args.schedule_id!r}")
