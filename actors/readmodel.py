@@ -30,7 +30,7 @@ from store.projections import alerts as alert_folds
 from store.projections import executions as execution_folds
 from store.projections import metrics as metric_folds
 from store.projections import schedules as schedule_folds
-from store.snapshots import Snapshot, SnapshotStore
+from store.snapshots import Snapshot, SnapshotStore, snapshot_dir
 from store.statecodec import StateCodec
 
 log = logging.getLogger("porch.readmodel")
@@ -46,10 +46,6 @@ MONITOR: Final = (
     "monitor",
     f"monitor1+{metric_folds.CODEC.version}+{alert_folds.CODEC.version}",
 )
-
-
-def snapshot_dir(data_dir: Path) -> Path:
-    return data_dir / "snapshots"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

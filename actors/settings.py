@@ -25,6 +25,10 @@ HUB_KEYS = {
     "publish": str,
     "request": str,
     "insecure": bool,
+    "archive": str,
+    "archive_after_s": float,
+    "archive_max_bytes": int,
+    "archive_check_s": float,
 }
 ORCHESTRATOR_KEYS = {"tasks": str, "insecure": bool}
 CURVE_KEYS = {"keys": str, "client": str}

@@ -13,6 +13,9 @@ stats and subscriptions go on; the hub tries the disk again at most every
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
+import itertools
 import logging
 import time
 from collections import Counter, deque
@@ -27,6 +30,8 @@ from bus.endpoints import Endpoints, check, log_dir, run_dir
 from bus.errors import ConfigError, MalformedEventError
 from bus.events import check_map
 from bus.wire import MARKER_TOPIC, MAX_MESSAGE_BYTES, SEQ, pack, pack_marker, unpack, unpack_map
+from store import archive
+from store.archive import LogRetention, Sealed
 from store.errors import CorruptRecordError, LogDiskFullError
 from store.log import (
     DEFAULT_SEGMENT_BYTES,
@@ -35,8 +40,11 @@ from store.log import (
     LogReader,
     disk_free_bytes,
     format_bytes,
+    fsync_dir,
     make_private_dir,
 )
+from store.segment import list_segments, segment_first_seq
+from store.snapshots import passed_seq, snapshot_dir
 
 log = logging.getLogger("porch.hub")
 
@@ -62,6 +70,11 @@ class HubConfig:
     read_chunk_bytes: int = 512 << 10
     read_scan_max: int = 50_000
     insecure: bool = False
+    # log retention: sealed segments past every actor's snapshot leave the live log
+    archive: str = "archive"  # archive (to parquet) | delete | off
+    archive_after_s: float = 7 * 86400.0
+    archive_max_bytes: int = 0  # 0: no bound on the live log's bytes
+    archive_check_s: float = 60.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "fsync", _policy(self.fsync))
@@ -74,6 +87,19 @@ class HubConfig:
             raise ConfigError(f"hub: marker_interval_s must be > 0, got {self.marker_interval_s}")
         for address in self.endpoints.all():
             check(address, bind=True, insecure=self.insecure, curve=self.endpoints.curve)
+        try:
+            self.retention  # noqa: B018  (checks the archive settings)
+        except ValueError as exc:
+            raise ConfigError(f"hub: {exc}") from None
+
+    @property
+    def retention(self) -> LogRetention:
+        return LogRetention(
+            mode=self.archive,
+            after_s=self.archive_after_s,
+            max_bytes=self.archive_max_bytes,
+            check_s=self.archive_check_s,
+        )
 
 
 def _policy(value: FsyncPolicy | str) -> FsyncPolicy:
@@ -164,6 +190,8 @@ class Hub:
         self._disk_full: str | None = None  # the refusal line while the disk is full
         self._disk_probe_at = 0.0  # monotonic time before which a full disk is not tried
         self._auth: Authenticator | None = None
+        self._pool = concurrent.futures.ThreadPoolExecutor(1, "porch-archive")
+        self._archiving: tuple[Sealed, concurrent.futures.Future[archive.Span]] | None = None
         try:
             self._bind()
         except BaseException:
@@ -226,6 +254,7 @@ class Hub:
         poller.register(self.publish, zmq.POLLIN)
         interval = self.config.marker_interval_s
         next_marker = time.monotonic() + interval
+        next_archive = time.monotonic() + min(5.0, self.config.archive_check_s)
         try:
             while not self._stopping:
                 wait_ms = max(0, min(100, int((next_marker - time.monotonic()) * 1000)))
@@ -235,9 +264,72 @@ class Hub:
                 if now >= next_marker:
                     self._publish_marker(self.log.head, self.log.head, {})
                     next_marker = now + interval
+                if self._archiving is not None and self._archiving[1].done():
+                    self._archived()
+                    next_archive = now  # the next due segment at once
+                if now >= next_archive and self._archiving is None:
+                    self.retain(time.time())
+                    next_archive = now + self.config.archive_check_s
             self.cycle()
         finally:
+            self._pool.shutdown(wait=True, cancel_futures=True)
             self.close()
+
+    # --- log retention ------------------------------------------------------------------------
+
+    def retain(self, now: float) -> int:
+        """Move (or delete) the sealed segments that retention says may go; how many were
+        started. Archiving runs on a thread: the segment is removed by `_archived` once its
+        parquet file has been read back whole."""
+        policy = self.config.retention
+        if policy.mode == "off" or self._archiving is not None:
+            return 0
+        directory = log_dir(self.config.data_dir)
+        segments = list_segments(directory)
+        sealed = []
+        for path, after in itertools.pairwise(segments):
+            try:
+                stat = path.stat()
+            except FileNotFoundError:
+                continue
+            sealed.append(Sealed(path, segment_first_seq(path), segment_first_seq(after) - 1,
+                                 stat.st_size, stat.st_mtime))  # fmt: skip
+        picked = archive.due(
+            sealed,
+            passed_seq=passed_seq(snapshot_dir(self.config.data_dir)),
+            now=now,
+            policy=policy,
+        )
+        if not picked:
+            return 0
+        target = archive.archive_dir(directory)
+        if policy.mode == "delete":
+            for segment in picked:
+                archive.mark_deleted(target, segment.first, segment.last, "log retention")
+                self._drop_segment(segment)
+                log.info("deleted events %d..%d (log retention)", segment.first, segment.last)
+            return len(picked)
+        segment = picked[0]
+        job = self._pool.submit(archive.archive_segment, segment.path, target)
+        self._archiving = (segment, job)
+        return 1
+
+    def _archived(self) -> None:
+        assert self._archiving is not None
+        segment, job = self._archiving
+        self._archiving = None
+        try:
+            span = job.result()
+        except Exception as exc:  # the segment stays; the next check tries again
+            log.error("archiving %s failed, it stays in the log: %s", segment.path.name, exc)
+            return
+        self._drop_segment(segment)
+        log.info("archived events %d..%d to %s", span.first, span.last, span.path)
+
+    def _drop_segment(self, segment: Sealed) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            segment.path.unlink()
+        fsync_dir(segment.path.parent)
 
     def close(self) -> None:
         self.log.close()

@@ -530,13 +530,26 @@ class LogReader:
                 start = i
         seq = from_seq
         try:
+            if firsts and from_seq < firsts[0]:  # older than the live log: the archive's
+                upto = min(last, firsts[0] - 1)
+                for at, payload in self._archived(from_seq, upto):
+                    seq = at
+                    yield at, payload
+                seq = upto + 1  # what neither holds was deleted: skipped, as replay says
+                if seq > last:
+                    return
             for i in range(start, len(segments)):
                 path = segments[i]
                 if firsts[i] > last:
                     return
                 is_last = i == len(segments) - 1
                 with _mapped(path) as view:
-                    if view is None:
+                    if view is None:  # archived since it was listed: read it there
+                        upto = min(last, firsts[i + 1] - 1) if not is_last else last
+                        for at, payload in self._archived(seq, upto):
+                            seq = at
+                            yield at, payload
+                        seq = upto + 1
                         continue
                     offset, seq = self._locate(path, view, firsts[i], seq)
                     size = len(view)
@@ -568,6 +581,15 @@ class LogReader:
                     return
         finally:
             self._scanned = max(from_seq, seq) - 1
+
+    def _archived(self, from_seq: int, to_seq: int) -> Iterator[tuple[int, bytes]]:
+        """Records of the archive beside this log (see `store.archive`) in a seq range."""
+        from store import archive
+
+        for span in archive.spans(archive.archive_dir(self.directory)):
+            if span.last < from_seq or span.first > to_seq or span.deleted:
+                continue
+            yield from archive.read_span(span, from_seq, to_seq)
 
     def _remember(self, path: Path, seq: int, offset: int) -> None:
         marks = self._index.setdefault(path.name, [])

@@ -30,6 +30,8 @@ from store.log import FILE_MODE, fsync_dir, make_private_dir
 
 log = logging.getLogger("porch.snapshots")
 
+# the actors whose snapshots decide how far the log may be archived (queries' do not)
+ACTORS: Final = ("orchestrator", "scheduler", "monitor")
 MAGIC: Final = b"PORCHSNP"
 FORMAT: Final = 1
 SUFFIX: Final = ".snap"
@@ -215,6 +217,18 @@ class SnapshotStore:
                     info.path.unlink()
                     count += 1
         return count
+
+
+def snapshot_dir(data_dir: Path) -> Path:
+    return data_dir / "snapshots"
+
+
+def passed_seq(directory: Path) -> int | None:
+    """The lowest seq that the newest snapshot of every actor keeping snapshots covers (None:
+    no actor keeps any). Events up to it are needed by no actor's next start."""
+    store = SnapshotStore(directory)
+    newest = [infos[-1].seq for name in ACTORS if (infos := store.list(name))]
+    return min(newest) if newest else None
 
 
 def read(path: Path) -> Snapshot:

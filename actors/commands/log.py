@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from actors.commands.common import (
@@ -248,7 +249,19 @@ def _replay_queue(args: argparse.Namespace, root: Any) -> int:
     return 0
 
 
+def _say_deleted(args: argparse.Namespace, root: Any) -> None:
+    """Name, on stderr, every range of the asked seqs that log retention deleted: replay
+    reads across archive and live log, and only what was deleted is missing."""
+    from store import archive
+
+    low, high = args.from_seq, args.to_seq if args.to_seq is not None else 1 << 63
+    for span in archive.spans(archive.archive_dir(log_dir(root))):
+        if span.deleted and span.first <= high and span.last >= low:
+            print(f"porch replay: {archive.deleted_note(span)}", file=sys.stderr)
+
+
 def _records(args: argparse.Namespace, root: Any) -> Iterator[tuple[int, dict[str, Any]]]:
+    _say_deleted(args, root)
     endpoints, _ = network_of(args)
     if hub_running(root) or not endpoints.is_local():  # a hub elsewhere: ask it
         client = connect(args)
@@ -299,6 +312,8 @@ def cmd_log_verify(args: argparse.Namespace) -> int:
         raise UsageError(f"log verify: no log at {directory}")
     report = verify(directory)
     span = f"seq {report.first_seq}..{report.last_seq}" if report.records else "no records"
+    if not _verify_archive(directory, report.first_seq if report.segments else None):
+        return 1
     if not report.problem:
         print(f"ok: {report.records} records, {span}, {report.segments} segment(s)")
         return 0
@@ -311,6 +326,23 @@ def cmd_log_verify(args: argparse.Namespace) -> int:
         return 0
     print(f"corrupt: {where}: {report.problem} ({report.records} good records before it, {span})")
     return 1
+
+
+def _verify_archive(directory: Path, first_live: int | None) -> bool:
+    """Check the archive beside the log, if there is one; print what it holds."""
+    from store import archive
+
+    where = archive.archive_dir(directory)
+    if not archive.spans(where):
+        return True
+    report = archive.verify_archive(where, first_live)
+    deleted = f", {report.deleted} deleted" if report.deleted else ""
+    if report.problem:
+        print(f"archive corrupt: {report.problem}")
+        return False
+    print(f"archive ok: {report.records} records in {report.files} file(s), "
+          f"seq {report.first_seq}..{report.last_seq}{deleted}")  # fmt: skip
+    return True
 
 
 def cmd_log_repair(args: argparse.Namespace) -> int:
