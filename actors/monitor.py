@@ -182,7 +182,11 @@ class Monitor:
             self.position = sub.position
             self.live = True
             log.info(
-                "monitor: live after %d events, http %s", self.metrics.events, server.server_address
+                "monitor: live at seq %d after %d events (from snapshot at seq %d), http %s",
+                sub.position,
+                self.metrics.events,
+                self.snapshots.loaded_seq,
+                server.server_address,
             )
             # the first sample after a short while: psutil's CPU figure needs an interval
             next_tick = time.monotonic() + min(1.0, self.config.sampling_interval_s)

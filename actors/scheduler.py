@@ -95,9 +95,12 @@ class Scheduler:
                 self._load(self.config.schedules_file, sub)
             self.core.go_live(time.time())
             log.info(
-                "scheduler: live with %d schedules, at most %d executions at once",
+                "scheduler: live at seq %d with %d schedules, at most %d executions at once"
+                " (from snapshot at seq %d)",
+                sub.position,
                 len(self.core.state.schedules),
                 self.config.max_concurrent,
+                self.snapshots.loaded_seq,
             )
             while not self._stop:
                 self._send(self.core.decide(time.time()))
