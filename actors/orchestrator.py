@@ -254,6 +254,10 @@ class Orchestrator:
         for record in sub.take_live():
             self._on_live(record)
         self.live = True
+        log.info(
+            "orchestrator: live at seq %d with %d executions (from snapshot at seq %d)",
+            sub.position, len(self.state.executions), self.snapshots.loaded_seq,
+        )  # fmt: skip
         now = time.monotonic()
         # tasks dispatched before a restart: send again those no worker took up (a duplicate
         # run of the same attempt writes the same artifact and is counted once); the rest get
