@@ -42,6 +42,7 @@ from store.log import (
     format_bytes,
     fsync_dir,
     make_private_dir,
+    payload_id,
 )
 from store.segment import list_segments, segment_first_seq
 from store.snapshots import passed_seq, snapshot_dir
@@ -209,10 +210,12 @@ class Hub:
             return
         try:
             for seq, payload in self.reader.read(max(1, head - window + 1), head):
-                try:
-                    event_id = unpack_map(payload).get("id")
-                except MalformedEventError:
-                    continue
+                event_id = payload_id(payload)  # the usual layout: no need to unpack it all
+                if event_id is None:
+                    try:
+                        event_id = unpack_map(payload).get("id")
+                    except MalformedEventError:
+                        continue
                 if type(event_id) is str:
                     self._remember(event_id, seq)
         except CorruptRecordError as exc:

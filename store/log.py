@@ -414,6 +414,43 @@ def payload_type(payload: bytes) -> str | None:
         return None
 
 
+def payload_id(payload: bytes) -> str | None:
+    """The ``id`` of an event payload packed the usual way (``type``, ``v``, ``id`` first),
+    read without unpacking the rest; None when it is laid out otherwise."""
+    head = payload[0] if payload else 0
+    pos = 1 if 0x80 <= head <= 0x8F else 3 if head == 0xDE else 5 if head == 0xDF else -1
+    if pos < 0 or payload[pos : pos + 5] != b"\xa4type":
+        return None
+    pos += 5
+    tag = payload[pos] if pos < len(payload) else 0
+    if 0xA0 <= tag <= 0xBF:
+        pos += 1 + (tag & 0x1F)
+    elif tag == 0xD9 and pos + 1 < len(payload):
+        pos += 2 + payload[pos + 1]
+    else:
+        return None
+    if payload[pos : pos + 2] != b"\xa1v" or pos + 2 >= len(payload) or payload[pos + 2] > 0x7F:
+        return None
+    pos += 3  # a positive fixint version
+    if payload[pos : pos + 3] != b"\xa2id":
+        return None
+    pos += 3
+    tag = payload[pos] if pos < len(payload) else 0
+    if 0xA0 <= tag <= 0xBF:
+        start, size = pos + 1, tag & 0x1F
+    elif tag == 0xD9 and pos + 1 < len(payload):
+        start, size = pos + 2, payload[pos + 1]
+    else:
+        return None
+    raw = payload[start : start + size]
+    if len(raw) != size:
+        return None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
 def _packed_keys(values: Iterable[str]) -> tuple[bytes, ...]:
     return tuple(msgpack.packb(v) for v in values)
 

@@ -27,6 +27,7 @@ from typing import Any, Final
 import msgpack
 
 from store.log import FILE_MODE, fsync_dir, make_private_dir
+from store.statecodec import paused_gc
 
 log = logging.getLogger("porch.snapshots")
 
@@ -253,7 +254,8 @@ def read(path: Path) -> Snapshot:
     if zlib.crc32(data) != header.get("crc32"):
         raise ValueError("checksum mismatch")
     try:
-        body = msgpack.unpackb(data, strict_map_key=False, use_list=True)
+        with paused_gc():
+            body = msgpack.unpackb(data, strict_map_key=False, use_list=True)
     except Exception as exc:
         raise ValueError(f"unreadable body: {exc}") from None
     return Snapshot(

@@ -227,3 +227,16 @@ def test_a_refused_append_writes_nothing(tmp_path):
             log.append([b"ok", b"x" * ((1 << 20) + 1)])
         assert log.append([b"next"]) == 1
     assert [p for _, p in LogReader(tmp_path).read()] == [b"next"]
+
+
+@pytest.mark.parametrize("event_id", ["a", "x" * 31, "y" * 32, "z" * 128, "ü-ü"])
+def test_an_event_id_is_read_without_unpacking_the_event(event_id):
+    from bus.events import StageCompleted, encode
+    from store.log import payload_id
+
+    event = StageCompleted(id=event_id, execution_id="e", stage="s", worker="w", artifact="a",
+                           rows_in=1, rows_out=1, bytes=1, sha256="h", duration_s=0.1)  # fmt: skip
+    assert payload_id(encode(event)) == event_id
+    assert payload_id(msgpack.packb({"id": event_id, "type": "X"})) is None  # another layout
+    assert payload_id(b"") is None
+    assert payload_id(encode(event)[:12]) is None

@@ -13,6 +13,7 @@ GROUPS = {
     "monitor": "scripts.benchmarks.monitor",
     "load": "scripts.benchmarks.load",
     "multihost": "scripts.benchmarks.multihost",
+    "history": "scripts.benchmarks.history",
 }
 
 
