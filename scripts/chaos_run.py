@@ -45,10 +45,10 @@ from bus.errors import BusError
 from bus.events import Event, ExecutionRequested, ScheduleAdded, ScheduleRemoved
 from bus.wire import unpack_map
 from stages.sample import SCHEMA, generate
-from store import artifacts, powercut
+from store import archive, artifacts, powercut
 from store.log import LogReader
 from store.projections import executions as folds
-from store.segment import SUFFIX
+from store.segment import SUFFIX, list_segments, segment_first_seq
 
 ROWS = 4000
 STAGES = ("flaky=scripts.chaosstages:flaky", "noop=scripts.chaosstages:noop")
@@ -191,7 +191,26 @@ def check(
             violations.append(f"execution {eid}: a step did not complete")
     for eid in requested - set(state.executions):
         violations.append(f"execution {eid} was requested and acknowledged but is not in the log")
+    live = list_segments(data_dir / "log")
+    report = archive.verify_archive(
+        data_dir / "archive", segment_first_seq(live[0]) if live else None
+    )
+    if report.problem:
+        violations.append(f"archive: {report.problem}")
+    counts["archived"] = report.records
     return violations, {**counts, "executions": len(state.executions), "events": expected - 1}
+
+
+CHAOS_CONFIG = """\
+[snapshots]
+every_events = 5
+every_s = 0.5
+
+[hub]
+segment_bytes = 16384
+archive_after_s = 0.0
+archive_check_s = 0.5
+"""
 
 
 def main() -> int:
@@ -217,9 +236,13 @@ def main() -> int:
         journal = root / "sync.journal" if args.power_cut else None
         if journal is not None:  # the actors started below record what they sync
             os.environ[powercut.ENV] = str(journal)
+        # snapshots every few events, small segments archived as soon as every snapshot has
+        # passed them: kills land in snapshot writes and archiving too
+        config = root / "porch.toml"
+        config.write_text(CHAOS_CONFIG)
         system = System(data_dir=root / "porch", workers=2, stages=STAGES, log=subprocess.DEVNULL,
                         scheduler=True, monitor=True, extra=["--lease-ms", "3000"],
-                        monitor_args=["--sampling-interval", "2"])  # fmt: skip
+                        monitor_args=["--sampling-interval", "2"], config_file=config)  # fmt: skip
         system.start()
         stop = threading.Event()
         killer = Killer(system, args.kills, rng, stop, journal)
@@ -274,7 +297,7 @@ def main() -> int:
     print(
         f"chaos: kills={len(killer.done)} ({', '.join(sorted(set(killer.done))) or 'none'}) "
         f"executions={counts['executions']} completed={counts['completed']} failed={counts['failed']} "
-        f"events={counts['events']} violations={len(violations)}"
+        f"events={counts['events']} archived={counts['archived']} violations={len(violations)}"
         + (
             f" cut_bytes={killer.cut['truncated_bytes']} cut_files={killer.cut['removed']}"
             if args.power_cut
