@@ -4,12 +4,17 @@ The request is checked at the door: ids that become directory names, the mode, t
 registered ones: a request can never make porch import code), their configs, and the input
 (an absolute path to a readable parquet file). Anything wrong refuses the execution with one
 line naming it.
+
+A request that resumes from an earlier execution whose artifacts retention has removed plans as
+any other: those tasks are recomputed (the worker never trusts an artifact it cannot verify),
+and the plan carries one note per removed step that would have been reused, saying so.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
@@ -20,7 +25,9 @@ from bus.events import Event, ExecutionStarted
 from stages.errors import StageError
 from stages.pipeline import build
 from stages.registry import Registry
+from store.artifacts import is_slice
 from store.projections import plan as plans
+from store.projections.executions import ExecutionState
 
 MAX_PARTS: Final = 8192  # so a plan and a collect task fit in one event (1 MiB)
 SAFE_NAME: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
@@ -67,8 +74,10 @@ def plan_execution(
     checkpoint_dir: Path,
     workers: int,
     hybrid_min_rows: int,
+    earlier: ExecutionState | None = None,
 ) -> Event:
-    """``ExecutionStarted`` with the plan; raises `PlanRefusedError` when it cannot run."""
+    """``ExecutionStarted`` with the plan; raises `PlanRefusedError` when it cannot run.
+    ``earlier``: the execution it resumes from, as folded (for the notes on removed artifacts)."""
     eid = request["execution_id"]
     if not SAFE_NAME.match(eid):
         raise PlanRefusedError(
@@ -126,6 +135,49 @@ def plan_execution(
         directory=str(checkpoint_dir / eid),
         outputs=pipeline.outputs,
     )
+    notes = resume_notes(plan, earlier)
+    if notes:
+        plan["notes"] = notes
     return ExecutionStarted(
         execution_id=eid, mode=mode, stages=[s.stage for s in pipeline.steps], plan=plan
     )
+
+
+def resume_notes(plan: Mapping[str, Any], earlier: ExecutionState | None) -> list[str]:
+    """One line per step of ``earlier`` that this plan would reuse (same fingerprints) but whose
+    artifacts were removed, so it is recomputed; and one for its removed final outputs."""
+    if earlier is None or not earlier.plan:
+        return []
+    wanted = set(plan["fingerprints"].values())
+    reusable: set[tuple[str, bool]] = set()  # (step, is a collect task) that would be reused
+    for name, fingerprint in earlier.plan.get("fingerprints", {}).items():
+        step, phase, part = name.rsplit(":", 2)
+        task = earlier.tasks.get((step, phase, int(part)))
+        if (
+            fingerprint in wanted
+            and task is not None
+            and task.status == "completed"
+            and not is_slice(task.artifact)  # a slice of the input: nothing was removed
+        ):
+            reusable.add((step, phase == "collect"))
+    eid = earlier.execution_id
+    notes = []
+    for step in earlier.plan["steps"]:
+        removed = earlier.removed_steps.get(step["id"])
+        if removed is not None and (step["id"], False) in reusable:
+            when, why = removed
+            notes.append(
+                f"artifacts of {eid} step {step['id']} were removed by {why or 'retention'}"
+                f" on {_date(when)}; recomputing"
+            )
+    if earlier.outputs_removed_ts and any(collect for _, collect in reusable):
+        notes.append(
+            f"final outputs of {eid} were removed by"
+            f" {earlier.outputs_removed_reason or 'retention'} on"
+            f" {_date(earlier.outputs_removed_ts)}; recomputing"
+        )
+    return notes
+
+
+def _date(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M UTC")

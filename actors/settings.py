@@ -13,6 +13,7 @@ from bus.curve import Curve
 from bus.endpoints import Endpoints, check, resolve_data_dir, run_dir
 from bus.errors import BusError
 from bus.hub import HubConfig
+from store.retention import RetentionPolicy
 
 HUB_KEYS = {
     "fsync": str,
@@ -33,7 +34,14 @@ HUB_KEYS = {
 ORCHESTRATOR_KEYS = {"tasks": str, "insecure": bool}
 CURVE_KEYS = {"keys": str, "client": str}
 SNAPSHOT_KEYS = {"every_events": int, "every_s": float}
-SECTIONS = ("hub", "orchestrator", "curve", "snapshots")
+RETENTION_KEYS = {
+    "enabled": bool,
+    "keep_last": int,
+    "keep_days": float,
+    "remove_outputs": bool,
+    "interval_s": float,
+}
+SECTIONS = ("hub", "orchestrator", "curve", "snapshots", "retention")
 ENV_CONFIG = "PORCH_CONFIG"
 
 
@@ -182,5 +190,16 @@ def snapshot_policy(config_file: str | None, environ: Mapping[str, str]) -> Snap
     values = _section(load_toml(config_file), "snapshots", SNAPSHOT_KEYS, environ)
     try:
         return SnapshotPolicy(**values)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def retention_policy(config_file: str | None, environ: Mapping[str, str]) -> RetentionPolicy:
+    """``[retention] enabled / keep_last / keep_days / remove_outputs / interval_s`` (env
+    ``PORCH_RETENTION_KEEP_LAST`` and so on): what the orchestrator keeps of finished
+    executions' artifacts, and how often it looks; ``porch gc`` starts from it too."""
+    values = _section(load_toml(config_file), "retention", RETENTION_KEYS, environ)
+    try:
+        return RetentionPolicy(**values)
     except ValueError as exc:
         raise UsageError(str(exc)) from None

@@ -17,6 +17,7 @@ import contextlib
 import hashlib
 import os
 import queue
+import shutil
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -429,3 +430,48 @@ def link_or_copy(source: str | Path, target: str | Path) -> None:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise ArtifactError(f"cannot reuse artifact {str(src)!r}: {exc.strerror}") from exc
+
+
+def disk_bytes(paths: Sequence[str | Path]) -> int:
+    """Bytes of the files under these directories (or of these files); what is missing is 0.
+
+    A file hard-linked from another execution (a reused artifact) counts here too, though its
+    space is freed only with its last link."""
+    total = 0
+    for path in paths:
+        top = Path(path)
+        if top.is_file():
+            with contextlib.suppress(OSError):
+                total += top.stat().st_size
+            continue
+        for folder, _, files in os.walk(top):
+            for name in files:
+                with contextlib.suppress(OSError):
+                    total += (Path(folder) / name).lstat().st_size
+    return total
+
+
+def remove_paths(paths: Sequence[str | Path], *, inside: str | Path) -> list[str]:
+    """Delete these directories (or files), each of which must lie inside ``inside``, then
+    ``inside`` itself if that left it empty. What is gone already is skipped, so doing it again
+    is harmless. Returns the paths that existed; raises `ArtifactError` for a path outside."""
+    root = Path(inside).resolve()
+    targets = []
+    for path in paths:
+        target = Path(path)
+        if root not in target.resolve().parents:
+            raise ArtifactError(f"refusing to remove {str(path)!r}: not inside {str(inside)!r}")
+        targets.append(target)
+    existed = []
+    for target in targets:
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target, ignore_errors=True)
+        elif target.exists() or target.is_symlink():
+            with contextlib.suppress(FileNotFoundError):
+                target.unlink()
+        else:
+            continue
+        existed.append(str(target))
+    with contextlib.suppress(OSError):
+        root.rmdir()  # only when nothing else is left in it
+    return existed

@@ -76,6 +76,11 @@ class ExecutionState:
     cancel_reason: str = ""
     cancel_timeout_s: float = 0.0
     last_seq: int = 0
+    # artifacts removed (``ArtifactsRemoved``): step id -> (when, why), and the final outputs
+    removed_steps: dict[str, tuple[float, str]] = field(default_factory=dict)
+    outputs_removed_ts: float = 0.0
+    outputs_removed_reason: str = ""
+    removed_bytes: int = 0
 
     @property
     def mode(self) -> str:
@@ -123,6 +128,7 @@ class ExecutionState:
                 "workers": sorted({t.worker for t in mine if t.worker}),
                 "reused": bool(finals) and all(t.reused for t in finals),
                 "artifacts": [t.artifact for t in finals if t.status == "completed"],
+                "removed": sid in self.removed_steps,
                 "report": next((t.report for t in mine if t.key[1] == "report"), None)
                 or (finals[0].report if len(finals) == 1 else {}),
             }
@@ -319,6 +325,26 @@ def _finished(status: str) -> Callable[[int, Fields, ExecutionsState], None]:
     return handle
 
 
+def _artifacts_removed(seq: int, fields: Fields, state: ExecutionsState) -> None:
+    """Files of a finished execution are gone: only steps of its plan count (the deletions
+    follow this record, never the event's raw names), and never of an active execution."""
+    ex = _get(state, fields)
+    if ex is None or ex.status not in FINISHED or not ex.plan:
+        return
+    known = plans.steps_by_id(ex.plan)
+    when, why = float(fields["ts"]), str(fields.get("reason", ""))
+    new = False
+    for step in fields.get("steps", []):
+        if isinstance(step, str) and step in known and step not in ex.removed_steps:
+            ex.removed_steps[step] = (when, why)
+            new = True
+    if fields.get("finals") and not ex.outputs_removed_ts:
+        ex.outputs_removed_ts, ex.outputs_removed_reason = when, why
+        new = True
+    if new:
+        ex.removed_bytes += int(fields.get("bytes", 0))
+
+
 HANDLERS: Final[dict[str, Callable[[int, Fields, ExecutionsState], None]]] = {
     "ExecutionRequested": _requested,
     "ExecutionStarted": _started,
@@ -335,6 +361,7 @@ HANDLERS: Final[dict[str, Callable[[int, Fields, ExecutionsState], None]]] = {
     "ExecutionFailed": _finished("failed"),
     "ExecutionCancelled": _finished("cancelled"),
     "ExecutionTimedOut": _finished("timed_out"),
+    "ArtifactsRemoved": _artifacts_removed,
 }
 TYPES: Final = frozenset(HANDLERS)
 
@@ -369,5 +396,5 @@ def _drop_caches(state: ExecutionsState) -> None:
 
 
 # bump when a handler changes what it makes of the same events (the shape is hashed by itself)
-FOLD_VERSION: Final = 1
+FOLD_VERSION: Final = 2
 CODEC: Final = StateCodec(ExecutionsState, fold_version=FOLD_VERSION, before_dump=_drop_caches)
