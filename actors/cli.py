@@ -8,6 +8,7 @@ import sys
 
 from actors.commands import actors as actor_commands
 from actors.commands import executions as execution_commands
+from actors.commands import gc as gc_commands
 from actors.commands import keys as key_commands
 from actors.commands import log as log_commands
 from actors.commands import monitoring as monitoring_commands
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     log_commands.register(sub)
     actor_commands.register(sub)
     execution_commands.register(sub)
+    gc_commands.register(sub)
     sample_commands.register(sub)
     stage_commands.register(sub)
     schedule_commands.register(sub)

@@ -8,7 +8,11 @@ orchestrator continues every running execution where the log left it. Then, live
    decided, so a repeat is a duplicate the hub drops);
 3. act only on what came back durable: a ``StageDispatched`` is pushed to the workers then;
 4. leases: a pushed task must show signs of life (started, progress, or its worker's heartbeat
-   naming it) within ``lease_ms``, or it fails as retryable and runs again as a new attempt.
+   naming it) within ``lease_ms``, or it fails as retryable and runs again as a new attempt;
+5. retention: every ``interval_s`` and after each execution ends, the retention policy names
+   artifacts of finished executions to remove; each removal is logged as ``ArtifactsRemoved``
+   and the files go when that event comes back durable (at start, deletions the log has and
+   the disk does not yet are redone).
 """
 
 from __future__ import annotations
@@ -16,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import shutil
 import signal
 import time
 from collections import deque
@@ -37,6 +40,7 @@ from bus.curve import Authenticator, needs_auth, secure
 from bus.endpoints import Endpoints, check, run_dir
 from bus.errors import BusError
 from bus.events import (
+    ArtifactsRemoved,
     Event,
     ExecutionFailed,
     StageDispatched,
@@ -48,6 +52,7 @@ from bus.events import (
 )
 from bus.wire import MAX_MESSAGE_BYTES
 from stages.registry import Registry
+from store import artifacts, retention
 from store.projections import executions as folds
 from store.projections import plan as plans
 from store.projections.plan import TaskKey
@@ -58,6 +63,10 @@ WORKER_TYPES: Final = (
 )  # fmt: skip
 LIVE_TYPES: Final = ("WorkerHeartbeat",)
 WORKER_TIMEOUT_S: Final = 5.0
+REMOVALS_PER_PASS: Final = 64
+FINISHING: Final = frozenset(
+    {"ExecutionCompleted", "ExecutionFailed", "ExecutionCancelled", "ExecutionTimedOut"}
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -75,6 +84,7 @@ class OrchestratorConfig:
     default_workers: int = 2
     insecure: bool = False
     snapshots: SnapshotPolicy = field(default_factory=SnapshotPolicy)
+    retention: retention.RetentionPolicy = field(default_factory=retention.RetentionPolicy)
 
     def __post_init__(self) -> None:
         if not 100 <= self.lease_ms <= 3_600_000:
@@ -119,6 +129,13 @@ class _Runtime:
     # decisions of this turn of the loop, sent to the hub as one message by `_flush`
     out_ids: list[str] = field(default_factory=list)
     out_payloads: list[bytes] = field(default_factory=list)
+    # the next retention pass (monotonic), and whether one is due now (an execution ended)
+    next_retention: float = 0.0
+    retention_due: bool = True
+    # removals sent and not back yet, and the executions waiting to start until they are: what
+    # was decided to go before a start is gone before it (its space is the new one's)
+    removing: set[str] = field(default_factory=set)
+    held: set[str] = field(default_factory=set)
 
 
 class Orchestrator:
@@ -203,6 +220,9 @@ class Orchestrator:
                 if now >= next_check:  # leases count in seconds: a check every 50 ms is plenty
                     self._check_leases()
                     next_check = now + 0.05
+                if self.rt.retention_due or now >= self.rt.next_retention:
+                    self.rt.retention_due = self._apply_retention()
+                    self.rt.next_retention = now + self.config.retention.interval_s
                 self._flush()
                 if self.snapshots.due():
                     self.snapshots.save(sub.position, self._snapshot_body())
@@ -258,6 +278,7 @@ class Orchestrator:
             "orchestrator: live at seq %d with %d executions (from snapshot at seq %d)",
             sub.position, len(self.state.executions), self.snapshots.loaded_seq,
         )  # fmt: skip
+        self._redo_removals()
         now = time.monotonic()
         # tasks dispatched before a restart: send again those no worker took up (a duplicate
         # run of the same attempt writes the same artifact and is counted once); the rest get
@@ -289,6 +310,8 @@ class Orchestrator:
         self.snapshots.folded(record.seq, event_id)
         self.rt.sent.pop(event_id, None)
         self._forget_pending(event_id)
+        if event_id in self.rt.removing:
+            self._removal_back(event_id)
         eid = fields.get("execution_id")
         if eid:
             self.rt.dirty.add(eid)
@@ -312,8 +335,12 @@ class Orchestrator:
                     self.rt.outbox.append((fields["task_id"], key, record.payload))
         elif kind in ("StageStarted", "StageProgress"):
             self._renew(fields.get("task_id", ""), now)
-        elif kind == "ExecutionCompleted" and self.live:
-            self._drop_checkpoints(self.state.executions.get(eid or ""))
+        elif kind in FINISHING and self.live:
+            self.rt.retention_due = True
+            if kind == "ExecutionCompleted":
+                self._drop_checkpoints(self.state.executions.get(eid or ""))
+        elif kind == "ArtifactsRemoved" and self.live:
+            self._remove_files(self.state.executions.get(eid or ""))
         elif kind in ("StageCompleted", "StageFailed"):
             self.rt.leases.pop(fields.get("task_id", ""), None)
             self.rt.payloads.pop(fields.get("task_id", ""), None)
@@ -350,14 +377,86 @@ class Orchestrator:
             if task_id:
                 self._renew(task_id, now)
 
-    @staticmethod
-    def _drop_checkpoints(ex: folds.ExecutionState | None) -> None:
-        """``save_checkpoints=False``: keep the outputs, remove the intermediate artifacts."""
-        if ex is None or ex.request.get("save_checkpoints", True) or not ex.plan:
+    # --- retention -------------------------------------------------------------------------
+
+    def _drop_checkpoints(self, ex: folds.ExecutionState | None) -> None:
+        """``save_checkpoints=False``: keep the outputs, remove the intermediate artifacts
+        (logged first, deleted when the log has it)."""
+        if ex is None:
             return
-        root = Path(ex.plan["dir"])
-        for step in ex.plan["steps"]:
-            shutil.rmtree(root / step["id"], ignore_errors=True)
+        removal = retention.without_checkpoints(ex, retention.protected(self.state))
+        if removal is not None:
+            self._remove(removal)
+
+    def _apply_retention(self) -> bool:
+        """Decide what retention removes now (the wall clock: executions end in wall time)
+        and log it; with the automatic pass off, only ``save_checkpoints=False`` leftovers.
+        At most `REMOVALS_PER_PASS` go out at once (each is measured on disk): True when more
+        are left for the next turn."""
+        policy = self.config.retention
+        if policy.enabled:
+            removals = retention.decide(self.state, policy, time.time())
+        else:
+            keep = retention.protected(self.state)
+            found = (
+                retention.without_checkpoints(ex, keep) for ex in self.state.executions.values()
+            )
+            removals = [r for r in found if r is not None]
+        sent = 0
+        for removal in removals:
+            if sent == REMOVALS_PER_PASS:
+                return True
+            sent += self._remove(removal)
+        return False
+
+    def _remove(self, removal: retention.Removal) -> bool:
+        """Log the removal (deleting comes when it is back durable); False if it is on its way."""
+        event_id = decision_id(
+            removal.execution_id, "artifacts-removed", *removal.steps, removal.finals
+        )
+        if event_id in self.rt.sent:
+            return False  # measured and sent already
+        self.rt.removing.add(event_id)
+        return self._send(
+            ArtifactsRemoved(
+                id=event_id,
+                execution_id=removal.execution_id,
+                steps=list(removal.steps),
+                bytes=artifacts.disk_bytes(removal.paths),
+                reason=removal.reason,
+                finals=removal.finals,
+            )
+        )
+
+    def _removal_back(self, event_id: str) -> None:
+        """A removal came back (or was given up): the executions held for it may start."""
+        self.rt.removing.discard(event_id)
+        if not self.rt.removing and self.rt.held:
+            self.rt.dirty |= self.rt.held
+            self.rt.held = set()
+
+    def _remove_files(self, ex: folds.ExecutionState | None) -> None:
+        """Delete what the log says is removed of `ex` (again, harmlessly, if it is gone)."""
+        if ex is None or not ex.plan:
+            return
+        paths = retention.removed_paths(ex)
+        if not paths:
+            return
+        try:
+            gone = artifacts.remove_paths(paths, inside=ex.plan["dir"])
+        except (artifacts.ArtifactError, OSError) as exc:
+            log.error("orchestrator: cannot remove artifacts of %s: %s", ex.execution_id, exc)
+            return
+        if gone:
+            names = ", ".join(Path(p).name for p in gone)
+            log.info("orchestrator: removed artifacts of %s: %s", ex.execution_id, names)
+
+    def _redo_removals(self) -> None:
+        """Removals the log has whose files are still there (a crash between the event and the
+        deletion, or a `porch gc` cut short): delete them now."""
+        for ex in self.state.executions.values():
+            if ex.removed_steps or ex.outputs_removed_ts:
+                self._remove_files(ex)
 
     def _forget_pending(self, event_id: str) -> None:
         where = self.rt.pending_ids.pop(event_id, None)
@@ -409,7 +508,10 @@ class Orchestrator:
                 continue
             try:
                 if ex.status == "requested":
-                    self._start(ex)
+                    if self.rt.removing:
+                        self.rt.held.add(eid)
+                    else:
+                        self._start(ex)
                     continue
                 for event in decide(
                     ex,
@@ -439,6 +541,7 @@ class Orchestrator:
                 checkpoint_dir=self.config.checkpoint_dir,
                 workers=max(self._live_workers(), self.config.default_workers),
                 hybrid_min_rows=self.config.hybrid_min_rows,
+                earlier=self.state.executions.get(str(ex.request.get("resume_from") or "")),
             )
         except PlanRefusedError as exc:
             self._send(refused(ex.execution_id, str(exc)))
@@ -447,6 +550,8 @@ class Orchestrator:
             log.exception("orchestrator: planning execution %s failed", ex.execution_id)
             self._send(refused(ex.execution_id, f"cannot plan it: {type(exc).__name__}: {exc}"))
             return
+        for note in getattr(event, "plan", {}).get("notes", []):
+            log.warning("orchestrator: execution %s: %s", ex.execution_id, note)
         self._send(dataclasses.replace(event, id=decision_id(ex.execution_id, "started")))
 
     def _send(self, event: Event) -> bool:
@@ -486,6 +591,7 @@ class Orchestrator:
             for event_id in ids:
                 self.rt.sent.pop(event_id, None)
                 self._forget_pending(event_id)
+                self._removal_back(event_id)
             self.rt.dirty.update(self.rt.active)
 
     # --- acting ------------------------------------------------------------------------------
@@ -591,6 +697,7 @@ class Orchestrator:
         for event_id in stale:
             del self.rt.sent[event_id]
             self._forget_pending(event_id)
+            self._removal_back(event_id)
         if stale:
             self.rt.dirty.update(
                 e.execution_id for e in self.state.executions.values() if e.status in folds.ACTIVE

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from typing import Any
 
 from actors import readmodel
@@ -48,6 +49,30 @@ def execution_view(ex: folds.ExecutionState) -> dict[str, Any]:
         "steps": ex.step_summary(),
         "paused": ex.status == "paused",
         "last_seq": ex.last_seq,
+        "notes": list(ex.plan.get("notes", [])),
+        "removed": removed_view(ex),
+    }
+
+
+def removed_view(ex: folds.ExecutionState) -> dict[str, Any] | None:
+    """What retention (or ``porch gc``, or ``save_checkpoints=False``) removed of an execution:
+    the steps whose artifacts are gone, whether the outputs went, bytes, when and why."""
+    if not ex.removed_steps and not ex.outputs_removed_ts:
+        return None
+    order = [s["id"] for s in ex.plan.get("steps", [])]
+    steps = sorted(ex.removed_steps, key=lambda s: order.index(s) if s in order else len(order))
+    whens = [when for when, _ in ex.removed_steps.values()] + (
+        [ex.outputs_removed_ts] if ex.outputs_removed_ts else []
+    )
+    reasons = {why for _, why in ex.removed_steps.values()}
+    if ex.outputs_removed_ts:
+        reasons.add(ex.outputs_removed_reason)
+    return {
+        "steps": steps,
+        "outputs": bool(ex.outputs_removed_ts),
+        "bytes": ex.removed_bytes,
+        "ts": max(whens),
+        "reasons": sorted(reasons),
     }
 
 
@@ -97,11 +122,33 @@ def format_execution(view: dict[str, Any]) -> list[str]:
     for step_id, step in view["steps"].items():
         parts = f"{step['parts_done']}/{step['parts']} parts" if step["parts"] > 1 else ""
         extra = " reused" if step["reused"] else ""
+        extra += " removed" if step.get("removed") else ""
         attempts = f" attempts={step['attempts']}" if step["attempts"] > 1 else ""
         lines.append(
             f"  {step_id:<24} {step['status']:<10} in={step['records_in']:<10} "
             f"out={step['records_out']:<10} {step['duration_s']:>7.2f} s {parts}{attempts}{extra}"
         )
+    removed = view.get("removed")
     for step_id, output in view["outputs"].items():
-        lines.append(f"  output {step_id}: {output.get('path')} ({output.get('rows')} rows)")
+        gone = " removed" if removed and removed["outputs"] else ""
+        lines.append(f"  output {step_id}: {output.get('path')} ({output.get('rows')} rows){gone}")
+    if removed:
+        when = datetime.fromtimestamp(removed["ts"], UTC).strftime("%Y-%m-%d %H:%M UTC")
+        what = f"{len(removed['steps'])} steps' artifacts" if removed["steps"] else ""
+        if removed["outputs"]:
+            what = f"{what} and the outputs" if what else "the outputs"
+        lines.append(
+            f"  removed: {what} ({human_bytes(removed['bytes'])}) by "
+            f"{', '.join(r for r in removed['reasons'] if r) or 'retention'} on {when}"
+        )
+    lines.extend(f"  note: {note}" for note in view.get("notes", []))
     return lines
+
+
+def human_bytes(count: float) -> str:
+    """Bytes for people: 512 B, 1.5 KB, 3.0 GB (powers of 1024)."""
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(count) < 1024 or unit == "TB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024
+    return f"{count:.1f} TB"

@@ -14,7 +14,12 @@ from pathlib import Path
 from actors.commands.common import add_data_dir, data_dir_of, network_of
 from actors.commands.monitoring import add_monitor_flags, monitor_args
 from actors.errors import UsageError
-from actors.settings import config_path, orchestrator_insecure, snapshot_policy
+from actors.settings import (
+    config_path,
+    orchestrator_insecure,
+    retention_policy,
+    snapshot_policy,
+)
 from actors.stagecfg import parse_stage_args
 from actors.system import System, default_checkpoint_dir
 from bus.client import hub_running
@@ -113,6 +118,7 @@ def cmd_orchestrator(args: argparse.Namespace) -> int:
             insecure=args.insecure
             or orchestrator_insecure(config_path(args.config, os.environ), os.environ),
             snapshots=snapshot_policy(config_path(args.config, os.environ), os.environ),
+            retention=retention_policy(config_path(args.config, os.environ), os.environ),
         )
     except ValueError as exc:
         raise UsageError(f"orchestrator: {exc}") from exc
