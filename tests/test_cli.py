@@ -200,3 +200,13 @@ def test_pipeline_check_prints_the_steps_or_one_line(tmp_path):
     result = run_porch("pipeline", "check", str(bad))
     assert result.returncode == 2
     assert result.stderr.strip() == "porch: pipeline 'bad' has a cycle: a -> a"
+
+
+def test_the_command_line_starts_without_pandas():
+    """Every query starts a Python process: pandas (0.3 s to import) only for what needs it."""
+    import subprocess
+    import sys
+
+    probe = "import sys, actors.cli; print(sorted(m for m in ('pandas', 'pyarrow') if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

@@ -19,7 +19,7 @@ from actors.errors import UsageError
 from actors.settings import config_path, retention_policy
 from bus.client import hub_running
 from bus.events import ArtifactsRemoved
-from store import artifacts, retention
+from store import retention
 
 GC_REASON = "porch gc"
 
@@ -62,6 +62,7 @@ def _policy(args: argparse.Namespace) -> retention.RetentionPolicy:
 
 def cmd_gc(args: argparse.Namespace) -> int:
     from actors.views import fold_log, human_bytes
+    from store import artifacts  # pandas and pyarrow: only for this command, not every command
 
     policy = _policy(args)
     endpoints, _ = network_of(args)
