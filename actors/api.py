@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from actors.errors import ActorError, UsageError
+from actors.readmodel import execution_from_log
 from actors.settings import network
 from actors.system import System
 from actors.views import execution_view, fold_log, fold_record, stage_statistics
@@ -267,9 +268,12 @@ class MLPipelineOrchestrator:
     def get_execution_status(self, execution_id: str | None = None) -> dict[str, Any]:
         state = self._state()
         eid = execution_id or self._current or (state.order[-1] if state.order else None)
-        if eid is None or eid not in state.executions:
+        ex = state.executions.get(eid) if eid is not None else None
+        if ex is None and eid is not None and state.evicted:  # finished long ago: from the log
+            ex = execution_from_log(self.client, eid)
+        if ex is None:
             raise ActorError(f"no execution {eid!r}")
-        return execution_view(state.executions[eid])
+        return execution_view(ex)
 
     def get_execution_history(self, limit: int = 10) -> list[dict[str, Any]]:
         state = self._state()

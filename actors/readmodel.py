@@ -78,6 +78,10 @@ class LogSource(Protocol):
 
     def event_id(self, seq: int) -> str | None: ...
 
+    def execution_records(
+        self, execution_id: str, types: Iterable[str]
+    ) -> Iterator[tuple[int, dict[str, Any]]]: ...
+
 
 class HubSource:
     """The log as the running hub serves it."""
@@ -94,6 +98,12 @@ class HubSource:
                 yield record.seq, record.fields()
             except MalformedEventError:
                 continue
+
+    def execution_records(
+        self, execution_id: str, types: Iterable[str]
+    ) -> Iterator[tuple[int, dict[str, Any]]]:
+        for record in self.client.read(1, types=types, execution_id=execution_id):
+            yield record.seq, record.fields()
 
     def event_id(self, seq: int) -> str | None:
         try:
@@ -128,6 +138,12 @@ class FileSource:
                 yield seq, unpack_map(payload)
             except MalformedEventError:
                 continue
+
+    def execution_records(
+        self, execution_id: str, types: Iterable[str]
+    ) -> Iterator[tuple[int, dict[str, Any]]]:
+        for seq, payload in self.reader.read(1, types=types, execution_id=execution_id):
+            yield seq, unpack_map(payload)
 
     def event_id(self, seq: int) -> str | None:
         try:
@@ -261,6 +277,20 @@ def executions(reader: Reader) -> execution_folds.ExecutionsState:
         snapshots=[(*ORCHESTRATOR, "executions")],
         own="executions",
     ).state
+
+
+def execution_from_log(reader: Reader, execution_id: str) -> execution_folds.ExecutionState | None:
+    """One execution folded from its own events in the whole log (archive included): for one
+    that finished long ago and is no longer kept in the fold (``ExecutionsState.evicted``).
+    Slow on a long log: it reads every event with this execution's id."""
+    source, _ = source_of(reader)
+    state = execution_folds.ExecutionsState()
+    for seq, fields in source.execution_records(execution_id, execution_folds.TYPES):
+        try:
+            execution_folds.evolve(seq, fields, state)
+        except (KeyError, TypeError, ValueError) as exc:
+            log.debug("read model: cannot fold seq %s: %s", seq, exc)
+    return state.executions.get(execution_id)
 
 
 def schedules(reader: Reader) -> schedule_folds.SchedulesState:

@@ -128,14 +128,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 def wait_for(client: Any, execution_id: str, from_seq: int, *, show: bool = True) -> dict[str, Any]:
     """Follow the execution until it ends, printing each stage's progress; returns its view."""
     from actors.views import execution_view, fold_log, fold_record, format_execution
-
-    state = fold_log(client, from_seq - 1) if from_seq > 1 else None
     from store.projections import executions as folds
 
-    state = state or folds.ExecutionsState()
+    # the newest snapshot and the tail up to the head, then whatever comes after it
+    state = fold_log(client) if from_seq > 1 else folds.ExecutionsState()
     shown: dict[str, str] = {}
     started = time.monotonic()
-    with client.subscribe(from_seq, types=folds.TYPES) as sub:
+    with client.subscribe(state.last_seq + 1, types=folds.TYPES) as sub:
         while True:
             for record in sub.receive(500):
                 fold_record(record, state)
@@ -176,13 +175,17 @@ def _state(args: argparse.Namespace) -> Any:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from actors.readmodel import execution_from_log
     from actors.views import execution_view, format_execution
 
     state = _state(args)
-    if not state.order:
+    if not state.order and not state.evicted:
         raise ActorError("no executions in the log yet")
     eid = args.execution_id or state.order[-1]
     ex = state.executions.get(eid)
+    if ex is None and state.evicted:  # finished long ago: its history is in the log still
+        with reading(args) as reader:
+            ex = execution_from_log(reader, eid)
     if ex is None:
         raise UsageError(f"no execution {eid!r} in the log")
     view = execution_view(ex)

@@ -16,6 +16,8 @@ from store.statecodec import StateCodec
 
 Fields = dict[str, Any]
 ACTIVE: Final = frozenset({"requested", "running", "paused"})
+# finished executions kept in the fold whatever their artifacts (see `ExecutionsState`)
+KEEP_FINISHED: Final = 1000
 FINISHED: Final = frozenset({"completed", "failed", "cancelled", "timed_out"})
 
 
@@ -137,11 +139,19 @@ class ExecutionState:
 
 @dataclass(slots=True)
 class ExecutionsState:
-    """Every execution seen in the log, by id, and the last seq folded."""
+    """The executions the log holds, by id, and the last seq folded.
+
+    Bounded: of the finished executions, the newest `KEEP_FINISHED` stay, and older ones stay
+    only while artifacts of theirs may still be removed by retention (a step that ran whose
+    artifacts no ``ArtifactsRemoved`` has covered yet). The rest are dropped (``evicted``
+    counts them): the log keeps their history, and a query for one folds it from there.
+    """
 
     last_seq: int = 0
     executions: dict[str, ExecutionState] = field(default_factory=dict)
     order: list[str] = field(default_factory=list)
+    finished: dict[str, None] = field(default_factory=dict)  # kept finished ones, oldest first
+    evicted: int = 0
 
 
 def _get(state: ExecutionsState, fields: Fields) -> ExecutionState | None:
@@ -321,8 +331,38 @@ def _finished(status: str) -> Callable[[int, Fields, ExecutionsState], None]:
             ex.error = fields.get("reason", "") or "cancelled"
         elif status == "timed_out":
             ex.error = f"timed out after {fields.get('timeout_s', 0)} s"
+        state.finished[ex.execution_id] = None
+        _evict(state)
 
     return handle
+
+
+def _settled(ex: ExecutionState) -> bool:
+    """Nothing of it is left for retention to remove but its final outputs: every step that
+    ran has had its artifacts removed (or none ran)."""
+    ran = {key[0] for key, task in ex.tasks.items() if task.attempt and key[1] != "collect"}
+    return ran <= ex.removed_steps.keys()
+
+
+def _evict(state: ExecutionsState) -> None:
+    """Drop the oldest settled finished executions beyond the newest `KEEP_FINISHED`."""
+    older = len(state.finished) - KEEP_FINISHED  # how many are not among the newest
+    if older <= 0:
+        return
+    gone = []
+    for eid in state.finished:
+        if older <= 0:
+            break
+        older -= 1
+        if _settled(state.executions[eid]):
+            gone.append(eid)
+    for eid in gone:
+        del state.finished[eid]
+        del state.executions[eid]
+    if gone:
+        dropped = set(gone)
+        state.order = [e for e in state.order if e not in dropped]
+        state.evicted += len(gone)
 
 
 def _artifacts_removed(seq: int, fields: Fields, state: ExecutionsState) -> None:
@@ -343,6 +383,7 @@ def _artifacts_removed(seq: int, fields: Fields, state: ExecutionsState) -> None
         new = True
     if new:
         ex.removed_bytes += int(fields.get("bytes", 0))
+        _evict(state)
 
 
 HANDLERS: Final[dict[str, Callable[[int, Fields, ExecutionsState], None]]] = {
@@ -396,5 +437,5 @@ def _drop_caches(state: ExecutionsState) -> None:
 
 
 # bump when a handler changes what it makes of the same events (the shape is hashed by itself)
-FOLD_VERSION: Final = 2
+FOLD_VERSION: Final = 3
 CODEC: Final = StateCodec(ExecutionsState, fold_version=FOLD_VERSION, before_dump=_drop_caches)

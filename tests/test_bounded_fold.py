@@ -1,0 +1,120 @@
+"""The execution fold stays bounded: finished executions beyond the newest KEEP_FINISHED leave
+it once retention has nothing left to remove of them, and a query still finds them in the log."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import msgpack
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from store.log import EventLog, LogReader
+from store.projections import executions
+
+GOLDEN_LOG = Path(__file__).parent / "golden" / "full" / "log"
+TEMPLATE = [
+    f for _, p in LogReader(GOLDEN_LOG).read(1)
+    if (f := msgpack.unpackb(p)).get("execution_id") == "seq"
+]  # fmt: skip
+STEPS = ["data_cleaning", "feature_engineering", "data_aggregation", "data_validation"]
+
+
+def run_events(eid: str, ts: float) -> list[dict]:
+    """The events of one completed run of the default pipeline (a real one, renamed)."""
+    out = []
+    for i, event in enumerate(TEMPLATE):
+        fields = copy.deepcopy(event)
+        fields.update(execution_id=eid, id=f"{eid}-{i}", ts=ts + i)
+        if "task_id" in fields:
+            fields["task_id"] = eid + fields["task_id"][3:]
+        out.append(fields)
+    return out
+
+
+def removed(eid: str, ts: float) -> dict:
+    return {"type": "ArtifactsRemoved", "v": 1, "id": f"{eid}-gone", "ts": ts, "src": "t",
+            "execution_id": eid, "steps": STEPS, "bytes": 1000, "reason": "retention"}  # fmt: skip
+
+
+def fold(events: list[dict], state: executions.ExecutionsState | None = None):
+    state = state or executions.ExecutionsState()
+    for fields in events:
+        executions.evolve(state.last_seq + 1, fields, state)
+    return state
+
+
+def plain(state: executions.ExecutionsState) -> executions.ExecutionsState:
+    return executions.CODEC.load(
+        msgpack.unpackb(msgpack.packb(executions.CODEC.dump(state)), strict_map_key=False)
+    )
+
+
+@pytest.fixture
+def keep_five(monkeypatch):
+    monkeypatch.setattr(executions, "KEEP_FINISHED", 5)
+
+
+def test_finished_executions_leave_the_fold_once_retention_is_done_with_them(keep_five):
+    # given 8 finished runs: beyond the newest 5, none is dropped while it has artifacts
+    events = [e for n in range(8) for e in run_events(f"run-{n}", 1000.0 * n)]
+    state = fold(events)
+    assert len(state.executions) == 8
+    assert state.evicted == 0
+    # when retention removed the artifacts of the first two, and of the newest
+    fold([removed("run-0", 9000), removed("run-1", 9001), removed("run-7", 9002)], state)
+    # then the two oldest leave, the newest stays (it is among the newest five), one unsettled
+    # old one stays above the bound
+    assert sorted(state.executions) == [f"run-{n}" for n in range(2, 8)]
+    assert state.order == [f"run-{n}" for n in range(2, 8)]
+    assert state.evicted == 2
+    fold([removed("run-2", 9003)], state)
+    assert sorted(state.executions) == [f"run-{n}" for n in range(3, 8)]
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    runs=st.integers(1, 12),
+    gone=st.sets(st.integers(0, 11)),
+    cut=st.floats(0, 1),
+)
+def test_a_bounded_fold_resumed_from_a_snapshot_is_the_whole_fold(runs, gone, cut):
+    executions.KEEP_FINISHED, saved = 4, executions.KEEP_FINISHED
+    try:
+        events = [e for n in range(runs) for e in run_events(f"r{n}", 100.0 * n)]
+        events += [removed(f"r{n}", 5000.0 + n) for n in sorted(gone) if n < runs]
+        at = int(cut * len(events))
+        whole = fold(events)
+        body = msgpack.unpackb(msgpack.packb(executions.CODEC.dump(fold(events[:at]))),
+                               strict_map_key=False)  # fmt: skip
+        resumed = fold(events[at:], executions.CODEC.load(body))
+        assert plain(resumed) == plain(whole)  # caches inside plans dropped from both
+        older = list(whole.finished)[: max(0, len(whole.finished) - 4)]
+        assert not any(executions._settled(whole.executions[e]) for e in older)
+    finally:
+        executions.KEEP_FINISHED = saved
+
+
+def test_porch_status_finds_an_execution_the_fold_let_go_in_the_log(tmp_path, keep_five):
+    # given a log of 8 runs, 3 of them collected and let go by the fold
+    from actors.readmodel import FileSource, execution_from_log
+    from actors.readmodel import executions as read_executions
+
+    data_dir = tmp_path / "porch"
+    events = [e for n in range(8) for e in run_events(f"run-{n}", 1000.0 * n)]
+    events += [removed(f"run-{n}", 9000.0 + n) for n in range(3)]
+    with EventLog(data_dir / "log", fsync="never") as log:
+        log.append([msgpack.packb(e) for e in events])
+    with FileSource(data_dir) as source:
+        state = read_executions(source)
+        assert "run-0" not in state.executions
+        assert state.evicted == 3
+        # when a query asks for it, then it is folded from its own events in the log
+        old = execution_from_log(source, "run-0")
+    assert old is not None
+    assert old.status == "completed"
+    assert sorted(old.removed_steps) == sorted(STEPS)
+    assert json.dumps(old.step_summary(), default=str)
