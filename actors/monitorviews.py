@@ -2,6 +2,11 @@
 
 Pure functions of the metrics and alert folds (and a clock for liveness), shared by the monitor
 actor's HTTP API, `PipelineMonitor` and `porch metrics` / `porch alerts`.
+
+They read every tier of a series (hour buckets, minute buckets, raw samples: see
+`store.projections.metrics`). Counts, means and maxima are exact over the whole history;
+quantiles and trends take a bucket as its mean weighing its count, so they are exact where the
+samples are raw or a bucket holds one sample, and approximate for busier buckets.
 """
 
 from __future__ import annotations
@@ -9,7 +14,9 @@ from __future__ import annotations
 import csv
 import json
 import math
-from collections.abc import Iterable
+from bisect import bisect_right
+from collections.abc import Iterable, Iterator, Sequence
+from itertools import accumulate
 from pathlib import Path
 from typing import Any, Final
 
@@ -17,7 +24,7 @@ from actors.errors import UsageError
 from store.projections import alerts as alert_folds
 from store.projections import metrics as folds
 from store.projections.alerts import AlertsState
-from store.projections.metrics import MetricsState, quantile
+from store.projections.metrics import HOUR_S, MINUTE_S, MetricsState, Series
 
 HEARTBEAT_S: Final = 1.0  # workers beat every second
 ALIVE_MISSES: Final = 3  # a worker that missed this many beats counts as not alive
@@ -25,21 +32,67 @@ TREND_RUNS: Final = 20
 CSV_COLUMNS: Final = ("timestamp", "metric", "labels", "value")
 
 
-def _stats(values: list[float]) -> dict[str, float]:
-    if not values:
+def quantile(values: list[float], q: float) -> float:
+    """Linear-interpolated quantile (0..1) of non-empty values."""
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * q
+    low = int(pos)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
+
+
+def weighted(series: Series) -> list[tuple[float, int]]:
+    """Every tier of a series as ``(value, weight)``, oldest first: bucket means weighing their
+    counts, then the raw samples."""
+    out = [(b.sum / b.count, b.count) for b in series.hours]
+    out += [(b.sum / b.count, b.count) for b in series.minutes]
+    out += [(v, 1) for v in series.raw_values]
+    return out
+
+
+def weighted_quantiles(pairs: Iterable[tuple[float, int]], qs: Sequence[float]) -> list[float]:
+    """Linear-interpolated quantiles (0..1) of non-empty ``(value, weight)`` pairs, as if each
+    value were there ``weight`` times; with weights of 1, exactly `quantile`."""
+    ordered = sorted(pairs)
+    ranks = list(accumulate(w for _, w in ordered))  # ordered[i] holds ranks below ranks[i]
+    n = ranks[-1]
+    out = []
+    for q in qs:
+        pos = (n - 1) * q
+        low = int(pos)
+        lo = ordered[bisect_right(ranks, low)][0]
+        hi = ordered[bisect_right(ranks, min(low + 1, n - 1))][0]
+        out.append(lo + (hi - lo) * (pos - low))
+    return out
+
+
+def totals(series: Series) -> tuple[int, float, float, float]:
+    """Count, sum, min and max of every sample a series still holds (exact across tiers);
+    count 0 (and NaN extremes) when it holds none."""
+    buckets = [*series.hours, *series.minutes]
+    raw = list(series.raw_values)
+    count = sum(b.count for b in buckets) + len(raw)
+    if not count:
+        return 0, 0.0, math.nan, math.nan
+    total = math.fsum([*(b.sum for b in buckets), *raw])
+    low = min([*(b.min for b in buckets), *raw])
+    high = max([*(b.max for b in buckets), *raw])
+    return count, total, low, high
+
+
+def _stats(series: Series | None) -> dict[str, float]:
+    if series is None:
         return {"count": 0}
-    return {
-        "count": len(values),
-        "p50": quantile(values, 0.5),
-        "p90": quantile(values, 0.9),
-        "p99": quantile(values, 0.99),
-        "max": max(values),
-        "mean": sum(values) / len(values),
-    }
+    count, total, _, high = totals(series)
+    if not count:
+        return {"count": 0}
+    p50, p90, p99 = weighted_quantiles(weighted(series), (0.5, 0.9, 0.99))
+    return {"count": count, "p50": p50, "p90": p90, "p99": p99, "max": high, "mean": total / count}
 
 
-def _values(series: folds.Series | None) -> list[float]:
-    return [v for _, v in series.samples] if series is not None else []
+def _values(series: Series | None) -> list[float]:
+    """The series' points oldest first (a bucket counts as one point, its mean): for trends."""
+    return [v for v, _ in weighted(series)] if series is not None else []
 
 
 def trend(values: list[float], runs: int = TREND_RUNS) -> dict[str, Any]:
@@ -67,15 +120,13 @@ def stage_view(metrics: MetricsState) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for series in metrics.by_name.get("stage_duration_seconds", []):
         stage = dict(series.labels).get("stage", "")
-        durations = _values(series)
-        rates = _values(metrics.get("records_per_second", series.labels))
-        waits = _values(metrics.get("stage_queue_wait_seconds", series.labels))
+        rates = metrics.get("records_per_second", series.labels)
         out[stage] = {
-            "duration_seconds": _stats(durations),
+            "duration_seconds": _stats(series),
             "records_per_second": _stats(rates),
-            "queue_wait_seconds": _stats(waits),
-            "duration_trend": trend(durations),
-            "records_per_second_trend": trend(rates),
+            "queue_wait_seconds": _stats(metrics.get("stage_queue_wait_seconds", series.labels)),
+            "duration_trend": trend(_values(series)),
+            "records_per_second_trend": trend(_values(rates)),
         }
     return out
 
@@ -132,7 +183,7 @@ def current_metrics(metrics: MetricsState, alerts: AlertsState, now: float) -> d
         if s.name not in folds.BUILTIN
     }
     lateness = {
-        dict(s.labels).get("schedule", ""): _stats(_values(s))
+        dict(s.labels).get("schedule", ""): _stats(s)
         for s in metrics.by_name.get("schedule_lateness_seconds", [])
     }
     queue = metrics.get("queue_depth")
@@ -146,7 +197,7 @@ def current_metrics(metrics: MetricsState, alerts: AlertsState, now: float) -> d
             "failure_rate": (counts.get("failed", 0) + counts.get("timed_out", 0)) / done
             if done
             else None,
-            "duration_seconds": _stats(_values(metrics.get("execution_duration_seconds"))),
+            "duration_seconds": _stats(metrics.get("execution_duration_seconds")),
         },
         "stages": stage_view(metrics),
         "schedules": {"lateness_seconds": lateness},
@@ -165,12 +216,30 @@ def current_metrics(metrics: MetricsState, alerts: AlertsState, now: float) -> d
     }
 
 
+def points(
+    series: Series, start: float | None = None, end: float | None = None
+) -> Iterator[tuple[float, float, folds.Bucket | None, float]]:
+    """``(timestamp, value, bucket, resolution_s)`` of a series between ``start`` and ``end``,
+    oldest tier first: each hour and minute bucket (timestamp its start, value its mean) whose
+    samples overlap the range, then each raw sample (no bucket, resolution 0)."""
+    for tier, width in ((series.hours, HOUR_S), (series.minutes, MINUTE_S)):
+        for b in tier:
+            if (start is None or b.last_ts >= start) and (end is None or b.first_ts <= end):
+                yield b.start, b.sum / b.count, b, width
+    for t, v in zip(series.raw_ts, series.raw_values, strict=True):
+        if (start is None or t >= start) and (end is None or t <= end):
+            yield t, v, None, 0.0
+
+
 def history(
     metrics: MetricsState,
     names: Iterable[str] | None = None,
     start: float | None = None,
     end: float | None = None,
 ) -> dict[str, list[dict[str, Any]]]:
+    """Per metric, its points by timestamp: a raw sample is ``timestamp``, ``value``,
+    ``labels``; an older minute or hour bucket adds ``count``, ``min``, ``max`` and
+    ``resolution_s`` (60 or 3600), its ``value`` the mean and its ``timestamp`` its start."""
     wanted = set(names) if names is not None else None
     out: dict[str, list[dict[str, Any]]] = {}
     for series in metrics.series.values():
@@ -178,11 +247,12 @@ def history(
             continue
         labels = dict(series.labels)
         rows = out.setdefault(series.name, [])
-        rows.extend(
-            {"timestamp": t, "value": v, "labels": labels}
-            for t, v in series.samples
-            if (start is None or t >= start) and (end is None or t <= end)
-        )
+        for t, v, b, width in points(series, start, end):
+            if b is None:
+                rows.append({"timestamp": t, "value": v, "labels": labels})
+            else:
+                rows.append({"timestamp": t, "value": v, "labels": labels, "count": b.count,
+                             "min": b.min, "max": b.max, "resolution_s": width})  # fmt: skip
     for rows in out.values():
         rows.sort(key=lambda r: r["timestamp"])
     return out
@@ -222,8 +292,9 @@ def rule_list(alerts: AlertsState) -> list[dict[str, Any]]:
 def export(metrics: MetricsState, alerts: AlertsState, now: float, path: Path, fmt: str) -> Path:
     """Write the history (and, for JSON, the current metrics and alerts) to ``path``.
 
-    CSV: one row per sample with the columns `CSV_COLUMNS`: ``timestamp`` (epoch seconds),
-    ``metric``, ``labels`` (a JSON object) and ``value``."""
+    CSV: one row per point (see `history`) with the columns `CSV_COLUMNS`: ``timestamp``
+    (epoch seconds), ``metric``, ``labels`` (a JSON object) and ``value``; a minute or hour
+    bucket's row has its start and mean."""
     fmt = fmt.lower()
     if fmt not in ("json", "csv"):
         raise UsageError(f"export format {fmt!r} is not json or csv")
@@ -255,5 +326,5 @@ def _write(metrics: MetricsState, alerts: AlertsState, now: float, tmp: Path, fm
             writer.writerow(CSV_COLUMNS)
             for series in sorted(metrics.series.values(), key=lambda s: (s.name, s.labels)):
                 labels = json.dumps(dict(series.labels), sort_keys=True, separators=(",", ":"))
-                for t, v in series.samples:
+                for t, v, _, _ in points(series):
                     writer.writerow((f"{t:.6f}", series.name, labels, repr(v)))

@@ -2,7 +2,8 @@
 
 Names follow Prometheus' conventions: a ``porch_`` prefix, counters ending in ``_total``,
 durations in ``_seconds``. Distributions are gauges with a ``quantile`` label (0.5, 0.9, 0.99
-and 1 for the max) over the kept history. Custom metrics are ``porch_custom_<name>``.
+and 1 for the max) over the kept history, raw samples and minute and hour buckets alike (see
+`monitorviews.weighted_quantiles`; the max is exact). Custom metrics are ``porch_custom_<name>``.
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from actors import monitorviews as views
 from store.projections import metrics as folds
 from store.projections.alerts import AlertsState
-from store.projections.metrics import MetricsState, quantile
+from store.projections.metrics import MetricsState
 
-QUANTILES: Final = (("0.5", 0.5), ("0.9", 0.9), ("0.99", 0.99), ("1", 1.0))
+QUANTILES: Final = (("0.5", 0.5), ("0.9", 0.9), ("0.99", 0.99))  # and "1": the max
 _BAD: Final = re.compile(r"[^a-zA-Z0-9_]")
 
 
@@ -36,12 +37,14 @@ def _label(text: str) -> str:
 
 def _quantiles(family: GaugeMetricFamily, metrics: MetricsState, name: str, label: str) -> None:
     for series in metrics.by_name.get(name, []):
-        values = [v for _, v in series.samples]
-        if not values:
+        count, _, _, high = views.totals(series)
+        if not count:
             continue
         key = dict(series.labels).get(label, "")
-        for text, q in QUANTILES:
-            family.add_metric([key, text], quantile(values, q))
+        found = views.weighted_quantiles(views.weighted(series), [q for _, q in QUANTILES])
+        for (text, _), value in zip(QUANTILES, found, strict=True):
+            family.add_metric([key, text], value)
+        family.add_metric([key, "1"], high)
 
 
 class _Collector:

@@ -7,14 +7,22 @@
 - alert_latency p50/p99: a real `porch monitor` (1 s sampling interval) behind a hub; an
   offending StageCompleted is published, and the time from its arrival at a subscriber to the
   arrival of its AlertFired is measured, 50 times (each alert is cleared before the next).
+- series_memory: the bytes (every object once, by `sys.getsizeof`) the metrics fold holds after
+  26 hours of live samples of one series at 100 a second (10 with --quick), downsampled to raw,
+  minute and hour tiers. The baseline is the raw-only size, what the fold held before it
+  downsampled: the samples within the 24 h retention as a deque of ``(ts, value)`` pairs.
+  sample_fold_rate: how fast those samples were folded, samples/s.
 """
 
 from __future__ import annotations
 
 import random
+import sys
 import tempfile
 import time
+from collections import deque
 from pathlib import Path
+from typing import Any
 
 from actors.alerting import AlertEngine, check_rule
 from bus.events import (
@@ -124,6 +132,44 @@ def unpack_rate(payloads: list[bytes]) -> float:
     return len(payloads) / (time.perf_counter() - start)
 
 
+def deep_size(root: object) -> int:
+    """Bytes of an object graph, each object once, as `sys.getsizeof` counts them."""
+    seen: set[int] = set()
+    stack = [root]
+    total = 0
+    while stack:
+        obj = stack.pop()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        total += sys.getsizeof(obj)
+        if isinstance(obj, dict):
+            stack.extend(obj)
+            stack.extend(obj.values())
+        elif isinstance(obj, list | tuple | set | frozenset | deque):
+            stack.extend(obj)
+        elif hasattr(type(obj), "__slots__"):
+            stack.extend(getattr(obj, n) for n in type(obj).__slots__ if hasattr(obj, n))
+    return total
+
+
+def series_memory(hours: float, rate_hz: float) -> tuple[float, float, float]:
+    """(bytes held, raw-only bytes, samples/s) for one series fed ``hours`` at ``rate_hz``."""
+    metrics = folds.MetricsState()
+    fields: dict[str, Any] = {"type": "MetricSampled", "name": "load", "labels": {"host": "h"}}
+    t0, n = 1_800_000_000.0, int(hours * 3600 * rate_hz)
+    observe = folds.observe
+    start = time.perf_counter()
+    for k in range(n):
+        fields["ts"] = t0 + k / rate_hz
+        fields["value"] = float(k % 997)
+        observe(fields, metrics)
+    rate = n / (time.perf_counter() - start)
+    pairs = deque((t0 + k / rate_hz, float(k % 997)) for k in range(10_000))
+    raw_only = deep_size(pairs) / len(pairs) * min(n, metrics.retention_s * rate_hz)
+    return deep_size(metrics.series), raw_only, rate
+
+
 def alert_latency(trials: int) -> list[float]:
     with tempfile.TemporaryDirectory(prefix="porch-bench-") as tmp:
         data_dir = Path(tmp) / "porch"
@@ -138,10 +184,13 @@ def alert_latency(trials: int) -> list[float]:
             monitor = _porch(data_dir, "monitor", "--sampling-interval", "1")
             latencies: list[float] = []
             with client.subscribe(client.head() + 1, types=["StageCompleted", "AlertFired", "AlertResolved",
-                                                             "MetricRecorded"]) as sub:  # fmt: skip
-                # the monitor is live once its first samples arrive
-                while not any(r.type == "MetricRecorded" for r in sub.receive(500)):
-                    pass
+                                                             "MetricSampled"]) as sub:  # fmt: skip
+                # the monitor is live once its first samples (live events, never logged) arrive
+                deadline = time.monotonic() + 30
+                while not any(r.type == "MetricSampled" for r in sub.take_live()):
+                    if time.monotonic() > deadline:
+                        raise RuntimeError("bench: no sample from the monitor in 30 s")
+                    sub.receive(500)
                 for trial in range(trials):
                     for duration, wanted in ((60.0, "AlertFired"), (1.0, "AlertResolved")):
                         client.publish(encode(StageCompleted(
@@ -175,6 +224,10 @@ def run(quick: bool) -> None:
     rates = [fold_rate(payloads) for _ in range(1 if quick else 3)]
     bare = [unpack_rate(payloads) for _ in range(1 if quick else 3)]
     line("monitor.fold_rate_100_rules", median(rates), "events/s", median(bare))
+    rate_hz = 10 if quick else 100
+    held, raw_only, sample_rate = series_memory(26, rate_hz)
+    line(f"monitor.series_memory_26h_{rate_hz}hz", held / 2**20, "MiB", raw_only / 2**20)
+    line(f"monitor.sample_fold_rate_{rate_hz}hz", sample_rate, "samples/s")
     latencies = alert_latency(10 if quick else 50)
     line("monitor.alert_latency_p50", percentile(latencies, 50), "ms")
     line("monitor.alert_latency_p99", percentile(latencies, 99), "ms")

@@ -5,6 +5,20 @@ custom metric's own); its samples are ``(ts, value)`` pairs taken from the event
 kept for ``retention_s`` behind the newest event. Time comes only from the events, so folding
 the same log gives the same history: a restarted monitor rebuilds it this way.
 
+History is downsampled as a time-series database does, so memory does not grow with the event
+rate. A series keeps three tiers, each sample in exactly one of them:
+
+- raw: the samples of the last ``raw_window_s`` (1 h, up to `ROLL_SLACK_S` more: they move in
+  batches) as they came, at most ``raw_max_samples`` (4800), in two columns (``raw_ts``,
+  ``raw_values``: 65 bytes a sample, 112 as pairs, and cheaper to free); the oldest go into
+- ``minutes``: a `Bucket` (count, sum, min, max, last, first and last ts) per minute, for
+  `MINUTE_WINDOW_S` (24 h), at most `MAX_MINUTE_BUCKETS`; older minutes are merged into
+- ``hours``: a `Bucket` per hour, until its newest sample is older than the retention.
+
+``last``, ``last_ts``, ``text`` and ``count`` are exact whatever the tier (rules read them), and
+so are each bucket's count, sum, min and max. Tier boundaries are judged against the ts of the
+sample being recorded, and against the newest event's ts by `sweep`.
+
 Built-in series (`BUILTIN`), each fed by the events named:
 
 - ``stage_duration_seconds{stage}``, ``records_per_second{stage}``: StageCompleted
@@ -24,10 +38,13 @@ Built-in series (`BUILTIN`), each fed by the events named:
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import islice, repeat, starmap, takewhile
 from math import isfinite
+from operator import attrgetter
 from typing import Any, Final
 
 from store.statecodec import StateCodec
@@ -52,22 +69,56 @@ FINISHED: Final = {
 }
 MAX_PENDING: Final = 100_000  # dispatched-but-not-started tasks remembered (bounded)
 MAX_SERIES: Final = 20_000  # distinct (name, labels); samples of further ones are counted, not kept
+MINUTE_S: Final = 60.0
+HOUR_S: Final = 3600.0
+MINUTE_WINDOW_S: Final = 24 * 3600.0  # minute buckets kept this long, then hour buckets
+MAX_MINUTE_BUCKETS: Final = 24 * 60
+ROLL_SLACK_S: Final = 300.0  # raw samples roll into minutes five minutes at a time
+_START: Final = attrgetter("start")
+
+
+@dataclass(slots=True)
+class Bucket:
+    """The samples of one minute or one hour of a series, folded into what the views need."""
+
+    start: float  # a multiple of the bucket's width, in epoch seconds
+    count: int
+    sum: float
+    min: float
+    max: float
+    last: float  # the value of the sample with the newest ts
+    first_ts: float
+    last_ts: float
 
 
 @dataclass(slots=True)
 class Series:
+    """One metric and labels: raw samples (in arrival order), then minute and hour buckets (in
+    time order), oldest first (see the module doc); no sample is in two tiers."""
+
     name: str
     labels: Labels
-    samples: deque[tuple[float, float]] = field(default_factory=deque)
+    raw_ts: deque[float] = field(default_factory=deque)
+    raw_values: deque[float] = field(default_factory=deque)
     last: float = 0.0
     last_ts: float = 0.0
     count: int = 0  # samples ever added (counters survive the retention trim)
     text: str = ""  # the latest sample's text, for text conditions (an execution's error)
+    minutes: deque[Bucket] = field(default_factory=deque)
+    hours: deque[Bucket] = field(default_factory=deque)
+    head_ts: float = 0.0  # raw_ts[0], read on each sample: that float is cold in the cache
+
+    @property
+    def samples(self) -> list[tuple[float, float]]:
+        """The raw samples as ``(ts, value)`` pairs, oldest first (a copy)."""
+        return list(zip(self.raw_ts, self.raw_values, strict=True))
 
 
 @dataclass(slots=True)
 class MetricsState:
     retention_s: float = 24 * 3600.0
+    raw_window_s: float = 3600.0  # raw samples kept this long (at most the retention), then minutes
+    raw_max_samples: int = 4800  # and at most this many per series, whatever the rate
     series: dict[SeriesKey, Series] = field(default_factory=dict)
     by_name: dict[str, list[Series]] = field(default_factory=dict)
     statuses: dict[str, str] = field(default_factory=dict)  # execution -> status
@@ -83,6 +134,11 @@ class MetricsState:
     last_seq: int = 0
     events: int = 0
     changed: list[Series] = field(default_factory=list)  # series the last event added to
+
+    def __post_init__(self) -> None:
+        if not (self.raw_window_s >= 0 and self.raw_max_samples >= 1):
+            raise ValueError(f"metrics: raw_window_s {self.raw_window_s} must be >= 0 and "
+                             f"raw_max_samples {self.raw_max_samples} >= 1")  # fmt: skip
 
     def get(self, name: str, labels: Labels = ()) -> Series | None:
         return self.series.get((name, labels))
@@ -106,14 +162,99 @@ def record(
             return
         series = state.series[key] = Series(name, labels)
         state.by_name.setdefault(name, []).append(series)
-    samples = series.samples
-    samples.append((ts, value))
+    raw_ts = series.raw_ts
+    if not raw_ts:
+        series.head_ts = ts
+    raw_ts.append(ts)
+    series.raw_values.append(value)
     series.last, series.last_ts, series.text = value, ts, text
     series.count += 1
-    horizon = ts - state.retention_s
-    while samples[0][0] < horizon:
-        samples.popleft()
+    head = series.head_ts
+    if (
+        head < ts - state.retention_s
+        or head < ts - state.raw_window_s - ROLL_SLACK_S
+        or len(raw_ts) > state.raw_max_samples
+    ):
+        _age(state, series, ts)
     state.changed.append(series)
+
+
+def _age(state: MetricsState, series: Series, now: float, *, whole: bool = False) -> None:
+    """Move what left a tier to the next one as of ``now``: raw samples older than the raw window
+    or past `raw_low_water` (oldest first) into minutes; drop what is older than the retention.
+    Minutes older than the minute window or past `MAX_MINUTE_BUCKETS` go into hours, judged
+    when a minute bucket opens or when ``whole`` (the sweep): enough for the bounds to hold.
+
+    `record` calls it only once the raw samples are a `ROLL_SLACK_S` past the window or over
+    ``raw_max_samples``, so that the samples move in batches."""
+    horizon = now - state.retention_s
+    raw_ts, minutes = series.raw_ts, series.minutes
+    over = max(0, len(raw_ts) - raw_low_water(state))
+    cut = now - min(state.raw_window_s, state.retention_s)
+    # then the samples older than the window after those, counted at C speed
+    over += len(list(takewhile(cut.__gt__, islice(raw_ts, over, None))))
+    ts = list(starmap(raw_ts.popleft, repeat((), over)))
+    vs = list(starmap(series.raw_values.popleft, repeat((), over)))
+    series.head_ts = raw_ts[0] if raw_ts else 0.0
+    if ts and _roll(minutes, ts, vs, horizon):
+        whole = True
+    if not whole:
+        return
+    hours = series.hours
+    cut = now - min(MINUTE_WINDOW_S, state.retention_s)
+    while minutes and (minutes[0].last_ts < cut or len(minutes) > MAX_MINUTE_BUCKETS):
+        _merge(hours, minutes.popleft(), HOUR_S)
+    most = int(state.retention_s // HOUR_S) + 2  # bounded even if timestamps jump about
+    while hours and (hours[0].last_ts < horizon or len(hours) > most):
+        hours.popleft()
+
+
+def raw_low_water(state: MetricsState) -> int:
+    """The raw samples a series is cut down to once it holds more than ``raw_max_samples``."""
+    return max(1, state.raw_max_samples - state.raw_max_samples // 8)
+
+
+def _roll(minutes: deque[Bucket], ts: list[float], vs: list[float], horizon: float) -> bool:
+    """Fold raw samples (oldest first) into minute buckets, a minute's run at a time, leaving
+    out those older than ``horizon``; whether a bucket opened."""
+    opened = False
+    if ts != sorted(ts):  # late samples (a skewed clock): one at a time
+        for t, v in zip(ts, vs, strict=True):
+            if t >= horizon:
+                opened |= _merge(minutes, Bucket(t, 1, v, v, v, v, t, t), MINUTE_S)
+        return opened
+    i, n = bisect_left(ts, horizon), len(ts)
+    while i < n:
+        t = ts[i]
+        start = t - t % MINUTE_S
+        j = bisect_left(ts, start + MINUTE_S, i)
+        run = vs[i:j]
+        part = Bucket(start, j - i, sum(run), min(run), max(run), vs[j - 1], t, ts[j - 1])
+        opened |= _merge(minutes, part, MINUTE_S)
+        i = j
+    return opened
+
+
+def _merge(buckets: deque[Bucket], part: Bucket, width: float) -> bool:
+    """Add ``part``'s samples to the bucket of ``width`` seconds they fall in (``part`` itself
+    becomes it if there is none yet: then True); buckets stay in order."""
+    start = part.start - part.start % width
+    i = len(buckets)
+    if buckets and start <= buckets[-1].start:  # the newest bucket, or older ones: late samples
+        i = i - 1 if buckets[-1].start == start else bisect_left(buckets, start, key=_START)
+    if i == len(buckets) or buckets[i].start != start:
+        part.start = start
+        buckets.insert(i, part)
+        return True
+    b = buckets[i]
+    b.count += part.count
+    b.sum += part.sum
+    b.min = min(b.min, part.min)
+    b.max = max(b.max, part.max)
+    if part.last_ts >= b.last_ts:
+        b.last, b.last_ts = part.last, part.last_ts
+    b.first_ts = min(b.first_ts, part.first_ts)
+    return False
 
 
 def _stage(f: Fields) -> Labels:
@@ -330,15 +471,14 @@ def observe(fields: Fields, state: MetricsState) -> MetricsState:
 
 
 def sweep(state: MetricsState) -> None:
-    """Trim every series to the retention (not only those that got a sample), drop the empty
-    ones and the workers gone for longer; runs every twentieth of the retention."""
-    horizon = state.latest_ts - state.retention_s
-    state.next_sweep_ts = state.latest_ts + max(60.0, state.retention_s / 20)
+    """Age every series as of the newest event (idle ones too), drop the empty ones and the
+    workers gone for longer than the retention; runs every twentieth of the retention."""
+    now = state.latest_ts
+    horizon = now - state.retention_s
+    state.next_sweep_ts = now + max(60.0, state.retention_s / 20)
     for key, series in list(state.series.items()):
-        samples = series.samples
-        while samples and samples[0][0] < horizon:
-            samples.popleft()
-        if not samples:
+        _age(state, series, now, whole=True)
+        if not (series.raw_ts or series.minutes or series.hours):
             del state.series[key]
             state.by_name[series.name].remove(series)
             if not state.by_name[series.name]:
@@ -348,32 +488,13 @@ def sweep(state: MetricsState) -> None:
             del state.workers[worker]
 
 
-def quantile(values: list[float], q: float) -> float:
-    """Linear-interpolated quantile (0..1) of non-empty values."""
-    ordered = sorted(values)
-    pos = (len(ordered) - 1) * q
-    low = int(pos)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
-
-
-def window(
-    series: Series, start: float | None = None, end: float | None = None
-) -> list[tuple[float, float]]:
-    return [
-        (t, v)
-        for t, v in series.samples
-        if (start is None or t >= start) and (end is None or t <= end)
-    ]
-
-
 def _index(state: MetricsState) -> None:
     state.by_name = {}
     for series in state.series.values():
         state.by_name.setdefault(series.name, []).append(series)
 
 
-FOLD_VERSION: Final = 1
+FOLD_VERSION: Final = 2  # 2: history downsampled to minute and hour buckets
 CODEC: Final = StateCodec(
     MetricsState, fold_version=FOLD_VERSION, transient=("by_name", "changed"), after_load=_index
 )
