@@ -32,7 +32,7 @@ Built-in series (`BUILTIN`), each fed by the events named:
 - ``workers_alive``, ``worker_missed_heartbeats{worker}``: the monitor's liveness samples
 - ``cpu_percent``, ``memory_percent``, ``disk_percent`` ``{worker}`` and ``host_cpu_percent``,
   ``host_memory_percent`` ``{host}``: WorkerHeartbeat; the monitor's own samples come as
-  MetricRecorded ``cpu_percent{host}`` and friends
+  MetricSampled ``cpu_percent{host}`` and friends (live: never in the log)
 - anything else: MetricRecorded, and the numbers under ``metrics`` in a stage's report
 """
 
