@@ -57,6 +57,7 @@ class MonitorConfig:
     data_dir: Path
     endpoints: Endpoints
     retention_hours: float = 24.0
+    raw_window_s: float = 3600.0
     sampling_interval_s: float = 10.0
     alerting: bool = True
     http_host: str = "127.0.0.1"
@@ -68,6 +69,11 @@ class MonitorConfig:
     def __post_init__(self) -> None:
         if not 0 < self.retention_hours <= 24 * 366:
             raise ValueError(f"retention must be 0..8784 hours, got {self.retention_hours}")
+        if not 0 <= self.raw_window_s <= self.retention_hours * 3600:
+            raise ValueError(
+                f"raw window must be 0..{self.retention_hours * 60:g} minutes (the retention),"
+                f" got {self.raw_window_s / 60:g}"
+            )
         if not 0.05 <= self.sampling_interval_s <= 3600:
             raise ValueError(
                 f"sampling interval must be 0.05..3600 s, got {self.sampling_interval_s}"
@@ -145,7 +151,9 @@ class Notifier:
 class Monitor:
     def __init__(self, config: MonitorConfig) -> None:
         self.config = config
-        self.metrics = folds.MetricsState(retention_s=config.retention_hours * 3600)
+        self.metrics = folds.MetricsState(
+            retention_s=config.retention_hours * 3600, raw_window_s=config.raw_window_s
+        )
         self.engine = AlertEngine()
         self.lock = threading.Lock()
         self.notifier = Notifier(config.webhooks, config.commands)
@@ -234,7 +242,8 @@ class Monitor:
         except (KeyError, TypeError, ValueError) as exc:
             log.warning("snapshot %s ignored: %s; folding the whole log", snap.path, exc)
             return 0
-        metrics.retention_s = self.config.retention_hours * 3600  # the setting of this start
+        metrics.retention_s = self.config.retention_hours * 3600  # the settings of this start
+        metrics.raw_window_s = self.config.raw_window_s
         self.metrics = metrics
         self.engine.restore(alerts, held)
         return snap.seq

@@ -77,6 +77,9 @@ def add_monitor_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--retention-hours", type=float, default=24.0, help="history kept (default 24)"
     )
+    parser.add_argument("--raw-window-minutes", type=float, default=60.0, metavar="MINUTES",
+                        help="raw samples kept this long; older ones per minute, then per hour"
+                        " (default 60)")  # fmt: skip
     parser.add_argument("--sampling-interval", type=float, default=10.0, metavar="SECONDS",
                         help="host samples and rule checks (default 10)")  # fmt: skip
     parser.add_argument(
@@ -94,6 +97,7 @@ def add_monitor_flags(parser: argparse.ArgumentParser) -> None:
 def monitor_args(args: argparse.Namespace) -> list[str]:
     """The `porch monitor` flags for these parsed flags (for `porch up`)."""
     out = ["--retention-hours", str(args.retention_hours), "--sampling-interval", str(args.sampling_interval),
+           "--raw-window-minutes", str(args.raw_window_minutes),
            "--http-port", str(args.http_port)]  # fmt: skip
     if args.no_alerting:
         out.append("--no-alerting")
@@ -117,6 +121,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
             data_dir=data_dir,
             endpoints=endpoints,
             retention_hours=args.retention_hours,
+            raw_window_s=args.raw_window_minutes * 60,
             sampling_interval_s=args.sampling_interval,
             alerting=not args.no_alerting,
             http_port=args.http_port,
