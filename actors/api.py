@@ -266,7 +266,10 @@ class MLPipelineOrchestrator:
         path.write_text(json.dumps(execution.to_dict(), indent=2, default=str), encoding="utf-8")
 
     def get_execution_status(self, execution_id: str | None = None) -> dict[str, Any]:
-        state = self._state()
+        def wanted(s: folds.ExecutionsState) -> list[str]:
+            return [execution_id or self._current or (s.order[-1] if s.order else "")]
+
+        state = fold_log(self.client, wanted=wanted)
         eid = execution_id or self._current or (state.order[-1] if state.order else None)
         ex = state.executions.get(eid) if eid is not None else None
         if ex is None and eid is not None and state.evicted:  # finished long ago: from the log
@@ -276,7 +279,7 @@ class MLPipelineOrchestrator:
         return execution_view(ex)
 
     def get_execution_history(self, limit: int = 10) -> list[dict[str, Any]]:
-        state = self._state()
+        state = fold_log(self.client, wanted=lambda s: s.order[-max(1, limit) :])
         return [
             execution_view(state.executions[e]) for e in reversed(state.order[-max(1, limit) :])
         ]

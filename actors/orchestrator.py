@@ -238,7 +238,7 @@ class Orchestrator:
 
     def _snapshot_body(self) -> dict[str, Any]:
         return {
-            "executions": folds.CODEC.dump(self.state),
+            "executions": folds.dump_lazy(self.state),
             "payloads": dict(self.rt.payloads),
             "workers": {w: seen.ts for w, seen in self.rt.workers.items()},
             "lost": dict(self.rt.lost),
@@ -251,7 +251,7 @@ class Orchestrator:
             return 0
         try:
             body = snap.body
-            state = folds.CODEC.load(body["executions"])
+            state = folds.load_lazy(body["executions"])
             payloads = {str(k): bytes(v) for k, v in body["payloads"].items()}
             workers = {str(w): float(ts) for w, ts in body["workers"].items()}
             lost = {str(w): int(n) for w, n in body["lost"].items()}

@@ -40,7 +40,7 @@ EVERY_S: Final = 300.0
 
 # Each actor's snapshot: its name and version (the fold codecs inside it, and the shape of the
 # body around them: bump the tag when that changes). Queries read these too.
-ORCHESTRATOR: Final = ("orchestrator", f"orchestrator1+{execution_folds.CODEC.version}")
+ORCHESTRATOR: Final = ("orchestrator", f"orchestrator2+{execution_folds.LAZY_VERSION}")
 SCHEDULER: Final = ("scheduler", f"scheduler1+{schedule_folds.CODEC.version}")
 MONITOR: Final = (
     "monitor",
@@ -264,19 +264,57 @@ def read_model(
 # --- the read models of the queries ---------------------------------------------------------
 
 
-def executions(reader: Reader) -> execution_folds.ExecutionsState:
-    """Every execution, as the orchestrator folds them (from its snapshot or the query's)."""
+def executions(
+    reader: Reader,
+    wanted: Callable[[execution_folds.ExecutionsState], Iterable[str]] | None = None,
+) -> execution_folds.ExecutionsState:
+    """The execution fold, from the newest snapshot (the orchestrator's or a query's) and the
+    events after it. With ``wanted`` (given the state's bookkeeping, the ids a query needs),
+    only those executions and the ones the tail touches are decoded: a partial state, quick to
+    get, to answer about them (``porch status ID``, the newest of ``porch history``)."""
     source, store = source_of(reader)
-    return read_model(
-        source,
-        store,
-        part=Part("executions", execution_folds.CODEC),
-        fresh=execution_folds.ExecutionsState,
-        types=execution_folds.TYPES,
-        evolve=execution_folds.evolve,
-        snapshots=[(*ORCHESTRATOR, "executions")],
-        own="executions",
-    ).state
+    name = "executions"
+    snap = None
+    if store is not None:
+        snap = newest_snapshot(store, [ORCHESTRATOR, (name, execution_folds.LAZY_VERSION)], source)
+    state = execution_folds.ExecutionsState()
+    seq = 0
+    tail = []
+    if snap is not None:
+        seq = snap.seq
+        tail = list(source.records(seq + 1, execution_folds.TYPES))
+        try:
+            body = snap.body if snap.name == name else snap.body["executions"]
+            ids = None
+            if wanted is not None:
+                skeleton = execution_folds.load_lazy(body, wanted=())
+                touched = {str(f.get("execution_id", "")) for _, f in tail}
+                ids = set(wanted(skeleton)) | touched
+            state = execution_folds.load_lazy(body, ids)
+        except (KeyError, TypeError, ValueError) as exc:
+            log.warning("snapshot %s ignored: %s; folding the whole log", snap.path, exc)
+            state, seq = execution_folds.ExecutionsState(), 0
+            tail = []
+    records: Iterable[tuple[int, dict[str, Any]]] = tail or source.records(
+        seq + 1, execution_folds.TYPES
+    )
+    last_id, last_seq, count = "", 0, 0
+    for at, fields in records:
+        try:
+            execution_folds.evolve(at, fields, state)
+        except (KeyError, TypeError, ValueError) as exc:
+            log.debug("read model: cannot fold seq %s: %s", at, exc)
+        last_id, last_seq, count = str(fields.get("id", "")), at, count + 1
+    whole = snap is None or wanted is None
+    if store is not None and whole and count >= EVERY_EVENTS:  # the next query starts here
+        try:
+            store.save(
+                name, max(seq, last_seq), execution_folds.LAZY_VERSION,
+                execution_folds.dump_lazy(state), last_id=last_id, last_seq=last_seq,
+            )  # fmt: skip
+        except OSError as exc:
+            log.debug("read model: no snapshot written: %s", exc)
+    return state
 
 
 def execution_from_log(reader: Reader, execution_id: str) -> execution_folds.ExecutionState | None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import statistics
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,11 +13,17 @@ from bus.client import Client, Record
 from store.projections import executions as folds
 
 
-def fold_log(client: Reader, to_seq: int | None = None) -> folds.ExecutionsState:
+def fold_log(
+    client: Reader,
+    to_seq: int | None = None,
+    *,
+    wanted: Callable[[folds.ExecutionsState], Iterable[str]] | None = None,
+) -> folds.ExecutionsState:
     """The execution fold of the log (up to `to_seq`): from the newest snapshot when it is
-    folded to the head, from the hub or, when no hub runs, from the log's files."""
+    folded to the head, from the hub or, when no hub runs, from the log's files. ``wanted``:
+    decode only those executions (see `readmodel.executions`)."""
     if to_seq is None:
-        return readmodel.executions(client)
+        return readmodel.executions(client, wanted)
     assert isinstance(client, Client)
     state = folds.ExecutionsState()
     for record in client.read(1, to_seq, types=folds.TYPES):

@@ -118,3 +118,33 @@ def test_porch_status_finds_an_execution_the_fold_let_go_in_the_log(tmp_path, ke
     assert old.status == "completed"
     assert sorted(old.removed_steps) == sorted(STEPS)
     assert json.dumps(old.step_summary(), default=str)
+
+
+def test_a_snapshot_is_read_in_part_for_a_query_and_whole_for_an_actor(tmp_path):
+    from actors.readmodel import ORCHESTRATOR, FileSource
+    from actors.readmodel import executions as read_executions
+    from store.snapshots import SnapshotStore
+
+    # given a log of 6 runs and a snapshot of the first 4, as the orchestrator writes it
+    events = [e for n in range(6) for e in run_events(f"run-{n}", 1000.0 * n)]
+    first = [e for e in events if int(e["execution_id"][4:]) < 4]
+    state = fold(first)
+    body = executions.dump_lazy(state)
+    assert plain(executions.load_lazy(body)) == plain(state)
+    assert sorted(executions.load_lazy(body, ["run-2", "nope"]).executions) == ["run-2"]
+    data_dir = tmp_path / "porch"
+    with EventLog(data_dir / "log", fsync="never") as log:
+        log.append([msgpack.packb(e) for e in events])
+    name, version = ORCHESTRATOR
+    SnapshotStore(data_dir / "snapshots").save(
+        name, len(first), version, {"executions": body},
+        last_id=first[-1]["id"], last_seq=len(first),
+    )  # fmt: skip
+    with FileSource(data_dir) as source:
+        # when a query wants one execution, then it gets it and what the tail touched, folded
+        part = read_executions(source, lambda s: ["run-1"])
+        whole = read_executions(source)
+    assert sorted(part.executions) == ["run-1", "run-4", "run-5"]
+    assert part.order == whole.order == [f"run-{n}" for n in range(6)]
+    assert plain(whole) == plain(fold(events))
+    assert part.executions["run-5"].status == whole.executions["run-5"].status == "completed"

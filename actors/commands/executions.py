@@ -167,18 +167,18 @@ def wait_for(client: Any, execution_id: str, from_seq: int, *, show: bool = True
                 return view
 
 
-def _state(args: argparse.Namespace) -> Any:
+def _state(args: argparse.Namespace, wanted: Any = None) -> Any:
     from actors.views import fold_log
 
     with reading(args) as reader:
-        return fold_log(reader)
+        return fold_log(reader, wanted=wanted)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     from actors.readmodel import execution_from_log
     from actors.views import execution_view, format_execution
 
-    state = _state(args)
+    state = _state(args, lambda s: [args.execution_id or (s.order[-1] if s.order else "")])
     if not state.order and not state.evicted:
         raise ActorError("no executions in the log yet")
     eid = args.execution_id or state.order[-1]
@@ -196,7 +196,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_history(args: argparse.Namespace) -> int:
     from actors.views import execution_view
 
-    state = _state(args)
+    state = _state(args, lambda s: s.order[-max(1, args.limit) :])
     views = [
         execution_view(state.executions[e]) for e in reversed(state.order[-max(1, args.limit) :])
     ]
