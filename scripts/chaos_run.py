@@ -11,8 +11,13 @@ or the time is up, it stops everything and checks from the log alone:
 - the log's seqs have no gap, and every event the hub acknowledged is in it at its seq;
 - every execution reached a terminal state;
 - each completed execution counted every input row exactly once, and every completed task's
-  artifact exists with its recorded hash;
-- no schedule started two executions for one fire time.
+  artifact exists with its recorded hash, unless an ArtifactsRemoved in the log removed it;
+- no schedule started two executions for one fire time;
+- the archive reads back whole and joins the live log.
+
+The actors snapshot every 5 events, the hub archives 16 KB segments as soon as every snapshot
+has passed them, and retention keeps the artifacts of the newest execution per pipeline: the
+kills land in snapshot writes, archiving and removals too.
 
 One summary line, and exit 1 on any violation. Bounded in time and in kills; loopback only.
 """
@@ -164,6 +169,7 @@ def check(
         if len(eids) > 1:
             violations.append(f"schedule {sid} started {len(eids)} executions for fire time {slot}")
     counts = {"completed": 0, "failed": 0, "other": 0}
+    removed = 0
     for eid, ex in state.executions.items():
         if ex.status not in ("completed", "failed", "cancelled", "timed_out"):
             violations.append(f"execution {eid} ended {ex.status}, not in a terminal state")
@@ -182,6 +188,10 @@ def check(
                 violations.append(
                     f"execution {eid}: task {task.key} is {task.status} in a completed execution"
                 )
+            elif task.key[0] in ex.removed_steps or (
+                task.key[1] == "collect" and ex.outputs_removed_ts
+            ):
+                removed += 1  # retention removed it, and the log says so first
             elif task.artifact and not artifacts.verify(task.artifact, task.sha256):
                 violations.append(
                     f"execution {eid}: artifact {task.artifact} is missing or altered"
@@ -198,6 +208,7 @@ def check(
     if report.problem:
         violations.append(f"archive: {report.problem}")
     counts["archived"] = report.records
+    counts["removed"] = removed
     return violations, {**counts, "executions": len(state.executions), "events": expected - 1}
 
 
@@ -210,6 +221,11 @@ every_s = 0.5
 segment_bytes = 16384
 archive_after_s = 0.0
 archive_check_s = 0.5
+
+[retention]
+keep_last = 1
+keep_days = 0.0
+interval_s = 1.0
 """
 
 
@@ -297,7 +313,8 @@ def main() -> int:
     print(
         f"chaos: kills={len(killer.done)} ({', '.join(sorted(set(killer.done))) or 'none'}) "
         f"executions={counts['executions']} completed={counts['completed']} failed={counts['failed']} "
-        f"events={counts['events']} archived={counts['archived']} violations={len(violations)}"
+        f"events={counts['events']} archived={counts['archived']} "
+        f"artifacts_removed={counts['removed']} violations={len(violations)}"
         + (
             f" cut_bytes={killer.cut['truncated_bytes']} cut_files={killer.cut['removed']}"
             if args.power_cut
