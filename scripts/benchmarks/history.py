@@ -10,7 +10,9 @@ its snapshots), and then measures, against a fresh data dir:
 - each query command's latency with the system running and with none;
 - peak RSS of each actor;
 - disk bytes of log, snapshots, archive;
-- the log's growth while idle with two workers, per day.
+- the log's growth while idle with two workers, per day;
+- a simulated year of a nightly 2M-row run under the default retention: the most artifact bytes
+  held at once, against the bound the retention promises.
 
 ``--quick`` uses 200,000 events instead of 10 million.
 """
@@ -279,6 +281,46 @@ def _idle_growth(work: Path, config: Path, seconds: float) -> float:
     return (after - before) / seconds * DAY_S
 
 
+RUN_BYTES = 1.1e9  # intermediates of one sequential run of the default pipeline on 2M rows
+
+
+def simulate_year(days: int = 365) -> tuple[float, float, int]:
+    """A nightly 2M-row run for ``days`` days under the default retention, through the real
+    execution fold and retention policy: the most intermediate bytes held at any time (while a
+    night's run is being written, before the pass after it), the bound the policy promises
+    (a run per day of ``keep_days``, the ``keep_last`` newest, and tonight's), and how many
+    executions the fold still holds at the end."""
+    from store import retention
+    from store.projections import executions as folds
+
+    policy = retention.RetentionPolicy()
+    state = folds.ExecutionsState()
+    template = _template()
+    ids = (f"y-{n:x}" for n in range(1 << 62))
+    start = 1_750_000_000.0
+    held: dict[str, float] = {}
+    most = 0.0
+    seq = 0
+    for day in range(days):
+        ts = start + day * DAY_S + 2 * 3600
+        eid = f"night-{day:03d}"
+        for fields in _execution(template, eid, ts, ids):
+            seq += 1
+            folds.evolve(seq, fields, state)
+        held[eid] = RUN_BYTES
+        most = max(most, sum(held.values()))
+        now = ts + 3600
+        for removal in retention.decide(state, policy, now):
+            seq += 1
+            folds.evolve(seq, {"type": "ArtifactsRemoved", "v": 1, "id": next(ids), "ts": now,
+                               "src": "bench", "execution_id": removal.execution_id,
+                               "steps": list(removal.steps), "bytes": int(held[removal.execution_id]),
+                               "reason": "retention", "finals": removal.finals}, state)  # fmt: skip
+            held[removal.execution_id] = 0.0
+    bound = (max(policy.keep_last, int(policy.keep_days) + 1) + 1) * RUN_BYTES
+    return most, bound, len(state.executions)
+
+
 def run(quick: bool) -> None:
     events = 200_000 if quick else 10_000_000
     reps = 1 if quick else 3
@@ -324,3 +366,6 @@ def run(quick: bool) -> None:
         line("history.archive_bytes", _bytes(old / "archive"), "bytes")
         line("history.idle_log_growth", _idle_growth(work, config, 10.0 if quick else 60.0),
              "bytes/day")  # fmt: skip
+        most, bound, kept = simulate_year()
+        line("history.year_nightly_artifacts_gb", most / 1e9, "GB", bound / 1e9)
+        line("history.year_fold_executions", kept, "executions")
