@@ -379,26 +379,15 @@ class EventLog:
         self.close()
 
 
-def payload_type(payload: bytes) -> str | None:
-    """The ``type`` of an event payload without unpacking the rest of it: events are packed
-    with ``type`` as their first key. None when the payload is not laid out that way."""
-    if not payload:
-        return None
-    head = payload[0]
-    if 0x80 <= head <= 0x8F:
-        pos = 1
-    elif head == 0xDE:
-        pos = 3
-    elif head == 0xDF:
-        pos = 5
-    else:
-        return None
-    if payload[pos : pos + 5] != b"\xa4type":
-        return None
-    pos += 5
-    if pos >= len(payload):
-        return None
-    tag = payload[pos]
+def _first_key(payload: bytes) -> int:
+    """Where the first key of a packed map starts (-1: not a map)."""
+    head = payload[0] if payload else 0
+    return 1 if 0x80 <= head <= 0x8F else 3 if head == 0xDE else 5 if head == 0xDF else -1
+
+
+def _packed_str(payload: bytes, pos: int) -> tuple[str, int] | None:
+    """The msgpack string at ``pos`` (fixstr or str8) and the offset after it."""
+    tag = payload[pos] if 0 <= pos < len(payload) else 0
     if 0xA0 <= tag <= 0xBF:
         start, size = pos + 1, tag & 0x1F
     elif tag == 0xD9 and pos + 1 < len(payload):
@@ -409,46 +398,38 @@ def payload_type(payload: bytes) -> str | None:
     if len(raw) != size:
         return None
     try:
-        return raw.decode("utf-8")
+        return raw.decode("utf-8"), start + size
     except UnicodeDecodeError:
         return None
+
+
+def payload_type(payload: bytes) -> str | None:
+    """The ``type`` of an event payload without unpacking the rest of it: events are packed
+    with ``type`` as their first key. None when the payload is not laid out that way."""
+    pos = _first_key(payload)
+    if pos < 0 or payload[pos : pos + 5] != b"\xa4type":
+        return None
+    found = _packed_str(payload, pos + 5)
+    return found[0] if found is not None else None
 
 
 def payload_id(payload: bytes) -> str | None:
     """The ``id`` of an event payload packed the usual way (``type``, ``v``, ``id`` first),
     read without unpacking the rest; None when it is laid out otherwise."""
-    head = payload[0] if payload else 0
-    pos = 1 if 0x80 <= head <= 0x8F else 3 if head == 0xDE else 5 if head == 0xDF else -1
+    pos = _first_key(payload)
     if pos < 0 or payload[pos : pos + 5] != b"\xa4type":
         return None
-    pos += 5
-    tag = payload[pos] if pos < len(payload) else 0
-    if 0xA0 <= tag <= 0xBF:
-        pos += 1 + (tag & 0x1F)
-    elif tag == 0xD9 and pos + 1 < len(payload):
-        pos += 2 + payload[pos + 1]
-    else:
+    found = _packed_str(payload, pos + 5)
+    if found is None:
         return None
+    pos = found[1]
     if payload[pos : pos + 2] != b"\xa1v" or pos + 2 >= len(payload) or payload[pos + 2] > 0x7F:
         return None
     pos += 3  # a positive fixint version
     if payload[pos : pos + 3] != b"\xa2id":
         return None
-    pos += 3
-    tag = payload[pos] if pos < len(payload) else 0
-    if 0xA0 <= tag <= 0xBF:
-        start, size = pos + 1, tag & 0x1F
-    elif tag == 0xD9 and pos + 1 < len(payload):
-        start, size = pos + 2, payload[pos + 1]
-    else:
-        return None
-    raw = payload[start : start + size]
-    if len(raw) != size:
-        return None
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
+    found = _packed_str(payload, pos + 3)
+    return found[0] if found is not None else None
 
 
 def _packed_keys(values: Iterable[str]) -> tuple[bytes, ...]:
