@@ -306,6 +306,7 @@ class Hub:
         if not picked:
             return 0
         target = archive.archive_dir(directory)
+        archive.drop_partial(target)  # a write a crash cut short: no job runs now
         if policy.mode == "delete":
             for segment in picked:
                 archive.mark_deleted(target, segment.first, segment.last, "log retention")

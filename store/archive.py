@@ -203,6 +203,22 @@ def read_span(span: Span, from_seq: int, to_seq: int) -> Iterator[tuple[int, byt
                 yield seq, payloads[i].as_py()
 
 
+def drop_partial(directory: Path) -> int:
+    """Remove temp files a crash left mid-write (call only while no archiving runs)."""
+    count = 0
+    try:
+        leftovers = [
+            p for p in directory.iterdir() if p.name.startswith(".") and p.name.endswith(".tmp")
+        ]
+    except FileNotFoundError:
+        return 0
+    for path in leftovers:
+        with contextlib.suppress(OSError):
+            path.unlink()
+            count += 1
+    return count
+
+
 def mark_deleted(directory: Path, first: int, last: int, reason: str) -> Span:
     """Record durably that events ``first..last`` are gone (the user chose deletion)."""
     make_private_dir(directory)

@@ -208,3 +208,30 @@ def test_deleted_history_is_named_by_replay(archiving_hub, tmp_path):
     assert f"events 1..{gone[0].last} were deleted by log retention" in stderr
     assert events[0]["seq"] > gone[-1].last
     assert events[-1]["seq"] == len(payloads)
+
+
+def test_a_crash_while_archiving_leaves_every_event_in_one_place_or_both(tmp_path):
+    from store.segment import list_segments
+
+    log_dir = tmp_path / "data" / "log"
+    payloads = golden_payloads()
+    small_log(log_dir, payloads)
+    before = list(LogReader(log_dir).read(1))
+    target = archive.archive_dir(log_dir)
+    # given a crash mid-write (a temp file left) and one after the file but before the segment
+    # was deleted (the same events in the archive and in the live log)
+    first, second = list_segments(log_dir)[:2]
+    target.mkdir(parents=True)
+    (target / ".events-00000000000000000001-00000000000000000020.parquet.77.tmp").write_bytes(
+        b"PAR1"
+    )
+    archive.archive_segment(first, target)
+    # then readers and verify see one log, and the leftovers are cleaned up on the next pass
+    assert list(LogReader(log_dir).read(1)) == before
+    assert archive.verify_archive(target, 1).problem == ""
+    assert archive.drop_partial(target) == 1
+    span = archive.archive_segment(first, target)  # the hub's next pass does it again
+    first.unlink()
+    assert list(LogReader(log_dir).read(1)) == before
+    assert archive.verify_archive(target, archive.segment_first_seq(second)).problem == ""
+    assert span.first == 1
