@@ -267,10 +267,10 @@ class MLPipelineOrchestrator:
 
     def get_execution_status(self, execution_id: str | None = None) -> dict[str, Any]:
         def wanted(s: folds.ExecutionsState) -> list[str]:
-            return [execution_id or self._current or (s.order[-1] if s.order else "")]
+            return [execution_id or self._current or folds.latest(s) or ""]
 
         state = fold_log(self.client, wanted=wanted)
-        eid = execution_id or self._current or (state.order[-1] if state.order else None)
+        eid = execution_id or self._current or folds.latest(state)
         ex = state.executions.get(eid) if eid is not None else None
         if ex is None and eid is not None and state.evicted:  # finished long ago: from the log
             ex = execution_from_log(self.client, eid)
@@ -279,9 +279,11 @@ class MLPipelineOrchestrator:
         return execution_view(ex)
 
     def get_execution_history(self, limit: int = 10) -> list[dict[str, Any]]:
-        state = fold_log(self.client, wanted=lambda s: s.order[-max(1, limit) :])
+        state = fold_log(self.client, wanted=lambda s: folds.newest(s, max(1, limit)))
         return [
-            execution_view(state.executions[e]) for e in reversed(state.order[-max(1, limit) :])
+            execution_view(state.executions[e])
+            for e in reversed(folds.newest(state, max(1, limit)))
+            if e in state.executions
         ]
 
     def pause_execution(self, execution_id: str | None = None) -> None:

@@ -69,7 +69,7 @@ def test_finished_executions_leave_the_fold_once_retention_is_done_with_them(kee
     # then the two oldest leave, the newest stays (it is among the newest five), one unsettled
     # old one stays above the bound
     assert sorted(state.executions) == [f"run-{n}" for n in range(2, 8)]
-    assert state.order == [f"run-{n}" for n in range(2, 8)]
+    assert list(state.order) == [f"run-{n}" for n in range(2, 8)]
     assert state.evicted == 2
     fold([removed("run-2", 9003)], state)
     assert sorted(state.executions) == [f"run-{n}" for n in range(3, 8)]
@@ -92,7 +92,7 @@ def test_a_bounded_fold_resumed_from_a_snapshot_is_the_whole_fold(runs, gone, cu
                                strict_map_key=False)  # fmt: skip
         resumed = fold(events[at:], executions.CODEC.load(body))
         assert plain(resumed) == plain(whole)  # caches inside plans dropped from both
-        older = list(whole.finished)[: max(0, len(whole.finished) - 4)]
+        older = [e for e, rank in whole.finished.items() if rank < whole.finishes - 4]
         assert not any(executions._settled(whole.executions[e]) for e in older)
     finally:
         executions.KEEP_FINISHED = saved
@@ -145,6 +145,6 @@ def test_a_snapshot_is_read_in_part_for_a_query_and_whole_for_an_actor(tmp_path)
         part = read_executions(source, lambda s: ["run-1"])
         whole = read_executions(source)
     assert sorted(part.executions) == ["run-1", "run-4", "run-5"]
-    assert part.order == whole.order == [f"run-{n}" for n in range(6)]
+    assert list(part.order) == list(whole.order) == [f"run-{n}" for n in range(6)]
     assert plain(whole) == plain(fold(events))
     assert part.executions["run-5"].status == whole.executions["run-5"].status == "completed"

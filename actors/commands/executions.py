@@ -177,11 +177,12 @@ def _state(args: argparse.Namespace, wanted: Any = None) -> Any:
 def cmd_status(args: argparse.Namespace) -> int:
     from actors.readmodel import execution_from_log
     from actors.views import execution_view, format_execution
+    from store.projections import executions as folds
 
-    state = _state(args, lambda s: [args.execution_id or (s.order[-1] if s.order else "")])
+    state = _state(args, lambda s: [args.execution_id or folds.latest(s) or ""])
     if not state.order and not state.evicted:
         raise ActorError("no executions in the log yet")
-    eid = args.execution_id or state.order[-1]
+    eid = args.execution_id or folds.latest(state) or ""
     ex = state.executions.get(eid)
     if ex is None and state.evicted:  # finished long ago: its history is in the log still
         with reading(args) as reader:
@@ -195,10 +196,13 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_history(args: argparse.Namespace) -> int:
     from actors.views import execution_view
+    from store.projections import executions as folds
 
-    state = _state(args, lambda s: s.order[-max(1, args.limit) :])
+    state = _state(args, lambda s: folds.newest(s, max(1, args.limit)))
     views = [
-        execution_view(state.executions[e]) for e in reversed(state.order[-max(1, args.limit) :])
+        execution_view(state.executions[e])
+        for e in reversed(folds.newest(state, max(1, args.limit)))
+        if e in state.executions
     ]
     if args.json:
         print(json.dumps(views, default=str))

@@ -107,7 +107,7 @@ def build_log(data_dir: Path, events: int, *, seed: int = 7) -> dict[str, int]:
                           "host_memory_percent": 30.0, "disk_percent": 40.0, "task_id": None,
                           "queued": [], "malformed": 0}  # fmt: skip
                 batch.append(msgpack.packb(fields))
-            elif roll < 0.985:
+            elif roll < 0.9995:
                 kind = "MetricRecorded"
                 name = rng.choice(("cpu_percent", "memory_percent", "disk_percent",
                                    "workers_alive", "rejected_messages_total"))  # fmt: skip

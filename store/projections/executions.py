@@ -7,6 +7,8 @@ result of a superseded attempt changes nothing, and a record is never counted tw
 
 from __future__ import annotations
 
+import heapq
+import itertools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -151,9 +153,23 @@ class ExecutionsState:
 
     last_seq: int = 0
     executions: dict[str, ExecutionState] = field(default_factory=dict)
-    order: list[str] = field(default_factory=list)
-    finished: dict[str, None] = field(default_factory=dict)  # kept finished ones, oldest first
+    order: dict[str, None] = field(default_factory=dict)  # ids in request order
+    finished: dict[str, int] = field(default_factory=dict)  # kept finished ones -> finish rank
+    finishes: int = 0  # finish ranks handed out
+    # finished executions retention is done with, by finish rank (a heap): they leave once
+    # they are not among the newest KEEP_FINISHED
+    settled: list[tuple[int, str]] = field(default_factory=list)
     evicted: int = 0
+
+
+def latest(state: ExecutionsState) -> str | None:
+    """The id of the execution requested last."""
+    return next(reversed(state.order), None)
+
+
+def newest(state: ExecutionsState, count: int) -> list[str]:
+    """The ids of the ``count`` executions requested last, oldest first."""
+    return list(itertools.islice(reversed(state.order), max(0, count)))[::-1]
 
 
 def _get(state: ExecutionsState, fields: Fields) -> ExecutionState | None:
@@ -176,7 +192,7 @@ def _requested(seq: int, fields: Fields, state: ExecutionsState) -> None:
     state.executions[eid] = ExecutionState(
         execution_id=eid, request=fields, requested_ts=fields["ts"], requested_seq=seq
     )
-    state.order.append(eid)
+    state.order[eid] = None
 
 
 def _started(seq: int, fields: Fields, state: ExecutionsState) -> None:
@@ -316,7 +332,7 @@ def _finished(status: str) -> Callable[[int, Fields, ExecutionsState], None]:
             ex = state.executions[eid] = ExecutionState(
                 execution_id=eid, requested_ts=fields["ts"], requested_seq=seq
             )
-            state.order.append(eid)
+            state.order[eid] = None
         if ex is None or ex.status in FINISHED:
             return
         ex.status = status
@@ -333,7 +349,10 @@ def _finished(status: str) -> Callable[[int, Fields, ExecutionsState], None]:
             ex.error = fields.get("reason", "") or "cancelled"
         elif status == "timed_out":
             ex.error = f"timed out after {fields.get('timeout_s', 0)} s"
-        state.finished[ex.execution_id] = None
+        state.finished[ex.execution_id] = state.finishes
+        state.finishes += 1
+        if _settled(ex):
+            heapq.heappush(state.settled, (state.finished[ex.execution_id], ex.execution_id))
         _evict(state)
 
     return handle
@@ -347,25 +366,17 @@ def _settled(ex: ExecutionState) -> bool:
 
 
 def _evict(state: ExecutionsState) -> None:
-    """Drop the oldest settled finished executions beyond the newest `KEEP_FINISHED`."""
-    older = len(state.finished) - KEEP_FINISHED  # how many are not among the newest
-    if older <= 0:
-        return
-    gone = []
-    for eid in state.finished:
-        if older <= 0:
-            break
-        older -= 1
-        ex = state.executions.get(eid)  # None only in a state loaded in part: left as it is
-        if ex is not None and _settled(ex):
-            gone.append(eid)
-    for eid in gone:
+    """Drop the settled finished executions that are not among the newest `KEEP_FINISHED`."""
+    cutoff = state.finishes - KEEP_FINISHED
+    settled = state.settled
+    while settled and settled[0][0] < cutoff:
+        rank, eid = heapq.heappop(settled)
+        if state.finished.get(eid) != rank:
+            continue
         del state.finished[eid]
-        del state.executions[eid]
-    if gone:
-        dropped = set(gone)
-        state.order = [e for e in state.order if e not in dropped]
-        state.evicted += len(gone)
+        state.executions.pop(eid, None)  # absent only in a state loaded in part
+        state.order.pop(eid, None)
+        state.evicted += 1
 
 
 def _artifacts_removed(seq: int, fields: Fields, state: ExecutionsState) -> None:
@@ -375,6 +386,7 @@ def _artifacts_removed(seq: int, fields: Fields, state: ExecutionsState) -> None
     if ex is None or ex.status not in FINISHED or not ex.plan:
         return
     known = plans.steps_by_id(ex.plan)
+    was_settled = _settled(ex)
     when, why = float(fields["ts"]), str(fields.get("reason", ""))
     new = False
     for step in fields.get("steps", []):
@@ -386,7 +398,10 @@ def _artifacts_removed(seq: int, fields: Fields, state: ExecutionsState) -> None
         new = True
     if new:
         ex.removed_bytes += int(fields.get("bytes", 0))
-        _evict(state)
+        rank = state.finished.get(ex.execution_id)
+        if rank is not None and not was_settled and _settled(ex):
+            heapq.heappush(state.settled, (rank, ex.execution_id))
+            _evict(state)
 
 
 HANDLERS: Final[dict[str, Callable[[int, Fields, ExecutionsState], None]]] = {
@@ -440,7 +455,7 @@ def _drop_caches(state: ExecutionsState) -> None:
 
 
 # bump when a handler changes what it makes of the same events (the shape is hashed by itself)
-FOLD_VERSION: Final = 3
+FOLD_VERSION: Final = 4
 CODEC: Final = StateCodec(ExecutionsState, fold_version=FOLD_VERSION, before_dump=_drop_caches)
 
 
@@ -450,7 +465,7 @@ CODEC: Final = StateCodec(ExecutionsState, fold_version=FOLD_VERSION, before_dum
 # a snapshot of thousands of executions costs a query milliseconds, not a second.
 
 EXECUTION_CODEC: Final = StateCodec(ExecutionState, fold_version=FOLD_VERSION)
-LAZY_VERSION: Final = f"lazy1+{CODEC.version}"
+LAZY_VERSION: Final = f"lazy2+{CODEC.version}"
 
 
 def dump_lazy(state: ExecutionsState) -> dict[str, Any]:
@@ -459,7 +474,9 @@ def dump_lazy(state: ExecutionsState) -> dict[str, Any]:
     return {
         "last_seq": state.last_seq,
         "order": list(state.order),
-        "finished": list(state.finished),
+        "finished": [[eid, rank] for eid, rank in state.finished.items()],
+        "finishes": state.finishes,
+        "settled": [list(item) for item in state.settled],
         "evicted": state.evicted,
         "blobs": {
             eid: msgpack.packb(EXECUTION_CODEC.dump(ex), use_bin_type=True)
@@ -481,7 +498,9 @@ def load_lazy(body: dict[str, Any], wanted: Iterable[str] | None = None) -> Exec
     return ExecutionsState(
         last_seq=int(body["last_seq"]),
         executions=executions,
-        order=[str(e) for e in body["order"]],
-        finished=dict.fromkeys(str(e) for e in body["finished"]),
+        order=dict.fromkeys(str(e) for e in body["order"]),
+        finished={str(eid): int(rank) for eid, rank in body["finished"]},
+        finishes=int(body["finishes"]),
+        settled=[(int(rank), str(eid)) for rank, eid in body["settled"]],
         evicted=int(body["evicted"]),
     )
