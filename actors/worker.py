@@ -47,7 +47,7 @@ from bus.events import (
     set_source,
     to_map,
 )
-from bus.hub import SOCKET_MAX_BYTES
+from bus.wire import SOCKET_MAX_BYTES
 
 log = logging.getLogger("porch.worker")
 CONTROL: Final = ("CancelRequested", "ExecutionCancelled")

@@ -20,8 +20,15 @@ from bus.curve import secure
 from bus.endpoints import Endpoints, log_dir, resolve_data_dir
 from bus.errors import EventRefusedError, HubUnavailableError, MalformedEventError
 from bus.events import Event, decode, encode
-from bus.hub import SOCKET_MAX_BYTES
-from bus.wire import MARKER_TOPIC, MAX_MESSAGE_BYTES, pack, parse_marker, unpack, unpack_map
+from bus.wire import (
+    MARKER_TOPIC,
+    MAX_MESSAGE_BYTES,
+    SOCKET_MAX_BYTES,
+    pack,
+    parse_marker,
+    unpack,
+    unpack_map,
+)
 from store.log import lock_holder, payload_type
 
 REPLY_MAX_BYTES: Final = 4 * SOCKET_MAX_BYTES

@@ -25,7 +25,6 @@ from typing import Any, Final
 
 import zmq
 import zmq.auth
-from zmq.auth.thread import ThreadAuthenticator
 
 from bus.errors import ConfigError
 
@@ -100,18 +99,27 @@ def secure(sock: zmq.Socket[Any], address: str, curve: Curve | None, *, server: 
         sock.curve_secretkey = secret
 
 
-class _CountingAuthenticator(ThreadAuthenticator):
-    """pyzmq's threaded ZAP handler, counting the handshakes it refuses."""
+def _counting_authenticator(context: zmq.Context[Any]) -> Any:
+    """pyzmq's threaded ZAP handler, counting the handshakes it refuses. Imported here, not at
+    the top: it brings asyncio (50 ms), which a command that never binds TCP does not need."""
+    from zmq.auth.thread import ThreadAuthenticator
 
-    denied = 0
+    class CountingAuthenticator(ThreadAuthenticator):
+        denied = 0
 
-    def _send_zap_reply(
-        self, request_id: bytes, status_code: bytes, status_text: bytes, user_id: str = "anonymous"
-    ) -> None:
-        if status_code != b"200":
-            self.denied += 1
-            self.log.warning("refused a client: %s", status_text.decode(errors="replace"))
-        super()._send_zap_reply(request_id, status_code, status_text, user_id)
+        def _send_zap_reply(
+            self,
+            request_id: bytes,
+            status_code: bytes,
+            status_text: bytes,
+            user_id: str = "anonymous",
+        ) -> None:
+            if status_code != b"200":
+                self.denied += 1
+                self.log.warning("refused a client: %s", status_text.decode(errors="replace"))
+            super()._send_zap_reply(request_id, status_code, status_text, user_id)
+
+    return CountingAuthenticator(context, log=logging.getLogger("porch.zap"))
 
 
 class Authenticator:
@@ -130,7 +138,7 @@ class Authenticator:
                 f" `porch keys generate {curve.folder} --client NAME`"
             )
         curve.server_pair()  # a missing server secret fails here, before a thread starts
-        self._auth = _CountingAuthenticator(context, log=logging.getLogger("porch.zap"))
+        self._auth = _counting_authenticator(context)
         self._auth.start()
         self._auth.configure_curve(domain=ZAP_DOMAIN.decode(), location=str(folder))
         self.trusted = len(keys)

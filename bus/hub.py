@@ -29,7 +29,15 @@ from bus.curve import Authenticator, needs_auth, secure
 from bus.endpoints import Endpoints, check, log_dir, run_dir
 from bus.errors import ConfigError, MalformedEventError
 from bus.events import check_map
-from bus.wire import MARKER_TOPIC, MAX_MESSAGE_BYTES, SEQ, pack, pack_marker, unpack, unpack_map
+from bus.wire import (
+    MARKER_TOPIC,
+    SEQ,
+    SOCKET_MAX_BYTES,
+    pack,
+    pack_marker,
+    unpack,
+    unpack_map,
+)
 from store import archive
 from store.archive import LogRetention, Sealed
 from store.errors import CorruptRecordError, LogDiskFullError
@@ -49,7 +57,6 @@ from store.snapshots import passed_seq, snapshot_dir
 
 log = logging.getLogger("porch.hub")
 
-SOCKET_MAX_BYTES: Final = MAX_MESSAGE_BYTES + 4096
 REQUESTS_PER_CYCLE: Final = 64
 READ_MAX_EVENTS: Final = 10_000
 DISK_PROBE_INTERVAL_S: Final = 0.5  # while the disk is full, refuse without trying it in between

@@ -17,6 +17,7 @@ import msgpack
 from bus.errors import MalformedEventError
 
 MAX_MESSAGE_BYTES: Final = 1 << 20
+SOCKET_MAX_BYTES: Final = MAX_MESSAGE_BYTES + 4096  # ZeroMQ's MAXMSGSIZE of receiving sockets
 MARKER_TOPIC: Final = b"\x00"
 SEQ: Final = struct.Struct(">Q")
 MAX_DEPTH: Final = 32
