@@ -267,11 +267,14 @@ def read_model(
 def executions(
     reader: Reader,
     wanted: Callable[[execution_folds.ExecutionsState], Iterable[str]] | None = None,
+    *,
+    rows: dict[str, list[list[Any]]] | None = None,
 ) -> execution_folds.ExecutionsState:
     """The execution fold, from the newest snapshot (the orchestrator's or a query's) and the
     events after it. With ``wanted`` (given the state's bookkeeping, the ids a query needs),
     only those executions and the ones the tail touches are decoded: a partial state, quick to
-    get, to answer about them (``porch status ID``, the newest of ``porch history``)."""
+    get, to answer about them (``porch status ID``, the newest of ``porch history``). ``rows``
+    receives the snapshot's `step_rows` of the executions not decoded (for statistics)."""
     source, store = source_of(reader)
     name = "executions"
     snap = None
@@ -291,6 +294,8 @@ def executions(
                 touched = {str(f.get("execution_id", "")) for _, f in tail}
                 ids = set(wanted(skeleton)) | touched
             state = execution_folds.load_lazy(body, ids)
+            if rows is not None and ids is not None:
+                rows.update((e, r) for e, r in body.get("rows", {}).items() if e not in ids)
         except (KeyError, TypeError, ValueError) as exc:
             log.warning("snapshot %s ignored: %s; folding the whole log", snap.path, exc)
             state, seq = execution_folds.ExecutionsState(), 0
@@ -305,6 +310,9 @@ def executions(
         except (KeyError, TypeError, ValueError) as exc:
             log.debug("read model: cannot fold seq %s: %s", at, exc)
         last_id, last_seq, count = str(fields.get("id", "")), at, count + 1
+    if rows is not None:  # not the ones the tail let go
+        for eid in [e for e in rows if e not in state.order]:
+            del rows[eid]
     whole = snap is None or wanted is None
     if store is not None and whole and count >= EVERY_EVENTS:  # the next query starts here
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import statistics
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
@@ -18,12 +19,13 @@ def fold_log(
     to_seq: int | None = None,
     *,
     wanted: Callable[[folds.ExecutionsState], Iterable[str]] | None = None,
+    rows: dict[str, list[list[Any]]] | None = None,
 ) -> folds.ExecutionsState:
     """The execution fold of the log (up to `to_seq`): from the newest snapshot when it is
     folded to the head, from the hub or, when no hub runs, from the log's files. ``wanted``:
     decode only those executions (see `readmodel.executions`)."""
     if to_seq is None:
-        return readmodel.executions(client, wanted)
+        return readmodel.executions(client, wanted, rows=rows)
     assert isinstance(client, Client)
     state = folds.ExecutionsState()
     for record in client.read(1, to_seq, types=folds.TYPES):
@@ -82,19 +84,21 @@ def removed_view(ex: folds.ExecutionState) -> dict[str, Any] | None:
     }
 
 
-def stage_statistics(executions: Iterable[folds.ExecutionState]) -> dict[str, dict[str, Any]]:
-    """Per stage name over finished steps: runs, failures, seconds (mean, p50, p95), records."""
+def stage_statistics(
+    executions: Iterable[folds.ExecutionState], rows: Iterable[list[Any]] = ()
+) -> dict[str, dict[str, Any]]:
+    """Per stage name over finished steps: runs, failures, seconds (mean, p50, p95), records.
+    ``rows``: more steps as `folds.step_rows` gives them (of executions not decoded)."""
     durations: dict[str, list[float]] = {}
     records: dict[str, int] = {}
     failures: dict[str, int] = {}
-    for ex in executions:
-        for step in ex.step_summary().values():
-            name = step["stage"]
-            if step["status"] == "completed":
-                durations.setdefault(name, []).append(step["duration_s"])
-                records[name] = records.get(name, 0) + step["records_in"]
-            elif step["status"] == "failed":
-                failures[name] = failures.get(name, 0) + 1
+    every = itertools.chain((r for ex in executions for r in folds.step_rows(ex)), rows)
+    for name, status, duration_s, records_in in every:
+        if status == "completed":
+            durations.setdefault(name, []).append(duration_s)
+            records[name] = records.get(name, 0) + records_in
+        elif status == "failed":
+            failures[name] = failures.get(name, 0) + 1
     out: dict[str, dict[str, Any]] = {}
     for name in sorted(set(durations) | set(failures)):
         times = sorted(durations.get(name, []))

@@ -220,10 +220,12 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    from actors.views import stage_statistics
+    from actors.views import fold_log, stage_statistics
 
-    state = _state(args)
-    stats = stage_statistics(state.executions.values())
+    rows: dict[str, list[list[Any]]] = {}  # of the executions not decoded, from the snapshot
+    with reading(args) as reader:
+        state = fold_log(reader, wanted=lambda s: (), rows=rows)
+    stats = stage_statistics(state.executions.values(), (r for rs in rows.values() for r in rs))
     if args.json:
         print(json.dumps(stats))
         return 0

@@ -468,10 +468,20 @@ EXECUTION_CODEC: Final = StateCodec(ExecutionState, fold_version=FOLD_VERSION)
 LAZY_VERSION: Final = f"lazy2+{CODEC.version}"
 
 
+def step_rows(ex: ExecutionState) -> list[list[Any]]:
+    """Per step: stage, status, seconds, records in: what `porch stats` counts."""
+    return [
+        [step["stage"], step["status"], step["duration_s"], step["records_in"]]
+        for step in ex.step_summary().values()
+    ]
+
+
 def dump_lazy(state: ExecutionsState) -> dict[str, Any]:
-    """The state as a snapshot body: the bookkeeping, and one msgpack blob per execution."""
+    """The state as a snapshot body: the bookkeeping, one msgpack blob per execution, and each
+    execution's `step_rows` (statistics over thousands need no blob decoded)."""
     _drop_caches(state)
     return {
+        "rows": {eid: step_rows(ex) for eid, ex in state.executions.items()},
         "last_seq": state.last_seq,
         "order": list(state.order),
         "finished": [[eid, rank] for eid, rank in state.finished.items()],
