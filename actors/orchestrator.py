@@ -117,6 +117,7 @@ class _Runtime:
     sent: dict[str, float] = field(default_factory=dict)
     workers: dict[str, _Seen] = field(default_factory=dict)
     lost: dict[str, int] = field(default_factory=dict)  # worker -> times counted out (the log's)
+    out: set[str] = field(default_factory=set)  # counted out by the log, not logged back yet
     dirty: set[str] = field(default_factory=set)
     # dispatches sent and not yet back, by execution (so they are not decided again) and by
     # event id (so a stale one is forgotten with its event)
@@ -242,6 +243,7 @@ class Orchestrator:
             "payloads": dict(self.rt.payloads),
             "workers": {w: seen.ts for w, seen in self.rt.workers.items()},
             "lost": dict(self.rt.lost),
+            "out": sorted(self.rt.out),
         }
 
     def _restore(self) -> int:
@@ -255,6 +257,7 @@ class Orchestrator:
             payloads = {str(k): bytes(v) for k, v in body["payloads"].items()}
             workers = {str(w): float(ts) for w, ts in body["workers"].items()}
             lost = {str(w): int(n) for w, n in body["lost"].items()}
+            out = {str(w) for w in body["out"]}
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             log.warning("snapshot %s ignored: %s; folding the whole log", snap.path, exc)
             return 0
@@ -263,6 +266,7 @@ class Orchestrator:
         now = time.monotonic()
         self.rt.workers = {w: _Seen(now, ts) for w, ts in workers.items()}
         self.rt.lost = lost
+        self.rt.out = out
         self.rt.active = {eid for eid, ex in state.executions.items() if ex.status in folds.ACTIVE}
         return snap.seq
 
@@ -271,9 +275,9 @@ class Orchestrator:
         while sub.position < head and not self._stop:
             for record in sub.receive(1000):
                 self._on_record(record)
-        for record in sub.take_live():
-            self._on_live(record)
         self.live = True
+        for record in sub.take_live():  # heard while catching up: a lost worker is back
+            self._on_live(record)
         log.info(
             "orchestrator: live at seq %d with %d executions (from snapshot at seq %d)",
             sub.position, len(self.state.executions), self.snapshots.loaded_seq,
@@ -350,8 +354,13 @@ class Orchestrator:
                 self.rt.workers.pop(worker, None)
                 if kind == "WorkerLost":
                     self.rt.lost[worker] = self.rt.lost.get(worker, 0) + 1
+                    self.rt.out.add(worker)
+                else:
+                    self.rt.out.discard(worker)
             else:
                 self.rt.workers[worker] = _Seen(now, float(fields.get("ts", 0.0)))
+                if kind in ("WorkerStarted", "WorkerReturned"):
+                    self.rt.out.discard(worker)
 
     def _on_live(self, record: Record) -> None:
         """A heartbeat (live, never in the log): the worker is alive, its tasks' leases renew."""
@@ -363,8 +372,9 @@ class Orchestrator:
         except (BusError, KeyError):
             return
         now = time.monotonic()
-        if worker not in self.rt.workers and worker in self.rt.lost and self.live:
-            # counted out, and heard again: the log says so, as it said it was lost
+        if worker in self.rt.out and self.live:
+            # counted out, and heard again: the log says so, as it said it was lost (sent again
+            # after a while until it is back: `_send` drops a repeat while one is on its way)
             self._send(
                 WorkerReturned(
                     id=decision_id(worker, "returned", self.rt.lost[worker]),
@@ -658,7 +668,8 @@ class Orchestrator:
         for worker, seen in list(self.rt.workers.items()):
             if now - seen.at < WORKER_TIMEOUT_S:
                 continue
-            del self.rt.workers[worker]
+            # it stays counted until the WorkerLost is back (`_on_record`): a send that fails
+            # is sent again, and a repeat while one is on its way is dropped by `_send`
             self._send(
                 WorkerLost(
                     id=decision_id(worker, "lost", self.rt.lost.get(worker, 0)),

@@ -40,7 +40,7 @@ EVERY_S: Final = 300.0
 
 # Each actor's snapshot: its name and version (the fold codecs inside it, and the shape of the
 # body around them: bump the tag when that changes). Queries read these too.
-ORCHESTRATOR: Final = ("orchestrator", f"orchestrator2+{execution_folds.LAZY_VERSION}")
+ORCHESTRATOR: Final = ("orchestrator", f"orchestrator3+{execution_folds.LAZY_VERSION}")
 SCHEDULER: Final = ("scheduler", f"scheduler1+{schedule_folds.CODEC.version}")
 MONITOR: Final = (
     "monitor",
@@ -107,10 +107,14 @@ class HubSource:
 
     def event_id(self, seq: int) -> str | None:
         try:
-            records, _, _ = self.client.read_chunk(seq, seq, max_events=1)
+            records, _, head = self.client.read_chunk(seq, seq, max_events=1)
         except BusError:
             return None
-        return str(records[0].fields().get("id", "")) if records else ""
+        if records:
+            return str(records[0].fields().get("id", ""))
+        # none there: past the head (the snapshot is ahead of this log), or a range that log
+        # retention deleted (cannot tell which log it was: taken as this one)
+        return "" if seq > head else None
 
 
 class FileSource:
@@ -149,9 +153,11 @@ class FileSource:
         try:
             for _, payload in self.reader.read(seq, seq):
                 return str(unpack_map(payload).get("id", ""))
+            for _ in self.reader.read(seq + 1, limit=1 << 62):
+                return None  # a later record is there: seq was deleted by log retention
         except (StoreError, MalformedEventError):
             return None
-        return ""  # no record at that seq: the log is shorter than the snapshot
+        return ""  # no record at or after that seq: the log is shorter than the snapshot
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,7 +288,9 @@ def executions(
         snap = newest_snapshot(store, [ORCHESTRATOR, (name, execution_folds.LAZY_VERSION)], source)
     state = execution_folds.ExecutionsState()
     seq = 0
-    tail = []
+    tail: list[tuple[int, dict[str, Any]]] | None = (
+        None  # read once: a partial state is made for it
+    )
     if snap is not None:
         seq = snap.seq
         tail = list(source.records(seq + 1, execution_folds.TYPES))
@@ -299,9 +307,9 @@ def executions(
         except (KeyError, TypeError, ValueError) as exc:
             log.warning("snapshot %s ignored: %s; folding the whole log", snap.path, exc)
             state, seq = execution_folds.ExecutionsState(), 0
-            tail = []
-    records: Iterable[tuple[int, dict[str, Any]]] = tail or source.records(
-        seq + 1, execution_folds.TYPES
+            tail = None
+    records: Iterable[tuple[int, dict[str, Any]]] = (
+        tail if tail is not None else source.records(seq + 1, execution_folds.TYPES)
     )
     last_id, last_seq, count = "", 0, 0
     for at, fields in records:

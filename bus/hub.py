@@ -290,7 +290,15 @@ class Hub:
     def retain(self, now: float) -> int:
         """Move (or delete) the sealed segments that retention says may go; how many were
         started. Archiving runs on a thread: the segment is removed by `_archived` once its
-        parquet file has been read back whole."""
+        parquet file has been read back whole. A failure (a full disk) is logged and tried
+        again at the next check, never fatal."""
+        try:
+            return self._retain(now)
+        except OSError as exc:
+            log.error("log retention: %s; trying again in %g s", exc, self.config.archive_check_s)
+            return 0
+
+    def _retain(self, now: float) -> int:
         policy = self.config.retention
         if policy.mode == "off" or self._archiving is not None:
             return 0

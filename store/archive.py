@@ -328,8 +328,9 @@ def due(
     sealed: list[Sealed], *, passed_seq: int | None, now: float, policy: LogRetention
 ) -> list[Sealed]:
     """The sealed segments (oldest first) that may leave the live log now. ``passed_seq``: the
-    lowest seq every actor's newest snapshot covers (None: no actor keeps snapshots)."""
-    if policy.mode == "off":
+    lowest seq every actor's newest snapshot covers (None: no actor has one yet, so an actor
+    would fold from seq 1, and nothing may go)."""
+    if policy.mode == "off" or passed_seq is None:
         return []
     live = sum(s.size for s in sealed)
     out = []

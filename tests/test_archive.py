@@ -100,12 +100,13 @@ def test_the_archive_reads_with_pandas_and_verifies(tmp_path):
 @pytest.mark.parametrize(
     ("passed", "now", "policy", "expected"),
     [
-        (None, 100.0, LogRetention(after_s=50), [1, 2]),  # old enough, no actor keeps snapshots
+        (99, 100.0, LogRetention(after_s=50), [1, 2]),  # old enough, passed by every snapshot
         (25, 100.0, LogRetention(after_s=50), [1]),  # segment 2 ends after the snapshots
-        (None, 100.0, LogRetention(after_s=95), [1]),  # only the first is old enough
-        (None, 10.0, LogRetention(after_s=50), []),
-        (None, 10.0, LogRetention(after_s=50, max_bytes=150), [1, 2]),  # over the bytes: oldest go
-        (None, 100.0, LogRetention(mode="off", after_s=0), []),
+        (None, 100.0, LogRetention(after_s=50), []),  # no snapshot yet: an actor needs it all
+        (99, 100.0, LogRetention(after_s=95), [1]),  # only the first is old enough
+        (99, 10.0, LogRetention(after_s=50), []),
+        (99, 10.0, LogRetention(after_s=50, max_bytes=150), [1, 2]),  # over the bytes: oldest go
+        (99, 100.0, LogRetention(mode="off", after_s=0), []),
     ],
 )
 def test_which_sealed_segments_may_leave_the_live_log(passed, now, policy, expected):
@@ -201,6 +202,7 @@ def test_deleted_history_is_named_by_replay(archiving_hub, tmp_path):
     data_dir = tmp_path / "porch"
     payloads = golden_payloads()
     small_log(data_dir / "log", payloads)
+    SnapshotStore(data_dir / "snapshots").save("scheduler", 200, "v", {}, last_id="x", last_seq=3)
     archiving_hub(data_dir, "delete")
     wait_for(lambda: any(s.deleted for s in archive.spans(data_dir / "archive")))
     gone = [s for s in archive.spans(data_dir / "archive") if s.deleted]
@@ -235,3 +237,29 @@ def test_a_crash_while_archiving_leaves_every_event_in_one_place_or_both(tmp_pat
     assert list(LogReader(log_dir).read(1)) == before
     assert archive.verify_archive(target, archive.segment_first_seq(second)).problem == ""
     assert span.first == 1
+
+
+def test_a_snapshot_whose_last_event_was_deleted_is_still_used(tmp_path):
+    """A filtered actor's snapshot covers seq 200 but its last folded event is seq 3: deleting
+    what every snapshot passed removes seq 3, and the snapshot must still count as this log's."""
+    from actors.readmodel import FileSource, newest_snapshot
+
+    data_dir = tmp_path / "porch"
+    payloads = golden_payloads()
+    small_log(data_dir / "log", payloads)
+    third = msgpack.unpackb(payloads[2])["id"]
+    store = SnapshotStore(data_dir / "snapshots")
+    store.save("scheduler", 200, "v", {"at": 200}, last_id=third, last_seq=3)
+    from store.segment import list_segments
+
+    for segment in list_segments(data_dir / "log")[:3]:  # what delete-mode retention does
+        archive.mark_deleted(archive.archive_dir(data_dir / "log"), archive.segment_first_seq(segment),
+                             archive.segment_first_seq(list_segments(data_dir / "log")[1]) - 1, "t")  # fmt: skip
+        segment.unlink()
+        break
+    with FileSource(data_dir) as source:
+        assert source.event_id(3) is None  # deleted: cannot tell
+        assert source.event_id(len(payloads) + 5) == ""  # past the end: another log
+        snap = newest_snapshot(store, [("scheduler", "v")], source)
+    assert snap is not None
+    assert snap.seq == 200
