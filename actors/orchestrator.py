@@ -640,10 +640,11 @@ class Orchestrator:
                     )
 
     def _wanted(self, task_id: str, key: TaskKey) -> bool:
-        """Is this dispatched task still to be run? Not once its execution has ended (a cancel)
-        or a newer attempt has replaced it, or a worker has already started it."""
+        """Is this dispatched task still to be run? Not once a cancel of its execution is asked
+        (the workers fail what they hold of it at once, which frees room the rest must not take)
+        or it has ended, nor once a newer attempt has replaced it or a worker has started it."""
         ex = self.state.executions.get(task_id.split("/", 1)[0])
-        if ex is None or ex.status not in ("running", "paused"):
+        if ex is None or ex.status not in ("running", "paused") or ex.cancel_requested:
             return False
         task = ex.tasks.get(key)
         return task is not None and task.task_id == task_id and task.status == "dispatched"
