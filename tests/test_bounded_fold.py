@@ -175,3 +175,23 @@ def test_porch_stats_counts_every_kept_execution_without_decoding_them(tmp_path)
     quick = stage_statistics(part.executions.values(), (r for rs in rows.values() for r in rs))
     assert quick == stage_statistics(fold(events).executions.values())
     assert quick["data_cleaning"]["runs"] == 6
+
+
+def test_time_travel_shows_an_execution_the_fold_let_go(tmp_path):
+    """`porch replay --state ID --at SEQ` folds the execution's own events, so it answers for
+    one that left the bounded fold long before SEQ."""
+    from tests.conftest import run_porch
+
+    data_dir = tmp_path / "porch"
+    runs = executions.KEEP_FINISHED + 2
+    events = [e for n in range(runs) for e in run_events(f"run-{n}", 10.0 * n)]
+    events.append(removed("run-0", 99_999.0))
+    with EventLog(data_dir / "log", fsync="never") as log:
+        log.append([msgpack.packb(e) for e in events])
+    assert "run-0" not in fold(events).executions  # the fold let it go
+    result = run_porch("replay", "--state", "run-0", "--at", str(len(events)), "--json",
+                       data_dir=data_dir)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    view = json.loads(result.stdout)
+    assert view["status"] == "completed"
+    assert all(step["removed"] for step in view["steps"].values() if step["stage"] != "output")

@@ -195,15 +195,16 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def _replay_state(args: argparse.Namespace, root: Any) -> int:
-    """The execution as the log had it at ``--at`` (default: now), folded from seq 1."""
+    """The execution as the log had it at ``--at`` (default: now), folded from its own events
+    from seq 1 (so however long ago it finished, and whatever left the fold since)."""
     from actors.views import execution_view, format_execution
     from store.projections import executions as folds
 
     args.from_seq, args.to_seq, args.types, args.execution, args.follow = (
         1,
         args.at,
-        None,
-        None,
+        sorted(folds.TYPES),
+        args.state,
         False,
     )
     state = folds.ExecutionsState()
@@ -217,7 +218,7 @@ def _replay_state(args: argparse.Namespace, root: Any) -> int:
     if args.json:
         print(json.dumps(view, default=str))
     else:
-        print(f"as of seq {state.last_seq}:")
+        print(f"as of seq {args.at if args.at is not None else state.last_seq}:")
         print("\n".join(format_execution(view)))
     return 0
 
