@@ -51,6 +51,7 @@ from store.log import (
     fsync_dir,
     make_private_dir,
     payload_id,
+    recent_payloads,
 )
 from store.segment import list_segments, segment_first_seq
 from store.snapshots import passed_seq, snapshot_dir
@@ -216,7 +217,8 @@ class Hub:
         if not window or not head:
             return
         try:
-            for seq, payload in self.reader.read(max(1, head - window + 1), head):
+            # the log was just opened and its tail checked: headers alone lead the way
+            for seq, payload in recent_payloads(log_dir(self.config.data_dir), head - window + 1):
                 event_id = payload_id(payload)  # the usual layout: no need to unpack it all
                 if event_id is None:
                     try:

@@ -44,7 +44,8 @@ from store.segment import (
     valid_record_after,
 )
 
-DEFAULT_SEGMENT_BYTES: Final = 64 << 20
+# a start scans the last segment whole (its torn tail): 16 MiB keeps that near 50 ms
+DEFAULT_SEGMENT_BYTES: Final = 16 << 20
 INDEX_EVERY: Final = 1024
 INDEX_MASK: Final = INDEX_EVERY - 1
 LOCK_WAIT_S: Final = 1.0
@@ -430,6 +431,30 @@ def payload_id(payload: bytes) -> str | None:
         return None
     found = _packed_str(payload, pos + 3)
     return found[0] if found is not None else None
+
+
+def recent_payloads(directory: Path, from_seq: int) -> Iterator[tuple[int, bytes]]:
+    """``(seq, payload)`` from ``from_seq`` to the end, walking record headers without checking
+    CRCs: for what a writer that has just opened (and so checked) the log needs again, such as
+    the ids of its dedup window. Stops at the first record that does not fit."""
+    segments = list_segments(directory)
+    firsts = [segment_first_seq(p) for p in segments]
+    start = max([i for i, first in enumerate(firsts) if first <= from_seq], default=0)
+    unpack = HEADER.unpack_from
+    for path in segments[start:]:
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:  # archived meanwhile: older than anything wanted here
+            continue
+        offset, size = 0, len(data)
+        while offset + HEADER_SIZE <= size:
+            length, _, seq = unpack(data, offset)
+            stop = offset + HEADER_SIZE + length
+            if stop > size or length > MAX_PAYLOAD:
+                break
+            if seq >= from_seq:
+                yield seq, data[offset + HEADER_SIZE : stop]
+            offset = stop
 
 
 def _packed_keys(values: Iterable[str]) -> tuple[bytes, ...]:

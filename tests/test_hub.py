@@ -47,6 +47,21 @@ def test_duplicate_append_is_written_once(client):
     assert client.stats()["duplicates"] == 1
 
 
+def test_a_duplicate_resent_after_a_hub_restart_is_still_written_once(hub, client):
+    # given events in the log, the one resent spread over several small segments' worth
+    events = [metric(i) for i in range(50)]
+    seqs = [client.append(event) for event in events]
+    # when the hub is killed and restarted, and a client resends what it sent before
+    hub.kill()
+    hub.start()
+    with Client.local(hub.data_dir, timeout_ms=20_000) as again:
+        resent = [again.append(event) for event in (events[0], events[25], events[-1])]
+        # then each is a duplicate of what the log holds, at its seq
+        assert resent == [seqs[0], seqs[25], seqs[-1]]
+        assert again.head() == 50
+        assert again.stats()["duplicates"] == 3
+
+
 def test_refused_append_names_the_reason(client):
     bad = msgpack.packb(
         {

@@ -240,3 +240,14 @@ def test_an_event_id_is_read_without_unpacking_the_event(event_id):
     assert payload_id(msgpack.packb({"id": event_id, "type": "X"})) is None  # another layout
     assert payload_id(b"") is None
     assert payload_id(encode(event)[:12]) is None
+
+
+def test_recent_payloads_match_the_checked_reader_across_segments(tmp_path):
+    from store.log import recent_payloads
+
+    with EventLog(tmp_path / "log", fsync="never", segment_bytes=2048) as log:
+        for i in range(300):
+            log.append([payload(i)])
+    reader = LogReader(tmp_path / "log")
+    for start in (1, 57, 150, 299, 300, 301):
+        assert list(recent_payloads(tmp_path / "log", start)) == list(reader.read(start))
