@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 
 import pytest
 
@@ -63,7 +62,6 @@ def test_a_restarted_orchestrator_counts_a_worker_back_that_returned_while_it_wa
         orchestrator.proc.wait(10)
     finally:
         os.kill(worker.proc.pid, signal.SIGCONT)
-    time.sleep(0.5)
     watched.system.check()  # the supervisor's restart, as `porch up` does it
     watched.wait(lambda s: any(e["type"] == "WorkerReturned" for e in s), timeout=30)
     assert len(watched.of("WorkerLost")) == 1
