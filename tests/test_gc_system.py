@@ -14,13 +14,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from actors.system import System
 from bus.events import ArtifactsRemoved, ExecutionRequested
 from stages.sample import SCHEMA, generate
 from store import artifacts
 from tests.conftest import run_porch
 from tests.slowstages import STAGES
-from tests.watching import Watched
+from tests.watching import Logged
 
 PIPELINE = ["data_cleaning", "feature_engineering", "noop"]
 WRITERS = PIPELINE[:2]  # noop hands its input back: its artifact is feature_engineering's
@@ -36,16 +35,11 @@ def sample(tmp_path_factory) -> Path:
     return path
 
 
-class Retained(Watched):
+class Retained(Logged):
     """A system with one worker and a `[retention]` table in its config file."""
 
     def __init__(self, tmp_path: Path, retention: str) -> None:
-        self.config = tmp_path / "porch.toml"
-        self.config.write_text(f"[retention]\n{retention}\n")
-        self.log_path = tmp_path / f"system-{time.monotonic_ns()}.log"
-        self.log_file = self.log_path.open("wb")
-        super().__init__(System(data_dir=tmp_path / "porch", workers=1, stages=STAGES,
-                                log=self.log_file, config_file=self.config))  # fmt: skip
+        super().__init__(tmp_path, f"[retention]\n{retention}\n", workers=1, stages=STAGES)
 
     def run(self, input_path: Path, eid: str, **fields) -> dict:
         self.client.append(
@@ -63,16 +57,6 @@ class Retained(Watched):
 
     def porch(self, *args: str):
         return run_porch(*args, "--config", str(self.config), data_dir=self.data_dir)
-
-    def text(self) -> str:
-        self.log_file.flush()
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> None:
-        try:
-            super().stop()
-        finally:
-            self.log_file.close()
 
 
 @pytest.fixture

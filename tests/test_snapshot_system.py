@@ -13,12 +13,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from actors.schedconf import normalize
-from actors.system import System
 from bus.events import ExecutionRequested, ScheduleAdded
 from store.snapshots import SnapshotStore
 from tests.conftest import run_porch
 from tests.slowstages import STAGES
-from tests.watching import Watched
+from tests.watching import Logged
 
 NAMES = ("orchestrator", "scheduler", "monitor")
 
@@ -30,18 +29,13 @@ def tiny(tmp_path) -> Path:
     return path
 
 
-class Snapshotted(Watched):
+class Snapshotted(Logged):
     """A system that writes a snapshot after every 5 events (or half a second)."""
 
     def __init__(self, tmp_path: Path) -> None:
-        config = tmp_path / "porch.toml"
-        config.write_text("[snapshots]\nevery_events = 5\nevery_s = 0.5\n")
-        self.log_path = tmp_path / f"system-{time.monotonic_ns()}.log"
-        self.log_file = self.log_path.open("wb")
-        super().__init__(System(data_dir=tmp_path / "porch", workers=1, stages=STAGES,
-                                log=self.log_file, scheduler=True, monitor=True,
-                                monitor_args=["--sampling-interval", "0.2"],
-                                config_file=config))  # fmt: skip
+        super().__init__(tmp_path, "[snapshots]\nevery_events = 5\nevery_s = 0.5\n", workers=1,
+                         stages=STAGES, scheduler=True, monitor=True,
+                         monitor_args=["--sampling-interval", "0.2"])  # fmt: skip
 
     def run(self, tiny: Path, eid: str) -> dict:
         self.client.append(
@@ -50,16 +44,6 @@ class Snapshotted(Watched):
         return self.wait(
             lambda s: any(e["type"] == "ExecutionCompleted" and e["execution_id"] == eid for e in s)
         )[-1]
-
-    def text(self) -> str:
-        self.log_file.flush()
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> None:
-        try:
-            super().stop()
-        finally:
-            self.log_file.close()
 
 
 @pytest.fixture

@@ -54,3 +54,26 @@ class Watched:
         self.sub.close()
         self.client.close()
         self.system.stop()
+
+
+class Logged(Watched):
+    """A watched system started with a config file, its actors' output kept in a file."""
+
+    def __init__(self, tmp_path: Path, config: str, **system: object) -> None:
+        self.config = tmp_path / "porch.toml"
+        self.config.write_text(config)
+        self.log_path = tmp_path / f"system-{time.monotonic_ns()}.log"
+        self.log_file = self.log_path.open("wb")
+        super().__init__(System(data_dir=tmp_path / "porch", log=self.log_file,
+                                config_file=self.config, **system))  # fmt: skip
+
+    def text(self) -> str:
+        """What the actors have printed so far."""
+        self.log_file.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        try:
+            super().stop()
+        finally:
+            self.log_file.close()
