@@ -37,6 +37,7 @@ from actors import monitorviews as views
 from actors import pidlock, readmodel
 from actors.alerting import AlertEngine
 from actors.errors import ActorError
+from actors.monitorinfo import info_path
 from actors.readmodel import HubSource, SnapshotPolicy
 from actors.snapshotter import Snapshotter
 from bus.client import Client, Record
@@ -78,25 +79,6 @@ class MonitorConfig:
             raise ValueError(
                 f"sampling interval must be 0.05..3600 s, got {self.sampling_interval_s}"
             )
-
-
-def info_path(data_dir: Path) -> Path:
-    return run_dir(data_dir) / "monitor.json"
-
-
-def monitor_running(data_dir: Path) -> bool:
-    return pidlock.held(run_dir(data_dir) / "monitor.lock")
-
-
-def monitor_address(data_dir: Path) -> str | None:
-    """``http://host:port`` of the running monitor of a data dir, if any."""
-    if not monitor_running(data_dir):
-        return None
-    try:
-        info = json.loads(info_path(data_dir).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return f"http://{info['host']}:{info['port']}"
 
 
 @dataclass(slots=True)

@@ -25,7 +25,7 @@ from actors import api as orchestrator_api
 from actors import monitorviews as views
 from actors.commands.monitoring import add_rule, alert_state, fold_monitoring
 from actors.errors import ActorError, UsageError
-from actors.monitor import monitor_running
+from actors.monitorinfo import monitor_running
 from actors.system import spawn_actor, stop_process
 from bus.client import Client
 from bus.endpoints import Endpoints, resolve_data_dir

@@ -23,18 +23,19 @@ import logging
 import signal
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import zmq
 
 from actors import pidlock, readmodel
 from actors.decide import decide, decision_id, refused
 from actors.errors import ActorError
-from actors.planning import PlanRefusedError, plan_execution
 from actors.readmodel import HubSource, SnapshotPolicy
 from actors.snapshotter import Snapshotter
+from actors.stagecfg import registry_from
 from bus.client import Client, Record
 from bus.curve import Authenticator, needs_auth, secure
 from bus.endpoints import Endpoints, check, run_dir
@@ -51,11 +52,13 @@ from bus.events import (
     set_source,
 )
 from bus.wire import MAX_MESSAGE_BYTES
-from stages.registry import Registry
-from store import artifacts, retention
+from store import retention
 from store.projections import executions as folds
 from store.projections import plan as plans
 from store.projections.plan import TaskKey
+
+if TYPE_CHECKING:
+    from stages.registry import Registry
 
 log = logging.getLogger("porch.orchestrator")
 WORKER_TYPES: Final = (
@@ -140,9 +143,17 @@ class _Runtime:
 
 
 class Orchestrator:
-    def __init__(self, config: OrchestratorConfig, registry: Registry) -> None:
+    """Plans executions and dispatches their tasks; its state is the executions fold.
+
+    The stage registry (the built-in stages' pandas, any custom stage's code) is loaded once
+    the orchestrator is live: folding the log and following the running executions need none
+    of it, only planning a new execution does.
+    """
+
+    def __init__(self, config: OrchestratorConfig, stages: Sequence[str] = ()) -> None:
         self.config = config
-        self.registry = registry
+        self.stages = tuple(stages)
+        self.registry: Registry | None = None
         self.state = folds.ExecutionsState()
         self.rt = _Runtime()
         self.snapshots = Snapshotter(config.data_dir, *readmodel.ORCHESTRATOR, config.snapshots)
@@ -199,6 +210,7 @@ class Orchestrator:
             raise
         try:
             self._catch_up(sub)
+            self.registry = registry_from(self.stages)
             listen = zmq.Poller()
             listen.register(sub.socket, zmq.POLLIN)
             both = zmq.Poller()
@@ -426,6 +438,8 @@ class Orchestrator:
         )
         if event_id in self.rt.sent:
             return False  # measured and sent already
+        from store import artifacts  # pyarrow and pandas: loaded with the registry once live
+
         self.rt.removing.add(event_id)
         return self._send(
             ArtifactsRemoved(
@@ -452,6 +466,8 @@ class Orchestrator:
         paths = retention.removed_paths(ex)
         if not paths:
             return
+        from store import artifacts
+
         try:
             gone = artifacts.remove_paths(paths, inside=ex.plan["dir"])
         except (artifacts.ArtifactError, OSError) as exc:
@@ -544,6 +560,9 @@ class Orchestrator:
                 log.exception("orchestrator: deciding for execution %s failed", eid)
 
     def _start(self, ex: folds.ExecutionState) -> None:
+        from actors.planning import PlanRefusedError, plan_execution
+
+        assert self.registry is not None, "planning before the registry is loaded"
         try:
             event = plan_execution(
                 ex.request,
@@ -716,8 +735,9 @@ class Orchestrator:
             )
 
 
-def run_orchestrator(config: OrchestratorConfig, registry: Registry) -> int:
-    orchestrator = Orchestrator(config, registry)
+def run_orchestrator(config: OrchestratorConfig, stages: Sequence[str] = ()) -> int:
+    """Run until SIGTERM or SIGINT; ``stages`` are ``NAME=module:function`` local stages."""
+    orchestrator = Orchestrator(config, stages)
     signal.signal(signal.SIGTERM, orchestrator.stop)
     signal.signal(signal.SIGINT, orchestrator.stop)
     with contextlib.suppress(KeyboardInterrupt):

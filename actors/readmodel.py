@@ -402,24 +402,21 @@ def _from_monitor(
 ) -> tuple[metric_folds.MetricsState, alert_folds.AlertsState] | None:
     """The running monitor's folds as they stand (live samples included) and the few events
     after them; None when no monitor runs here or it does not answer."""
-    import urllib.request
-
-    from actors.monitor import monitor_address
+    from actors import monitorinfo
 
     if store is None:
         return None
-    address = monitor_address(store.directory.parent)
-    if address is None:
+    hostport = monitorinfo.monitor_hostport(store.directory.parent)
+    if hostport is None:
         return None
     try:
-        with urllib.request.urlopen(f"{address}/api/state", timeout=5) as reply:
-            # the monitor's own state on loopback, larger than any event: not the wire's bound
-            body = msgpack.unpackb(reply.read(), strict_map_key=False)
+        # the monitor's own state on loopback, larger than any event: not the wire's bound
+        body = msgpack.unpackb(monitorinfo.get(hostport, "/api/state"), strict_map_key=False)
         seq = int(body["seq"])
         metrics = metric_folds.CODEC.load(body["metrics"])
         alerts = alert_folds.CODEC.load(body["alerts"])
     except (OSError, ValueError, KeyError, TypeError, msgpack.UnpackException) as exc:
-        log.debug("read model: the monitor at %s gave no state: %s", address, exc)
+        log.debug("read model: the monitor at %s gave no state: %s", hostport, exc)
         return None
     metrics.retention_s = retention_hours * 3600
     for at, fields in source.records(seq + 1, metric_folds.TYPES | alert_folds.TYPES):

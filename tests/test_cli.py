@@ -210,3 +210,22 @@ def test_the_command_line_starts_without_pandas():
     probe = "import sys, actors.cli; print(sorted(m for m in ('pandas', 'pyarrow') if m in sys.modules))"
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_orchestrator_refuses_a_malformed_stage_flag_at_the_door(hub):
+    result = run_porch("orchestrator", "--stage", "nonsense", data_dir=hub.data_dir)
+    assert_one_line_error(result, "--stage 'nonsense': expected NAME=module:function")
+
+
+def test_orchestrator_stops_with_one_line_when_a_local_stage_cannot_be_imported(hub):
+    # given a stage flag of the right form naming a module that is not there
+    # when the orchestrator starts (it goes live, then loads the stages)
+    result = run_porch(
+        "orchestrator", "--stage", "mine=no_such_module_here:clean", data_dir=hub.data_dir
+    )
+    # then it exits 2, and its last word names the module
+    assert result.returncode == 2, result
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("porch: ")
+    assert "no_such_module_here" in last

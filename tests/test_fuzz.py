@@ -18,7 +18,7 @@ import zmq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from actors.monitor import monitor_address
+from actors.monitorinfo import monitor_address
 from actors.system import stop_process
 from bus.errors import EventRefusedError
 from bus.events import SCHEMAS, MetricRecorded, StageDispatched, encode

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from actors.monitor import monitor_address
+from actors.monitorinfo import monitor_address
 from actors.system import System
 from bus.events import ExecutionRequested
 from tests.conftest import run_porch

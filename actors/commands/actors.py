@@ -97,13 +97,13 @@ def need_hub(args: argparse.Namespace, what: str) -> tuple[Endpoints, str]:
 
 def cmd_orchestrator(args: argparse.Namespace) -> int:
     from actors.orchestrator import OrchestratorConfig, run_orchestrator
-    from actors.stagecfg import registry_from
+    from actors.stagecfg import parse_stage_args
 
     data_dir = data_dir_of(args)
     endpoints, tasks = need_hub(args, "orchestrator")
     if args.workers < 1:
         raise UsageError(f"--workers must be >= 1, got {args.workers}")
-    registry = registry_from(args.stage)
+    parse_stage_args(args.stage)  # the form at the door; the code is imported once live
     try:
         config = OrchestratorConfig(
             data_dir=data_dir,
@@ -123,7 +123,7 @@ def cmd_orchestrator(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UsageError(f"orchestrator: {exc}") from exc
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    return run_orchestrator(config, registry)
+    return run_orchestrator(config, args.stage)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
