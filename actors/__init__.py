@@ -10,18 +10,18 @@ import importlib
 from typing import Any
 
 _LAZY = {
-    "MLPipelineOrchestrator": "actors.api",
-    "PipelineStage": "actors.api",
-    "ExecutionMode": "actors.api",
-    "PipelineExecution": "actors.api",
-    "StageResult": "actors.api",
-    "PipelineScheduler": "actors.schedule_api",
-    "ScheduleConfig": "actors.schedule_api",
-    "ScheduleType": "actors.schedule_api",
-    "RetryStrategy": "actors.schedule_api",
-    "MisfirePolicy": "actors.schedule_api",
-    "PipelineMonitor": "actors.monitor_api",
-    "AlertRule": "actors.monitor_api",
+    "MLPipelineOrchestrator": "actors.api.orchestrator",
+    "PipelineStage": "actors.api.orchestrator",
+    "ExecutionMode": "actors.api.orchestrator",
+    "PipelineExecution": "actors.api.orchestrator",
+    "StageResult": "actors.api.orchestrator",
+    "PipelineScheduler": "actors.api.scheduler",
+    "ScheduleConfig": "actors.api.scheduler",
+    "ScheduleType": "actors.api.scheduler",
+    "RetryStrategy": "actors.api.scheduler",
+    "MisfirePolicy": "actors.api.scheduler",
+    "PipelineMonitor": "actors.api.monitor",
+    "AlertRule": "actors.api.monitor",
 }
 
 __all__ = sorted(_LAZY)

@@ -42,9 +42,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from actors.schedconf import normalize
-from actors.system import System
-from actors.views import execution_view
+from actors.api.system import System
+from actors.read.executions import execution_view
+from actors.scheduler.specs import normalize
 from bus.client import Client
 from bus.errors import BusError
 from bus.events import Event, ExecutionRequested, ScheduleAdded, ScheduleRemoved

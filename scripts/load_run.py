@@ -43,8 +43,8 @@ import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from actors.commands.schedules import add_schedules
-from actors.schedconf import normalize
+from actors.api.schedules import add_schedules
+from actors.scheduler.specs import normalize
 from bus.client import Client
 from bus.errors import BusError
 from bus.events import ScheduleFired, encode

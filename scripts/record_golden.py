@@ -24,9 +24,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from actors.alerting import check_rule
-from actors.schedconf import normalize
-from actors.system import System
+from actors.api.system import System
+from actors.monitor.alerting import check_rule
+from actors.scheduler.specs import normalize
 from bus.client import Client
 from bus.events import (
     AlertAcknowledged,
@@ -115,7 +115,7 @@ def main(dest: Path) -> None:
                                                        "config": {"slow": {"seconds": 30}}}})  # fmt: skip
                 client.append(ScheduleAdded(schedule_id="late", config=late))
                 eid = f"late-{int(time.time() * 1000)}"
-                from actors.commands.schedules import trigger
+                from actors.api.schedules import trigger
 
                 eid = trigger(client, "late", None)
                 wait(lambda s: ended(eid))

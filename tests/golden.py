@@ -13,8 +13,8 @@ from typing import Any
 
 import msgpack
 
-from actors.scheduling import SchedulerCore
-from actors.views import execution_view
+from actors.read.executions import execution_view
+from actors.scheduler.core import SchedulerCore
 from bus.wire import unpack_map
 from store.log import LogReader
 from store.projections import alerts as alert_folds

@@ -12,9 +12,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from actors import monitorviews as views
-from actors.alerting import AlertEngine, check_rule
-from actors.monitorviews import quantile
+from actors.monitor.alerting import AlertEngine, check_rule
+from actors.read import monitoring as views
+from actors.read.monitoring import quantile
 from bus.events import AlertRuleAdded, to_map
 from store.projections import alerts as alert_folds
 from store.projections import metrics as folds
@@ -380,7 +380,7 @@ def test_quantiles_are_exact_across_tiers_where_each_bucket_holds_one_sample():
 def test_prometheus_quantiles_read_every_tier_and_the_max_is_exact():
     from prometheus_client.parser import text_string_to_metric_families
 
-    from actors.prometheus import render
+    from actors.monitor.prometheus import render
 
     # given 30 hours of stage durations, when /metrics is rendered
     labels = (("stage", "s"),)

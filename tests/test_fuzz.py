@@ -18,8 +18,8 @@ import zmq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from actors.monitorinfo import monitor_address
-from actors.system import stop_process
+from actors.api.system import stop_process
+from actors.monitor.info import monitor_address
 from bus.errors import EventRefusedError
 from bus.events import SCHEMAS, MetricRecorded, StageDispatched, encode
 from tests.conftest import PORCH
@@ -116,7 +116,7 @@ def near_tasks(draw, out_dir):
 @pytest.fixture
 def lone_worker(hub, tmp_path, zmq_context):
     """A real `porch worker` whose tasks endpoint is bound by the test instead of an orchestrator."""
-    from actors.worker import tasks_endpoint
+    from actors.worker.actor import tasks_endpoint
 
     tasks = zmq_context.socket(zmq.PUSH)
     tasks.setsockopt(zmq.LINGER, 0)

@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from actors.system import System
+from actors.api.system import System
 from tests.watching import Watched
 
 

@@ -19,8 +19,8 @@ import pyarrow.parquet as pq
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from actors.monitorinfo import monitor_address
-from actors.system import System
+from actors.api.system import System
+from actors.monitor.info import monitor_address
 from bus.events import ExecutionRequested
 from tests.conftest import run_porch
 from tests.slowstages import STAGES

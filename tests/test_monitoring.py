@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from actors.alerting import AlertEngine, AlertRuleError, check_rule
+from actors.monitor.alerting import AlertEngine, AlertRuleError, check_rule
 from bus.events import (
     AlertAcknowledged,
     AlertRuleAdded,
@@ -207,7 +207,7 @@ def test_history_is_kept_for_the_retention_time_only():
 
 
 def test_a_run_beyond_the_p95_of_the_runs_before_it_is_flagged_as_a_regression():
-    from actors.monitorviews import trend
+    from actors.read.monitoring import trend
 
     steady = [10.0 + (i % 3) * 0.1 for i in range(20)]
     assert trend(steady)["regression"] is False
@@ -293,7 +293,7 @@ def test_equals_with_text_wants_a_whole_label_value():
 def test_prometheus_output_parses_whatever_the_custom_labels_and_names():
     from prometheus_client.parser import text_string_to_metric_families
 
-    from actors.prometheus import render
+    from actors.monitor.prometheus import render
 
     loop = Loop()
     for name, labels in (("a-b", {"": "v"}), ("a.b", {"__name__": "x"}), ("9lives", {"ok": "1"}),

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from actors.system import System, stop_process
+from actors.api.system import System, stop_process
 from bus.client import Client
 from bus.curve import Curve
 from bus.events import ExecutionRequested

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from actors.system import System
+from actors.api.system import System
 from stages.sample import write_sample
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from actors.api.settings import retention_policy
 from actors.errors import UsageError
-from actors.planning import resume_notes
-from actors.settings import retention_policy
+from actors.orchestrator.planning import resume_notes
 from store import artifacts
 from store.artifacts import ArtifactError
 from store.projections import executions as folds

@@ -15,8 +15,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from actors.schedconf import normalize
-from actors.system import System
+from actors.api.system import System
+from actors.scheduler.specs import normalize
 from bus.events import ScheduleAdded, ScheduleRemoved
 from tests.conftest import run_porch
 from tests.slowstages import STAGES

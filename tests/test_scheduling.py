@@ -9,9 +9,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from actors.schedconf import check_dependencies, normalize
-from actors.scheduling import SchedulerCore, retry_delay_s
-from actors.timetable import Cron, ScheduleSpecError, iso, zone
+from actors.scheduler.core import SchedulerCore, retry_delay_s
+from actors.scheduler.specs import check_dependencies, normalize
+from actors.scheduler.timetable import Cron, ScheduleSpecError, iso, zone
 from bus.events import (
     Event,
     ExecutionCompleted,
@@ -146,7 +146,7 @@ def test_plain_cron_matches_croniter_on_wall_times():
     from hypothesis import given, settings
     from hypothesis import strategies as st
 
-    from actors.timetable import plain_cron
+    from actors.scheduler.timetable import plain_cron
 
     field = st.sampled_from(["*", "*/7", "5", "1-4", "3,9", "2-20/5", "?"])
     months = st.sampled_from(["*", "2", "jan-mar", "*/4", "11,12"])
@@ -427,7 +427,7 @@ execution_config = { input_data = "/abs/in.parquet", mode = "parallel" }
 
 
 def test_a_schedules_file_is_read_and_checked(tmp_path):
-    from actors.schedconf import load_file
+    from actors.scheduler.specs import load_file
 
     path = tmp_path / "schedules.toml"
     path.write_text(SCHEDULES_TOML, encoding="utf-8")
@@ -456,7 +456,7 @@ def reference_fires(expression: str, tz_name: str, start: float, end: float) -> 
     """Brute force: every minute of real time, and every minute of wall time, checked by hand."""
     from datetime import timedelta
 
-    from actors.timetable import plain_cron
+    from actors.scheduler.timetable import plain_cron
 
     fields, tz = plain_cron(expression), zone(tz_name)
     minute, hour = expression.split()[:2]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from actors.system import System
+from actors.api.system import System
 from bus.client import Client
 from bus.curve import Curve
 from bus.endpoints import Endpoints
@@ -19,7 +19,7 @@ from tests.conftest import PORCH, run_porch
 
 
 def endpoints_of(config: Path, curve: Curve | None) -> Endpoints:
-    from actors.settings import network
+    from actors.api.settings import network
 
     found, _ = network(data_dir=None, config_file=str(config), environ={})
     return Endpoints(found.ingest, found.publish, found.request, curve=curve)
@@ -59,7 +59,7 @@ def test_binding_a_public_address_without_keys_is_refused(tmp_path):
     assert result.returncode == 2
     assert "needs CURVE keys" in result.stderr
     assert "Traceback" not in result.stderr
-    from actors.orchestrator import OrchestratorConfig
+    from actors.orchestrator.actor import OrchestratorConfig
 
     local = Endpoints.local(tmp_path / "d")
     with pytest.raises(EndpointError, match="needs CURVE keys"):

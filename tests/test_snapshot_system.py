@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from actors.schedconf import normalize
+from actors.scheduler.specs import normalize
 from bus.events import ExecutionRequested, ScheduleAdded
 from store.snapshots import SnapshotStore
 from tests.conftest import run_porch

@@ -13,8 +13,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from actors.system import System
-from actors.views import fold_log
+from actors.api.system import System
+from actors.read.executions import fold_log
 from bus.client import Client
 from bus.events import CancelRequested, ExecutionRequested, PauseRequested, ResumeRequested
 from stages.pipeline import build, run

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from actors.system import System
+from actors.api.system import System
 from bus.client import Client
 
 

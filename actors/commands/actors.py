@@ -11,19 +11,17 @@ import sys
 import threading
 from pathlib import Path
 
-from actors.commands.common import add_data_dir, data_dir_of, network_of
-from actors.commands.monitoring import add_monitor_flags, monitor_args
-from actors.errors import UsageError
-from actors.settings import (
+from actors.api.settings import (
     config_path,
     orchestrator_insecure,
     retention_policy,
     snapshot_policy,
 )
-from actors.stagecfg import parse_stage_args
-from actors.system import System, default_checkpoint_dir
-from bus.client import hub_running
-from bus.endpoints import Endpoints
+from actors.api.system import System, default_checkpoint_dir
+from actors.commands.common import add_data_dir, data_dir_of, need_hub, network_of
+from actors.commands.monitoring import add_monitor_flags, monitor_args
+from actors.errors import UsageError
+from actors.shared.stagecfg import parse_stage_args
 
 
 def _stage_flag(parser: argparse.ArgumentParser) -> None:
@@ -84,20 +82,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     up.set_defaults(func=cmd_up)
 
 
-def need_hub(args: argparse.Namespace, what: str) -> tuple[Endpoints, str]:
-    """The hub's endpoints and the tasks address; for a local hub, a clear error if none runs."""
-    endpoints, tasks = network_of(args)
-    data_dir = data_dir_of(args)
-    if endpoints.is_local() and not hub_running(data_dir):
-        raise UsageError(
-            f"{what}: no hub runs for data dir {data_dir}; start `porch hub` or `porch up`"
-        )
-    return endpoints, tasks
-
-
 def cmd_orchestrator(args: argparse.Namespace) -> int:
-    from actors.orchestrator import OrchestratorConfig, run_orchestrator
-    from actors.stagecfg import parse_stage_args
+    from actors.orchestrator.actor import OrchestratorConfig, run_orchestrator
+    from actors.shared.stagecfg import parse_stage_args
 
     data_dir = data_dir_of(args)
     endpoints, tasks = need_hub(args, "orchestrator")
@@ -127,7 +114,7 @@ def cmd_orchestrator(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from actors.worker import WorkerConfig, run_worker
+    from actors.worker.actor import WorkerConfig, run_worker
 
     data_dir = data_dir_of(args)
     endpoints, tasks = need_hub(args, "worker")
@@ -161,7 +148,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         raise UsageError(f"--max-concurrent must be >= 1, got {args.max_concurrent}")
     schedules = Path(args.schedules).resolve() if args.schedules else None
     if schedules is not None:
-        from actors.schedconf import load_file
+        from actors.scheduler.specs import load_file
 
         load_file(schedules, now=None)  # refuse a broken file before starting anything
     system = System(

@@ -10,8 +10,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from actors.errors import NotRunningError
-from actors.settings import config_path, network
+from actors.api.settings import config_path, network
+from actors.errors import NotRunningError, UsageError
 from bus.client import Client, hub_running
 from bus.endpoints import Endpoints, resolve_data_dir
 
@@ -45,6 +45,17 @@ def network_of(args: argparse.Namespace) -> tuple[Endpoints, str]:
     )
 
 
+def need_hub(args: argparse.Namespace, what: str) -> tuple[Endpoints, str]:
+    """The hub's endpoints and the tasks address; for a local hub, a clear error if none runs."""
+    endpoints, tasks = network_of(args)
+    data_dir = data_dir_of(args)
+    if endpoints.is_local() and not hub_running(data_dir):
+        raise UsageError(
+            f"{what}: no hub runs for data dir {data_dir}; start `porch hub` or `porch up`"
+        )
+    return endpoints, tasks
+
+
 def connect(args: argparse.Namespace, *, timeout_ms: int = 10_000) -> Client:
     """A client of the hub of the data dir (or the config's); a clear error when none runs."""
     endpoints, _ = network_of(args)
@@ -57,7 +68,7 @@ def connect(args: argparse.Namespace, *, timeout_ms: int = 10_000) -> Client:
 def reading(args: argparse.Namespace) -> Any:
     """What a query reads the log through: the hub when one runs (or the config names one
     elsewhere), else the data dir's log files. Use it as a context manager."""
-    from actors.readmodel import FileSource
+    from actors.read.model import FileSource
     from bus.endpoints import log_dir
 
     endpoints, _ = network_of(args)

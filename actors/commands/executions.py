@@ -127,7 +127,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def wait_for(client: Any, execution_id: str, from_seq: int, *, show: bool = True) -> dict[str, Any]:
     """Follow the execution until it ends, printing each stage's progress; returns its view."""
-    from actors.views import execution_view, fold_log, fold_record, format_execution
+    from actors.read.executions import execution_view, fold_log, fold_record, format_execution
     from store.projections import executions as folds
 
     # the newest snapshot and the tail up to the head, then whatever comes after it
@@ -168,15 +168,15 @@ def wait_for(client: Any, execution_id: str, from_seq: int, *, show: bool = True
 
 
 def _state(args: argparse.Namespace, wanted: Any = None) -> Any:
-    from actors.views import fold_log
+    from actors.read.executions import fold_log
 
     with reading(args) as reader:
         return fold_log(reader, wanted=wanted)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from actors.readmodel import execution_from_log
-    from actors.views import execution_view, format_execution
+    from actors.read.executions import execution_view, format_execution
+    from actors.read.model import execution_from_log
     from store.projections import executions as folds
 
     state = _state(args, lambda s: [args.execution_id or folds.latest(s) or ""])
@@ -195,7 +195,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    from actors.views import execution_view
+    from actors.read.executions import execution_view
     from store.projections import executions as folds
 
     state = _state(args, lambda s: folds.newest(s, max(1, args.limit)))
@@ -220,7 +220,7 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    from actors.views import fold_log, stage_statistics
+    from actors.read.executions import fold_log, stage_statistics
 
     rows: dict[str, list[list[Any]]] = {}  # of the executions not decoded, from the snapshot
     with reading(args) as reader:
@@ -240,7 +240,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 
 def cmd_control(args: argparse.Namespace) -> int:
-    from actors.views import fold_log
+    from actors.read.executions import fold_log
 
     with connect(args) as client:
         eid = args.execution_id

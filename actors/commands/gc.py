@@ -14,9 +14,9 @@ import os
 import time
 from typing import Any
 
+from actors.api.settings import config_path, retention_policy
 from actors.commands.common import add_data_dir, connect, data_dir_of, network_of
 from actors.errors import UsageError
-from actors.settings import config_path, retention_policy
 from bus.client import hub_running
 from bus.events import ArtifactsRemoved
 from store import retention
@@ -61,7 +61,7 @@ def _policy(args: argparse.Namespace) -> retention.RetentionPolicy:
 
 
 def cmd_gc(args: argparse.Namespace) -> int:
-    from actors.views import fold_log, human_bytes
+    from actors.read.executions import fold_log, human_bytes
     from store import artifacts  # pandas and pyarrow: only for this command, not every command
 
     policy = _policy(args)
@@ -122,7 +122,7 @@ def _show(
     now: float,
     policy: retention.RetentionPolicy,
 ) -> None:
-    from actors.views import human_bytes
+    from actors.read.executions import human_bytes
 
     if not sized:
         print(f"nothing to remove ({policy.describe()})")

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from actors.api.settings import config_path, hub_config
 from actors.commands.common import (
     add_data_dir,
     connect,
@@ -21,7 +22,6 @@ from actors.commands.common import (
     network_of,
 )
 from actors.errors import UsageError
-from actors.settings import config_path, hub_config
 from bus.client import hub_running
 from bus.endpoints import log_dir
 from bus.events import SCHEMAS, build, coerce, set_source
@@ -197,7 +197,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def _replay_state(args: argparse.Namespace, root: Any) -> int:
     """The execution as the log had it at ``--at`` (default: now), folded from its own events
     from seq 1 (so however long ago it finished, and whatever left the fold since)."""
-    from actors.views import execution_view, format_execution
+    from actors.read.executions import execution_view, format_execution
     from store.projections import executions as folds
 
     args.from_seq, args.to_seq, args.types, args.execution, args.follow = (
@@ -225,8 +225,8 @@ def _replay_state(args: argparse.Namespace, root: Any) -> int:
 
 def _replay_queue(args: argparse.Namespace, root: Any) -> int:
     """The scheduler's admission queue as the log had it at ``--at`` (default: now)."""
-    from actors.scheduleviews import queue_status
-    from actors.scheduling import SchedulerCore
+    from actors.read.schedules import queue_status
+    from actors.scheduler.core import SchedulerCore
 
     args.from_seq, args.to_seq, args.types, args.execution, args.follow = (
         1, args.at, None, None, False,

@@ -8,12 +8,12 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any
 
-from actors.commands.common import add_data_dir, connect, data_dir_of, reading
+from actors.api.alerts import add_rule, alert_state, fold_monitoring
+from actors.api.settings import config_path, snapshot_policy
+from actors.commands.common import add_data_dir, connect, data_dir_of, need_hub, reading
 from actors.errors import ActorError, UsageError
-from actors.settings import config_path, snapshot_policy
-from bus.events import AlertAcknowledged, AlertResolved, AlertRuleAdded, AlertRuleRemoved
+from bus.events import AlertRuleRemoved
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -109,8 +109,7 @@ def monitor_args(args: argparse.Namespace) -> list[str]:
 
 
 def cmd_monitor(args: argparse.Namespace) -> int:
-    from actors.commands.actors import need_hub
-    from actors.monitor import MonitorConfig, run_monitor
+    from actors.monitor.actor import MonitorConfig, run_monitor
 
     data_dir = data_dir_of(args)
     endpoints, _ = need_hub(args, "monitor")
@@ -135,15 +134,8 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     return run_monitor(config)
 
 
-def fold_monitoring(client: Any, retention_hours: float = 24.0) -> tuple[Any, Any]:
-    """The metrics and alert folds of the log, as the monitor folds them (from its snapshot)."""
-    from actors import readmodel
-
-    return readmodel.monitoring(client, retention_hours)
-
-
 def cmd_metrics(args: argparse.Namespace) -> int:
-    from actors import monitorviews as views
+    from actors.read import monitoring as views
 
     with reading(args) as reader:
         metrics, alerts = fold_monitoring(reader)
@@ -179,7 +171,7 @@ def _pct_raw(value: float | None) -> str:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from actors import monitorviews as views
+    from actors.read import monitoring as views
 
     with reading(args) as reader:
         _, alerts = fold_monitoring(reader)
@@ -198,18 +190,6 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def alert_state(client: Any, alert_id: str, verb: str) -> int:
-    _, alerts = fold_monitoring(client)
-    alert = alerts.alerts.get(alert_id)
-    if alert is None:
-        raise ActorError(f"no alert {alert_id!r}")
-    if alert.resolved:
-        raise ActorError(f"alert {alert_id} is already resolved")
-    if verb == "ack":
-        return int(client.append(AlertAcknowledged(alert_id=alert_id)))
-    return int(client.append(AlertResolved(alert_id=alert_id, reason="resolved by hand")))
-
-
 def cmd_alert_state(args: argparse.Namespace) -> int:
     with connect(args) as client:
         seq = alert_state(client, args.alert_id, args.verb)
@@ -220,7 +200,7 @@ def cmd_alert_state(args: argparse.Namespace) -> int:
 
 
 def cmd_rules(args: argparse.Namespace) -> int:
-    from actors import monitorviews as views
+    from actors.read import monitoring as views
 
     with reading(args) as reader:
         _, alerts = fold_monitoring(reader)
@@ -237,14 +217,6 @@ def cmd_rules(args: argparse.Namespace) -> int:
               f"{r['severity']} cooldown {r['cooldown_minutes']:g} min pending {r['pending_s']:g} s"
               f"{'' if r['enabled'] else ' (disabled)'}")  # fmt: skip
     return 0
-
-
-def add_rule(client: Any, rule: dict[str, Any], *, custom: bool = False) -> int:
-    from actors.alerting import check_rule
-
-    metrics, _ = fold_monitoring(client)
-    checked = check_rule(rule, None if custom else set(metrics.by_name))
-    return int(client.append(AlertRuleAdded(**checked)))
 
 
 def cmd_add_rule(args: argparse.Namespace) -> int:

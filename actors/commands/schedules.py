@@ -6,21 +6,18 @@ import argparse
 import json
 import logging
 import os
-import secrets
 import time
 from pathlib import Path
 from typing import Any
 
-from actors.commands.common import add_data_dir, connect, data_dir_of, reading
+from actors.api.schedules import add_schedules, refuse_removing_an_upstream, trigger
+from actors.api.settings import config_path, snapshot_policy
+from actors.commands.common import add_data_dir, connect, data_dir_of, need_hub, reading
 from actors.errors import ActorError, UsageError
-from actors.settings import config_path, snapshot_policy
 from bus.events import (
-    ScheduleAdded,
-    ScheduleFired,
     SchedulePaused,
     ScheduleRemoved,
     ScheduleResumed,
-    ScheduleUpdated,
 )
 
 
@@ -111,9 +108,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def cmd_scheduler(args: argparse.Namespace) -> int:
-    from actors.commands.actors import need_hub
-    from actors.schedconf import load_file
-    from actors.scheduler import SchedulerConfig, run_scheduler
+    from actors.scheduler.actor import SchedulerConfig, run_scheduler
+    from actors.scheduler.specs import load_file
 
     data_dir = data_dir_of(args)
     endpoints, _ = need_hub(args, "scheduler")
@@ -184,35 +180,8 @@ def _config_from_flags(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def add_schedules(client: Any, configs: list[dict[str, Any]], *, replace: bool) -> list[str]:
-    """Append ScheduleAdded (or ScheduleUpdated with ``replace``) for checked configs."""
-    from actors.schedconf import check_dependencies
-    from actors.scheduleviews import fold_schedules
-
-    core = fold_schedules(client)
-    known = core.state.schedules
-    graph = {sid: list(s.config.get("dependencies", [])) for sid, s in known.items()}
-    for config in configs:
-        graph[config["schedule_id"]] = config["dependencies"]
-    lines = []
-    for config in configs:
-        sid = config["schedule_id"]
-        check_dependencies(sid, config["dependencies"], graph)
-        if sid in known and not replace:
-            raise UsageError(f"schedule {sid} exists; pass --replace to update it")
-    for config in configs:
-        sid = config["schedule_id"]
-        if sid in known and known[sid].config == config:
-            lines.append(f"schedule {sid} is unchanged")
-            continue
-        event = (ScheduleUpdated if sid in known else ScheduleAdded)(schedule_id=sid, config=config)
-        seq = client.append(event)
-        lines.append(f"{'updated' if sid in known else 'added'} schedule {sid} (seq {seq})")
-    return lines
-
-
 def cmd_add(args: argparse.Namespace) -> int:
-    from actors.schedconf import load_file, normalize
+    from actors.scheduler.specs import load_file, normalize
 
     if args.file:
         configs = load_file(Path(args.file), now=time.time())
@@ -225,7 +194,7 @@ def cmd_add(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from actors.scheduleviews import fold_schedules, schedule_status
+    from actors.read.schedules import fold_schedules, schedule_status
 
     now = time.time()
     with reading(args) as reader:
@@ -250,7 +219,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from actors.scheduleviews import fold_schedules, schedule_status
+    from actors.read.schedules import fold_schedules, schedule_status
     from store.projections.schedules import describe
 
     with reading(args) as reader:
@@ -268,7 +237,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_control(args: argparse.Namespace) -> int:
-    from actors.scheduleviews import fold_schedules
+    from actors.read.schedules import fold_schedules
 
     with connect(args) as client:
         core = fold_schedules(client)
@@ -283,55 +252,6 @@ def cmd_control(args: argparse.Namespace) -> int:
     done = {"pause": "paused", "resume": "resumed", "remove": "removed"}[args.verb]
     print(f"{done} schedule {args.schedule_id} (seq {seq})")
     return 0
-
-
-def refuse_removing_an_upstream(core: Any, schedule_id: str) -> None:
-    dependents = sorted(
-        sid
-        for sid, s in core.state.schedules.items()
-        if schedule_id in s.config.get("dependencies", [])
-    )
-    if dependents:
-        raise UsageError(
-            f"schedule {schedule_id} is an upstream of {', '.join(dependents)}; remove or change those first"
-        )
-
-
-def trigger(client: Any, schedule_id: str, override: dict[str, Any] | None) -> str:
-    """Fire a schedule by hand: a ScheduleFired the scheduler queues like any other."""
-    from actors.schedconf import EXECUTION_KEYS, _execution
-    from actors.scheduleviews import fold_schedules
-
-    core = fold_schedules(client)
-    schedule = core.state.schedules.get(schedule_id)
-    if schedule is None:
-        raise ActorError(f"no schedule {schedule_id!r}")
-    override = dict(override or {})
-    unknown = sorted(set(override) - set(EXECUTION_KEYS))
-    if unknown:
-        raise UsageError(
-            f"config_override: unknown key {unknown[0]!r}; known: {', '.join(EXECUTION_KEYS)}"
-        )
-    if "config_overrides" in override:  # the orchestrator API's name for it
-        override["config"] = override.pop("config_overrides")
-    if override:
-        merged = {**schedule.config.get("execution_config", {}), **override}
-        checked = _execution(merged, Path.cwd())
-        override = {k: checked[k] for k in checked if k in override or k in ("stages", "steps")}
-    now = time.time()
-    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now))
-    eid = f"{schedule_id}-manual-{stamp}-{secrets.token_hex(3)}"
-    client.append(
-        ScheduleFired(
-            schedule_id=schedule_id,
-            fire_time=now,
-            key=f"{schedule_id}@manual-{eid}",
-            execution_id=eid,
-            manual=True,
-            config_override=override,
-        )
-    )
-    return eid
 
 
 def cmd_trigger(args: argparse.Namespace) -> int:
@@ -349,8 +269,8 @@ def cmd_trigger(args: argparse.Namespace) -> int:
 
 
 def cmd_preview(args: argparse.Namespace) -> int:
-    from actors.schedconf import timetable
-    from actors.timetable import Cron, iso, parse_duration_s, parse_instant, zone
+    from actors.scheduler.specs import timetable
+    from actors.scheduler.timetable import Cron, iso, parse_duration_s, parse_instant, zone
 
     if not 1 <= args.count <= 10_000:
         raise UsageError(f"--count must be 1..10000, got {args.count}")

@@ -32,7 +32,7 @@ from typing import Any
 import msgpack
 import psutil
 
-from actors.system import System
+from actors.api.system import System
 from bus.client import Client
 from bus.events import ExecutionRequested
 from scripts.benchmarks.common import ROOT, line, median

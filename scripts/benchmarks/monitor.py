@@ -24,7 +24,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-from actors.alerting import AlertEngine, check_rule
+from actors.monitor.alerting import AlertEngine, check_rule
 from bus.events import (
     AlertRuleAdded,
     ExecutionCompleted,

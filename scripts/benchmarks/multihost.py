@@ -20,8 +20,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from actors.settings import network
-from actors.system import System, stop_process
+from actors.api.settings import network
+from actors.api.system import System, stop_process
 from bus.client import Client
 from bus.events import ExecutionRequested
 from scripts import netns

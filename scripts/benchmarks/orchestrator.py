@@ -23,8 +23,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from actors.system import System
-from actors.views import fold_log
+from actors.api.system import System
+from actors.read.executions import fold_log
 from bus.client import Client
 from bus.events import ExecutionRequested
 from scripts.benchmarks.common import line, median, percentile, workers_ready

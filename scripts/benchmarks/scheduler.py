@@ -19,9 +19,9 @@ from pathlib import Path
 
 import psutil
 
-from actors.schedconf import normalize
-from actors.scheduling import SchedulerCore
-from actors.timetable import iso
+from actors.scheduler.core import SchedulerCore
+from actors.scheduler.specs import normalize
+from actors.scheduler.timetable import iso
 from bus.client import Client
 from bus.errors import BusError
 from bus.events import ScheduleAdded, encode
@@ -66,7 +66,7 @@ def _configs(count: int, now: float, seed: int = 5) -> list[dict]:
 
 
 def _due_soon(config: dict, now: float) -> bool:
-    from actors.schedconf import timetable
+    from actors.scheduler.specs import timetable
 
     nxt = timetable(config, now).next_after(now)
     return nxt is not None and nxt < now + 600

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from actors.api.settings import config_path, network
 from actors.errors import ActorError
-from actors.settings import config_path, network
 from bus.client import Client, hub_running
 from bus.errors import BusError
 

@@ -20,11 +20,11 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from actors.api.settings import network
+from actors.api.system import System
 from actors.errors import ActorError, UsageError
-from actors.readmodel import execution_from_log
-from actors.settings import network
-from actors.system import System
-from actors.views import execution_view, fold_log, fold_record, stage_statistics
+from actors.read.executions import execution_view, fold_log, fold_record, stage_statistics
+from actors.read.model import execution_from_log
 from bus.client import Client, hub_running
 from bus.endpoints import Endpoints
 from bus.events import CancelRequested, ExecutionRequested, PauseRequested, ResumeRequested

@@ -1,6 +1,6 @@
 """Where a data dir's running monitor listens, and a cheap GET of its HTTP API for clients.
 
-Kept apart from `actors.monitor` so that a query (``porch metrics``) finds and asks the monitor
+Kept apart from `actors.monitor.actor` so that a query (``porch metrics``) finds and asks the monitor
 without importing the monitor itself (psutil, the HTTP server, the alert engine).
 """
 
@@ -10,7 +10,7 @@ import http.client
 import json
 from pathlib import Path
 
-from actors import pidlock
+from actors.shared import pidlock
 from bus.endpoints import run_dir
 
 

@@ -8,8 +8,8 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from actors import readmodel
-from actors.readmodel import Reader
+from actors.read import model as readmodel
+from actors.read.model import Reader
 from bus.client import Client, Record
 from store.projections import executions as folds
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from actors.readmodel import LogSource, SnapshotPolicy, newest_snapshot
+from actors.read.model import LogSource, SnapshotPolicy, newest_snapshot
 from store.snapshots import Snapshot, SnapshotStore, snapshot_dir
 
 log = logging.getLogger("porch.snapshots")

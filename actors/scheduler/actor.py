@@ -18,12 +18,13 @@ from typing import Final
 
 import zmq
 
-from actors import pidlock, readmodel
-from actors.readmodel import HubSource, SnapshotPolicy
-from actors.schedconf import check_dependencies, load_file
-from actors.scheduling import SchedulerCore
-from actors.snapshotter import Snapshotter
-from actors.timetable import ScheduleSpecError
+from actors.read import model as readmodel
+from actors.read.model import HubSource, SnapshotPolicy
+from actors.scheduler.core import SchedulerCore
+from actors.scheduler.specs import check_dependencies, load_file
+from actors.scheduler.timetable import ScheduleSpecError
+from actors.shared import pidlock
+from actors.shared.snapshotter import Snapshotter
 from bus.client import Client, Record, Subscription
 from bus.endpoints import Endpoints, run_dir
 from bus.errors import BusError

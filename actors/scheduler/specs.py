@@ -14,7 +14,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Final
 
-from actors.timetable import (
+from actors.scheduler.timetable import (
     Cron,
     Interval,
     Never,

@@ -14,8 +14,8 @@ import os
 import signal
 import sys
 
-from actors.pipes import FrameError, read_frame, write_frame
-from actors.stagecfg import registry_from
+from actors.shared.stagecfg import registry_from
+from actors.worker.pipes import FrameError, read_frame, write_frame
 
 
 def _die_with_parent() -> None:
@@ -31,7 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stage", action="append", default=[], metavar="NAME=MODULE:FUNCTION")
     args = parser.parse_args(argv)
     registry = registry_from(args.stage)
-    from actors.taskexec import execute  # pandas and the stages load once, before the first task
+    from actors.worker.taskexec import (
+        execute,  # pandas and the stages load once, before the first task
+    )
 
     stdin = sys.stdin.buffer
     results = os.fdopen(os.dup(1), "wb")  # the frames keep the real stdout

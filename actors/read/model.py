@@ -402,7 +402,7 @@ def _from_monitor(
 ) -> tuple[metric_folds.MetricsState, alert_folds.AlertsState] | None:
     """The running monitor's folds as they stand (live samples included) and the few events
     after them; None when no monitor runs here or it does not answer."""
-    from actors import monitorinfo
+    from actors.monitor import info as monitorinfo
 
     if store is None:
         return None

@@ -30,12 +30,13 @@ from typing import TYPE_CHECKING, Any, Final
 
 import zmq
 
-from actors import pidlock, readmodel
-from actors.decide import decide, decision_id, refused
 from actors.errors import ActorError
-from actors.readmodel import HubSource, SnapshotPolicy
-from actors.snapshotter import Snapshotter
-from actors.stagecfg import registry_from
+from actors.orchestrator.decide import decide, decision_id, refused
+from actors.read import model as readmodel
+from actors.read.model import HubSource, SnapshotPolicy
+from actors.shared import pidlock
+from actors.shared.snapshotter import Snapshotter
+from actors.shared.stagecfg import registry_from
 from bus.client import Client, Record
 from bus.curve import Authenticator, needs_auth, secure
 from bus.endpoints import Endpoints, check, run_dir
@@ -560,7 +561,7 @@ class Orchestrator:
                 log.exception("orchestrator: deciding for execution %s failed", eid)
 
     def _start(self, ex: folds.ExecutionState) -> None:
-        from actors.planning import PlanRefusedError, plan_execution
+        from actors.orchestrator.planning import PlanRefusedError, plan_execution
 
         assert self.registry is not None, "planning before the registry is loaded"
         try:

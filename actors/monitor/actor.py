@@ -33,13 +33,14 @@ from typing import Any, Final
 import psutil
 import zmq
 
-from actors import monitorviews as views
-from actors import pidlock, readmodel
-from actors.alerting import AlertEngine
 from actors.errors import ActorError
-from actors.monitorinfo import info_path
-from actors.readmodel import HubSource, SnapshotPolicy
-from actors.snapshotter import Snapshotter
+from actors.monitor.alerting import AlertEngine
+from actors.monitor.info import info_path
+from actors.read import model as readmodel
+from actors.read import monitoring as views
+from actors.read.model import HubSource, SnapshotPolicy
+from actors.shared import pidlock
+from actors.shared.snapshotter import Snapshotter
 from bus.client import Client, Record
 from bus.endpoints import Endpoints, run_dir
 from bus.errors import BusError
@@ -356,7 +357,7 @@ class Monitor:
             if kind == "state":  # the folds as they stand, for a query to read at once
                 return pack({"seq": self.position, **self._snapshot_body()})
             if kind == "prometheus":
-                from actors.prometheus import render
+                from actors.monitor.prometheus import render
 
                 return render(self.metrics, self.engine.state, now)
         raise KeyError(kind)

@@ -21,12 +21,12 @@ from typing import Any
 
 import psutil
 
-from actors import api as orchestrator_api
-from actors import monitorviews as views
-from actors.commands.monitoring import add_rule, alert_state, fold_monitoring
+from actors.api import orchestrator as orchestrator_api
+from actors.api.alerts import add_rule, alert_state, fold_monitoring
+from actors.api.system import spawn_actor, stop_process
 from actors.errors import ActorError, UsageError
-from actors.monitorinfo import monitor_running
-from actors.system import spawn_actor, stop_process
+from actors.monitor.info import monitor_running
+from actors.read import monitoring as views
 from bus.client import Client
 from bus.endpoints import Endpoints, resolve_data_dir
 from bus.errors import BusError

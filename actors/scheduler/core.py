@@ -2,7 +2,7 @@
 
 `SchedulerCore` is the whole scheduler without sockets: ``apply`` folds an event, ``decide(now)``
 returns the events to send, ``next_due()`` says when to wake up. Tests drive it with a fake
-clock; the actor (`actors.scheduler`) drives it with the real one and the hub.
+clock; the actor (`actors.scheduler.actor`) drives it with the real one and the hub.
 
 Every decision has an id made from what it decides (a fire from its idempotency key, an
 admission from its execution id), so a decision sent twice, by a restarted scheduler or by two
@@ -23,9 +23,9 @@ import time
 from dataclasses import dataclass
 from typing import Any, Final
 
-from actors.decide import decision_id
-from actors.schedconf import check_stored, timetable
-from actors.timetable import Slots, Timetable, slots_between
+from actors.orchestrator.decide import decision_id
+from actors.scheduler.specs import check_stored, timetable
+from actors.scheduler.timetable import Slots, Timetable, slots_between
 from bus.events import (
     CancelRequested,
     Event,

@@ -18,13 +18,13 @@ from enum import Enum, StrEnum
 from pathlib import Path
 from typing import Any
 
-from actors.api import MLPipelineOrchestrator
-from actors.commands.schedules import add_schedules, refuse_removing_an_upstream, trigger
+from actors.api.orchestrator import MLPipelineOrchestrator
+from actors.api.schedules import add_schedules, refuse_removing_an_upstream, trigger
+from actors.api.system import spawn_actor, stop_process
 from actors.errors import ActorError, UsageError
-from actors.schedconf import normalize
-from actors.scheduler import scheduler_running
-from actors.scheduleviews import fold_schedules, queue_status, recent_executions, schedule_status
-from actors.system import spawn_actor, stop_process
+from actors.read.schedules import fold_schedules, queue_status, recent_executions, schedule_status
+from actors.scheduler.actor import scheduler_running
+from actors.scheduler.specs import normalize
 from bus.client import Client
 from bus.events import SchedulePaused, ScheduleRemoved, ScheduleResumed
 

@@ -29,7 +29,7 @@ from typing import Any, Final
 import psutil
 import zmq
 
-from actors.pipes import FrameError, FrameReader, pack_frame
+from actors.worker.pipes import FrameError, FrameReader, pack_frame
 from bus.client import Client
 from bus.curve import secure
 from bus.endpoints import Endpoints, run_dir
@@ -90,7 +90,7 @@ class Runner:
         self.start()
 
     def start(self) -> None:
-        args = [sys.executable, "-m", "actors.runner"]
+        args = [sys.executable, "-m", "actors.worker.runner"]
         for stage in self.stages:
             args += ["--stage", stage]
         self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE)

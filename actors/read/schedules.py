@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from actors import readmodel
-from actors.readmodel import Reader
-from actors.schedconf import check_dependencies
-from actors.scheduling import SchedulerCore
-from actors.timetable import iso, zone
+from actors.read import model as readmodel
+from actors.read.model import Reader
+from actors.scheduler.core import SchedulerCore
+from actors.scheduler.specs import check_dependencies
+from actors.scheduler.timetable import iso, zone
 from store.projections import schedules as folds
 from store.projections.schedules import ScheduleState
 

@@ -15,7 +15,7 @@ from typing import Final
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from actors import monitorviews as views
+from actors.read import monitoring as views
 from store.projections import metrics as folds
 from store.projections.alerts import AlertsState
 from store.projections.metrics import MetricsState

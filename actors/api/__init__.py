@@ -1,0 +1,1 @@
+"""The seed README's Python API and the local system it starts."""

@@ -1,0 +1,1 @@
+"""The monitor: metrics, alert rules and alerts, served over HTTP."""

@@ -1,0 +1,1 @@
+"""The orchestrator: plans executions, decides what runs next, hands tasks to workers."""

@@ -1,0 +1,1 @@
+"""The scheduler: schedules as a fold of the log, fired on time."""

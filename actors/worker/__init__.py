@@ -1,0 +1,1 @@
+"""A worker: pulls stage tasks and runs them in its runner process."""
