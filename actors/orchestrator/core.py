@@ -1,0 +1,560 @@
+"""The orchestrator's core: the executions fold, what it keeps beside it, and its decisions.
+
+Beside the fold it keeps what is never needed to rebuild state: the leases of pushed tasks,
+the workers heard of, the dispatches on their way, the tasks to push. No sockets and no clock:
+time comes in as `Now` (``mono`` for leases and liveness, ``wall`` for retention, which
+compares with events' times); files are read only by the planner and ``measure`` it is given.
+Its effects wait in `pushes` (task payloads for the workers) and `deletions` (artifact files
+whose removal is in the log) for the actor to carry out.
+
+Every decision is an event with an id made from what it decides (`decide.decision_id`), so a
+decision taken twice is one event. A decision is *on its way* from `decide` until it comes back
+in the log (`apply`) or the actor gives it up (`forget`); it is not taken again meanwhile.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from actors.orchestrator.decide import decide, decision_id
+from actors.shared.loop import Now
+from bus.events import (
+    ArtifactsRemoved,
+    Event,
+    ExecutionFailed,
+    StageDispatched,
+    StageFailed,
+    WorkerLost,
+    WorkerReturned,
+)
+from store import retention
+from store.projections import executions as folds
+from store.projections import plan as plans
+from store.projections.plan import TaskKey
+
+log = logging.getLogger("porch.orchestrator")
+WORKER_TIMEOUT_S: Final = 5.0
+CHECK_EVERY_S: Final = 0.05  # leases count in seconds: a check every 50 ms is plenty
+REMOVALS_PER_PASS: Final = 64
+FINISHING: Final = frozenset(
+    {"ExecutionCompleted", "ExecutionFailed", "ExecutionCancelled", "ExecutionTimedOut"}
+)
+WORKER_TYPES: Final = frozenset(
+    {"WorkerStarted", "WorkerStopped", "WorkerLost", "WorkerReturned", "StageProgress"}
+)
+LIVE_TYPES: Final = frozenset({"WorkerHeartbeat"})
+TYPES: Final = frozenset(folds.TYPES) | WORKER_TYPES
+
+# (the execution as folded, the workers to plan for, the execution it resumes) -> its
+# ExecutionStarted, or an ExecutionFailed that refuses it
+Planner = Callable[[folds.ExecutionState, int, folds.ExecutionState | None], Event]
+Measure = Callable[[Sequence[str]], int]  # bytes on disk of artifact paths
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CoreConfig:
+    lease_ms: int = 10_000
+    prefetch: int = 4
+    # tasks decided and not finished, across executions: a wide window lets many
+    # StageDispatched share one group commit of the hub, while pushes still wait for room
+    dispatch_window: int = 256
+    default_workers: int = 2
+    retention: retention.RetentionPolicy = field(default_factory=retention.RetentionPolicy)
+
+
+@dataclass(slots=True)
+class Lease:
+    deadline: float  # monotonic
+    execution_id: str
+    fields: dict[str, Any]
+
+
+@dataclass(slots=True)
+class Seen:
+    """When a worker was last heard of: monotonic here, and the wall clock of its event."""
+
+    at: float
+    ts: float
+
+
+@dataclass(frozen=True, slots=True)
+class Deletion:
+    """Artifact files the log says are removed: to delete (again, harmlessly, if gone)."""
+
+    execution_id: str
+    paths: tuple[str, ...]
+    inside: str
+
+
+Push = tuple[str, TaskKey, bytes]  # task id, task key, the StageDispatched payload
+
+
+def _refuse_all(ex: folds.ExecutionState, workers: int, earlier: object) -> Event:
+    return ExecutionFailed(
+        id=decision_id(ex.execution_id, "refused"),
+        execution_id=ex.execution_id,
+        error="refused: this orchestrator has no planner",
+    )
+
+
+class OrchestratorCore:
+    """Folds the log, decides, and keeps the effects waiting; see the module docstring."""
+
+    def __init__(
+        self,
+        config: CoreConfig,
+        *,
+        planner: Planner = _refuse_all,
+        measure: Measure = lambda paths: 0,
+    ) -> None:
+        self.config = config
+        self.planner = planner
+        self.measure = measure
+        self.state = folds.ExecutionsState()
+        self.live = False
+        self.pushes: deque[Push] = deque()
+        self.deletions: list[Deletion] = []
+        self.leases: dict[str, Lease] = {}
+        self.payloads: dict[str, bytes] = {}  # task id -> its StageDispatched, until it ends
+        self.workers: dict[str, Seen] = {}
+        self.lost: dict[str, int] = {}  # worker -> times counted out (the log's)
+        self.out: set[str] = set()  # counted out by the log, not logged back yet
+        self.dirty: set[str] = set()
+        self.sent: set[str] = set()  # decisions on their way
+        # dispatches on their way, by execution (so they are not decided again) and by
+        # event id (so a given-up one is forgotten with its event)
+        self.pending: dict[str, dict[TaskKey, str]] = {}
+        self.pending_ids: dict[str, tuple[str, TaskKey]] = {}
+        self.active: set[str] = set()
+        # executions that found no room to dispatch: decided again when room frees up, as
+        # nothing of their own may come to make them dirty
+        self.starved: set[str] = set()
+        self.next_check = 0.0
+        self.next_retention = 0.0
+        self.retention_due = True
+        # removals on their way, and the executions waiting to start until they are back:
+        # what was decided to go before a start is gone before it (its space is the new one's)
+        self.removing: set[str] = set()
+        self.held: set[str] = set()
+        self._out: list[Event] = []
+
+    # --- snapshots ---------------------------------------------------------------------------
+
+    def snapshot_body(self) -> dict[str, Any]:
+        return {
+            "executions": folds.dump_lazy(self.state),
+            "payloads": dict(self.payloads),
+            "workers": {w: seen.ts for w, seen in self.workers.items()},
+            "lost": dict(self.lost),
+            "out": sorted(self.out),
+        }
+
+    def restore(self, body: dict[str, Any], now: Now) -> None:
+        """Take a snapshot's body (all or nothing); raises KeyError, TypeError, ValueError."""
+        state = folds.load_lazy(body["executions"])
+        payloads = {str(k): bytes(v) for k, v in body["payloads"].items()}
+        workers = {str(w): float(ts) for w, ts in body["workers"].items()}
+        lost = {str(w): int(n) for w, n in body["lost"].items()}
+        out = {str(w) for w in body["out"]}
+        self.state = state
+        self.payloads = payloads
+        self.workers = {w: Seen(now.mono, ts) for w, ts in workers.items()}
+        self.lost = lost
+        self.out = out
+        self.active = {eid for eid, ex in state.executions.items() if ex.status in folds.ACTIVE}
+
+    # --- folding -----------------------------------------------------------------------------
+
+    def apply(self, seq: int, fields: dict[str, Any], payload: bytes, now: Now) -> None:
+        """Fold one logged event; ``payload`` is its bytes (a dispatch is pushed as logged)."""
+        kind = fields.get("type")
+        folds.evolve(seq, fields, self.state)
+        event_id = fields.get("id", "")
+        self.sent.discard(event_id)
+        self._forget_pending(event_id)
+        if event_id in self.removing:
+            self._removal_back(event_id)
+        eid = fields.get("execution_id")
+        if eid:
+            self.dirty.add(eid)
+            ex = self.state.executions.get(eid)
+            if ex is not None and ex.status in folds.ACTIVE:
+                self.active.add(eid)
+            else:
+                self.active.discard(eid)
+        if kind == "StageDispatched":
+            ex = self.state.executions.get(eid or "")
+            key = (fields["step"], fields["phase"], fields["partition"])
+            task = ex.tasks.get(key) if ex else None
+            if (
+                task is not None
+                and task.task_id == fields["task_id"]
+                and task.status == "dispatched"
+            ):
+                self.payloads[fields["task_id"]] = payload
+                if self.live:
+                    self.pushes.append((fields["task_id"], key, payload))
+        elif kind in ("StageStarted", "StageProgress"):
+            self._renew(fields.get("task_id", ""), now)
+        elif kind in FINISHING and self.live:
+            self.retention_due = True
+            if kind == "ExecutionCompleted":
+                self._drop_checkpoints(self.state.executions.get(eid or ""))
+        elif kind == "ArtifactsRemoved" and self.live:
+            self._delete_removed(self.state.executions.get(eid or ""))
+        elif kind in ("StageCompleted", "StageFailed"):
+            self.leases.pop(fields.get("task_id", ""), None)
+            self.payloads.pop(fields.get("task_id", ""), None)
+        if kind in WORKER_TYPES and "worker" in fields:
+            self._worker_event(kind, fields, now)
+
+    def _worker_event(self, kind: str, fields: dict[str, Any], now: Now) -> None:
+        worker = fields["worker"]
+        if kind in ("WorkerStopped", "WorkerLost"):
+            self.workers.pop(worker, None)
+            if kind == "WorkerLost":
+                self.lost[worker] = self.lost.get(worker, 0) + 1
+                self.out.add(worker)
+            else:
+                self.out.discard(worker)
+            return
+        self.workers[worker] = Seen(now.mono, float(fields.get("ts", 0.0)))
+        if kind in ("WorkerStarted", "WorkerReturned"):
+            self.out.discard(worker)
+
+    def heard(self, fields: dict[str, Any], now: Now) -> None:
+        """A heartbeat (live, never in the log): the worker is alive, its tasks' leases renew."""
+        worker = fields.get("worker")
+        if fields.get("type") != "WorkerHeartbeat" or type(worker) is not str:
+            return
+        if worker in self.out and self.live:
+            # counted out, and heard again: the log says so, as it said it was lost (decided
+            # again after a while until it is back; not while one is on its way)
+            self._send(
+                WorkerReturned(
+                    id=decision_id(worker, "returned", self.lost[worker]),
+                    worker=worker,
+                    host=str(fields.get("host", "")),
+                )
+            )
+        self.workers[worker] = Seen(now.mono, float(fields.get("ts", 0.0)))
+        for task_id in [fields.get("task_id"), *fields.get("queued", [])]:
+            if task_id:
+                self._renew(task_id, now)
+
+    def go_live(self, now: Now) -> None:
+        """Caught up: redo the removals the disk has not seen, send again the tasks dispatched
+        before a restart that no worker took up (a duplicate run of the same attempt writes the
+        same artifact and is counted once), and give the running ones a fresh lease."""
+        self.live = True
+        for ex in self.state.executions.values():
+            if ex.removed_steps or ex.outputs_removed_ts:
+                self._delete_removed(ex)
+        for ex in self.state.executions.values():
+            if ex.status not in folds.ACTIVE:
+                continue
+            self.dirty.add(ex.execution_id)
+            for task in ex.tasks.values():
+                payload = self.payloads.get(task.task_id)
+                if task.status == "dispatched" and payload is not None:
+                    self.pushes.append((task.task_id, task.key, payload))
+                elif task.status == "running":
+                    self.leases[task.task_id] = Lease(
+                        now.mono + self.config.lease_ms / 1000,
+                        ex.execution_id,
+                        self._lease_fields(ex, task),
+                    )
+
+    def _forget_pending(self, event_id: str) -> None:
+        where = self.pending_ids.pop(event_id, None)
+        if where is not None:
+            keys = self.pending.get(where[0])
+            if keys is not None:
+                keys.pop(where[1], None)
+                if not keys:
+                    del self.pending[where[0]]
+
+    def _renew(self, task_id: str, now: Now) -> None:
+        lease = self.leases.get(task_id)
+        if lease is not None:
+            lease.deadline = now.mono + self.config.lease_ms / 1000
+
+    # --- deciding ----------------------------------------------------------------------------
+
+    def decide(self, now: Now) -> list[Event]:
+        """This turn's decisions: executions to start and to move on, leases expired, workers
+        counted out, artifacts to remove."""
+        if not self.live:
+            return []
+        self._decide_executions(now)
+        if now.mono >= self.next_check:
+            self._check_leases(now)
+            self.next_check = now.mono + CHECK_EVERY_S
+        if self.retention_due or now.mono >= self.next_retention:
+            self.retention_due = self._apply_retention(now)
+            self.next_retention = now.mono + self.config.retention.interval_s
+        out, self._out = self._out, []
+        return out
+
+    def forget(self, event_ids: Sequence[str]) -> None:
+        """Decisions given up (not back in time, or not sent): they are taken again."""
+        for event_id in event_ids:
+            self.sent.discard(event_id)
+            self._forget_pending(event_id)
+            self._removal_back(event_id)
+        if event_ids:
+            self.dirty.update(self.active)
+
+    def next_due(self, now: Now) -> float:
+        """The monotonic time of the next lease or liveness check, or retention pass."""
+        if self.leases or self.workers or self.sent:
+            return min(self.next_check, self.next_retention)
+        return self.next_retention
+
+    def live_workers(self, now: Now) -> int:
+        return sum(1 for seen in self.workers.values() if now.mono - seen.at < WORKER_TIMEOUT_S)
+
+    def _send(self, event: Event) -> bool:
+        """Decide ``event``; False if it is on its way already."""
+        if event.id in self.sent:
+            return False
+        self.sent.add(event.id)
+        self._out.append(event)
+        return True
+
+    def _decide_executions(self, now: Now) -> None:
+        if not self.dirty:
+            return
+        dirty, self.dirty = self.dirty, set()
+        workers = max(1, self.live_workers(now))
+        executions = self.state.executions
+        in_flight = sum(
+            len(executions[e].in_flight) for e in self.active if executions[e].status == "running"
+        ) + len(self.pending_ids)
+        window = max(self.config.dispatch_window, workers * self.config.prefetch * 2)
+        capacity = max(0, window - in_flight)
+        if capacity > 0 and self.starved:
+            dirty |= self.starved
+            self.starved = set()
+        order = sorted(dirty, key=lambda e: executions[e].requested_seq if e in executions else 0)
+        for eid in order:
+            ex = executions.get(eid)
+            if ex is None:
+                continue
+            try:
+                if ex.status == "requested":
+                    if self.removing:
+                        self.held.add(eid)
+                    else:
+                        self._start(ex, now)
+                    continue
+                for event in decide(
+                    ex,
+                    self.state,
+                    capacity=capacity,
+                    lease_ms=self.config.lease_ms,
+                    pending=self.pending.get(eid, {}),
+                ):
+                    if isinstance(event, StageDispatched):
+                        capacity -= 1
+                        if self._send(event):
+                            key = (event.step, event.phase, event.partition)
+                            self.pending.setdefault(eid, {})[key] = event.id
+                            self.pending_ids[event.id] = (eid, key)
+                    else:
+                        self._send(event)
+                if capacity <= 0 and ex.status in folds.ACTIVE:
+                    self.starved.add(eid)
+            except Exception:  # one execution's bug must not stop the others
+                log.exception("orchestrator: deciding for execution %s failed", eid)
+
+    def _start(self, ex: folds.ExecutionState, now: Now) -> None:
+        earlier = self.state.executions.get(str(ex.request.get("resume_from") or ""))
+        workers = max(self.live_workers(now), self.config.default_workers)
+        event = self.planner(ex, workers, earlier)
+        if not isinstance(event, ExecutionFailed):
+            event = dataclasses.replace(event, id=decision_id(ex.execution_id, "started"))
+        self._send(event)
+
+    def too_big(self, event: Event, size: int, limit: int) -> Event:
+        """An execution's decision the hub would refuse: the execution fails instead of
+        waiting for it forever."""
+        eid = getattr(event, "execution_id", "")
+        return ExecutionFailed(
+            id=decision_id(eid, "too-big"),
+            execution_id=eid,
+            error=f"{event.TYPE} would be {size} bytes, over the {limit}-byte event limit",
+        )
+
+    # --- leases and workers ------------------------------------------------------------------
+
+    @staticmethod
+    def _lease_fields(ex: folds.ExecutionState, task: folds.TaskState) -> dict[str, Any]:
+        step, phase, part = task.key
+        return {
+            "execution_id": ex.execution_id,
+            "stage": plans.steps_by_id(ex.plan)[step]["stage"],
+            "step": step,
+            "phase": phase,
+            "partition": part,
+            "attempt": task.attempt,
+            "task_id": task.task_id,
+            "worker": task.worker,
+        }
+
+    def _check_workers(self, now: Now) -> None:
+        """Count out the workers heard of for `WORKER_TIMEOUT_S` no more, in the log: their
+        heartbeats are not history, but this decision is."""
+        for worker, seen in list(self.workers.items()):
+            if now.mono - seen.at < WORKER_TIMEOUT_S:
+                continue
+            # it stays counted until the WorkerLost is back (`apply`): one given up is decided
+            # again, and a repeat while one is on its way is dropped by `_send`
+            self._send(
+                WorkerLost(
+                    id=decision_id(worker, "lost", self.lost.get(worker, 0)),
+                    worker=worker,
+                    last_seen_ts=seen.ts,
+                    silent_s=WORKER_TIMEOUT_S,
+                )
+            )
+
+    def _check_leases(self, now: Now) -> None:
+        self._check_workers(now)
+        for task_id, lease in list(self.leases.items()):
+            if now.mono < lease.deadline:
+                continue
+            del self.leases[task_id]
+            f = lease.fields
+            self._send(
+                StageFailed(
+                    id=decision_id(task_id, "lease"),
+                    execution_id=f["execution_id"],
+                    stage=f["stage"],
+                    worker=f["worker"] or "unknown",
+                    error=f"lease expired: no sign of the task for {self.config.lease_ms} ms",
+                    partition=f["partition"],
+                    attempt=f["attempt"],
+                    error_type="LeaseExpired",
+                    retryable=True,
+                    step=f["step"],
+                    phase=f["phase"],
+                    task_id=task_id,
+                )
+            )
+
+    # --- pushing tasks -----------------------------------------------------------------------
+
+    def room(self, now: Now) -> int:
+        """How many more tasks the workers may hold (``prefetch`` each)."""
+        return max(1, self.live_workers(now)) * self.config.prefetch - len(self.leases)
+
+    def take_bundle(self, now: Now) -> list[Push]:
+        """The next tasks to push as one message: several when there are plenty for every
+        worker (one wakeup of a worker per message), a single one otherwise (spread over
+        workers). Empty when there is no room or nothing wanted."""
+        room = self.room(now)
+        workers = max(1, self.live_workers(now))
+        size = max(1, min(room, self.config.prefetch, len(self.pushes) // (2 * workers)))
+        bundle: list[Push] = []
+        while self.pushes and room > 0 and len(bundle) < size:
+            item = self.pushes.popleft()
+            if self._wanted(item[0], item[1]):
+                bundle.append(item)
+        return bundle
+
+    def put_back(self, bundle: list[Push]) -> None:
+        """A bundle the socket would not take now: first in line again."""
+        self.pushes.extendleft(reversed(bundle))
+
+    def pushed(self, bundle: list[Push], now: Now) -> None:
+        """A bundle went to a worker: its leases count from now."""
+        for task_id, key, _ in bundle:
+            eid = task_id.split("/", 1)[0]
+            ex = self.state.executions.get(eid)
+            if ex is None or ex.status not in ("running", "paused"):
+                continue
+            task = ex.tasks.get(key)
+            if task is not None and task.task_id == task_id:
+                self.leases[task_id] = Lease(
+                    now.mono + self.config.lease_ms / 1000, eid, self._lease_fields(ex, task)
+                )
+
+    def _wanted(self, task_id: str, key: TaskKey) -> bool:
+        """Is this dispatched task still to be run? Not once a cancel of its execution is asked
+        (the workers fail what they hold of it at once, which frees room the rest must not take)
+        or it has ended, nor once a newer attempt has replaced it or a worker has started it."""
+        ex = self.state.executions.get(task_id.split("/", 1)[0])
+        if ex is None or ex.status not in ("running", "paused") or ex.cancel_requested:
+            return False
+        task = ex.tasks.get(key)
+        return task is not None and task.task_id == task_id and task.status == "dispatched"
+
+    # --- retention ---------------------------------------------------------------------------
+
+    def _drop_checkpoints(self, ex: folds.ExecutionState | None) -> None:
+        """``save_checkpoints=False``: keep the outputs, remove the intermediate artifacts
+        (logged first, deleted when the log has it)."""
+        if ex is None:
+            return
+        removal = retention.without_checkpoints(ex, retention.protected(self.state))
+        if removal is not None:
+            self._remove(removal)
+
+    def _apply_retention(self, now: Now) -> bool:
+        """Decide what retention removes now and log it; with the automatic pass off, only
+        ``save_checkpoints=False`` leftovers. At most `REMOVALS_PER_PASS` go out at once (each
+        is measured on disk): True when more are left for the next turn."""
+        policy = self.config.retention
+        if policy.enabled:
+            removals = retention.decide(self.state, policy, now.wall)
+        else:
+            keep = retention.protected(self.state)
+            found = (
+                retention.without_checkpoints(ex, keep) for ex in self.state.executions.values()
+            )
+            removals = [r for r in found if r is not None]
+        sent = 0
+        for removal in removals:
+            if sent == REMOVALS_PER_PASS:
+                return True
+            sent += self._remove(removal)
+        return False
+
+    def _remove(self, removal: retention.Removal) -> bool:
+        """Decide a removal (deleting comes when it is back durable); False if it is on its way."""
+        event_id = decision_id(
+            removal.execution_id, "artifacts-removed", *removal.steps, removal.finals
+        )
+        if event_id in self.sent:
+            return False  # measured and on its way already
+        self.removing.add(event_id)
+        return self._send(
+            ArtifactsRemoved(
+                id=event_id,
+                execution_id=removal.execution_id,
+                steps=list(removal.steps),
+                bytes=self.measure(removal.paths),
+                reason=removal.reason,
+                finals=removal.finals,
+            )
+        )
+
+    def _removal_back(self, event_id: str) -> None:
+        """A removal came back (or was given up): the executions held for it may start."""
+        self.removing.discard(event_id)
+        if not self.removing and self.held:
+            self.dirty |= self.held
+            self.held = set()
+
+    def _delete_removed(self, ex: folds.ExecutionState | None) -> None:
+        if ex is None or not ex.plan:
+            return
+        paths = retention.removed_paths(ex)
+        if paths:
+            self.deletions.append(Deletion(ex.execution_id, tuple(paths), ex.plan["dir"]))

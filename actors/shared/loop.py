@@ -1,0 +1,331 @@
+"""The one loop every actor runs: lock, connect, load the snapshot and catch up, go live, then
+turn: fold what came, act, decide, send, until stopped.
+
+An actor brings what is its own (an `Actor`: the events it folds, its core's apply and decide,
+its sockets); the loop owns the order of things, which is the same for all:
+
+1. take the data dir's lock of the actor's kind (one orchestrator, one monitor per data dir);
+2. connect to the hub, load the newest valid snapshot, subscribe from the seq after it;
+3. fold every event up to the hub's head (the actor may append and fold again: `prepare`),
+   then go live;
+4. each turn: wait until a record comes, a watched socket is ready or the actor's next due
+   time; fold the records in seq order (an id coming back leaves the outbox); let the actor act
+   on its sockets; give up ids not back in time (the actor decides them again); decide; send
+   the turn's decisions as one message; write a snapshot when one is due;
+5. on stop (SIGTERM, SIGINT): send the actor's last words, close every socket.
+
+A malformed event is logged and skipped, never fatal. Time is read here only, and handed to
+the actor as `Now`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Final, Literal
+
+import zmq
+
+from actors.errors import ActorError
+from actors.read.model import HubSource, SnapshotPolicy
+from actors.shared import pidlock
+from actors.shared.outbox import Outbox, TooBig
+from actors.shared.snapshotter import Snapshotter
+from bus.client import Client, Record, Subscription
+from bus.endpoints import Endpoints, run_dir
+from bus.events import Event, set_source
+
+log = logging.getLogger("porch.loop")
+MAX_WAIT_MS: Final = 1000
+CATCH_UP_BATCH: Final = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Now:
+    """The two clocks of a turn: ``wall`` (seconds since the epoch, comparable with events'
+    ``ts``) and ``mono`` (monotonic seconds: leases and timeouts, immune to clock steps)."""
+
+    wall: float
+    mono: float
+
+    @staticmethod
+    def read() -> Now:
+        return Now(time.time(), time.monotonic())
+
+
+def lock_path(data_dir: Path, name: str) -> Path:
+    return run_dir(data_dir) / f"{name}.lock"
+
+
+def running(data_dir: Path, name: str) -> bool:
+    """True when an actor of this kind holds the data dir's lock."""
+    return pidlock.held(lock_path(data_dir, name))
+
+
+Watched = zmq.Socket[Any] | int
+
+
+class Actor:
+    """What an actor brings to the loop. The defaults do nothing: override what applies.
+
+    ``types``: the logged event types it folds (None: every type); ``live_types``: the live
+    ones it hears. ``snapshot``: ``(name, version)`` of its snapshots, None for none.
+    ``lock``: ``"exclusive"`` refuses to start beside another of its kind, ``"shared"`` warns
+    and runs (its decisions carry the same ids), ``"none"`` takes no lock. ``follow_only``:
+    start at the hub's head, folding nothing of the past. ``reads_back``: it folds what it
+    sends, so the outbox waits for each id (a worker does not read its results back).
+    """
+
+    name: ClassVar[str] = "actor"
+    lock: ClassVar[Literal["exclusive", "shared", "none"]] = "exclusive"
+    types: frozenset[str] | None = frozenset()
+    live_types: frozenset[str] = frozenset()
+    snapshot: tuple[str, str] | None = None
+    follow_only: ClassVar[bool] = False
+    reads_back: ClassVar[bool] = True
+    hears_while_catching_up: ClassVar[bool] = True
+    loop: Loop  # set by the loop that runs it
+
+    def open(self, ctx: zmq.Context[Any], client: Client) -> None:
+        """Bind or connect the actor's own sockets; before anything is folded."""
+
+    def restore(self, body: Any) -> None:
+        """Take a snapshot's body; raise KeyError, TypeError or ValueError if it is unusable."""
+        raise ValueError(f"{self.name} keeps no snapshots")
+
+    def snapshot_body(self) -> Any:
+        raise ValueError(f"{self.name} keeps no snapshots")
+
+    def apply(self, record: Record, fields: dict[str, Any], now: Now) -> None:
+        """Fold one logged event (in seq order); ``fields`` is its decoded map."""
+
+    def heard(self, record: Record, fields: dict[str, Any], now: Now) -> None:
+        """Take one live event (a heartbeat, a sample): never in the log."""
+
+    def prepare(self, client: Client) -> bool:
+        """Caught up, not live yet: True if the actor appended events to fold before it goes
+        live (a schedules file loaded, say)."""
+        return False
+
+    def went_live(self, position: int, now: Now) -> list[Event]:
+        """Caught up at ``position``; the events to announce it with."""
+        return []
+
+    def watch(self) -> Iterable[tuple[Watched, int]]:
+        """Sockets or file descriptors to wait on this turn, with their poll flags."""
+        return ()
+
+    def act(self, ready: dict[Any, int], now: Now) -> None:
+        """I/O on the watched things that are ready (and on none: whatever is due)."""
+
+    def decide(self, now: Now) -> list[Event]:
+        """What to send this turn."""
+        return []
+
+    def forget(self, event_ids: list[str], now: Now) -> None:
+        """These sent ids were given up (not back in time, or not sent): decide them again."""
+
+    def next_due(self, now: Now) -> float | None:
+        """The monotonic time by which the loop must turn again, with nothing received."""
+        return None
+
+    def too_big(self, event: Event, size: int) -> Event | None:
+        """What to send instead of an event over the wire's limit; None drops it."""
+        return None
+
+    def stopping(self, now: Now) -> list[Event]:
+        """The last words, sent as the loop stops."""
+        return []
+
+    def close(self) -> None:
+        """Close the actor's own sockets and threads."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LoopConfig:
+    data_dir: Path
+    endpoints: Endpoints
+    snapshots: SnapshotPolicy = field(default_factory=SnapshotPolicy)
+
+
+class Loop:
+    """Runs one `Actor` against the hub until `stop`."""
+
+    def __init__(self, actor: Actor, config: LoopConfig) -> None:
+        self.actor = actor
+        self.config = config
+        too_big: TooBig = actor.too_big
+        self.outbox = Outbox(actor.name, too_big=too_big)
+        self.snapshots = (
+            Snapshotter(config.data_dir, *actor.snapshot, config.snapshots)
+            if actor.snapshot is not None
+            else None
+        )
+        self.position = 0  # every logged event up to this seq is folded in
+        self.live = False
+        actor.loop = self
+        self._stop = False
+        self._lock_fd: int | None = None
+
+    def stop(self, *_: object) -> None:
+        self._stop = True
+
+    @property
+    def stopped(self) -> bool:
+        return self._stop
+
+    def run(self) -> None:
+        set_source(self.actor.name)
+        self._lock()
+        ctx: zmq.Context[Any] = zmq.Context()
+        self.client = Client(self.config.endpoints, context=ctx)
+        sub: Subscription | None = None
+        try:
+            self.actor.open(ctx, self.client)
+            start = self.client.head() if self.actor.follow_only else self._restore()
+            types = None if self.actor.types is None else set(self.actor.types)
+            if types is not None:
+                types |= set(self.actor.live_types)
+            sub = self.client.subscribe(from_seq=start + 1, types=types)
+            self._catch_up(sub)
+            while self.actor.prepare(self.client) and not self._stop:
+                self._catch_up(sub)
+            now = Now.read()
+            self.live = True
+            announce = self.actor.went_live(sub.position, now)
+            if self.actor.hears_while_catching_up:
+                self._hear(sub, now)
+            else:
+                sub.take_live()  # heard while catching up: stale by now
+            self._send(announce, now)
+            while not self._stop:
+                self._turn(sub)
+            self._send(self.actor.stopping(Now.read()), Now.read())
+        finally:
+            if sub is not None:
+                sub.close()
+            self.actor.close()
+            self.client.close()
+            ctx.term()
+
+    # --- start -------------------------------------------------------------------------------
+
+    def _lock(self) -> None:
+        if self.actor.lock == "none":
+            return
+        fd, holder = pidlock.hold(lock_path(self.config.data_dir, self.actor.name))
+        if fd is None and self.actor.lock == "exclusive":
+            raise ActorError(
+                f"another {self.actor.name} (pid {holder}) runs for data dir {self.config.data_dir}"
+            )
+        if fd is None:
+            log.warning(
+                "%s: another %s (pid %s) runs for this data dir; each decision is still logged once",
+                self.actor.name, self.actor.name, holder,
+            )  # fmt: skip
+        self._lock_fd = fd
+
+    def _restore(self) -> int:
+        """Load the newest usable snapshot; the seq to fold on from."""
+        if self.snapshots is None:
+            return 0
+        snap = self.snapshots.load(HubSource(self.client))
+        if snap is None:
+            return 0
+        try:
+            self.actor.restore(snap.body)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            log.warning("snapshot %s ignored: %s; folding the whole log", snap.path, exc)
+            self.snapshots.loaded_seq = 0
+            return 0
+        self.position = snap.seq
+        return snap.seq
+
+    def _catch_up(self, sub: Subscription) -> None:
+        head = self.client.head()
+        while sub.position < head and not self._stop:
+            now = Now.read()
+            for record in sub.receive(CATCH_UP_BATCH):
+                self._apply(record, now)
+            if not self.actor.hears_while_catching_up:
+                sub.take_live()
+        self.position = sub.position
+
+    # --- live --------------------------------------------------------------------------------
+
+    def _turn(self, sub: Subscription) -> None:
+        now = Now.read()
+        due = self.actor.next_due(now)
+        wait_ms = MAX_WAIT_MS
+        if self.outbox.pending():
+            wait_ms = 0
+        elif due is not None:
+            wait_ms = max(0, min(MAX_WAIT_MS, int((due - now.mono) * 1000) + 1))
+        poller = zmq.Poller()
+        poller.register(sub.socket, zmq.POLLIN)
+        for what, flags in self.actor.watch():
+            poller.register(what, flags)
+        ready = dict(poller.poll(wait_ms))
+        now = Now.read()
+        if ready.pop(sub.socket, 0):
+            for record in sub.receive(0):
+                self._apply(record, now)
+            self.position = sub.position
+            self._hear(sub, now)
+        self.actor.act(ready, now)
+        expired = self.outbox.expire(now.mono)
+        if expired:
+            self.actor.forget(expired, now)
+        for event in self.actor.decide(now):
+            self._add(event, now)
+        failed = self.outbox.flush(self.client)
+        if failed:
+            self.actor.forget(failed, now)
+        if self.snapshots is not None and self.snapshots.due():
+            self.snapshots.save(sub.position, self.actor.snapshot_body())
+
+    def _apply(self, record: Record, now: Now) -> None:
+        event_id = ""
+        try:
+            fields = record.fields()
+            event_id = str(fields.get("id", ""))
+            self.actor.apply(record, fields, now)
+        except Exception as exc:  # a malformed event is logged and skipped, never fatal
+            log.error(
+                "%s: cannot fold seq %s (%s): %s", self.actor.name, record.seq, record.type, exc
+            )
+        self.outbox.back(event_id)
+        if self.snapshots is not None:
+            self.snapshots.folded(record.seq, event_id)
+
+    def _hear(self, sub: Subscription, now: Now) -> None:
+        for record in sub.take_live():
+            try:
+                self.actor.heard(record, record.fields(), now)
+            except Exception as exc:  # a malformed live event is logged and skipped
+                log.error("%s: cannot take a live %s: %s", self.actor.name, record.type, exc)
+
+    def _add(self, event: Event, now: Now) -> None:
+        self.outbox.add(event, now.mono, track=self.actor.reads_back and not event.LIVE)
+
+    def _send(self, events: list[Event], now: Now) -> None:
+        for event in events:
+            self._add(event, now)
+        failed = self.outbox.flush(self.client)
+        if failed:
+            self.actor.forget(failed, now)
+
+
+def run(actor: Actor, config: LoopConfig) -> int:
+    """Run ``actor`` until SIGTERM or SIGINT; 0 on a clean stop."""
+    loop = Loop(actor, config)
+    signal.signal(signal.SIGTERM, loop.stop)
+    signal.signal(signal.SIGINT, loop.stop)
+    with contextlib.suppress(KeyboardInterrupt):
+        loop.run()
+    return 0
