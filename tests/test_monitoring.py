@@ -20,31 +20,32 @@ from bus.events import (
     StageDispatched,
     StageStarted,
     WorkerHeartbeat,
-    to_map,
 )
 from store.projections import metrics as folds
+from tests.memhub import MemoryHub
 
 T0 = 1_800_000_000.0
 
 
 class Loop:
-    """Metrics fold + alert engine, with the hub as a list: decisions are folded back."""
+    """Metrics fold + alert engine over the in-memory hub: decisions are folded back."""
 
     def __init__(self, retention_s: float = 3600.0) -> None:
         self.metrics = folds.MetricsState(retention_s=retention_s)
         self.engine = AlertEngine()
-        self.log: list[dict[str, Any]] = []
+        self.hub = MemoryHub()
         self.now = T0
 
+    @property
+    def log(self) -> list[dict[str, Any]]:
+        return [r.fields for r in self.hub.records]
+
     def emit(self, event: Event) -> list[Event]:
-        fields = to_map(event)
-        fields["ts"] = self.now
-        if any(f["id"] == fields["id"] for f in self.log):
-            return []
-        self.log.append(fields)
-        seq = len(self.log)
-        folds.evolve(seq, fields, self.metrics)
-        self.engine.apply(seq, fields)
+        record = self.hub.append(event, self.now)
+        if record is None:
+            return []  # a duplicate id
+        folds.evolve(record.seq, record.fields, self.metrics)
+        self.engine.apply(record.seq, record.fields)
         decided = []
         for series in list(self.metrics.changed):
             decided.extend(self.engine.observe(series, self.now))
@@ -59,7 +60,7 @@ class Loop:
         return decided
 
     def of(self, kind: str) -> list[dict[str, Any]]:
-        return [f for f in self.log if f["type"] == kind]
+        return self.hub.of(kind)
 
 
 def rule(**fields) -> AlertRuleAdded:

@@ -24,6 +24,7 @@ from bus.events import (
     WorkerStarted,
     to_map,
 )
+from tests.memhub import MemoryHub
 
 T0 = datetime(2026, 11, 2, tzinfo=ZoneInfo("UTC")).timestamp()
 HOUR = 3600.0
@@ -42,26 +43,30 @@ def schedule(sid: str, kind: str = "cron", expression: str = "0 * * * *", **extr
 
 
 class Loop:
-    """A scheduler core with a hub made of a list: decisions come back as folded events."""
+    """A scheduler core over the in-memory hub: decisions come back as folded events."""
 
     def __init__(self, now: float = T0, max_concurrent: int = 3, log: list | None = None) -> None:
         self.core = SchedulerCore(max_concurrent)
         self.now = now
-        self.log: list[dict[str, Any]] = []
+        self.hub = MemoryHub()
+        self.folded = 0
         for fields in log or []:
-            self._fold(fields)
+            self.hub.append(fields, fields.get("ts", now))
+        self._fold()
         self.core.go_live(now)
 
-    def _fold(self, fields: dict[str, Any]) -> None:
-        self.log.append(fields)
-        self.core.apply(len(self.log), fields, self.now)
+    @property
+    def log(self) -> list[dict[str, Any]]:
+        return [r.fields for r in self.hub.records]
+
+    def _fold(self) -> None:
+        for record in self.hub.since(self.folded):
+            self.core.apply(record.seq, record.fields, self.now)
+            self.folded = record.seq
 
     def emit(self, event: Event, ts: float | None = None) -> None:
-        fields = to_map(event)
-        fields["ts"] = self.now if ts is None else ts
-        if any(f["id"] == fields["id"] for f in self.log):
-            return  # the hub drops a duplicate id
-        self._fold(fields)
+        self.hub.append(event, self.now if ts is None else ts)  # a duplicate id is dropped
+        self._fold()
 
     def step(self) -> list[Event]:
         decided = self.core.decide(self.now)
@@ -82,7 +87,7 @@ class Loop:
             pass
 
     def of(self, kind: str) -> list[dict[str, Any]]:
-        return [f for f in self.log if f["type"] == kind]
+        return self.hub.of(kind)
 
 
 def added(config: dict, ts: float = T0) -> dict[str, Any]:

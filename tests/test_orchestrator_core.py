@@ -1,0 +1,362 @@
+"""The orchestrator's core with a fake clock over the in-memory hub: leases, retries, windows,
+pause, cancel, starvation, lost workers, decisions given up and taken again.
+
+The planner is the real one, on a real parquet file; the workers are this test, which answers
+the tasks the core pushes with the events a worker would send.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from actors.orchestrator.core import WORKER_TIMEOUT_S, CoreConfig, OrchestratorCore
+from actors.orchestrator.decide import refused
+from actors.orchestrator.planning import PlanRefusedError, plan_execution
+from actors.shared.loop import Now
+from bus.events import (
+    CancelRequested,
+    Event,
+    ExecutionRequested,
+    PauseRequested,
+    ResumeRequested,
+    StageCompleted,
+    StageFailed,
+    StageStarted,
+    WorkerHeartbeat,
+    WorkerStarted,
+)
+from stages.registry import Registry
+from stages.sample import generate
+from store.projections import executions as folds
+from tests.memhub import MemoryHub
+
+T0 = 1_800_000_000.0
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory) -> Path:
+    """A 2,000-row sample in 8 row groups: up to 8 partitions."""
+    path = tmp_path_factory.mktemp("input") / "in.parquet"
+    frame = pd.concat(list(generate(2000, seed=4)), ignore_index=True)
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path, row_group_size=250)
+    return path
+
+
+class Orchestrated:
+    """An orchestrator core over a `MemoryHub`, turned by hand as the actor loop turns it."""
+
+    def __init__(self, tmp_path: Path, **config: Any) -> None:
+        self.hub = MemoryHub()
+        self.now = Now(T0, 1000.0)
+        self.registry = Registry.default()
+        self.checkpoints = tmp_path / "checkpoints"
+        self.core = OrchestratorCore(CoreConfig(**config), planner=self._plan)
+        self.folded = 0
+        self.core.go_live(self.now)
+        self.ids = (f"w-{n}" for n in itertools.count())
+
+    def _plan(self, ex: folds.ExecutionState, workers: int, earlier: Any) -> Event:
+        try:
+            return plan_execution(ex.request, registry=self.registry,
+                                  checkpoint_dir=self.checkpoints, workers=workers,
+                                  hybrid_min_rows=100, earlier=earlier)  # fmt: skip
+        except PlanRefusedError as exc:
+            return refused(ex.execution_id, str(exc))
+
+    # --- the loop, by hand ---------------------------------------------------------------------
+
+    def emit(self, event: Event) -> None:
+        self.hub.append(event, self.now.wall)
+        self._fold()
+
+    def _fold(self) -> None:
+        for record in self.hub.since(self.folded):
+            self.core.apply(record.seq, record.fields, record.payload, self.now)
+            self.folded = record.seq
+
+    def step(self) -> list[Event]:
+        """One turn: decide, and every decision comes back durable."""
+        decided = self.core.decide(self.now)
+        for event in decided:
+            self.hub.append(event, self.now.wall)
+        self._fold()
+        return decided
+
+    def settle(self) -> None:
+        while self.step():
+            pass
+
+    def advance(self, seconds: float) -> None:
+        self.now = Now(self.now.wall + seconds, self.now.mono + seconds)
+
+    def push(self) -> list[dict[str, Any]]:
+        """What the tasks socket would take now: the dispatches pushed to workers."""
+        out = []
+        while bundle := self.core.take_bundle(self.now):
+            self.core.pushed(bundle, self.now)
+            out += [self.hub.records[self._seq(task_id)].fields for task_id, _, _ in bundle]
+        return out
+
+    def _seq(self, task_id: str) -> int:
+        return next(i for i, r in enumerate(self.hub.records)
+                    if r.type == "StageDispatched" and r.fields["task_id"] == task_id)  # fmt: skip
+
+    # --- the workers ---------------------------------------------------------------------------
+
+    def join(self, *workers: str) -> None:
+        for worker in workers:
+            self.emit(WorkerStarted(worker=worker, host="h", pid=1))
+
+    def start(self, task: dict[str, Any], worker: str = "w1") -> None:
+        self.emit(StageStarted(**_task_fields(task), worker=worker))
+
+    def complete(self, task: dict[str, Any], worker: str = "w1") -> None:
+        self.emit(StageCompleted(**_task_fields(task), worker=worker, artifact=task["output"],
+                                 rows_in=10, rows_out=10, bytes=100, sha256="ab", duration_s=0.1))  # fmt: skip
+
+    def fail(self, task: dict[str, Any], retryable: bool = True, worker: str = "w1") -> None:
+        self.emit(StageFailed(**_task_fields(task), worker=worker, error="boom",
+                              error_type="ValueError", retryable=retryable))  # fmt: skip
+
+    def run_all(self, worker: str = "w1") -> None:
+        """Answer every task pushed, until nothing more is pushed."""
+        self.settle()
+        while tasks := self.push():
+            for task in tasks:
+                self.start(task, worker)
+                self.complete(task, worker)
+            self.settle()
+
+    def status(self, eid: str) -> str:
+        return self.core.state.executions[eid].status
+
+
+def _task_fields(task: dict[str, Any]) -> dict[str, Any]:
+    keys = ("execution_id", "stage", "partition", "attempt", "step", "phase", "task_id")
+    return {k: task[k] for k in keys}
+
+
+def request(source: Path, eid: str = "e1", **extra: Any) -> ExecutionRequested:
+    base: dict[str, Any] = {"stages": ["data_validation"], "mode": "sequential"}
+    return ExecutionRequested(execution_id=eid, input_data=str(source), **{**base, **extra})
+
+
+def test_a_sequential_execution_runs_one_task_at_a_time_to_completion(tmp_path, source):
+    # given an orchestrator with one worker
+    o = Orchestrated(tmp_path)
+    o.join("w1")
+    # when an execution of two stages is requested
+    o.emit(request(source, stages=["data_cleaning", "data_validation"]))
+    o.settle()
+    # then it starts, and one task at a time goes out until it completes
+    assert o.status("e1") == "running"
+    while tasks := o.push():
+        assert len(tasks) == 1
+        o.start(tasks[0])
+        o.settle()
+        assert o.push() == []  # nothing more while that one runs
+        o.complete(tasks[0])
+        o.settle()
+    assert o.status("e1") == "completed"
+    assert len(o.hub.of("ExecutionCompleted")) == 1
+
+
+def test_a_refused_request_fails_with_the_planner_s_reason(tmp_path, source):
+    o = Orchestrated(tmp_path)
+    o.emit(request(source, stages=["no_such_stage"]))
+    o.settle()
+    assert o.status("e1") == "failed"
+    assert "refused" in o.hub.of("ExecutionFailed")[0]["error"]
+
+
+def test_a_pushed_task_with_no_sign_of_life_fails_at_its_lease_and_runs_again(tmp_path, source):
+    # given a task pushed to a worker that then says nothing
+    o = Orchestrated(tmp_path, lease_ms=2000)
+    o.join("w1")
+    o.emit(request(source))
+    o.settle()
+    (task,) = o.push()
+    # when time passes short of the lease: nothing
+    o.advance(1.9)
+    o.emit(WorkerHeartbeat(worker="w2", host="h", cpu_percent=0, memory_percent=0, rss_bytes=0))
+    assert o.step() == []
+    # then past it: the attempt fails as retryable and a second attempt is dispatched
+    o.advance(0.2)
+    o.settle()
+    (failed,) = o.hub.of("StageFailed")
+    assert (failed["error_type"], failed["retryable"], failed["attempt"]) == (
+        "LeaseExpired",
+        True,
+        1,
+    )
+    (again,) = o.push()
+    assert (again["attempt"], again["step"]) == (2, task["step"])
+
+
+def test_heartbeats_naming_a_task_renew_its_lease(tmp_path, source):
+    o = Orchestrated(tmp_path, lease_ms=2000)
+    o.join("w1")
+    o.emit(request(source))
+    o.settle()
+    (task,) = o.push()
+    for _ in range(5):  # ten seconds of a long stage, a heartbeat a second and a half
+        o.advance(1.5)
+        o.core.heard({"type": "WorkerHeartbeat", "worker": "w1", "task_id": task["task_id"],
+                      "ts": o.now.wall}, o.now)  # fmt: skip
+        o.settle()
+    assert o.hub.of("StageFailed") == []
+    o.complete(task)
+    o.run_all()
+    assert o.status("e1") == "completed"
+
+
+def test_retryable_failures_retry_up_to_max_attempts_then_the_execution_fails(tmp_path, source):
+    o = Orchestrated(tmp_path)
+    o.join("w1")
+    o.emit(request(source, max_attempts=3))
+    o.settle()
+    attempts = []
+    while tasks := o.push():
+        attempts.append(tasks[0]["attempt"])
+        o.fail(tasks[0])
+        o.settle()
+    assert attempts == [1, 2, 3]
+    assert o.status("e1") == "failed"
+    assert "after 3 attempts" in o.hub.of("ExecutionFailed")[0]["error"]
+
+
+def test_a_permanent_failure_is_not_retried(tmp_path, source):
+    o = Orchestrated(tmp_path)
+    o.join("w1")
+    o.emit(request(source, max_attempts=3))
+    o.settle()
+    (task,) = o.push()
+    o.fail(task, retryable=False)
+    o.settle()
+    assert o.push() == []
+    assert o.status("e1") == "failed"
+
+
+def test_pushes_wait_for_room_and_dispatches_for_the_window(tmp_path, source):
+    # given two workers holding one task each, and a window of 4 tasks in flight (at least
+    # twice what the workers hold, so the next ones are durable by the time there is room)
+    o = Orchestrated(tmp_path, prefetch=1, dispatch_window=4)
+    o.join("w1", "w2")
+    # when a parallel execution of 8 partitions is requested
+    o.emit(request(source, mode="parallel", partitions=8))
+    o.settle()
+    # then 4 are dispatched, and 2 pushed
+    assert len(o.hub.of("StageDispatched")) == 4
+    first = o.push()
+    assert len(first) == 2
+    assert o.push() == []
+    # when one completes, one more is dispatched and pushed
+    o.start(first[0])
+    o.complete(first[0])
+    o.settle()
+    assert len(o.hub.of("StageDispatched")) == 5
+    assert len(o.push()) == 1
+
+
+def test_a_paused_execution_dispatches_nothing_until_resumed(tmp_path, source):
+    o = Orchestrated(tmp_path)
+    o.join("w1")
+    o.emit(request(source, stages=["data_cleaning", "data_validation"]))
+    o.settle()
+    (task,) = o.push()
+    # when a pause is asked while a task runs
+    o.emit(PauseRequested(execution_id="e1"))
+    o.settle()
+    assert o.status("e1") == "paused"
+    # then the running task may finish, and nothing new goes out
+    o.start(task)
+    o.complete(task)
+    o.settle()
+    assert o.push() == []
+    # until it is resumed
+    o.emit(ResumeRequested(execution_id="e1"))
+    o.run_all()
+    assert o.status("e1") == "completed"
+    assert len(o.hub.of("ExecutionPaused")) == len(o.hub.of("ExecutionResumed")) == 1
+
+
+def test_cancel_ends_the_execution_and_drops_what_was_not_pushed(tmp_path, source):
+    o = Orchestrated(tmp_path, prefetch=1, dispatch_window=8)
+    o.join("w1")
+    o.emit(request(source, mode="parallel", partitions=8))
+    o.settle()
+    assert len(o.push()) == 1  # one worker, prefetch 1: the others wait to be pushed
+    o.emit(CancelRequested(execution_id="e1"))
+    o.settle()
+    assert o.status("e1") == "cancelled"
+    assert o.push() == []
+
+
+def test_a_starved_execution_gets_dispatches_when_room_frees_up(tmp_path, source):
+    # given a window of 2, filled by a first execution of 8 partitions
+    o = Orchestrated(tmp_path, prefetch=4, dispatch_window=2)
+    o.join("w1")
+    o.emit(request(source, "e1", mode="parallel", partitions=8))
+    o.settle()
+    o.emit(request(source, "e2"))
+    o.settle()
+    assert o.status("e2") == "running"
+    dispatched = {f["execution_id"] for f in o.hub.of("StageDispatched")}
+    assert dispatched == {"e1"}
+    # when the first execution's tasks end, with nothing of e2's own happening
+    o.run_all()
+    # then e2 got its turn and completed too
+    assert o.status("e1") == o.status("e2") == "completed"
+
+
+def test_a_silent_worker_is_counted_out_once_and_back_when_heard(tmp_path):
+    o = Orchestrated(tmp_path)
+    o.join("w1")
+    o.advance(WORKER_TIMEOUT_S + 0.1)
+    o.step()
+    o.step()  # on its way: not decided twice
+    assert len(o.hub.of("WorkerLost")) == 1
+    assert o.core.live_workers(o.now) == 0
+    o.core.heard({"type": "WorkerHeartbeat", "worker": "w1", "ts": o.now.wall}, o.now)
+    o.settle()
+    assert len(o.hub.of("WorkerReturned")) == 1
+    assert o.core.live_workers(o.now) == 1
+
+
+def test_a_decision_given_up_is_taken_again_with_the_same_id(tmp_path, source):
+    # given a start decided but never back (the hub was away)
+    o = Orchestrated(tmp_path)
+    o.join("w1")
+    o.emit(request(source))
+    first = o.core.decide(o.now)
+    assert [e.TYPE for e in first] == ["ExecutionStarted"]
+    assert o.core.decide(o.now) == []  # on its way: not again
+    # when the actor gives it up
+    o.core.forget([first[0].id])
+    # then it is decided again, the same event
+    again = o.core.decide(o.now)
+    assert [e.id for e in again] == [first[0].id]
+
+
+def test_a_snapshot_of_the_core_gives_back_the_same_decisions(tmp_path, source):
+    # given a core halfway through an execution
+    o = Orchestrated(tmp_path)
+    o.join("w1")
+    o.emit(request(source, stages=["data_cleaning", "data_validation"]))
+    o.settle()
+    (task,) = o.push()
+    o.start(task)
+    o.complete(task)
+    # when another core restores its snapshot and goes live
+    other = OrchestratorCore(CoreConfig(), planner=o._plan)
+    other.restore(o.core.snapshot_body(), o.now)
+    other.go_live(o.now)
+    # then both decide the same next step
+    assert [e.id for e in other.decide(o.now)] == [e.id for e in o.core.decide(o.now)]
