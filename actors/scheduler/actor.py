@@ -1,39 +1,33 @@
 """``porch scheduler``: folds the log into schedules and fires them on time.
 
-Startup reads the whole log through the hub and folds it, loads the schedules file if one is
-given (adding or updating only what changed), then goes live: it sleeps on the hub subscription
-until the next due time in its heap, and sends what `SchedulerCore.decide` returns. All its state
+It runs the shared actor loop around `SchedulerCore`. Startup loads the newest snapshot and
+folds the log after it, loads the schedules file if one is given (adding or updating only what
+changed), then goes live: it sleeps on the hub subscription until the next due time in its
+heap, and sends what `SchedulerCore.decide` returns. All its state
 is in the log, so a restart, or a second scheduler started by mistake, fires each slot once.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
-
-import zmq
+from typing import Any
 
 from actors.read import model as readmodel
-from actors.read.model import HubSource, SnapshotPolicy
+from actors.read.model import SnapshotPolicy
 from actors.scheduler.core import SchedulerCore
 from actors.scheduler.specs import check_dependencies, load_file
 from actors.scheduler.timetable import ScheduleSpecError
-from actors.shared import pidlock
-from actors.shared.snapshotter import Snapshotter
-from bus.client import Client, Record, Subscription
-from bus.endpoints import Endpoints, run_dir
-from bus.errors import BusError
-from bus.events import Event, ScheduleAdded, ScheduleUpdated, set_source, to_map
-from bus.wire import pack
+from actors.shared import loop
+from actors.shared.loop import Actor, LoopConfig, Now
+from bus.client import Client, Record
+from bus.endpoints import Endpoints
+from bus.events import Event, ScheduleAdded, ScheduleUpdated
 from store.projections import schedules as folds
 
 log = logging.getLogger("porch.scheduler")
-MAX_SLEEP_MS: Final = 1000
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -45,119 +39,67 @@ class SchedulerConfig:
     snapshots: SnapshotPolicy = field(default_factory=SnapshotPolicy)
 
 
-def lock_path(data_dir: Path) -> Path:
-    return run_dir(data_dir) / "scheduler.lock"
-
-
 def scheduler_running(data_dir: Path) -> bool:
     """True when a scheduler holds this data dir's scheduler lock."""
-    return pidlock.held(lock_path(data_dir))
+    return loop.running(data_dir, Scheduler.name)
 
 
-class Scheduler:
+class Scheduler(Actor):
+    """The scheduler actor: `SchedulerCore` on the shared loop, plus the schedules file.
+
+    A second scheduler on the same data dir warns and runs anyway: its decisions carry the
+    same ids, so the log keeps one of each."""
+
+    name = "scheduler"
+    lock = "shared"
+    types = frozenset(folds.TYPES)
+    live_types = frozenset({"WorkerHeartbeat"})
+    snapshot = readmodel.SCHEDULER
+
     def __init__(self, config: SchedulerConfig) -> None:
         self.config = config
         self.core = SchedulerCore(config.max_concurrent)
-        self.snapshots = Snapshotter(config.data_dir, *readmodel.SCHEDULER, config.snapshots)
-        self._stop = False
+        self._file_loaded = config.schedules_file is None
 
-    def stop(self, *_: object) -> None:
-        self._stop = True
+    def restore(self, body: Any) -> None:
+        self.core.state = folds.CODEC.load(body)
 
-    def _lock(self) -> int | None:
-        """Mark this data dir as having a scheduler. A second one warns and runs anyway: its
-        decisions carry the same ids, so the log keeps one of each."""
-        fd, holder = pidlock.hold(lock_path(self.config.data_dir))
-        if fd is None:
-            log.warning(
-                "scheduler: another scheduler (pid %s) runs for this data dir; each slot still fires once",
-                holder,
-            )
-        return fd
+    def snapshot_body(self) -> Any:
+        return folds.CODEC.dump(self.core.state)
 
-    def run(self) -> None:
-        set_source("scheduler")
-        self._lock_fd = self._lock()
-        ctx = zmq.Context()
-        self.client = Client(self.config.endpoints, context=ctx)
-        try:
-            start = self._restore()
-            sub = self.client.subscribe(from_seq=start + 1, types=folds.TYPES | {"WorkerHeartbeat"})
-        except BaseException:
-            self.client.close()
-            ctx.term()
-            raise
-        try:
-            head = self.client.head()
-            while sub.position < head and not self._stop:
-                for record in sub.receive(1000):
-                    self._on_record(record, time.time())
-            if self.config.schedules_file is not None:
-                self._load(self.config.schedules_file, sub)
-            self.core.go_live(time.time())
-            log.info(
-                "scheduler: live at seq %d with %d schedules, at most %d executions at once"
-                " (from snapshot at seq %d)",
-                sub.position,
-                len(self.core.state.schedules),
-                self.config.max_concurrent,
-                self.snapshots.loaded_seq,
-            )
-            while not self._stop:
-                self._send(self.core.decide(time.time()))
-                due = self.core.next_due()
-                if due is not None and due <= time.time():
-                    continue  # a burst: send every due fire before folding what comes back
-                wait_ms = MAX_SLEEP_MS
-                if due is not None:
-                    wait_ms = max(0, min(MAX_SLEEP_MS, int((due - time.time()) * 1000) + 1))
-                if sub.socket.poll(wait_ms):
-                    for record in sub.receive(0):
-                        self._on_record(record, time.time())
-                    self._on_live(sub)
-                if self.snapshots.due():
-                    self.snapshots.save(sub.position, folds.CODEC.dump(self.core.state))
-        finally:
-            sub.close()
-            self.client.close()
-            ctx.term()
+    def apply(self, record: Record, fields: dict[str, Any], now: Now) -> None:
+        self.core.apply(record.seq, fields, now.wall)
 
-    def _restore(self) -> int:
-        """Load the newest snapshot, if any usable; the seq to fold on from."""
-        snap = self.snapshots.load(HubSource(self.client))
-        if snap is None:
-            return 0
-        try:
-            self.core.state = folds.CODEC.load(snap.body)
-        except (KeyError, TypeError, ValueError) as exc:
-            log.warning("snapshot %s ignored: %s; folding the whole log", snap.path, exc)
-            return 0
-        return snap.seq
+    def heard(self, record: Record, fields: dict[str, Any], now: Now) -> None:
+        self.core.heard(fields)
 
-    def _on_record(self, record: Record, now: float) -> None:
-        fields = record.fields()
-        self.snapshots.folded(record.seq, str(fields.get("id", "")))
-        try:
-            self.core.apply(record.seq, fields, now)
-        except Exception as exc:  # a malformed event is logged and skipped, never fatal
-            log.error("scheduler: cannot fold seq %s (%s): %s", record.seq, fields.get("type"), exc)
+    def prepare(self, client: Client) -> bool:
+        if self._file_loaded:
+            return False
+        self._file_loaded = True
+        assert self.config.schedules_file is not None
+        return self._load(self.config.schedules_file, client)
 
-    def _on_live(self, sub: Subscription) -> None:
-        for record in sub.take_live():
-            try:
-                self.core.heard(record.fields())
-            except Exception as exc:  # a malformed heartbeat is logged and skipped
-                log.error("scheduler: cannot take a live %s: %s", record.type, exc)
+    def went_live(self, position: int, now: Now) -> list[Event]:
+        self.core.go_live(now.wall)
+        log.info(
+            "scheduler: live at seq %d with %d schedules, at most %d executions at once"
+            " (from snapshot at seq %d)",
+            position,
+            len(self.core.state.schedules),
+            self.config.max_concurrent,
+            self.loop.snapshots.loaded_seq if self.loop.snapshots else 0,
+        )
+        return []
 
-    def _send(self, events: list[Event]) -> None:
-        for event in events:
-            try:
-                # built here from checked values; the hub checks every event it takes in
-                self.client.publish(pack(to_map(event)))
-            except BusError as exc:
-                log.error("scheduler: could not send %s: %s", event.TYPE, exc)
+    def decide(self, now: Now) -> list[Event]:
+        return self.core.decide(now.wall)
 
-    def _load(self, path: Path, sub: Subscription) -> None:
+    def next_due(self, now: Now) -> float | None:
+        due = self.core.next_due()  # wall clock: schedules fire at instants
+        return None if due is None else now.mono + (due - now.wall)
+
+    def _load(self, path: Path, client: Client) -> bool:
         """Add the file's new schedules and update the changed ones (acknowledged appends).
 
         The file was checked before the scheduler started; a file broken since, or an entry that
@@ -168,11 +110,12 @@ class Scheduler:
             configs = load_file(path, now=None, known=set(known))
         except ScheduleSpecError as exc:
             log.error("scheduler: not loading the schedules file: %s", exc)
-            return
+            return False
         graph = {sid: list(s.config.get("dependencies", [])) for sid, s in known.items()}
         for config in configs:
             graph[config["schedule_id"]] = config["dependencies"]
         now = time.time()
+        appended = False
         for config in configs:
             sid = config["schedule_id"]
             old = known.get(sid)
@@ -189,18 +132,16 @@ class Scheduler:
                 log.error("scheduler: skipping schedule %s of %s: %s", sid, path, exc)
                 continue
             kind = ScheduleAdded if old is None else ScheduleUpdated
-            self.client.append(kind(schedule_id=sid, config=config))
-        # fold what was just appended before going live
-        head = self.client.head()
-        while sub.position < head and not self._stop:
-            for record in sub.receive(1000):
-                self._on_record(record, time.time())
+            client.append(kind(schedule_id=sid, config=config))
+            appended = True
+        return appended  # the loop folds what was just appended before going live
 
 
 def run_scheduler(config: SchedulerConfig) -> int:
-    scheduler = Scheduler(config)
-    signal.signal(signal.SIGTERM, scheduler.stop)
-    signal.signal(signal.SIGINT, scheduler.stop)
-    with contextlib.suppress(KeyboardInterrupt):
-        scheduler.run()
-    return 0
+    """Run until SIGTERM or SIGINT."""
+    return loop.run(
+        Scheduler(config),
+        LoopConfig(
+            data_dir=config.data_dir, endpoints=config.endpoints, snapshots=config.snapshots
+        ),
+    )
