@@ -14,12 +14,10 @@ HTTP on loopback (``run/monitor.json`` says the port): ``/metrics`` (Prometheus 
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
 import json
 import logging
 import os
 import shlex
-import signal
 import socket
 import subprocess
 import threading
@@ -33,24 +31,22 @@ from typing import Any, Final
 import psutil
 import zmq
 
-from actors.errors import ActorError
 from actors.monitor.alerting import AlertEngine
 from actors.monitor.info import info_path
 from actors.read import model as readmodel
 from actors.read import monitoring as views
-from actors.read.model import HubSource, SnapshotPolicy
-from actors.shared import pidlock
-from actors.shared.snapshotter import Snapshotter
+from actors.read.model import SnapshotPolicy
+from actors.shared import loop
+from actors.shared.loop import Actor, LoopConfig, Now
 from bus.client import Client, Record
-from bus.endpoints import Endpoints, run_dir
+from bus.endpoints import Endpoints
 from bus.errors import BusError
-from bus.events import Event, MetricSampled, set_source, to_map
+from bus.events import Event, MetricSampled
 from bus.wire import pack
 from store.projections import alerts as alert_folds
 from store.projections import metrics as folds
 
 log = logging.getLogger("porch.monitor")
-TYPES: Final = folds.TYPES | alert_folds.TYPES | folds.LIVE_TYPES
 WEBHOOK_TRIES: Final = 3
 
 
@@ -131,152 +127,124 @@ class Notifier:
         self.pool.shutdown(wait=False)  # queued notifications still go out
 
 
-class Monitor:
+class Monitor(Actor):
+    """The monitor actor on the shared loop: the metrics fold and the alert engine, host
+    samples every ``sampling_interval_s``, notifications and the HTTP API."""
+
+    name = "monitor"
+    lock = "exclusive"  # two monitors would notify every alert twice
+    types = frozenset(folds.TYPES | alert_folds.TYPES)
+    live_types = frozenset(folds.LIVE_TYPES)
+    snapshot_tag = readmodel.MONITOR
+    hears_while_catching_up = False  # samples heard while catching up are stale by then
+
     def __init__(self, config: MonitorConfig) -> None:
         self.config = config
         self.metrics = folds.MetricsState(
             retention_s=config.retention_hours * 3600, raw_window_s=config.raw_window_s
         )
         self.engine = AlertEngine()
-        self.lock = threading.Lock()
+        self.mutex = threading.Lock()  # the HTTP threads read what the loop folds
         self.notifier = Notifier(config.webhooks, config.commands)
-        self.live = False
         self.position = 0  # every logged event up to this seq is folded in
-        self._stop = False
         self.host = socket.gethostname()
         self.process = psutil.Process()
-        self.snapshots = Snapshotter(config.data_dir, *readmodel.MONITOR, config.snapshots)
+        self.next_tick = 0.0
+        self._decided: list[Event] = []
+        self._fired: list[dict[str, Any]] = []
+        self.server: ThreadingHTTPServer | None = None
+        self.stats_client: Client | None = None
 
-    def stop(self, *_: object) -> None:
-        self._stop = True
+    # --- the loop's hooks --------------------------------------------------------------------
 
-    def run(self) -> None:
-        set_source("monitor")
-        lock_fd, holder = pidlock.hold(run_dir(self.config.data_dir) / "monitor.lock")
-        if lock_fd is None:  # two monitors would notify every alert twice
-            raise ActorError(
-                f"another monitor (pid {holder}) runs for data dir {self.config.data_dir}"
-            )
-        ctx = zmq.Context()
-        self.client = Client(self.config.endpoints, context=ctx)
+    def open(self, ctx: zmq.Context[Any], client: Client) -> None:
         # stats are asked each tick; a short wait, so a busy hub never stalls the folding
         self.stats_client = Client(self.config.endpoints, timeout_ms=500, retry_ms=500, context=ctx)
-        start = self._restore()
-        sub = self.client.subscribe(from_seq=start + 1, types=TYPES)
-        server = self._serve(write_info=True)
+        self.server = self._serve(write_info=True)
         psutil.cpu_percent(None)  # the first call only starts the measurement
-        try:
-            head = self.client.head()
-            while sub.position < head and not self._stop:
-                self._fold(sub.receive(1000))
-            sub.take_live()  # samples heard while catching up: stale by now
-            self.position = sub.position
-            self.live = True
-            log.info(
-                "monitor: live at seq %d after %d events (from snapshot at seq %d), http %s",
-                sub.position,
-                self.metrics.events,
-                self.snapshots.loaded_seq,
-                server.server_address,
-            )
-            # the first sample after a short while: psutil's CPU figure needs an interval
-            next_tick = time.monotonic() + min(1.0, self.config.sampling_interval_s)
-            while not self._stop:
-                now_mono = time.monotonic()
-                if now_mono >= next_tick:
-                    next_tick = now_mono + self.config.sampling_interval_s
-                    self._tick()
-                wait_ms = max(0, int((next_tick - time.monotonic()) * 1000))
-                if sub.socket.poll(min(wait_ms, 1000)):
-                    self._fold(sub.receive(0))
-                    self._observe(sub.take_live())
-                self.position = sub.position
-                if self.snapshots.due():
-                    with self.lock:
-                        body = self._snapshot_body()
-                    self.snapshots.save(sub.position, body)
-        finally:
-            server.shutdown()
-            self.notifier.close()
-            sub.close()
-            self.client.close()
-            self.stats_client.close()
-            ctx.term()
 
-    # --- snapshots -------------------------------------------------------------------------------
+    def restore(self, body: Any) -> None:
+        """The snapshot holds the live samples too (heartbeats and host figures are in no
+        log), up to when it was written."""
+        metrics = folds.CODEC.load(body["metrics"])
+        alerts = alert_folds.CODEC.load(body["alerts"])
+        held = {(str(r), str(s)) for r, s in body["held"]}
+        metrics.retention_s = self.config.retention_hours * 3600  # the settings of this start
+        metrics.raw_window_s = self.config.raw_window_s
+        self.metrics = metrics
+        self.engine.restore(alerts, held)
 
-    def _snapshot_body(self) -> dict[str, Any]:
+    def snapshot_body(self) -> dict[str, Any]:
+        with self.mutex:
+            return self._body()
+
+    def _body(self) -> dict[str, Any]:
         return {
             "metrics": folds.CODEC.dump(self.metrics),
             "alerts": alert_folds.CODEC.dump(self.engine.state),
             "held": [list(key) for key in sorted(self.engine.held)],
         }
 
-    def _restore(self) -> int:
-        """Load the newest snapshot, if any usable; the seq to fold on from. It holds the live
-        samples too (heartbeats and host figures are in no log), up to when it was written."""
-        snap = self.snapshots.load(HubSource(self.client))
-        if snap is None:
-            return 0
-        try:
-            metrics = folds.CODEC.load(snap.body["metrics"])
-            alerts = alert_folds.CODEC.load(snap.body["alerts"])
-            held = {(str(r), str(s)) for r, s in snap.body["held"]}
-        except (KeyError, TypeError, ValueError) as exc:
-            log.warning("snapshot %s ignored: %s; folding the whole log", snap.path, exc)
-            return 0
-        metrics.retention_s = self.config.retention_hours * 3600  # the settings of this start
-        metrics.raw_window_s = self.config.raw_window_s
-        self.metrics = metrics
-        self.engine.restore(alerts, held)
-        return snap.seq
+    def apply(self, record: Record, fields: dict[str, Any], now: Now) -> None:
+        live = self.loop.live
+        with self.mutex:
+            self.position = record.seq
+            folds.evolve(record.seq, fields, self.metrics)
+            if fields["type"] in alert_folds.TYPES:
+                self.engine.apply(record.seq, fields)
+                if fields["type"] == "AlertFired" and live:
+                    alert = self.engine.state.alerts.get(fields["alert_id"])
+                    if alert is not None and alert.fired_seq == record.seq:
+                        self._fired.append(alert_folds.describe(alert))
+            if live and self.config.alerting:
+                for series in self.metrics.changed:
+                    self._decided.extend(self.engine.observe(series, now.wall))
 
-    # --- folding and deciding -----------------------------------------------------------------
-
-    def _fold(self, records: list[Record]) -> None:
-        decided: list[Event] = []
-        fired: list[dict[str, Any]] = []
-        now = time.time()
-        with self.lock:
-            for record in records:
-                try:
-                    fields = record.fields()
-                    self.snapshots.folded(record.seq, str(fields.get("id", "")))
-                    folds.evolve(record.seq, fields, self.metrics)
-                    if fields["type"] in alert_folds.TYPES:
-                        self.engine.apply(record.seq, fields)
-                        if fields["type"] == "AlertFired" and self.live:
-                            alert = self.engine.state.alerts.get(fields["alert_id"])
-                            if alert is not None and alert.fired_seq == record.seq:
-                                fired.append(alert_folds.describe(alert))
-                    if self.live and self.config.alerting:
-                        for series in self.metrics.changed:
-                            decided.extend(self.engine.observe(series, now))
-                except Exception as exc:  # a malformed event is logged and skipped
-                    log.error("monitor: cannot fold seq %s: %s", record.seq, exc)
-        self._send(decided)
-        for alert in fired:
-            self.notifier.notify(alert)
-
-    def _observe(self, records: list[Record]) -> None:
+    def heard(self, record: Record, fields: dict[str, Any], now: Now) -> None:
         """Live heartbeats and samples: series and rules as for logged events, no history."""
-        if not records:
-            return
-        decided: list[Event] = []
-        now = time.time()
-        with self.lock:
-            for record in records:
-                try:
-                    folds.observe(record.fields(), self.metrics)
-                    if self.config.alerting:
-                        for series in self.metrics.changed:
-                            decided.extend(self.engine.observe(series, now))
-                except Exception as exc:  # a malformed live event is logged and skipped
-                    log.error("monitor: cannot take a live %s: %s", record.type, exc)
-        self._send(decided)
+        with self.mutex:
+            folds.observe(fields, self.metrics)
+            if self.config.alerting:
+                for series in self.metrics.changed:
+                    self._decided.extend(self.engine.observe(series, now.wall))
 
-    def _tick(self) -> None:
-        now = time.time()
+    def went_live(self, position: int, now: Now) -> list[Event]:
+        log.info(
+            "monitor: live at seq %d after %d events (from snapshot at seq %d), http %s",
+            position,
+            self.metrics.events,
+            self.loop.snapshots.loaded_seq if self.loop.snapshots else 0,
+            self.server.server_address if self.server else None,
+        )
+        # the first sample after a short while: psutil's CPU figure needs an interval
+        self.next_tick = now.mono + min(1.0, self.config.sampling_interval_s)
+        return []
+
+    def act(self, ready: dict[Any, int], now: Now) -> None:
+        for alert in self._fired:  # back durable: notify now
+            self.notifier.notify(alert)
+        self._fired = []
+        if now.mono >= self.next_tick:
+            self.next_tick = now.mono + self.config.sampling_interval_s
+            self._decided.extend(self._tick(now))
+
+    def decide(self, now: Now) -> list[Event]:
+        decided, self._decided = self._decided, []
+        return decided
+
+    def next_due(self, now: Now) -> float:
+        return self.next_tick
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+        self.notifier.close()
+        if self.stats_client is not None:
+            self.stats_client.close()
+
+    # --- sampling ------------------------------------------------------------------------------
+
+    def _tick(self, now: Now) -> list[Event]:
         events: list[Event] = []
         try:
             disk = psutil.disk_usage(str(self.config.data_dir)).percent
@@ -291,8 +259,8 @@ class Monitor:
             MetricSampled(name="disk_percent", value=disk, labels=host),
         ]
         events += self._rejections()
-        with self.lock:
-            workers = views.worker_view(self.metrics, now)
+        with self.mutex:
+            workers = views.worker_view(self.metrics, now.wall)
             for worker, info in workers.items():
                 if not info["stopped"]:
                     events.append(
@@ -308,11 +276,12 @@ class Monitor:
                 )
             )
             if self.config.alerting:
-                events += self.engine.tick(self.metrics, now)
-        self._send(events)
+                events += self.engine.tick(self.metrics, now.wall)
+        return events
 
     def _rejections(self) -> list[Event]:
         """The hub's counts of refused messages, by reason, as ``rejected_messages_total``."""
+        assert self.stats_client is not None
         try:
             stats = self.stats_client.stats()
         except BusError as exc:
@@ -330,17 +299,10 @@ class Monitor:
             if type(count) is int
         ]
 
-    def _send(self, events: list[Event]) -> None:
-        for event in events:
-            try:
-                self.client.publish(pack(to_map(event)))
-            except BusError as exc:
-                log.error("monitor: could not send %s: %s", event.TYPE, exc)
-
     # --- HTTP ------------------------------------------------------------------------------------
 
     def snapshot(self, kind: str) -> Any:
-        with self.lock:
+        with self.mutex:
             now = time.time()
             if kind == "metrics":
                 return views.current_metrics(self.metrics, self.engine.state, now)
@@ -355,7 +317,7 @@ class Monitor:
                     "executions": dict(list(self.metrics.statuses.items())[-1000:]),
                 }
             if kind == "state":  # the folds as they stand, for a query to read at once
-                return pack({"seq": self.position, **self._snapshot_body()})
+                return pack({"seq": self.position, **self._body()})
             if kind == "prometheus":
                 from actors.monitor.prometheus import render
 
@@ -408,9 +370,10 @@ class Monitor:
 
 
 def run_monitor(config: MonitorConfig) -> int:
-    monitor = Monitor(config)
-    signal.signal(signal.SIGTERM, monitor.stop)
-    signal.signal(signal.SIGINT, monitor.stop)
-    with contextlib.suppress(KeyboardInterrupt):
-        monitor.run()
-    return 0
+    """Run until SIGTERM or SIGINT."""
+    return loop.run(
+        Monitor(config),
+        LoopConfig(
+            data_dir=config.data_dir, endpoints=config.endpoints, snapshots=config.snapshots
+        ),
+    )

@@ -101,7 +101,7 @@ class Orchestrator(Actor):
     lock = "exclusive"
     types = TYPES
     live_types = LIVE_TYPES
-    snapshot = readmodel.ORCHESTRATOR
+    snapshot_tag = readmodel.ORCHESTRATOR
 
     def __init__(self, config: OrchestratorConfig, stages: Sequence[str] = ()) -> None:
         self.config = config

@@ -54,7 +54,7 @@ class Scheduler(Actor):
     lock = "shared"
     types = frozenset(folds.TYPES)
     live_types = frozenset({"WorkerHeartbeat"})
-    snapshot = readmodel.SCHEDULER
+    snapshot_tag = readmodel.SCHEDULER
 
     def __init__(self, config: SchedulerConfig) -> None:
         self.config = config

@@ -74,7 +74,7 @@ class Actor:
     """What an actor brings to the loop. The defaults do nothing: override what applies.
 
     ``types``: the logged event types it folds (None: every type); ``live_types``: the live
-    ones it hears. ``snapshot``: ``(name, version)`` of its snapshots, None for none.
+    ones it hears. ``snapshot_tag``: ``(name, version)`` of its snapshots, None for none.
     ``lock``: ``"exclusive"`` refuses to start beside another of its kind, ``"shared"`` warns
     and runs (its decisions carry the same ids), ``"none"`` takes no lock. ``follow_only``:
     start at the hub's head, folding nothing of the past. ``reads_back``: it folds what it
@@ -85,7 +85,7 @@ class Actor:
     lock: ClassVar[Literal["exclusive", "shared", "none"]] = "exclusive"
     types: frozenset[str] | None = frozenset()
     live_types: frozenset[str] = frozenset()
-    snapshot: tuple[str, str] | None = None
+    snapshot_tag: tuple[str, str] | None = None
     follow_only: ClassVar[bool] = False
     reads_back: ClassVar[bool] = True
     hears_while_catching_up: ClassVar[bool] = True
@@ -162,8 +162,8 @@ class Loop:
         too_big: TooBig = actor.too_big
         self.outbox = Outbox(actor.name, too_big=too_big)
         self.snapshots = (
-            Snapshotter(config.data_dir, *actor.snapshot, config.snapshots)
-            if actor.snapshot is not None
+            Snapshotter(config.data_dir, *actor.snapshot_tag, config.snapshots)
+            if actor.snapshot_tag is not None
             else None
         )
         self.position = 0  # every logged event up to this seq is folded in
