@@ -15,13 +15,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import signal
 import socket
 import subprocess
 import sys
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -29,11 +28,13 @@ from typing import Any, Final
 import psutil
 import zmq
 
+from actors.shared import loop
+from actors.shared.loop import Actor, LoopConfig, Now, Watched
 from actors.worker.pipes import FrameError, FrameReader, pack_frame
-from bus.client import Client
+from bus.client import Client, Record
 from bus.curve import secure
 from bus.endpoints import Endpoints, run_dir
-from bus.errors import BusError, MalformedEventError
+from bus.errors import MalformedEventError
 from bus.events import (
     Event,
     StageCompleted,
@@ -44,7 +45,6 @@ from bus.events import (
     WorkerStarted,
     WorkerStopped,
     decode,
-    set_source,
     to_map,
 )
 from bus.wire import SOCKET_MAX_BYTES
@@ -148,36 +148,48 @@ class WorkerStats:
     cancelled: set[str] = field(default_factory=set)
 
 
-class Worker:
+class Worker(Actor):
+    """A worker on the shared actor loop: it folds nothing of the past (it follows control
+    events from the hub's head) and does not read its results back."""
+
+    lock = "none"
+    types = frozenset(CONTROL)
+    follow_only = True
+    reads_back = False
+
     def __init__(self, config: WorkerConfig) -> None:
         self.config = config
         self.name = config.name or f"worker-{socket.gethostname()}-{os.getpid()}"
         self.stats = WorkerStats()
-        self._stop = False
         self._running: deque[_Busy] = deque()  # handed to the runner, in order
         self._queue: deque[dict[str, Any]] = deque()
         self._proc = psutil.Process()
-        self._out: list[Event] = []  # events of this turn of the loop, sent by `_flush`
+        self._out: list[Event] = []  # events of this turn of the loop
         self._starts: list[Event] = []  # StageStarted held back until `_starts_due`
         self._starts_due = 0.0
+        self._next_beat = 0.0
+        self.pull: zmq.Socket[Any] | None = None
+        self.runner: Runner | None = None
 
-    def stop(self, *_: object) -> None:
-        self._stop = True
+    # --- the loop's hooks --------------------------------------------------------------------
 
-    def run(self) -> None:
-        set_source(self.name)
-        ctx = zmq.Context()
-        client = Client(self.config.endpoints, context=ctx)
+    def open(self, ctx: zmq.Context[Any], client: Client) -> None:
         pull = ctx.socket(zmq.PULL)
         pull.setsockopt(zmq.RCVHWM, 1)
         pull.setsockopt(zmq.LINGER, 0)
         pull.setsockopt(zmq.MAXMSGSIZE, SOCKET_MAX_BYTES)
         secure(pull, self.config.tasks, self.config.endpoints.curve, server=False)
         pull.connect(self.config.tasks)
-        control = client.subscribe(types=CONTROL)
-        runner = Runner(self.config.stages)
-        self.client = client
-        self._send(
+        self.pull = pull
+        self.runner = Runner(self.config.stages)
+
+    def apply(self, record: Record, fields: dict[str, Any], now: Now) -> None:
+        assert self.runner is not None
+        self._on_control(fields, self.runner)
+
+    def went_live(self, position: int, now: Now) -> list[Event]:
+        self._next_beat = now.mono
+        return [
             WorkerStarted(
                 worker=self.name,
                 host=socket.gethostname(),
@@ -187,62 +199,75 @@ class Worker:
                     "memory_bytes": psutil.virtual_memory().total,
                 },
             )
-        )
-        self._flush()
-        next_beat = time.monotonic()
-        pollers: dict[tuple[int, bool], zmq.Poller] = {}
-        try:
-            while not self._stop:
-                taking = len(self._queue) < self.config.prefetch
-                poller = pollers.get((runner.fd, taking))
-                if poller is None:
-                    pollers.clear()
-                    poller = pollers[(runner.fd, taking)] = zmq.Poller()
-                    poller.register(runner.fd, zmq.POLLIN)
-                    poller.register(control.socket, zmq.POLLIN)
-                    if taking:
-                        poller.register(pull, zmq.POLLIN)
-                wake = min(next_beat, self._starts_due) if self._starts else next_beat
-                wait_ms = max(0, int((wake - time.monotonic()) * 1000))
-                events = dict(poller.poll(min(wait_ms, 200)))
-                if events.get(runner.fd):
-                    self._on_runner(runner)
-                if events.get(control.socket):
-                    for record in control.receive(0):
-                        self._on_control(record.fields(), runner)
-                if events.get(pull):
-                    while len(self._queue) < self.config.prefetch:
-                        try:  # a message may hold several tasks: all are taken at once
-                            payloads = pull.recv_multipart(zmq.NOBLOCK)
-                        except zmq.Again:
-                            break
-                        for payload in payloads:
-                            self._on_task(payload)
-                if runner.ready and self._queue:
-                    self._hand_over(runner)
-                self._flush()  # results first: the heartbeat's psutil figures take a while
-                if time.monotonic() >= next_beat:
-                    self._heartbeat(runner)
-                    next_beat = time.monotonic() + self.config.heartbeat_s
-                if runner.proc is not None and runner.proc.poll() is not None:
-                    self._runner_died(runner)
-                self._flush()
-        finally:
-            for busy in reversed(self._running):
-                if not busy.cancelled:
-                    self._queue.appendleft(busy.task)
-            self._running.clear()
-            for task in self._queue:
-                self._fail(
-                    task, "the worker stopped before finishing", "WorkerStopped", retryable=True
-                )
-            runner.kill()
-            self._send(WorkerStopped(worker=self.name, reason="stopped"))
-            self._flush(final=True)
-            control.close()
-            pull.close(linger=0)
-            client.close()
-            ctx.term()
+        ]
+
+    def watch(self) -> Iterable[tuple[Watched, int]]:
+        assert self.runner is not None
+        assert self.pull is not None
+        things: list[tuple[Watched, int]] = [(self.runner.fd, zmq.POLLIN)]
+        if len(self._queue) < self.config.prefetch:
+            things.append((self.pull, zmq.POLLIN))
+        return things
+
+    def act(self, ready: dict[Any, int], now: Now) -> None:
+        runner, pull = self.runner, self.pull
+        assert runner is not None
+        assert pull is not None
+        if ready.get(runner.fd):
+            self._on_runner(runner)
+        if ready.get(pull):
+            while len(self._queue) < self.config.prefetch:
+                try:  # a message may hold several tasks: all are taken at once
+                    payloads = pull.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                for payload in payloads:
+                    self._on_task(payload)
+        if runner.ready and self._queue:
+            self._hand_over(runner)
+        if runner.proc is not None and runner.proc.poll() is not None:
+            self._runner_died(runner)
+        # results first: the heartbeat's psutil figures take a while, so a turn with results
+        # leaves the heartbeat to the next one, at once
+        if now.mono >= self._next_beat and not self._out:
+            self._heartbeat(runner)
+            self._next_beat = now.mono + self.config.heartbeat_s
+
+    def decide(self, now: Now) -> list[Event]:
+        """This turn's events, with the held-back starts when anything else goes or they are
+        due (a short task's start and end then reach the hub as one message)."""
+        if self._starts and (self._out or now.mono >= self._starts_due):
+            self._out[:0] = self._starts
+            self._starts = []
+        out, self._out = self._out, []
+        return out
+
+    def next_due(self, now: Now) -> float:
+        if self._out:
+            return now.mono
+        return min(self._next_beat, self._starts_due) if self._starts else self._next_beat
+
+    def stopping(self, now: Now) -> list[Event]:
+        for busy in reversed(self._running):
+            if not busy.cancelled:
+                self._queue.appendleft(busy.task)
+        self._running.clear()
+        for task in self._queue:
+            self._fail(task, "the worker stopped before finishing", "WorkerStopped", retryable=True)
+        self._queue.clear()
+        if self.runner is not None:
+            self.runner.kill()
+        self._out[:0] = self._starts
+        self._starts = []
+        self._send(WorkerStopped(worker=self.name, reason="stopped"))
+        out, self._out = self._out, []
+        return out
+
+    def close(self) -> None:
+        if self.runner is not None:
+            self.runner.kill()
+        if self.pull is not None:
+            self.pull.close(linger=0)
 
     # --- events in ---------------------------------------------------------------------------
 
@@ -372,21 +397,6 @@ class Worker:
     def _send(self, event: Event) -> None:
         self._out.append(event)
 
-    def _flush(self, *, final: bool = False) -> None:
-        """Send this turn's events to the hub, as one message, with the held-back starts
-        when anything else goes or they are due."""
-        if self._starts and (self._out or final or time.monotonic() >= self._starts_due):
-            self._out[:0] = self._starts
-            self._starts = []
-        if not self._out:
-            return
-        events, self._out = self._out, []
-        try:
-            self.client.publish_many(events)
-        except BusError as exc:
-            kinds = ", ".join(sorted({e.TYPE for e in events}))
-            log.error("worker %s: could not send %s: %s", self.name, kinds, exc)
-
     def _complete(self, task: dict[str, Any], result: dict[str, Any]) -> None:
         self._send(
             StageCompleted(
@@ -475,8 +485,7 @@ class Worker:
 
 
 def run_worker(config: WorkerConfig) -> int:
-    worker = Worker(config)
-    signal.signal(signal.SIGTERM, worker.stop)
-    signal.signal(signal.SIGINT, worker.stop)
-    worker.run()
-    return 0
+    """Run until SIGTERM or SIGINT."""
+    return loop.run(
+        Worker(config), LoopConfig(data_dir=config.data_dir, endpoints=config.endpoints)
+    )
