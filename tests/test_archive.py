@@ -242,7 +242,8 @@ def test_a_crash_while_archiving_leaves_every_event_in_one_place_or_both(tmp_pat
 def test_a_snapshot_whose_last_event_was_deleted_is_still_used(tmp_path):
     """A filtered actor's snapshot covers seq 200 but its last folded event is seq 3: deleting
     what every snapshot passed removes seq 3, and the snapshot must still count as this log's."""
-    from actors.read.model import FileSource, newest_snapshot
+    from actors.shared.snapshotter import newest_snapshot
+    from actors.shared.sources import FileSource
 
     data_dir = tmp_path / "porch"
     payloads = golden_payloads()

@@ -100,8 +100,9 @@ def test_a_bounded_fold_resumed_from_a_snapshot_is_the_whole_fold(runs, gone, cu
 
 def test_porch_status_finds_an_execution_the_fold_let_go_in_the_log(tmp_path, keep_five):
     # given a log of 8 runs, 3 of them collected and let go by the fold
-    from actors.read.model import FileSource, execution_from_log
+    from actors.read.model import execution_from_log
     from actors.read.model import executions as read_executions
+    from actors.shared.sources import FileSource
 
     data_dir = tmp_path / "porch"
     events = [e for n in range(8) for e in run_events(f"run-{n}", 1000.0 * n)]
@@ -121,8 +122,9 @@ def test_porch_status_finds_an_execution_the_fold_let_go_in_the_log(tmp_path, ke
 
 
 def test_a_snapshot_is_read_in_part_for_a_query_and_whole_for_an_actor(tmp_path):
-    from actors.read.model import ORCHESTRATOR, FileSource
     from actors.read.model import executions as read_executions
+    from actors.shared.snapshotter import ORCHESTRATOR
+    from actors.shared.sources import FileSource
     from store.snapshots import SnapshotStore
 
     # given a log of 6 runs and a snapshot of the first 4, as the orchestrator writes it
@@ -152,8 +154,9 @@ def test_a_snapshot_is_read_in_part_for_a_query_and_whole_for_an_actor(tmp_path)
 
 def test_porch_stats_counts_every_kept_execution_without_decoding_them(tmp_path):
     from actors.read.executions import stage_statistics
-    from actors.read.model import ORCHESTRATOR, FileSource
     from actors.read.model import executions as read_executions
+    from actors.shared.snapshotter import ORCHESTRATOR
+    from actors.shared.sources import FileSource
     from store.snapshots import SnapshotStore
 
     events = [e for n in range(6) for e in run_events(f"run-{n}", 1000.0 * n)]

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from actors.errors import UsageError
-from actors.read.model import SnapshotPolicy
+from actors.shared.snapshotter import SnapshotPolicy
 from bus.curve import Curve
 from bus.endpoints import Endpoints, check, resolve_data_dir, run_dir
 from bus.errors import BusError

@@ -68,7 +68,7 @@ def connect(args: argparse.Namespace, *, timeout_ms: int = 10_000) -> Client:
 def reading(args: argparse.Namespace) -> Any:
     """What a query reads the log through: the hub when one runs (or the config names one
     elsewhere), else the data dir's log files. Use it as a context manager."""
-    from actors.read.model import FileSource
+    from actors.shared.sources import FileSource
     from bus.endpoints import log_dir
 
     endpoints, _ = network_of(args)

@@ -33,11 +33,10 @@ import zmq
 
 from actors.monitor.alerting import AlertEngine
 from actors.monitor.info import info_path
-from actors.read import model as readmodel
 from actors.read import monitoring as views
-from actors.read.model import SnapshotPolicy
 from actors.shared import loop
 from actors.shared.loop import Actor, LoopConfig, Now
+from actors.shared.snapshotter import MONITOR, SnapshotPolicy
 from bus.client import Client, Record
 from bus.endpoints import Endpoints
 from bus.errors import BusError
@@ -135,7 +134,7 @@ class Monitor(Actor):
     lock = "exclusive"  # two monitors would notify every alert twice
     types = frozenset(folds.TYPES | alert_folds.TYPES)
     live_types = frozenset(folds.LIVE_TYPES)
-    snapshot_tag = readmodel.MONITOR
+    snapshot_tag = MONITOR
     hears_while_catching_up = False  # samples heard while catching up are stale by then
 
     def __init__(self, config: MonitorConfig) -> None:

@@ -38,10 +38,9 @@ from actors.orchestrator.core import (
     OrchestratorCore,
 )
 from actors.orchestrator.decide import refused
-from actors.read import model as readmodel
-from actors.read.model import SnapshotPolicy
 from actors.shared import loop
 from actors.shared.loop import Actor, LoopConfig, Now, Watched
+from actors.shared.snapshotter import ORCHESTRATOR, SnapshotPolicy
 from actors.shared.stagecfg import registry_from
 from bus.client import Client, Record
 from bus.curve import Authenticator, needs_auth, secure
@@ -101,7 +100,7 @@ class Orchestrator(Actor):
     lock = "exclusive"
     types = TYPES
     live_types = LIVE_TYPES
-    snapshot_tag = readmodel.ORCHESTRATOR
+    snapshot_tag = ORCHESTRATOR
 
     def __init__(self, config: OrchestratorConfig, stages: Sequence[str] = ()) -> None:
         self.config = config

@@ -13,151 +13,30 @@ answers with or without a running system.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, Protocol
+from typing import Any
 
 import msgpack
 
+from actors.shared.snapshotter import (
+    EVERY_EVENTS,
+    MONITOR,
+    ORCHESTRATOR,
+    SCHEDULER,
+    newest_snapshot,
+)
+from actors.shared.sources import FileSource, HubSource, LogSource
 from bus.client import Client
-from bus.endpoints import log_dir
-from bus.errors import BusError, MalformedEventError
-from bus.wire import unpack_map
-from store.errors import StoreError
-from store.log import LogReader
 from store.projections import alerts as alert_folds
 from store.projections import executions as execution_folds
 from store.projections import metrics as metric_folds
 from store.projections import schedules as schedule_folds
-from store.snapshots import Snapshot, SnapshotStore, snapshot_dir
+from store.snapshots import SnapshotStore, snapshot_dir
 from store.statecodec import StateCodec
 
 log = logging.getLogger("porch.readmodel")
-
-EVERY_EVENTS: Final = 10_000
-EVERY_S: Final = 300.0
-
-# Each actor's snapshot: its name and version (the fold codecs inside it, and the shape of the
-# body around them: bump the tag when that changes). Queries read these too.
-ORCHESTRATOR: Final = ("orchestrator", f"orchestrator3+{execution_folds.LAZY_VERSION}")
-SCHEDULER: Final = ("scheduler", f"scheduler1+{schedule_folds.CODEC.version}")
-MONITOR: Final = (
-    "monitor",
-    f"monitor1+{metric_folds.CODEC.version}+{alert_folds.CODEC.version}",
-)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SnapshotPolicy:
-    """When an actor writes a snapshot: after ``every_events`` folded events, or ``every_s``
-    seconds after the last one if anything was folded since. 0 events turns snapshots off."""
-
-    every_events: int = EVERY_EVENTS
-    every_s: float = EVERY_S
-
-    def __post_init__(self) -> None:
-        if self.every_events < 0:
-            raise ValueError(f"snapshots: every_events must be >= 0, got {self.every_events}")
-        if self.every_s <= 0:
-            raise ValueError(f"snapshots: every_s must be > 0, got {self.every_s}")
-
-    @property
-    def enabled(self) -> bool:
-        return self.every_events > 0
-
-
-class LogSource(Protocol):
-    """Where a read model reads the log from: the hub, or the segment files."""
-
-    def head(self) -> int | None: ...
-
-    def records(
-        self, from_seq: int, types: Iterable[str]
-    ) -> Iterator[tuple[int, dict[str, Any]]]: ...
-
-    def event_id(self, seq: int) -> str | None: ...
-
-    def execution_records(
-        self, execution_id: str, types: Iterable[str]
-    ) -> Iterator[tuple[int, dict[str, Any]]]: ...
-
-
-class HubSource:
-    """The log as the running hub serves it."""
-
-    def __init__(self, client: Client) -> None:
-        self.client = client
-
-    def head(self) -> int | None:
-        return self.client.head()
-
-    def records(self, from_seq: int, types: Iterable[str]) -> Iterator[tuple[int, dict[str, Any]]]:
-        for record in self.client.read(from_seq, types=types):
-            try:
-                yield record.seq, record.fields()
-            except MalformedEventError:
-                continue
-
-    def execution_records(
-        self, execution_id: str, types: Iterable[str]
-    ) -> Iterator[tuple[int, dict[str, Any]]]:
-        for record in self.client.read(1, types=types, execution_id=execution_id):
-            yield record.seq, record.fields()
-
-    def event_id(self, seq: int) -> str | None:
-        try:
-            records, _, head = self.client.read_chunk(seq, seq, max_events=1)
-        except BusError:
-            return None
-        if records:
-            return str(records[0].fields().get("id", ""))
-        # none there: past the head (the snapshot is ahead of this log), or a range that log
-        # retention deleted (cannot tell which log it was: taken as this one)
-        return "" if seq > head else None
-
-
-class FileSource:
-    """The log read from its segment files: for queries while no hub runs (reads only)."""
-
-    def __init__(self, data_dir: Path) -> None:
-        self.data_dir = data_dir
-        self.reader = LogReader(log_dir(data_dir))
-
-    def close(self) -> None:
-        return None
-
-    def __enter__(self) -> FileSource:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def head(self) -> int | None:
-        return None  # unknown without a scan; `event_id` tells a snapshot ahead of the log
-
-    def records(self, from_seq: int, types: Iterable[str]) -> Iterator[tuple[int, dict[str, Any]]]:
-        for seq, payload in self.reader.read(from_seq, types=types):
-            try:
-                yield seq, unpack_map(payload)
-            except MalformedEventError:
-                continue
-
-    def execution_records(
-        self, execution_id: str, types: Iterable[str]
-    ) -> Iterator[tuple[int, dict[str, Any]]]:
-        for seq, payload in self.reader.read(1, types=types, execution_id=execution_id):
-            yield seq, unpack_map(payload)
-
-    def event_id(self, seq: int) -> str | None:
-        try:
-            for _, payload in self.reader.read(seq, seq):
-                return str(unpack_map(payload).get("id", ""))
-            for _ in self.reader.read(seq + 1, limit=1 << 62):
-                return None  # a later record is there: seq was deleted by log retention
-        except (StoreError, MalformedEventError):
-            return None
-        return ""  # no record at or after that seq: the log is shorter than the snapshot
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,26 +62,6 @@ def source_of(reader: Reader) -> tuple[LogSource, SnapshotStore | None]:
         return source, None
     data_dir = Path(endpoints.ingest[len("ipc://") :]).parent.parent
     return source, SnapshotStore(snapshot_dir(data_dir))
-
-
-def newest_snapshot(
-    store: SnapshotStore, candidates: Iterable[tuple[str, str]], source: LogSource
-) -> Snapshot | None:
-    """The newest usable snapshot among ``(name, version)`` candidates, for this log."""
-    head = source.head()
-
-    def same_log(seq: int, event_id: str) -> bool | None:
-        found = source.event_id(seq)
-        if found is None:
-            return None  # cannot tell (the hub is away): take it
-        return found == event_id
-
-    best: Snapshot | None = None
-    for name, version in candidates:
-        snap = store.newest(name, version, head=head, same_log=same_log)
-        if snap is not None and (best is None or snap.seq > best.seq):
-            best = snap
-    return best
 
 
 @dataclass(slots=True)

@@ -15,13 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from actors.read import model as readmodel
-from actors.read.model import SnapshotPolicy
 from actors.scheduler.core import SchedulerCore
 from actors.scheduler.specs import check_dependencies, load_file
 from actors.scheduler.timetable import ScheduleSpecError
 from actors.shared import loop
 from actors.shared.loop import Actor, LoopConfig, Now
+from actors.shared.snapshotter import SCHEDULER, SnapshotPolicy
 from bus.client import Client, Record
 from bus.endpoints import Endpoints
 from bus.events import Event, ScheduleAdded, ScheduleUpdated
@@ -54,7 +53,7 @@ class Scheduler(Actor):
     lock = "shared"
     types = frozenset(folds.TYPES)
     live_types = frozenset({"WorkerHeartbeat"})
-    snapshot_tag = readmodel.SCHEDULER
+    snapshot_tag = SCHEDULER
 
     def __init__(self, config: SchedulerConfig) -> None:
         self.config = config

@@ -32,10 +32,10 @@ from typing import Any, ClassVar, Final, Literal
 import zmq
 
 from actors.errors import ActorError
-from actors.read.model import HubSource, SnapshotPolicy
 from actors.shared import pidlock
 from actors.shared.outbox import Outbox, TooBig
-from actors.shared.snapshotter import Snapshotter
+from actors.shared.snapshotter import SnapshotPolicy, Snapshotter
+from actors.shared.sources import HubSource
 from bus.client import Client, Record, Subscription
 from bus.endpoints import Endpoints, run_dir
 from bus.events import Event, set_source

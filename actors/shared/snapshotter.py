@@ -9,14 +9,70 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
-from actors.read.model import LogSource, SnapshotPolicy, newest_snapshot
+from actors.shared.sources import LogSource
+from store.projections import alerts as alert_folds
+from store.projections import executions as execution_folds
+from store.projections import metrics as metric_folds
+from store.projections import schedules as schedule_folds
 from store.snapshots import Snapshot, SnapshotStore, snapshot_dir
 
 log = logging.getLogger("porch.snapshots")
+
+EVERY_EVENTS: Final = 10_000
+EVERY_S: Final = 300.0
+
+# Each actor's snapshot: its name and version (the fold codecs inside it, and the shape of the
+# body around them: bump the tag when that changes). Queries read these too.
+ORCHESTRATOR: Final = ("orchestrator", f"orchestrator3+{execution_folds.LAZY_VERSION}")
+SCHEDULER: Final = ("scheduler", f"scheduler1+{schedule_folds.CODEC.version}")
+MONITOR: Final = (
+    "monitor",
+    f"monitor1+{metric_folds.CODEC.version}+{alert_folds.CODEC.version}",
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SnapshotPolicy:
+    """When an actor writes a snapshot: after ``every_events`` folded events, or ``every_s``
+    seconds after the last one if anything was folded since. 0 events turns snapshots off."""
+
+    every_events: int = EVERY_EVENTS
+    every_s: float = EVERY_S
+
+    def __post_init__(self) -> None:
+        if self.every_events < 0:
+            raise ValueError(f"snapshots: every_events must be >= 0, got {self.every_events}")
+        if self.every_s <= 0:
+            raise ValueError(f"snapshots: every_s must be > 0, got {self.every_s}")
+
+    @property
+    def enabled(self) -> bool:
+        return self.every_events > 0
+
+
+def newest_snapshot(
+    store: SnapshotStore, candidates: Iterable[tuple[str, str]], source: LogSource
+) -> Snapshot | None:
+    """The newest usable snapshot among ``(name, version)`` candidates, for this log."""
+    head = source.head()
+
+    def same_log(seq: int, event_id: str) -> bool | None:
+        found = source.event_id(seq)
+        if found is None:
+            return None  # cannot tell (the hub is away): take it
+        return found == event_id
+
+    best: Snapshot | None = None
+    for name, version in candidates:
+        snap = store.newest(name, version, head=head, same_log=same_log)
+        if snap is not None and (best is None or snap.seq > best.seq):
+            best = snap
+    return best
 
 
 class Snapshotter:
