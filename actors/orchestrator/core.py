@@ -21,7 +21,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from actors.orchestrator.decide import decide, decision_id
+from actors.orchestrator.decide import decide
+from actors.shared.ids import decision_id
 from actors.shared.loop import Now
 from bus.events import (
     ArtifactsRemoved,

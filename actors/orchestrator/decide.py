@@ -7,11 +7,11 @@ drops the second as a duplicate.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Collection
 from itertools import chain
 from typing import Any
 
+from actors.shared.ids import decision_id
 from bus.events import (
     Event,
     ExecutionCancelled,
@@ -24,11 +24,6 @@ from bus.events import (
 )
 from store.projections import plan as plans
 from store.projections.executions import ExecutionsState, ExecutionState, TaskState
-
-
-def decision_id(*parts: object) -> str:
-    text = "\x1f".join(map(str, parts))
-    return "dec-" + hashlib.sha256(text.encode()).hexdigest()[:40]
 
 
 def decide(

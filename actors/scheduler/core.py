@@ -23,9 +23,9 @@ import time
 from dataclasses import dataclass
 from typing import Any, Final
 
-from actors.orchestrator.decide import decision_id
 from actors.scheduler.specs import check_stored, timetable
 from actors.scheduler.timetable import Slots, Timetable, slots_between
+from actors.shared.ids import decision_id
 from bus.events import (
     CancelRequested,
     Event,
