@@ -21,6 +21,7 @@ from typing import Final
 
 from store.errors import StoreError
 from store.projections.executions import ACTIVE, FINISHED, ExecutionsState, ExecutionState
+from store.projections.plan import Phase
 
 DAY_S: Final = 86_400.0
 OUTPUT_DIR: Final = "output"  # where an execution's final outputs are (see projections.plan)
@@ -156,14 +157,14 @@ def _recency(ex: ExecutionState) -> tuple[float, int]:
 def _removal(ex: ExecutionState, reason: str, *, finals: bool) -> Removal | None:
     """What is left to remove of a finished execution: the steps that ran (a step never
     dispatched wrote nothing) and, with ``finals``, its outputs."""
-    touched = {key[0] for key, task in ex.tasks.items() if task.attempt and key[1] != "collect"}
+    touched = {key[0] for key, task in ex.tasks.items() if task.attempt and key[1] != Phase.COLLECT}
     steps = tuple(
         s["id"]
         for s in ex.plan.get("steps", [])
         if s["id"] in touched and s["id"] not in ex.removed_steps
     )
     wrote_outputs = any(
-        task.attempt for key, task in ex.tasks.items() if key[1] == "collect"
+        task.attempt for key, task in ex.tasks.items() if key[1] == Phase.COLLECT
     ) or bool(ex.outputs)
     finals = finals and wrote_outputs and not ex.outputs_removed_ts
     if not steps and not finals:

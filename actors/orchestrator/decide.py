@@ -24,6 +24,7 @@ from bus.events import (
 )
 from store.projections import plan as plans
 from store.projections.executions import ExecutionsState, ExecutionState, TaskState
+from store.projections.plan import Phase
 
 
 def decide(
@@ -88,14 +89,14 @@ def dispatch(
     step = plans.steps_by_id(plan)[step_id]
     fingerprint = plan["fingerprints"][plans.task_name(key)]
     spec: dict[str, Any] = {"kind": step["kind"]}
-    if step["source"] == plans.SOURCE and phase in ("run", "map"):
+    if step["source"] == plans.SOURCE and phase in (Phase.RUN, Phase.MAP):
         spec["input_path"] = plan["input"]["path"]
         spec["row_groups"] = plans.row_groups(plan, key)
-    if step["columns"] is not None and phase == "run":
+    if step["columns"] is not None and phase == Phase.RUN:
         spec["columns"] = step["columns"]
-    if phase == "map":
+    if phase == Phase.MAP:
         spec["partial"] = plans.partial_path(plan, step_id, part)
-    if phase == "apply":
+    if phase == Phase.APPLY:
         spec["report_part"] = plans.report_path(plan, step_id, part)
     # read what upstream tasks actually wrote: a stage that passed its input through points
     # at that input's artifact instead of a copy
@@ -107,7 +108,7 @@ def dispatch(
             actual[plans.path(plan, dep)] = done.artifact
             hashes[done.artifact] = done.sha256
     inputs = [actual.get(p, p) for p in plans.inputs(plan, key)]
-    if phase == "run":  # only a pass-through stage needs its input's hash
+    if phase == Phase.RUN:  # only a pass-through stage needs its input's hash
         spec["input_sha256"] = {p: hashes[p] for p in inputs if p in hashes}
     return StageDispatched(
         id=decision_id(ex.execution_id, step_id, phase, part, attempt, "dispatch"),
@@ -156,7 +157,7 @@ def _reuse(ex: ExecutionState, state: ExecutionsState, fingerprint: str) -> dict
 
 def _failed(ex: ExecutionState, task: TaskState) -> ExecutionFailed:
     step_id, phase, part = task.key
-    where = f"stage {step_id!r}" + (f" ({phase}, part {part})" if phase != "run" else "")
+    where = f"stage {step_id!r}" + (f" ({phase}, part {part})" if phase != Phase.RUN else "")
     tries = f" after {task.attempt} attempts" if task.attempt > 1 else ""
     return ExecutionFailed(
         id=decision_id(ex.execution_id, "failed"),
@@ -171,7 +172,7 @@ def _failed(ex: ExecutionState, task: TaskState) -> ExecutionFailed:
 def _completed(ex: ExecutionState) -> ExecutionCompleted:
     outputs: dict[str, Any] = {}
     for step_id in ex.plan.get("outputs", []):
-        task = ex.tasks[(step_id, "collect", 0)]
+        task = ex.tasks[(step_id, Phase.COLLECT, 0)]
         outputs[step_id] = {"path": task.artifact, "rows": task.rows_out, "bytes": task.bytes}
     finished = max((t.finished_ts for t in ex.tasks.values()), default=ex.started_ts)
     return ExecutionCompleted(

@@ -28,6 +28,7 @@ from stages.registry import Registry
 from store.artifacts import is_slice
 from store.projections import plan as plans
 from store.projections.executions import ExecutionState
+from store.projections.plan import Phase
 
 MAX_PARTS: Final = 8192  # so a plan and a collect task fit in one event (1 MiB)
 SAFE_NAME: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
@@ -159,7 +160,7 @@ def resume_notes(plan: Mapping[str, Any], earlier: ExecutionState | None) -> lis
             and task.status == "completed"
             and not is_slice(task.artifact)  # a slice of the input: nothing was removed
         ):
-            reusable.add((step, phase == "collect"))
+            reusable.add((step, phase == Phase.COLLECT))
     eid = earlier.execution_id
     notes = []
     for step in earlier.plan["steps"]:

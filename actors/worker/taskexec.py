@@ -26,6 +26,7 @@ from stages.spec import Partitioning, Stage, sum_reports
 from store import artifacts
 from store.artifacts import ArtifactError
 from store.log import make_private_dir
+from store.projections.plan import Phase
 
 MAX_REPORT_BYTES: Final = 200_000
 
@@ -54,22 +55,22 @@ def _run(task: Mapping[str, Any], stage: Stage) -> dict[str, Any]:
     spec = task.get("spec", {})
     cfg = stage.config(task.get("config") or {})
     output = task["output"]
-    if phase == "collect":
+    if phase == Phase.COLLECT:
         info = artifacts.write_parquet(output, task["inputs"])
         return _done(info, rows_in=info.rows, rows_out=info.rows)
-    if phase == "reduce":
+    if phase == Phase.REDUCE:
         partials = [codec.unpack(artifacts.read_bytes(p)) for p in task["inputs"]]
         assert stage.reduce is not None
         stats = stage.reduce(partials, cfg)
         info = artifacts.write_bytes(output, codec.pack(stats))
         return _done(info, rows_in=0, rows_out=0)
-    if phase == "report":
+    if phase == Phase.REPORT:
         stats = codec.unpack(artifacts.read_bytes(task["inputs"][0]))
         parts = [codec.unpack(artifacts.read_bytes(p)) for p in task["inputs"][1:]]
         report = stage.report(stats, parts, cfg) if stage.report else sum_reports(parts)
         info = artifacts.write_bytes(output, codec.pack(plain_report(report)))
         return _done(info, rows_in=0, rows_out=0, report=report)
-    if phase == "apply":
+    if phase == Phase.APPLY:
         prepared = artifacts.read_frames([task["inputs"][0]])
         stats = codec.unpack(artifacts.read_bytes(task["inputs"][1]))
         assert stage.apply is not None
@@ -79,7 +80,7 @@ def _run(task: Mapping[str, Any], stage: Stage) -> dict[str, Any]:
         return _done(info, rows_in=len(prepared), rows_out=len(out), extra=[extra])
     df = _load(task, stage, cfg)
     rows_in = len(df)
-    if phase == "map":
+    if phase == Phase.MAP:
         assert stage.map is not None
         prepared, partial = stage.map(df, cfg)
         del df

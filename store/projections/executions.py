@@ -16,6 +16,7 @@ from typing import Any, Final
 import msgpack
 
 from store.projections import plan as plans
+from store.projections.plan import Phase
 from store.statecodec import StateCodec, paused_gc
 
 Fields = dict[str, Any]
@@ -105,9 +106,9 @@ class ExecutionState:
         out: dict[str, dict[str, Any]] = {}
         for step in self.plan.get("steps", []):
             sid = step["id"]
-            mine = [t for k, t in self.tasks.items() if k[0] == sid and k[1] != "collect"]
+            mine = [t for k, t in self.tasks.items() if k[0] == sid and k[1] != Phase.COLLECT]
             finals = [t for t in mine if t.key[1] == plans.last_phase(step)]
-            gates = [t for t in mine if t.key[1] in ("apply", "run", "report")]
+            gates = [t for t in mine if t.key[1] in (Phase.APPLY, Phase.RUN, Phase.REPORT)]
             firsts = [t for t in mine if t.key[1] == step["phases"][0]]
             done = sum(1 for t in finals if t.status == "completed")
             status = "pending"
@@ -135,7 +136,7 @@ class ExecutionState:
                 "reused": bool(finals) and all(t.reused for t in finals),
                 "artifacts": [t.artifact for t in finals if t.status == "completed"],
                 "removed": sid in self.removed_steps,
-                "report": next((t.report for t in mine if t.key[1] == "report"), None)
+                "report": next((t.report for t in mine if t.key[1] == Phase.REPORT), None)
                 or (finals[0].report if len(finals) == 1 else {}),
             }
         return out
@@ -179,7 +180,7 @@ def _get(state: ExecutionsState, fields: Fields) -> ExecutionState | None:
 def _task(ex: ExecutionState, fields: Fields) -> TaskState | None:
     key = (
         fields.get("step") or fields.get("stage", ""),
-        fields.get("phase", "run"),
+        fields.get("phase", Phase.RUN),
         fields.get("partition", 0),
     )
     return ex.tasks.get(key)
@@ -361,7 +362,7 @@ def _finished(status: str) -> Callable[[int, Fields, ExecutionsState], None]:
 def _settled(ex: ExecutionState) -> bool:
     """Nothing of it is left for retention to remove but its final outputs: every step that
     ran has had its artifacts removed (or none ran)."""
-    ran = {key[0] for key, task in ex.tasks.items() if task.attempt and key[1] != "collect"}
+    ran = {key[0] for key, task in ex.tasks.items() if task.attempt and key[1] != Phase.COLLECT}
     return ran <= ex.removed_steps.keys()
 
 

@@ -47,6 +47,7 @@ from math import isfinite
 from operator import attrgetter
 from typing import Any, Final
 
+from store.projections.plan import Phase
 from store.statecodec import StateCodec
 
 Fields = dict[str, Any]
@@ -264,7 +265,9 @@ def _stage(f: Fields) -> Labels:
 def _completed(seq: int, f: Fields, state: MetricsState) -> None:
     ts, labels = f["ts"], _stage(f)
     state.dispatched.pop(f.get("task_id", ""), None)
-    if f.get("reused") or f.get("phase") == "collect":  # collect writes the output: not the stage
+    if (
+        f.get("reused") or f.get("phase") == Phase.COLLECT
+    ):  # collect writes the output: not the stage
         return
     duration = float(f.get("duration_s", 0.0))
     record(state, "stage_duration_seconds", labels, ts, duration)

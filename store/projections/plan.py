@@ -14,9 +14,22 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterator, Mapping, Sequence
+from enum import StrEnum
 from typing import Any, Final
 
-TaskKey = tuple[str, str, int]
+
+class Phase(StrEnum):
+    """What a task of a step does. Equal to its string, as events carry it."""
+
+    RUN = "run"  # the stage on one part, or on the whole table
+    MAP = "map"  # a global-stats stage: partial statistics of one part
+    REDUCE = "reduce"  # ... the partials combined
+    APPLY = "apply"  # ... the stage on one part, with the combined statistics
+    REPORT = "report"  # ... the parts' reports combined
+    COLLECT = "collect"  # an output step's parts written as one parquet file
+
+
+TaskKey = tuple[str, str, int]  # (step id, phase, part)
 SOURCE: Final = "source"
 MODES: Final = ("sequential", "parallel", "hybrid")
 KINDS: Final = ("row_local", "global_stats", "global")
@@ -61,9 +74,9 @@ def make_plan(
         source_parts = out_parts[step["source"]]
         split = mode != "sequential" and kind != "global" and source_parts > 1
         count = source_parts if split else 1
-        phases = ["run"]
+        phases = [Phase.RUN]
         if split and kind == "global_stats":
-            phases = ["map", "reduce", "apply", "report"]
+            phases = [Phase.MAP, Phase.REDUCE, Phase.APPLY, Phase.REPORT]
         out_parts[step["id"]] = count
         planned.append(
             {
@@ -106,16 +119,16 @@ def tasks(plan: Mapping[str, Any]) -> Iterator[TaskKey]:
     """Every task of the plan, in an order that respects dependencies."""
     for step in plan["steps"]:
         for phase in step["phases"]:
-            count = 1 if phase in ("reduce", "report") else step["parts"]
+            count = 1 if phase in (Phase.REDUCE, Phase.REPORT) else step["parts"]
             for part in range(count):
                 yield (step["id"], phase, part)
     for step_id in plan["outputs"]:
-        yield (step_id, "collect", 0)
+        yield (step_id, Phase.COLLECT, 0)
 
 
 def last_phase(step: Mapping[str, Any]) -> str:
     """The phase whose tasks write the step's output frames."""
-    return "apply" if "apply" in step["phases"] else "run"
+    return Phase.APPLY if Phase.APPLY in step["phases"] else Phase.RUN
 
 
 def output_tasks(plan: Mapping[str, Any], step_id: str) -> list[TaskKey]:
@@ -127,7 +140,7 @@ def output_tasks(plan: Mapping[str, Any], step_id: str) -> list[TaskKey]:
 def gate_tasks(plan: Mapping[str, Any], step_id: str) -> list[TaskKey]:
     """The tasks after which the step is done: its outputs and, if split, its report."""
     step = steps_by_id(plan)[step_id]
-    extra = [(step_id, "report", 0)] if "report" in step["phases"] else []
+    extra = [(step_id, Phase.REPORT, 0)] if Phase.REPORT in step["phases"] else []
     return output_tasks(plan, step_id) + extra
 
 
@@ -135,14 +148,16 @@ def depends_on(plan: Mapping[str, Any], key: TaskKey) -> list[TaskKey]:
     """The tasks that must complete before `key` can run."""
     step_id, phase, part = key
     step = steps_by_id(plan)[step_id]
-    if phase == "collect":
+    if phase == Phase.COLLECT:
         return gate_tasks(plan, step_id)
-    if phase == "reduce":
-        return [(step_id, "map", p) for p in range(step["parts"])]
-    if phase == "apply":
-        return [(step_id, "reduce", 0), (step_id, "map", part)]
-    if phase == "report":
-        return [(step_id, "reduce", 0)] + [(step_id, "apply", p) for p in range(step["parts"])]
+    if phase == Phase.REDUCE:
+        return [(step_id, Phase.MAP, p) for p in range(step["parts"])]
+    if phase == Phase.APPLY:
+        return [(step_id, Phase.REDUCE, 0), (step_id, Phase.MAP, part)]
+    if phase == Phase.REPORT:
+        return [(step_id, Phase.REDUCE, 0)] + [
+            (step_id, Phase.APPLY, p) for p in range(step["parts"])
+        ]
     ordering = [t for after in step["after"] for t in gate_tasks(plan, after)]
     source = step["source"]
     if source == SOURCE:
@@ -157,11 +172,11 @@ def path(plan: Mapping[str, Any], key: TaskKey) -> str:
     """Where the task writes its main artifact."""
     step_id, phase, part = key
     base = f"{plan['dir']}/{step_id}"
-    if phase == "collect":
+    if phase == Phase.COLLECT:
         return f"{plan['dir']}/output/{step_id}.parquet"
-    if phase == "reduce":
+    if phase == Phase.REDUCE:
         return f"{base}/stats.bin"
-    if phase == "report":
+    if phase == Phase.REPORT:
         return f"{base}/report.bin"
     return f"{base}/{phase}-{part:04d}.arrow"
 
@@ -179,15 +194,15 @@ def inputs(plan: Mapping[str, Any], key: TaskKey) -> list[str]:
     """The files a task reads (for a task on the execution's input: none; it reads row groups)."""
     step_id, phase, part = key
     step = steps_by_id(plan)[step_id]
-    if phase == "collect":
+    if phase == Phase.COLLECT:
         return [path(plan, t) for t in output_tasks(plan, step_id)]
-    if phase == "reduce":
+    if phase == Phase.REDUCE:
         return [partial_path(plan, step_id, p) for p in range(step["parts"])]
-    if phase == "apply":
-        return [path(plan, (step_id, "map", part)), path(plan, (step_id, "reduce", 0))]
-    if phase == "report":
+    if phase == Phase.APPLY:
+        return [path(plan, (step_id, Phase.MAP, part)), path(plan, (step_id, Phase.REDUCE, 0))]
+    if phase == Phase.REPORT:
         parts = [report_path(plan, step_id, p) for p in range(step["parts"])]
-        return [path(plan, (step_id, "reduce", 0)), *parts]
+        return [path(plan, (step_id, Phase.REDUCE, 0)), *parts]
     if step["source"] == SOURCE:
         return []
     upstream = output_tasks(plan, step["source"])
@@ -199,7 +214,7 @@ def row_groups(plan: Mapping[str, Any], key: TaskKey) -> list[int]:
     """``[first, end)`` row groups of the input a task reads; empty if it reads artifacts."""
     step_id, phase, part = key
     step = steps_by_id(plan)[step_id]
-    if step["source"] != SOURCE or phase not in ("run", "map"):
+    if step["source"] != SOURCE or phase not in (Phase.RUN, Phase.MAP):
         return []
     if step["parts"] == 1:
         return [0, plan["parts"][-1][1]]
