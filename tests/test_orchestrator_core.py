@@ -35,6 +35,7 @@ from bus.events import (
 from stages.registry import Registry
 from stages.sample import generate
 from store.projections import executions as folds
+from store.projections.plan import TaskRef
 from tests.memhub import MemoryHub
 
 T0 = 1_800_000_000.0
@@ -139,8 +140,7 @@ class Orchestrated:
 
 
 def _task_fields(task: dict[str, Any]) -> dict[str, Any]:
-    keys = ("execution_id", "stage", "partition", "attempt", "step", "phase", "task_id")
-    return {k: task[k] for k in keys}
+    return TaskRef.of(task).fields()
 
 
 def request(source: Path, eid: str = "e1", **extra: Any) -> ExecutionRequested:

@@ -36,7 +36,7 @@ from bus.events import (
 from store import retention
 from store.projections import executions as folds
 from store.projections import plan as plans
-from store.projections.plan import TaskKey
+from store.projections.plan import TaskKey, TaskRef
 
 log = logging.getLogger("porch.orchestrator")
 WORKER_TIMEOUT_S: Final = 5.0
@@ -71,8 +71,8 @@ class CoreConfig:
 @dataclass(slots=True)
 class Lease:
     deadline: float  # monotonic
-    execution_id: str
-    fields: dict[str, Any]
+    task: TaskRef
+    worker: str
 
 
 @dataclass(slots=True)
@@ -266,9 +266,7 @@ class OrchestratorCore:
                     self.pushes.append((task.task_id, task.key, payload))
                 elif task.status == "running":
                     self.leases[task.task_id] = Lease(
-                        now.mono + self.config.lease_ms / 1000,
-                        ex.execution_id,
-                        self._lease_fields(ex, task),
+                        now.mono + self.config.lease_ms / 1000, *self._lease_of(ex, task)
                     )
 
     def _forget_pending(self, event_id: str) -> None:
@@ -395,18 +393,11 @@ class OrchestratorCore:
     # --- leases and workers ------------------------------------------------------------------
 
     @staticmethod
-    def _lease_fields(ex: folds.ExecutionState, task: folds.TaskState) -> dict[str, Any]:
+    def _lease_of(ex: folds.ExecutionState, task: folds.TaskState) -> tuple[TaskRef, str]:
         step, phase, part = task.key
-        return {
-            "execution_id": ex.execution_id,
-            "stage": plans.steps_by_id(ex.plan)[step]["stage"],
-            "step": step,
-            "phase": phase,
-            "partition": part,
-            "attempt": task.attempt,
-            "task_id": task.task_id,
-            "worker": task.worker,
-        }
+        stage = plans.steps_by_id(ex.plan)[step]["stage"]
+        ref = TaskRef(ex.execution_id, stage, step, phase, part, task.attempt, task.task_id)
+        return ref, task.worker
 
     def _check_workers(self, now: Now) -> None:
         """Count out the workers heard of for `WORKER_TIMEOUT_S` no more, in the log: their
@@ -431,21 +422,14 @@ class OrchestratorCore:
             if now.mono < lease.deadline:
                 continue
             del self.leases[task_id]
-            f = lease.fields
             self._send(
                 StageFailed(
+                    **lease.task.fields(),
                     id=decision_id(task_id, "lease"),
-                    execution_id=f["execution_id"],
-                    stage=f["stage"],
-                    worker=f["worker"] or "unknown",
+                    worker=lease.worker or "unknown",
                     error=f"lease expired: no sign of the task for {self.config.lease_ms} ms",
-                    partition=f["partition"],
-                    attempt=f["attempt"],
                     error_type="LeaseExpired",
                     retryable=True,
-                    step=f["step"],
-                    phase=f["phase"],
-                    task_id=task_id,
                 )
             )
 
@@ -483,7 +467,7 @@ class OrchestratorCore:
             task = ex.tasks.get(key)
             if task is not None and task.task_id == task_id:
                 self.leases[task_id] = Lease(
-                    now.mono + self.config.lease_ms / 1000, eid, self._lease_fields(ex, task)
+                    now.mono + self.config.lease_ms / 1000, *self._lease_of(ex, task)
                 )
 
     def _wanted(self, task_id: str, key: TaskKey) -> bool:

@@ -48,6 +48,7 @@ from bus.events import (
     to_map,
 )
 from bus.wire import SOCKET_MAX_BYTES
+from store.projections.plan import TaskRef
 
 log = logging.getLogger("porch.worker")
 CONTROL: Final = ("CancelRequested", "ExecutionCancelled")
@@ -306,18 +307,7 @@ class Worker(Actor):
     def _announce(self, task: dict[str, Any]) -> None:
         if not self._starts:
             self._starts_due = time.monotonic() + START_DELAY_S
-        self._starts.append(
-            StageStarted(
-                execution_id=task["execution_id"],
-                stage=task["stage"],
-                worker=self.name,
-                partition=task["partition"],
-                attempt=task["attempt"],
-                step=task["step"],
-                phase=task["phase"],
-                task_id=task["task_id"],
-            )
-        )
+        self._starts.append(StageStarted(**TaskRef.of(task).fields(), worker=self.name))
 
     def _on_runner(self, runner: Runner) -> None:
         assert runner.reader is not None
@@ -400,8 +390,7 @@ class Worker(Actor):
     def _complete(self, task: dict[str, Any], result: dict[str, Any]) -> None:
         self._send(
             StageCompleted(
-                execution_id=task["execution_id"],
-                stage=task["stage"],
+                **TaskRef.of(task).fields(),
                 worker=self.name,
                 artifact=str(result["artifact"]),
                 rows_in=int(result["rows_in"]),
@@ -409,12 +398,7 @@ class Worker(Actor):
                 bytes=int(result["bytes"]),
                 sha256=str(result["sha256"]),
                 duration_s=float(result["duration_s"]),
-                partition=task["partition"],
-                attempt=task["attempt"],
                 report=result.get("report", {}),
-                step=task["step"],
-                phase=task["phase"],
-                task_id=task["task_id"],
                 extra={str(k): str(v) for k, v in result.get("extra", {}).items()},
                 reused=bool(result.get("reused", False)),
             )
@@ -433,19 +417,13 @@ class Worker(Actor):
         self.stats.failed += 1
         self._send(
             StageFailed(
-                execution_id=task["execution_id"],
-                stage=task["stage"],
+                **TaskRef.of(task).fields(),
                 worker=self.name,
                 error=error,
-                partition=task["partition"],
-                attempt=task["attempt"],
                 error_type=error_type,
                 retryable=retryable,
                 permanent=permanent,
                 traceback_path=traceback_path,
-                step=task["step"],
-                phase=task["phase"],
-                task_id=task["task_id"],
             )
         )
 

@@ -180,7 +180,7 @@ def _get(state: ExecutionsState, fields: Fields) -> ExecutionState | None:
 def _task(ex: ExecutionState, fields: Fields) -> TaskState | None:
     key = (
         fields.get("step") or fields.get("stage", ""),
-        fields.get("phase", Phase.RUN),
+        fields.get("phase", Phase.RUN.value),
         fields.get("partition", 0),
     )
     return ex.tasks.get(key)

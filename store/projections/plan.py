@@ -14,12 +14,14 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Final
 
 
 class Phase(StrEnum):
-    """What a task of a step does. Equal to its string, as events carry it."""
+    """What a task of a step does. A member compares equal to its string; what goes into a
+    plan or an event is the ``.value`` (the event schema takes plain data only)."""
 
     RUN = "run"  # the stage on one part, or on the whole table
     MAP = "map"  # a global-stats stage: partial statistics of one part
@@ -30,6 +32,51 @@ class Phase(StrEnum):
 
 
 TaskKey = tuple[str, str, int]  # (step id, phase, part)
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRef:
+    """Which task an event is about: the fields a ``StageDispatched`` hands on to the
+    ``StageStarted``, ``StageProgress``, ``StageCompleted`` or ``StageFailed`` of its run."""
+
+    execution_id: str
+    stage: str
+    step: str
+    phase: str
+    partition: int
+    attempt: int
+    task_id: str
+
+    @classmethod
+    def of(cls, fields: Mapping[str, Any]) -> TaskRef:
+        """From a task event's map (a ``StageDispatched``, or anything naming a task)."""
+        return cls(
+            execution_id=str(fields["execution_id"]),
+            stage=str(fields["stage"]),
+            step=str(fields["step"]),
+            phase=str(fields["phase"]),
+            partition=int(fields["partition"]),
+            attempt=int(fields["attempt"]),
+            task_id=str(fields["task_id"]),
+        )
+
+    @property
+    def key(self) -> TaskKey:
+        return (self.step, self.phase, self.partition)
+
+    def fields(self) -> dict[str, Any]:
+        """The keyword arguments of a task event about this task."""
+        return {
+            "execution_id": self.execution_id,
+            "stage": self.stage,
+            "step": self.step,
+            "phase": self.phase,
+            "partition": self.partition,
+            "attempt": self.attempt,
+            "task_id": self.task_id,
+        }
+
+
 SOURCE: Final = "source"
 MODES: Final = ("sequential", "parallel", "hybrid")
 KINDS: Final = ("row_local", "global_stats", "global")
@@ -74,9 +121,9 @@ def make_plan(
         source_parts = out_parts[step["source"]]
         split = mode != "sequential" and kind != "global" and source_parts > 1
         count = source_parts if split else 1
-        phases = [Phase.RUN]
+        phases = [Phase.RUN.value]
         if split and kind == "global_stats":
-            phases = [Phase.MAP, Phase.REDUCE, Phase.APPLY, Phase.REPORT]
+            phases = [Phase.MAP.value, Phase.REDUCE.value, Phase.APPLY.value, Phase.REPORT.value]
         out_parts[step["id"]] = count
         planned.append(
             {
@@ -123,12 +170,12 @@ def tasks(plan: Mapping[str, Any]) -> Iterator[TaskKey]:
             for part in range(count):
                 yield (step["id"], phase, part)
     for step_id in plan["outputs"]:
-        yield (step_id, Phase.COLLECT, 0)
+        yield (step_id, Phase.COLLECT.value, 0)
 
 
 def last_phase(step: Mapping[str, Any]) -> str:
     """The phase whose tasks write the step's output frames."""
-    return Phase.APPLY if Phase.APPLY in step["phases"] else Phase.RUN
+    return Phase.APPLY.value if Phase.APPLY in step["phases"] else Phase.RUN.value
 
 
 def output_tasks(plan: Mapping[str, Any], step_id: str) -> list[TaskKey]:
@@ -140,7 +187,7 @@ def output_tasks(plan: Mapping[str, Any], step_id: str) -> list[TaskKey]:
 def gate_tasks(plan: Mapping[str, Any], step_id: str) -> list[TaskKey]:
     """The tasks after which the step is done: its outputs and, if split, its report."""
     step = steps_by_id(plan)[step_id]
-    extra = [(step_id, Phase.REPORT, 0)] if Phase.REPORT in step["phases"] else []
+    extra = [(step_id, Phase.REPORT.value, 0)] if Phase.REPORT in step["phases"] else []
     return output_tasks(plan, step_id) + extra
 
 
@@ -151,12 +198,12 @@ def depends_on(plan: Mapping[str, Any], key: TaskKey) -> list[TaskKey]:
     if phase == Phase.COLLECT:
         return gate_tasks(plan, step_id)
     if phase == Phase.REDUCE:
-        return [(step_id, Phase.MAP, p) for p in range(step["parts"])]
+        return [(step_id, Phase.MAP.value, p) for p in range(step["parts"])]
     if phase == Phase.APPLY:
-        return [(step_id, Phase.REDUCE, 0), (step_id, Phase.MAP, part)]
+        return [(step_id, Phase.REDUCE.value, 0), (step_id, Phase.MAP.value, part)]
     if phase == Phase.REPORT:
-        return [(step_id, Phase.REDUCE, 0)] + [
-            (step_id, Phase.APPLY, p) for p in range(step["parts"])
+        return [(step_id, Phase.REDUCE.value, 0)] + [
+            (step_id, Phase.APPLY.value, p) for p in range(step["parts"])
         ]
     ordering = [t for after in step["after"] for t in gate_tasks(plan, after)]
     source = step["source"]
@@ -199,10 +246,13 @@ def inputs(plan: Mapping[str, Any], key: TaskKey) -> list[str]:
     if phase == Phase.REDUCE:
         return [partial_path(plan, step_id, p) for p in range(step["parts"])]
     if phase == Phase.APPLY:
-        return [path(plan, (step_id, Phase.MAP, part)), path(plan, (step_id, Phase.REDUCE, 0))]
+        return [
+            path(plan, (step_id, Phase.MAP.value, part)),
+            path(plan, (step_id, Phase.REDUCE.value, 0)),
+        ]
     if phase == Phase.REPORT:
         parts = [report_path(plan, step_id, p) for p in range(step["parts"])]
-        return [path(plan, (step_id, Phase.REDUCE, 0)), *parts]
+        return [path(plan, (step_id, Phase.REDUCE.value, 0)), *parts]
     if step["source"] == SOURCE:
         return []
     upstream = output_tasks(plan, step["source"])
