@@ -24,7 +24,7 @@ from actors.api.system import spawn_actor, stop_process
 from actors.errors import ActorError, UsageError
 from actors.read.schedules import fold_schedules, queue_status, recent_executions, schedule_status
 from actors.scheduler.actor import scheduler_running
-from actors.scheduler.specs import normalize
+from actors.scheduler.specs import DEFAULTS, normalize
 from bus.client import Client
 from bus.events import SchedulePaused, ScheduleRemoved, ScheduleResumed
 
@@ -62,19 +62,19 @@ class ScheduleConfig:
     enabled: bool = True
     execution_timeout_minutes: float | None = None
     retry_strategy: RetryStrategy | str = RetryStrategy.NO_RETRY
-    max_retries: int = 3
-    retry_delay_minutes: float = 5.0
-    priority: int = 0
+    max_retries: int = DEFAULTS["max_retries"]
+    retry_delay_minutes: float = DEFAULTS["retry_delay_minutes"]
+    priority: int = DEFAULTS["priority"]
     execution_config: dict[str, Any] = field(default_factory=dict)
-    timezone: str = "UTC"
+    timezone: str = DEFAULTS["timezone"]
     dependencies: list[str] = field(default_factory=list)
     misfire_policy: MisfirePolicy | str = MisfirePolicy.RUN_ONCE
-    misfire_grace_seconds: float = 60.0
-    max_catch_up: int = 10
-    jitter_seconds: float = 0.0
+    misfire_grace_seconds: float = DEFAULTS["misfire_grace_seconds"]
+    max_catch_up: int = DEFAULTS["max_catch_up"]
+    jitter_seconds: float = DEFAULTS["jitter_seconds"]
     resource_requirements: dict[str, Any] = field(default_factory=dict)
-    max_retry_delay_minutes: float = 60.0
-    retry_jitter: float = 0.0
+    max_retry_delay_minutes: float = DEFAULTS["max_retry_delay_minutes"]
+    retry_jitter: float = DEFAULTS["retry_jitter"]
     start_date: str | float | None = None
     end_date: str | float | None = None
 

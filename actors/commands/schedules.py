@@ -50,18 +50,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     what.add_argument("--stages", help="comma-separated stage names (default: the four built-ins)")
     what.add_argument("--pipeline", metavar="FILE.toml", help="a pipeline file")
     add.add_argument("--mode", choices=["sequential", "parallel", "hybrid"], default="sequential")
-    add.add_argument("--tz", default="UTC", help="IANA time zone of the cron or date (default UTC)")
+    add.add_argument("--tz", help="IANA time zone of the cron or date (default UTC)")
     add.add_argument("--name", help="a display name")
-    add.add_argument("--priority", type=int, default=0, help="higher runs first (default 0)")
+    add.add_argument("--priority", type=int, help="higher runs first (default 0)")
     add.add_argument("--timeout-minutes", type=float, help="cancel a run after this long")
-    add.add_argument("--retry", default="no_retry", metavar="STRATEGY",
-                     help="no_retry, fixed_delay, linear_backoff or exponential_backoff")  # fmt: skip
-    add.add_argument("--max-retries", type=int, default=3)
-    add.add_argument("--retry-delay-minutes", type=float, default=5.0)
-    add.add_argument("--misfire", default="run_once", help="skip, run_once or catch_up")
-    add.add_argument("--grace-seconds", type=float, default=60.0, help="lateness still on time")
-    add.add_argument("--max-catch-up", type=int, default=10)
-    add.add_argument("--jitter-seconds", type=float, default=0.0)
+    add.add_argument("--retry", metavar="STRATEGY",
+                     help="no_retry (default), fixed_delay, linear_backoff or exponential_backoff")  # fmt: skip
+    add.add_argument("--max-retries", type=int, help="default 3")
+    add.add_argument("--retry-delay-minutes", type=float, help="default 5")
+    add.add_argument("--misfire", help="skip, run_once (default) or catch_up")
+    add.add_argument("--grace-seconds", type=float, help="lateness still on time (default 60)")
+    add.add_argument("--max-catch-up", type=int, help="default 10")
+    add.add_argument("--jitter-seconds", type=float, help="default 0")
     add.add_argument("--cpu-cores", type=float)
     add.add_argument("--memory-gb", type=float)
     add.add_argument("--max-concurrent-jobs", type=int, help="runs of this schedule at once")
@@ -158,7 +158,7 @@ def _config_from_flags(args: argparse.Namespace) -> dict[str, Any]:
         )
         if v is not None
     }
-    return {
+    given = {
         "schedule_id": args.schedule_id,
         "name": args.name,
         "schedule_type": chosen[0],
@@ -178,6 +178,8 @@ def _config_from_flags(args: argparse.Namespace) -> dict[str, Any]:
         "resource_requirements": resources,
         "execution_config": execution,
     }
+    # a flag not given leaves the setting to its default (declared once, in ScheduleSpec)
+    return {k: v for k, v in given.items() if v is not None}
 
 
 def cmd_add(args: argparse.Namespace) -> int:

@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Final
 
-from actors.scheduler.specs import check_stored, timetable
+from actors.scheduler.specs import ScheduleSpec, check_stored, timetable
 from actors.scheduler.timetable import Slots, Timetable, slots_between
 from actors.shared.ids import decision_id
 from bus.events import (
@@ -126,6 +126,7 @@ class SchedulerCore:
         self._admitted: dict[str, float] = {}  # execution id -> when admitted, until folded
         self._dependents: dict[str, set[str]] | None = None
         self._slot_due: dict[str, tuple[int, float]] = {}  # the one live heap slot per schedule
+        self._specs: dict[str, tuple[int, ScheduleSpec]] = {}  # typed settings, by version
         self._pending: list[Event] = []
         self._admission_due = False
         self._admitted_at = 0.0
@@ -174,6 +175,16 @@ class SchedulerCore:
         self._admission_due = True
 
     # --- reacting to changes --------------------------------------------------------------------
+
+    def spec(self, schedule: ScheduleState) -> ScheduleSpec:
+        """The schedule's settings, typed (read once per version of the schedule)."""
+        cached = self._specs.get(schedule.schedule_id)
+        if cached is None or cached[0] != schedule.version:
+            cached = self._specs[schedule.schedule_id] = (
+                schedule.version,
+                ScheduleSpec.of(schedule.config),
+            )
+        return cached[1]
 
     def table(self, schedule: ScheduleState) -> _Table:
         cached = self._tables.get(schedule.schedule_id)
@@ -230,7 +241,7 @@ class SchedulerCore:
             return
         nxt = self.next_fire(schedule)
         if nxt is not None:
-            due = nxt + slot_jitter_s(sid, nxt, schedule.config.get("jitter_seconds", 0))
+            due = nxt + slot_jitter_s(sid, nxt, self.spec(schedule).jitter_seconds)
             self._push_slot(sid, schedule.version, due)
 
     def _push_slot(self, sid: str, version: int, due: float) -> None:
@@ -259,7 +270,7 @@ class SchedulerCore:
     def _rebuild_dependents(self) -> None:
         self._dependents = {}
         for sid, schedule in self.state.schedules.items():
-            for up in schedule.config.get("dependencies", []):
+            for up in self.spec(schedule).dependencies:
                 self._dependents.setdefault(up, set()).add(sid)
 
     def _push(self, due: float, kind: str, ident: str, version: int) -> None:
@@ -349,7 +360,7 @@ class SchedulerCore:
         A slot is on time while it is less than ``misfire_grace_seconds`` (plus the jitter) old:
         every on-time slot fires. Older ones go by the policy: ``skip`` none, ``run_once`` the
         latest (unless an on-time one fires anyway), ``catch_up`` the latest ``max_catch_up``."""
-        sid, config = schedule.schedule_id, schedule.config
+        sid, spec = schedule.schedule_id, self.spec(schedule)
         cached = self.table(schedule)
         if cached.table is None:
             return []
@@ -364,8 +375,8 @@ class SchedulerCore:
                 events.append(self._missed(sid, paused, paused.latest[-1], paused.count,
                                            "the schedule was paused"))  # fmt: skip
                 after = paused.latest[-1]
-        jitter = float(config.get("jitter_seconds", 0))
-        boundary = now - float(config.get("misfire_grace_seconds", 60)) - jitter
+        jitter = spec.jitter_seconds
+        boundary = now - spec.misfire_grace_seconds - jitter
         first = table.next_after(after)
         if first is not None and first > boundary:  # the usual case: nothing is late
             slot: float | None = first
@@ -381,8 +392,8 @@ class SchedulerCore:
             if slot is not None:
                 self._push_slot(sid, schedule.version, slot + slot_jitter_s(sid, slot, jitter))
             return events
-        policy = config.get("misfire_policy", "run_once")
-        keep = int(config.get("max_catch_up", 10))
+        policy = spec.misfire_policy
+        keep = spec.max_catch_up
         # one more than kept, so the last slot not fired is known for its ScheduleMissed
         late = slots_between(table, after, boundary, keep + 1) if boundary > after else _NONE
         on_time = slots_between(table, max(after, boundary), now, ON_TIME_LIMIT)
@@ -399,7 +410,7 @@ class SchedulerCore:
                 lateness = now - (late.first or now)
                 reason = {
                     "skip": f"misfire: {lateness:.0f} s late, past the grace of "
-                    f"{config.get('misfire_grace_seconds', 60):g} s (policy skip)",
+                    f"{spec.misfire_grace_seconds:g} s (policy skip)",
                     "run_once": "misfire: coalesced into one run (policy run_once)",
                     "catch_up": f"misfire: over max_catch_up {keep} (policy catch_up)",
                 }[policy]
@@ -464,13 +475,13 @@ class SchedulerCore:
         schedule = self.state.schedules.get(run.schedule_id)
         if schedule is None:
             return None
-        config = schedule.config
+        spec = self.spec(schedule)
         delay = retry_delay_s(
-            config.get("retry_strategy", "no_retry"),
+            spec.retry_strategy,
             run.attempt,
-            delay_s=float(config.get("retry_delay_minutes", 5)) * 60,
-            cap_s=float(config.get("max_retry_delay_minutes", 60)) * 60,
-            jitter=float(config.get("retry_jitter", 0)),
+            delay_s=spec.retry_delay_minutes * 60,
+            cap_s=spec.max_retry_delay_minutes * 60,
+            jitter=spec.retry_jitter,
             seed=run.root,
         )
         if delay is None:
@@ -493,7 +504,7 @@ class SchedulerCore:
         if schedule.paused:
             return
         latest: list[RunState] = []
-        for up in schedule.config.get("dependencies", []):
+        for up in self.spec(schedule).dependencies:
             upstream = self.state.schedules.get(up)
             if upstream is None or not upstream.runs:
                 return

@@ -1,15 +1,19 @@
 """A schedule's configuration, checked at the door and normalised into plain data.
 
-`normalize` turns what a user gives (a `ScheduleConfig`, a dict from Python or a TOML file, CLI
-flags) into the plain dict stored in ``ScheduleAdded.config``, or raises `ScheduleSpecError` with
-one line naming what is wrong. `timetable` turns a stored config back into its `Timetable`.
+`ScheduleSpec` declares every setting once, with its default. `normalize` turns what a user
+gives (a `ScheduleConfig`, a dict from Python or a TOML file, CLI flags) into the plain dict
+stored in ``ScheduleAdded.config``, or raises `ScheduleSpecError` with one line naming what is
+wrong; `ScheduleSpec.of` reads a stored config back, typed. `timetable` turns a stored config
+into its `Timetable`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from enum import Enum
 from pathlib import Path
 from typing import Any, Final
@@ -50,6 +54,50 @@ KEYS: Final = (
     "execution_config", "dependencies", "misfire_policy", "misfire_grace_seconds",
     "max_catch_up", "jitter_seconds", "resource_requirements", "start_date", "end_date",
 )  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ScheduleSpec:
+    """A schedule's settings as stored (normalised), with the default of each declared here
+    only. ``interval_s`` and ``fire_at`` are derived from the expression of an interval or
+    one-time schedule; instants are seconds since the epoch."""
+
+    schedule_id: str
+    schedule_type: str
+    name: str = ""
+    description: str = ""
+    schedule_expression: str = ""
+    timezone: str = "UTC"
+    enabled: bool = True
+    dependencies: list[str] = field(default_factory=list)
+    start_date: float | None = None
+    end_date: float | None = None
+    interval_s: float | None = None
+    fire_at: float | None = None
+    execution_timeout_minutes: float | None = None
+    retry_strategy: str = "no_retry"
+    max_retries: int = 3
+    retry_delay_minutes: float = 5.0
+    max_retry_delay_minutes: float = 60.0
+    retry_jitter: float = 0.0
+    priority: int = 0
+    misfire_policy: str = "run_once"
+    misfire_grace_seconds: float = 60.0
+    max_catch_up: int = 10
+    jitter_seconds: float = 0.0
+    resource_requirements: dict[str, float] = field(default_factory=dict)
+    execution_config: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, config: Mapping[str, Any]) -> ScheduleSpec:
+        """A stored (normalised) config, typed; a setting it lacks takes its default."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in config.items() if k in names})
+
+
+DEFAULTS: Final[dict[str, Any]] = {
+    f.name: f.default for f in fields(ScheduleSpec) if f.default is not dataclasses.MISSING
+}
 
 
 def _enum_text(value: Any) -> str:
@@ -168,7 +216,7 @@ def normalize(
     if not kind:
         raise ScheduleSpecError(f"schedule_type is required: one of {', '.join(TYPES)}")
     out["schedule_type"] = kind
-    out["timezone"] = str(config.get("timezone") or "UTC")
+    out["timezone"] = str(config.get("timezone") or DEFAULTS["timezone"])
     tz = zone(out["timezone"])
     expression = config.get("schedule_expression")
     out["schedule_expression"] = "" if expression is None else str(expression).strip()
@@ -214,27 +262,33 @@ def normalize(
                 f"one-time date {iso(at, tz)} is in the past (now {iso(round(now), tz)})"
             )
         out["fire_at"] = at
-    out["enabled"] = bool(config.get("enabled", True))
+    out["enabled"] = bool(config.get("enabled", DEFAULTS["enabled"]))
     timeout = config.get("execution_timeout_minutes")
     out["execution_timeout_minutes"] = (
         None
         if timeout in (None, 0)
         else _number(config, "execution_timeout_minutes", 0, low=0.001, high=525_600)
     )
-    out["retry_strategy"] = _choice(config, "retry_strategy", "no_retry", STRATEGIES)
-    out["max_retries"] = _int(config, "max_retries", 3, low=0, high=100)
-    out["retry_delay_minutes"] = _number(config, "retry_delay_minutes", 5, low=0, high=10_080)
+    out["retry_strategy"] = _choice(
+        config, "retry_strategy", DEFAULTS["retry_strategy"], STRATEGIES
+    )
+    out["max_retries"] = _int(config, "max_retries", DEFAULTS["max_retries"], low=0, high=100)
+    out["retry_delay_minutes"] = _number(
+        config, "retry_delay_minutes", DEFAULTS["retry_delay_minutes"], low=0, high=10_080
+    )
     out["max_retry_delay_minutes"] = _number(
-        config, "max_retry_delay_minutes", 60, low=0, high=10_080
+        config, "max_retry_delay_minutes", DEFAULTS["max_retry_delay_minutes"], low=0, high=10_080
     )
-    out["retry_jitter"] = _number(config, "retry_jitter", 0, low=0, high=1)
-    out["priority"] = _int(config, "priority", 0, low=-1_000_000, high=1_000_000)
-    out["misfire_policy"] = _choice(config, "misfire_policy", "run_once", MISFIRE)
+    out["retry_jitter"] = _number(config, "retry_jitter", DEFAULTS["retry_jitter"], low=0, high=1)
+    out["priority"] = _int(config, "priority", DEFAULTS["priority"], low=-1_000_000, high=1_000_000)
+    out["misfire_policy"] = _choice(config, "misfire_policy", DEFAULTS["misfire_policy"], MISFIRE)
     out["misfire_grace_seconds"] = _number(
-        config, "misfire_grace_seconds", 60, low=0, high=31_536_000
+        config, "misfire_grace_seconds", DEFAULTS["misfire_grace_seconds"], low=0, high=31_536_000
     )
-    out["max_catch_up"] = _int(config, "max_catch_up", 10, low=1, high=10_000)
-    out["jitter_seconds"] = _number(config, "jitter_seconds", 0, low=0, high=86_400)
+    out["max_catch_up"] = _int(config, "max_catch_up", DEFAULTS["max_catch_up"], low=1, high=10_000)
+    out["jitter_seconds"] = _number(
+        config, "jitter_seconds", DEFAULTS["jitter_seconds"], low=0, high=86_400
+    )
     if kind == "interval" and out["jitter_seconds"] >= out["interval_s"]:
         raise ScheduleSpecError(
             f"jitter_seconds {out['jitter_seconds']:g} must be under the interval ({out['interval_s']:g} s)"
