@@ -24,7 +24,7 @@ from bus.events import (
 )
 from store.projections import plan as plans
 from store.projections.executions import ExecutionsState, ExecutionState, TaskState
-from store.projections.plan import Phase
+from store.projections.plan import Phase, TaskSpec
 
 
 def decide(
@@ -88,16 +88,7 @@ def dispatch(
     step_id, phase, part = key
     step = plans.steps_by_id(plan)[step_id]
     fingerprint = plan["fingerprints"][plans.task_name(key)]
-    spec: dict[str, Any] = {"kind": step["kind"]}
-    if step["source"] == plans.SOURCE and phase in (Phase.RUN, Phase.MAP):
-        spec["input_path"] = plan["input"]["path"]
-        spec["row_groups"] = plans.row_groups(plan, key)
-    if step["columns"] is not None and phase == Phase.RUN:
-        spec["columns"] = step["columns"]
-    if phase == Phase.MAP:
-        spec["partial"] = plans.partial_path(plan, step_id, part)
-    if phase == Phase.APPLY:
-        spec["report_part"] = plans.report_path(plan, step_id, part)
+    from_source = step["source"] == plans.SOURCE and phase in (Phase.RUN, Phase.MAP)
     # read what upstream tasks actually wrote: a stage that passed its input through points
     # at that input's artifact instead of a copy
     actual: dict[str, str] = {}
@@ -108,8 +99,16 @@ def dispatch(
             actual[plans.path(plan, dep)] = done.artifact
             hashes[done.artifact] = done.sha256
     inputs = [actual.get(p, p) for p in plans.inputs(plan, key)]
-    if phase == Phase.RUN:  # only a pass-through stage needs its input's hash
-        spec["input_sha256"] = {p: hashes[p] for p in inputs if p in hashes}
+    spec = TaskSpec(
+        kind=step["kind"],
+        input_path=plan["input"]["path"] if from_source else None,
+        row_groups=plans.row_groups(plan, key) if from_source else None,
+        columns=step["columns"] if phase == Phase.RUN else None,
+        partial=plans.partial_path(plan, step_id, part) if phase == Phase.MAP else None,
+        report_part=plans.report_path(plan, step_id, part) if phase == Phase.APPLY else None,
+        # only a pass-through stage needs its input's hash
+        input_sha256={p: hashes[p] for p in inputs if p in hashes} if phase == Phase.RUN else None,
+    )
     return StageDispatched(
         id=decision_id(ex.execution_id, step_id, phase, part, attempt, "dispatch"),
         execution_id=ex.execution_id,
@@ -126,7 +125,7 @@ def dispatch(
         output=plans.path(plan, key),
         reuse=_reuse(ex, state, fingerprint),
         fingerprint=fingerprint,
-        spec=spec,
+        spec=spec.to_map(),
     )
 
 

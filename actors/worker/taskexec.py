@@ -26,7 +26,7 @@ from stages.spec import Partitioning, Stage, sum_reports
 from store import artifacts
 from store.artifacts import ArtifactError
 from store.log import make_private_dir
-from store.projections.plan import Phase
+from store.projections.plan import Phase, TaskSpec
 
 MAX_REPORT_BYTES: Final = 200_000
 
@@ -52,7 +52,7 @@ def execute(task: Mapping[str, Any], registry: Registry) -> dict[str, Any]:
 
 def _run(task: Mapping[str, Any], stage: Stage) -> dict[str, Any]:
     phase = task["phase"]
-    spec = task.get("spec", {})
+    spec = TaskSpec.of(task.get("spec") or {})
     cfg = stage.config(task.get("config") or {})
     output = task["output"]
     if phase == Phase.COLLECT:
@@ -75,22 +75,24 @@ def _run(task: Mapping[str, Any], stage: Stage) -> dict[str, Any]:
         stats = codec.unpack(artifacts.read_bytes(task["inputs"][1]))
         assert stage.apply is not None
         out, part_report = stage.apply(prepared, cfg, stats, int(task["partition"]))
-        extra = artifacts.write_bytes(spec["report_part"], codec.pack(plain_report(part_report)))
+        assert spec.report_part is not None
+        extra = artifacts.write_bytes(spec.report_part, codec.pack(plain_report(part_report)))
         info = artifacts.write_frame(output, out)
         return _done(info, rows_in=len(prepared), rows_out=len(out), extra=[extra])
-    df = _load(task, stage, cfg)
+    df = _load(task, spec, stage, cfg)
     rows_in = len(df)
     if phase == Phase.MAP:
         assert stage.map is not None
         prepared, partial = stage.map(df, cfg)
         del df
-        extra = artifacts.write_bytes(spec["partial"], codec.pack(partial))
+        assert spec.partial is not None
+        extra = artifacts.write_bytes(spec.partial, codec.pack(partial))
         info = artifacts.write_frame(output, prepared)
         return _done(info, rows_in=rows_in, rows_out=len(prepared), extra=[extra])
     out, report = stage.func(df, cfg)
-    if out is df and not spec.get("columns"):
+    if out is df and not spec.columns:
         # the stage handed its input back untouched: its output is its input, not a copy
-        passed = _passed_through(task, stage, rows_in)
+        passed = _passed_through(task, spec, stage, rows_in)
         if passed is not None:
             return _done(passed, rows_in=rows_in, rows_out=rows_in, report=report)
     del df
@@ -99,7 +101,7 @@ def _run(task: Mapping[str, Any], stage: Stage) -> dict[str, Any]:
 
 
 def _passed_through(
-    task: Mapping[str, Any], stage: Stage, rows: int
+    task: Mapping[str, Any], spec: TaskSpec, stage: Stage, rows: int
 ) -> artifacts.ArtifactInfo | None:
     """The artifact of a task whose output is its input: the one input artifact, or the row
     groups it read of the execution's input (a slice); None when it read something else."""
@@ -107,13 +109,12 @@ def _passed_through(
     if len(inputs) == 1:
         source = inputs[0]
         return artifacts.ArtifactInfo(
-            source, rows, artifacts.artifact_bytes(source), _sha(task, source)
+            source, rows, artifacts.artifact_bytes(source), _sha(spec, source)
         )
-    if inputs or _narrowed(stage):
+    if inputs or _narrowed(stage) or spec.input_path is None:
         return None
-    spec = task.get("spec", {})
-    path = spec["input_path"]
-    first, end = spec.get("row_groups") or [0, None]
+    path = spec.input_path
+    first, end = spec.row_groups or [0, None]
     if end is None:
         end = artifacts.parquet_file(path).num_row_groups
     return artifacts.slice_info(artifacts.source_slice(path, first, end))
@@ -124,19 +125,19 @@ def _narrowed(stage: Stage) -> bool:
     return stage.partitioning is Partitioning.GLOBAL and stage.columns is not None
 
 
-def _sha(task: Mapping[str, Any], path: str) -> str:
+def _sha(spec: TaskSpec, path: str) -> str:
     """The input artifact's hash, as its producer recorded it (or computed now)."""
-    known = (task.get("spec") or {}).get("input_sha256") or {}
+    known = spec.input_sha256 or {}
     return str(known.get(path) or artifacts.file_sha256(path))
 
 
-def _load(task: Mapping[str, Any], stage: Stage, cfg: Any) -> pd.DataFrame:
-    spec = task.get("spec", {})
+def _load(task: Mapping[str, Any], spec: TaskSpec, stage: Stage, cfg: Any) -> pd.DataFrame:
     if task["inputs"]:
-        columns = spec.get("columns")
-        return artifacts.read_frames(task["inputs"], columns)
-    path = spec["input_path"]
-    first, end = spec.get("row_groups") or [0, None]
+        return artifacts.read_frames(task["inputs"], spec.columns)
+    if spec.input_path is None:
+        raise TaskInputError("the task has no inputs and no input path")
+    path = spec.input_path
+    first, end = spec.row_groups or [0, None]
     try:
         parquet = artifacts.parquet_file(path)
         end = parquet.num_row_groups if end is None else end
@@ -187,13 +188,13 @@ def _reuse(task: Mapping[str, Any]) -> dict[str, Any] | None:
     wanted = {reuse["artifact"]: reuse["sha256"], **reuse.get("extra", {})}
     if not all(artifacts.verify(path, sha) for path, sha in wanted.items()):
         return None  # missing or altered: recompute, never trust
-    spec = task.get("spec", {})
+    spec = TaskSpec.of(task.get("spec") or {})
     # a slice stays what it is: the input's row groups, verified above
     main = reuse["artifact"] if artifacts.is_slice(reuse["artifact"]) else task["output"]
     targets = {reuse["artifact"]: main}
     for old in reuse.get("extra", {}):
         name = Path(old).name
-        for new in (spec.get("partial"), spec.get("report_part")):
+        for new in (spec.partial, spec.report_part):
             if new and Path(new).name == name:
                 targets[old] = new
     for old, new in targets.items():
