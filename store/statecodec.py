@@ -36,8 +36,7 @@ class StateCodec:
 
     ``transient`` names fields (of any class reached) that are scratch for the current event,
     like "what the last event changed", or indexes of other fields: they are not written and come
-    back as their defaults, and ``after_load`` rebuilds the indexes. ``before_dump`` may drop
-    caches kept inside plain fields (they are rebuilt on use).
+    back as their defaults, and ``after_load`` rebuilds the indexes.
     """
 
     def __init__(
@@ -46,12 +45,10 @@ class StateCodec:
         *,
         transient: Iterable[str] = (),
         fold_version: int = 1,
-        before_dump: Callable[[Any], None] | None = None,
         after_load: Callable[[Any], None] | None = None,
     ) -> None:
         self.root = root
         self.transient = frozenset(transient)
-        self._before_dump = before_dump
         self._after_load = after_load
         self._shape: list[str] = [f"fold={fold_version}"]
         self._classes: dict[type, tuple[Encode, Decode]] = {}
@@ -60,9 +57,7 @@ class StateCodec:
         self.version = f"{root.__name__}-{fold_version}-{digest}"
 
     def dump(self, state: Any) -> Any:
-        """The state as plain data (``before_dump`` may first drop caches from it)."""
-        if self._before_dump is not None:
-            self._before_dump(state)
+        """The state as plain data."""
         return self._encode(state)
 
     def load(self, data: Any) -> Any:

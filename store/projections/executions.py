@@ -450,14 +450,9 @@ def fold(
     return state
 
 
-def _drop_caches(state: ExecutionsState) -> None:
-    for ex in state.executions.values():
-        ex.plan.pop("_by_id", None)  # rebuilt on use by `plans.steps_by_id`
-
-
 # bump when a handler changes what it makes of the same events (the shape is hashed by itself)
 FOLD_VERSION: Final = 4
-CODEC: Final = StateCodec(ExecutionsState, fold_version=FOLD_VERSION, before_dump=_drop_caches)
+CODEC: Final = StateCodec(ExecutionsState, fold_version=FOLD_VERSION)
 
 
 # --- snapshots read in part -------------------------------------------------------------------
@@ -480,7 +475,6 @@ def step_rows(ex: ExecutionState) -> list[list[Any]]:
 def dump_lazy(state: ExecutionsState) -> dict[str, Any]:
     """The state as a snapshot body: the bookkeeping, one msgpack blob per execution, and each
     execution's `step_rows` (statistics over thousands need no blob decoded)."""
-    _drop_caches(state)
     return {
         "rows": {eid: step_rows(ex) for eid, ex in state.executions.items()},
         "last_seq": state.last_seq,

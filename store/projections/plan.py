@@ -194,18 +194,13 @@ def make_plan(
         "outputs": list(outputs),
     }
     plan["fingerprints"] = fingerprints(plan)
-    plan.pop("_by_id", None)  # a cache, not part of the plan that goes into the event
     return plan
 
 
 def steps_by_id(plan: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """The plan's steps by id (kept in the plan map after the first call: plans are hot)."""
-    index = plan.get("_by_id") if isinstance(plan, dict) else None
-    if index is None or len(index) != len(plan["steps"]):
-        index = {s["id"]: s for s in plan["steps"]}
-        if isinstance(plan, dict):
-            plan["_by_id"] = index
-    return index
+    """The plan's steps by id (a plan has a handful: built on each call, never kept in the
+    plan's own map)."""
+    return {s["id"]: s for s in plan["steps"]}
 
 
 def tasks(plan: Mapping[str, Any]) -> Iterator[TaskKey]:
