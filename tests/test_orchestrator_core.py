@@ -36,6 +36,7 @@ from stages.registry import Registry
 from stages.sample import generate
 from store.projections import executions as folds
 from store.projections.plan import TaskRef
+from store.retention import RetentionPolicy
 from tests.memhub import MemoryHub
 
 T0 = 1_800_000_000.0
@@ -360,3 +361,52 @@ def test_a_snapshot_of_the_core_gives_back_the_same_decisions(tmp_path, source):
     other.go_live(o.now)
     # then both decide the same next step
     assert [e.id for e in other.decide(o.now)] == [e.id for e in o.core.decide(o.now)]
+
+
+def test_retention_removes_the_older_execution_s_artifacts_logged_before_deleted(tmp_path, source):
+    # given a policy that keeps only the newest execution, and two that completed
+    policy = RetentionPolicy(keep_last=1, keep_days=0, interval_s=60)
+    o = Orchestrated(tmp_path, retention=policy)
+    o.join("w1")
+    for eid in ("e1", "e2"):
+        o.emit(request(source, eid, stages=["data_cleaning", "data_validation"]))
+        o.run_all()
+        o.advance(1)
+    assert o.status("e1") == o.status("e2") == "completed"
+    # when the retention pass comes round
+    o.advance(61)
+    o.settle()
+    # then the older one's intermediates are removed in the log, and only then deleted
+    (removed,) = o.hub.of("ArtifactsRemoved")
+    assert removed["execution_id"] == "e1"
+    (deletion,) = o.core.deletions
+    assert deletion.execution_id == "e1"
+    assert deletion.paths
+    # and a pass again decides nothing new
+    o.advance(61)
+    o.settle()
+    assert len(o.hub.of("ArtifactsRemoved")) == 1
+
+
+def test_an_execution_requested_while_removals_are_on_their_way_waits_for_them(tmp_path, source):
+    policy = RetentionPolicy(keep_last=0, keep_days=0, interval_s=60)
+    o = Orchestrated(tmp_path, retention=policy)
+    o.join("w1")
+    o.emit(request(source, "e1"))
+    o.settle()
+    while tasks := o.push():  # one turn per task: the last turn decides the completion
+        for task in tasks:
+            o.start(task)
+            o.complete(task)
+        o.step()
+    assert o.status("e1") == "completed"
+    # when the removal is decided and not back yet, and a new execution is requested
+    decided = o.core.decide(o.now)
+    assert [e.TYPE for e in decided] == ["ArtifactsRemoved"]
+    o.emit(request(source, "e2"))
+    assert o.core.decide(o.now) == []
+    assert o.status("e2") == "requested"
+    # then it starts once the removal is back
+    o.hub.append(decided[0], o.now.wall)
+    o._fold()
+    assert [e.TYPE for e in o.core.decide(o.now)] == ["ExecutionStarted"]

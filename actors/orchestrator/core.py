@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from actors.orchestrator.decide import decide
+from actors.orchestrator.removals import Deletion, Removals
 from actors.shared.ids import decision_id
 from actors.shared.loop import Now
 from bus.events import (
-    ArtifactsRemoved,
     Event,
     ExecutionFailed,
     StageDispatched,
@@ -41,7 +41,6 @@ from store.projections.plan import TaskKey, TaskRef
 log = logging.getLogger("porch.orchestrator")
 WORKER_TIMEOUT_S: Final = 5.0
 CHECK_EVERY_S: Final = 0.05  # leases count in seconds: a check every 50 ms is plenty
-REMOVALS_PER_PASS: Final = 64
 FINISHING: Final = frozenset(
     {"ExecutionCompleted", "ExecutionFailed", "ExecutionCancelled", "ExecutionTimedOut"}
 )
@@ -83,15 +82,6 @@ class Seen:
     ts: float
 
 
-@dataclass(frozen=True, slots=True)
-class Deletion:
-    """Artifact files the log says are removed: to delete (again, harmlessly, if gone)."""
-
-    execution_id: str
-    paths: tuple[str, ...]
-    inside: str
-
-
 Push = tuple[str, TaskKey, bytes]  # task id, task key, the StageDispatched payload
 
 
@@ -103,7 +93,7 @@ def _refuse_all(ex: folds.ExecutionState, workers: int, earlier: object) -> Even
     )
 
 
-class OrchestratorCore:
+class OrchestratorCore(Removals):
     """Folds the log, decides, and keeps the effects waiting; see the module docstring."""
 
     def __init__(
@@ -116,6 +106,7 @@ class OrchestratorCore:
         self.config = config
         self.planner = planner
         self.measure = measure
+        self.retention_policy = config.retention
         self.state = folds.ExecutionsState()
         self.live = False
         self.pushes: deque[Push] = deque()
@@ -479,67 +470,3 @@ class OrchestratorCore:
             return False
         task = ex.tasks.get(key)
         return task is not None and task.task_id == task_id and task.status == "dispatched"
-
-    # --- retention ---------------------------------------------------------------------------
-
-    def _drop_checkpoints(self, ex: folds.ExecutionState | None) -> None:
-        """``save_checkpoints=False``: keep the outputs, remove the intermediate artifacts
-        (logged first, deleted when the log has it)."""
-        if ex is None:
-            return
-        removal = retention.without_checkpoints(ex, retention.protected(self.state))
-        if removal is not None:
-            self._remove(removal)
-
-    def _apply_retention(self, now: Now) -> bool:
-        """Decide what retention removes now and log it; with the automatic pass off, only
-        ``save_checkpoints=False`` leftovers. At most `REMOVALS_PER_PASS` go out at once (each
-        is measured on disk): True when more are left for the next turn."""
-        policy = self.config.retention
-        if policy.enabled:
-            removals = retention.decide(self.state, policy, now.wall)
-        else:
-            keep = retention.protected(self.state)
-            found = (
-                retention.without_checkpoints(ex, keep) for ex in self.state.executions.values()
-            )
-            removals = [r for r in found if r is not None]
-        sent = 0
-        for removal in removals:
-            if sent == REMOVALS_PER_PASS:
-                return True
-            sent += self._remove(removal)
-        return False
-
-    def _remove(self, removal: retention.Removal) -> bool:
-        """Decide a removal (deleting comes when it is back durable); False if it is on its way."""
-        event_id = decision_id(
-            removal.execution_id, "artifacts-removed", *removal.steps, removal.finals
-        )
-        if event_id in self.sent:
-            return False  # measured and on its way already
-        self.removing.add(event_id)
-        return self._send(
-            ArtifactsRemoved(
-                id=event_id,
-                execution_id=removal.execution_id,
-                steps=list(removal.steps),
-                bytes=self.measure(removal.paths),
-                reason=removal.reason,
-                finals=removal.finals,
-            )
-        )
-
-    def _removal_back(self, event_id: str) -> None:
-        """A removal came back (or was given up): the executions held for it may start."""
-        self.removing.discard(event_id)
-        if not self.removing and self.held:
-            self.dirty |= self.held
-            self.held = set()
-
-    def _delete_removed(self, ex: folds.ExecutionState | None) -> None:
-        if ex is None or not ex.plan:
-            return
-        paths = retention.removed_paths(ex)
-        if paths:
-            self.deletions.append(Deletion(ex.execution_id, tuple(paths), ex.plan["dir"]))
