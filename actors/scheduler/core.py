@@ -26,6 +26,7 @@ from typing import Any, Final
 from actors.scheduler.specs import ScheduleSpec, check_stored, timetable
 from actors.scheduler.timetable import Slots, Timetable, slots_between
 from actors.shared.ids import decision_id
+from actors.shared.outbox import RESEND_AFTER_S
 from bus.events import (
     CancelRequested,
     Event,
@@ -41,7 +42,7 @@ from store.projections.schedules import RunState, SchedulesState, ScheduleState
 
 log = logging.getLogger("porch.scheduler")
 WORKER_STALE_S: Final = 15.0
-RESEND_AFTER_S: Final = 5.0
+
 ON_TIME_LIMIT: Final = 100_000
 _NONE: Final = Slots([], 0, None)
 
