@@ -29,7 +29,8 @@ from bus.wire import (
     unpack,
     unpack_map,
 )
-from store.log import lock_holder, payload_type
+from store.log import lock_holder
+from store.sniff import payload_type
 
 REPLY_MAX_BYTES: Final = 4 * SOCKET_MAX_BYTES
 SUB_HWM: Final = 200_000

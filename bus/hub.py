@@ -41,20 +41,12 @@ from bus.wire import (
 from store import archive
 from store.archive import LogRetention, Sealed
 from store.errors import CorruptRecordError, LogDiskFullError
-from store.log import (
-    DEFAULT_SEGMENT_BYTES,
-    EventLog,
-    FsyncPolicy,
-    LogReader,
-    disk_free_bytes,
-    format_bytes,
-    fsync_dir,
-    make_private_dir,
-    payload_id,
-    recent_payloads,
-)
+from store.fsutil import disk_free_bytes, format_bytes, fsync_dir, make_private_dir
+from store.log import DEFAULT_SEGMENT_BYTES, EventLog, FsyncPolicy
+from store.reader import LogReader, recent_payloads
 from store.segment import list_segments, segment_first_seq
 from store.snapshots import passed_seq, snapshot_dir
+from store.sniff import payload_id
 
 log = logging.getLogger("porch.hub")
 

@@ -199,7 +199,7 @@ def test_unknown_fields_of_mixed_key_types_are_refused_not_crashed():
 
 def test_the_type_is_read_from_the_first_key_without_unpacking_the_rest():
     from bus.wire import pack
-    from store.log import payload_type
+    from store.sniff import payload_type
 
     for kind, schema in SCHEMAS.items():
         values = {

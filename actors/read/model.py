@@ -25,11 +25,11 @@ from bus.endpoints import log_dir
 from bus.errors import BusError, MalformedEventError
 from bus.wire import unpack_map
 from store.errors import StoreError
-from store.log import LogReader
 from store.projections import alerts as alert_folds
 from store.projections import executions as execution_folds
 from store.projections import metrics as metric_folds
 from store.projections import schedules as schedule_folds
+from store.reader import LogReader
 from store.snapshots import Snapshot, SnapshotStore, snapshot_dir
 from store.statecodec import StateCodec
 
