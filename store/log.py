@@ -9,16 +9,14 @@ a failure: the batch that did not fit is cut off and refused, and the writer tak
 
 from __future__ import annotations
 
-import fcntl
 import os
-import time
 import zlib
 from collections.abc import Sequence
 from enum import StrEnum
 from pathlib import Path
 from typing import Final
 
-from store import powercut
+from store import pidlock, powercut
 from store.errors import CorruptRecordError, LogDiskFullError, LogFsyncError, LogLockedError
 from store.fsutil import (
     DISK_FULL_ERRNOS,
@@ -41,6 +39,7 @@ from store.segment import (
 
 # a start scans the last segment whole (its torn tail): 16 MiB keeps that near 50 ms
 DEFAULT_SEGMENT_BYTES: Final = 16 << 20
+LOCK_NAME: Final = "LOCK"
 LOCK_WAIT_S: Final = 1.0
 
 
@@ -52,21 +51,7 @@ class FsyncPolicy(StrEnum):
 
 def lock_holder(directory: Path) -> int | None:
     """The pid of the process writing the log in ``directory``, or None when none is."""
-    path = directory / "LOCK"
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        return None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            text = path.read_text().strip()
-            return int(text) if text.isdigit() else -1
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return None
-    finally:
-        os.close(fd)
+    return pidlock.holder(directory / LOCK_NAME)
 
 
 class EventLog:
@@ -106,30 +91,13 @@ class EventLog:
         return self._head
 
     def _lock(self) -> int:
-        fd = os.open(self.directory / "LOCK", os.O_RDWR | os.O_CREAT, FILE_MODE)
         # A probe (`lock_holder`) holds a shared lock for an instant: retry for a moment
         # before deciding another writer has the log.
-        deadline = time.monotonic() + LOCK_WAIT_S
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() < deadline:
-                    time.sleep(0.01)
-                    continue
-                os.close(fd)
-                holder = (self.directory / "LOCK").read_text().strip() or "unknown"
-                raise LogLockedError(
-                    f"log {self.directory} is already open for writing by pid {holder}"
-                ) from None
-        os.ftruncate(fd, 0)
-        try:
-            os.write(fd, str(os.getpid()).encode())
-        except OSError as exc:  # the pid only names the holder: a full disk may go without it
-            if exc.errno not in DISK_FULL_ERRNOS:
-                os.close(fd)
-                raise
+        fd, holder = pidlock.hold(self.directory / LOCK_NAME, wait_s=LOCK_WAIT_S)
+        if fd is None:
+            raise LogLockedError(
+                f"log {self.directory} is already open for writing by pid {holder}"
+            )
         return fd
 
     def _recover(self) -> int:

@@ -39,13 +39,13 @@ from actors.monitor.info import info_path
 from actors.read import model as readmodel
 from actors.read import monitoring as views
 from actors.read.model import HubSource, SnapshotPolicy
-from actors.shared import pidlock
 from actors.shared.snapshotter import Snapshotter
 from bus.client import Client, Record
 from bus.endpoints import Endpoints, run_dir
 from bus.errors import BusError
 from bus.events import Event, MetricSampled, set_source, to_map
 from bus.wire import pack
+from store import pidlock
 from store.projections import alerts as alert_folds
 from store.projections import metrics as folds
 

@@ -34,7 +34,6 @@ from actors.errors import ActorError
 from actors.orchestrator.decide import decide, decision_id, refused
 from actors.read import model as readmodel
 from actors.read.model import HubSource, SnapshotPolicy
-from actors.shared import pidlock
 from actors.shared.snapshotter import Snapshotter
 from actors.shared.stagecfg import registry_from
 from bus.client import Client, Record
@@ -53,7 +52,7 @@ from bus.events import (
     set_source,
 )
 from bus.wire import MAX_MESSAGE_BYTES
-from store import retention
+from store import pidlock, retention
 from store.projections import executions as folds
 from store.projections import plan as plans
 from store.projections.plan import TaskKey

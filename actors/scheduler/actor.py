@@ -23,13 +23,13 @@ from actors.read.model import HubSource, SnapshotPolicy
 from actors.scheduler.core import SchedulerCore
 from actors.scheduler.specs import check_dependencies, load_file
 from actors.scheduler.timetable import ScheduleSpecError
-from actors.shared import pidlock
 from actors.shared.snapshotter import Snapshotter
 from bus.client import Client, Record, Subscription
 from bus.endpoints import Endpoints, run_dir
 from bus.errors import BusError
 from bus.events import Event, ScheduleAdded, ScheduleUpdated, set_source, to_map
 from bus.wire import pack
+from store import pidlock
 from store.projections import schedules as folds
 
 log = logging.getLogger("porch.scheduler")
