@@ -10,7 +10,6 @@ a failure: the batch that did not fit is cut off and refused, and the writer tak
 from __future__ import annotations
 
 import os
-import zlib
 from collections.abc import Sequence
 from enum import StrEnum
 from pathlib import Path
@@ -29,7 +28,7 @@ from store.fsutil import (
 from store.segment import (
     HEADER_SIZE,
     MAX_PAYLOAD,
-    SEQ_BYTES,
+    append_record,
     list_segments,
     scan,
     segment_first_seq,
@@ -233,15 +232,10 @@ class EventLog:
         first = self._head + 1
         seq = self._head
         buf = bytearray()
-        pack_seq = SEQ_BYTES.pack
-        crc32 = zlib.crc32
         always = self.fsync is FsyncPolicy.ALWAYS
         for payload in payloads:
             seq += 1
-            seq_bytes = pack_seq(seq)
-            buf += (len(payload) << 32 | crc32(payload, crc32(seq_bytes))).to_bytes(8, "big")
-            buf += seq_bytes
-            buf += payload
+            append_record(buf, seq, payload)
             if always:
                 self._write(buf)
                 self._sync()
