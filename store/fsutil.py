@@ -1,4 +1,8 @@
-"""Files made durable and private: directory syncs, private directories, disk space in words."""
+"""Files made durable and private: directory syncs, private directories, disk space in words.
+
+Each sync may be told to a `SyncObserver`, the seam a crash test uses to learn what reached the
+disk (`store.powercut`); outside crash tests there is none and a sync costs one check of it.
+"""
 
 from __future__ import annotations
 
@@ -6,26 +10,62 @@ import contextlib
 import errno
 import os
 from pathlib import Path
-from typing import Final
-
-from store import powercut
+from typing import Final, Protocol
 
 DIR_MODE: Final = 0o700
 FILE_MODE: Final = 0o600
 DISK_FULL_ERRNOS: Final = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
-def fsync_dir(directory: Path) -> None:
-    listed = powercut.listing(directory)  # before the sync: a later rename may not be in it
+class SyncObserver(Protocol):
+    """Hears what each sync made durable: the length of a file, the names of a directory."""
+
+    def listing(self, directory: Path) -> list[str]:
+        """The names in ``directory``, taken just before its sync."""
+        ...
+
+    def synced_dir(self, directory: Path, names: list[str]) -> None: ...
+
+    def synced_size(self, path: Path, size: int) -> None: ...
+
+
+_observer: SyncObserver | None = None
+_chosen = False
+
+
+def observe_syncs(observer: SyncObserver | None) -> None:
+    """Tell ``observer`` of every sync this process makes from now on (an entry point's choice)."""
+    global _observer, _chosen
+    _observer, _chosen = observer, True
+
+
+def sync_observer() -> SyncObserver | None:
+    """The observer of this process's syncs: the one `observe_syncs` chose, else (looked up once,
+    at the first sync) the journal ``PORCH_SYNC_JOURNAL`` names in a crash test, else None."""
+    if not _chosen:
+        from store import powercut
+
+        observe_syncs(powercut.from_environ(os.environ))
+    return _observer
+
+
+def fsync_dir(directory: Path, *, observer: SyncObserver | None = None) -> None:
+    """Sync ``directory`` (its entries: a file created or renamed in it survives a power cut);
+    ``observer`` hears of it, the process's (`sync_observer`) when not given."""
+    if observer is None:
+        observer = sync_observer()
+    # listed before the sync: a rename after it may not be in it
+    listed = observer.listing(directory) if observer is not None else []
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
-    powercut.synced_dir(directory, listed)
+    if observer is not None:
+        observer.synced_dir(directory, listed)
 
 
-def make_private_dir(directory: Path) -> None:
+def make_private_dir(directory: Path, *, observer: SyncObserver | None = None) -> None:
     """Create ``directory`` (and parents) readable by the owner only, durably: the parent of
     each directory it creates is synced, or a power cut could lose the new entry."""
     if directory.is_dir():
@@ -42,7 +82,7 @@ def make_private_dir(directory: Path) -> None:
         directory.chmod(DIR_MODE)
     for made in reversed(missing):
         try:
-            fsync_dir(made.parent)
+            fsync_dir(made.parent, observer=observer)
         except PermissionError:  # a parent we may not open (a shared /srv): nothing to sync
             continue
 

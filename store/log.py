@@ -15,15 +15,17 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Final
 
-from store import pidlock, powercut
+from store import pidlock
 from store.errors import CorruptRecordError, LogDiskFullError, LogFsyncError, LogLockedError
 from store.fsutil import (
     DISK_FULL_ERRNOS,
     FILE_MODE,
+    SyncObserver,
     disk_free_bytes,
     disk_full_reason,
     fsync_dir,
     make_private_dir,
+    sync_observer,
 )
 from store.segment import (
     HEADER_SIZE,
@@ -58,7 +60,8 @@ class EventLog:
 
     ``append`` returns once the records are written and synced under the policy, so a caller
     may publish or acknowledge them right after. A batch is all or nothing: on a full disk it
-    is cut off whole and `LogDiskFullError` raised, with the log still open.
+    is cut off whole and `LogDiskFullError` raised, with the log still open. ``on_sync`` hears
+    of every sync (the process's `sync_observer` when not given).
     """
 
     def __init__(
@@ -67,13 +70,15 @@ class EventLog:
         *,
         fsync: FsyncPolicy | str = FsyncPolicy.BATCH,
         segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+        on_sync: SyncObserver | None = None,
     ) -> None:
         self.directory = Path(directory)
         self.fsync = FsyncPolicy(fsync)
         if segment_bytes < HEADER_SIZE + 1:
             raise ValueError(f"segment_bytes {segment_bytes} is too small")
         self.segment_bytes = segment_bytes
-        make_private_dir(self.directory)
+        self._on_sync = on_sync if on_sync is not None else sync_observer()
+        make_private_dir(self.directory, observer=self._on_sync)
         self._lock_fd = self._lock()
         self._fd = -1
         self.truncated_bytes = 0
@@ -137,7 +142,7 @@ class EventLog:
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, FILE_MODE)
         self._path = path
         self._size = 0
-        fsync_dir(self.directory)
+        fsync_dir(self.directory, observer=self._on_sync)
 
     def _roll(self) -> None:
         """Start the segment of seq ``head + 1``; on failure the current one stays in use (an
@@ -146,7 +151,7 @@ class EventLog:
         path = self.directory / segment_name(self._head + 1)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, FILE_MODE)
         try:
-            fsync_dir(self.directory)
+            fsync_dir(self.directory, observer=self._on_sync)
         except BaseException:
             os.close(fd)
             raise
@@ -162,7 +167,8 @@ class EventLog:
             os.fdatasync(self._fd)
         except OSError as exc:
             raise LogFsyncError(exc.errno, f"fsync of the log failed: {exc.strerror}") from exc
-        powercut.synced_size(self._path, self._size)
+        if self._on_sync is not None:
+            self._on_sync.synced_size(self._path, self._size)
 
     def append(self, payloads: Sequence[bytes]) -> int:
         """Append a batch; returns the seq given to its first record.
