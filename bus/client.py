@@ -19,7 +19,7 @@ import zmq
 from bus.curve import secure
 from bus.endpoints import Endpoints, log_dir, resolve_data_dir
 from bus.errors import EventRefusedError, HubUnavailableError, MalformedEventError
-from bus.events import Event, decode, encode
+from bus.schema import Event, decode, encode
 from bus.wire import (
     MARKER_TOPIC,
     MAX_MESSAGE_BYTES,

@@ -28,7 +28,7 @@ import zmq
 from bus.curve import Authenticator, needs_auth, secure
 from bus.endpoints import Endpoints, check, log_dir, run_dir
 from bus.errors import ConfigError, MalformedEventError
-from bus.events import check_map
+from bus.schema import check_map
 from bus.wire import (
     MARKER_TOPIC,
     SEQ,

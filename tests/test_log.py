@@ -233,7 +233,8 @@ def test_a_refused_append_writes_nothing(tmp_path):
 
 @pytest.mark.parametrize("event_id", ["a", "x" * 31, "y" * 32, "z" * 128, "ü-ü"])
 def test_an_event_id_is_read_without_unpacking_the_event(event_id):
-    from bus.events import StageCompleted, encode
+    from bus.events import StageCompleted
+    from bus.schema import encode
     from store.sniff import payload_id
 
     event = StageCompleted(id=event_id, execution_id="e", stage="s", worker="w", artifact="a",

@@ -20,8 +20,8 @@ from bus.events import (
     StageDispatched,
     StageStarted,
     WorkerHeartbeat,
-    to_map,
 )
+from bus.schema import to_map
 from store.projections import metrics as folds
 
 T0 = 1_800_000_000.0

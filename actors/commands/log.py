@@ -24,8 +24,9 @@ from actors.commands.common import (
 from actors.errors import UsageError
 from bus.client import hub_running
 from bus.endpoints import log_dir
-from bus.events import SCHEMAS, build, coerce, set_source
+from bus.envelope import set_source
 from bus.hub import Hub
+from bus.schema import SCHEMAS, build, coerce
 from bus.wire import unpack_map
 from store.projections.summary import SummaryState, evolve
 from store.reader import LogReader

@@ -42,8 +42,10 @@ from actors.read.model import HubSource, SnapshotPolicy
 from actors.shared.snapshotter import Snapshotter
 from bus.client import Client, Record
 from bus.endpoints import Endpoints, run_dir
+from bus.envelope import set_source
 from bus.errors import BusError
-from bus.events import Event, MetricSampled, set_source, to_map
+from bus.events import Event, MetricSampled
+from bus.schema import to_map
 from bus.wire import pack
 from store import pidlock
 from store.projections import alerts as alert_folds

@@ -39,6 +39,7 @@ from actors.shared.stagecfg import registry_from
 from bus.client import Client, Record
 from bus.curve import Authenticator, needs_auth, secure
 from bus.endpoints import Endpoints, check, run_dir
+from bus.envelope import set_source
 from bus.errors import BusError
 from bus.events import (
     ArtifactsRemoved,
@@ -48,9 +49,8 @@ from bus.events import (
     StageFailed,
     WorkerLost,
     WorkerReturned,
-    encode,
-    set_source,
 )
+from bus.schema import encode
 from bus.wire import MAX_MESSAGE_BYTES
 from store import pidlock, retention
 from store.projections import executions as folds

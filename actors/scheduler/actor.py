@@ -26,8 +26,10 @@ from actors.scheduler.timetable import ScheduleSpecError
 from actors.shared.snapshotter import Snapshotter
 from bus.client import Client, Record, Subscription
 from bus.endpoints import Endpoints, run_dir
+from bus.envelope import set_source
 from bus.errors import BusError
-from bus.events import Event, ScheduleAdded, ScheduleUpdated, set_source, to_map
+from bus.events import Event, ScheduleAdded, ScheduleUpdated
+from bus.schema import to_map
 from bus.wire import pack
 from store import pidlock
 from store.projections import schedules as folds

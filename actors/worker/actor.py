@@ -33,6 +33,7 @@ from actors.worker.pipes import FrameError, FrameReader, pack_frame
 from bus.client import Client
 from bus.curve import secure
 from bus.endpoints import Endpoints, run_dir
+from bus.envelope import set_source
 from bus.errors import BusError, MalformedEventError
 from bus.events import (
     Event,
@@ -43,10 +44,8 @@ from bus.events import (
     WorkerHeartbeat,
     WorkerStarted,
     WorkerStopped,
-    decode,
-    set_source,
-    to_map,
 )
+from bus.schema import decode, to_map
 from bus.wire import SOCKET_MAX_BYTES
 
 log = logging.getLogger("porch.worker")
