@@ -50,8 +50,8 @@ from bus.events import (
     WorkerLost,
     WorkerReturned,
 )
+from bus.protocol import MAX_MESSAGE_BYTES
 from bus.schema import encode
-from bus.wire import MAX_MESSAGE_BYTES
 from store import pidlock, retention
 from store.projections import executions as folds
 from store.projections import plan as plans

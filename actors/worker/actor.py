@@ -45,8 +45,8 @@ from bus.events import (
     WorkerStarted,
     WorkerStopped,
 )
+from bus.protocol import SOCKET_MAX_BYTES
 from bus.schema import decode, to_map
-from bus.wire import SOCKET_MAX_BYTES
 
 log = logging.getLogger("porch.worker")
 CONTROL: Final = ("CancelRequested", "ExecutionCancelled")
