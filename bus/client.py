@@ -19,20 +19,25 @@ import zmq
 from bus.curve import secure
 from bus.endpoints import Endpoints, log_dir, resolve_data_dir
 from bus.errors import EventRefusedError, HubUnavailableError, MalformedEventError
-from bus.events import Event, decode, encode
-from bus.wire import (
+from bus.protocol import (
+    APPEND,
+    FLUSH_LINGER_MS,
+    HEAD,
+    LINGER_MS,
     MARKER_TOPIC,
     MAX_MESSAGE_BYTES,
+    READ,
+    READ_DEFAULT_EVENTS,
+    REPLY_MAX_BYTES,
     SOCKET_MAX_BYTES,
-    pack,
-    parse_marker,
-    unpack,
-    unpack_map,
+    STATS,
+    SUB_HWM,
 )
-from store.log import lock_holder, payload_type
+from bus.schema import Event, decode, encode
+from bus.wire import pack, parse_marker, unpack, unpack_map
+from store.log import lock_holder
+from store.sniff import payload_type
 
-REPLY_MAX_BYTES: Final = 4 * SOCKET_MAX_BYTES
-SUB_HWM: Final = 200_000
 DRAIN_MAX: Final = 2000
 LIVE_MAX: Final = 10_000
 
@@ -96,7 +101,7 @@ class Client:
 
     def close(self) -> None:
         if self._push is not None:
-            self._push.close(linger=1000)
+            self._push.close(linger=FLUSH_LINGER_MS)
             self._push = None
         self._close_req()
 
@@ -118,7 +123,7 @@ class Client:
         if self._push is None:
             self._push = self._ctx.socket(zmq.PUSH)
             self._push.setsockopt(zmq.SNDTIMEO, self.timeout_ms)
-            self._push.setsockopt(zmq.LINGER, 1000)
+            self._push.setsockopt(zmq.LINGER, FLUSH_LINGER_MS)
             secure(self._push, self.endpoints.ingest, self.endpoints.curve, server=False)
             self._push.connect(self.endpoints.ingest)
         try:
@@ -141,16 +146,16 @@ class Client:
             raise EventRefusedError(
                 f"event is {len(payload)} bytes, over the {MAX_MESSAGE_BYTES}-byte event limit"
             )
-        reply = self._request({"op": "append", "event": payload})
+        reply = self._request({"op": APPEND, "event": payload})
         return int(reply["seq"])
 
     def head(self) -> int:
         """The seq of the last durable event (0 for an empty log)."""
-        return int(self._request({"op": "head"})["head"])
+        return int(self._request({"op": HEAD})["head"])
 
     def stats(self) -> dict[str, Any]:
         """The hub's counters: accepted, duplicates, malformed, refused by kind, head."""
-        return dict(self._request({"op": "stats"})["stats"])
+        return dict(self._request({"op": STATS})["stats"])
 
     def read_chunk(
         self,
@@ -159,12 +164,12 @@ class Client:
         *,
         types: Iterable[str] | None = None,
         execution_id: str | None = None,
-        max_events: int = 1000,
+        max_events: int = READ_DEFAULT_EVENTS,
     ) -> tuple[list[Record], int, int]:
         """One bounded piece of the log: the records, the seq to continue from, and the head."""
         reply = self._request(
             {
-                "op": "read",
+                "op": READ,
                 "from": from_seq,
                 "to": to_seq,
                 "types": list(types) if types is not None else None,
@@ -217,7 +222,7 @@ class Client:
 
     def _close_req(self) -> None:
         if self._req is not None:
-            self._req.close(linger=0)
+            self._req.close(linger=LINGER_MS)
             self._req = None
 
     def _request(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -228,7 +233,7 @@ class Client:
         while True:
             if self._req is None:
                 self._req = self._ctx.socket(zmq.DEALER)
-                self._req.setsockopt(zmq.LINGER, 0)
+                self._req.setsockopt(zmq.LINGER, LINGER_MS)
                 self._req.setsockopt(zmq.MAXMSGSIZE, REPLY_MAX_BYTES)
                 secure(self._req, self.endpoints.request, self.endpoints.curve, server=False)
                 self._req.connect(self.endpoints.request)
@@ -289,7 +294,7 @@ class Subscription:
         self._client = client
         self._types = frozenset(types) if types is not None else None
         sock = client._ctx.socket(zmq.SUB)
-        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.LINGER, LINGER_MS)
         sock.setsockopt(zmq.RCVHWM, hwm)
         sock.setsockopt(zmq.MAXMSGSIZE, SOCKET_MAX_BYTES)
         if self._types is None:
@@ -312,7 +317,7 @@ class Subscription:
         self._live_count = 0
 
     def close(self) -> None:
-        self.socket.close(linger=0)
+        self.socket.close(linger=LINGER_MS)
 
     def take_live(self) -> list[Record]:
         """The live events received since the last call (heartbeats, samples), oldest first.

@@ -28,38 +28,36 @@ import zmq
 from bus.curve import Authenticator, needs_auth, secure
 from bus.endpoints import Endpoints, check, log_dir, run_dir
 from bus.errors import ConfigError, MalformedEventError
-from bus.events import check_map
-from bus.wire import (
+from bus.protocol import (
+    APPEND,
+    FLUSH_LINGER_MS,
+    HEAD,
+    INGEST_HWM,
+    LINGER_MS,
     MARKER_TOPIC,
-    SEQ,
+    OPS,
+    PUB_HWM,
+    READ,
+    READ_DEFAULT_EVENTS,
+    READ_MAX_EVENTS,
     SOCKET_MAX_BYTES,
-    pack,
-    pack_marker,
-    unpack,
-    unpack_map,
+    STATS,
 )
+from bus.schema import check_map
+from bus.wire import SEQ, pack, pack_marker, unpack, unpack_map
 from store import archive
 from store.archive import LogRetention, Sealed
 from store.errors import CorruptRecordError, LogDiskFullError
-from store.log import (
-    DEFAULT_SEGMENT_BYTES,
-    EventLog,
-    FsyncPolicy,
-    LogReader,
-    disk_free_bytes,
-    format_bytes,
-    fsync_dir,
-    make_private_dir,
-    payload_id,
-    recent_payloads,
-)
+from store.fsutil import disk_free_bytes, format_bytes, fsync_dir, make_private_dir
+from store.log import DEFAULT_SEGMENT_BYTES, EventLog, FsyncPolicy
+from store.reader import LogReader, recent_payloads
 from store.segment import list_segments, segment_first_seq
 from store.snapshots import passed_seq, snapshot_dir
+from store.sniff import payload_id
 
 log = logging.getLogger("porch.hub")
 
 REQUESTS_PER_CYCLE: Final = 64
-READ_MAX_EVENTS: Final = 10_000
 DISK_PROBE_INTERVAL_S: Final = 0.5  # while the disk is full, refuse without trying it in between
 DISK_FULL: Final = "disk full"  # the refused-kind of events the full disk turned away
 
@@ -73,7 +71,7 @@ class HubConfig:
     fsync: FsyncPolicy = FsyncPolicy.BATCH
     batch_max: int = 512
     segment_bytes: int = DEFAULT_SEGMENT_BYTES
-    pub_hwm: int = 50_000
+    pub_hwm: int = PUB_HWM
     dedup_window: int = 100_000
     marker_interval_s: float = 1.0
     read_chunk_bytes: int = 512 << 10
@@ -237,7 +235,7 @@ class Hub:
         ctx = self._ctx
         self.ingest = ctx.socket(zmq.PULL)
         self.ingest.setsockopt(zmq.MAXMSGSIZE, SOCKET_MAX_BYTES)
-        self.ingest.setsockopt(zmq.RCVHWM, 100_000)
+        self.ingest.setsockopt(zmq.RCVHWM, INGEST_HWM)
         # XPUB, so the hub learns whether any subscriber filters by type: only those need a
         # marker after every batch; the rest find gaps by seq and get the idle marker.
         self.publish = ctx.socket(zmq.XPUB)
@@ -250,7 +248,7 @@ class Hub:
             self._auth = Authenticator(ctx, endpoints.curve)  # before any bind: see bus.curve
         pairs = zip((self.ingest, self.publish, self.request), endpoints.all(), strict=True)
         for sock, address in pairs:
-            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.LINGER, LINGER_MS)
             secure(sock, address, endpoints.curve, server=True)
             sock.bind(address)
 
@@ -357,7 +355,7 @@ class Hub:
         for name in ("ingest", "publish", "request"):
             sock = getattr(self, name, None)
             if sock is not None:
-                sock.close(linger=1000 if name == "publish" else 0)
+                sock.close(linger=FLUSH_LINGER_MS if name == "publish" else LINGER_MS)
         if self._auth is not None:
             self._auth.stop()
             self._auth = None
@@ -431,7 +429,7 @@ class Hub:
                 continue
             op = message.get("op")
             rid = message.get("rid")
-            if op == "append":
+            if op == APPEND:
                 payload = message.get("event")
                 if type(payload) is not bytes:
                     self._refuse("append without event bytes", "bad request")
@@ -441,7 +439,7 @@ class Hub:
                     )
                     continue
                 self._accept(payload, batch, envelope, rid)
-            elif op in ("read", "head", "stats"):
+            elif op in (READ, HEAD, STATS):
                 batch.reads.append((envelope, message))
             else:
                 self._refuse(f"unknown op {op!r}", "bad request")
@@ -450,7 +448,7 @@ class Hub:
                     {
                         "rid": rid,
                         "ok": False,
-                        "error": f"unknown op {op!r}; ops: append, read, head, stats",
+                        "error": f"unknown op {op!r}; ops: {', '.join(OPS)}",
                     },
                 )
 
@@ -582,10 +580,10 @@ class Hub:
         op = message["op"]
         rid = message.get("rid")
         head = self.log.head
-        if op == "head":
+        if op == HEAD:
             self._reply(envelope, {"rid": rid, "ok": True, "head": head})
             return
-        if op == "stats":
+        if op == STATS:
             stats = self.stats.as_map() | {
                 "head": head,
                 "auth_denied": self._auth.denied if self._auth is not None else 0,
@@ -627,7 +625,7 @@ def _read_args(
     to_seq = message.get("to")
     types = message.get("types")
     execution_id = message.get("execution_id")
-    max_events = message.get("max", 1000)
+    max_events = message.get("max", READ_DEFAULT_EVENTS)
     if type(from_seq) is not int or from_seq < 1:
         raise ValueError(f"read: 'from' must be an int >= 1, got {from_seq!r}")
     if to_seq is not None and type(to_seq) is not int:

@@ -15,10 +15,8 @@ from typing import Any, Final
 import msgpack
 
 from bus.errors import MalformedEventError
+from bus.protocol import MARKER_TOPIC, MAX_MESSAGE_BYTES
 
-MAX_MESSAGE_BYTES: Final = 1 << 20
-SOCKET_MAX_BYTES: Final = MAX_MESSAGE_BYTES + 4096  # ZeroMQ's MAXMSGSIZE of receiving sockets
-MARKER_TOPIC: Final = b"\x00"
 SEQ: Final = struct.Struct(">Q")
 MAX_DEPTH: Final = 32
 

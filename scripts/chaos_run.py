@@ -51,8 +51,8 @@ from bus.events import Event, ExecutionRequested, ScheduleAdded, ScheduleRemoved
 from bus.wire import unpack_map
 from stages.sample import SCHEMA, generate
 from store import archive, artifacts, powercut
-from store.log import LogReader
 from store.projections import executions as folds
+from store.reader import LogReader
 from store.segment import SUFFIX, list_segments, segment_first_seq
 
 ROWS = 4000

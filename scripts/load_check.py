@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from bus.wire import unpack_map
-from store.log import LogReader
+from store.reader import LogReader
 from store.segment import list_segments
 
 TERMINAL: Final = (

@@ -47,7 +47,8 @@ from actors.api.schedules import add_schedules
 from actors.scheduler.specs import normalize
 from bus.client import Client
 from bus.errors import BusError
-from bus.events import ScheduleFired, encode
+from bus.events import ScheduleFired
+from bus.schema import encode
 from scripts.load_check import TERMINAL, Report, check
 from stages.sample import SCHEMA, generate
 

@@ -7,7 +7,7 @@ src, execution_id, the event as JSON, and its msgpack payload, exact), checked b
 back, and only then is the segment deleted. A user who asked for deletion instead gets a
 marker ``deleted-<first>-<last>.json`` in its place, so replay can say what is gone.
 
-Readers (`store.log.LogReader`) read across archive and live log by seq: a range below the
+Readers (`store.reader.LogReader`) read across archive and live log by seq: a range below the
 first live segment comes from here.
 """
 
@@ -27,7 +27,7 @@ from typing import Any, Final
 import msgpack
 
 from store.errors import StoreError
-from store.log import FILE_MODE, fsync_dir, make_private_dir
+from store.fsutil import FILE_MODE, fsync_dir, make_private_dir
 from store.segment import scan, segment_first_seq
 
 ARCHIVED: Final = re.compile(r"^events-(\d{20})-(\d{20})\.parquet$")

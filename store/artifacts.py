@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from store.errors import StoreError
-from store.log import fsync_dir, make_private_dir
+from store.fsutil import fsync_dir, make_private_dir
 
 CHUNK: Final = 8 * 1024 * 1024
 SLICE: Final = "slice:"

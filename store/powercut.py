@@ -2,9 +2,10 @@
 
 kill -9 keeps the page cache: every byte a killed process wrote is still there for the next
 one to read, synced or not. A power cut keeps only what reached the disk. To test that, the
-processes of a crash test run with ``PORCH_SYNC_JOURNAL=FILE``: each fsync of a log segment
-records the segment's length, and each fsync of a directory records the names it held. After
-killing every process, `cut` makes the files what a power cut could have left:
+processes of a crash test run with ``PORCH_SYNC_JOURNAL=FILE``: their sync observer (see
+`store.fsutil.sync_observer`) is then a `SyncJournal`, which records the length of each log
+segment synced and the names each synced directory held. After killing every process, `cut`
+makes the files what a power cut could have left:
 
 - a log segment is cut to its last synced length (a segment never synced is emptied);
 - a file or directory that no sync of its directory listed is removed (its creation or rename
@@ -12,9 +13,6 @@ killing every process, `cut` makes the files what a power cut could have left:
 
 Only log segments are cut by length. Other files are kept whole when listed: artifacts are
 fsynced before their rename, and the rest (tracebacks, locks, run files) carry no promise.
-
-Without the variable (always, outside crash tests) nothing is written and nothing is slower
-but one check of a module constant.
 """
 
 from __future__ import annotations
@@ -22,39 +20,45 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Final
 
 ENV: Final = "PORCH_SYNC_JOURNAL"
-JOURNAL: Final = os.environ.get(ENV) or None
 
 
-def synced_size(path: Path | str, size: int) -> None:
-    """Record that ``path`` is on disk up to ``size`` bytes."""
-    if JOURNAL is not None:
-        _write({"file": str(path), "size": size})
+class SyncJournal:
+    """A sync observer that appends what each sync made durable to a journal file, one JSON
+    line per sync; several processes may share the file."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+
+    def listing(self, directory: Path) -> list[str]:
+        """The names in ``directory`` but temp files, taken just before its sync."""
+        return sorted(p.name for p in Path(directory).iterdir() if p.suffix != ".tmp")
+
+    def synced_dir(self, directory: Path, names: list[str]) -> None:
+        """Record that the ``names`` listed before a sync of ``directory`` are on disk."""
+        self._write({"dir": str(directory), "names": names})
+
+    def synced_size(self, path: Path, size: int) -> None:
+        """Record that ``path`` is on disk up to ``size`` bytes."""
+        self._write({"file": str(path), "size": size})
+
+    def _write(self, entry: dict[str, object]) -> None:
+        # one write of one line with O_APPEND: lines of several processes do not interleave
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            os.write(fd, (json.dumps(entry) + "\n").encode())
+        finally:
+            os.close(fd)
 
 
-def listing(directory: Path | str) -> list[str] | None:
-    """The names in ``directory``, taken just before its sync (None outside crash tests)."""
-    if JOURNAL is None:
-        return None
-    return sorted(p.name for p in Path(directory).iterdir() if p.suffix != ".tmp")
-
-
-def synced_dir(directory: Path | str, names: list[str] | None) -> None:
-    """Record that the ``names`` listed before a sync of ``directory`` are on disk."""
-    if JOURNAL is not None and names is not None:
-        _write({"dir": str(directory), "names": names})
-
-
-def _write(entry: dict[str, object]) -> None:
-    # one write of one line with O_APPEND: lines of several processes do not interleave
-    fd = os.open(JOURNAL, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)  # type: ignore[arg-type]
-    try:
-        os.write(fd, (json.dumps(entry) + "\n").encode())
-    finally:
-        os.close(fd)
+def from_environ(environ: Mapping[str, str]) -> SyncJournal | None:
+    """The journal ``PORCH_SYNC_JOURNAL`` names (a crash test), or None."""
+    path = environ.get(ENV)
+    return SyncJournal(path) if path else None
 
 
 def read(journal: Path) -> tuple[dict[str, int], dict[str, set[str]]]:

@@ -41,9 +41,12 @@ def _listdir(directory: Path) -> list[str]:
         return []
 
 
-def encode_record(seq: int, payload: bytes) -> bytes:
-    body = SEQ_BYTES.pack(seq) + payload
-    return struct.pack(">II", len(payload), zlib.crc32(body)) + body
+def append_record(buf: bytearray, seq: int, payload: bytes) -> None:
+    """Add the record of ``payload`` at ``seq`` to the end of ``buf``."""
+    seq_bytes = SEQ_BYTES.pack(seq)
+    buf += (len(payload) << 32 | zlib.crc32(payload, zlib.crc32(seq_bytes))).to_bytes(8, "big")
+    buf += seq_bytes
+    buf += payload
 
 
 @dataclass(frozen=True, slots=True)

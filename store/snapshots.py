@@ -26,7 +26,7 @@ from typing import Any, Final
 
 import msgpack
 
-from store.log import FILE_MODE, fsync_dir, make_private_dir
+from store.fsutil import FILE_MODE, fsync_dir, make_private_dir
 from store.statecodec import paused_gc
 
 log = logging.getLogger("porch.snapshots")

@@ -22,12 +22,14 @@ import typing
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from store.errors import StoreError
+
 Encode = Callable[[Any], Any]
 Decode = Callable[[Any], Any]
 _PLAIN: frozenset[Any] = frozenset({str, int, float, bool, bytes, type(None), Any})
 
 
-class StateShapeError(TypeError):
+class StateShapeError(StoreError, TypeError):
     """A state class holds a field whose annotation the codec cannot write down."""
 
 

@@ -16,11 +16,11 @@ import msgpack
 from actors.read.executions import execution_view
 from actors.scheduler.core import SchedulerCore
 from bus.wire import unpack_map
-from store.log import LogReader
 from store.projections import alerts as alert_folds
 from store.projections import executions as execution_folds
 from store.projections import metrics as metric_folds
 from store.projections import schedules as schedule_folds
+from store.reader import LogReader
 
 
 def _through_snapshot(module: Any, state: Any) -> Any:

@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from bus.events import Event, to_map
+from bus.events import Event
+from bus.schema import to_map
 from bus.wire import pack
 
 

@@ -12,7 +12,8 @@ import pytest
 
 from store import archive
 from store.archive import LogRetention, Sealed
-from store.log import EventLog, LogReader
+from store.log import EventLog
+from store.reader import LogReader
 from store.snapshots import SnapshotStore
 from tests.conftest import HubProcess, run_porch
 

@@ -12,8 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from store.log import EventLog, LogReader
+from store.log import EventLog
 from store.projections import executions
+from store.reader import LogReader
 
 GOLDEN_LOG = Path(__file__).parent / "golden" / "full" / "log"
 TEMPLATE = [

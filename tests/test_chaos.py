@@ -33,20 +33,20 @@ def test_a_short_power_cut_run_finds_no_violation():
     assert " violations=0 " in summary
 
 
-def test_a_power_cut_keeps_only_what_was_synced(tmp_path, monkeypatch):
+def test_a_power_cut_keeps_only_what_was_synced(tmp_path):
     """The cut itself: unsynced bytes of a segment, and entries no directory sync listed, go."""
     from store import powercut
 
     journal = tmp_path / "sync.journal"
-    monkeypatch.setattr(powercut, "JOURNAL", str(journal))
+    observer = powercut.SyncJournal(journal)
     root = tmp_path / "data"
     kept = root / "log"
     kept.mkdir(parents=True)
     segment = kept / "00000000000000000001.seg"
     segment.write_bytes(b"a" * 100)
-    powercut.synced_dir(root, powercut.listing(root))
-    powercut.synced_dir(kept, powercut.listing(kept))
-    powercut.synced_size(segment, 60)
+    observer.synced_dir(root, observer.listing(root))
+    observer.synced_dir(kept, observer.listing(kept))
+    observer.synced_size(segment, 60)
     (kept / "late.arrow").write_bytes(b"renamed after the last sync")
     (kept / ".x.arrow.123.tmp").write_bytes(b"half")
     (root / "unsynced-dir").mkdir()
@@ -56,3 +56,22 @@ def test_a_power_cut_keeps_only_what_was_synced(tmp_path, monkeypatch):
     assert sorted(p.name for p in kept.iterdir()) == [segment.name]
     assert not (root / "unsynced-dir").exists()
     assert done == {"truncated_bytes": 40, "removed": 4}
+
+
+def test_the_log_tells_its_sync_observer_what_each_sync_made_durable(tmp_path):
+    from store import powercut
+    from store.log import EventLog
+    from store.segment import HEADER_SIZE, list_segments
+
+    # given a log whose syncs a journal hears
+    observer = powercut.SyncJournal(tmp_path / "sync.journal")
+    directory = tmp_path / "log"
+    # when it appends a record and closes
+    with EventLog(directory, fsync="batch", on_sync=observer) as log:
+        log.append([b"x" * 10])
+    # then the journal holds the segment's synced length and the names of both directories
+    sizes, names = powercut.read(observer.path)
+    (segment,) = list_segments(directory)
+    assert sizes == {str(segment): HEADER_SIZE + 10}
+    assert names[str(directory)] == {"LOCK", segment.name}
+    assert "log" in names[str(tmp_path)]

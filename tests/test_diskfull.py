@@ -20,8 +20,10 @@ from bus.endpoints import log_dir
 from bus.errors import EventRefusedError
 from bus.events import MetricRecorded, MetricSampled
 from store.errors import LogDiskFullError
-from store.log import EventLog, LogReader, verify
+from store.log import EventLog
+from store.reader import LogReader
 from store.segment import list_segments
+from store.verify import verify
 from tests.conftest import HubProcess, run_porch
 
 PAD = "x" * 900  # about 1 KB an event: a few fill the last page of a segment

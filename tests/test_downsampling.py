@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 from actors.monitor.alerting import AlertEngine, check_rule
 from actors.read import monitoring as views
 from actors.read.monitoring import quantile
-from bus.events import AlertRuleAdded, to_map
+from bus.events import AlertRuleAdded
+from bus.schema import to_map
 from store.projections import alerts as alert_folds
 from store.projections import metrics as folds
 from store.projections.metrics import HOUR_S, MINUTE_S, MetricsState, Series, record

@@ -9,21 +9,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bus import events
+from bus import envelope
 from bus.errors import MalformedEventError
-from bus.events import (
-    CATALOGUE,
-    SCHEMAS,
-    MetricRecorded,
-    StageCompleted,
-    build,
-    check_map,
-    coerce,
-    decode,
-    encode,
-    to_map,
-    upcast,
-)
+from bus.events import MetricRecorded, StageCompleted
+from bus.schema import CATALOGUE, SCHEMAS, build, check_map, coerce, decode, encode, to_map, upcast
 
 DESIGN_EVENTS = [
     "ExecutionRequested",
@@ -186,7 +175,7 @@ def test_arbitrary_maps_are_refused_or_accepted_never_crash(obj):
 
 
 def test_source_names_the_actor():
-    source = events.set_source("worker")
+    source = envelope.set_source("worker")
     assert source.startswith("worker@")
     assert completed().src == source
 
@@ -199,7 +188,7 @@ def test_unknown_fields_of_mixed_key_types_are_refused_not_crashed():
 
 def test_the_type_is_read_from_the_first_key_without_unpacking_the_rest():
     from bus.wire import pack
-    from store.log import payload_type
+    from store.sniff import payload_type
 
     for kind, schema in SCHEMAS.items():
         values = {

@@ -21,7 +21,8 @@ from hypothesis import strategies as st
 from actors.api.system import stop_process
 from actors.monitor.info import monitor_address
 from bus.errors import EventRefusedError
-from bus.events import SCHEMAS, MetricRecorded, StageDispatched, encode
+from bus.events import MetricRecorded, StageDispatched
+from bus.schema import SCHEMAS, encode
 from tests.conftest import PORCH
 
 SCALARS = st.one_of(

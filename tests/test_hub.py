@@ -12,9 +12,11 @@ import zmq
 
 from bus.client import Client, Record
 from bus.errors import EventRefusedError
-from bus.events import MetricRecorded, StageProgress, decode
-from bus.wire import MAX_MESSAGE_BYTES
-from store.log import LogReader, verify
+from bus.events import MetricRecorded, StageProgress
+from bus.protocol import MAX_MESSAGE_BYTES
+from bus.schema import decode
+from store.reader import LogReader
+from store.verify import verify
 from tests.conftest import HubProcess, run_porch
 
 

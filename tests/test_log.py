@@ -11,8 +11,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from store.errors import CorruptRecordError, LogLockedError
-from store.log import EventLog, LogReader, lock_holder, verify
+from store.log import EventLog, lock_holder
+from store.reader import LogReader
 from store.segment import HEADER_SIZE, list_segments
+from store.verify import verify
 
 
 def payload(i: int, kind: str = "MetricRecorded", execution_id: str | None = None) -> bytes:
@@ -231,8 +233,9 @@ def test_a_refused_append_writes_nothing(tmp_path):
 
 @pytest.mark.parametrize("event_id", ["a", "x" * 31, "y" * 32, "z" * 128, "ü-ü"])
 def test_an_event_id_is_read_without_unpacking_the_event(event_id):
-    from bus.events import StageCompleted, encode
-    from store.log import payload_id
+    from bus.events import StageCompleted
+    from bus.schema import encode
+    from store.sniff import payload_id
 
     event = StageCompleted(id=event_id, execution_id="e", stage="s", worker="w", artifact="a",
                            rows_in=1, rows_out=1, bytes=1, sha256="h", duration_s=0.1)  # fmt: skip
@@ -243,7 +246,7 @@ def test_an_event_id_is_read_without_unpacking_the_event(event_id):
 
 
 def test_recent_payloads_match_the_checked_reader_across_segments(tmp_path):
-    from store.log import recent_payloads
+    from store.reader import recent_payloads
 
     with EventLog(tmp_path / "log", fsync="never", segment_bytes=2048) as log:
         for i in range(300):

@@ -22,8 +22,8 @@ from bus.events import (
     SchedulePaused,
     ScheduleResumed,
     WorkerStarted,
-    to_map,
 )
+from bus.schema import to_map
 from tests.memhub import MemoryHub
 
 T0 = datetime(2026, 11, 2, tzinfo=ZoneInfo("UTC")).timestamp()

@@ -15,8 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bus.wire import unpack_map
-from store.log import LogReader
 from store.projections import alerts, executions, metrics, schedules, summary
+from store.reader import LogReader
 from store.snapshots import SnapshotStore, read
 from store.statecodec import StateCodec, StateShapeError
 

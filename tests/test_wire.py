@@ -6,7 +6,8 @@ import msgpack
 import pytest
 
 from bus.errors import MalformedEventError
-from bus.wire import MAX_MESSAGE_BYTES, check_plain, pack_marker, parse_marker, unpack, unpack_map
+from bus.protocol import MAX_MESSAGE_BYTES
+from bus.wire import check_plain, pack_marker, parse_marker, unpack, unpack_map
 
 
 def test_extension_types_are_refused():

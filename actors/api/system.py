@@ -223,10 +223,3 @@ def stop_process(proc: subprocess.Popen[bytes], timeout_s: float = 10.0) -> None
 
 def default_checkpoint_dir(data_dir: Path) -> Path:
     return data_dir / "checkpoints"
-
-
-def env_int(name: str, default: int) -> int:
-    try:
-        return int(os.environ.get(name, default))
-    except ValueError:
-        return default

@@ -24,11 +24,13 @@ from actors.commands.common import (
 from actors.errors import UsageError
 from bus.client import hub_running
 from bus.endpoints import log_dir
-from bus.events import SCHEMAS, build, coerce, set_source
+from bus.envelope import set_source
 from bus.hub import Hub
+from bus.schema import SCHEMAS, build, coerce
 from bus.wire import unpack_map
-from store.log import LogReader, verify
 from store.projections.summary import SummaryState, evolve
+from store.reader import LogReader
+from store.verify import verify
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -349,7 +351,7 @@ def _verify_archive(directory: Path, first_live: int | None) -> bool:
 def cmd_log_repair(args: argparse.Namespace) -> int:
     import time
 
-    from store.log import repair
+    from store.verify import repair
 
     directory = log_dir(data_dir_of(args))
     if not directory.is_dir():

@@ -21,7 +21,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
-from actors.errors import UsageError
+from actors.errors import ActorError
 from bus.events import AlertFired, AlertResolved, Event
 from store.projections import alerts as alert_folds
 from store.projections.alerts import AlertsState, Rule, series_text
@@ -33,7 +33,7 @@ SCOPES: Final = ("stage", "schedule", "worker", "host")
 RULE_ID: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,59}$")
 
 
-class AlertRuleError(UsageError):
+class AlertRuleError(ActorError, ValueError):
     """An alert rule that cannot be used; the message is one line."""
 
 

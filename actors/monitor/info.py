@@ -10,8 +10,8 @@ import http.client
 import json
 from pathlib import Path
 
-from actors.shared import pidlock
 from bus.endpoints import run_dir
+from store import pidlock
 
 
 def info_path(data_dir: Path) -> Path:

@@ -47,7 +47,7 @@ from bus.curve import Authenticator, needs_auth, secure
 from bus.endpoints import Endpoints, check
 from bus.errors import BusError
 from bus.events import Event
-from bus.wire import MAX_MESSAGE_BYTES
+from bus.protocol import MAX_MESSAGE_BYTES
 from store import retention
 from store.projections import executions as folds
 

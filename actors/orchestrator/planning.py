@@ -21,6 +21,7 @@ from typing import Any, Final
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from actors.errors import ActorError
 from bus.events import Event, ExecutionStarted
 from stages.errors import StageError
 from stages.pipeline import build
@@ -34,7 +35,7 @@ MAX_PARTS: Final = 8192  # so a plan and a collect task fit in one event (1 MiB)
 SAFE_NAME: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
 
-class PlanRefusedError(ValueError):
+class PlanRefusedError(ActorError, ValueError):
     """The request cannot run; the message says why, in one line."""
 
 

@@ -7,7 +7,6 @@ from typing import Any
 from actors.read import model as readmodel
 from actors.read.model import Reader
 from actors.scheduler.core import SchedulerCore
-from actors.scheduler.specs import check_dependencies
 from actors.scheduler.timetable import iso, zone
 from store.projections import schedules as folds
 from store.projections.schedules import ScheduleState
@@ -80,8 +79,3 @@ def recent_executions(core: SchedulerCore, limit: int) -> list[dict[str, Any]]:
         reverse=True,
     )
     return [folds.describe(core.state, r) for r in runs[: max(0, limit)]]
-
-
-def check_new_dependencies(core: SchedulerCore, config: dict[str, Any]) -> None:
-    graph = {sid: list(s.config.get("dependencies", [])) for sid, s in core.state.schedules.items()}
-    check_dependencies(config["schedule_id"], config["dependencies"], graph)

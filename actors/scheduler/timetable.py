@@ -32,7 +32,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
 
-from actors.errors import UsageError
+from actors.errors import ActorError
 
 ALIASES: Final = {
     "@yearly": "0 0 1 1 *",
@@ -65,7 +65,7 @@ _DURATION: Final = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
 _UNITS: Final = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
 
 
-class ScheduleSpecError(UsageError):
+class ScheduleSpecError(ActorError, ValueError):
     """A schedule expression, zone or date that cannot be used; the message is one line."""
 
 

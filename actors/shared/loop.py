@@ -32,13 +32,14 @@ from typing import Any, ClassVar, Final, Literal
 import zmq
 
 from actors.errors import ActorError
-from actors.shared import pidlock
 from actors.shared.outbox import Outbox, TooBig
 from actors.shared.snapshotter import SnapshotPolicy, Snapshotter
 from actors.shared.sources import HubSource
 from bus.client import Client, Record, Subscription
 from bus.endpoints import Endpoints, run_dir
-from bus.events import Event, set_source
+from bus.envelope import set_source
+from bus.events import Event
+from store import pidlock
 
 log = logging.getLogger("porch.loop")
 MAX_WAIT_MS: Final = 1000

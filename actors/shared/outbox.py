@@ -15,8 +15,9 @@ from collections.abc import Callable
 from typing import Final, Protocol
 
 from bus.errors import BusError
-from bus.events import Event, encode
-from bus.wire import MAX_MESSAGE_BYTES
+from bus.events import Event
+from bus.protocol import MAX_MESSAGE_BYTES
+from bus.schema import encode
 
 log = logging.getLogger("porch.outbox")
 RESEND_AFTER_S: Final = 5.0

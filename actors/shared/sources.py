@@ -12,7 +12,7 @@ from bus.endpoints import log_dir
 from bus.errors import BusError, MalformedEventError
 from bus.wire import unpack_map
 from store.errors import StoreError
-from store.log import LogReader
+from store.reader import LogReader
 
 log = logging.getLogger("porch.readmodel")
 

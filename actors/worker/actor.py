@@ -44,10 +44,9 @@ from bus.events import (
     WorkerHeartbeat,
     WorkerStarted,
     WorkerStopped,
-    decode,
-    to_map,
 )
-from bus.wire import SOCKET_MAX_BYTES
+from bus.protocol import SOCKET_MAX_BYTES
+from bus.schema import decode, to_map
 from store.projections.plan import TaskRef
 
 log = logging.getLogger("porch.worker")

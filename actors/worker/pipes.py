@@ -8,11 +8,13 @@ from typing import Any, BinaryIO, Final
 
 import msgpack
 
+from actors.errors import ActorError
+
 HEADER: Final = struct.Struct(">I")
 MAX_FRAME: Final = 64 * 1024 * 1024
 
 
-class FrameError(ValueError):
+class FrameError(ActorError, ValueError):
     """A frame that is too long or does not decode."""
 
 

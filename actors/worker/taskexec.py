@@ -25,7 +25,7 @@ from stages.registry import Registry
 from stages.spec import Partitioning, Stage, sum_reports
 from store import artifacts
 from store.artifacts import ArtifactError
-from store.log import make_private_dir
+from store.fsutil import make_private_dir
 from store.projections.plan import Phase, TaskSpec
 
 MAX_REPORT_BYTES: Final = 200_000

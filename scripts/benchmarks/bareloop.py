@@ -15,7 +15,8 @@ from pathlib import Path
 import zmq
 
 from bus.client import Client
-from bus.events import MetricRecorded, encode
+from bus.events import MetricRecorded
+from bus.schema import encode
 from scripts.benchmarks.common import ROOT
 from tests.conftest import HubProcess
 

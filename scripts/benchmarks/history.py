@@ -37,7 +37,8 @@ from bus.client import Client
 from bus.events import ExecutionRequested
 from scripts.benchmarks.common import ROOT, line, median
 from stages.sample import write_sample
-from store.log import EventLog, LogReader
+from store.log import EventLog
+from store.reader import LogReader
 
 GOLDEN = ROOT / "tests" / "golden" / "full" / "log"
 ACTORS = ("orchestrator", "scheduler", "monitor")

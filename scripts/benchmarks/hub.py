@@ -14,8 +14,9 @@ import msgpack
 from bus.client import Client, hub_running
 from bus.wire import unpack_map
 from scripts.benchmarks.common import Child, line, median, percentile
-from store.log import EventLog, LogReader
+from store.log import EventLog
 from store.projections.summary import SummaryState, evolve
+from store.reader import LogReader
 from store.segment import HEADER, HEADER_SIZE, list_segments
 
 

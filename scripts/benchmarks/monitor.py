@@ -35,8 +35,8 @@ from bus.events import (
     StageDispatched,
     StageStarted,
     WorkerHeartbeat,
-    encode,
 )
+from bus.schema import encode
 from bus.wire import unpack_map
 from scripts.benchmarks.common import line, median, percentile
 from scripts.benchmarks.scheduler import _client, _porch

@@ -24,7 +24,8 @@ from actors.scheduler.specs import normalize
 from actors.scheduler.timetable import iso
 from bus.client import Client
 from bus.errors import BusError
-from bus.events import ScheduleAdded, encode
+from bus.events import ScheduleAdded
+from bus.schema import encode
 from scripts.benchmarks.common import line, median, percentile
 from store.projections import schedules as folds
 

@@ -1,0 +1,35 @@
+"""The hub's protocol in one place (the guide's MDP.py): request ops, sizes, socket options.
+
+A request on the hub's ROUTER socket is a msgpack map ``{"op": OP, "rid": ID, ...}`` and its
+reply ``{"rid": ID, "ok": true, ...}`` or ``{"rid": ID, "ok": false, "error": LINE}``:
+
+- ``append`` ``{"event": payload}``: appended and synced, then ``{"seq": SEQ}``;
+- ``read`` ``{"from", "to", "types", "execution_id", "max"}``: one bounded chunk of the log,
+  ``{"events": [[seq, payload], ...], "next": SEQ, "head": SEQ}``;
+- ``head``: ``{"head": SEQ}``;
+- ``stats``: ``{"stats": {counter: value, ...}}``.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+APPEND: Final = "append"
+READ: Final = "read"
+HEAD: Final = "head"
+STATS: Final = "stats"
+OPS: Final = (APPEND, READ, HEAD, STATS)
+READ_DEFAULT_EVENTS: Final = 1000  # a read's "max" when it names none
+READ_MAX_EVENTS: Final = 10_000  # the largest "max" a read may ask for
+
+MAX_MESSAGE_BYTES: Final = 1 << 20  # an event's payload, a request
+SOCKET_MAX_BYTES: Final = MAX_MESSAGE_BYTES + 4096  # ZeroMQ's MAXMSGSIZE of receiving sockets
+REPLY_MAX_BYTES: Final = 4 * SOCKET_MAX_BYTES  # a requester's MAXMSGSIZE: a read reply holds many
+MARKER_TOPIC: Final = b"\x00"  # the PUB topic of batch markers (see `bus.wire`)
+
+INGEST_HWM: Final = 100_000  # the hub's PULL
+PUB_HWM: Final = 50_000  # the hub's XPUB, unless its config says otherwise
+SUB_HWM: Final = 200_000  # a subscription's SUB, unless it asks otherwise
+
+LINGER_MS: Final = 0  # what a socket has not sent is dropped on close: what matters is appended
+FLUSH_LINGER_MS: Final = 1000  # but a publisher's PUSH and the hub's XPUB get a second to send it
