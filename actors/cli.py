@@ -18,6 +18,7 @@ from actors.commands import stages as stage_commands
 from actors.errors import ActorError
 from bus.errors import BusError
 from stages.errors import StageError
+from store import fsutil, powercut
 from store.errors import StoreError
 
 ROOT_ERRORS = (ActorError, BusError, StoreError, StageError)
@@ -50,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    fsutil.observe_syncs(powercut.from_environ(os.environ))  # a crash test's sync journal
     if args.command in PRIVATE_COMMANDS:
         os.umask(0o077)
     try:

@@ -33,7 +33,7 @@ from bus.protocol import (
     STATS,
     SUB_HWM,
 )
-from bus.schema import Event, decode, encode
+from bus.schema import Event, decode, encode, fields_of
 from bus.wire import pack, parse_marker, unpack, unpack_map
 from store.log import lock_holder
 from store.sniff import payload_type
@@ -51,7 +51,7 @@ class Record(NamedTuple):
 
     def fields(self) -> dict[str, Any]:
         """The event's map: envelope and fields, as plain data."""
-        return unpack_map(self.payload)
+        return fields_of(self.payload)
 
     def event(self) -> Event:
         """The event as its catalogue dataclass (validated, upcast)."""

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Final
 
 from bus.schema import Event, Upcaster, catalogued, register_upcasters
+from store.projections.alerts import RULE_DEFAULTS
 
 # --- the catalogue -----------------------------------------------------------------------------
 # Executions
@@ -46,6 +47,7 @@ class ExecutionStarted(Event):
 @catalogued
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StageDispatched(Event):
+    V: ClassVar[int] = 2  # v2: ``step`` is always set (a v1 event may name it by its stage)
     execution_id: str
     stage: str
     task_id: str
@@ -66,6 +68,7 @@ class StageDispatched(Event):
 @catalogued
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StageStarted(Event):
+    V: ClassVar[int] = 2  # v2: ``step`` is always set (a v1 event may name it by its stage)
     execution_id: str
     stage: str
     worker: str
@@ -79,6 +82,7 @@ class StageStarted(Event):
 @catalogued
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StageProgress(Event):
+    V: ClassVar[int] = 2  # v2: ``step`` is always set (a v1 event may name it by its stage)
     execution_id: str
     stage: str
     worker: str
@@ -94,6 +98,7 @@ class StageProgress(Event):
 @catalogued
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StageCompleted(Event):
+    V: ClassVar[int] = 2  # v2: ``step`` is always set (a v1 event may name it by its stage)
     execution_id: str
     stage: str
     worker: str
@@ -116,6 +121,7 @@ class StageCompleted(Event):
 @catalogued
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StageFailed(Event):
+    V: ClassVar[int] = 2  # v2: ``step`` is always set (a v1 event may name it by its stage)
     execution_id: str
     stage: str
     worker: str
@@ -342,10 +348,10 @@ class AlertRuleAdded(Event):
     condition: str
     threshold: float | str
     severity: str
-    cooldown_minutes: float = 5.0
-    enabled: bool = True
-    description: str = ""
-    pending_s: float = 0.0
+    cooldown_minutes: float = RULE_DEFAULTS["cooldown_minutes"]
+    enabled: bool = RULE_DEFAULTS["enabled"]
+    description: str = RULE_DEFAULTS["description"]
+    pending_s: float = RULE_DEFAULTS["pending_s"]
     scope: dict[str, Any] = field(default_factory=dict)
 
 
@@ -420,5 +426,20 @@ class ArtifactsRemoved(Event):
 
 # --- upcasters: (type, version) -> the event's fields at the next version ----------------------
 
-UPCASTERS: Final[dict[tuple[str, int], Upcaster]] = {}
+
+def _step_from_stage_v1_v2(fields: dict[str, Any]) -> dict[str, Any]:
+    """v1 task events written before plans had steps name the step by its stage only."""
+    return {**fields, "step": fields.get("step") or fields.get("stage", "")}
+
+
+UPCASTERS: Final[dict[tuple[str, int], Upcaster]] = {
+    (kind, 1): _step_from_stage_v1_v2
+    for kind in (
+        "StageDispatched",
+        "StageStarted",
+        "StageProgress",
+        "StageCompleted",
+        "StageFailed",
+    )
+}
 register_upcasters(UPCASTERS)

@@ -215,7 +215,12 @@ def upcast(
         step = upcasters.get((kind, v))
         if step is None:
             raise MalformedEventError(f"{kind}: no upcaster from schema version {v}")
-        fields_ = step(fields_)
+        try:
+            fields_ = step(fields_)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise MalformedEventError(
+                f"{kind}: cannot upcast from schema version {v}: {exc}"
+            ) from exc
         v += 1
         fields_["v"] = v
     return fields_
@@ -249,6 +254,27 @@ def from_map(obj: dict[str, Any], raw: bytes = b"") -> Event:
         if type(value) is int:
             obj[name] = float(value)
     return schema.cls(**{k: v for k, v in obj.items() if k not in ("type", "v")})
+
+
+def current(obj: dict[str, Any]) -> dict[str, Any]:
+    """An event map as this program's schema has it: upcast when it is of an older version.
+
+    What folds read from the log goes through here (the log keeps each event as it was
+    written). A map that is not a known event of an older version comes back as it is."""
+    kind = obj.get("type")
+    schema = SCHEMAS.get(kind) if type(kind) is str else None
+    v = obj.get("v")
+    if schema is None or v == schema.v or type(v) is not int or not 1 <= v < schema.v:
+        return obj
+    try:
+        return upcast(schema.type, obj, schema.v, _upcasters)
+    except MalformedEventError:
+        return obj
+
+
+def fields_of(payload: bytes) -> dict[str, Any]:
+    """The map of a logged event's bytes, at the current schema version (`current`)."""
+    return current(unpack_map(payload))
 
 
 def decode(raw: bytes) -> Event:

@@ -30,22 +30,17 @@ class SyncObserver(Protocol):
 
 
 _observer: SyncObserver | None = None
-_chosen = False
 
 
 def observe_syncs(observer: SyncObserver | None) -> None:
-    """Tell ``observer`` of every sync this process makes from now on (an entry point's choice)."""
-    global _observer, _chosen
-    _observer, _chosen = observer, True
+    """Tell ``observer`` of every sync this process makes from now on (an entry point's choice:
+    `porch` and the worker's runner pass the crash test's journal, `powercut.from_environ`)."""
+    global _observer
+    _observer = observer
 
 
 def sync_observer() -> SyncObserver | None:
-    """The observer of this process's syncs: the one `observe_syncs` chose, else (looked up once,
-    at the first sync) the journal ``PORCH_SYNC_JOURNAL`` names in a crash test, else None."""
-    if not _chosen:
-        from store import powercut
-
-        observe_syncs(powercut.from_environ(os.environ))
+    """The observer of this process's syncs, as its entry point chose (`observe_syncs`)."""
     return _observer
 
 

@@ -12,7 +12,18 @@ from hypothesis import strategies as st
 from bus import envelope
 from bus.errors import MalformedEventError
 from bus.events import MetricRecorded, StageCompleted
-from bus.schema import CATALOGUE, SCHEMAS, build, check_map, coerce, decode, encode, to_map, upcast
+from bus.schema import (
+    CATALOGUE,
+    SCHEMAS,
+    build,
+    check_map,
+    coerce,
+    decode,
+    encode,
+    fields_of,
+    to_map,
+    upcast,
+)
 
 DESIGN_EVENTS = [
     "ExecutionRequested",
@@ -80,7 +91,7 @@ def test_round_trip_keeps_every_field():
 def test_wire_map_carries_envelope():
     obj = msgpack.unpackb(encode(completed()))
     assert obj["type"] == "StageCompleted"
-    assert obj["v"] == 1
+    assert obj["v"] == 2  # StageCompleted v2: step always set
     assert {"id", "ts", "src"} <= obj.keys()
 
 
@@ -96,7 +107,7 @@ def test_ids_are_unique():
         ({"duration_s": None}, "StageCompleted: field 'duration_s' must be float, got null"),
         ({"surprise": 1}, "StageCompleted: unknown field 'surprise'"),
         ({"type": "NoSuchEvent"}, "unknown event type 'NoSuchEvent'"),
-        ({"v": 99}, "StageCompleted: schema version 99 is newer than this program knows (1)"),
+        ({"v": 99}, "StageCompleted: schema version 99 is newer than this program knows (2)"),
         ({"id": ""}, "StageCompleted: field 'id' must be a str of 1 to 128 chars"),
         (
             {"report": {"k": object()}},
@@ -212,3 +223,55 @@ def _example(schema, name):
         hint = args[0]
     origin = typing.get_origin(hint) or hint
     return {str: "x", int: 1, float: 1.0, bool: True, list: [], dict: {}}[origin]
+
+
+@pytest.mark.parametrize(
+    "kind", ["StageDispatched", "StageStarted", "StageProgress", "StageCompleted", "StageFailed"]
+)
+def test_a_v1_task_event_naming_its_step_by_its_stage_is_upcast(kind):
+    # given a v1 task event as an older porch logged it: its step named only by its stage
+    v2 = to_map(build(kind, _task_values(kind)))
+    v1 = {k: v for k, v in v2.items() if k != "step"} | {"v": 1}
+    # when it is read back, decoded or as a fold reads it
+    event = decode(msgpack.packb(v1))
+    fields = fields_of(msgpack.packb(v1))
+    # then the step is its stage, at the current version
+    assert event.step == "data_cleaning"
+    assert (fields["step"], fields["v"]) == ("data_cleaning", 2)
+
+
+def test_a_v1_task_event_with_its_step_keeps_it():
+    v2 = to_map(build("StageStarted", _task_values("StageStarted")))
+    v1 = v2 | {"v": 1, "step": "clean-2"}
+    assert fields_of(msgpack.packb(v1))["step"] == "clean-2"
+
+
+def test_what_is_not_an_older_known_event_is_read_as_it_is():
+    for raw in ({"type": "NoSuchEvent", "v": 1}, {"type": "StageStarted", "v": 9}, {"v": 1}):
+        assert fields_of(msgpack.packb(raw)) == raw
+
+
+def _task_values(kind: str) -> dict:
+    values = {"execution_id": "e1", "stage": "data_cleaning", "step": "data_cleaning",
+              "worker": "w1", "task_id": "e1/data_cleaning:run:0/1"}  # fmt: skip
+    if kind == "StageDispatched":
+        values = {"execution_id": "e1", "stage": "data_cleaning", "step": "data_cleaning",
+                  "task_id": "e1/data_cleaning:run:0/1", "partition": 0, "partitions": 1,
+                  "attempt": 1, "lease_ms": 1000, "inputs": [], "output": "/o"}  # fmt: skip
+    if kind == "StageProgress":
+        values["fraction"] = 0.5
+    if kind == "StageCompleted":
+        values |= {"artifact": "/a", "rows_in": 1, "rows_out": 1, "bytes": 1, "sha256": "",
+                   "duration_s": 0.1}  # fmt: skip
+    if kind == "StageFailed":
+        values["error"] = "boom"
+    return values
+
+
+def test_an_older_event_an_upcaster_cannot_read_is_refused_as_malformed():
+    steps = {("Thing", 1): lambda fields: {**fields, "b": fields["a"] + 1}}
+    with pytest.raises(MalformedEventError, match="Thing: cannot upcast from schema version 1"):
+        upcast("Thing", {"type": "Thing", "v": 1, "a": "x"}, 2, steps)
+    with pytest.raises(MalformedEventError, match="missing required field 'stage'"):
+        decode(msgpack.packb({"type": "StageStarted", "v": 1, "id": "x", "ts": 1.0, "src": "s",
+                              "execution_id": "e", "worker": "w"}))  # fmt: skip

@@ -31,6 +31,7 @@ from bus.client import Client
 from bus.endpoints import Endpoints, resolve_data_dir
 from bus.errors import BusError
 from bus.events import AlertRuleRemoved
+from store.projections.alerts import RULE_DEFAULTS
 
 
 @dataclass(slots=True)
@@ -42,10 +43,10 @@ class AlertRule:
     condition: str
     threshold: float | str
     severity: str = "medium"
-    cooldown_minutes: float = 5.0
-    enabled: bool = True
-    description: str = ""
-    pending_s: float = 0.0
+    cooldown_minutes: float = RULE_DEFAULTS["cooldown_minutes"]
+    enabled: bool = RULE_DEFAULTS["enabled"]
+    description: str = RULE_DEFAULTS["description"]
+    pending_s: float = RULE_DEFAULTS["pending_s"]
     scope: dict[str, str] = field(default_factory=dict)
 
 

@@ -26,8 +26,7 @@ from bus.client import hub_running
 from bus.endpoints import log_dir
 from bus.envelope import set_source
 from bus.hub import Hub
-from bus.schema import SCHEMAS, build, coerce
-from bus.wire import unpack_map
+from bus.schema import SCHEMAS, build, coerce, fields_of
 from store.projections.summary import SummaryState, evolve
 from store.reader import LogReader
 from store.verify import verify
@@ -288,7 +287,7 @@ def _records(args: argparse.Namespace, root: Any) -> Iterator[tuple[int, dict[st
     for seq, payload in reader.read(
         args.from_seq, args.to_seq, types=args.types, execution_id=args.execution
     ):
-        yield seq, unpack_map(payload)
+        yield seq, fields_of(payload)
 
 
 def _print_summary(state: SummaryState) -> None:

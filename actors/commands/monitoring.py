@@ -57,7 +57,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add.add_argument("--condition", required=True, help="greater_than, less_than, equals, contains")
     add.add_argument("--threshold", required=True)
     add.add_argument("--severity", default="medium", help="info, low, medium, high, critical")
-    add.add_argument("--cooldown-minutes", type=float, default=5.0)
+    add.add_argument("--cooldown-minutes", type=float, help="quiet time after a firing (default 5)")
     add.add_argument(
         "--pending-seconds", type=float, default=0.0, help="hold this long before firing"
     )
@@ -232,6 +232,7 @@ def cmd_add_rule(args: argparse.Namespace) -> int:
         "cooldown_minutes": args.cooldown_minutes, "pending_s": args.pending_seconds,
         "scope": scope, "description": args.description, "enabled": not args.disabled,
     }  # fmt: skip
+    rule = {k: v for k, v in rule.items() if v is not None}  # unset: the rule's default
     with connect(args) as client:
         seq = add_rule(client, rule, custom=args.custom)
     print(f"added rule {args.rule_id} (seq {seq})")

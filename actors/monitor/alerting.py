@@ -24,7 +24,7 @@ from typing import Any, Final
 from actors.errors import ActorError
 from bus.events import AlertFired, AlertResolved, Event
 from store.projections import alerts as alert_folds
-from store.projections.alerts import AlertsState, Rule, series_text
+from store.projections.alerts import RULE_DEFAULTS, AlertsState, Rule, series_text
 from store.projections.metrics import BUILTIN, MetricsState, Series
 
 CONDITIONS: Final = ("greater_than", "less_than", "equals", "contains")
@@ -76,7 +76,9 @@ def check_rule(
     severity = str(getattr(rule.get("severity"), "value", rule.get("severity")) or "medium").lower()
     if severity not in SEVERITIES:
         raise AlertRuleError(f"severity {severity!r} is not one of {', '.join(SEVERITIES)}")
-    cooldown = _number(rule.get("cooldown_minutes", 5.0), "cooldown_minutes")
+    cooldown = _number(
+        rule.get("cooldown_minutes", RULE_DEFAULTS["cooldown_minutes"]), "cooldown_minutes"
+    )
     pending = _number(rule.get("pending_s", rule.get("pending_seconds", 0.0)) or 0.0, "pending_s")
     if cooldown < 0 or pending < 0:
         raise AlertRuleError("cooldown_minutes and pending_s must not be negative")
@@ -90,7 +92,7 @@ def check_rule(
         "threshold": threshold,
         "severity": severity,
         "cooldown_minutes": cooldown,
-        "enabled": bool(rule.get("enabled", True)),
+        "enabled": bool(rule.get("enabled", RULE_DEFAULTS["enabled"])),
         "description": str(rule.get("description") or ""),
         "pending_s": pending,
         "scope": {str(k): str(v) for k, v in scope.items()},

@@ -10,6 +10,7 @@ from typing import Any, Protocol
 from bus.client import Client
 from bus.endpoints import log_dir
 from bus.errors import BusError, MalformedEventError
+from bus.schema import fields_of
 from bus.wire import unpack_map
 from store.errors import StoreError
 from store.reader import LogReader
@@ -89,7 +90,7 @@ class FileSource:
     def records(self, from_seq: int, types: Iterable[str]) -> Iterator[tuple[int, dict[str, Any]]]:
         for seq, payload in self.reader.read(from_seq, types=types):
             try:
-                yield seq, unpack_map(payload)
+                yield seq, fields_of(payload)
             except MalformedEventError:
                 continue
 
@@ -97,7 +98,7 @@ class FileSource:
         self, execution_id: str, types: Iterable[str]
     ) -> Iterator[tuple[int, dict[str, Any]]]:
         for seq, payload in self.reader.read(1, types=types, execution_id=execution_id):
-            yield seq, unpack_map(payload)
+            yield seq, fields_of(payload)
 
     def event_id(self, seq: int) -> str | None:
         try:

@@ -276,7 +276,7 @@ class Worker(Actor):
             event = decode(payload)
             if not isinstance(event, StageDispatched):
                 raise MalformedEventError(f"a task must be StageDispatched, got {event.TYPE}")
-        except MalformedEventError as exc:
+        except Exception as exc:  # anything a message can provoke is a refusal, never a crash
             self.stats.malformed += 1
             log.warning("worker %s: refused a task: %s", self.name, exc)
             return

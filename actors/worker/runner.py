@@ -16,6 +16,7 @@ import sys
 
 from actors.shared.stagecfg import registry_from
 from actors.worker.pipes import FrameError, read_frame, write_frame
+from store import fsutil, powercut
 
 
 def _die_with_parent() -> None:
@@ -30,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="porch-runner")
     parser.add_argument("--stage", action="append", default=[], metavar="NAME=MODULE:FUNCTION")
     args = parser.parse_args(argv)
+    fsutil.observe_syncs(powercut.from_environ(os.environ))  # a crash test's sync journal
     registry = registry_from(args.stage)
     from actors.worker.taskexec import (
         execute,  # pandas and the stages load once, before the first task

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Final
 
 from store.statecodec import StateCodec
@@ -26,6 +26,15 @@ class Rule:
     scope: dict[str, str] = field(default_factory=dict)
     added_ts: float = 0.0
     version: int = 0
+
+
+# the defaults of a rule's optional settings, declared once (the rule above): the event, the
+# check at the door and the seed API's AlertRule take them from here
+RULE_DEFAULTS: Final[dict[str, Any]] = {
+    f.name: f.default
+    for f in fields(Rule)
+    if f.name in ("cooldown_minutes", "enabled", "description", "pending_s")
+}
 
 
 @dataclass(slots=True)
@@ -74,10 +83,10 @@ def _rule_added(seq: int, f: Fields, state: AlertsState) -> None:
         condition=f["condition"],
         threshold=f["threshold"],
         severity=f["severity"],
-        cooldown_minutes=float(f.get("cooldown_minutes", 5.0)),
-        enabled=bool(f.get("enabled", True)),
-        description=str(f.get("description", "")),
-        pending_s=float(f.get("pending_s", 0.0)),
+        cooldown_minutes=float(f.get("cooldown_minutes", RULE_DEFAULTS["cooldown_minutes"])),
+        enabled=bool(f.get("enabled", RULE_DEFAULTS["enabled"])),
+        description=str(f.get("description", RULE_DEFAULTS["description"])),
+        pending_s=float(f.get("pending_s", RULE_DEFAULTS["pending_s"])),
         scope={str(k): str(v) for k, v in scope.items()} if isinstance(scope, dict) else {},
         added_ts=f["ts"],
         version=old.version + 1 if old is not None else 0,

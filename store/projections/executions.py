@@ -179,7 +179,7 @@ def _get(state: ExecutionsState, fields: Fields) -> ExecutionState | None:
 
 def _task(ex: ExecutionState, fields: Fields) -> TaskState | None:
     key = (
-        fields.get("step") or fields.get("stage", ""),
+        fields["step"],
         fields.get("phase", Phase.RUN.value),
         fields.get("partition", 0),
     )
