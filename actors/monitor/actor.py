@@ -223,7 +223,9 @@ class Monitor(Actor):
         for alert in self._fired:  # back durable: notify now
             self.notifier.notify(alert)
         self._fired = []
-        if now.mono >= self.next_tick:
+        # alerts first: the tick's psutil figures and hub stats take a while, so a turn with
+        # decisions leaves the tick to the next one, at once
+        if now.mono >= self.next_tick and not self._decided:
             self.next_tick = now.mono + self.config.sampling_interval_s
             self._decided.extend(self._tick(now))
 

@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Final
 
-from actors.scheduler.specs import ScheduleSpec, check_stored, timetable
+from actors.scheduler.specs import DEFAULTS, ScheduleSpec, check_stored, timetable
 from actors.scheduler.timetable import Slots, Timetable, slots_between
 from actors.shared.ids import decision_id
 from actors.shared.outbox import RESEND_AFTER_S
@@ -242,7 +242,9 @@ class SchedulerCore:
             return
         nxt = self.next_fire(schedule)
         if nxt is not None:
-            due = nxt + slot_jitter_s(sid, nxt, self.spec(schedule).jitter_seconds)
+            # read straight from the stored config: this runs for every schedule at start
+            jitter = schedule.config.get("jitter_seconds", DEFAULTS["jitter_seconds"])
+            due = nxt + slot_jitter_s(sid, nxt, jitter)
             self._push_slot(sid, schedule.version, due)
 
     def _push_slot(self, sid: str, version: int, due: float) -> None:
@@ -270,8 +272,8 @@ class SchedulerCore:
 
     def _rebuild_dependents(self) -> None:
         self._dependents = {}
-        for sid, schedule in self.state.schedules.items():
-            for up in self.spec(schedule).dependencies:
+        for sid, schedule in self.state.schedules.items():  # every schedule: the stored config
+            for up in schedule.config.get("dependencies", ()):
                 self._dependents.setdefault(up, set()).add(sid)
 
     def _push(self, due: float, kind: str, ident: str, version: int) -> None:

@@ -91,10 +91,10 @@ class ScheduleSpec:
     @classmethod
     def of(cls, config: Mapping[str, Any]) -> ScheduleSpec:
         """A stored (normalised) config, typed; a setting it lacks takes its default."""
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in config.items() if k in names})
+        return cls(**{k: v for k, v in config.items() if k in _SPEC_NAMES})
 
 
+_SPEC_NAMES: Final = frozenset(f.name for f in fields(ScheduleSpec))
 DEFAULTS: Final[dict[str, Any]] = {
     f.name: f.default for f in fields(ScheduleSpec) if f.default is not dataclasses.MISSING
 }

@@ -172,6 +172,7 @@ class Loop:
         actor.loop = self
         self._stop = False
         self._lock_fd: int | None = None
+        self._pollers: dict[tuple[tuple[Watched, int], ...], zmq.Poller] = {}
 
     def stop(self, *_: object) -> None:
         self._stop = True
@@ -267,11 +268,7 @@ class Loop:
             wait_ms = 0
         elif due is not None:
             wait_ms = max(0, min(MAX_WAIT_MS, int((due - now.mono) * 1000) + 1))
-        poller = zmq.Poller()
-        poller.register(sub.socket, zmq.POLLIN)
-        for what, flags in self.actor.watch():
-            poller.register(what, flags)
-        ready = dict(poller.poll(wait_ms))
+        ready = dict(self._poller(sub).poll(wait_ms))
         now = Now.read()
         if ready.pop(sub.socket, 0):
             for record in sub.receive(0):
@@ -289,6 +286,20 @@ class Loop:
             self.actor.forget(failed, now)
         if self.snapshots is not None and self.snapshots.due():
             self.snapshots.save(sub.position, self.actor.snapshot_body())
+
+    def _poller(self, sub: Subscription) -> zmq.Poller:
+        """A poller for the subscription and what the actor watches this turn; the few sets an
+        actor switches between are kept, not built anew each turn."""
+        watched = tuple(self.actor.watch())
+        poller = self._pollers.get(watched)
+        if poller is None:
+            if len(self._pollers) > 8:  # a watched fd that changed (a restarted runner)
+                self._pollers.clear()
+            poller = self._pollers[watched] = zmq.Poller()
+            poller.register(sub.socket, zmq.POLLIN)
+            for what, flags in watched:
+                poller.register(what, flags)
+        return poller
 
     def _apply(self, record: Record, now: Now) -> None:
         event_id = ""

@@ -76,7 +76,11 @@ class Outbox:
     def expire(self, now: float) -> list[str]:
         """Give up the ids sent more than ``resend_after_s`` ago and not back: the actor
         decides them again (the same ids), and they go out again."""
-        stale = [i for i, at in self.on_the_way.items() if now - at > self.resend_after_s]
+        stale = []
+        for event_id, at in self.on_the_way.items():  # oldest first: sent in time order
+            if now - at <= self.resend_after_s:
+                break
+            stale.append(event_id)
         for event_id in stale:
             del self.on_the_way[event_id]
         return stale

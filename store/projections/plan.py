@@ -197,10 +197,21 @@ def make_plan(
     return plan
 
 
+_INDEX_MAX: Final = 4096
+_index: dict[int, tuple[Mapping[str, Any], dict[str, dict[str, Any]]]] = {}
+
+
 def steps_by_id(plan: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """The plan's steps by id (a plan has a handful: built on each call, never kept in the
-    plan's own map)."""
-    return {s["id"]: s for s in plan["steps"]}
+    """The plan's steps by id. Plans are hot (every dispatch and completion asks several
+    times), so the index is memoised by the plan's identity, beside the plan, never inside it."""
+    found = _index.get(id(plan))
+    if found is not None and found[0] is plan:
+        return found[1]
+    if len(_index) >= _INDEX_MAX:
+        _index.clear()
+    index = {s["id"]: s for s in plan["steps"]}
+    _index[id(plan)] = (plan, index)
+    return index
 
 
 def tasks(plan: Mapping[str, Any]) -> Iterator[TaskKey]:
