@@ -19,7 +19,7 @@ import pytest
 from actors.orchestrator.core import WORKER_TIMEOUT_S, CoreConfig, OrchestratorCore
 from actors.orchestrator.decide import refused
 from actors.orchestrator.planning import PlanRefusedError, plan_execution
-from actors.shared.loop import Now
+from actors.shared.now import Now
 from bus.events import (
     CancelRequested,
     Event,

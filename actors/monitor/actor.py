@@ -170,8 +170,9 @@ class Monitor(Actor):
         held = {(str(r), str(s)) for r, s in body["held"]}
         metrics.retention_s = self.config.retention_hours * 3600  # the settings of this start
         metrics.raw_window_s = self.config.raw_window_s
-        self.metrics = metrics
-        self.engine.restore(alerts, held)
+        with self.mutex:  # the HTTP threads already serve
+            self.metrics = metrics
+            self.engine.restore(alerts, held)
 
     def snapshot_body(self) -> dict[str, Any]:
         with self.mutex:
@@ -208,6 +209,8 @@ class Monitor(Actor):
                     self._decided.extend(self.engine.observe(series, now.wall))
 
     def went_live(self, position: int, now: Now) -> list[Event]:
+        with self.mutex:
+            self.position = position  # a snapshot with no tail after it folded nothing here
         log.info(
             "monitor: live at seq %d after %d events (from snapshot at seq %d), http %s",
             position,

@@ -24,7 +24,7 @@ from typing import Any, Final
 from actors.orchestrator.decide import decide
 from actors.orchestrator.removals import Deletion, Removals
 from actors.shared.ids import decision_id
-from actors.shared.loop import Now
+from actors.shared.now import Now
 from bus.events import (
     Event,
     ExecutionFailed,
@@ -165,12 +165,13 @@ class OrchestratorCore(Removals):
     def apply(self, seq: int, fields: dict[str, Any], payload: bytes, now: Now) -> None:
         """Fold one logged event; ``payload`` is its bytes (a dispatch is pushed as logged)."""
         kind = fields.get("type")
-        folds.evolve(seq, fields, self.state)
         event_id = fields.get("id", "")
+        # back in the log, whether or not it folds: no longer on its way
         self.sent.discard(event_id)
         self._forget_pending(event_id)
         if event_id in self.removing:
             self._removal_back(event_id)
+        folds.evolve(seq, fields, self.state)
         eid = fields.get("execution_id")
         if eid:
             self.dirty.add(eid)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from actors.shared.ids import decision_id
-from actors.shared.loop import Now
+from actors.shared.now import Now
 from bus.events import ArtifactsRemoved, Event
 from store import retention
 from store.projections import executions as folds

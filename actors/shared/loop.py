@@ -23,15 +23,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Final, Literal, NamedTuple
+from typing import Any, ClassVar, Final, Literal
 
 import zmq
 
 from actors.errors import ActorError
+from actors.shared.now import Now
 from actors.shared.outbox import Outbox, TooBig
 from actors.shared.snapshotter import SnapshotPolicy, Snapshotter
 from actors.shared.sources import HubSource
@@ -43,20 +43,7 @@ from store import pidlock
 
 log = logging.getLogger("porch.loop")
 MAX_WAIT_MS: Final = 1000
-CATCH_UP_BATCH: Final = 1000
-
-
-class Now(NamedTuple):
-    """The two clocks of a turn: ``wall`` (seconds since the epoch, comparable with events'
-    ``ts``) and ``mono`` (monotonic seconds: leases and timeouts, immune to clock steps).
-    A named tuple: read twice a turn, it must cost next to nothing."""
-
-    wall: float
-    mono: float
-
-    @staticmethod
-    def read() -> Now:
-        return Now(time.time(), time.monotonic())
+CATCH_UP_WAIT_MS: Final = 1000  # a catch-up read waits this long for the next batch
 
 
 def lock_path(data_dir: Path, name: str) -> Path:
@@ -207,8 +194,13 @@ class Loop:
             self._send(announce, now)
             while not self._stop:
                 self._turn(sub)
-            self._send(self.actor.stopping(Now.read()), Now.read())
         finally:
+            if self.live:  # the last words go out however the loop ended
+                try:
+                    now = Now.read()
+                    self._send(self.actor.stopping(now), now)
+                except Exception:
+                    log.exception("%s: could not send its last events", self.actor.name)
             if sub is not None:
                 sub.close()
             self.actor.close()
@@ -252,7 +244,7 @@ class Loop:
         head = self.client.head()
         while sub.position < head and not self._stop:
             now = Now.read()
-            for record in sub.receive(CATCH_UP_BATCH):
+            for record in sub.receive(CATCH_UP_WAIT_MS):
                 self._apply(record, now)
             if not self.actor.hears_while_catching_up:
                 sub.take_live()

@@ -53,7 +53,11 @@ class Outbox:
         """Queue an event for this turn's send; False if it is on its way already."""
         if event.id in self.on_the_way:
             return False
-        payload = encode(event)
+        try:
+            payload = encode(event)
+        except BusError as exc:  # the hub would refuse it: say so, and keep the actor up
+            log.error("%s: %s %s cannot be sent: %s", self.name, event.TYPE, event.id, exc)
+            return False
         if len(payload) > self.max_bytes:
             log.error(
                 "%s: %s %s is %d bytes, over the %d-byte event limit",

@@ -228,8 +228,9 @@ class Worker(Actor):
         if runner.proc is not None and runner.proc.poll() is not None:
             self._runner_died(runner)
         # results first: the heartbeat's psutil figures take a while, so a turn with results
-        # leaves the heartbeat to the next one, at once
-        if now.mono >= self._next_beat and not self._out:
+        # leaves the heartbeat to the next one, at once; never more than a beat late, though
+        late = now.mono - self._next_beat
+        if late >= 0 and (not self._out or late >= self.config.heartbeat_s):
             self._heartbeat(runner)
             self._next_beat = now.mono + self.config.heartbeat_s
 
