@@ -43,6 +43,7 @@ from store import pidlock
 
 log = logging.getLogger("porch.loop")
 MAX_WAIT_MS: Final = 1000
+BURST_TURNS: Final = 64  # decide-and-send rounds a turn may add while the actor is due
 CATCH_UP_WAIT_MS: Final = 1000  # a catch-up read waits this long for the next batch
 
 
@@ -271,11 +272,14 @@ class Loop:
         expired = self.outbox.expire(now.mono)
         if expired:
             self.actor.forget(expired, now)
-        for event in self.actor.decide(now):
-            self._add(event, now)
-        failed = self.outbox.flush(self.client)
-        if failed:
-            self.actor.forget(failed, now)
+        self._decide(now)
+        # a burst (an actor that decides in slices, still due): the rest goes out before
+        # anything that came back is folded
+        for _ in range(BURST_TURNS):
+            now = Now.read()
+            due = self.actor.next_due(now)
+            if due is None or due > now.mono or not self._decide(now):
+                break
         if self.snapshots is not None and self.snapshots.due():
             self.snapshots.save(sub.position, self.actor.snapshot_body())
 
@@ -292,6 +296,16 @@ class Loop:
             for what, flags in watched:
                 poller.register(what, flags)
         return poller
+
+    def _decide(self, now: Now) -> bool:
+        """Decide and send; True if anything was decided."""
+        decided = self.actor.decide(now)
+        for event in decided:
+            self._add(event, now)
+        failed = self.outbox.flush(self.client)
+        if failed:
+            self.actor.forget(failed, now)
+        return bool(decided)
 
     def _apply(self, record: Record, now: Now) -> None:
         event_id = ""
