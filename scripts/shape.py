@@ -1,6 +1,6 @@
 """The code's shape, for reviews of the layout: files and lines per package, the median and
 largest file, the import arrows and cycles between the modules of actors/, and how often
-``dict[str, Any]`` is written. ``python scripts/shape.py [ROOT]``."""
+``dict[str, Any]`` is written. ``python3 scripts/shape.py [ROOT]``."""
 
 from __future__ import annotations
 

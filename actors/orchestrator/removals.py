@@ -42,9 +42,7 @@ class Removals:
     deletions: list[Deletion]
     measure: Callable[[Sequence[str]], int]
     retention_policy: retention.RetentionPolicy
-
-    def _send(self, event: Event) -> bool:
-        raise NotImplementedError
+    _send: Callable[[Event], bool]  # the core's: decide an event, False if on its way
 
     # --- retention ---------------------------------------------------------------------------
 

@@ -233,6 +233,7 @@ class SchedulerCore:
         self._dependents = None
         if schedule is None:
             self._tables.pop(sid, None)
+            self._specs.pop(sid, None)
             self._slot_due.pop(sid, None)
             for key in [k for k in self._handled if k[0] == sid]:
                 del self._handled[key]
