@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Final
 
-from bus.schema import Event, Upcaster, catalogued, register_upcasters
-from store.projections.alerts import RULE_DEFAULTS
+from bus.schema import Event, Upcaster, catalogued, payload, register_upcasters
+from store.projections.alerts import RuleSpec
 
 # --- the catalogue -----------------------------------------------------------------------------
 # Executions
@@ -342,17 +342,11 @@ class RetryScheduled(Event):
 
 @catalogued
 @dataclass(frozen=True, slots=True, kw_only=True)
+@payload(RuleSpec, required=("severity",))
 class AlertRuleAdded(Event):
-    rule_id: str
-    metric_name: str
-    condition: str
-    threshold: float | str
-    severity: str
-    cooldown_minutes: float = RULE_DEFAULTS["cooldown_minutes"]
-    enabled: bool = RULE_DEFAULTS["enabled"]
-    description: str = RULE_DEFAULTS["description"]
-    pending_s: float = RULE_DEFAULTS["pending_s"]
-    scope: dict[str, Any] = field(default_factory=dict)
+    """A rule added, or replaced (same ``rule_id``): the settings of a `RuleSpec`, declared in
+    the alert fold. The wire requires ``severity``, as it always did, though a rule's default
+    is ``medium``."""
 
 
 @catalogued

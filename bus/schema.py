@@ -9,13 +9,14 @@ The event types themselves are declared in `bus.events`; importing this module i
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import time
 import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import MISSING, dataclass, field, fields
-from typing import Any, ClassVar, Final
+from typing import Any, ClassVar, Final, TypeVar
 
 from bus.envelope import current_source, new_event_id
 from bus.errors import MalformedEventError
@@ -58,6 +59,7 @@ class Schema:
 
 
 CATALOGUE: dict[str, type[Event]] = {}
+EventT = TypeVar("EventT", bound=Event)
 SCHEMAS: dict[str, Schema] = {}
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 _upcasters: Mapping[tuple[str, int], Upcaster] = {}
@@ -129,6 +131,31 @@ def catalogued(cls: type[Event]) -> type[Event]:
     CATALOGUE[cls.TYPE] = cls
     SCHEMAS[cls.TYPE] = schema
     return cls
+
+
+def payload(spec: type, *, required: Iterable[str] = ()) -> Callable[[type[EventT]], type[EventT]]:
+    """Declare an event's payload as the fields of ``spec``, a dataclass declared beside the fold
+    that reads it: their names, order, types and defaults, ahead of the event's own annotations.
+    Apply it under ``@dataclass(..., kw_only=True)``. ``required``: fields the wire requires
+    although ``spec`` gives them a default."""
+    hints = typing.get_type_hints(spec)
+    must = frozenset(required)
+    if not must <= hints.keys():
+        raise TypeError(f"payload of {spec.__name__}: no field {min(must - hints.keys())!r}")
+
+    def declare(cls: type[EventT]) -> type[EventT]:
+        for f in fields(spec):
+            if f.name in must:
+                continue
+            if f.default is not MISSING:
+                setattr(cls, f.name, f.default)
+            elif f.default_factory is not MISSING:
+                setattr(cls, f.name, field(default_factory=f.default_factory))
+        own = inspect.get_annotations(cls)
+        cls.__annotations__ = {**{f.name: hints[f.name] for f in fields(spec)}, **own}
+        return cls
+
+    return declare
 
 
 def _describe(annotation: Any) -> str:
