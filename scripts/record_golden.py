@@ -78,9 +78,9 @@ def main(dest: Path) -> None:
                     )
 
                 client.append(AlertRuleAdded(**check_rule({"rule_id": "boom", "metric_name": "execution_error",
-                              "condition": "contains", "threshold": "boom", "severity": "high"})))  # fmt: skip
+                              "condition": "contains", "threshold": "boom", "severity": "high"}).to_map()))  # fmt: skip
                 client.append(AlertRuleAdded(**check_rule({"rule_id": "never", "metric_name": "stage_duration_seconds",
-                              "condition": "greater_than", "threshold": 1000, "severity": "low"})))  # fmt: skip
+                              "condition": "greater_than", "threshold": 1000, "severity": "low"}).to_map()))  # fmt: skip
                 for eid, mode in (("seq", "sequential"), ("par", "parallel"), ("hyb", "hybrid")):
                     request(eid, DEFAULT, mode=mode, partitions=3 if mode != "sequential" else 0)
                     wait(lambda s, e=eid: ended(e))

@@ -405,7 +405,7 @@ def test_rules_fire_and_resolve_on_the_newest_raw_sample_after_hours_of_rolling(
     rule = AlertRuleAdded(**check_rule({"rule_id": "hot", "metric_name": "load",
                                         "condition": "greater_than", "threshold": 90,
                                         "severity": "high", "pending_s": 30,
-                                        "cooldown_minutes": 0}))  # fmt: skip
+                                        "cooldown_minutes": 0}).to_map())  # fmt: skip
     engine.apply(1, {**to_map(rule), "ts": T0})
     decided = []
 

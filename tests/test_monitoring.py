@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from enum import Enum
 from typing import Any
 
 import pytest
@@ -22,6 +24,7 @@ from bus.events import (
     WorkerHeartbeat,
 )
 from store.projections import metrics as folds
+from store.projections.alerts import RuleSpec
 from tests.memhub import MemoryHub
 
 T0 = 1_800_000_000.0
@@ -66,7 +69,7 @@ class Loop:
 def rule(**fields) -> AlertRuleAdded:
     base = {"rule_id": "slow", "metric_name": "stage_duration_seconds", "condition": "greater_than",
             "threshold": 60, "severity": "high", "cooldown_minutes": 5}  # fmt: skip
-    return AlertRuleAdded(**check_rule({**base, **fields}))
+    return AlertRuleAdded(**check_rule({**base, **fields}).to_map())
 
 
 def completed(stage: str, seconds: float, rows: int = 1000) -> StageCompleted:
@@ -234,6 +237,61 @@ def test_a_rule_published_with_garbage_is_skipped_and_the_others_still_fire():
     loop.tick()
     assert [a["rule_id"] for a in loop.of("AlertFired")] == ["good"]
     assert set(loop.engine.invalid) == {"bad", "odd"}
+
+
+def test_a_rule_published_in_capitals_is_obeyed_as_the_door_reads_it():
+    # given a rule some program published without the door: its words in capitals, its metric
+    # padded with spaces
+    loop = Loop()
+    loop.emit(AlertRuleAdded(rule_id="loud", metric_name=" stage_duration_seconds ",
+                             condition="GREATER_THAN", threshold=60.0, severity="HIGH"))  # fmt: skip
+    # when a sample breaks it
+    loop.emit(completed("s", 90))
+    # then it fires as the rule the door would have made of it
+    (fired,) = loop.of("AlertFired")
+    assert (fired["rule_id"], fired["severity"], fired["metric_name"]) == (
+        "loud", "high", "stage_duration_seconds",
+    )  # fmt: skip
+    assert loop.engine.invalid == {}
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"rule_id": "-x"}, "rule_id '-x' must be 1-60 letters, digits, '_', '.' or '-'"),
+        ({"metric_name": "  "}, "metric_name is required"),
+        ({"condition": None}, "condition '' is not one of greater_than, less_than, equals, contains"),
+        ({"threshold": float("inf")}, "threshold of a greater_than rule must be a finite number, not inf"),
+        ({"condition": "equals", "threshold": True}, "threshold of an equals rule must be a number or text"),
+        ({"condition": "contains", "threshold": ""}, "threshold of a contains rule must be some text"),
+        ({"severity": "dire"}, "severity 'dire' is not one of info, low, medium, high, critical"),
+        ({"cooldown_minutes": "soon"}, "cooldown_minutes must be a number, not 'soon'"),
+        ({"pending_s": -1}, "cooldown_minutes and pending_s must not be negative"),
+        ({"scope": {"planet": "x"}}, "scope must be a table of stage, schedule, worker, host"),
+    ],
+)  # fmt: skip
+def test_a_rule_spec_refuses_a_bad_field_with_a_value_error_naming_it(change, message):
+    base = {"rule_id": "r", "metric_name": "m", "condition": "greater_than", "threshold": 1}
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        RuleSpec.of({**base, **change})
+
+
+def test_a_rule_spec_normalises_what_it_is_given_and_fills_the_declared_defaults():
+    class Condition(Enum):
+        EQUALS = "equals"
+
+    spec = RuleSpec.of({"rule_id": "r", "metric_name": " m ", "condition": Condition.EQUALS,
+                        "threshold": "5", "severity": "HIGH", "pending_seconds": 2,
+                        "scope": {"stage": 1}, "surplus": "ignored"})  # fmt: skip
+    assert spec == RuleSpec(rule_id="r", metric_name="m", condition="equals", threshold=5.0,
+                            severity="high", pending_s=2.0, scope={"stage": "1"})  # fmt: skip
+    assert spec.to_map() == {
+        "rule_id": "r", "metric_name": "m", "condition": "equals", "threshold": 5.0,
+        "severity": "high", "cooldown_minutes": 5.0, "enabled": True, "description": "",
+        "pending_s": 2.0, "scope": {"stage": "1"},
+    }  # fmt: skip
+    assert RuleSpec.of({"rule_id": "r", "metric_name": "m", "condition": "contains",
+                        "threshold": 7}).threshold == "7"  # fmt: skip
 
 
 def test_removing_or_disabling_a_rule_resolves_its_active_alerts():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from actors.errors import ActorError
@@ -27,9 +28,10 @@ def alert_state(client: Any, alert_id: str, verb: str) -> int:
     return int(client.append(AlertResolved(alert_id=alert_id, reason="resolved by hand")))
 
 
-def add_rule(client: Any, rule: dict[str, Any], *, custom: bool = False) -> int:
+def add_rule(client: Any, rule: Mapping[str, Any], *, custom: bool = False) -> int:
+    """Check a rule at the door (`check_rule`) and append its ``AlertRuleAdded``; the seq."""
     from actors.monitor.alerting import check_rule
 
     metrics, _ = fold_monitoring(client)
     checked = check_rule(rule, None if custom else set(metrics.by_name))
-    return int(client.append(AlertRuleAdded(**checked)))
+    return int(client.append(AlertRuleAdded(**checked.to_map())))

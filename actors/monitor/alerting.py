@@ -16,99 +16,33 @@ restarted monitor repeating one is a duplicate the hub drops.
 from __future__ import annotations
 
 import hashlib
-import math
-import re
 from collections.abc import Iterable, Mapping
-from typing import Any, Final
+from typing import Any
 
 from actors.errors import ActorError
 from bus.events import AlertFired, AlertResolved, Event
 from store.projections import alerts as alert_folds
-from store.projections.alerts import RULE_DEFAULTS, AlertsState, Rule, series_text
+from store.projections.alerts import AlertsState, RuleSpec, series_text
 from store.projections.metrics import BUILTIN, MetricsState, Series
-
-CONDITIONS: Final = ("greater_than", "less_than", "equals", "contains")
-SEVERITIES: Final = ("info", "low", "medium", "high", "critical")
-SCOPES: Final = ("stage", "schedule", "worker", "host")
-RULE_ID: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,59}$")
 
 
 class AlertRuleError(ActorError, ValueError):
     """An alert rule that cannot be used; the message is one line."""
 
 
-def check_rule(
-    rule: Mapping[str, Any], known_metrics: Iterable[str] | None = None
-) -> dict[str, Any]:
-    """The fields of an `AlertRuleAdded` for a rule, or `AlertRuleError` naming what is wrong.
+def check_rule(rule: Mapping[str, Any], known_metrics: Iterable[str] | None = None) -> RuleSpec:
+    """A rule parsed at the door (`RuleSpec.of`), or `AlertRuleError` naming what is wrong.
     ``known_metrics``: the custom metrics seen so far; None accepts any metric name."""
-    rid = str(rule.get("rule_id") or "")
-    if not RULE_ID.match(rid):
-        raise AlertRuleError(f"rule_id {rid!r} must be 1-60 letters, digits, '_', '.' or '-'")
-    metric = str(rule.get("metric_name") or "").strip()
-    if not metric:
-        raise AlertRuleError("metric_name is required")
-    if known_metrics is not None and metric not in {*BUILTIN, *known_metrics}:
+    try:
+        spec = RuleSpec.of(rule)
+    except ValueError as exc:
+        raise AlertRuleError(str(exc)) from None
+    if known_metrics is not None and spec.metric_name not in {*BUILTIN, *known_metrics}:
         raise AlertRuleError(
-            f"unknown metric {metric!r}: not a built-in metric and no sample of it yet "
+            f"unknown metric {spec.metric_name!r}: not a built-in metric and no sample of it yet "
             f"(built-ins: {', '.join(sorted(BUILTIN))})"
         )
-    condition = str(getattr(rule.get("condition"), "value", rule.get("condition")) or "").lower()
-    if condition not in CONDITIONS:
-        raise AlertRuleError(f"condition {condition!r} is not one of {', '.join(CONDITIONS)}")
-    threshold = rule.get("threshold")
-    if condition in ("greater_than", "less_than"):
-        threshold = _number(threshold, f"threshold of a {condition} rule")
-    elif condition == "equals":
-        if isinstance(threshold, bool) or threshold is None:
-            raise AlertRuleError("threshold of an equals rule must be a number or text")
-        if not isinstance(threshold, int | float):
-            try:
-                threshold = float(str(threshold))
-            except ValueError:
-                threshold = str(threshold)
-        else:
-            threshold = float(threshold)
-    else:
-        if threshold is None or str(threshold) == "":
-            raise AlertRuleError("threshold of a contains rule must be some text")
-        threshold = str(threshold)
-    severity = str(getattr(rule.get("severity"), "value", rule.get("severity")) or "medium").lower()
-    if severity not in SEVERITIES:
-        raise AlertRuleError(f"severity {severity!r} is not one of {', '.join(SEVERITIES)}")
-    cooldown = _number(
-        rule.get("cooldown_minutes", RULE_DEFAULTS["cooldown_minutes"]), "cooldown_minutes"
-    )
-    pending = _number(rule.get("pending_s", rule.get("pending_seconds", 0.0)) or 0.0, "pending_s")
-    if cooldown < 0 or pending < 0:
-        raise AlertRuleError("cooldown_minutes and pending_s must not be negative")
-    scope = rule.get("scope") or {}
-    if not isinstance(scope, Mapping) or not all(k in SCOPES for k in scope):
-        raise AlertRuleError(f"scope must be a table of {', '.join(SCOPES)}")
-    return {
-        "rule_id": rid,
-        "metric_name": metric,
-        "condition": condition,
-        "threshold": threshold,
-        "severity": severity,
-        "cooldown_minutes": cooldown,
-        "enabled": bool(rule.get("enabled", RULE_DEFAULTS["enabled"])),
-        "description": str(rule.get("description") or ""),
-        "pending_s": pending,
-        "scope": {str(k): str(v) for k, v in scope.items()},
-    }
-
-
-def _number(value: Any, what: str) -> float:
-    if isinstance(value, bool):
-        raise AlertRuleError(f"{what} must be a number, not {value!r}")
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise AlertRuleError(f"{what} must be a number, not {value!r}") from None
-    if not math.isfinite(number):
-        raise AlertRuleError(f"{what} must be a finite number, not {value!r}")
-    return number
+    return spec
 
 
 def holds(condition: str, series: Series, threshold: float | str, labels: dict[str, str]) -> bool:
@@ -132,18 +66,18 @@ class AlertEngine:
 
     Series fed by events are judged on each new sample (`observe`); the sampling tick
     (`tick`) only fires rules whose pending time ran out, so an old sample never fires an
-    alert again by itself. A rule any program published that `check_rule` refuses is skipped.
+    alert again by itself. A rule any program published that `RuleSpec.of` refuses is skipped.
     """
 
     def __init__(self) -> None:
         self.state = AlertsState()
-        self.by_metric: dict[str, list[Rule]] = {}
+        self.by_metric: dict[str, list[RuleSpec]] = {}
         self.true_since: dict[tuple[str, str], float] = {}
         self.held: set[tuple[str, str]] = set()  # resolved by hand: quiet until it clears
         self.invalid: dict[str, str] = {}  # rule id -> why it is skipped
         self._sent: dict[str, float] = {}
         self._matches: dict[tuple[str, tuple[tuple[str, str], ...]], list[Any]] = {}
-        self._pending: dict[tuple[str, str], tuple[Rule, Series, dict[str, str]]] = {}
+        self._pending: dict[tuple[str, str], tuple[RuleSpec, Series, dict[str, str]]] = {}
         self._orphans: list[str] = []
 
     def apply(self, seq: int, fields: dict[str, Any]) -> None:
@@ -165,18 +99,18 @@ class AlertEngine:
     def _index_rules(self) -> None:
         self.state.changed_rules.clear()
         self.by_metric, self._matches, self._pending, self.invalid = {}, {}, {}, {}
-        for rule in self.state.rules.values():
-            try:
-                check_rule(_rule_fields(rule))
-            except AlertRuleError as exc:
-                self.invalid[rule.rule_id] = str(exc)
+        for logged in self.state.rules.values():
+            try:  # as the door would have it: a rule any program published may not be
+                rule = RuleSpec.of(logged.to_map())
+            except ValueError as exc:
+                self.invalid[logged.rule_id] = str(exc)
                 continue
             self.by_metric.setdefault(rule.metric_name, []).append(rule)
         # alerts whose rule is gone, disabled or unusable resolve
         usable = {r.rule_id for rules in self.by_metric.values() for r in rules if r.enabled}
         self._orphans = [aid for (rid, _), aid in self.state.active.items() if rid not in usable]
 
-    def _watchers(self, series: Series) -> list[tuple[Rule, tuple[str, str], dict[str, str]]]:
+    def _watchers(self, series: Series) -> list[tuple[RuleSpec, tuple[str, str], dict[str, str]]]:
         """The rules watching a series, with their keys: worked out once per series and rule set."""
         key = (series.name, series.labels)
         found = self._matches.get(key)
@@ -235,7 +169,7 @@ class AlertEngine:
         sent = self._sent.get(event_id)
         return sent is not None and now - sent < 5.0  # never back in 5 s: decide it again
 
-    def _guarded(self, rule: Rule, series: Series, key: tuple[str, str], labels: dict[str, str],
+    def _guarded(self, rule: RuleSpec, series: Series, key: tuple[str, str], labels: dict[str, str],
                  now: float) -> Event | None:  # fmt: skip
         try:
             return self._evaluate(rule, series, key, labels, now)
@@ -244,7 +178,12 @@ class AlertEngine:
             return None
 
     def _evaluate(
-        self, rule: Rule, series: Series, key: tuple[str, str], labels: dict[str, str], now: float
+        self,
+        rule: RuleSpec,
+        series: Series,
+        key: tuple[str, str],
+        labels: dict[str, str],
+        now: float,
     ) -> Event | None:
         if not holds(rule.condition, series, rule.threshold, labels):
             if key in self.true_since:
@@ -293,14 +232,6 @@ class AlertEngine:
             + (f": {rule.description}" if rule.description else ""),
             labels=dict(labels),
         )
-
-
-def _rule_fields(rule: Rule) -> dict[str, Any]:
-    return {
-        "rule_id": rule.rule_id, "metric_name": rule.metric_name, "condition": rule.condition,
-        "threshold": rule.threshold, "severity": rule.severity,
-        "cooldown_minutes": rule.cooldown_minutes, "pending_s": rule.pending_s, "scope": rule.scope,
-    }  # fmt: skip
 
 
 def _short_hash(text: str) -> str:

@@ -73,7 +73,7 @@ def rules() -> list[dict]:
 
 def stream(count: int, seed: int = 3) -> list[bytes]:
     rng = random.Random(seed)
-    out = [encode(AlertRuleAdded(**check_rule(r))) for r in rules()]
+    out = [encode(AlertRuleAdded(**check_rule(r).to_map())) for r in rules()]
     eid = 0
     while len(out) < count:
         roll = rng.random()
@@ -180,7 +180,7 @@ def alert_latency(trials: int) -> list[float]:
             rule = check_rule({"rule_id": "slow", "metric_name": "stage_duration_seconds",
                                "condition": "greater_than", "threshold": 10, "severity": "high",
                                "cooldown_minutes": 0})  # fmt: skip
-            client.append(AlertRuleAdded(**rule))
+            client.append(AlertRuleAdded(**rule.to_map()))
             monitor = _porch(data_dir, "monitor", "--sampling-interval", "1")
             latencies: list[float] = []
             with client.subscribe(client.head() + 1, types=["StageCompleted", "AlertFired", "AlertResolved",
