@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import fields
 from enum import Enum
 from typing import Any
 
@@ -23,8 +24,9 @@ from bus.events import (
     StageStarted,
     WorkerHeartbeat,
 )
+from bus.schema import SCHEMAS, to_map
 from store.projections import metrics as folds
-from store.projections.alerts import RuleSpec
+from store.projections.alerts import RULE_FIELDS, AlertsState, RuleSpec, evolve
 from tests.memhub import MemoryHub
 
 T0 = 1_800_000_000.0
@@ -292,6 +294,31 @@ def test_a_rule_spec_normalises_what_it_is_given_and_fills_the_declared_defaults
     }  # fmt: skip
     assert RuleSpec.of({"rule_id": "r", "metric_name": "m", "condition": "contains",
                         "threshold": 7}).threshold == "7"  # fmt: skip
+
+
+def test_the_event_the_fold_and_the_seed_api_share_the_rule_declaration():
+    from actors import AlertRule
+
+    # the event: the declaration's fields in its order, with its defaults; severity required
+    event_fields = [f for f in fields(AlertRuleAdded) if f.name not in ("id", "ts", "src")]
+    assert tuple(f.name for f in event_fields) == tuple(f.name for f in fields(RuleSpec))
+    assert SCHEMAS["AlertRuleAdded"].required - {"type", "v", "id", "ts", "src"} == {
+        "rule_id", "metric_name", "condition", "threshold", "severity",
+    }  # fmt: skip
+    declared = RuleSpec("r", "m", "less_than", 1.0)
+    event = AlertRuleAdded(**declared.to_map())
+    assert {n: getattr(event, n) for n in RULE_FIELDS} == declared.to_map()
+    assert [f.default for f in event_fields[5:-1]] == [f.default for f in fields(RuleSpec)[5:-1]]
+    # the seed's AlertRule: the declaration, positional in the seed's order
+    seed = AlertRule("r", "m", "less_than", 1.0)
+    assert isinstance(seed, RuleSpec)
+    assert seed.to_map() == declared.to_map()
+    # the fold: a Rule is the declaration as logged, plus its bookkeeping
+    state = AlertsState()
+    evolve(1, {**to_map(event), "ts": T0}, state)
+    assert isinstance(state.rules["r"], RuleSpec)
+    assert state.rules["r"].to_map() == declared.to_map()
+    assert (state.rules["r"].added_ts, state.rules["r"].version) == (T0, 0)
 
 
 def test_removing_or_disabling_a_rule_resolves_its_active_alerts():

@@ -14,7 +14,7 @@ import os
 import subprocess
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -31,23 +31,13 @@ from bus.client import Client
 from bus.endpoints import Endpoints, resolve_data_dir
 from bus.errors import BusError
 from bus.events import AlertRuleRemoved
-from store.projections.alerts import RULE_DEFAULTS
+from store.projections.alerts import RuleSpec
 
 
-@dataclass(slots=True)
-class AlertRule:
-    """The seed's alert rule, plus an optional pending time and scope."""
-
-    rule_id: str
-    metric_name: str
-    condition: str
-    threshold: float | str
-    severity: str = "medium"
-    cooldown_minutes: float = RULE_DEFAULTS["cooldown_minutes"]
-    enabled: bool = RULE_DEFAULTS["enabled"]
-    description: str = RULE_DEFAULTS["description"]
-    pending_s: float = RULE_DEFAULTS["pending_s"]
-    scope: dict[str, str] = field(default_factory=dict)
+@dataclass(frozen=True, slots=True)
+class AlertRule(RuleSpec):
+    """The seed's alert rule, plus an optional pending time and scope: the settings of a
+    `RuleSpec`, with their defaults. Checked when added (`PipelineMonitor.add_alert_rule`)."""
 
 
 def _epoch(value: datetime | float | None) -> float | None:
@@ -176,8 +166,8 @@ class PipelineMonitor:
 
     # --- rules and alerts ------------------------------------------------------------------------
 
-    def add_alert_rule(self, rule: AlertRule | Mapping[str, Any]) -> str:
-        fields = asdict(rule) if isinstance(rule, AlertRule) else dict(rule)
+    def add_alert_rule(self, rule: RuleSpec | Mapping[str, Any]) -> str:
+        fields = rule.to_map() if isinstance(rule, RuleSpec) else dict(rule)
         add_rule(self._bind(), fields, custom=self.allow_custom_metrics)
         return str(fields["rule_id"])
 

@@ -14,6 +14,8 @@ from actors.api.settings import config_path, snapshot_policy
 from actors.commands.common import add_data_dir, connect, data_dir_of, need_hub, reading
 from actors.errors import ActorError, UsageError
 from bus.events import AlertRuleRemoved
+from store.projections.alerts import CONDITIONS, SCOPES, SEVERITIES
+from store.projections.alerts import RULE_DEFAULTS as DEFAULTS
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -54,16 +56,22 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_data_dir(add)
     add.add_argument("rule_id")
     add.add_argument("--metric", required=True, dest="metric_name")
-    add.add_argument("--condition", required=True, help="greater_than, less_than, equals, contains")
+    add.add_argument("--condition", required=True, help=", ".join(CONDITIONS))
     add.add_argument("--threshold", required=True)
-    add.add_argument("--severity", default="medium", help="info, low, medium, high, critical")
-    add.add_argument("--cooldown-minutes", type=float, help="quiet time after a firing (default 5)")
+    add.add_argument("--severity", help=f"{', '.join(SEVERITIES)} (default {DEFAULTS['severity']})")
     add.add_argument(
-        "--pending-seconds", type=float, default=0.0, help="hold this long before firing"
+        "--cooldown-minutes",
+        type=float,
+        help=f"quiet time after a firing (default {DEFAULTS['cooldown_minutes']:g})",
+    )
+    add.add_argument(
+        "--pending-seconds",
+        type=float,
+        help=f"hold this long before firing (default {DEFAULTS['pending_s']:g})",
     )
     add.add_argument("--scope", action="append", default=[], metavar="KEY=VALUE",
-                     help="stage=..., schedule=..., worker=... or host=... (repeatable)")  # fmt: skip
-    add.add_argument("--description", default="")
+                     help=f"{'=..., '.join(SCOPES)}=... (repeatable)")  # fmt: skip
+    add.add_argument("--description")
     add.add_argument("--disabled", action="store_true")
     add.add_argument("--custom", action="store_true", help="allow a metric with no sample yet")
     add.set_defaults(func=cmd_add_rule)
@@ -232,7 +240,7 @@ def cmd_add_rule(args: argparse.Namespace) -> int:
         "cooldown_minutes": args.cooldown_minutes, "pending_s": args.pending_seconds,
         "scope": scope, "description": args.description, "enabled": not args.disabled,
     }  # fmt: skip
-    rule = {k: v for k, v in rule.items() if v is not None}  # unset: the rule's default
+    rule = {k: v for k, v in rule.items() if v is not None}  # unset: the RuleSpec's default
     with connect(args) as client:
         seq = add_rule(client, rule, custom=args.custom)
     print(f"added rule {args.rule_id} (seq {seq})")

@@ -272,21 +272,7 @@ def alert_list(
 
 
 def rule_list(alerts: AlertsState) -> list[dict[str, Any]]:
-    return [
-        {
-            "rule_id": r.rule_id,
-            "metric_name": r.metric_name,
-            "condition": r.condition,
-            "threshold": r.threshold,
-            "severity": r.severity,
-            "cooldown_minutes": r.cooldown_minutes,
-            "pending_s": r.pending_s,
-            "scope": r.scope,
-            "enabled": r.enabled,
-            "description": r.description,
-        }
-        for r in alerts.rules.values()
-    ]
+    return [rule.to_map() for rule in alerts.rules.values()]
 
 
 def export(metrics: MetricsState, alerts: AlertsState, now: float, path: Path, fmt: str) -> Path:
