@@ -229,3 +229,19 @@ def test_orchestrator_stops_with_one_line_when_a_local_stage_cannot_be_imported(
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("porch: ")
     assert "no_such_module_here" in last
+
+
+@pytest.mark.parametrize(
+    ("tz", "day_before", "expected"),
+    [
+        ("America/New_York", "2026-03-07", ["2026-03-07T02:30:00-05:00", "2026-03-08T03:00:00-04:00", "2026-03-09T02:30:00-04:00"]),
+        ("Europe/Berlin", "2026-03-28", ["2026-03-28T02:30:00+01:00", "2026-03-29T03:00:00+02:00", "2026-03-30T02:30:00+02:00"]),
+    ],
+)  # fmt: skip
+def test_schedule_preview_shows_a_job_the_clock_jumps_over_at_the_jump(tz, day_before, expected):
+    # the README's preview: what the scheduler fires is what the preview prints
+    result = run_porch(
+        "schedule", "preview", "30 2 * * *", "--tz", tz, "--from", day_before, "--count", "3"
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == expected
