@@ -1,13 +1,24 @@
-"""The `porch` command as a user runs it: clear one-line errors, exit codes, replay output."""
+"""The `porch` command as a user runs it: clear one-line errors, exit codes, replay output,
+JSON for programs and tables for people."""
 
 from __future__ import annotations
 
 import json
+import re
+import shlex
+import signal
+import subprocess
+import time
+from collections.abc import Callable
 
 import pytest
 
+from actors.api.system import System
+from bus.client import Client
+from stages.sample import write_sample
 from store.segment import list_segments
-from tests.conftest import run_porch
+from tests.conftest import PORCH, run_porch
+from tests.slowstages import STAGES
 
 
 def assert_one_line_error(result, text: str) -> None:
@@ -229,3 +240,185 @@ def test_orchestrator_stops_with_one_line_when_a_local_stage_cannot_be_imported(
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("porch: ")
     assert "no_such_module_here" in last
+
+
+@pytest.mark.parametrize(
+    ("tz", "day_before", "expected"),
+    [
+        ("America/New_York", "2026-03-07", ["2026-03-07T02:30:00-05:00", "2026-03-08T03:00:00-04:00", "2026-03-09T02:30:00-04:00"]),
+        ("Europe/Berlin", "2026-03-28", ["2026-03-28T02:30:00+01:00", "2026-03-29T03:00:00+02:00", "2026-03-30T02:30:00+02:00"]),
+    ],
+)  # fmt: skip
+def test_schedule_preview_shows_a_job_the_clock_jumps_over_at_the_jump(tz, day_before, expected):
+    # the README's preview: what the scheduler fires is what the preview prints
+    result = run_porch(
+        "schedule", "preview", "30 2 * * *", "--tz", tz, "--from", day_before, "--count", "3"
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == expected
+
+
+# --- JSON for programs, tables for people --------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def populated(tmp_path_factory):
+    """A running system with what the listings list: an execution run by `porch run --wait
+    --json`, two schedules, two alert rules and two alerts."""
+    root = tmp_path_factory.mktemp("cli")
+    write_sample(root / "in.parquet", 300, seed=3)
+    system = System(data_dir=root / "porch", workers=1, stages=STAGES, log=subprocess.DEVNULL)
+    system.start()
+    try:
+        d = system.data_dir
+        ran = run_porch("run", str(root / "in.parquet"), "--stages", "noop", "--id", "first",
+                        "--wait", "--json", data_dir=d, timeout=60)  # fmt: skip
+        for name, cron in (("nightly", "30 2 * * *"), ("hourly", "0 * * * *")):
+            added = run_porch("schedule", "add", name, "--cron", cron, "--input",
+                              str(root / "in.parquet"), "--stages", "noop", data_dir=d)  # fmt: skip
+            assert added.returncode == 0, added.stderr
+        for rule in ("slow", "slower"):
+            added = run_porch("alerts", "add-rule", rule, "--metric", "stage_duration_seconds",
+                              "--condition", "greater_than", "--threshold", "60", data_dir=d)  # fmt: skip
+            assert added.returncode == 0, added.stderr
+            fired = run_porch("publish", "AlertFired", f"alert_id={rule}-1", f"rule_id={rule}",
+                              "metric_name=stage_duration_seconds", "value=61", "threshold=60",
+                              "severity=high", "message=too slow", data_dir=d)  # fmt: skip
+            assert fired.returncode == 0, fired.stderr
+        yield root, d, ran
+    finally:
+        system.stop()
+
+
+def test_run_wait_json_prints_only_the_final_status_on_stdout(populated):
+    _, _, ran = populated
+    assert ran.returncode == 0, ran.stderr
+    assert json.loads(ran.stdout)["status"] == "completed"
+    assert "execution first requested (seq" in ran.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["status", "first", "--json"],
+        ["status", "--json"],
+        ["history", "--json"],
+        ["stats", "--json"],
+        ["metrics", "--json"],
+        ["schedule", "list", "--json"],
+        ["schedule", "show", "nightly"],
+        ["alerts", "list", "--json"],
+        ["alerts", "rules", "--json"],
+        ["replay", "--summary", "--json"],
+        ["replay", "--state", "first", "--json"],
+        ["replay", "--queue", "--json"],
+        ["gc", "--keep-last", "0", "--keep-days", "0", "--json"],
+    ],
+    ids=" ".join,
+)
+def test_json_output_is_one_json_document(populated, args):
+    _, d, _ = populated
+    result = run_porch(*args, data_dir=d)
+    assert result.returncode == 0, result.stderr
+    json.loads(result.stdout)  # the whole of stdout, as `| jq` reads it
+
+
+def test_run_json_without_wait_prints_the_id_and_seq(populated):
+    root, d, _ = populated
+    result = run_porch("run", str(root / "in.parquet"), "--stages", "noop", "--id", "nowait",
+                       "--json", data_dir=d)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    printed = json.loads(result.stdout)
+    assert printed["execution_id"] == "nowait"
+    assert printed["seq"] > 0
+
+
+def assert_table(text: str, header: list[str], rows: int) -> None:
+    """A header row, then `rows` rows, in aligned columns: gutters of two or more spaces run
+    down every line and cut each into as many columns as the header has."""
+    lines = text.splitlines()
+    start = next(
+        (i for i, line in enumerate(lines) if re.split(r"\s{2,}", line.strip()) == header), None
+    )
+    assert start is not None, f"no header {header} in:\n{text}"
+    block = lines[start : start + 1 + rows]
+    assert len(block) == rows + 1, text
+    width = max(len(line) for line in block)
+    filled = "".join(
+        "x" if any(i < len(line) and line[i] != " " for line in block) else " "
+        for i in range(width)
+    )
+    assert len(re.split(r" {2,}", filled.strip())) == len(header), "\n".join(block)
+
+
+TABLES: list[tuple[list[str], list[str], Callable]] = [
+    (["history"], ["EXECUTION", "STATUS", "MODE", "STARTED", "RECORDS", "DURATION_S"], len),
+    (["stats"], ["STAGE", "RUNS", "FAILURES", "MEAN_S", "P50_S", "P95_S", "RECORDS"], len),
+    (["metrics"], ["STAGE", "RUNS", "P50_S", "P99_S", "RECORDS_PER_S", "DURATION_TREND"],
+     lambda j: len(j["stages"])),
+    (["schedule", "list"], ["SCHEDULE", "TYPE", "WHEN", "STATE", "NEXT_FIRE", "LAST_RUN"], len),
+    (["alerts", "list"], ["ALERT", "STATE", "SEVERITY", "FIRED", "MESSAGE"], len),
+    (["alerts", "rules"], ["RULE", "METRIC", "CONDITION", "THRESHOLD", "SCOPE", "SEVERITY",
+                           "COOLDOWN_MIN", "PENDING_S", "ENABLED"], len),
+    (["status", "first"], ["STEP", "STATUS", "PARTS", "RECORDS_IN", "RECORDS_OUT", "DURATION_S",
+                           "ATTEMPTS", "NOTE"], lambda j: len(j["steps"])),
+    (["gc", "--keep-last", "0", "--keep-days", "0"], ["EXECUTION", "AGE", "SIZE", "REMOVES"],
+     lambda j: len(j["removals"])),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("args", "header", "count"), TABLES, ids=[" ".join(t[0]) for t in TABLES])
+def test_a_listing_is_a_table_with_a_header_and_a_row_per_item(populated, args, header, count):
+    _, d, _ = populated
+    # the JSON form says how many rows the table must have
+    rows = count(json.loads(run_porch(*args, "--json", data_dir=d).stdout))
+    assert rows >= 1
+    result = run_porch(*args, data_dir=d)
+    assert result.returncode == 0, result.stderr
+    assert_table(result.stdout, header, rows)
+
+
+def test_ctrl_c_on_run_wait_says_the_execution_goes_on_and_how_to_cancel_it(populated, tmp_path):
+    root, d, _ = populated
+    pipeline = tmp_path / "slow.toml"
+    pipeline.write_text('[pipeline]\nstages = ["slow"]\n\n[config.slow]\nseconds = 120\n\n'
+                        '[stages]\nslow = "tests.slowstages:slow"\n')  # fmt: skip
+    with Client.local(d) as client, client.subscribe(1, types=["StageStarted",
+                                                               "ExecutionCancelled"]) as sub:  # fmt: skip
+
+        def wait_for(kind: str) -> None:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                for record in sub.receive(200):
+                    fields = record.fields()
+                    if fields["type"] == kind and fields.get("execution_id") == "watched":
+                        return
+            raise AssertionError(f"no {kind} for the execution")
+
+        # given `porch run --wait` following an execution whose stage is running
+        watcher = subprocess.Popen(
+            [*PORCH, "run", str(root / "in.parquet"), "--pipeline", str(pipeline), "--id",
+             "watched", "--wait", "--data-dir", str(d)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            wait_for("StageStarted")
+            # when the user presses Ctrl-C
+            watcher.send_signal(signal.SIGINT)
+            _, stderr = watcher.communicate(timeout=30)
+        finally:
+            if watcher.poll() is None:
+                watcher.kill()
+                watcher.wait(10)
+        # then it exits 130 with one line: the execution goes on, and the command to cancel it
+        assert watcher.returncode == 130, stderr
+        (line,) = stderr.strip().splitlines()
+        assert "Traceback" not in line
+        assert "execution watched goes on" in line
+        command = shlex.split(line.split("To cancel it: ", 1)[1])
+        assert command == ["porch", "cancel", "watched", "--data-dir", str(d)]
+        # and that command, pasted, cancels it
+        cancelled = subprocess.run([*PORCH, *command[1:]], capture_output=True, text=True,
+                                   timeout=30, check=False)  # fmt: skip
+        assert cancelled.returncode == 0, cancelled.stderr
+        wait_for("ExecutionCancelled")

@@ -109,22 +109,45 @@ def fires(expression: str, tz: str, start: str, count: int) -> list[str]:
     return out
 
 
+DST_CASES = [
+    # spring forward: a fixed time the clock jumps over runs at the jump, once
+    ("Europe/Berlin", "30 2 * * *", "2026-03-29T00:00", ["2026-03-29T03:00:00+02:00", "2026-03-30T02:30:00+02:00"]),
+    ("Europe/Berlin", "0,30 2,3 * * *", "2026-03-29T01:00", ["2026-03-29T03:00:00+02:00", "2026-03-29T03:30:00+02:00", "2026-03-30T02:00:00+02:00"]),
+    ("America/New_York", "30 2 * * *", "2026-03-08T00:00", ["2026-03-08T03:00:00-04:00", "2026-03-09T02:30:00-04:00"]),
+    ("America/New_York", "59 2 * * 0", "2026-03-07T00:00", ["2026-03-08T03:00:00-04:00", "2026-03-15T02:59:00-04:00"]),
+    # fall back: a fixed time in the repeated hour runs once, at the first of the two
+    ("Europe/Berlin", "30 2 * * *", "2026-10-25T00:00", ["2026-10-25T02:30:00+02:00", "2026-10-26T02:30:00+01:00"]),
+    ("America/New_York", "30 1 * * *", "2026-11-01T00:00", ["2026-11-01T01:30:00-04:00", "2026-11-02T01:30:00-05:00"]),
+    # hourly and finer: by the wall clock as it really passes, no 02:00 in spring, two in autumn
+    ("Europe/Berlin", "0 * * * *", "2026-03-29T00:30", ["2026-03-29T01:00:00+01:00", "2026-03-29T03:00:00+02:00", "2026-03-29T04:00:00+02:00"]),
+    ("Europe/Berlin", "*/15 * * * *", "2026-03-29T01:40", ["2026-03-29T01:45:00+01:00", "2026-03-29T03:00:00+02:00", "2026-03-29T03:15:00+02:00"]),
+    ("Europe/Berlin", "0 * * * *", "2026-10-25T01:30", ["2026-10-25T02:00:00+02:00", "2026-10-25T02:00:00+01:00", "2026-10-25T03:00:00+01:00"]),
+    ("Europe/Berlin", "*/15 * * * *", "2026-10-25T02:40", ["2026-10-25T02:45:00+02:00", "2026-10-25T02:00:00+01:00", "2026-10-25T02:15:00+01:00"]),
+    ("America/New_York", "0 * * * *", "2026-03-08T00:30", ["2026-03-08T01:00:00-05:00", "2026-03-08T03:00:00-04:00", "2026-03-08T04:00:00-04:00"]),
+    ("America/New_York", "*/15 * * * *", "2026-03-08T01:40", ["2026-03-08T01:45:00-05:00", "2026-03-08T03:00:00-04:00", "2026-03-08T03:15:00-04:00"]),
+    ("America/New_York", "0 * * * *", "2026-11-01T00:30", ["2026-11-01T01:00:00-04:00", "2026-11-01T01:00:00-05:00", "2026-11-01T02:00:00-05:00"]),
+    ("America/New_York", "*/15 * * * *", "2026-11-01T01:40", ["2026-11-01T01:45:00-04:00", "2026-11-01T01:00:00-05:00", "2026-11-01T01:15:00-05:00"]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("tz", "expression", "start", "expected"), DST_CASES)
+def test_cron_across_daylight_saving_changes(tz, expression, start, expected):
+    assert fires(expression, tz, start, len(expected)) == expected
+
+
 @pytest.mark.parametrize(
-    ("tz", "spring", "fall"),
-    [
-        ("Europe/Berlin", "2026-03-29", "2026-10-25"),
-        ("America/New_York", "2026-03-08", "2026-11-01"),
-    ],
+    ("tz", "day"), [("Europe/Berlin", "2026-03-29"), ("America/New_York", "2026-03-08")]
 )
-def test_a_daily_job_in_the_dst_hours_runs_once_each_day(tz, spring, fall):
-    # the 02:30 of a spring-forward day does not exist: the job runs an hour later, not never
-    days = fires("30 2 * * *", tz, f"{spring}T00:00", 2)
-    assert days[0].startswith(f"{spring}T03:30")
-    assert days[1][:10] != spring
-    # the 01:30 of a fall-back day exists twice: the job runs at the first one only
-    days = fires("30 1 * * *", tz, f"{fall}T00:00", 2)
-    assert days[0].startswith(f"{fall}T01:30")
-    assert not days[1].startswith(fall)
+@pytest.mark.parametrize("expression", ["30 2 * * *", "0 2 * * *", "0 * * * *", "*/15 * * * *"])
+def test_spring_forward_fires_as_croniter_does(tz, day, expression):
+    # croniter (and Vixie cron, cronie) run a job the clock jumps over at the jump; on a fall-back
+    # day croniter runs a fixed-time job twice where cron runs it once, so only spring is compared
+    from croniter import croniter
+
+    start = datetime.fromisoformat(f"{day}T00:00").replace(tzinfo=ZoneInfo(tz))
+    theirs = croniter(expression, start)
+    expected = [theirs.get_next(datetime).isoformat() for _ in range(6)]
+    assert fires(expression, tz, f"{day}T00:00", 6) == expected
 
 
 @pytest.mark.parametrize(
@@ -476,18 +499,12 @@ def reference_fires(expression: str, tz_name: str, start: float, end: float) -> 
         w = datetime.fromtimestamp(u, tz)
         if matches(w.replace(tzinfo=None)) and (not fixed or w.fold == 0):
             out.add(float(u))
-    if fixed:  # wall times that do not exist run shifted by the gap
-        w = datetime.fromtimestamp(start, tz).replace(tzinfo=None, second=0, microsecond=0)
-        last = datetime.fromtimestamp(end, tz).replace(tzinfo=None)
-        while w <= last:
-            t0 = w.replace(tzinfo=tz, fold=0).timestamp()
-            if (
-                matches(w)
-                and datetime.fromtimestamp(t0, tz).replace(tzinfo=None) != w
-                and start < t0 <= end
-            ):
-                out.add(t0)
-            w += timedelta(minutes=1)
+        if fixed:  # wall times the clock jumped over in the last minute run now, at the jump
+            skipped = datetime.fromtimestamp(u - 60, tz).replace(tzinfo=None) + timedelta(minutes=1)
+            while skipped < w.replace(tzinfo=None):
+                if matches(skipped):
+                    out.add(float(u))
+                skipped += timedelta(minutes=1)
     return sorted(out)
 
 

@@ -97,9 +97,7 @@ def test_actors_write_snapshots_start_from_them_and_queries_answer_without_a_sys
     assert json.loads(status.stdout)["status"] == "completed"
     schedules = run_porch("schedule", "list", "--json", data_dir=data_dir)
     assert schedules.returncode == 0, schedules.stderr
-    assert [json.loads(line)["schedule_id"] for line in schedules.stdout.splitlines()] == [
-        "nightly"
-    ]
+    assert [row["schedule_id"] for row in json.loads(schedules.stdout)] == ["nightly"]
     # and a restarted system starts every actor from its snapshot and goes on
     second = started()
     second.run(tiny, "after")

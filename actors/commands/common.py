@@ -1,11 +1,16 @@
-"""What every subcommand shares: the data dir flag, reaching the hub, printing events."""
+"""What every subcommand shares: the data dir flag, reaching the hub, printing events, JSON
+and tables."""
 
 from __future__ import annotations
 
 import argparse
 import base64
 import json
+import math
 import os
+import shlex
+import sys
+from collections.abc import Collection, Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -106,3 +111,62 @@ def event_line(seq: int, fields: dict[str, Any]) -> str:
 def _short(value: Any) -> str:
     text = value if isinstance(value, str) else json.dumps(value, default=_json_default)
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+def print_json(value: Any) -> None:
+    """One JSON document on stdout: ``--json`` prints this and nothing else there. NaN and
+    infinities, which JSON has no words for, become null."""
+    print(json.dumps(_finite(value), default=_json_default))
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def say(text: str, *, json_out: bool) -> None:
+    """A line for people: on stdout, or on stderr when stdout is kept for ``--json``."""
+    print(text, file=sys.stderr if json_out else sys.stdout, flush=True)
+
+
+def table(
+    header: Sequence[str], rows: Iterable[Sequence[object]], *, right: Collection[str] = ()
+) -> list[str]:
+    """The lines of a table: the header, then one line per row, each column as wide as its
+    widest cell and two spaces from the next. Columns named in ``right``, and columns of
+    integers, are aligned right (numbers); the rest left. No line ends in spaces."""
+    raw = [list(row) for row in rows]
+    cells = [["-" if c is None else str(c) for c in row] for row in raw]
+    widths = [len(h) for h in header]
+    for row in cells:
+        for i, cell in enumerate(row):
+            widths[i] = max(widths[i], len(cell))
+    numeric = [
+        name in right or (bool(raw) and all(type(row[i]) is int for row in raw))
+        for i, name in enumerate(header)
+    ]
+
+    def line(row: Sequence[str]) -> str:
+        out = [
+            cell.rjust(widths[i]) if numeric[i] else cell.ljust(widths[i])
+            for i, cell in enumerate(row)
+        ]
+        return "  ".join(out).rstrip()
+
+    return [line(header), *(line(row) for row in cells)]
+
+
+def porch_command(args: argparse.Namespace, *words: str) -> str:
+    """A ``porch`` command line a user can paste into the same shell: ``words``, then the
+    ``--data-dir`` and ``--config`` this command was given, if any."""
+    argv = ["porch", *words]
+    if getattr(args, "data_dir", None):
+        argv += ["--data-dir", str(args.data_dir)]
+    if getattr(args, "config", None):
+        argv += ["--config", str(args.config)]
+    return shlex.join(argv)

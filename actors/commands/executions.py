@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import argparse
-import json
+import sys
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
-from actors.commands.common import add_data_dir, connect, reading
+from actors.commands.common import (
+    add_data_dir,
+    connect,
+    porch_command,
+    print_json,
+    reading,
+    say,
+    table,
+)
+from actors.commands.execution_text import execution_lines
 from actors.errors import ActorError, UsageError
 from bus.events import CancelRequested, ExecutionRequested, PauseRequested, ResumeRequested
 
@@ -41,7 +50,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--wait", action="store_true", help="show progress until it ends; exit 1 if it fails"
     )
     run.add_argument(
-        "--json", action="store_true", help="with --wait: print the final status as JSON"
+        "--json",
+        action="store_true",
+        help="print only JSON on stdout: the final status with --wait, else the id and seq",
     )
     run.set_defaults(func=cmd_run)
 
@@ -114,20 +125,35 @@ def _request(args: argparse.Namespace) -> ExecutionRequested:
 
 def cmd_run(args: argparse.Namespace) -> int:
     request = _request(args)
+    eid = request.execution_id
     with connect(args) as client:
         seq = client.append(request)
-        print(f"execution {request.execution_id} requested (seq {seq})", flush=True)
         if not args.wait:
+            if args.json:
+                print_json({"execution_id": eid, "seq": seq})
+            else:
+                print(f"execution {eid} requested (seq {seq})")
             return 0
-        view = wait_for(client, request.execution_id, seq, show=not args.json)
+        say(f"execution {eid} requested (seq {seq})", json_out=args.json)
+        try:
+            view = wait_for(client, eid, seq, show=not args.json)
+        except KeyboardInterrupt:
+            # Ctrl-C stops the watching, not the execution: say so, and how to stop that too
+            print(
+                f"porch: stopped watching; execution {eid} goes on. To cancel it: "
+                + porch_command(args, "cancel", eid),
+                file=sys.stderr,
+                flush=True,
+            )
+            return 130
     if args.json:
-        print(json.dumps(view, default=str))
+        print_json(view)
     return 0 if view["status"] == "completed" else 1
 
 
 def wait_for(client: Any, execution_id: str, from_seq: int, *, show: bool = True) -> dict[str, Any]:
     """Follow the execution until it ends, printing each stage's progress; returns its view."""
-    from actors.read.executions import execution_view, fold_log, fold_record, format_execution
+    from actors.read.executions import execution_view, fold_log, fold_record
     from store.projections import executions as folds
 
     # the newest snapshot and the tail up to the head, then whatever comes after it
@@ -163,7 +189,7 @@ def wait_for(client: Any, execution_id: str, from_seq: int, *, show: bool = True
                         )
             if ex.status in TERMINAL:
                 if show:
-                    print("\n".join(format_execution(view)), flush=True)
+                    print("\n".join(execution_lines(view)), flush=True)
                 return view
 
 
@@ -175,7 +201,7 @@ def _state(args: argparse.Namespace, wanted: Any = None) -> Any:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from actors.read.executions import execution_view, format_execution
+    from actors.read.executions import execution_view
     from actors.read.model import execution_from_log
     from store.projections import executions as folds
 
@@ -190,7 +216,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     if ex is None:
         raise UsageError(f"no execution {eid!r} in the log")
     view = execution_view(ex)
-    print(json.dumps(view, default=str) if args.json else "\n".join(format_execution(view)))
+    if args.json:
+        print_json(view)
+    else:
+        print("\n".join(execution_lines(view)))
     return 0
 
 
@@ -205,17 +234,22 @@ def cmd_history(args: argparse.Namespace) -> int:
         if e in state.executions
     ]
     if args.json:
-        print(json.dumps(views, default=str))
+        print_json(views)
         return 0
-    for v in views:
-        when = (
+    if not views:
+        print("no executions in the log yet")
+        return 0
+    rows = [
+        [
+            v["execution_id"], v["status"], v["mode"],
             time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(v["started_ts"]))
-            if v["started_ts"]
-            else "-"
-        )
-        print(
-            f"{v['execution_id']:<36} {v['status']:<10} {v['mode']:<10} {when}  {v['records_processed']:>10} records {v['duration_s']:>8.2f} s"
-        )
+            if v["started_ts"] else "-",
+            v["records_processed"], f"{v['duration_s']:.2f}",
+        ]
+        for v in views
+    ]  # fmt: skip
+    header = ("EXECUTION", "STATUS", "MODE", "STARTED", "RECORDS", "DURATION_S")
+    print("\n".join(table(header, rows, right=("DURATION_S",))))
     return 0
 
 
@@ -227,15 +261,18 @@ def cmd_stats(args: argparse.Namespace) -> int:
         state = fold_log(reader, wanted=lambda s: (), rows=rows)
     stats = stage_statistics(state.executions.values(), (r for rs in rows.values() for r in rs))
     if args.json:
-        print(json.dumps(stats))
+        print_json(stats)
         return 0
-    print(
-        f"{'stage':<24} {'runs':>5} {'fail':>5} {'mean s':>8} {'p50 s':>8} {'p95 s':>8} {'records':>12}"
-    )
-    for name, s in stats.items():
-        print(
-            f"{name:<24} {s['runs']:>5} {s['failures']:>5} {s['mean_s']:>8.3f} {s['p50_s']:>8.3f} {s['p95_s']:>8.3f} {s['records']:>12}"
-        )
+    if not stats:
+        print("no stage has run yet")
+        return 0
+    rows = [
+        [name, s["runs"], s["failures"], f"{s['mean_s']:.3f}", f"{s['p50_s']:.3f}",
+         f"{s['p95_s']:.3f}", s["records"]]
+        for name, s in stats.items()
+    ]  # fmt: skip
+    header = ("STAGE", "RUNS", "FAILURES", "MEAN_S", "P50_S", "P95_S", "RECORDS")
+    print("\n".join(table(header, rows, right=("MEAN_S", "P50_S", "P95_S"))))
     return 0
 
 

@@ -9,13 +9,19 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import time
 from typing import Any
 
 from actors.api.settings import config_path, retention_policy
-from actors.commands.common import add_data_dir, connect, data_dir_of, network_of
+from actors.commands.common import (
+    add_data_dir,
+    connect,
+    data_dir_of,
+    network_of,
+    print_json,
+    table,
+)
 from actors.errors import UsageError
 from bus.client import hub_running
 from bus.events import ArtifactsRemoved
@@ -81,7 +87,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
             _show(sized, total, now, policy)
         if not args.yes:
             if args.json:
-                print(json.dumps(_as_json(sized, total, now, policy, removed=False)))
+                print_json(_as_json(sized, total, now, policy, removed=False))
             elif removals:
                 print("dry run: nothing removed; `porch gc --yes` removes them")
             return 0
@@ -103,7 +109,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
                     f"removed {removal.execution_id}: {human_bytes(size)} (seq {seq})", flush=True
                 )
     if args.json:
-        print(json.dumps(_as_json(sized, total, now, policy, removed=True)))
+        print_json(_as_json(sized, total, now, policy, removed=True))
     else:
         print(f"removed the artifacts of {len(sized)} executions, {human_bytes(freed)}")
     return 0
@@ -127,12 +133,8 @@ def _show(
     if not sized:
         print(f"nothing to remove ({policy.describe()})")
         return
-    print(f"{'execution':<36} {'age':>8} {'bytes':>10}  removes")
-    for removal, size in sized:
-        print(
-            f"{removal.execution_id:<36} {_age(removal.age_s(now)):>8} {human_bytes(size):>10}"
-            f"  {_what(removal)}"
-        )
+    rows = [[r.execution_id, _age(r.age_s(now)), human_bytes(size), _what(r)] for r, size in sized]
+    print("\n".join(table(("EXECUTION", "AGE", "SIZE", "REMOVES"), rows, right=("AGE", "SIZE"))))
     print(f"total: {human_bytes(total)} of {len(sized)} executions ({policy.describe()})")
 
 

@@ -20,6 +20,7 @@ from actors.commands.common import (
     event_json,
     event_line,
     network_of,
+    print_json,
 )
 from actors.errors import UsageError
 from bus.client import hub_running
@@ -72,7 +73,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="only this event type (repeatable)",
     )
     rep.add_argument("--execution", metavar="ID", help="only events of this execution")
-    rep.add_argument("--json", action="store_true", help="one JSON object per line")
+    rep.add_argument("--json", action="store_true",
+                     help="one JSON object per line (one document with --summary, --state, --queue)")  # fmt: skip
     rep.add_argument(
         "--follow", action="store_true", help="keep printing new events (needs a running hub)"
     )
@@ -184,7 +186,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
         state = SummaryState()
         for seq, fields in records:
             evolve(seq, fields, state)
-        _print_summary(state)
+        if args.json:
+            print_json(_summary(state))
+        else:
+            _print_summary(state)
         return 0
     out = sys.stdout
     render = event_json if args.json else event_line
@@ -198,7 +203,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def _replay_state(args: argparse.Namespace, root: Any) -> int:
     """The execution as the log had it at ``--at`` (default: now), folded from its own events
     from seq 1 (so however long ago it finished, and whatever left the fold since)."""
-    from actors.read.executions import execution_view, format_execution
+    from actors.commands.execution_text import execution_lines
+    from actors.read.executions import execution_view
     from store.projections import executions as folds
 
     args.from_seq, args.to_seq, args.types, args.execution, args.follow = (
@@ -217,10 +223,10 @@ def _replay_state(args: argparse.Namespace, root: Any) -> int:
         raise UsageError(f"replay: no execution {args.state!r} in the log{at}")
     view = execution_view(ex)
     if args.json:
-        print(json.dumps(view, default=str))
+        print_json(view)
     else:
         print(f"as of seq {args.at if args.at is not None else state.last_seq}:")
-        print("\n".join(format_execution(view)))
+        print("\n".join(execution_lines(view)))
     return 0
 
 
@@ -239,7 +245,7 @@ def _replay_queue(args: argparse.Namespace, root: Any) -> int:
         last_ts = float(fields.get("ts", last_ts))
     status = queue_status(core, last_ts)
     if args.json:
-        print(json.dumps(status, default=str))
+        print_json(status)
         return 0
     print(f"as of seq {core.state.last_seq}:")
     for title in ("queued", "running", "waiting_retries"):
@@ -288,6 +294,17 @@ def _records(args: argparse.Namespace, root: Any) -> Iterator[tuple[int, dict[st
         args.from_seq, args.to_seq, types=args.types, execution_id=args.execution
     ):
         yield seq, fields_of(payload)
+
+
+def _summary(state: SummaryState) -> dict[str, Any]:
+    return {
+        "events": state.events,
+        "last_seq": state.last_seq,
+        "by_type": dict(sorted(state.by_type.items(), key=lambda kv: (-kv[1], kv[0]))),
+        "executions": dict(sorted(state.statuses().items())),
+        "workers_up": sorted(state.workers),
+        "schedules": len(state.schedules),
+    }
 
 
 def _print_summary(state: SummaryState) -> None:

@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 from actors.api.alerts import add_rule, alert_state, fold_monitoring
 from actors.api.settings import config_path, snapshot_policy
-from actors.commands.common import add_data_dir, connect, data_dir_of, need_hub, reading
+from actors.commands.common import (
+    add_data_dir,
+    connect,
+    data_dir_of,
+    need_hub,
+    print_json,
+    reading,
+    table,
+)
 from actors.errors import ActorError, UsageError
 from bus.events import AlertRuleRemoved
 from store.projections.alerts import CONDITIONS, SCOPES, SEVERITIES
@@ -150,24 +158,54 @@ def cmd_metrics(args: argparse.Namespace) -> int:
     now = time.time()
     if args.export:
         path = views.export(metrics, alerts, now, Path(args.export), args.format)
-        print(f"wrote {path}")
+        if args.json:
+            print_json({"wrote": str(path)})
+        else:
+            print(f"wrote {path}")
         return 0
     current = views.current_metrics(metrics, alerts, now)
     if args.json:
-        print(json.dumps(current, default=str))
+        print_json(current)
         return 0
-    ex = current["executions"]
-    print(f"executions: {ex['by_status'] or 'none'}; success rate {_pct(ex['success_rate'])}")
+    print("\n".join(metrics_lines(current)))
+    return 0
+
+
+def metrics_lines(current: dict[str, Any]) -> list[str]:
+    """The current metrics for people: executions, workers and resources, then a table of
+    the stages and one of the custom metrics."""
+    ex, res, alerts = current["executions"], current["resources"], current["alerts"]
+    by_status = ", ".join(f"{s} {n}" for s, n in sorted(ex["by_status"].items()))
+    lines = [
+        f"executions: {ex['total']}{f' ({by_status})' if by_status else ''}; "
+        f"success rate {_pct(ex['success_rate'])}",
+        f"workers: {current['workers_alive']} of {len(current['workers'])} alive; "
+        f"queue {current['queue_depth']:.0f}; "
+        f"active alerts {alerts['active']} ({alerts['unacknowledged']} not acknowledged)",
+        f"resources: cpu {_pct_raw(res['cpu_percent'])}, memory {_pct_raw(res['memory_percent'])}, "
+        f"disk {_pct_raw(res['disk_percent'])}",
+    ]
+    rows = []
     for stage, view in current["stages"].items():
         d, r = view["duration_seconds"], view["records_per_second"]
-        flag = "  REGRESSION" if view["duration_trend"]["regression"] else ""
-        print(f"  {stage:<24} runs {d['count']:>5}  p50 {d['p50']:.3f} s  p99 {d['p99']:.3f} s  "
-              f"{r.get('p50', 0):,.0f} rec/s{flag}")  # fmt: skip
-    res = current["resources"]
-    print(f"resources: cpu {_pct_raw(res['cpu_percent'])}, memory {_pct_raw(res['memory_percent'])}, "
-          f"disk {_pct_raw(res['disk_percent'])}; workers alive {current['workers_alive']}/{len(current['workers'])}; "
-          f"queue {current['queue_depth']:.0f}; active alerts {current['alerts']['active']}")  # fmt: skip
-    return 0
+        rows.append([
+            stage, d["count"], _num(d.get("p50"), ".3f"), _num(d.get("p99"), ".3f"),
+            _num(r.get("p50"), ",.0f"),
+            "regression" if view["duration_trend"]["regression"] else "",
+        ])  # fmt: skip
+    if rows:
+        header = ("STAGE", "RUNS", "P50_S", "P99_S", "RECORDS_PER_S", "DURATION_TREND")
+        lines += ["", *table(header, rows, right=("P50_S", "P99_S", "RECORDS_PER_S"))]
+    if current["custom"]:
+        custom = [[name, _num(value, "g")] for name, value in sorted(current["custom"].items())]
+        lines += ["", *table(("METRIC", "LAST"), custom, right=("LAST",))]
+    return lines
+
+
+def _num(value: object, spec: str) -> str:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return format(value, spec)
+    return "-" if value is None else str(value)
 
 
 def _pct(value: float | None) -> str:
@@ -186,15 +224,25 @@ def cmd_list(args: argparse.Namespace) -> int:
     resolved = True if args.resolved else (False if args.active else None)
     rows = views.alert_list(alerts, args.severity, resolved, args.limit)
     if args.json:
-        for row in rows:
-            print(json.dumps(row, default=str))
+        print_json(rows)
         return 0
     if not rows:
         print("no alerts")
-    for row in rows:
-        state = "resolved" if row["resolved"] else ("acked" if row["acknowledged"] else "ACTIVE")
-        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(row["fired_ts"]))
-        print(f"{row['alert_id']:<32} {state:<8} {row['severity']:<8} {when}  {row['message']}")
+        return 0
+    lines = table(
+        ("ALERT", "STATE", "SEVERITY", "FIRED", "MESSAGE"),
+        [
+            [
+                row["alert_id"],
+                "resolved" if row["resolved"] else ("acked" if row["acknowledged"] else "ACTIVE"),
+                row["severity"],
+                time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(row["fired_ts"])),
+                row["message"],
+            ]
+            for row in rows
+        ],
+    )
+    print("\n".join(lines))
     return 0
 
 
@@ -214,16 +262,23 @@ def cmd_rules(args: argparse.Namespace) -> int:
         _, alerts = fold_monitoring(reader)
     rows = views.rule_list(alerts)
     if args.json:
-        for row in rows:
-            print(json.dumps(row))
+        print_json(rows)
         return 0
     if not rows:
         print("no alert rules; add one with `porch alerts add-rule`")
-    for r in rows:
-        scope = ",".join(f"{k}={v}" for k, v in r["scope"].items()) or "all"
-        print(f"{r['rule_id']:<20} {r['metric_name']} {r['condition']} {r['threshold']} [{scope}] "
-              f"{r['severity']} cooldown {r['cooldown_minutes']:g} min pending {r['pending_s']:g} s"
-              f"{'' if r['enabled'] else ' (disabled)'}")  # fmt: skip
+        return 0
+    lines = table(
+        ("RULE", "METRIC", "CONDITION", "THRESHOLD", "SCOPE", "SEVERITY", "COOLDOWN_MIN",
+         "PENDING_S", "ENABLED"),
+        [
+            [r["rule_id"], r["metric_name"], r["condition"], r["threshold"],
+             ",".join(f"{k}={v}" for k, v in r["scope"].items()) or "all", r["severity"],
+             f"{r['cooldown_minutes']:g}", f"{r['pending_s']:g}", "yes" if r["enabled"] else "no"]
+            for r in rows
+        ],
+        right=("COOLDOWN_MIN", "PENDING_S"),
+    )  # fmt: skip
+    print("\n".join(lines))
     return 0
 
 

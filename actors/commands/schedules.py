@@ -12,7 +12,15 @@ from typing import Any
 
 from actors.api.schedules import add_schedules, refuse_removing_an_upstream, trigger
 from actors.api.settings import config_path, snapshot_policy
-from actors.commands.common import add_data_dir, connect, data_dir_of, need_hub, reading
+from actors.commands.common import (
+    add_data_dir,
+    connect,
+    data_dir_of,
+    need_hub,
+    print_json,
+    reading,
+    table,
+)
 from actors.errors import ActorError, UsageError
 from bus.events import (
     SchedulePaused,
@@ -203,20 +211,21 @@ def cmd_list(args: argparse.Namespace) -> int:
         core = fold_schedules(reader)
     rows = [schedule_status(core, s, now) for s in core.state.schedules.values()]
     if args.json:
-        for row in rows:
-            print(json.dumps({k: v for k, v in row.items() if k != "config"}, default=str))
+        print_json([{k: v for k, v in row.items() if k != "config"} for row in rows])
         return 0
     if not rows:
         print("no schedules; add one with `porch schedule add`")
         return 0
-    print(f"{'SCHEDULE':<24} {'TYPE':<10} {'WHEN':<20} {'STATE':<8} {'NEXT FIRE':<26} LAST RUN")
+    lines = []
     for row in rows:
-        when = row["schedule_expression"] or ",".join(row["dependencies"])
         last = row["last_execution"]
-        last_text = f"{last['status']} {last['execution_id']}" if last else "-"
-        nxt = row["next_fire_time"] or ("on upstream success" if row["dependencies"] else "-")
-        print(f"{row['schedule_id']:<24} {row['schedule_type']:<10} {when:<20} "
-              f"{row['state']:<8} {nxt:<26} {last_text}")  # fmt: skip
+        lines.append([
+            row["schedule_id"], row["schedule_type"],
+            row["schedule_expression"] or ",".join(row["dependencies"]), row["state"],
+            row["next_fire_time"] or ("on upstream success" if row["dependencies"] else "-"),
+            f"{last['status']} {last['execution_id']}" if last else "-",
+        ])  # fmt: skip
+    print("\n".join(table(("SCHEDULE", "TYPE", "WHEN", "STATE", "NEXT_FIRE", "LAST_RUN"), lines)))
     return 0
 
 

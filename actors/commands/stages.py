@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from actors.commands.common import table
 from actors.errors import UsageError
 from stages.errors import StageError
 
@@ -25,9 +26,11 @@ def cmd_stages(args: argparse.Namespace) -> int:
         registry = Registry.default()
     except StageError as exc:
         raise UsageError(str(exc)) from exc
-    for name in registry.names():
-        stage = registry.get(name)
-        print(f"{name:24} {stage.partitioning.value:13} {stage.description}")
+    rows = [
+        [name, registry.get(name).partitioning.value, registry.get(name).description]
+        for name in registry.names()
+    ]
+    print("\n".join(table(("STAGE", "PARTITIONING", "DESCRIPTION"), rows)))
     return 0
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 import statistics
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime
 from typing import Any
 
 from actors.read import model as readmodel
@@ -118,41 +117,6 @@ def _pct(values: list[float], q: float) -> float:
         return 0.0
     index = min(len(values) - 1, max(0, round(q / 100 * (len(values) - 1))))
     return values[index]
-
-
-def format_execution(view: dict[str, Any]) -> list[str]:
-    lines = [
-        f"execution {view['execution_id']}: {view['status']} ({view['mode']}), "
-        f"{view['records_processed']} records, {view['duration_s']:.2f} s",
-    ]
-    if view["error"]:
-        lines.append(f"  error: {view['error']}")
-    if view["traceback_path"]:
-        lines.append(f"  traceback: {view['traceback_path']}")
-    for step_id, step in view["steps"].items():
-        parts = f"{step['parts_done']}/{step['parts']} parts" if step["parts"] > 1 else ""
-        extra = " reused" if step["reused"] else ""
-        extra += " removed" if step.get("removed") else ""
-        attempts = f" attempts={step['attempts']}" if step["attempts"] > 1 else ""
-        lines.append(
-            f"  {step_id:<24} {step['status']:<10} in={step['records_in']:<10} "
-            f"out={step['records_out']:<10} {step['duration_s']:>7.2f} s {parts}{attempts}{extra}"
-        )
-    removed = view.get("removed")
-    for step_id, output in view["outputs"].items():
-        gone = " removed" if removed and removed["outputs"] else ""
-        lines.append(f"  output {step_id}: {output.get('path')} ({output.get('rows')} rows){gone}")
-    if removed:
-        when = datetime.fromtimestamp(removed["ts"], UTC).strftime("%Y-%m-%d %H:%M UTC")
-        what = f"{len(removed['steps'])} steps' artifacts" if removed["steps"] else ""
-        if removed["outputs"]:
-            what = f"{what} and the outputs" if what else "the outputs"
-        lines.append(
-            f"  removed: {what} ({human_bytes(removed['bytes'])}) by "
-            f"{', '.join(r for r in removed['reasons'] if r) or 'retention'} on {when}"
-        )
-    lines.extend(f"  note: {note}" for note in view.get("notes", []))
-    return lines
 
 
 def human_bytes(count: float) -> str:

@@ -6,10 +6,11 @@ ask it, so the preview is exactly what fires.
 
 Cron across daylight-saving changes, as cron users expect (Vixie cron's rule):
 
-- a job at a fixed time of day (neither the minute nor the hour field starts with ``*``) runs
-  once on a fall-back day (the first of the two 01:30s) and is not skipped on a spring-forward
-  day: a wall time that does not exist runs as far after the jump as it was after its start
-  (02:30 on a day that jumps from 02:00 to 03:00 runs at 03:30);
+- a job at a fixed time of day (neither the minute nor the hour field starts with ``*``) fires
+  at the first instant the wall clock reads its time or later: once on a fall-back day (the
+  first of the two 01:30s), and on a spring-forward day a wall time that does not exist runs
+  at the jump (02:30 on a day that jumps from 02:00 to 03:00 runs at 03:00), as Vixie cron,
+  cronie and croniter run it;
 - an hourly or finer job (``*`` or ``*/N`` in the minute or hour field) fires once per real
   hour: both 01:00s of a fall-back day, and no 02:00 on a spring-forward day.
 
@@ -256,7 +257,7 @@ def plain_cron(expression: str) -> CronFields | None:
 class Cron:
     expression: str
     tz: ZoneInfo
-    fixed: bool  # a fixed time of day: DST gaps shift it, DST folds run it once
+    fixed: bool  # a fixed time of day: DST gaps run it at the jump, DST folds run it once
 
     @classmethod
     def parse(cls, expression: str, timezone: str = "UTC") -> Cron:
@@ -290,17 +291,29 @@ class Cron:
         except (ValueError, KeyError, OverflowError):  # croniter gives up on dates that never come
             return None
 
-    def _instants(self, naive: datetime) -> tuple[list[float], bool]:
-        """The instants a wall time fires at, and whether it is a plain one (exists once)."""
-        first = naive.replace(tzinfo=self.tz, fold=0)
-        second = naive.replace(tzinfo=self.tz, fold=1)
-        t0, t1 = first.timestamp(), second.timestamp()
-        if t0 == t1:
-            return [t0], True
-        exists = datetime.fromtimestamp(t0, self.tz).replace(tzinfo=None) == naive
-        if not exists:  # in a spring-forward gap: fold 0 keeps the offset from before the jump
-            return ([t0] if self.fixed else []), False
-        return ([t0] if self.fixed else sorted((t0, t1))), False  # in a fall-back fold
+    def _instants(self, naive: datetime) -> tuple[list[float], float]:
+        """The instants a wall time fires at, and the first instant the wall clock reads it or
+        later (that floor never goes down as the wall time goes up)."""
+        first = naive.replace(tzinfo=self.tz, fold=0).timestamp()
+        second = naive.replace(tzinfo=self.tz, fold=1).timestamp()
+        if first == second:
+            return [first], first
+        if first < second:  # in a fall-back fold: it happens twice
+            return ([first] if self.fixed else [first, second]), first
+        jump = self._jump(naive, second, first)  # in a spring-forward gap: it never happens
+        return ([jump] if self.fixed else []), jump
+
+    def _jump(self, naive: datetime, before_s: float, after_s: float) -> float:
+        """The instant the clock jumps over ``naive``: the first one in ``(before_s, after_s]``
+        whose wall time is later (zones change at whole seconds)."""
+        low, high = math.floor(before_s), math.ceil(after_s)
+        while high - low > 1:
+            middle = (low + high) // 2
+            if datetime.fromtimestamp(middle, self.tz).replace(tzinfo=None) > naive:
+                high = middle
+            else:
+                low = middle
+        return float(high)
 
     def next_after(self, t: float) -> float | None:
         here = datetime.fromtimestamp(t, self.tz)
@@ -314,23 +327,14 @@ class Cron:
             # clocks change near t: a wall time at or before t's may still come (again) after t
             start -= FOLD_WINDOW
         best: float | None = None
-        margin = 0.0  # how far past `best` a later wall time may still come before it
         naive = self._naive_after(start)
         while naive is not None and naive.year < 3000:
-            instants, plain = self._instants(naive)
-            if (
-                best is not None
-                and naive.replace(tzinfo=self.tz, fold=0).timestamp() >= best + margin
-            ):
-                break
+            instants, floor = self._instants(naive)
             for instant in instants:
                 if instant > t and (best is None or instant < best):
                     best = instant
-                    # an instant shifted out of a spring-forward gap, or the second of a repeated
-                    # hour, can lie after wall times that follow it: keep looking a while
-                    margin = 0.0 if plain else window
-            if best is not None and plain:
-                break  # a plain wall time: nothing after it comes earlier
+            if best is not None and best <= floor:
+                break  # every later wall time fires at or after this one's floor
             naive = self._naive_after(naive)
         return best
 
