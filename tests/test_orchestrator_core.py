@@ -31,6 +31,7 @@ from bus.events import (
     StageStarted,
     WorkerHeartbeat,
     WorkerStarted,
+    WorkerStopped,
 )
 from stages.registry import Registry
 from stages.sample import generate
@@ -410,3 +411,91 @@ def test_an_execution_requested_while_removals_are_on_their_way_waits_for_them(t
     o.hub.append(decided[0], o.now.wall)
     o._fold()
     assert [e.TYPE for e in o.core.decide(o.now)] == ["ExecutionStarted"]
+
+
+def _given_a_started_task(tmp_path: Path, source: Path) -> tuple[Orchestrated, dict[str, Any]]:
+    o = Orchestrated(tmp_path, lease_ms=60_000)
+    o.join("w1", "w2")
+    o.emit(request(source))
+    o.settle()
+    (task,) = o.push()
+    o.advance(1)
+    o.start(task, "w1")
+    return o, task
+
+
+def _given_up(o: Orchestrated) -> dict[str, Any]:
+    (failed,) = o.hub.of("StageFailed")
+    assert (failed["retryable"], failed["attempt"]) == (True, 1)
+    return failed
+
+
+def test_a_task_whose_worker_restarted_runs_again_at_once_not_after_its_lease(tmp_path, source):
+    # given a task started by w1, with a lease of a minute
+    o, task = _given_a_started_task(tmp_path, source)
+    # when w1 starts anew (a new process, which does not hold the task)
+    o.advance(1)
+    o.join("w1")
+    o.advance(0.1)
+    o.settle()
+    # then the attempt is given up at once, and a second one goes out
+    assert "w1 restarted" in _given_up(o)["error"]
+    (again,) = o.push()
+    assert (again["attempt"], again["step"]) == (2, task["step"])
+
+
+def test_a_task_whose_worker_stopped_or_was_counted_out_runs_again_at_once(tmp_path, source):
+    for how in ("stopped", "counted out"):
+        # given a task queued on w1 (its heartbeat names it; not started yet)
+        o = Orchestrated(tmp_path / how, lease_ms=60_000)
+        o.join("w1", "w2")
+        o.emit(request(source))
+        o.settle()
+        (task,) = o.push()
+        o.core.heard({"type": "WorkerHeartbeat", "worker": "w1", "queued": [task["task_id"]],
+                      "ts": o.now.wall}, o.now)  # fmt: skip
+        # when w1 stops, or goes silent past the worker timeout while w2 is heard
+        if how == "stopped":
+            o.emit(WorkerStopped(worker="w1"))
+        else:
+            o.advance(WORKER_TIMEOUT_S + 0.1)
+            o.core.heard({"type": "WorkerHeartbeat", "worker": "w2", "ts": o.now.wall}, o.now)
+            o.settle()  # w1's WorkerLost goes out and comes back
+        o.advance(0.1)
+        o.settle()
+        # then the attempt is given up well before its lease
+        assert f"w1 {how}" in _given_up(o)["error"]
+        assert o.push()[0]["attempt"] == 2
+
+
+def test_another_worker_starting_leaves_the_task_alone(tmp_path, source):
+    # given a task started by w1
+    o, task = _given_a_started_task(tmp_path, source)
+    # when w3 joins, and w1 keeps naming the task in its heartbeats
+    for _ in range(3):
+        o.advance(1)
+        o.join("w3")
+        o.core.heard({"type": "WorkerHeartbeat", "worker": "w1", "task_id": task["task_id"],
+                      "ts": o.now.wall}, o.now)  # fmt: skip
+        o.settle()
+    # then the task keeps running
+    assert o.hub.of("StageFailed") == []
+
+
+def test_after_a_restart_a_task_whose_worker_restarted_meanwhile_runs_again_at_once(
+    tmp_path, source
+):
+    # given a task started by w1, then w1 started anew while no orchestrator ran
+    o, task = _given_a_started_task(tmp_path, source)
+    o.advance(1)
+    o.emit(WorkerStarted(worker="w1", host="h", pid=2))
+    # when a new orchestrator core folds that log and goes live
+    fresh = OrchestratorCore(CoreConfig(lease_ms=60_000), planner=o._plan)
+    for record in o.hub.since(0):
+        fresh.apply(record.seq, record.fields, record.payload, o.now)
+    fresh.go_live(o.now)
+    decided = fresh.decide(o.now)
+    # then it gives the attempt up at once
+    (failed,) = [e for e in decided if isinstance(e, StageFailed)]
+    assert (failed.attempt, failed.step) == (1, task["step"])
+    assert "w1 restarted" in failed.error

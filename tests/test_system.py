@@ -140,6 +140,37 @@ def test_a_killed_worker_costs_one_more_attempt_not_a_double_count(porch_short_l
     assert done.records_processed == 6000
 
 
+@pytest.fixture
+def porch_long_lease(tmp_path):
+    running = Running(tmp_path, lease_ms=120_000)
+    yield running
+    running.stop()
+
+
+def test_a_task_of_a_worker_that_restarted_runs_again_at_once_not_after_the_lease(
+    porch_long_lease, sample
+):
+    porch = porch_long_lease
+    # given a slow stage running on some worker, with a two-minute lease
+    eid = porch.request(sample, ["slow"], config={"slow": {"seconds": 2}})
+    ex = porch.wait(eid, until=lambda e: any(t.status == "running" for t in e.tasks.values()))
+    worker = next(t.worker for t in ex.tasks.values() if t.status == "running")
+    # when that worker is killed with SIGKILL and started again, as porch up does
+    child = next(c for c in porch.system.children if c.name == worker)
+    os.kill(child.proc.pid, signal.SIGKILL)
+    child.proc.wait(10)
+    assert porch.system.check() == [f"{worker} (exit -9)"]
+    # then the lost attempt runs again long before its lease would end
+    done = porch.wait(eid, timeout=40)
+    assert done.status == "completed", done.error
+    failed = [
+        f for f in (r.fields() for r in porch.client.read(1, types=["StageFailed"]))
+        if f["execution_id"] == eid
+    ]
+    assert [f["attempt"] for f in failed] == [1]
+    assert f"worker {worker} restarted" in failed[0]["error"]
+
+
 def test_a_restarted_orchestrator_continues_without_redoing_finished_stages(porch, sample):
     # given a chain whose first stage has finished and second is running
     eid = porch.request(sample, ["noop", "slow", "noop"], execution_id="resume-me",

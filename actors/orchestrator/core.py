@@ -69,9 +69,13 @@ class CoreConfig:
 
 @dataclass(slots=True)
 class Lease:
+    """A pushed task's lease. ``worker`` and ``claimed_ts`` say who last claimed the task
+    (started it, reported progress, or named it in a heartbeat) and when, by its own clock."""
+
     deadline: float  # monotonic
     task: TaskRef
     worker: str
+    claimed_ts: float = 0.0
 
 
 @dataclass(slots=True)
@@ -116,6 +120,9 @@ class OrchestratorCore(Removals):
         self.workers: dict[str, Seen] = {}
         self.lost: dict[str, int] = {}  # worker -> times counted out (the log's)
         self.out: set[str] = set()  # counted out by the log, not logged back yet
+        # worker -> the time (its clock) its newest incarnation started: a task it claimed
+        # before then is held by a process that is gone
+        self.incarnations: dict[str, float] = {}
         self.dirty: set[str] = set()
         self.sent: set[str] = set()  # decisions on their way
         # dispatches on their way, by execution (so they are not decided again) and by
@@ -144,6 +151,7 @@ class OrchestratorCore(Removals):
             "workers": {w: seen.ts for w, seen in self.workers.items()},
             "lost": dict(self.lost),
             "out": sorted(self.out),
+            "incarnations": dict(self.incarnations),
         }
 
     def restore(self, body: dict[str, Any], now: Now) -> None:
@@ -153,11 +161,14 @@ class OrchestratorCore(Removals):
         workers = {str(w): float(ts) for w, ts in body["workers"].items()}
         lost = {str(w): int(n) for w, n in body["lost"].items()}
         out = {str(w) for w in body["out"]}
+        # a snapshot of an older porch has none: the leases then wait for a restart to show
+        incarnations = {str(w): float(ts) for w, ts in body.get("incarnations", {}).items()}
         self.state = state
         self.payloads = payloads
         self.workers = {w: Seen(now.mono, ts) for w, ts in workers.items()}
         self.lost = lost
         self.out = out
+        self.incarnations = incarnations
         self.active = {eid for eid, ex in state.executions.items() if ex.status in folds.ACTIVE}
 
     # --- folding -----------------------------------------------------------------------------
@@ -193,7 +204,7 @@ class OrchestratorCore(Removals):
                 if self.live:
                     self.pushes.append((fields["task_id"], key, payload))
         elif kind in ("StageStarted", "StageProgress"):
-            self._renew(fields.get("task_id", ""), now)
+            self._renew(fields.get("task_id", ""), now, fields)
         elif kind in FINISHING and self.live:
             self.retention_due = True
             if kind == "ExecutionCompleted":
@@ -219,6 +230,8 @@ class OrchestratorCore(Removals):
         self.workers[worker] = Seen(now.mono, float(fields.get("ts", 0.0)))
         if kind in ("WorkerStarted", "WorkerReturned"):
             self.out.discard(worker)
+        if kind == "WorkerStarted":
+            self.incarnations[worker] = float(fields.get("ts", 0.0))
 
     def heard(self, fields: dict[str, Any], now: Now) -> None:
         """A heartbeat (live, never in the log): the worker is alive, its tasks' leases renew."""
@@ -238,7 +251,7 @@ class OrchestratorCore(Removals):
         self.workers[worker] = Seen(now.mono, float(fields.get("ts", 0.0)))
         for task_id in [fields.get("task_id"), *fields.get("queued", [])]:
             if task_id:
-                self._renew(task_id, now)
+                self._renew(task_id, now, fields)
 
     def go_live(self, now: Now) -> None:
         """Caught up: redo the removals the disk has not seen, send again the tasks dispatched
@@ -258,7 +271,9 @@ class OrchestratorCore(Removals):
                     self.pushes.append((task.task_id, task.key, payload))
                 elif task.status == "running":
                     self.leases[task.task_id] = Lease(
-                        now.mono + self.config.lease_ms / 1000, *self._lease_of(ex, task)
+                        now.mono + self.config.lease_ms / 1000,
+                        *self._lease_of(ex, task),
+                        claimed_ts=task.started_ts,
                     )
 
     def _forget_pending(self, event_id: str) -> None:
@@ -270,10 +285,13 @@ class OrchestratorCore(Removals):
                 if not keys:
                     del self.pending[where[0]]
 
-    def _renew(self, task_id: str, now: Now) -> None:
+    def _renew(self, task_id: str, now: Now, claim: dict[str, Any]) -> None:
+        """A worker's event names the task: its lease renews, and the worker holds it."""
         lease = self.leases.get(task_id)
         if lease is not None:
             lease.deadline = now.mono + self.config.lease_ms / 1000
+            lease.worker = str(claim.get("worker", "")) or lease.worker
+            lease.claimed_ts = float(claim.get("ts", 0.0))
 
     # --- deciding ----------------------------------------------------------------------------
 
@@ -411,19 +429,38 @@ class OrchestratorCore(Removals):
     def _check_leases(self, now: Now) -> None:
         self._check_workers(now)
         for task_id, lease in list(self.leases.items()):
-            if now.mono < lease.deadline:
+            error = self._holder_gone(lease)
+            if not error and now.mono >= lease.deadline:
+                error = f"lease expired: no sign of the task for {self.config.lease_ms} ms"
+            if not error:
                 continue
             del self.leases[task_id]
+            # one id however the attempt is given up: a second reason is the same decision
             self._send(
                 StageFailed(
                     **lease.task.fields(),
                     id=decision_id(task_id, "lease"),
                     worker=lease.worker or "unknown",
-                    error=f"lease expired: no sign of the task for {self.config.lease_ms} ms",
+                    error=error,
                     error_type="LeaseExpired",
                     retryable=True,
                 )
             )
+
+    def _holder_gone(self, lease: Lease) -> str:
+        """Why the worker that claimed the task cannot finish it, without waiting out the
+        lease: it stopped, was counted out, or started anew (a new process that does not claim
+        the task) since it claimed it. Empty if it may still."""
+        worker = lease.worker
+        if not worker or not self.live:
+            return ""
+        if worker in self.out:
+            return f"worker {worker} counted out (silent) while it held the task"
+        if worker not in self.workers:
+            return f"worker {worker} stopped while it held the task"
+        if self.incarnations.get(worker, 0.0) > lease.claimed_ts:
+            return f"worker {worker} restarted while it held the task"
+        return ""
 
     # --- pushing tasks -----------------------------------------------------------------------
 
