@@ -164,7 +164,8 @@ def test_a_task_of_a_worker_that_restarted_runs_again_at_once_not_after_the_leas
     done = porch.wait(eid, timeout=40)
     assert done.status == "completed", done.error
     failed = [
-        f for f in (r.fields() for r in porch.client.read(1, types=["StageFailed"]))
+        f
+        for f in (r.fields() for r in porch.client.read(1, types=["StageFailed"]))
         if f["execution_id"] == eid
     ]
     assert [f["attempt"] for f in failed] == [1]
