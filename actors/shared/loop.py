@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -160,6 +161,7 @@ class Loop:
         actor.loop = self
         self._stop = False
         self._lock_fd: int | None = None
+        self.wake_fd: int | None = None  # readable when a signal came: a stop is not kept waiting
         self._pollers: dict[tuple[tuple[Watched, int], ...], zmq.Poller] = {}
 
     def stop(self, *_: object) -> None:
@@ -263,6 +265,9 @@ class Loop:
             wait_ms = max(0, min(MAX_WAIT_MS, int((due - now.mono) * 1000) + 1))
         ready = dict(self._poller(sub).poll(wait_ms))
         now = Now.read()
+        if self.wake_fd is not None and ready.pop(self.wake_fd, 0):
+            with contextlib.suppress(BlockingIOError):
+                os.read(self.wake_fd, 512)
         if ready.pop(sub.socket, 0):
             for record in sub.receive(0):
                 self._apply(record, now)
@@ -293,6 +298,8 @@ class Loop:
                 self._pollers.clear()
             poller = self._pollers[watched] = zmq.Poller()
             poller.register(sub.socket, zmq.POLLIN)
+            if self.wake_fd is not None:
+                poller.register(self.wake_fd, zmq.POLLIN)
             for what, flags in watched:
                 poller.register(what, flags)
         return poller
@@ -346,6 +353,16 @@ def run(actor: Actor, config: LoopConfig) -> int:
     loop = Loop(actor, config)
     signal.signal(signal.SIGTERM, loop.stop)
     signal.signal(signal.SIGINT, loop.stop)
-    with contextlib.suppress(KeyboardInterrupt):
-        loop.run()
+    # the signal also writes to a pipe the loop waits on, so the turn ends at once
+    loop.wake_fd, wake_write = os.pipe()
+    for fd in (loop.wake_fd, wake_write):
+        os.set_blocking(fd, False)
+    signal.set_wakeup_fd(wake_write, warn_on_full_buffer=False)
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            loop.run()
+    finally:
+        signal.set_wakeup_fd(-1)
+        os.close(wake_write)
+        os.close(loop.wake_fd)
     return 0
