@@ -3,7 +3,8 @@
 `porch up` runs one in the foreground; the Python API starts one in the background when no
 system runs for its data dir. A child that dies is started again (its state is in the log, so a
 restart is a resume); `stop` terminates them all, the hub last, so every actor's final events
-are written.
+are written. Each child is tied to the process that started it (`shared.lifeline`): if that
+process dies, even by SIGKILL, its children stop too, and nothing runs unsupervised.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import IO
 
 from actors.api.settings import config_path, network
 from actors.errors import ActorError
+from actors.shared.lifeline import tie
 from bus.client import Client, hub_running
 from bus.errors import BusError
 
@@ -133,7 +135,9 @@ class System:
 
     def _spawn(self, child: Child) -> None:
         out = self.log if self.log is not None else subprocess.DEVNULL
-        child.proc = subprocess.Popen(child.args, stdout=out, stderr=out, start_new_session=True)
+        child.proc = subprocess.Popen(
+            child.args, stdout=out, stderr=out, start_new_session=True, **tie()
+        )
         child.started = time.monotonic()
 
     def _wait_for_hub(self, timeout_s: float) -> None:
@@ -205,7 +209,7 @@ def spawn_actor(data_dir: Path, *args: str) -> subprocess.Popen[bytes]:
     """Start one `porch` actor for a data dir in the background (the Python API's helpers)."""
     return subprocess.Popen(
         [sys.executable, "-m", "actors.cli", *args, "--data-dir", str(data_dir)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, **tie(),
     )  # fmt: skip
 
 
