@@ -66,13 +66,16 @@ class Actor:
     ``types``: the logged event types it folds (None: every type); ``live_types``: the live
     ones it hears. ``snapshot_tag``: ``(name, version)`` of its snapshots, None for none.
     ``lock``: ``"exclusive"`` refuses to start beside another of its kind, ``"shared"`` warns
-    and runs (its decisions carry the same ids), ``"none"`` takes no lock. ``follow_only``:
+    and runs (its decisions carry the same ids), ``"process"`` takes a lock of its own,
+    ``<kind>.<pid>.lock``, so that many run side by side and `porch down` finds each (workers),
+    ``"none"`` takes no lock. ``follow_only``:
     start at the hub's head, folding nothing of the past. ``reads_back``: it folds what it
     sends, so the outbox waits for each id (a worker does not read its results back).
     """
 
     name: ClassVar[str] = "actor"
-    lock: ClassVar[Literal["exclusive", "shared", "none"]] = "exclusive"
+    kind: ClassVar[str] = "actor"  # what a lock of its own is named after
+    lock: ClassVar[Literal["exclusive", "shared", "process", "none"]] = "exclusive"
     types: frozenset[str] | None = frozenset()
     live_types: frozenset[str] = frozenset()
     snapshot_tag: tuple[str, str] | None = None
@@ -161,6 +164,7 @@ class Loop:
         actor.loop = self
         self._stop = False
         self._lock_fd: int | None = None
+        self._own_lock: Path | None = None  # a "process" lock's file, removed at the end
         self.wake_fd: int | None = None  # readable when a signal came: a stop is not kept waiting
         self._pollers: dict[tuple[tuple[Watched, int], ...], zmq.Poller] = {}
 
@@ -209,11 +213,16 @@ class Loop:
             self.actor.close()
             self.client.close()
             ctx.term()
+            self._unlock()
 
     # --- start -------------------------------------------------------------------------------
 
     def _lock(self) -> None:
         if self.actor.lock == "none":
+            return
+        if self.actor.lock == "process":
+            self._own_lock = lock_path(self.config.data_dir, f"{self.actor.kind}.{os.getpid()}")
+            self._lock_fd, _ = pidlock.hold(self._own_lock)
             return
         fd, holder = pidlock.hold(lock_path(self.config.data_dir, self.actor.name))
         if fd is None and self.actor.lock == "exclusive":
@@ -226,6 +235,15 @@ class Loop:
                 self.actor.name, self.actor.name, holder,
             )  # fmt: skip
         self._lock_fd = fd
+
+    def _unlock(self) -> None:
+        """A lock of its own goes with its file; a lock of a kind stays for the next one."""
+        if self._own_lock is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self._own_lock.unlink()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     def _restore(self) -> int:
         """Load the newest usable snapshot; the seq to fold on from."""

@@ -153,7 +153,8 @@ class Worker(Actor):
     """A worker on the shared actor loop: it folds nothing of the past (it follows control
     events from the hub's head) and does not read its results back."""
 
-    lock = "none"
+    kind = "worker"
+    lock = "process"
     types = frozenset(CONTROL)
     follow_only = True
     reads_back = False
