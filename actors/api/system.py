@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from actors.api.processes import already_runs, find
 from actors.api.settings import config_path, network
-from actors.errors import ActorError
+from actors.errors import ActorError, AlreadyRunningError
 from actors.shared.lifeline import tie
 from bus.client import Client, hub_running
 from bus.errors import BusError
@@ -61,7 +62,7 @@ class System:
 
     def start(self, *, timeout_s: float = 30.0) -> None:
         if hub_running(self.data_dir):
-            raise ActorError(f"a porch system already runs for data dir {self.data_dir}")
+            raise AlreadyRunningError(already_runs(self.data_dir, find(self.data_dir)))
         stage_flags = [f for s in self.stages for f in ("--stage", s)]
         checkpoint = ["--checkpoint-dir", str(self.checkpoint_dir)] if self.checkpoint_dir else []
         insecure = ["--insecure"] if self.insecure else []
