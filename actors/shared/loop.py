@@ -220,9 +220,14 @@ class Loop:
     def _lock(self) -> None:
         if self.actor.lock == "none":
             return
-        if self.actor.lock == "process":
-            self._own_lock = lock_path(self.config.data_dir, f"{self.actor.kind}.{os.getpid()}")
-            self._lock_fd, _ = pidlock.hold(self._own_lock)
+        if self.actor.lock == "process":  # it only lets `porch down` find this process
+            path = lock_path(self.config.data_dir, f"{self.actor.kind}.{os.getpid()}")
+            try:
+                self._lock_fd, _ = pidlock.hold(path)
+            except OSError as exc:
+                log.warning("%s: runs without its lock file %s: %s", self.actor.name, path, exc)
+                return
+            self._own_lock = path
             return
         fd, holder = pidlock.hold(lock_path(self.config.data_dir, self.actor.name))
         if fd is None and self.actor.lock == "exclusive":
