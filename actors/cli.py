@@ -16,6 +16,7 @@ from actors.commands import sample as sample_commands
 from actors.commands import schedules as schedule_commands
 from actors.commands import stages as stage_commands
 from actors.errors import ActorError
+from actors.shared import lifeline
 from bus.errors import BusError
 from stages.errors import StageError
 from store import fsutil, powercut
@@ -50,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    lifeline.hold(os.environ)  # started by `porch up` or the Python API: stop when it dies
     args = build_parser().parse_args(argv)
     fsutil.observe_syncs(powercut.from_environ(os.environ))  # a crash test's sync journal
     if args.command in PRIVATE_COMMANDS:

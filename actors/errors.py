@@ -13,3 +13,7 @@ class UsageError(ActorError, ValueError):
 
 class NotRunningError(ActorError, ConnectionError):
     """The command needs a running system and none runs for the data dir."""
+
+
+class AlreadyRunningError(ActorError, RuntimeError):
+    """A system (or an actor of a kind there is one of) already runs for the data dir."""

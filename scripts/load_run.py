@@ -98,12 +98,16 @@ class RssSampler(threading.Thread):
                 rss = proc.memory_info().rss / 2**20
             except psutil.Error:
                 continue
+            if name is None:
+                continue
             self.peaks_mib[name] = max(rss, self.peaks_mib.get(name, 0.0))
 
     def processes(self) -> list[psutil.Process]:
         return [proc for proc, _ in self._seen.values()]
 
-    def _label(self, proc: psutil.Process) -> str:
+    def _label(self, proc: psutil.Process) -> str | None:
+        """Its name; None for a child not yet past its exec (it still shows its parent's
+        command line), to be named at a later look."""
         known = self._seen.get(proc.pid)
         if known is not None and known[0] == proc:  # same pid and start time
             return known[1]
@@ -111,6 +115,8 @@ class RssSampler(threading.Thread):
             name = "up"
         else:
             parent = proc.ppid()
+            if proc.cmdline() == psutil.Process(parent).cmdline():
+                return None
             if parent == self.root.pid:
                 name = _actor_name(proc.cmdline())
             else:

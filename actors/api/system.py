@@ -3,7 +3,8 @@
 `porch up` runs one in the foreground; the Python API starts one in the background when no
 system runs for its data dir. A child that dies is started again (its state is in the log, so a
 restart is a resume); `stop` terminates them all, the hub last, so every actor's final events
-are written.
+are written. Each child is tied to the process that started it (`shared.lifeline`): if that
+process dies, even by SIGKILL, its children stop too, and nothing runs unsupervised.
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from actors.api.processes import already_runs, find
 from actors.api.settings import config_path, network
-from actors.errors import ActorError
+from actors.errors import ActorError, AlreadyRunningError
+from actors.shared.lifeline import tie
 from bus.client import Client, hub_running
 from bus.errors import BusError
 
@@ -59,7 +62,7 @@ class System:
 
     def start(self, *, timeout_s: float = 30.0) -> None:
         if hub_running(self.data_dir):
-            raise ActorError(f"a porch system already runs for data dir {self.data_dir}")
+            raise AlreadyRunningError(already_runs(self.data_dir, find(self.data_dir)))
         stage_flags = [f for s in self.stages for f in ("--stage", s)]
         checkpoint = ["--checkpoint-dir", str(self.checkpoint_dir)] if self.checkpoint_dir else []
         insecure = ["--insecure"] if self.insecure else []
@@ -133,7 +136,9 @@ class System:
 
     def _spawn(self, child: Child) -> None:
         out = self.log if self.log is not None else subprocess.DEVNULL
-        child.proc = subprocess.Popen(child.args, stdout=out, stderr=out, start_new_session=True)
+        child.proc = subprocess.Popen(
+            child.args, stdout=out, stderr=out, start_new_session=True, **tie()
+        )
         child.started = time.monotonic()
 
     def _wait_for_hub(self, timeout_s: float) -> None:
@@ -205,7 +210,7 @@ def spawn_actor(data_dir: Path, *args: str) -> subprocess.Popen[bytes]:
     """Start one `porch` actor for a data dir in the background (the Python API's helpers)."""
     return subprocess.Popen(
         [sys.executable, "-m", "actors.cli", *args, "--data-dir", str(data_dir)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, **tie(),
     )  # fmt: skip
 
 

@@ -1,4 +1,5 @@
-"""`porch orchestrator`, `porch worker` and `porch up`: the processes that run pipelines."""
+"""`porch orchestrator`, `porch worker`, `porch up` and `porch down`: the processes that run
+pipelines."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import sys
 import threading
 from pathlib import Path
 
+from actors.api import processes
 from actors.api.settings import (
     config_path,
     orchestrator_insecure,
@@ -20,8 +22,10 @@ from actors.api.settings import (
 from actors.api.system import System, default_checkpoint_dir
 from actors.commands.common import add_data_dir, data_dir_of, need_hub, network_of
 from actors.commands.monitoring import add_monitor_flags, monitor_args
-from actors.errors import UsageError
+from actors.errors import AlreadyRunningError, UsageError
 from actors.shared.stagecfg import parse_stage_args
+from bus.client import hub_running
+from store import pidlock
 
 
 def _stage_flag(parser: argparse.ArgumentParser) -> None:
@@ -80,6 +84,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_monitor_flags(up)
     _stage_flag(up)
     up.set_defaults(func=cmd_up)
+
+    down = sub.add_parser(
+        "down", help="stop the system running for a data dir (`porch up` or its actors)"
+    )
+    add_data_dir(down)
+    down.add_argument("--timeout", type=float, default=30.0, metavar="S",
+                      help="seconds to stop cleanly before SIGKILL (default 30)")  # fmt: skip
+    down.set_defaults(func=cmd_down)
 
 
 def cmd_orchestrator(args: argparse.Namespace) -> int:
@@ -151,6 +163,12 @@ def cmd_up(args: argparse.Namespace) -> int:
         from actors.scheduler.specs import load_file
 
         load_file(schedules, now=None)  # refuse a broken file before starting anything
+    # held while `porch up` runs: a second one is refused, and `porch down` finds this one
+    up_fd, _ = pidlock.hold(processes.up_lock(data_dir))
+    if up_fd is None or hub_running(data_dir):
+        raise AlreadyRunningError(
+            f"up: {processes.already_runs(data_dir, processes.find(data_dir))}"
+        )
     system = System(
         data_dir=data_dir,
         workers=args.workers,
@@ -183,6 +201,34 @@ def cmd_up(args: argparse.Namespace) -> int:
         _say("porch up: stopping")
         system.stop()
     return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    data_dir = data_dir_of(args)
+    if not data_dir.is_dir():
+        raise UsageError(f"down: data dir {data_dir} does not exist")
+    if not 0 <= args.timeout <= 3600:
+        raise UsageError(f"down: --timeout must be 0..3600 s, got {args.timeout}")
+    found = processes.find(data_dir)
+    if not found:
+        print(f"porch down: nothing runs for data dir {data_dir}")
+        return 0
+
+    def gone(held: processes.Held, outcome: processes.Outcome) -> None:
+        _say(f"{outcome} {held.kind} pid {held.pid}")
+
+    ended = processes.stop(found, timeout_s=args.timeout, gone=gone)
+    processes.sweep(data_dir)
+    stopped = sum(outcome != "running" for _, outcome in ended)
+    killed = sum(outcome == "killed" for _, outcome in ended)
+    running = [held for held, outcome in ended if outcome == "running"]
+    summary = f"porch down: stopped {stopped} process{'es' if stopped != 1 else ''} of data dir {data_dir}"
+    if killed:
+        summary += f" ({killed} killed after {args.timeout:g} s)"
+    if running:
+        summary += f"; still running: {processes.describe(running)}"
+    _say(summary)
+    return 1 if running else 0
 
 
 def _say(text: str) -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -65,13 +66,16 @@ class Actor:
     ``types``: the logged event types it folds (None: every type); ``live_types``: the live
     ones it hears. ``snapshot_tag``: ``(name, version)`` of its snapshots, None for none.
     ``lock``: ``"exclusive"`` refuses to start beside another of its kind, ``"shared"`` warns
-    and runs (its decisions carry the same ids), ``"none"`` takes no lock. ``follow_only``:
+    and runs (its decisions carry the same ids), ``"process"`` takes a lock of its own,
+    ``<kind>.<pid>.lock``, so that many run side by side and `porch down` finds each (workers),
+    ``"none"`` takes no lock. ``follow_only``:
     start at the hub's head, folding nothing of the past. ``reads_back``: it folds what it
     sends, so the outbox waits for each id (a worker does not read its results back).
     """
 
     name: ClassVar[str] = "actor"
-    lock: ClassVar[Literal["exclusive", "shared", "none"]] = "exclusive"
+    kind: ClassVar[str] = "actor"  # what a lock of its own is named after
+    lock: ClassVar[Literal["exclusive", "shared", "process", "none"]] = "exclusive"
     types: frozenset[str] | None = frozenset()
     live_types: frozenset[str] = frozenset()
     snapshot_tag: tuple[str, str] | None = None
@@ -160,6 +164,8 @@ class Loop:
         actor.loop = self
         self._stop = False
         self._lock_fd: int | None = None
+        self._own_lock: Path | None = None  # a "process" lock's file, removed at the end
+        self.wake_fd: int | None = None  # readable when a signal came: a stop is not kept waiting
         self._pollers: dict[tuple[tuple[Watched, int], ...], zmq.Poller] = {}
 
     def stop(self, *_: object) -> None:
@@ -207,11 +213,21 @@ class Loop:
             self.actor.close()
             self.client.close()
             ctx.term()
+            self._unlock()
 
     # --- start -------------------------------------------------------------------------------
 
     def _lock(self) -> None:
         if self.actor.lock == "none":
+            return
+        if self.actor.lock == "process":  # it only lets `porch down` find this process
+            path = lock_path(self.config.data_dir, f"{self.actor.kind}.{os.getpid()}")
+            try:
+                self._lock_fd, _ = pidlock.hold(path)
+            except OSError as exc:
+                log.warning("%s: runs without its lock file %s: %s", self.actor.name, path, exc)
+                return
+            self._own_lock = path
             return
         fd, holder = pidlock.hold(lock_path(self.config.data_dir, self.actor.name))
         if fd is None and self.actor.lock == "exclusive":
@@ -224,6 +240,15 @@ class Loop:
                 self.actor.name, self.actor.name, holder,
             )  # fmt: skip
         self._lock_fd = fd
+
+    def _unlock(self) -> None:
+        """A lock of its own goes with its file; a lock of a kind stays for the next one."""
+        if self._own_lock is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self._own_lock.unlink()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     def _restore(self) -> int:
         """Load the newest usable snapshot; the seq to fold on from."""
@@ -263,6 +288,9 @@ class Loop:
             wait_ms = max(0, min(MAX_WAIT_MS, int((due - now.mono) * 1000) + 1))
         ready = dict(self._poller(sub).poll(wait_ms))
         now = Now.read()
+        if self.wake_fd is not None and ready.pop(self.wake_fd, 0):
+            with contextlib.suppress(BlockingIOError):
+                os.read(self.wake_fd, 512)
         if ready.pop(sub.socket, 0):
             for record in sub.receive(0):
                 self._apply(record, now)
@@ -293,6 +321,8 @@ class Loop:
                 self._pollers.clear()
             poller = self._pollers[watched] = zmq.Poller()
             poller.register(sub.socket, zmq.POLLIN)
+            if self.wake_fd is not None:
+                poller.register(self.wake_fd, zmq.POLLIN)
             for what, flags in watched:
                 poller.register(what, flags)
         return poller
@@ -346,6 +376,16 @@ def run(actor: Actor, config: LoopConfig) -> int:
     loop = Loop(actor, config)
     signal.signal(signal.SIGTERM, loop.stop)
     signal.signal(signal.SIGINT, loop.stop)
-    with contextlib.suppress(KeyboardInterrupt):
-        loop.run()
+    # the signal also writes to a pipe the loop waits on, so the turn ends at once
+    loop.wake_fd, wake_write = os.pipe()
+    for fd in (loop.wake_fd, wake_write):
+        os.set_blocking(fd, False)
+    signal.set_wakeup_fd(wake_write, warn_on_full_buffer=False)
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            loop.run()
+    finally:
+        signal.set_wakeup_fd(-1)
+        os.close(wake_write)
+        os.close(loop.wake_fd)
     return 0

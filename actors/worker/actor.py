@@ -29,6 +29,7 @@ import psutil
 import zmq
 
 from actors.shared import loop
+from actors.shared.lifeline import tie
 from actors.shared.loop import Actor, LoopConfig, Now, Watched
 from actors.worker.pipes import FrameError, FrameReader, pack_frame
 from bus.client import Client, Record
@@ -93,7 +94,7 @@ class Runner:
         args = [sys.executable, "-m", "actors.worker.runner"]
         for stage in self.stages:
             args += ["--stage", stage]
-        self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, **tie())
         assert self.proc.stdout is not None
         self.reader = FrameReader(self.proc.stdout.fileno())
         self.ready = False
@@ -152,7 +153,8 @@ class Worker(Actor):
     """A worker on the shared actor loop: it folds nothing of the past (it follows control
     events from the hub's head) and does not read its results back."""
 
-    lock = "none"
+    kind = "worker"
+    lock = "process"
     types = frozenset(CONTROL)
     follow_only = True
     reads_back = False

@@ -8,26 +8,19 @@ and cancels a task by killing the runner and starting a new one.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import ctypes
 import os
 import signal
 import sys
 
+from actors.shared import lifeline
 from actors.shared.stagecfg import registry_from
 from actors.worker.pipes import FrameError, read_frame, write_frame
 from store import fsutil, powercut
 
 
-def _die_with_parent() -> None:
-    """Linux: be killed when the worker dies, even by SIGKILL, so no task runs unowned."""
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
 def main(argv: list[str] | None = None) -> int:
-    _die_with_parent()
+    # killed when the worker dies, even by SIGKILL, so no task runs unowned
+    lifeline.hold(os.environ, signum=signal.SIGKILL)
     parser = argparse.ArgumentParser(prog="porch-runner")
     parser.add_argument("--stage", action="append", default=[], metavar="NAME=MODULE:FUNCTION")
     args = parser.parse_args(argv)
