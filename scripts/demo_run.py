@@ -1,6 +1,8 @@
 """The demo behind `scripts/demo`: sample data, a whole porch system, the default pipeline, stop.
 
-Every step runs the `porch` command a user would type, and prints it first. The outputs stay in
+Every step runs the `porch` command a user would type, and prints it first, spelled so that it
+works when pasted into a fresh shell (the checkout's ``.venv/bin/porch`` by its full path, until
+``source .venv/bin/activate`` puts ``porch`` on the command line). The outputs stay in
 ``demo-output/`` so they can be opened afterwards.
 """
 
@@ -23,8 +25,20 @@ PORCH = [sys.executable, "-m", "actors.cli"]
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def shown_porch() -> str:
+    """``porch`` as a fresh shell finds it: the console script beside this Python, by its full
+    path (a fresh shell has no virtualenv on PATH)."""
+    script = Path(sys.executable).parent / "porch"
+    return shlex.quote(str(script)) if script.exists() else "python3 -m actors.cli"
+
+
+def command(*args: str, data_dir: Path | None = None) -> str:
+    extra = ["--data-dir", str(data_dir)] if data_dir else []
+    return " ".join([shown_porch(), *map(shlex.quote, [*args, *extra])])
+
+
 def porch(*args: str, data_dir: Path | None = None, check: bool = True, note: str = "") -> int:
-    shown = " ".join(["porch", *map(shlex.quote, args)])
+    shown = command(*args, data_dir=data_dir)
     print(f"\n$ {shown}{'   # ' + note if note else ''}", flush=True)
     extra = ["--data-dir", str(data_dir)] if data_dir else []
     result = subprocess.run([*PORCH, *args, *extra], check=False)
@@ -37,8 +51,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="scripts/demo")
     parser.add_argument("--rows", type=int, default=200_000, help="sample rows (default 200000)")
     parser.add_argument("--mode", default="parallel", choices=["sequential", "parallel", "hybrid"])
+    parser.add_argument("--out", type=Path, default=ROOT / "demo-output",
+                        help="where the sample, the data dir and the outputs go (default demo-output/)")  # fmt: skip
     args = parser.parse_args()
-    out = ROOT / "demo-output"
+    out = args.out.resolve()
     shutil.rmtree(out, ignore_errors=True)
     data_dir = out / ".porch"
     sample = out / "query_history.parquet"
@@ -53,7 +69,7 @@ def main() -> int:
         note="dirty Snowflake query history",
     )
 
-    print(f"\n$ porch up --workers 2 --data-dir {data_dir} &", flush=True)
+    print(f"\n$ {command('up', '--workers', '2', data_dir=data_dir)} &", flush=True)
     up = subprocess.Popen([*PORCH, "up", "--workers", "2", "--data-dir", str(data_dir)])
     try:
         deadline = time.monotonic() + 30
@@ -86,7 +102,13 @@ def main() -> int:
         except subprocess.TimeoutExpired:
             up.kill()
     print(f"\nporch demo: done. Outputs: {out}/.porch/checkpoints/demo-1/output/")
-    print(f"Look again any time: porch status demo-1 --data-dir {data_dir}")
+    print("Look again any time (each line works pasted into a new shell):")
+    for args in (("status", "demo-1"), ("history",), ("replay", "--execution", "demo-1")):
+        print(f"  {command(*args, data_dir=data_dir)}")
+    print(f"Start it again:  {command('up', data_dir=data_dir)}")
+    activate = Path(sys.executable).parent / "activate"
+    if activate.exists():
+        print(f"To type just `porch`:  source {shlex.quote(str(activate))}")
     return 0
 
 
