@@ -49,6 +49,10 @@ def sample(tmp_path_factory):
         (["history", "--limit", "0"], "argument --limit: must be >= 1, got 0"),
         (["gc", "--keep-days", "nan"], "argument --keep-days: must be >= 0, got nan"),
         (["replay", "--from", "-5"], "argument --from: must be >= 0, got -5"),
+        (["schedule", "add", "s", "--interval", "1h", "--input", "x.parquet", "--timeout-minutes", "0"],
+         "argument --timeout-minutes: must be > 0 and <= 525600 (leave it out for none), got 0"),
+        (["schedule", "add", "s", "--interval", "1h", "--input", "x.parquet", "--priority", "2000000"],
+         "argument --priority: must be -1000000..1000000, got 2000000"),
         (["orchestrator", "--hybrid-min-rows", "0"], "argument --hybrid-min-rows: must be >= 1, got 0"),
         (["monitor", "--sampling-interval", "0"], "argument --sampling-interval: must be 0.05..3600, got 0"),
         (["sample", "out.parquet", "--seed", "-1"], "argument --seed: must be >= 0, got -1"),
@@ -239,6 +243,27 @@ def test_run_refuses_a_stage_no_live_worker_runs(running, sample):
     assert "the live workers also run boom, fatal, noop, slow, slow_part" in result.stderr
     assert "(porch up --stage nosuch=module:function)" in result.stderr
     assert requested(running, "typo") == []
+
+
+def test_schedule_add_refuses_a_stage_no_live_worker_runs(running, sample):
+    result = run_porch("schedule", "add", "nightly", "--cron", "0 2 * * *", "--input", str(sample),
+                       "--stages", "nosuch", data_dir=running)  # fmt: skip
+    assert_one_line_error(result, "stage 'nosuch' is not registered")
+    listed = run_porch("schedule", "list", "--json", data_dir=running)
+    assert "nightly" not in listed.stdout
+
+
+def test_schedule_add_of_an_input_not_there_yet_warns_and_adds(running, tmp_path):
+    later = tmp_path / "tomorrow.parquet"
+    result = run_porch("schedule", "add", "later", "--interval", "1h", "--input", str(later),
+                       "--stages", "noop", data_dir=running)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("added schedule later")
+    (warning,) = result.stderr.strip().splitlines()
+    assert warning == (
+        f"porch: warning: schedule later: input {later} does not exist yet;"
+        " a fire fails unless it does by then"
+    )
 
 
 def test_the_python_api_refuses_a_bad_request_before_queuing(running, sample, tmp_path):
