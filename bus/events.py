@@ -209,10 +209,12 @@ class ExecutionTimedOut(Event):
 @catalogued
 @dataclass(frozen=True, slots=True, kw_only=True)
 class WorkerStarted(Event):
+    V: ClassVar[int] = 2  # v2: ``stages``, the names of the stages it can run
     worker: str
     host: str
     pid: int
     capacity: dict[str, Any] = field(default_factory=dict)
+    stages: list[str] = field(default_factory=list)
 
 
 @catalogued
@@ -426,14 +428,22 @@ def _step_from_stage_v1_v2(fields: dict[str, Any]) -> dict[str, Any]:
     return {**fields, "step": fields.get("step") or fields.get("stage", "")}
 
 
+def _no_stages_v1_v2(fields: dict[str, Any]) -> dict[str, Any]:
+    """A v1 worker did not say which stages it runs: it announced none."""
+    return {**fields, "stages": []}
+
+
 UPCASTERS: Final[dict[tuple[str, int], Upcaster]] = {
-    (kind, 1): _step_from_stage_v1_v2
-    for kind in (
-        "StageDispatched",
-        "StageStarted",
-        "StageProgress",
-        "StageCompleted",
-        "StageFailed",
-    )
+    **{
+        (kind, 1): _step_from_stage_v1_v2
+        for kind in (
+            "StageDispatched",
+            "StageStarted",
+            "StageProgress",
+            "StageCompleted",
+            "StageFailed",
+        )
+    },
+    ("WorkerStarted", 1): _no_stages_v1_v2,
 }
 register_upcasters(UPCASTERS)

@@ -17,9 +17,9 @@ import pandas as pd
 
 from stages import aggregation, cleaning, features, validation
 from stages.errors import StageConfigError, StageError
+from stages.names import ENTRY_POINT_GROUP
 from stages.spec import Partitioning, Report, Stage
 
-ENTRY_POINT_GROUP: Final = "porch.stages"
 BUILTINS: Final = (cleaning.STAGE, features.STAGE, aggregation.STAGE, validation.STAGE)
 
 

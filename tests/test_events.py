@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from bus import envelope
 from bus.errors import MalformedEventError
-from bus.events import MetricRecorded, StageCompleted
+from bus.events import MetricRecorded, StageCompleted, WorkerStarted
 from bus.schema import (
     CATALOGUE,
     SCHEMAS,
@@ -275,3 +275,15 @@ def test_an_older_event_an_upcaster_cannot_read_is_refused_as_malformed():
     with pytest.raises(MalformedEventError, match="missing required field 'stage'"):
         decode(msgpack.packb({"type": "StageStarted", "v": 1, "id": "x", "ts": 1.0, "src": "s",
                               "execution_id": "e", "worker": "w"}))  # fmt: skip
+
+
+def test_a_v1_worker_started_is_read_as_announcing_no_stages():
+    # given a WorkerStarted as porch logged it before workers named the stages they run
+    v1 = to_map(WorkerStarted(worker="w1", host="h", pid=1, stages=["x"])) | {"v": 1}
+    del v1["stages"]
+    # when it is read back, decoded or as a fold reads it
+    event = decode(msgpack.packb(v1))
+    fields = fields_of(msgpack.packb(v1))
+    # then it announced none, at the current version
+    assert event.stages == []
+    assert (fields["stages"], fields["v"]) == ([], 2)

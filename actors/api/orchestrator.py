@@ -20,6 +20,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from actors.api.door import check_input, check_request_numbers, check_stages
 from actors.api.settings import network
 from actors.api.system import System
 from actors.errors import ActorError, UsageError
@@ -142,6 +143,7 @@ class MLPipelineOrchestrator:
         self.metrics_dir = Path(metrics_dir).resolve()
         self.metrics_dir.mkdir(parents=True, exist_ok=True)
         self.system: System | None = None
+        self.own_stages: tuple[str, ...] = ()  # custom stages of the system it started
         self._current: str | None = None
         if isinstance(endpoint, Endpoints):
             self.endpoints = endpoint
@@ -165,6 +167,7 @@ class MLPipelineOrchestrator:
                     stages=stages,
                 )
                 self.system.start()
+                self.own_stages = tuple(custom_stages or {})
                 atexit.register(self.close)
         self.client = Client(self.endpoints)
         self.closed = False
@@ -205,16 +208,29 @@ class MLPipelineOrchestrator:
         partitions: int = 0,
         max_attempts: int = 2,
     ) -> PipelineExecution:
-        """Run the stages over the parquet file; blocks until it ends unless ``wait=False``."""
+        """Run the stages over the parquet file; blocks until it ends unless ``wait=False``.
+
+        Refused with `UsageError` (a ValueError) before anything is queued: an input on this
+        host that is missing or not parquet, a stage neither built in nor run by a live worker,
+        ``partitions`` outside 0..8192, ``max_attempts`` outside 1..100, ``timeout`` <= 0."""
         names = [
             s.value if isinstance(s, PipelineStage) else str(s)
             for s in (stages or list(PipelineStage))
         ]
+        check_request_numbers(partitions, max_attempts)
+        if timeout is not None and not timeout > 0:
+            raise UsageError(f"timeout must be > 0 seconds (None: no limit), got {timeout!r}")
+        path = (
+            check_input(input_data)  # a remote system's input is on its hosts, not here
+            if self.endpoints.is_local()
+            else str(Path(input_data).expanduser().resolve())
+        )
+        check_stages(self.client, names, known=self.own_stages)
         eid = execution_id or f"ex-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
         request = ExecutionRequested(
             execution_id=eid,
             stages=names,
-            input_data=str(Path(input_data).expanduser().resolve()),
+            input_data=path,
             mode=ExecutionMode(mode or self.execution_mode).value,
             config={k: dict(v) for k, v in (config_overrides or {}).items()},
             resume_from=resume_from_checkpoint,

@@ -146,7 +146,12 @@ class PipelineScheduler:
             else dict(schedule_config)
         )
         config = normalize(raw, now=time.time(), base_dir=Path.cwd())
-        add_schedules(self.client, [config], replace=True)
+        add_schedules(
+            self.client,
+            [config],
+            replace=True,
+            own_stages=getattr(self.orchestrator, "own_stages", ()),
+        )
         return str(config["schedule_id"])
 
     def _control(self, schedule_id: str, kind: type) -> None:

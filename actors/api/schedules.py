@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +12,13 @@ from actors.errors import ActorError, UsageError
 from bus.events import ScheduleAdded, ScheduleFired, ScheduleUpdated
 
 
-def add_schedules(client: Any, configs: list[dict[str, Any]], *, replace: bool) -> list[str]:
-    """Append ScheduleAdded (or ScheduleUpdated with ``replace``) for checked configs."""
+def add_schedules(
+    client: Any, configs: list[dict[str, Any]], *, replace: bool, own_stages: Collection[str] = ()
+) -> list[str]:
+    """Append ScheduleAdded (or ScheduleUpdated with ``replace``) for checked configs. Their
+    stages must be built in, in ``own_stages`` or announced by a live worker (see
+    `door.check_stages`)."""
+    from actors.api.door import check_stages, stages_of
     from actors.read.schedules import fold_schedules
     from actors.scheduler.specs import check_dependencies
 
@@ -27,6 +33,8 @@ def add_schedules(client: Any, configs: list[dict[str, Any]], *, replace: bool) 
         check_dependencies(sid, config["dependencies"], graph)
         if sid in known and not replace:
             raise UsageError(f"schedule {sid} exists; pass --replace to update it")
+    stages = [s for config in configs for s in stages_of(config["execution_config"])]
+    check_stages(client, stages, known=own_stages)
     for config in configs:
         sid = config["schedule_id"]
         if sid in known and known[sid].config == config:

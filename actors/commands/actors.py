@@ -22,6 +22,7 @@ from actors.api.settings import (
 from actors.api.system import System, default_checkpoint_dir
 from actors.commands.common import add_data_dir, data_dir_of, need_hub, network_of
 from actors.commands.monitoring import add_monitor_flags, monitor_args
+from actors.commands.numbers import whole
 from actors.errors import AlreadyRunningError, UsageError
 from actors.shared.stagecfg import parse_stage_args
 from bus.client import hub_running
@@ -44,9 +45,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     orch.add_argument(
         "--checkpoint-dir", metavar="DIR", help="artifacts (default DATA_DIR/checkpoints)"
     )
-    orch.add_argument("--lease-ms", type=int, default=10_000, help="task lease (default 10000)")
-    orch.add_argument("--workers", type=int, default=2, help="workers to plan partitions for")
-    orch.add_argument("--hybrid-min-rows", type=int, default=250_000, metavar="N",
+    orch.add_argument(
+        "--lease-ms", type=whole(100, 3_600_000), default=10_000, help="task lease (default 10000)"
+    )
+    orch.add_argument("--workers", type=whole(1), default=2, help="workers to plan partitions for")
+    orch.add_argument("--hybrid-min-rows", type=whole(1), default=250_000, metavar="N",
                       help="hybrid mode: rows per partition worth splitting for")  # fmt: skip
     orch.add_argument(
         "--insecure",
@@ -59,7 +62,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     work = sub.add_parser("worker", help="run one stage worker (needs a running hub)")
     add_data_dir(work)
     work.add_argument("--name", help="worker name (default worker-HOST-PID)")
-    work.add_argument("--prefetch", type=int, default=4, help="tasks held ready (default 4)")
+    work.add_argument(
+        "--prefetch", type=whole(1, 64), default=4, help="tasks held ready (default 4)"
+    )
     _stage_flag(work)
     work.set_defaults(func=cmd_worker)
 
@@ -67,11 +72,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "up", help="run hub, orchestrator, workers, scheduler and monitor; Ctrl-C stops them"
     )
     add_data_dir(up)
-    up.add_argument("--workers", type=int, default=2, help="how many workers (default 2)")
+    up.add_argument("--workers", type=whole(0), default=2, help="how many workers (default 2)")
     up.add_argument(
         "--checkpoint-dir", metavar="DIR", help="artifacts (default DATA_DIR/checkpoints)"
     )
-    up.add_argument("--max-concurrent", type=int, default=3, metavar="N",
+    up.add_argument("--max-concurrent", type=whole(1), default=3, metavar="N",
                     help="scheduled executions running at once (default 3)")  # fmt: skip
     up.add_argument(
         "--schedules", metavar="FILE.toml", help="add or update these schedules at start"

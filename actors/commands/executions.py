@@ -9,9 +9,12 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from actors.api.door import MAX_ATTEMPTS_MAX, PARTITIONS_MAX
 from actors.commands.common import (
     add_data_dir,
     connect,
+    data_dir_of,
+    network_of,
     porch_command,
     print_json,
     reading,
@@ -19,7 +22,8 @@ from actors.commands.common import (
     table,
 )
 from actors.commands.execution_text import execution_lines
-from actors.errors import ActorError, UsageError
+from actors.commands.numbers import whole
+from actors.errors import ActorError, NotRunningError, UsageError
 from bus.events import CancelRequested, ExecutionRequested, PauseRequested, ResumeRequested
 
 TERMINAL = ("completed", "failed", "cancelled", "timed_out")
@@ -40,12 +44,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run.add_argument(
         "--no-checkpoints", action="store_true", help="remove intermediate artifacts at the end"
     )
-    run.add_argument(
-        "--partitions", type=int, default=0, help="input partitions (default: one per worker)"
-    )
-    run.add_argument(
-        "--max-attempts", type=int, default=2, help="attempts per task for transient failures"
-    )
+    run.add_argument("--partitions", type=whole(0, PARTITIONS_MAX, note="0: one per worker"),
+                     default=0, help="input partitions (default: one per worker)")  # fmt: skip
+    run.add_argument("--max-attempts", type=whole(1, MAX_ATTEMPTS_MAX), default=2,
+                     help="attempts per task for transient failures (default 2)")  # fmt: skip
     run.add_argument(
         "--wait", action="store_true", help="show progress until it ends; exit 1 if it fails"
     )
@@ -64,7 +66,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     history = sub.add_parser("history", help="recent executions")
     add_data_dir(history)
-    history.add_argument("--limit", type=int, default=20)
+    history.add_argument("--limit", type=whole(1), default=20)
     history.add_argument("--json", action="store_true")
     history.set_defaults(func=cmd_history)
 
@@ -84,8 +86,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         cmd.set_defaults(func=cmd_control, action=name)
 
 
-def _request(args: argparse.Namespace) -> ExecutionRequested:
-    path = Path(args.input).expanduser().resolve()
+def _request(args: argparse.Namespace, *, input_here: bool) -> ExecutionRequested:
+    """The request the flags describe, its input checked when it is on this host."""
+    from actors.api.door import check_input
+
+    path = check_input(args.input) if input_here else str(Path(args.input).expanduser().resolve())
     steps: list[dict[str, Any]] = []
     stages: list[str] = [
         "data_cleaning",
@@ -107,26 +112,34 @@ def _request(args: argparse.Namespace) -> ExecutionRequested:
         stages = [s.strip() for s in args.stages.split(",") if s.strip()]
         if not stages:
             raise UsageError("--stages names no stage")
-    if args.max_attempts < 1:
-        raise UsageError(f"--max-attempts must be >= 1, got {args.max_attempts}")
     return ExecutionRequested(
         execution_id=args.execution_id
         or f"ex-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}",
         stages=stages,
         steps=steps,
-        input_data=str(path),
+        input_data=path,
         mode=args.mode,
         resume_from=args.resume_from,
         save_checkpoints=not args.no_checkpoints,
-        partitions=max(0, args.partitions),
+        partitions=args.partitions,
         max_attempts=args.max_attempts,
     )
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    request = _request(args)
+    from actors.api import door
+
+    endpoints, _ = network_of(args)
+    request = _request(args, input_here=endpoints.is_local())
     eid = request.execution_id
     with connect(args) as client:
+        root = data_dir_of(args)
+        if args.wait and endpoints.is_local() and not door.orchestrator_running(root):
+            raise NotRunningError(
+                f"no orchestrator runs for data dir {root}, so nothing would start the execution:"
+                " start `porch up` (or `porch orchestrator`), or run without --wait to queue it"
+            )
+        door.check_stages(client, request.stages or door.stages_of({"steps": request.steps}))
         seq = client.append(request)
         if not args.wait:
             if args.json:
@@ -154,16 +167,24 @@ def cmd_run(args: argparse.Namespace) -> int:
 def wait_for(client: Any, execution_id: str, from_seq: int, *, show: bool = True) -> dict[str, Any]:
     """Follow the execution until it ends, printing each stage's progress; returns its view."""
     from actors.read.executions import execution_view, fold_log, fold_record
+    from actors.read.workers import ALIVE_S, WorkerSilence
     from store.projections import executions as folds
 
     # the newest snapshot and the tail up to the head, then whatever comes after it
     state = fold_log(client) if from_seq > 1 else folds.ExecutionsState()
     shown: dict[str, str] = {}
     started = time.monotonic()
-    with client.subscribe(state.last_seq + 1, types=folds.TYPES) as sub:
+    silence = WorkerSilence()
+    with client.subscribe(state.last_seq + 1, types=folds.TYPES | silence.TYPES) as sub:
         while True:
             for record in sub.receive(500):
                 fold_record(record, state)
+                silence.see([record])
+            silence.see(sub.take_live())
+            if silence.due():
+                print(f"porch: no worker is alive (none heard for {ALIVE_S:g} s): execution"
+                      f" {execution_id} waits for one; start `porch worker` or `porch up`",
+                      file=sys.stderr, flush=True)  # fmt: skip
             ex = state.executions.get(execution_id)
             if ex is None:
                 continue
@@ -277,6 +298,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 
 def cmd_control(args: argparse.Namespace) -> int:
+    from actors.api.door import check_control
     from actors.read.executions import fold_log
 
     with connect(args) as client:
@@ -291,6 +313,7 @@ def cmd_control(args: argparse.Namespace) -> int:
             if len(active) != 1:
                 raise UsageError(f"{args.action}: name the execution ({len(active)} are active)")
             eid = active[0]
+        check_control(client, args.action, eid)
         event = {"pause": PauseRequested, "resume": ResumeRequested, "cancel": CancelRequested}[
             args.action
         ]

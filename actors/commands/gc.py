@@ -22,6 +22,7 @@ from actors.commands.common import (
     print_json,
     table,
 )
+from actors.commands.numbers import real, whole
 from actors.errors import UsageError
 from bus.client import hub_running
 from bus.events import ArtifactsRemoved
@@ -40,9 +41,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     add_data_dir(gc)
     gc.add_argument("--yes", action="store_true", help="remove them (default: only show)")
-    gc.add_argument("--keep-last", type=int, metavar="N",
+    gc.add_argument("--keep-last", type=whole(0), metavar="N",
                     help="keep everything of the newest N finished executions per pipeline")  # fmt: skip
-    gc.add_argument("--keep-days", type=float, metavar="D",
+    gc.add_argument("--keep-days", type=real(0), metavar="D",
                     help="keep everything of executions that finished in the last D days")  # fmt: skip
     gc.add_argument("--outputs", action="store_true",
                     help="remove the final outputs too, not only intermediates")  # fmt: skip

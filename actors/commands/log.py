@@ -22,6 +22,7 @@ from actors.commands.common import (
     network_of,
     print_json,
 )
+from actors.commands.numbers import whole
 from actors.errors import UsageError
 from bus.client import hub_running
 from bus.endpoints import log_dir
@@ -63,8 +64,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     rep = sub.add_parser("replay", help="print events of the log, filter them, fold them")
     add_data_dir(rep)
-    rep.add_argument("--from", dest="from_seq", type=int, default=1, metavar="SEQ")
-    rep.add_argument("--to", dest="to_seq", type=int, metavar="SEQ")
+    rep.add_argument("--from", dest="from_seq", type=whole(0), default=1, metavar="SEQ")
+    rep.add_argument("--to", dest="to_seq", type=whole(0), metavar="SEQ")
     rep.add_argument(
         "--type",
         dest="types",
@@ -88,7 +89,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--queue", action="store_true", help="print the scheduler's queue instead of events"
     )
     rep.add_argument(
-        "--at", type=int, metavar="SEQ", help="with --state or --queue: fold only up to this seq"
+        "--at",
+        type=whole(0),
+        metavar="SEQ",
+        help="with --state or --queue: fold only up to this seq",
     )
     rep.set_defaults(func=cmd_replay)
 

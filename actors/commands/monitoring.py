@@ -20,6 +20,7 @@ from actors.commands.common import (
     reading,
     table,
 )
+from actors.commands.numbers import real, whole
 from actors.errors import ActorError, UsageError
 from bus.events import AlertRuleRemoved
 from store.projections.alerts import CONDITIONS, SCOPES, SEVERITIES
@@ -47,7 +48,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     state = lst.add_mutually_exclusive_group()
     state.add_argument("--active", action="store_true", help="only unresolved alerts")
     state.add_argument("--resolved", action="store_true", help="only resolved alerts")
-    lst.add_argument("--limit", type=int, default=50)
+    lst.add_argument("--limit", type=whole(1), default=50)
     lst.add_argument("--json", action="store_true")
     lst.set_defaults(func=cmd_list)
     for verb, helptext in (("ack", "acknowledge an alert: no more notifications until it resolves"),
@@ -69,12 +70,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add.add_argument("--severity", help=f"{', '.join(SEVERITIES)} (default {DEFAULTS['severity']})")
     add.add_argument(
         "--cooldown-minutes",
-        type=float,
+        type=real(0),
         help=f"quiet time after a firing (default {DEFAULTS['cooldown_minutes']:g})",
     )
     add.add_argument(
         "--pending-seconds",
-        type=float,
+        type=real(0),
         help=f"hold this long before firing (default {DEFAULTS['pending_s']:g})",
     )
     add.add_argument("--scope", action="append", default=[], metavar="KEY=VALUE",
@@ -91,18 +92,24 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def add_monitor_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--retention-hours", type=float, default=24.0, help="history kept (default 24)"
+        "--retention-hours",
+        type=real(0, 8784, above=True),
+        default=24.0,
+        help="history kept (default 24)",
     )
-    parser.add_argument("--raw-window-minutes", type=float, default=60.0, metavar="MINUTES",
+    parser.add_argument("--raw-window-minutes", type=real(0), default=60.0, metavar="MINUTES",
                         help="raw samples kept this long; older ones per minute, then per hour"
                         " (default 60)")  # fmt: skip
-    parser.add_argument("--sampling-interval", type=float, default=10.0, metavar="SECONDS",
-                        help="host samples and rule checks (default 10)")  # fmt: skip
+    parser.add_argument("--sampling-interval", type=real(0.05, 3600), default=10.0,
+                        metavar="SECONDS", help="host samples and rule checks (default 10)")  # fmt: skip
     parser.add_argument(
         "--no-alerting", action="store_true", help="keep metrics, evaluate no rules"
     )
     parser.add_argument(
-        "--http-port", type=int, default=0, help="loopback HTTP port (default: any free)"
+        "--http-port",
+        type=whole(0, 65535),
+        default=0,
+        help="loopback HTTP port (default: any free)",
     )
     parser.add_argument("--webhook", action="append", default=[], metavar="URL",
                         help="POST each new alert as JSON here (repeatable)")  # fmt: skip

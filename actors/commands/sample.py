@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from datetime import datetime
 
+from actors.commands.numbers import whole
 from actors.errors import UsageError
 from stages.errors import StageError
 
@@ -14,10 +15,12 @@ DEFAULT_DAYS = 28  # stages.sample.DEFAULT_DAYS; pandas is imported only when a 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     cmd = sub.add_parser("sample", help="write sample Snowflake query history to a parquet file")
     cmd.add_argument("output", metavar="OUT.parquet", help="where to write it")
-    cmd.add_argument("--rows", type=int, default=100_000, help="how many rows (default 100000)")
-    cmd.add_argument("--seed", type=int, default=0, help="the same seed gives the same data")
+    cmd.add_argument(
+        "--rows", type=whole(0), default=100_000, help="how many rows (default 100000)"
+    )
+    cmd.add_argument("--seed", type=whole(0), default=0, help="the same seed gives the same data")
     cmd.add_argument("--start", metavar="ISO", help="first day, e.g. 2026-10-01T00:00:00+00:00")
-    cmd.add_argument("--days", type=int, default=DEFAULT_DAYS, help="days the data spans")
+    cmd.add_argument("--days", type=whole(1), default=DEFAULT_DAYS, help="days the data spans")
     cmd.set_defaults(func=cmd_sample)
 
 

@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -17,10 +18,12 @@ from actors.commands.common import (
     connect,
     data_dir_of,
     need_hub,
+    network_of,
     print_json,
     reading,
     table,
 )
+from actors.commands.numbers import real, whole
 from actors.errors import ActorError, UsageError
 from bus.events import (
     SchedulePaused,
@@ -32,7 +35,7 @@ from bus.events import (
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     actor = sub.add_parser("scheduler", help="run the scheduler (needs a running hub)")
     add_data_dir(actor)
-    actor.add_argument("--max-concurrent", type=int, default=3, metavar="N",
+    actor.add_argument("--max-concurrent", type=whole(1), default=3, metavar="N",
                        help="scheduled executions running at once (default 3)")  # fmt: skip
     actor.add_argument(
         "--schedules", metavar="FILE.toml", help="add or update these schedules at start"
@@ -60,19 +63,26 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add.add_argument("--mode", choices=["sequential", "parallel", "hybrid"], default="sequential")
     add.add_argument("--tz", help="IANA time zone of the cron or date (default UTC)")
     add.add_argument("--name", help="a display name")
-    add.add_argument("--priority", type=int, help="higher runs first (default 0)")
-    add.add_argument("--timeout-minutes", type=float, help="cancel a run after this long")
+    add.add_argument(
+        "--priority", type=whole(-1_000_000, 1_000_000), help="higher runs first (default 0)"
+    )
+    add.add_argument("--timeout-minutes", type=real(0, 525_600, above=True, note="leave it out for none"),
+                     help="cancel a run after this long")  # fmt: skip
     add.add_argument("--retry", metavar="STRATEGY",
                      help="no_retry (default), fixed_delay, linear_backoff or exponential_backoff")  # fmt: skip
-    add.add_argument("--max-retries", type=int, help="default 3")
-    add.add_argument("--retry-delay-minutes", type=float, help="default 5")
+    add.add_argument("--max-retries", type=whole(0, 100), help="default 3")
+    add.add_argument("--retry-delay-minutes", type=real(0, 10_080), help="default 5")
     add.add_argument("--misfire", help="skip, run_once (default) or catch_up")
-    add.add_argument("--grace-seconds", type=float, help="lateness still on time (default 60)")
-    add.add_argument("--max-catch-up", type=int, help="default 10")
-    add.add_argument("--jitter-seconds", type=float, help="default 0")
-    add.add_argument("--cpu-cores", type=float)
-    add.add_argument("--memory-gb", type=float)
-    add.add_argument("--max-concurrent-jobs", type=int, help="runs of this schedule at once")
+    add.add_argument(
+        "--grace-seconds", type=real(0, 31_536_000), help="lateness still on time (default 60)"
+    )
+    add.add_argument("--max-catch-up", type=whole(1, 10_000), help="default 10")
+    add.add_argument("--jitter-seconds", type=real(0, 86_400), help="default 0")
+    add.add_argument("--cpu-cores", type=real(0, 100_000, above=True))
+    add.add_argument("--memory-gb", type=real(0, 1_000_000, above=True))
+    add.add_argument(
+        "--max-concurrent-jobs", type=whole(1, 100_000), help="runs of this schedule at once"
+    )
     add.add_argument("--paused", action="store_true", help="add it paused")
     add.add_argument("--replace", action="store_true", help="update a schedule that exists")
     add.set_defaults(func=cmd_add)
@@ -111,7 +121,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     preview.add_argument(
         "--from", dest="start", metavar="ISO", help="start after this instant (default now)"
     )
-    preview.add_argument("--count", type=int, default=10)
+    preview.add_argument("--count", type=whole(1, 10_000), default=10)
     preview.set_defaults(func=cmd_preview)
 
 
@@ -200,6 +210,15 @@ def cmd_add(args: argparse.Namespace) -> int:
     with connect(args) as client:
         for line in add_schedules(client, configs, replace=args.replace):
             print(line)
+    here = network_of(args)[0].is_local()  # else the input is on the system's hosts
+    for config in configs:  # added: a file that comes later is allowed, but say so
+        path = config["execution_config"]["input_data"]
+        if here and not Path(path).exists():
+            print(
+                f"porch: warning: schedule {config['schedule_id']}: input {path} does not exist"
+                " yet; a fire fails unless it does by then",
+                file=sys.stderr,
+            )
     return 0
 
 

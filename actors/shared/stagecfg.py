@@ -22,6 +22,22 @@ def parse_stage_args(values: Sequence[str]) -> list[tuple[str, str]]:
     return pairs
 
 
+def stage_names(values: Sequence[str]) -> list[str]:
+    """The names of the stages `registry_from` makes of ``values``, found without importing any
+    stage: the built-ins, the ``porch.stages`` entry points and the local ``NAME=module:function``
+    stages. A worker announces them in ``WorkerStarted``."""
+    import importlib.metadata
+
+    from stages.names import BUILTIN_NAMES, ENTRY_POINT_GROUP
+
+    names = dict.fromkeys(BUILTIN_NAMES)
+    names.update(
+        dict.fromkeys(ep.name for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
+    )
+    names.update(dict.fromkeys(name for name, _ in parse_stage_args(values)))
+    return list(names)
+
+
 def registry_from(values: Sequence[str]) -> Registry:
     from stages.errors import StageError
     from stages.registry import Registry

@@ -31,6 +31,7 @@ import zmq
 from actors.shared import loop
 from actors.shared.lifeline import tie
 from actors.shared.loop import Actor, LoopConfig, Now, Watched
+from actors.shared.stagecfg import stage_names
 from actors.worker.pipes import FrameError, FrameReader, pack_frame
 from bus.client import Client, Record
 from bus.curve import secure
@@ -200,6 +201,7 @@ class Worker(Actor):
                     "cpus": psutil.cpu_count() or 1,
                     "memory_bytes": psutil.virtual_memory().total,
                 },
+                stages=stage_names(self.config.stages),
             )
         ]
 
