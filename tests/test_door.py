@@ -325,3 +325,14 @@ def test_control_refuses_what_does_not_apply_to_the_execution_as_it_stands(
             assert_one_line_error(
                 porch(action, "ctl"), f"{action}: execution ctl has already ended (cancelled)"
             )
+        # and its id is taken: a new run under it would be dropped as a repeat
+        assert_one_line_error(
+            porch("run", str(sample), "--id", "ctl"),
+            "run: execution 'ctl' exists already (cancelled): choose another --id,"
+            " or --resume-from ctl to reuse its completed work",
+        )
+        assert_one_line_error(
+            porch("run", str(sample), "--resume-from", "nope"),
+            "run: --resume-from 'nope': no such execution in the log",
+        )
+        assert len(requested(running, "ctl")) == 1

@@ -102,17 +102,38 @@ def check_stages(client: Client, names: Iterable[str], *, known: Collection[str]
 # --- control of an execution ---------------------------------------------------------------------
 
 
-def check_control(reader: Reader, action: str, execution_id: str) -> None:
-    """Refuse pausing, resuming or cancelling an execution the log does not hold, one that has
-    ended, pausing a paused one and resuming one that is not paused (nor about to be)."""
+def _execution(reader: Reader, execution_id: str) -> Any:
+    """The execution as the log holds it, or None."""
     from actors.read.executions import fold_log
     from actors.read.model import execution_from_log
-    from store.projections.executions import FINISHED
 
     state = fold_log(reader, wanted=lambda s: [execution_id])
     ex = state.executions.get(execution_id)
     if ex is None and state.evicted:  # finished long ago: its history is in the log still
         ex = execution_from_log(reader, execution_id)
+    return ex
+
+
+def check_ids(reader: Reader, execution_id: str | None, resume_from: str | None) -> None:
+    """Refuse a chosen id the log holds already (the hub would drop the request as a repeat,
+    and a wait would show the old execution) and resuming from an execution it does not."""
+    if execution_id:
+        ex = _execution(reader, execution_id)
+        if ex is not None:
+            raise UsageError(
+                f"run: execution {execution_id!r} exists already ({ex.status}): choose another"
+                f" --id, or --resume-from {execution_id} to reuse its completed work"
+            )
+    if resume_from and _execution(reader, resume_from) is None:
+        raise UsageError(f"run: --resume-from {resume_from!r}: no such execution in the log")
+
+
+def check_control(reader: Reader, action: str, execution_id: str) -> None:
+    """Refuse pausing, resuming or cancelling an execution the log does not hold, one that has
+    ended, pausing a paused one and resuming one that is not paused (nor about to be)."""
+    from store.projections.executions import FINISHED
+
+    ex = _execution(reader, execution_id)
     if ex is None:
         raise UsageError(f"{action}: no execution {execution_id!r} in the log")
     if ex.status in FINISHED:

@@ -139,6 +139,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 f"no orchestrator runs for data dir {root}, so nothing would start the execution:"
                 " start `porch up` (or `porch orchestrator`), or run without --wait to queue it"
             )
+        door.check_ids(client, args.execution_id, request.resume_from)
         door.check_stages(client, request.stages or door.stages_of({"steps": request.steps}))
         seq = client.append(request)
         if not args.wait:
