@@ -36,7 +36,7 @@ from bus.events import (
 from store import retention
 from store.projections import executions as folds
 from store.projections import plan as plans
-from store.projections.plan import TaskKey, TaskRef
+from store.projections.task import TaskKey, TaskRef
 
 log = logging.getLogger("porch.orchestrator")
 WORKER_TIMEOUT_S: Final = 5.0

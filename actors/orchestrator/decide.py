@@ -24,7 +24,8 @@ from bus.events import (
 )
 from store.projections import plan as plans
 from store.projections.executions import ExecutionsState, ExecutionState, TaskState
-from store.projections.plan import Phase, TaskSpec
+from store.projections.plan import Phase
+from store.projections.task import TaskKey, TaskSpec
 
 
 def decide(
@@ -33,7 +34,7 @@ def decide(
     *,
     capacity: int,
     lease_ms: int,
-    pending: Collection[plans.TaskKey] = (),
+    pending: Collection[TaskKey] = (),
 ) -> list[Event]:
     """What to do next for one execution. `capacity`: how many more tasks may be put in flight;
     `pending`: tasks whose dispatch was sent and has not come back yet (not decided again)."""
@@ -82,7 +83,7 @@ def decide(
 
 
 def dispatch(
-    ex: ExecutionState, state: ExecutionsState, key: plans.TaskKey, attempt: int, lease_ms: int
+    ex: ExecutionState, state: ExecutionsState, key: TaskKey, attempt: int, lease_ms: int
 ) -> StageDispatched:
     plan = ex.plan
     step_id, phase, part = key

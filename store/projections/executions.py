@@ -17,6 +17,7 @@ import msgpack
 
 from store.projections import plan as plans
 from store.projections.plan import Phase
+from store.projections.task import TaskKey
 from store.statecodec import StateCodec, paused_gc
 
 Fields = dict[str, Any]
@@ -28,7 +29,7 @@ FINISHED: Final = frozenset({"completed", "failed", "cancelled", "timed_out"})
 
 @dataclass(slots=True)
 class TaskState:
-    key: plans.TaskKey
+    key: TaskKey
     attempt: int = 0
     status: str = "pending"  # pending | dispatched | running | completed | failed
     task_id: str = ""
@@ -59,13 +60,13 @@ class ExecutionState:
     status: str = "requested"
     request: Fields = field(default_factory=dict)
     plan: Fields = field(default_factory=dict)
-    tasks: dict[plans.TaskKey, TaskState] = field(default_factory=dict)
+    tasks: dict[TaskKey, TaskState] = field(default_factory=dict)
     # indices kept by the fold so decisions never scan every task
-    waiting: dict[plans.TaskKey, int] = field(default_factory=dict)
-    dependents: dict[plans.TaskKey, list[plans.TaskKey]] = field(default_factory=dict)
-    ready: dict[plans.TaskKey, None] = field(default_factory=dict)
-    in_flight: set[plans.TaskKey] = field(default_factory=set)
-    failed: dict[plans.TaskKey, None] = field(default_factory=dict)
+    waiting: dict[TaskKey, int] = field(default_factory=dict)
+    dependents: dict[TaskKey, list[TaskKey]] = field(default_factory=dict)
+    ready: dict[TaskKey, None] = field(default_factory=dict)
+    in_flight: set[TaskKey] = field(default_factory=set)
+    failed: dict[TaskKey, None] = field(default_factory=dict)
     completed: int = 0
     requested_ts: float = 0.0
     started_ts: float = 0.0
