@@ -83,7 +83,7 @@ def pipeline_of(ex: ExecutionState) -> str:
     name = ex.request.get("pipeline")
     if name:
         return str(name)
-    stages = ex.request.get("stages") or [s["stage"] for s in ex.plan.get("steps", [])]
+    stages = ex.request.get("stages") or ([s.stage for s in ex.plan.steps] if ex.plan else [])
     return ",".join(map(str, stages))
 
 
@@ -139,7 +139,7 @@ def removed_paths(ex: ExecutionState) -> list[str]:
     """The directories the log says were removed of this execution."""
     if not ex.plan:
         return []
-    root = ex.plan["dir"]
+    root = ex.plan.dir
     paths = [f"{root}/{step}" for step in ex.removed_steps]
     if ex.outputs_removed_ts:
         paths.append(f"{root}/{OUTPUT_DIR}")
@@ -157,19 +157,17 @@ def _recency(ex: ExecutionState) -> tuple[float, int]:
 def _removal(ex: ExecutionState, reason: str, *, finals: bool) -> Removal | None:
     """What is left to remove of a finished execution: the steps that ran (a step never
     dispatched wrote nothing) and, with ``finals``, its outputs."""
+    if ex.plan is None:
+        return None
     touched = {key[0] for key, task in ex.tasks.items() if task.attempt and key[1] != Phase.COLLECT}
-    steps = tuple(
-        s["id"]
-        for s in ex.plan.get("steps", [])
-        if s["id"] in touched and s["id"] not in ex.removed_steps
-    )
+    steps = tuple(s.id for s in ex.plan.steps if s.id in touched and s.id not in ex.removed_steps)
     wrote_outputs = any(
         task.attempt for key, task in ex.tasks.items() if key[1] == Phase.COLLECT
     ) or bool(ex.outputs)
     finals = finals and wrote_outputs and not ex.outputs_removed_ts
     if not steps and not finals:
         return None
-    root = ex.plan["dir"]
+    root = ex.plan.dir
     paths = tuple(f"{root}/{s}" for s in steps) + ((f"{root}/{OUTPUT_DIR}",) if finals else ())
     return Removal(
         execution_id=ex.execution_id,

@@ -4,7 +4,10 @@ Fold states are dataclasses of dicts (some keyed by tuples), sets, tuples and de
 msgpack cannot hold as they are. `StateCodec` compiles, once per state class, an encoder and a
 decoder from the annotations: a dataclass becomes the list of its fields, a tuple-keyed dict a
 list of pairs, a set or deque a list. Plain fields (``str``, numbers, ``dict[str, Any]``) pass
-through untouched, so the codec costs little where the state is already plain.
+through untouched, so the codec costs little where the state is already plain. A class named
+in ``as_maps`` (one with a door of its own: a ``to_map()`` method and an ``of(map)`` class
+method, like the execution plan) is written as its map and read back through ``of``, as it
+came off the event.
 
 ``version`` is a hash of the shape (every class, field and annotation reached from the root):
 a snapshot written by a state of another shape is never read back as this one.
@@ -38,7 +41,10 @@ class StateCodec:
 
     ``transient`` names fields (of any class reached) that are scratch for the current event,
     like "what the last event changed", or indexes of other fields: they are not written and come
-    back as their defaults, and ``after_load`` rebuilds the indexes.
+    back as their defaults, and ``after_load`` rebuilds the indexes. ``as_maps`` names classes
+    written as their ``to_map()`` and read back through their ``of``: only those named, as a
+    ``to_map`` may leave out what a fold keeps (a logged rule's version), and an ``of`` may
+    refuse what a fold keeps as it came.
     """
 
     def __init__(
@@ -48,9 +54,11 @@ class StateCodec:
         transient: Iterable[str] = (),
         fold_version: int = 1,
         after_load: Callable[[Any], None] | None = None,
+        as_maps: Iterable[type] = (),
     ) -> None:
         self.root = root
         self.transient = frozenset(transient)
+        self._as_maps = frozenset(as_maps)
         self._after_load = after_load
         self._shape: list[str] = [f"fold={fold_version}"]
         self._classes: dict[type, tuple[Encode, Decode]] = {}
@@ -77,6 +85,9 @@ class StateCodec:
         """Encoder and decoder of a value of ``annotation``; None where it is plain data."""
         if annotation is None or annotation in _PLAIN:
             return None, None
+        if annotation in self._as_maps:
+            self._shape.append(f"{annotation.__qualname__} as its map")
+            return _to_map, annotation.of
         if dataclasses.is_dataclass(annotation) and isinstance(annotation, type):
             return self._compile_class(annotation)
         origin = typing.get_origin(annotation)
@@ -202,6 +213,10 @@ def paused_gc() -> Iterator[None]:
 
 def _same(value: Any) -> Any:
     return value
+
+
+def _to_map(value: Any) -> Any:
+    return value.to_map()
 
 
 def _sequence(kind: Any, enc: Encode | None, dec: Decode | None) -> tuple[Encode, Decode]:

@@ -36,7 +36,7 @@ from bus.events import (
 from stages.registry import Registry
 from stages.sample import generate
 from store.projections import executions as folds
-from store.projections.plan import TaskRef
+from store.projections.task import TaskRef
 from store.retention import RetentionPolicy
 from tests.memhub import MemoryHub
 

@@ -30,7 +30,7 @@ NOW = 1_000 * DAY_S
 ROOT = "/ck"
 
 
-def make_plan(eid: str, stages: tuple[str, ...]) -> dict:
+def make_plan(eid: str, stages: tuple[str, ...]) -> plans.Plan:
     steps, source = [], plans.SOURCE
     for name in stages:
         steps.append({"id": name, "stage": name, "config": {}, "after": [], "source": source})
@@ -76,7 +76,9 @@ class Log:
         if status == "requested":
             return eid
         plan = make_plan(eid, stages)
-        self.add("ExecutionStarted", end - 50, execution_id=eid, mode="sequential", plan=plan)
+        self.add(
+            "ExecutionStarted", end - 50, execution_id=eid, mode="sequential", plan=plan.to_map()
+        )
         keys = list(plans.tasks(plan))
         for key in keys[: len(keys) if ran is None else ran]:
             step, phase, part = key
@@ -314,7 +316,7 @@ def test_never_an_active_execution_or_a_pending_resume_and_always_the_newest_k(
         assert not set(r.steps) & set(ex.removed_steps)
         assert r.finals <= outputs
         assert r.steps or r.finals
-        assert all(p.startswith(f"{ex.plan['dir']}/") for p in r.paths)
+        assert all(p.startswith(f"{ex.plan.dir}/") for p in r.paths)
 
 
 # --- the fold ------------------------------------------------------------------------------

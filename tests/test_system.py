@@ -120,8 +120,8 @@ def test_every_mode_gives_the_same_output_as_direct_calls(porch, sample):
         pd.testing.assert_frame_equal(frame, expected, check_dtype=False, obj=mode)
     parallel = porch.state().executions
     split = next(e for e in parallel.values() if e.mode == "parallel")
-    assert split.plan["steps"][0]["phases"] == ["map", "reduce", "apply", "report"]
-    assert split.plan["steps"][0]["parts"] == 3
+    assert split.plan.steps[0].phases == ("map", "reduce", "apply", "report")
+    assert split.plan.steps[0].parts == 3
 
 
 def test_a_killed_worker_costs_one_more_attempt_not_a_double_count(porch_short_lease, sample):
@@ -304,7 +304,7 @@ def test_resume_from_checkpoint_reuses_verified_artifacts_only(porch, sample):
 def test_without_checkpoints_only_the_output_stays(porch, sample):
     ex = porch.wait(porch.request(sample, ["data_cleaning", "noop"], save_checkpoints=False))
     assert ex.status == "completed"
-    root = Path(ex.plan["dir"])
+    root = Path(ex.plan.dir)
     # the orchestrator removes them as it folds ExecutionCompleted; once it has started a later
     # execution, it has handled that event
     porch.wait(porch.request(sample, ["noop"]), until=lambda e: e.status != "requested")
@@ -353,7 +353,7 @@ def test_a_stage_that_hands_back_its_input_writes_nothing_and_reads_back_the_sam
     assert parts
     assert all(artifacts.is_slice(t.artifact) for t in parts)
     assert all(artifacts.verify(t.artifact, t.sha256) for t in parts)
-    assert not (Path(ex.plan["dir"]) / "noop").exists()
+    assert not (Path(ex.plan.dir) / "noop").exists()
     # and the output is what data_cleaning gives directly (noop changes nothing)
     expected = run(build(["data_cleaning"]), pd.read_parquet(sample))[0]
     pd.testing.assert_frame_equal(

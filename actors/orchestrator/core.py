@@ -35,8 +35,7 @@ from bus.events import (
 )
 from store import retention
 from store.projections import executions as folds
-from store.projections import plan as plans
-from store.projections.plan import TaskKey, TaskRef
+from store.projections.task import TaskKey, TaskRef
 
 log = logging.getLogger("porch.orchestrator")
 WORKER_TIMEOUT_S: Final = 5.0
@@ -405,7 +404,8 @@ class OrchestratorCore(Removals):
     @staticmethod
     def _lease_of(ex: folds.ExecutionState, task: folds.TaskState) -> tuple[TaskRef, str]:
         step, phase, part = task.key
-        stage = plans.steps_by_id(ex.plan)[step]["stage"]
+        assert ex.plan is not None, "a lease of an execution with no plan"
+        stage = ex.plan.steps_by_id[step].stage
         ref = TaskRef(ex.execution_id, stage, step, phase, part, task.attempt, task.task_id)
         return ref, task.worker
 

@@ -24,7 +24,8 @@ from bus.events import (
 )
 from store.projections import plan as plans
 from store.projections.executions import ExecutionsState, ExecutionState, TaskState
-from store.projections.plan import Phase, TaskSpec
+from store.projections.plan import Phase
+from store.projections.task import TaskKey, TaskSpec
 
 
 def decide(
@@ -33,7 +34,7 @@ def decide(
     *,
     capacity: int,
     lease_ms: int,
-    pending: Collection[plans.TaskKey] = (),
+    pending: Collection[TaskKey] = (),
 ) -> list[Event]:
     """What to do next for one execution. `capacity`: how many more tasks may be put in flight;
     `pending`: tasks whose dispatch was sent and has not come back yet (not decided again)."""
@@ -82,13 +83,14 @@ def decide(
 
 
 def dispatch(
-    ex: ExecutionState, state: ExecutionsState, key: plans.TaskKey, attempt: int, lease_ms: int
+    ex: ExecutionState, state: ExecutionsState, key: TaskKey, attempt: int, lease_ms: int
 ) -> StageDispatched:
     plan = ex.plan
+    assert plan is not None, "a task of an execution with no plan"
     step_id, phase, part = key
-    step = plans.steps_by_id(plan)[step_id]
-    fingerprint = plan["fingerprints"][plans.task_name(key)]
-    from_source = step["source"] == plans.SOURCE and phase in (Phase.RUN, Phase.MAP)
+    step = plan.steps_by_id[step_id]
+    fingerprint = plan.fingerprints[plans.task_name(key)]
+    from_source = step.source == plans.SOURCE and phase in (Phase.RUN, Phase.MAP)
     # read what upstream tasks actually wrote: a stage that passed its input through points
     # at that input's artifact instead of a copy
     actual: dict[str, str] = {}
@@ -100,10 +102,10 @@ def dispatch(
             hashes[done.artifact] = done.sha256
     inputs = [actual.get(p, p) for p in plans.inputs(plan, key)]
     spec = TaskSpec(
-        kind=step["kind"],
-        input_path=plan["input"]["path"] if from_source else None,
+        kind=step.kind,
+        input_path=plan.input["path"] if from_source else None,
         row_groups=plans.row_groups(plan, key) if from_source else None,
-        columns=step["columns"] if phase == Phase.RUN else None,
+        columns=list(step.columns) if phase == Phase.RUN and step.columns is not None else None,
         partial=plans.partial_path(plan, step_id, part) if phase == Phase.MAP else None,
         report_part=plans.report_path(plan, step_id, part) if phase == Phase.APPLY else None,
         # only a pass-through stage needs its input's hash
@@ -112,16 +114,16 @@ def dispatch(
     return StageDispatched(
         id=decision_id(ex.execution_id, step_id, phase, part, attempt, "dispatch"),
         execution_id=ex.execution_id,
-        stage=step["stage"],
+        stage=step.stage,
         task_id=f"{ex.execution_id}/{plans.task_name(key)}/{attempt}",
         partition=part,
-        partitions=step["parts"],
+        partitions=step.parts,
         attempt=attempt,
         lease_ms=lease_ms,
         inputs=inputs,
         step=step_id,
         phase=phase,
-        config=step["config"],
+        config=step.config,
         output=plans.path(plan, key),
         reuse=_reuse(ex, state, fingerprint),
         fingerprint=fingerprint,
@@ -135,7 +137,7 @@ def _reuse(ex: ExecutionState, state: ExecutionsState, fingerprint: str) -> dict
     earlier = state.executions.get(earlier_id) if earlier_id else None
     if earlier is None or not earlier.plan:
         return {}
-    names = {v: k for k, v in earlier.plan.get("fingerprints", {}).items()}
+    names = {v: k for k, v in earlier.plan.fingerprints.items()}
     name = names.get(fingerprint)
     if name is None:
         return {}
@@ -170,7 +172,7 @@ def _failed(ex: ExecutionState, task: TaskState) -> ExecutionFailed:
 
 def _completed(ex: ExecutionState) -> ExecutionCompleted:
     outputs: dict[str, Any] = {}
-    for step_id in ex.plan.get("outputs", []):
+    for step_id in ex.plan.outputs if ex.plan else ():
         task = ex.tasks[(step_id, Phase.COLLECT, 0)]
         outputs[step_id] = {"path": task.artifact, "rows": task.rows_out, "bytes": task.bytes}
     finished = max((t.finished_ts for t in ex.tasks.values()), default=ex.started_ts)

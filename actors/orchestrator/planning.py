@@ -12,6 +12,7 @@ and the plan carries one note per removed step that would have been reused, sayi
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -29,7 +30,7 @@ from stages.registry import Registry
 from store.artifacts import is_slice
 from store.projections import plan as plans
 from store.projections.executions import ExecutionState
-from store.projections.plan import Phase
+from store.projections.plan import Phase, Plan
 
 MAX_PARTS: Final = 8192  # so a plan and a collect task fit in one event (1 MiB)
 SAFE_NAME: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
@@ -139,20 +140,20 @@ def plan_execution(
     )
     notes = resume_notes(plan, earlier)
     if notes:
-        plan["notes"] = notes
+        plan = dataclasses.replace(plan, notes=tuple(notes))
     return ExecutionStarted(
-        execution_id=eid, mode=mode, stages=[s.stage for s in pipeline.steps], plan=plan
+        execution_id=eid, mode=mode, stages=[s.stage for s in pipeline.steps], plan=plan.to_map()
     )
 
 
-def resume_notes(plan: Mapping[str, Any], earlier: ExecutionState | None) -> list[str]:
+def resume_notes(plan: Plan, earlier: ExecutionState | None) -> list[str]:
     """One line per step of ``earlier`` that this plan would reuse (same fingerprints) but whose
     artifacts were removed, so it is recomputed; and one for its removed final outputs."""
     if earlier is None or not earlier.plan:
         return []
-    wanted = set(plan["fingerprints"].values())
+    wanted = set(plan.fingerprints.values())
     reusable: set[tuple[str, bool]] = set()  # (step, is a collect task) that would be reused
-    for name, fingerprint in earlier.plan.get("fingerprints", {}).items():
+    for name, fingerprint in earlier.plan.fingerprints.items():
         step, phase, part = name.rsplit(":", 2)
         task = earlier.tasks.get((step, phase, int(part)))
         if (
@@ -164,12 +165,12 @@ def resume_notes(plan: Mapping[str, Any], earlier: ExecutionState | None) -> lis
             reusable.add((step, phase == Phase.COLLECT))
     eid = earlier.execution_id
     notes = []
-    for step in earlier.plan["steps"]:
-        removed = earlier.removed_steps.get(step["id"])
-        if removed is not None and (step["id"], False) in reusable:
+    for step in earlier.plan.steps:
+        removed = earlier.removed_steps.get(step.id)
+        if removed is not None and (step.id, False) in reusable:
             when, why = removed
             notes.append(
-                f"artifacts of {eid} step {step['id']} were removed by {why or 'retention'}"
+                f"artifacts of {eid} step {step.id} were removed by {why or 'retention'}"
                 f" on {_date(when)}; recomputing"
             )
     if earlier.outputs_removed_ts and any(collect for _, collect in reusable):

@@ -106,4 +106,4 @@ class Removals:
             return
         paths = retention.removed_paths(ex)
         if paths:
-            self.deletions.append(Deletion(ex.execution_id, tuple(paths), ex.plan["dir"]))
+            self.deletions.append(Deletion(ex.execution_id, tuple(paths), ex.plan.dir))

@@ -43,8 +43,9 @@ def execution_view(ex: folds.ExecutionState) -> dict[str, Any]:
         "status": ex.status,
         "mode": ex.mode,
         "input": ex.request.get("input_data", ""),
-        "stages": [s["stage"] for s in ex.plan.get("steps", [])]
-        or list(ex.request.get("stages", [])),
+        "stages": [s.stage for s in ex.plan.steps]
+        if ex.plan
+        else list(ex.request.get("stages", [])),
         "records_processed": ex.records_processed,
         "duration_s": round(ex.duration_s, 3),
         "started_ts": ex.started_ts,
@@ -56,7 +57,7 @@ def execution_view(ex: folds.ExecutionState) -> dict[str, Any]:
         "steps": ex.step_summary(),
         "paused": ex.status == "paused",
         "last_seq": ex.last_seq,
-        "notes": list(ex.plan.get("notes", [])),
+        "notes": list(ex.plan.notes) if ex.plan else [],
         "removed": removed_view(ex),
     }
 
@@ -66,7 +67,7 @@ def removed_view(ex: folds.ExecutionState) -> dict[str, Any] | None:
     the steps whose artifacts are gone, whether the outputs went, bytes, when and why."""
     if not ex.removed_steps and not ex.outputs_removed_ts:
         return None
-    order = [s["id"] for s in ex.plan.get("steps", [])]
+    order = [s.id for s in ex.plan.steps] if ex.plan else []
     steps = sorted(ex.removed_steps, key=lambda s: order.index(s) if s in order else len(order))
     whens = [when for when, _ in ex.removed_steps.values()] + (
         [ex.outputs_removed_ts] if ex.outputs_removed_ts else []

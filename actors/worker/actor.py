@@ -49,7 +49,7 @@ from bus.events import (
 )
 from bus.protocol import SOCKET_MAX_BYTES
 from bus.schema import decode, to_map
-from store.projections.plan import TaskRef
+from store.projections.task import TaskRef
 
 log = logging.getLogger("porch.worker")
 CONTROL: Final = ("CancelRequested", "ExecutionCancelled")

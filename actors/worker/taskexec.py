@@ -26,7 +26,8 @@ from stages.spec import Partitioning, Stage, sum_reports
 from store import artifacts
 from store.artifacts import ArtifactError
 from store.fsutil import make_private_dir
-from store.projections.plan import Phase, TaskSpec
+from store.projections.plan import Phase
+from store.projections.task import TaskSpec
 
 MAX_REPORT_BYTES: Final = 200_000
 

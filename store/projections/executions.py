@@ -16,7 +16,8 @@ from typing import Any, Final
 import msgpack
 
 from store.projections import plan as plans
-from store.projections.plan import Phase
+from store.projections.plan import Phase, Plan
+from store.projections.task import TaskKey
 from store.statecodec import StateCodec, paused_gc
 
 Fields = dict[str, Any]
@@ -28,7 +29,7 @@ FINISHED: Final = frozenset({"completed", "failed", "cancelled", "timed_out"})
 
 @dataclass(slots=True)
 class TaskState:
-    key: plans.TaskKey
+    key: TaskKey
     attempt: int = 0
     status: str = "pending"  # pending | dispatched | running | completed | failed
     task_id: str = ""
@@ -58,14 +59,14 @@ class ExecutionState:
     execution_id: str
     status: str = "requested"
     request: Fields = field(default_factory=dict)
-    plan: Fields = field(default_factory=dict)
-    tasks: dict[plans.TaskKey, TaskState] = field(default_factory=dict)
+    plan: Plan | None = None  # from ExecutionStarted, read once
+    tasks: dict[TaskKey, TaskState] = field(default_factory=dict)
     # indices kept by the fold so decisions never scan every task
-    waiting: dict[plans.TaskKey, int] = field(default_factory=dict)
-    dependents: dict[plans.TaskKey, list[plans.TaskKey]] = field(default_factory=dict)
-    ready: dict[plans.TaskKey, None] = field(default_factory=dict)
-    in_flight: set[plans.TaskKey] = field(default_factory=set)
-    failed: dict[plans.TaskKey, None] = field(default_factory=dict)
+    waiting: dict[TaskKey, int] = field(default_factory=dict)
+    dependents: dict[TaskKey, list[TaskKey]] = field(default_factory=dict)
+    ready: dict[TaskKey, None] = field(default_factory=dict)
+    in_flight: set[TaskKey] = field(default_factory=set)
+    failed: dict[TaskKey, None] = field(default_factory=dict)
     completed: int = 0
     requested_ts: float = 0.0
     started_ts: float = 0.0
@@ -91,7 +92,7 @@ class ExecutionState:
 
     @property
     def mode(self) -> str:
-        return str(self.plan.get("mode") or self.request.get("mode", "sequential"))
+        return (self.plan.mode if self.plan else "") or str(self.request.get("mode", "sequential"))
 
     @property
     def duration_s(self) -> float:
@@ -104,12 +105,12 @@ class ExecutionState:
     def step_summary(self) -> dict[str, dict[str, Any]]:
         """Per step: state, parts done, records in and out, seconds, attempts, worker(s)."""
         out: dict[str, dict[str, Any]] = {}
-        for step in self.plan.get("steps", []):
-            sid = step["id"]
+        for step in self.plan.steps if self.plan else ():
+            sid = step.id
             mine = [t for k, t in self.tasks.items() if k[0] == sid and k[1] != Phase.COLLECT]
             finals = [t for t in mine if t.key[1] == plans.last_phase(step)]
             gates = [t for t in mine if t.key[1] in (Phase.APPLY, Phase.RUN, Phase.REPORT)]
-            firsts = [t for t in mine if t.key[1] == step["phases"][0]]
+            firsts = [t for t in mine if t.key[1] == step.phases[0]]
             done = sum(1 for t in finals if t.status == "completed")
             status = "pending"
             if any(t.status == "failed" for t in mine):
@@ -121,11 +122,11 @@ class ExecutionState:
             started = [t.dispatched_ts for t in mine if t.dispatched_ts]
             finished = [t.finished_ts for t in gates if t.finished_ts]
             out[sid] = {
-                "stage": step["stage"],
+                "stage": step.stage,
                 "status": status,
-                "parts": step["parts"],
+                "parts": step.parts,
                 "parts_done": done,
-                "phases": step["phases"],
+                "phases": [phase.value for phase in step.phases],
                 "records_in": sum(t.rows_in for t in firsts if t.status == "completed"),
                 "records_out": sum(t.rows_out for t in finals if t.status == "completed"),
                 "duration_s": (max(finished) - min(started))
@@ -200,13 +201,18 @@ def _started(seq: int, fields: Fields, state: ExecutionsState) -> None:
     ex = _get(state, fields)
     if ex is None or ex.status != "requested":
         return
+    raw = fields.get("plan")
+    plan = Plan.of(raw) if raw else None  # its one reading: a bad plan changes nothing
     ex.status = "running"
     ex.started_ts = fields["ts"]
-    ex.plan = fields.get("plan", {})
-    ex.tasks = {key: TaskState(key=key) for key in plans.tasks(ex.plan)} if ex.plan else {}
+    ex.plan = plan
     ex.records_processed = 0
+    ex.tasks = {}
+    if plan is None:
+        return
+    ex.tasks = {key: TaskState(key=key) for key in plans.tasks(plan)}
     for key in ex.tasks:
-        deps = plans.depends_on(ex.plan, key)
+        deps = plans.depends_on(plan, key)
         ex.waiting[key] = len(deps)
         for dep in deps:
             ex.dependents.setdefault(dep, []).append(key)
@@ -271,8 +277,8 @@ def _stage_completed(seq: int, fields: Fields, state: ExecutionsState) -> None:
     task.duration_s = fields["duration_s"]
     task.report = fields.get("report", {})
     task.reused = bool(fields.get("reused", False))
-    step = plans.steps_by_id(ex.plan).get(task.key[0])
-    if step is not None and step["source"] == plans.SOURCE and task.key[1] == step["phases"][0]:
+    step = ex.plan.steps_by_id.get(task.key[0]) if ex.plan else None
+    if step is not None and step.source == plans.SOURCE and task.key[1] == step.phases[0]:
         ex.records_processed += task.rows_in
 
 
@@ -386,7 +392,7 @@ def _artifacts_removed(seq: int, fields: Fields, state: ExecutionsState) -> None
     ex = _get(state, fields)
     if ex is None or ex.status not in FINISHED or not ex.plan:
         return
-    known = plans.steps_by_id(ex.plan)
+    known = ex.plan.steps_by_id
     was_settled = _settled(ex)
     when, why = float(fields["ts"]), str(fields.get("reason", ""))
     new = False
@@ -452,7 +458,8 @@ def fold(
 
 # bump when a handler changes what it makes of the same events (the shape is hashed by itself)
 FOLD_VERSION: Final = 4
-CODEC: Final = StateCodec(ExecutionsState, fold_version=FOLD_VERSION)
+# the plan is written as the event carried it, and read back through its door
+CODEC: Final = StateCodec(ExecutionsState, fold_version=FOLD_VERSION, as_maps=[Plan])
 
 
 # --- snapshots read in part -------------------------------------------------------------------
@@ -460,7 +467,7 @@ CODEC: Final = StateCodec(ExecutionsState, fold_version=FOLD_VERSION)
 # few executions (``porch status ID``, the newest N of ``porch history``) decodes only those, and
 # a snapshot of thousands of executions costs a query milliseconds, not a second.
 
-EXECUTION_CODEC: Final = StateCodec(ExecutionState, fold_version=FOLD_VERSION)
+EXECUTION_CODEC: Final = StateCodec(ExecutionState, fold_version=FOLD_VERSION, as_maps=[Plan])
 LAZY_VERSION: Final = f"lazy2+{CODEC.version}"
 
 
