@@ -6,11 +6,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from actors.commands.common import table
+from actors.shared.reports import report_lines
 
 
 def execution_lines(view: dict[str, Any]) -> list[str]:
-    """An execution for people: a summary line, its error, a table of its steps, its outputs,
-    what retention removed, and notes."""
+    """An execution for people: a summary line, its error, a table of its steps, the report of
+    a failed step (a validation's failing rules), its outputs, what retention removed, and
+    notes."""
     from actors.read.executions import human_bytes
 
     lines = [
@@ -35,6 +37,10 @@ def execution_lines(view: dict[str, Any]) -> list[str]:
         header = ("STEP", "STATUS", "PARTS", "RECORDS_IN", "RECORDS_OUT", "DURATION_S",
                   "ATTEMPTS", "NOTE")  # fmt: skip
         lines += ["  " + line for line in table(header, rows, right=("PARTS", "DURATION_S"))]
+    for step_id, step in view["steps"].items():
+        if step["status"] == "failed" and step.get("report"):
+            lines.append(f"  report of {step_id}:")
+            lines += [f"    {line}" for line in report_lines(step["report"])]
     for step_id, output in view["outputs"].items():
         gone = " removed" if removed and removed["outputs"] else ""
         lines.append(f"  output {step_id}: {output.get('path')} ({output.get('rows')} rows){gone}")

@@ -335,6 +335,7 @@ class Worker(Actor):
                         retryable=bool(frame.get("retryable", False)),
                         permanent=bool(frame.get("permanent", False)),
                         traceback_path=str(frame.get("traceback_path", "")),
+                        report=frame.get("report") or {},
                     )
             if self._running:  # the runner goes on with the next one now
                 self._running[0].started = time.monotonic()
@@ -413,6 +414,7 @@ class Worker(Actor):
         retryable: bool,
         permanent: bool = False,
         traceback_path: str = "",
+        report: dict[str, Any] | None = None,
     ) -> None:
         self.stats.failed += 1
         self._send(
@@ -424,6 +426,7 @@ class Worker(Actor):
                 retryable=retryable,
                 permanent=permanent,
                 traceback_path=traceback_path,
+                report=dict(report or {}),
             )
         )
 

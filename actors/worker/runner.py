@@ -1,6 +1,7 @@
 """A worker's runner: a child process that runs stage tasks one at a time.
 
-It reads task frames on stdin and answers each with a result frame on stdout. A stage that
+It reads task frames on stdin and answers each with a result frame on stdout; what a task
+writes (stdout, stderr, logging) goes to its log file (`actors.worker.output`). A stage that
 holds the GIL for minutes blocks only this process: the worker beside it keeps heartbeating,
 and cancels a task by killing the runner and starting a new one.
 """
@@ -10,13 +11,19 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import logging
 import os
 import signal
 import sys
+from pathlib import Path
+from typing import Any
 
+from actors.shared.reports import report_lines
 from actors.shared.stagecfg import registry_from
+from actors.worker.output import OutputPump
 from actors.worker.pipes import FrameError, read_frame, write_frame
 from store import fsutil, powercut
+from store.tasklogs import task_log_path
 
 
 def _die_with_parent() -> None:
@@ -39,9 +46,14 @@ def main(argv: list[str] | None = None) -> int:
 
     stdin = sys.stdin.buffer
     results = os.fdopen(os.dup(1), "wb")  # the frames keep the real stdout
-    # a stage that prints must not corrupt the frames: fd 1 now goes to stderr
-    os.dup2(2, 1)
+    # a stage that prints must not corrupt the frames: fd 1 and 2 now go to the task's log
+    output = OutputPump()
     sys.stdout = sys.stderr
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     write_frame(results, {"ready": True})
     while True:
         try:
@@ -51,7 +63,30 @@ def main(argv: list[str] | None = None) -> int:
             continue
         if task is None:
             return 0
-        write_frame(results, execute(task, registry))
+        output.begin(_log_path(task))
+        result = execute(task, registry)
+        if not result.get("ok"):
+            _say_failure(result)
+        output.end()  # the log is whole before the result goes back
+        write_frame(results, result)
+
+
+def _log_path(task: object) -> Path | None:
+    try:
+        return task_log_path(task) if isinstance(task, dict) else None
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _say_failure(result: dict[str, Any]) -> None:
+    """The failure in the task's log too: its one line, where its traceback is, its report."""
+    lines = [f"the task failed: {result.get('error', '')}"]
+    if result.get("traceback_path"):
+        lines.append(f"traceback in {result['traceback_path']}")
+    report = report_lines(result.get("report") or {})
+    if report:
+        lines += ["report:", *(f"  {line}" for line in report)]
+    sys.stderr.write("".join(f"porch: {line}\n" for line in lines))
 
 
 if __name__ == "__main__":

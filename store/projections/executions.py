@@ -229,6 +229,7 @@ def _dispatched(seq: int, fields: Fields, state: ExecutionsState) -> None:
     task.dispatched_ts = fields["ts"]
     task.worker = ""
     task.error = task.error_type = task.traceback_path = ""
+    task.report = {}
 
 
 def _current(fields: Fields, state: ExecutionsState) -> TaskState | None:
@@ -292,6 +293,7 @@ def _stage_failed(seq: int, fields: Fields, state: ExecutionsState) -> None:
     task.retryable = bool(fields.get("retryable", False))
     task.permanent = bool(fields.get("permanent", False))
     task.traceback_path = fields.get("traceback_path", "")
+    task.report = fields.get("report", {})  # what the stage found before it failed
     task.failures += 1
 
 
@@ -451,7 +453,7 @@ def fold(
 
 
 # bump when a handler changes what it makes of the same events (the shape is hashed by itself)
-FOLD_VERSION: Final = 4
+FOLD_VERSION: Final = 5  # 5: a failed task keeps its report
 CODEC: Final = StateCodec(ExecutionsState, fold_version=FOLD_VERSION)
 
 
