@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from stages import progress
 from stages.errors import NonRetryableError
 from stages.registry import stage
 
@@ -57,6 +58,17 @@ def chatty(df: pd.DataFrame, config: dict) -> tuple[pd.DataFrame, dict]:
     return df, {}
 
 
+def inching(df: pd.DataFrame, config: dict) -> tuple[pd.DataFrame, dict]:
+    """Says it is half way, again and again, until the file ``wait_for`` (default: the one
+    ``$INCHING_WAIT_FOR`` names) exists (30 s at most)."""
+    wait_for = Path(config.get("wait_for") or os.environ["INCHING_WAIT_FOR"])
+    deadline = time.monotonic() + 30
+    while not wait_for.exists() and time.monotonic() < deadline:
+        progress.report(0.5, "half way, waiting")
+        time.sleep(0.02)
+    return df, {}
+
+
 STAGES = (
     "slow=tests.slowstages:slow",
     "slow_part=tests.slowstages:slow_part",
@@ -64,4 +76,5 @@ STAGES = (
     "noop=tests.slowstages:noop",
     "fatal=tests.slowstages:fatal",
     "chatty=tests.slowstages:chatty",
+    "inching=tests.slowstages:inching",
 )

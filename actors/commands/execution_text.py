@@ -38,6 +38,8 @@ def execution_lines(view: dict[str, Any]) -> list[str]:
                   "ATTEMPTS", "NOTE")  # fmt: skip
         lines += ["  " + line for line in table(header, rows, right=("PARTS", "DURATION_S"))]
     for step_id, step in view["steps"].items():
+        if progress_text(step):
+            lines.append(f"  progress of {step_id}: {progress_text(step)}")
         if step["status"] == "failed" and step.get("report"):
             lines.append(f"  report of {step_id}:")
             lines += [f"    {line}" for line in report_lines(step["report"])]
@@ -55,3 +57,12 @@ def execution_lines(view: dict[str, Any]) -> list[str]:
         )
     lines.extend(f"  note: {note}" for note in view.get("notes", []))
     return lines
+
+
+def progress_text(step: dict[str, Any]) -> str:
+    """A running step's last progress, ``45% map part 1/2 rule 3/13, 1000 rows``; empty when
+    it has none (not running, or no stage said anything yet)."""
+    progress = step.get("progress")
+    if not progress or not (progress["fraction"] or progress["message"]):
+        return ""
+    return f"{progress['fraction']:.0%} {progress['message']}".rstrip()

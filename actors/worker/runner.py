@@ -15,15 +15,20 @@ import logging
 import os
 import signal
 import sys
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Final
 
 from actors.shared.reports import report_lines
 from actors.shared.stagecfg import registry_from
 from actors.worker.output import OutputPump
 from actors.worker.pipes import FrameError, read_frame, write_frame
+from stages import progress
 from store import fsutil, powercut
 from store.tasklogs import task_log_path
+
+PROGRESS_EVERY_S: Final = 0.5
+MESSAGE_MAX_CHARS: Final = 200
 
 
 def _die_with_parent() -> None:
@@ -64,11 +69,31 @@ def main(argv: list[str] | None = None) -> int:
         if task is None:
             return 0
         output.begin(_log_path(task))
-        result = execute(task, registry)
+        with progress.listening(ProgressFrames(results)):
+            result = execute(task, registry)
         if not result.get("ok"):
             _say_failure(result)
         output.end()  # the log is whole before the result goes back
         write_frame(results, result)
+
+
+class ProgressFrames:
+    """What the stage reports of its progress, as frames to the worker (which sends them on as
+    ``StageProgress``): at most one every `PROGRESS_EVERY_S`, none in a task's first one (a
+    short task tells nothing), and only when something changed."""
+
+    def __init__(self, results: BinaryIO) -> None:
+        self.results = results
+        self.last = time.monotonic()
+        self.said: tuple[float, str] = (0.0, "")
+
+    def __call__(self, fraction: float, message: str) -> None:
+        now = time.monotonic()
+        said = (round(fraction, 3), message[:MESSAGE_MAX_CHARS])
+        if now - self.last < PROGRESS_EVERY_S or said == self.said:
+            return
+        self.last, self.said = now, said
+        write_frame(self.results, {"progress": said[0], "message": said[1]})
 
 
 def _log_path(task: object) -> Path | None:
