@@ -15,6 +15,7 @@ from actors.commands import monitoring as monitoring_commands
 from actors.commands import sample as sample_commands
 from actors.commands import schedules as schedule_commands
 from actors.commands import stages as stage_commands
+from actors.commands import tasklogs as task_log_commands
 from actors.errors import ActorError
 from actors.shared import lifeline
 from bus.errors import BusError
@@ -41,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     log_commands.register(sub)
     actor_commands.register(sub)
     execution_commands.register(sub)
+    task_log_commands.register(sub)
     gc_commands.register(sub)
     sample_commands.register(sub)
     stage_commands.register(sub)

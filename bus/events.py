@@ -121,7 +121,8 @@ class StageCompleted(Event):
 @catalogued
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StageFailed(Event):
-    V: ClassVar[int] = 2  # v2: ``step`` is always set (a v1 event may name it by its stage)
+    # v2: ``step`` is always set (a v1 event may name it by its stage); v3: ``report``
+    V: ClassVar[int] = 3
     execution_id: str
     stage: str
     worker: str
@@ -135,6 +136,9 @@ class StageFailed(Event):
     step: str = ""
     phase: str = "run"
     task_id: str = ""
+    # what the stage found before it failed (a validation's rules, their failing counts and
+    # example rows), bounded like a completion's report
+    report: dict[str, Any] = field(default_factory=dict)
 
 
 @catalogued
@@ -433,6 +437,11 @@ def _no_stages_v1_v2(fields: dict[str, Any]) -> dict[str, Any]:
     return {**fields, "stages": []}
 
 
+def _failure_report_v2_v3(fields: dict[str, Any]) -> dict[str, Any]:
+    """A v2 ``StageFailed`` carried no report: the stage's findings were lost with it."""
+    return {**fields, "report": {}}
+
+
 UPCASTERS: Final[dict[tuple[str, int], Upcaster]] = {
     **{
         (kind, 1): _step_from_stage_v1_v2
@@ -445,5 +454,6 @@ UPCASTERS: Final[dict[tuple[str, int], Upcaster]] = {
         )
     },
     ("WorkerStarted", 1): _no_stages_v1_v2,
+    ("StageFailed", 2): _failure_report_v2_v3,
 }
 register_upcasters(UPCASTERS)

@@ -21,7 +21,7 @@ from typing import Any, Final
 import numpy as np
 import pandas as pd
 
-from stages import coerce
+from stages import coerce, progress
 from stages.config import check_timezone, parse_config
 from stages.errors import StageConfigError, StageInputError
 from stages.spec import Partitioning, Report, Stage
@@ -219,7 +219,7 @@ def data_aggregation(
         frame = frame.assign(**{COST_COLUMN: _compute_credits(frame, cfg)})
     keys = list(dict.fromkeys(c for g in groupings for c in g.by))
     results = []
-    for grouping in groupings:
+    for grouping in progress.each(groupings, "grouping", len(frame)):
         out = _aggregate(frame, grouping, metrics, cfg)
         for key in keys:
             if key not in out.columns:

@@ -22,7 +22,7 @@ from typing import Any, Final, Literal
 import numpy as np
 import pandas as pd
 
-from stages import coerce, hashing
+from stages import coerce, hashing, progress
 from stages.config import parse_config
 from stages.errors import StageConfigError, StageInputError
 from stages.partition import joined, run_whole_by_parts
@@ -178,26 +178,26 @@ def map_partition(df: pd.DataFrame, cfg: CleaningConfig) -> tuple[pd.DataFrame, 
     }
 
     columns: dict[str, pd.Series] = {}
-    for column in timestamps:
-        columns[column], bad = coerce.to_utc(out[column])
-        counts.add(column, "unparseable", bad)
-    for column in numerics:
-        columns[column], bad = coerce.to_number(out[column])
-        counts.add(column, "unparseable", bad)
-    for column in names:
-        if column in columns or not coerce.is_text(out[column]):
-            continue
-        values = out[column]
-        if cfg.trim_strings:
-            values, trimmed, blanks = coerce.trim(values)
-            counts.add(column, "trimmed", trimmed)
-            counts.add(column, "blank_to_null", blanks)
-        if column in case_columns:
-            values, recased = coerce.recase(values, cfg.category_case)
-            counts.add(column, "case_normalised", recased)
-        columns[column] = values
+    with progress.part(0.0, 0.3, "timestamps and numbers"):
+        for column in progress.each([*timestamps, *numerics], "column", rows_in):
+            convert = coerce.to_utc if column in timestamps else coerce.to_number
+            columns[column], bad = convert(out[column])
+            counts.add(column, "unparseable", bad)
+    text = [c for c in names if c not in columns and coerce.is_text(out[c])]
+    with progress.part(0.3, 0.7, "text"):
+        for column in progress.each(text, "column", rows_in):
+            values = out[column]
+            if cfg.trim_strings:
+                values, trimmed, blanks = coerce.trim(values)
+                counts.add(column, "trimmed", trimmed)
+                counts.add(column, "blank_to_null", blanks)
+            if column in case_columns:
+                values, recased = coerce.recase(values, cfg.category_case)
+                counts.add(column, "case_normalised", recased)
+            columns[column] = values
     if columns:
         out = out.assign(**columns)
+    progress.report(0.7, f"impossible values and duplicates, {rows_in} rows")
 
     keep = np.ones(len(out), dtype=bool)
     out, keep = _impossible(out, cfg, names, numerics, timestamps, counts, keep)

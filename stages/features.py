@@ -18,7 +18,7 @@ from typing import Any, Final, Literal
 import numpy as np
 import pandas as pd
 
-from stages import hashing
+from stages import hashing, progress
 from stages.config import check_timezone, parse_config
 from stages.errors import StageConfigError, StageInputError
 from stages.partition import joined, run_whole_by_parts
@@ -151,9 +151,11 @@ def _number(df: pd.DataFrame, column: str) -> pd.Series:
 
 def map_partition(df: pd.DataFrame, cfg: FeatureConfig) -> tuple[pd.DataFrame, dict[str, Any]]:
     added: dict[str, Any] = {}
+    progress.report(0.0, f"time features, {len(df)} rows")
     if cfg.time_features and _need(cfg, "time_column", df, [cfg.time_column]):
         local = _time(df, cfg.time_column).dt.tz_convert(cfg.timezone)
         added.update(_time_parts(local, cfg))
+    progress.report(0.3, f"durations, ratios and logs, {len(df)} rows")
     for name, (start, end) in cfg.durations.items():
         if _need(cfg, "durations", df, [start, end]):
             delta = _time(df, end) - _time(df, start)
@@ -169,6 +171,7 @@ def map_partition(df: pd.DataFrame, cfg: FeatureConfig) -> tuple[pd.DataFrame, d
 
     # per-group history, one entry per since_previous group or rolling spec (by its position)
     partial: dict[str, Any] = {"rows": len(df), "history": [], "counts": {}, "added": list(added)}
+    progress.report(0.6, f"group histories, {len(df)} rows")
     if _need(cfg, "time_column", df, [cfg.time_column]) and (cfg.since_previous or cfg.rolling):
         times = _time(df, cfg.time_column).dt.as_unit("us").astype("int64")
         times = times.to_numpy(dtype=np.int64)
@@ -188,6 +191,7 @@ def map_partition(df: pd.DataFrame, cfg: FeatureConfig) -> tuple[pd.DataFrame, d
                         ),
                     }
                 )
+    progress.report(0.85, f"category counts, {len(df)} rows")
     for column in dict.fromkeys((*cfg.frequency, *cfg.one_hot)):
         if _need(cfg, "frequency" if column in cfg.frequency else "one_hot", df, [column]):
             counts = df[column].value_counts(dropna=True, sort=False)

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from stages import progress
 from stages.errors import StageConfigError
 from stages.spec import Partitioning, Report, Stage, sum_reports
 
@@ -76,17 +77,31 @@ def _run_global_stats(
     assert stage.map is not None
     assert stage.reduce is not None
     assert stage.apply is not None
-    mapped = [stage.map(part, cfg) for part in parts]
-    stats = stage.reduce([partial for _, partial in mapped], cfg)
+    count = len(parts)
+    mapped = []
+    with progress.part(0.0, 0.5, "map"):
+        for index, part in enumerate(parts):
+            with progress.part(index / count, (index + 1) / count, _which(index, count)):
+                mapped.append(stage.map(part, cfg))
+    with progress.part(0.5, 0.55, "reduce"):
+        stats = stage.reduce([partial for _, partial in mapped], cfg)
     outputs: list[pd.DataFrame] = []
     reports: list[Report] = []
-    for index, (prepared, _) in enumerate(mapped):
-        df, report = stage.apply(prepared, cfg, stats, index)
-        outputs.append(df)
-        reports.append(report)
-    if stage.report is not None:
-        return outputs, stage.report(stats, reports, cfg)
-    return outputs, sum_reports(reports)
+    with progress.part(0.55, 0.95, "apply"):
+        for index, (prepared, _) in enumerate(mapped):
+            with progress.part(index / count, (index + 1) / count, _which(index, count)):
+                df, report = stage.apply(prepared, cfg, stats, index)
+            outputs.append(df)
+            reports.append(report)
+    with progress.part(0.95, 1.0, "report"):
+        report = stage.report(stats, reports, cfg) if stage.report else sum_reports(reports)
+    progress.report(1.0, "done")
+    return outputs, report
+
+
+def _which(index: int, count: int) -> str:
+    """A part's name in progress messages (none when the table is one part)."""
+    return f"part {index + 1}/{count}" if count > 1 else ""
 
 
 def joined(arrays: Sequence[np.ndarray]) -> np.ndarray:

@@ -26,7 +26,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from stages import hashing
+from stages import hashing, progress
 from stages.config import parse_config
 from stages.errors import StageConfigError, StageInputError, StageRuleError
 from stages.expr import Expression
@@ -231,7 +231,7 @@ def _applies(r: Rule, cfg: ValidationConfig, columns: Sequence[str]) -> bool:
 def map_partition(df: pd.DataFrame, cfg: ValidationConfig) -> tuple[pd.DataFrame, dict[str, Any]]:
     partial: dict[str, Any] = {"rows": len(df), "rules": {}}
     columns = list(map(str, df.columns))
-    for r in _rules(cfg):
+    for r in progress.each(_rules(cfg), "rule", len(df)):
         if not _applies(r, cfg, columns):
             continue
         missing = [c for c in r.columns if c not in df.columns]

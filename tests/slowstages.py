@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import sys
 import time
+from pathlib import Path
 
 import pandas as pd
 
+from stages import progress
 from stages.errors import NonRetryableError
 from stages.registry import stage
 
@@ -35,10 +40,41 @@ def noop(df: pd.DataFrame, config: dict) -> tuple[pd.DataFrame, dict]:
     return df, {}
 
 
+@stage("chatty", partitioning="row_local")
+def chatty(df: pd.DataFrame, config: dict) -> tuple[pd.DataFrame, dict]:
+    """Writes to its log every way a task can (print, logging, sys.stderr, fd 2), then ``bytes``
+    more; with ``wait_for``, waits for that file to exist after its first line (30 s at most)."""
+    print(f"chatty: {len(df)} rows in", flush=True)
+    logging.getLogger("tests.chatty").warning("a warning through logging")
+    sys.stderr.write("to sys.stderr\n")
+    os.write(2, b"to fd 2\n")
+    if config.get("wait_for"):
+        deadline = time.monotonic() + 30
+        while not Path(config["wait_for"]).exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+    if config.get("bytes"):
+        sys.stdout.write("x" * int(config["bytes"]) + "\n")
+    print("chatty: done")
+    return df, {}
+
+
+def inching(df: pd.DataFrame, config: dict) -> tuple[pd.DataFrame, dict]:
+    """Says it is half way, again and again, until the file ``wait_for`` (default: the one
+    ``$INCHING_WAIT_FOR`` names) exists (30 s at most)."""
+    wait_for = Path(config.get("wait_for") or os.environ["INCHING_WAIT_FOR"])
+    deadline = time.monotonic() + 30
+    while not wait_for.exists() and time.monotonic() < deadline:
+        progress.report(0.5, "half way, waiting")
+        time.sleep(0.02)
+    return df, {}
+
+
 STAGES = (
     "slow=tests.slowstages:slow",
     "slow_part=tests.slowstages:slow_part",
     "boom=tests.slowstages:boom",
     "noop=tests.slowstages:noop",
     "fatal=tests.slowstages:fatal",
+    "chatty=tests.slowstages:chatty",
+    "inching=tests.slowstages:inching",
 )

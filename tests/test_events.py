@@ -230,14 +230,26 @@ def _example(schema, name):
 )
 def test_a_v1_task_event_naming_its_step_by_its_stage_is_upcast(kind):
     # given a v1 task event as an older porch logged it: its step named only by its stage
-    v2 = to_map(build(kind, _task_values(kind)))
-    v1 = {k: v for k, v in v2.items() if k != "step"} | {"v": 1}
+    now = to_map(build(kind, _task_values(kind)))
+    later = ("step", "report") if kind == "StageFailed" else ("step",)  # fields added since v1
+    v1 = {k: v for k, v in now.items() if k not in later} | {"v": 1}
     # when it is read back, decoded or as a fold reads it
     event = decode(msgpack.packb(v1))
     fields = fields_of(msgpack.packb(v1))
     # then the step is its stage, at the current version
     assert event.step == "data_cleaning"
-    assert (fields["step"], fields["v"]) == ("data_cleaning", 2)
+    assert (fields["step"], fields["v"]) == ("data_cleaning", SCHEMAS[kind].v)
+
+
+def test_a_v2_stage_failure_is_read_with_an_empty_report():
+    # given a StageFailed as porch logged it before failures carried the stage's report
+    v3 = to_map(build("StageFailed", _task_values("StageFailed") | {"report": {"rows": 3}}))
+    v2 = {k: v for k, v in v3.items() if k != "report"} | {"v": 2}
+    # when it is read back, then it has no report, at the current version
+    assert decode(msgpack.packb(v2)).report == {}
+    assert fields_of(msgpack.packb(v2))["report"] == {}
+    assert fields_of(msgpack.packb(v2))["v"] == SCHEMAS["StageFailed"].v == 3
+    assert decode(msgpack.packb(v3)).report == {"rows": 3}
 
 
 def test_a_v1_task_event_with_its_step_keeps_it():

@@ -63,6 +63,17 @@ class Monitored(Watched):
             monitor=True, monitor_args=["--sampling-interval", "0.5", "--webhook", webhook],
         ))  # fmt: skip
 
+    def fail(self) -> str:
+        """An execution of a stage that raises; returns once it has failed."""
+        eid = f"boom-{time.monotonic_ns()}"
+        self.client.append(
+            ExecutionRequested(execution_id=eid, stages=["boom"], input_data=str(self.tiny))
+        )
+        self.wait(
+            lambda s: any(e["type"] == "ExecutionFailed" and e["execution_id"] == eid for e in s)
+        )
+        return eid
+
     def run(self, seconds: float) -> str:
         eid = f"slow-{time.monotonic_ns()}"
         self.client.append(ExecutionRequested(execution_id=eid, stages=["slow"], input_data=str(self.tiny),
@@ -109,6 +120,73 @@ def test_a_stage_duration_rule_fires_notifies_holds_its_cooldown_and_resolves(mo
     )  # a while later
     assert len(monitored.of("AlertFired")) == 1  # the cooldown holds
     assert fast
+
+
+def test_the_readme_failures_rule_fires_again_for_each_new_failure(monitored):
+    from actors import AlertRule, PipelineMonitor
+
+    # given the README's rule on failures, and the rule it had before on the failure counter
+    monitor = PipelineMonitor(sampling_interval_seconds=0.5, endpoint=monitored.data_dir)
+    try:
+        monitor.add_alert_rule(AlertRule(rule_id="failures", metric_name="new_failures",
+                                         condition="greater_than", threshold=0, severity="high",
+                                         cooldown_minutes=0))  # fmt: skip
+        monitor.add_alert_rule(AlertRule(rule_id="total", metric_name="executions_failed_total",
+                                         condition="greater_than", threshold=0, severity="high",
+                                         cooldown_minutes=0))  # fmt: skip
+        fired = lambda rule: [e for e in monitored.of("AlertFired") if e["rule_id"] == rule]  # noqa: E731
+        resolved = lambda: {e["alert_id"] for e in monitored.of("AlertResolved")}  # noqa: E731
+        # when an execution fails
+        monitored.fail()
+        # then the rule fires, and resolves at a sampling tick with no new failure
+        monitored.wait(
+            lambda s: fired("failures") and fired("failures")[0]["alert_id"] in resolved()
+        )
+        # and when another execution fails, it fires again
+        monitored.fail()
+        monitored.wait(lambda s: len(fired("failures")) == 2)
+        (first, second) = fired("failures")
+        assert first["alert_id"] != second["alert_id"]
+        assert (first["value"], second["value"]) == (1.0, 1.0)
+        # while the rule on the counter, which only grows, fired once and never resolved
+        (total,) = fired("total")
+        assert total["alert_id"] not in resolved()
+    finally:
+        monitor.close()
+
+
+def test_porch_metrics_counts_a_stages_runs_as_porch_stats_does(monitored, tmp_path):
+    from stages.sample import SCHEMA, generate
+
+    # given data_cleaning run twice whole and once split (map, reduce, apply and report tasks)
+    history = tmp_path / "history.parquet"
+    frame = pa.Table.from_pandas(next(generate(2000, seed=6)), schema=SCHEMA, preserve_index=False)
+    pq.write_table(frame, history, row_group_size=1000)
+    for mode in ("sequential", "parallel", "sequential"):
+        eid = f"{mode}-{time.monotonic_ns()}"
+        monitored.client.append(ExecutionRequested(execution_id=eid, stages=["data_cleaning"],
+                                                   input_data=str(history), mode=mode, partitions=2))  # fmt: skip
+        monitored.wait(lambda s, eid=eid: any(e["type"] == "ExecutionCompleted" and e["execution_id"] == eid for e in s))  # fmt: skip
+    # when both are asked
+    stats = json.loads(run_porch("stats", "--json", *data(monitored)).stdout)["data_cleaning"]
+    deadline = time.monotonic() + 10
+    while True:  # the monitor folds the last events a moment after they are in the log
+        metrics = json.loads(run_porch("metrics", "--json", *data(monitored)).stdout)
+        runs = metrics["stages"].get("data_cleaning", {}).get("duration_seconds", {})
+        if runs.get("count") == 3 or time.monotonic() > deadline:
+            break
+    # then they count the same three runs, with the same median
+    assert stats["runs"] == runs["count"] == 3
+    assert stats["p50_s"] == round(runs["p50"], 3)
+    # and the parallel run's tasks are under their own name, by phase
+    phases = metrics["stages"]["data_cleaning"]["task_duration_seconds"]
+    assert {p: phases[p]["count"] for p in phases} == {
+        "run": 2,
+        "map": 2,
+        "reduce": 1,
+        "apply": 2,
+        "report": 1,
+    }
 
 
 def test_alerts_are_acknowledged_and_resolved_by_cli_and_api_and_exported(monitored, tmp_path):

@@ -21,6 +21,7 @@ from bus.events import (
     MetricRecorded,
     StageCompleted,
     StageDispatched,
+    StageFailed,
     StageStarted,
     WorkerHeartbeat,
 )
@@ -74,32 +75,42 @@ def rule(**fields) -> AlertRuleAdded:
     return AlertRuleAdded(**check_rule({**base, **fields}).to_map())
 
 
-def completed(stage: str, seconds: float, rows: int = 1000) -> StageCompleted:
-    return StageCompleted(execution_id="e1", stage=stage, worker="w1", artifact="a", rows_in=rows,
-                          rows_out=rows, bytes=1, sha256="", duration_s=seconds, task_id=f"t{seconds}")  # fmt: skip
+def completed(loop: Loop, stage: str, seconds: float, rows: int = 1000) -> list[Event]:
+    """A one-step execution of ``stage`` whose task was dispatched ``seconds`` ago completes
+    now: a run of ``seconds``. What the monitor decided on it."""
+    eid = f"e{loop.hub.head}"
+    step = {"id": stage, "stage": stage, "phases": ["run"], "parts": 1}
+    loop.emit(ExecutionStarted(execution_id=eid, mode="sequential", plan={"steps": [step]}))
+    now, loop.now = loop.now, loop.now - seconds
+    loop.emit(StageDispatched(execution_id=eid, stage=stage, step=stage, task_id=f"{eid}/t",
+                              partition=0, partitions=1, attempt=1, lease_ms=1000, inputs=[]))  # fmt: skip
+    loop.now = now
+    return loop.emit(StageCompleted(execution_id=eid, stage=stage, step=stage, worker="w1", artifact="a",
+                                    rows_in=rows, rows_out=rows, bytes=1, sha256="", duration_s=seconds / 2,
+                                    task_id=f"{eid}/t"))  # fmt: skip
 
 
 def test_a_stage_duration_rule_fires_holds_its_cooldown_and_resolves_when_clear():
     loop = Loop()
     loop.emit(rule(scope={"stage": "data_cleaning"}))
-    loop.emit(completed("data_cleaning", 30))
+    completed(loop, "data_cleaning", 30)
     assert loop.of("AlertFired") == []
-    loop.emit(completed("feature_engineering", 300))  # out of scope
+    completed(loop, "feature_engineering", 300)  # out of scope
     assert loop.of("AlertFired") == []
     loop.now += 1
-    (fired,) = loop.emit(completed("data_cleaning", 90))
+    (fired,) = completed(loop, "data_cleaning", 90)
     assert fired.TYPE == "AlertFired"
     assert (fired.value, fired.labels, fired.severity) == (90.0, {"stage": "data_cleaning"}, "high")
     loop.now += 1
-    loop.emit(completed("data_cleaning", 95))  # still active: no second alert
+    completed(loop, "data_cleaning", 95)  # still active: no second alert
     loop.now += 1
-    (resolved,) = loop.emit(completed("data_cleaning", 20))
+    (resolved,) = completed(loop, "data_cleaning", 20)
     assert resolved.TYPE == "AlertResolved"
     assert resolved.alert_id == fired.alert_id
     loop.now += 60
-    assert loop.emit(completed("data_cleaning", 99)) == []  # within the 5-minute cooldown
+    assert completed(loop, "data_cleaning", 99) == []  # within the 5-minute cooldown
     loop.now += 300
-    (again,) = loop.emit(completed("data_cleaning", 99))
+    (again,) = completed(loop, "data_cleaning", 99)
     assert again.alert_id != fired.alert_id
 
 
@@ -132,13 +143,13 @@ def test_a_pending_rule_fires_only_after_the_condition_held_and_a_flap_notifies_
 def test_an_acknowledged_alert_stays_quiet_until_it_resolves():
     loop = Loop()
     loop.emit(rule(cooldown_minutes=0))
-    (fired,) = loop.emit(completed("s", 100))
+    (fired,) = completed(loop, "s", 100)
     loop.emit(AlertAcknowledged(alert_id=fired.alert_id))
     loop.now += 1
-    assert loop.emit(completed("s", 200)) == []
+    assert completed(loop, "s", 200) == []
     assert loop.engine.state.alerts[fired.alert_id].acknowledged
     loop.now += 1
-    loop.emit(completed("s", 1))
+    completed(loop, "s", 1)
     assert loop.engine.state.alerts[fired.alert_id].resolved
 
 
@@ -235,7 +246,7 @@ def test_a_rule_published_with_garbage_is_skipped_and_the_others_still_fire():
     loop.emit(AlertRuleAdded(rule_id="odd", metric_name="stage_duration_seconds", condition="above",
                              threshold=1.0, severity="high"))  # fmt: skip
     loop.emit(rule(rule_id="good", threshold=1))
-    loop.emit(completed("s", 5))
+    completed(loop, "s", 5)
     loop.tick()
     assert [a["rule_id"] for a in loop.of("AlertFired")] == ["good"]
     assert set(loop.engine.invalid) == {"bad", "odd"}
@@ -248,7 +259,7 @@ def test_a_rule_published_in_capitals_is_obeyed_as_the_door_reads_it():
     loop.emit(AlertRuleAdded(rule_id="loud", metric_name=" stage_duration_seconds ",
                              condition="GREATER_THAN", threshold=60.0, severity="HIGH"))  # fmt: skip
     # when a sample breaks it
-    loop.emit(completed("s", 90))
+    completed(loop, "s", 90)
     # then it fires as the rule the door would have made of it
     (fired,) = loop.of("AlertFired")
     assert (fired["rule_id"], fired["severity"], fired["metric_name"]) == (
@@ -327,7 +338,7 @@ def test_removing_or_disabling_a_rule_resolves_its_active_alerts():
     loop = Loop()
     loop.emit(rule(rule_id="a", threshold=1))
     loop.emit(rule(rule_id="b", threshold=1, scope={"stage": "s"}))
-    loop.emit(completed("s", 5))
+    completed(loop, "s", 5)
     assert len(loop.of("AlertFired")) == 2
     loop.emit(AlertRuleRemoved(rule_id="a"))
     loop.emit(rule(rule_id="b", threshold=1, scope={"stage": "s"}, enabled=False))
@@ -343,13 +354,13 @@ def test_an_old_sample_never_fires_again_and_a_hand_resolved_alert_waits_for_a_c
 
     loop = Loop()
     loop.emit(rule(cooldown_minutes=1))
-    (fired,) = loop.emit(completed("s", 100))
+    (fired,) = completed(loop, "s", 100)
     loop.emit(AlertResolved(alert_id=fired.alert_id, reason="resolved by hand"))
     loop.now += 3600
     assert loop.tick() == []  # no new sample: nothing to judge
-    assert loop.emit(completed("s", 100)) == []  # still the same trouble: held until it clears
-    loop.emit(completed("s", 1))
-    (again,) = loop.emit(completed("s", 100))
+    assert completed(loop, "s", 100) == []  # still the same trouble: held until it clears
+    completed(loop, "s", 1)
+    (again,) = completed(loop, "s", 100)
     assert again.TYPE == "AlertFired"
 
 
@@ -385,7 +396,72 @@ def test_prometheus_output_parses_whatever_the_custom_labels_and_names():
     for name, labels in (("a-b", {"": "v"}), ("a.b", {"__name__": "x"}), ("9lives", {"ok": "1"}),
                          ("rows", {"stage": 'quote"and\\slash'})):  # fmt: skip
         loop.emit(MetricRecorded(name=name, value=1.0, labels=labels))
-    loop.emit(completed("s", 2))
+    completed(loop, "s", 2)
     text = render(loop.metrics, loop.engine.state, loop.now).decode()
     names = {f.name for f in text_string_to_metric_families(text)}
     assert {"porch_custom_a_b", "porch_custom__9lives", "porch_custom_rows"} <= names
+
+
+def test_a_split_step_is_one_run_timed_as_porch_stats_times_it():
+    from actors.read.executions import stage_statistics
+    from store.projections import executions as execution_folds
+
+    # given a global-stats step split in two parts: map, reduce, apply and report tasks, one
+    # map failing once (and its late result ignored), and an output collect task
+    loop = Loop()
+    step = {"id": "clean", "stage": "data_cleaning", "source": "source", "after": [],
+            "phases": ["map", "reduce", "apply", "report"], "parts": 2}  # fmt: skip
+    plan = {"steps": [step], "outputs": ["clean"], "dir": "/x", "parts": [[0, 1], [1, 2]]}
+    loop.emit(ExecutionRequested(execution_id="e", stages=["data_cleaning"], input_data="/in"))
+    loop.emit(ExecutionStarted(execution_id="e", mode="parallel", plan=plan))
+    task = {"execution_id": "e", "stage": "data_cleaning", "step": "clean"}
+
+    def dispatch(phase, part, attempt=1):
+        loop.emit(StageDispatched(**task, phase=phase, partition=part, attempt=attempt,
+                                  task_id=f"{phase}{part}/{attempt}", partitions=2))  # fmt: skip
+
+    def complete(phase, part, attempt=1, rows=0):
+        loop.emit(StageCompleted(**task, phase=phase, partition=part, attempt=attempt, worker="w",
+                                 task_id=f"{phase}{part}/{attempt}", artifact="a", rows_in=rows,
+                                 rows_out=rows, bytes=1, sha256="", duration_s=0.5))  # fmt: skip
+
+    dispatch("map", 0)
+    dispatch("map", 1)
+    loop.now += 1
+    complete("map", 0, rows=600)
+    loop.emit(StageFailed(**task, phase="map", partition=1, attempt=1, worker="w",
+                          task_id="map1/1", error="lost", retryable=True))  # fmt: skip
+    loop.now += 1
+    dispatch("map", 1, attempt=2)
+    complete("map", 1, attempt=1, rows=400)  # the failed attempt's late result
+    loop.now += 1
+    complete("map", 1, attempt=2, rows=400)
+    for phase, parts in (("reduce", 1), ("apply", 2)):
+        for part in range(parts):
+            dispatch(phase, part)
+        loop.now += 1
+        for part in range(parts):
+            complete(phase, part, rows=500)
+    dispatch("report", 0)
+    loop.now += 1.5
+    complete("report", 0)
+    dispatch("collect", 0)
+    loop.now += 1
+    complete("collect", 0, rows=1000)
+    loop.emit(ExecutionCompleted(execution_id="e", records_processed=1000, duration_s=6.5))
+    # then the monitor counts one run of the stage, from the first dispatch to the report's end,
+    # over the rows its maps read, as `porch stats` does from the same log
+    run = loop.metrics.get("stage_duration_seconds", (("stage", "data_cleaning"),))
+    assert (run.count, run.last) == (1, 6.5)
+    rate = loop.metrics.get("records_per_second", (("stage", "data_cleaning"),))
+    assert rate.last == pytest.approx(1000 / 6.5)
+    state = execution_folds.fold((r.seq, r.fields) for r in loop.hub.records)
+    stats = stage_statistics(state.executions.values())["data_cleaning"]
+    assert (stats["runs"], stats["p50_s"], stats["records"]) == (1, round(run.last, 3), 1000)
+    # and each task's own time is under its own name, by phase (not the failed attempt's)
+    tasks = {
+        dict(s.labels)["phase"]: s.count
+        for s in loop.metrics.by_name["stage_task_duration_seconds"]
+    }
+    assert tasks == {"map": 3, "reduce": 1, "apply": 2, "report": 1}
+    assert loop.metrics.steps == {}

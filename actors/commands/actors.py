@@ -20,6 +20,7 @@ from actors.api.settings import (
     snapshot_policy,
 )
 from actors.api.system import System, default_checkpoint_dir
+from actors.commands.announce import Announcer
 from actors.commands.common import add_data_dir, data_dir_of, need_hub, network_of
 from actors.commands.monitoring import add_monitor_flags, monitor_args
 from actors.commands.numbers import whole
@@ -196,6 +197,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     system.start()
+    announcer = Announcer(network_of(args)[0]).start()  # a line per execution start and end
     pids = ", ".join(f"{name} {pid}" for name, pid in system.pids().items())
     print(f"porch up: data dir {data_dir}; {pids}; Ctrl-C stops", flush=True)
     try:
@@ -203,6 +205,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             for name in system.check():
                 _say(f"porch up: restarted {name}")
     finally:
+        announcer.stop()
         _say("porch up: stopping")
         system.stop()
     return 0

@@ -6,11 +6,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from actors.commands.common import table
+from actors.shared.reports import report_lines
 
 
 def execution_lines(view: dict[str, Any]) -> list[str]:
-    """An execution for people: a summary line, its error, a table of its steps, its outputs,
-    what retention removed, and notes."""
+    """An execution for people: a summary line, its error, a table of its steps, the report of
+    a failed step (a validation's failing rules), its outputs, what retention removed, and
+    notes."""
     from actors.read.executions import human_bytes
 
     lines = [
@@ -35,6 +37,12 @@ def execution_lines(view: dict[str, Any]) -> list[str]:
         header = ("STEP", "STATUS", "PARTS", "RECORDS_IN", "RECORDS_OUT", "DURATION_S",
                   "ATTEMPTS", "NOTE")  # fmt: skip
         lines += ["  " + line for line in table(header, rows, right=("PARTS", "DURATION_S"))]
+    for step_id, step in view["steps"].items():
+        if progress_text(step):
+            lines.append(f"  progress of {step_id}: {progress_text(step)}")
+        if step["status"] == "failed" and step.get("report"):
+            lines.append(f"  report of {step_id}:")
+            lines += [f"    {line}" for line in report_lines(step["report"])]
     for step_id, output in view["outputs"].items():
         gone = " removed" if removed and removed["outputs"] else ""
         lines.append(f"  output {step_id}: {output.get('path')} ({output.get('rows')} rows){gone}")
@@ -49,3 +57,12 @@ def execution_lines(view: dict[str, Any]) -> list[str]:
         )
     lines.extend(f"  note: {note}" for note in view.get("notes", []))
     return lines
+
+
+def progress_text(step: dict[str, Any]) -> str:
+    """A running step's last progress, ``45% map part 1/2 rule 3/13, 1000 rows``; empty when
+    it has none (not running, or no stage said anything yet)."""
+    progress = step.get("progress")
+    if not progress or not (progress["fraction"] or progress["message"]):
+        return ""
+    return f"{progress['fraction']:.0%} {progress['message']}".rstrip()

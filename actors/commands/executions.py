@@ -21,7 +21,7 @@ from actors.commands.common import (
     say,
     table,
 )
-from actors.commands.execution_text import execution_lines
+from actors.commands.execution_text import execution_lines, progress_text
 from actors.commands.numbers import whole
 from actors.errors import ActorError, NotRunningError, UsageError
 from bus.events import CancelRequested, ExecutionRequested, PauseRequested, ResumeRequested
@@ -192,7 +192,8 @@ def wait_for(client: Any, execution_id: str, from_seq: int, *, show: bool = True
             view = execution_view(ex)
             if show:
                 for step_id, step in view["steps"].items():
-                    line = f"{step['status']} {step['parts_done']}/{step['parts']}"
+                    doing = progress_text(step)  # the stage's last word on how far it is
+                    line = f"{step['status']} {step['parts_done']}/{step['parts']} {doing}"
                     if shown.get(step_id) != line:
                         shown[step_id] = line
                         rows = (
@@ -206,7 +207,8 @@ def wait_for(client: Any, execution_id: str, from_seq: int, *, show: bool = True
                             else ""
                         )
                         print(
-                            f"[{time.monotonic() - started:7.1f}s] {step_id}: {step['status']}{parts}{rows}",
+                            f"[{time.monotonic() - started:7.1f}s] {step_id}: {step['status']}{parts}{rows}"
+                            + (f" {doing}" if doing else ""),
                             flush=True,
                         )
             if ex.status in TERMINAL:

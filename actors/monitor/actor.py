@@ -279,6 +279,8 @@ class Monitor(Actor):
                     name="workers_alive", value=float(sum(w["alive"] for w in workers.values()))
                 )
             )
+            fresh = folds.take_new_failures(self.metrics)  # 0 again once failures stop
+            events.append(MetricSampled(name="new_failures", value=float(fresh)))
             if self.config.alerting:
                 events += self.engine.tick(self.metrics, now.wall)
         return events

@@ -62,22 +62,33 @@ class _Collector:
         yield GaugeMetricFamily("porch_executions_running", "Executions running now",
                                 value=float(m.status_counts.get("running", 0)))  # fmt: skip
         for name, label, help_text in (
-            ("stage_duration_seconds", "stage", "Stage task durations over the kept history"),
+            ("stage_duration_seconds", "stage", "Stage run durations over the kept history"),
             ("stage_queue_wait_seconds", "stage", "Time from dispatch to start of stage tasks"),
             ("schedule_lateness_seconds", "schedule", "Time from a schedule's slot to its start"),
         ):
             family = GaugeMetricFamily(f"porch_{name}", help_text, labels=[label, "quantile"])
             _quantiles(family, m, name, label)
             yield family
-        runs = CounterMetricFamily("porch_stage_tasks", "Stage tasks completed", labels=["stage"])
+        runs = CounterMetricFamily(
+            "porch_stage_runs", "Step runs of a stage completed (as porch stats counts them)",
+            labels=["stage"],
+        )  # fmt: skip
+        tasks = CounterMetricFamily("porch_stage_tasks", "Stage tasks completed", labels=["stage"])
         rate = GaugeMetricFamily(
             "porch_records_per_second", "Latest records/s of a stage", labels=["stage"]
         )
         for series in m.by_name.get("stage_duration_seconds", []):
             runs.add_metric([dict(series.labels).get("stage", "")], float(series.count))
+        per_stage: dict[str, int] = {}
+        for series in m.by_name.get("stage_task_duration_seconds", []):
+            stage = dict(series.labels).get("stage", "")
+            per_stage[stage] = per_stage.get(stage, 0) + series.count
+        for stage, count in sorted(per_stage.items()):
+            tasks.add_metric([stage], float(count))
         for series in m.by_name.get("records_per_second", []):
             rate.add_metric([dict(series.labels).get("stage", "")], series.last)
         yield runs
+        yield tasks
         yield rate
         queue = m.get("queue_depth")
         yield GaugeMetricFamily("porch_queue_depth", "Scheduled executions waiting for admission",

@@ -9,6 +9,7 @@ from typing import Any
 
 from actors.read import model as readmodel
 from actors.read.model import Reader
+from actors.read.monitoring import quantile
 from bus.client import Client, Record
 from store.projections import executions as folds
 
@@ -114,10 +115,9 @@ def stage_statistics(
 
 
 def _pct(values: list[float], q: float) -> float:
-    if not values:
-        return 0.0
-    index = min(len(values) - 1, max(0, round(q / 100 * (len(values) - 1))))
-    return values[index]
+    """The q-th percentile, interpolated as the monitor's quantiles are (so `porch stats` and
+    `porch metrics` give the same p50 of the same runs)."""
+    return quantile(values, q / 100) if values else 0.0
 
 
 def human_bytes(count: float) -> str:

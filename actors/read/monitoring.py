@@ -117,6 +117,8 @@ def trend(values: list[float], runs: int = TREND_RUNS) -> dict[str, Any]:
 
 
 def stage_view(metrics: MetricsState) -> dict[str, dict[str, Any]]:
+    """Per stage: its runs (a step run, as `porch stats` counts them: durations, records per
+    second, trends), its tasks' queue waits, and its tasks' own durations by phase."""
     out: dict[str, dict[str, Any]] = {}
     for series in metrics.by_name.get("stage_duration_seconds", []):
         stage = dict(series.labels).get("stage", "")
@@ -127,7 +129,13 @@ def stage_view(metrics: MetricsState) -> dict[str, dict[str, Any]]:
             "queue_wait_seconds": _stats(metrics.get("stage_queue_wait_seconds", series.labels)),
             "duration_trend": trend(_values(series)),
             "records_per_second_trend": trend(_values(rates)),
+            "task_duration_seconds": {},
         }
+    for series in metrics.by_name.get("stage_task_duration_seconds", []):
+        labels = dict(series.labels)
+        stage = out.get(labels.get("stage", ""))
+        if stage is not None:
+            stage["task_duration_seconds"][labels.get("phase", "")] = _stats(series)
     return out
 
 

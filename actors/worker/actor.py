@@ -3,7 +3,8 @@
 The loop is the only place with I/O. It hands tasks to the runner, at most `RUNNER_DEPTH` at
 once (the next one waits in the pipe, so the runner never idles for a round trip through this
 loop), announces ``StageStarted`` when a task reaches the front (its runner begins it then), and
-turns the runner's answers, which come in order, into ``StageCompleted`` or ``StageFailed``. Heartbeats (with psutil figures of the worker, its runner
+turns the runner's answers, which come in order, into ``StageCompleted`` or ``StageFailed`` (and
+what a stage says of its progress into ``StageProgress``). Heartbeats (with psutil figures of the worker, its runner
 and the host) go out every second whatever the stage is doing, since the stage computes in
 another process. A cancel of the running task's execution kills the runner; a runner that dies
 is reported as a retryable failure and replaced. A stage that raises is a failed task, never a
@@ -42,6 +43,7 @@ from bus.events import (
     StageCompleted,
     StageDispatched,
     StageFailed,
+    StageProgress,
     StageStarted,
     WorkerHeartbeat,
     WorkerStarted,
@@ -324,6 +326,9 @@ class Worker(Actor):
             if isinstance(frame, dict) and frame.get("ready"):
                 runner.ready = True
                 continue
+            if isinstance(frame, dict) and "progress" in frame:
+                self._progress(frame)
+                continue
             if not self._running:
                 continue
             busy = self._running.popleft()
@@ -339,6 +344,7 @@ class Worker(Actor):
                         retryable=bool(frame.get("retryable", False)),
                         permanent=bool(frame.get("permanent", False)),
                         traceback_path=str(frame.get("traceback_path", "")),
+                        report=frame.get("report") or {},
                     )
             if self._running:  # the runner goes on with the next one now
                 self._running[0].started = time.monotonic()
@@ -408,6 +414,21 @@ class Worker(Actor):
             )
         )
 
+    def _progress(self, frame: dict[str, Any]) -> None:
+        """The running task's stage said how far it is (the runner keeps these rare)."""
+        head = self._running[0] if self._running else None
+        if head is None or head.cancelled:
+            return
+        with contextlib.suppress(TypeError, ValueError):
+            self._send(
+                StageProgress(
+                    **TaskRef.of(head.task).fields(),
+                    worker=self.name,
+                    fraction=min(1.0, max(0.0, float(frame["progress"]))),
+                    message=str(frame.get("message", ""))[:200],
+                )
+            )
+
     def _fail(
         self,
         task: dict[str, Any],
@@ -417,6 +438,7 @@ class Worker(Actor):
         retryable: bool,
         permanent: bool = False,
         traceback_path: str = "",
+        report: dict[str, Any] | None = None,
     ) -> None:
         self.stats.failed += 1
         self._send(
@@ -428,6 +450,7 @@ class Worker(Actor):
                 retryable=retryable,
                 permanent=permanent,
                 traceback_path=traceback_path,
+                report=dict(report or {}),
             )
         )
 

@@ -1,6 +1,7 @@
 """A worker's runner: a child process that runs stage tasks one at a time.
 
-It reads task frames on stdin and answers each with a result frame on stdout. A stage that
+It reads task frames on stdin and answers each with a result frame on stdout; what a task
+writes (stdout, stderr, logging) goes to its log file (`actors.worker.output`). A stage that
 holds the GIL for minutes blocks only this process: the worker beside it keeps heartbeating,
 and cancels a task by killing the runner and starting a new one.
 """
@@ -8,14 +9,25 @@ and cancels a task by killing the runner and starting a new one.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import sys
+import time
+from pathlib import Path
+from typing import Any, BinaryIO, Final
 
 from actors.shared import lifeline
+from actors.shared.reports import report_lines
 from actors.shared.stagecfg import registry_from
+from actors.worker.output import OutputPump
 from actors.worker.pipes import FrameError, read_frame, write_frame
+from stages import progress
 from store import fsutil, powercut
+from store.tasklogs import task_log_path
+
+PROGRESS_EVERY_S: Final = 0.5
+MESSAGE_MAX_CHARS: Final = 200
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,9 +44,14 @@ def main(argv: list[str] | None = None) -> int:
 
     stdin = sys.stdin.buffer
     results = os.fdopen(os.dup(1), "wb")  # the frames keep the real stdout
-    # a stage that prints must not corrupt the frames: fd 1 now goes to stderr
-    os.dup2(2, 1)
+    # a stage that prints must not corrupt the frames: fd 1 and 2 now go to the task's log
+    output = OutputPump()
     sys.stdout = sys.stderr
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     write_frame(results, {"ready": True})
     while True:
         try:
@@ -44,7 +61,50 @@ def main(argv: list[str] | None = None) -> int:
             continue
         if task is None:
             return 0
-        write_frame(results, execute(task, registry))
+        output.begin(_log_path(task))
+        with progress.listening(ProgressFrames(results)):
+            result = execute(task, registry)
+        if not result.get("ok"):
+            _say_failure(result)
+        output.end()  # the log is whole before the result goes back
+        write_frame(results, result)
+
+
+class ProgressFrames:
+    """What the stage reports of its progress, as frames to the worker (which sends them on as
+    ``StageProgress``): at most one every `PROGRESS_EVERY_S`, none in a task's first one (a
+    short task tells nothing), and only when something changed."""
+
+    def __init__(self, results: BinaryIO) -> None:
+        self.results = results
+        self.last = time.monotonic()
+        self.said: tuple[float, str] = (0.0, "")
+
+    def __call__(self, fraction: float, message: str) -> None:
+        now = time.monotonic()
+        said = (round(fraction, 3), message[:MESSAGE_MAX_CHARS])
+        if now - self.last < PROGRESS_EVERY_S or said == self.said:
+            return
+        self.last, self.said = now, said
+        write_frame(self.results, {"progress": said[0], "message": said[1]})
+
+
+def _log_path(task: object) -> Path | None:
+    try:
+        return task_log_path(task) if isinstance(task, dict) else None
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _say_failure(result: dict[str, Any]) -> None:
+    """The failure in the task's log too: its one line, where its traceback is, its report."""
+    lines = [f"the task failed: {result.get('error', '')}"]
+    if result.get("traceback_path"):
+        lines.append(f"traceback in {result['traceback_path']}")
+    report = report_lines(result.get("report") or {})
+    if report:
+        lines += ["report:", *(f"  {line}" for line in report)]
+    sys.stderr.write("".join(f"porch: {line}\n" for line in lines))
 
 
 if __name__ == "__main__":

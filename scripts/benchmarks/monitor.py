@@ -84,13 +84,17 @@ def stream(count: int, seed: int = 3) -> list[bytes]:
             eid += 1
             stage = rng.choice(STAGES)
             task = f"e{eid}/{stage}"
-            out.append(encode(StageDispatched(execution_id=f"e{eid}", stage=stage, task_id=task, partition=0,
-                                              partitions=1, attempt=1, lease_ms=10000, inputs=[])))  # fmt: skip
+            plan = {"steps": [{"id": stage, "stage": stage, "phases": ["run"], "parts": 1}]}
             out.append(
-                encode(StageStarted(execution_id=f"e{eid}", stage=stage, worker="w1", task_id=task))
+                encode(ExecutionStarted(execution_id=f"e{eid}", mode="sequential", plan=plan))
             )
-            out.append(encode(StageCompleted(execution_id=f"e{eid}", stage=stage, worker="w1", artifact="a",
-                                             rows_in=1000, rows_out=1000, bytes=1, sha256="",
+            out.append(encode(StageDispatched(execution_id=f"e{eid}", stage=stage, step=stage, task_id=task,
+                                              partition=0, partitions=1, attempt=1, lease_ms=10000,
+                                              inputs=[])))  # fmt: skip
+            out.append(encode(StageStarted(execution_id=f"e{eid}", stage=stage, step=stage, worker="w1",
+                                           task_id=task)))  # fmt: skip
+            out.append(encode(StageCompleted(execution_id=f"e{eid}", stage=stage, step=stage, worker="w1",
+                                             artifact="a", rows_in=1000, rows_out=1000, bytes=1, sha256="",
                                              duration_s=rng.uniform(0.1, 20), task_id=task)))  # fmt: skip
         elif roll < 0.95:
             out.append(
@@ -177,7 +181,8 @@ def alert_latency(trials: int) -> list[float]:
         monitor = None
         try:
             client = _client(data_dir)
-            rule = check_rule({"rule_id": "slow", "metric_name": "stage_duration_seconds",
+            # a task's own duration: the sample a StageCompleted carries, alone
+            rule = check_rule({"rule_id": "slow", "metric_name": "stage_task_duration_seconds",
                                "condition": "greater_than", "threshold": 10, "severity": "high",
                                "cooldown_minutes": 0})  # fmt: skip
             client.append(AlertRuleAdded(**rule.to_map()))

@@ -52,6 +52,8 @@ class TaskState:
     permanent: bool = False
     traceback_path: str = ""
     failures: int = 0
+    progress: float = 0.0  # the last StageProgress of the current attempt: 0..1, and what
+    progress_message: str = ""  # the stage said it was doing
 
 
 @dataclass(slots=True)
@@ -139,8 +141,21 @@ class ExecutionState:
                 "removed": sid in self.removed_steps,
                 "report": next((t.report for t in mine if t.key[1] == Phase.REPORT), None)
                 or (finals[0].report if len(finals) == 1 else {}),
+                "progress": _progress(mine) if status == "running" else None,
             }
         return out
+
+
+def _progress(tasks: list[TaskState]) -> dict[str, Any]:
+    """How far a running step is: the mean of its tasks' fractions (a completed one counts 1),
+    and what the furthest running task last said it was doing."""
+    done = [1.0 if t.status == "completed" else t.progress for t in tasks]
+    running = [t for t in tasks if t.status == "running" and t.progress_message]
+    said = max(running, key=lambda t: t.progress, default=None)
+    return {
+        "fraction": round(sum(done) / len(done), 3) if done else 0.0,
+        "message": said.progress_message if said is not None else "",
+    }
 
 
 @dataclass(slots=True)
@@ -235,6 +250,8 @@ def _dispatched(seq: int, fields: Fields, state: ExecutionsState) -> None:
     task.dispatched_ts = fields["ts"]
     task.worker = ""
     task.error = task.error_type = task.traceback_path = ""
+    task.report = {}
+    task.progress, task.progress_message = 0.0, ""
 
 
 def _current(fields: Fields, state: ExecutionsState) -> TaskState | None:
@@ -251,6 +268,13 @@ def _stage_started(seq: int, fields: Fields, state: ExecutionsState) -> None:
         task.status = "running"
         task.worker = fields["worker"]
         task.started_ts = fields["ts"]
+
+
+def _stage_progress(seq: int, fields: Fields, state: ExecutionsState) -> None:
+    task = _current(fields, state)
+    if task is not None and task.status in ("dispatched", "running"):
+        task.progress = float(fields["fraction"])
+        task.progress_message = str(fields.get("message", ""))
 
 
 def _stage_completed(seq: int, fields: Fields, state: ExecutionsState) -> None:
@@ -298,6 +322,7 @@ def _stage_failed(seq: int, fields: Fields, state: ExecutionsState) -> None:
     task.retryable = bool(fields.get("retryable", False))
     task.permanent = bool(fields.get("permanent", False))
     task.traceback_path = fields.get("traceback_path", "")
+    task.report = fields.get("report", {})  # what the stage found before it failed
     task.failures += 1
 
 
@@ -416,6 +441,7 @@ HANDLERS: Final[dict[str, Callable[[int, Fields, ExecutionsState], None]]] = {
     "ExecutionStarted": _started,
     "StageDispatched": _dispatched,
     "StageStarted": _stage_started,
+    "StageProgress": _stage_progress,
     "StageCompleted": _stage_completed,
     "StageFailed": _stage_failed,
     "PauseRequested": _flag("pause_requested", True),
@@ -457,7 +483,7 @@ def fold(
 
 
 # bump when a handler changes what it makes of the same events (the shape is hashed by itself)
-FOLD_VERSION: Final = 4
+FOLD_VERSION: Final = 6  # 5: a failed task keeps its report; 6: the last progress
 # the plan is written as the event carried it, and read back through its door
 CODEC: Final = StateCodec(ExecutionsState, fold_version=FOLD_VERSION, as_maps=[Plan])
 

@@ -21,7 +21,12 @@ sample being recorded, and against the newest event's ts by `sweep`.
 
 Built-in series (`BUILTIN`), each fed by the events named:
 
-- ``stage_duration_seconds{stage}``, ``records_per_second{stage}``: StageCompleted
+- ``stage_duration_seconds{stage}``, ``records_per_second{stage}``: one sample per step run
+  that completes, as ``porch stats`` and ``porch status`` count it: from the first dispatch of
+  its tasks to the end of the last task that finishes it (a split global-stats step's map,
+  reduce, apply and report tasks are one run), and its records in per second of that
+- ``stage_task_duration_seconds{stage,phase}``: each task's own time in its runner
+  (StageCompleted's ``duration_s``; not a reused task, not an output's collect task)
 - ``stage_queue_wait_seconds{stage}``: StageDispatched -> StageStarted of a task
 - ``execution_duration_seconds``, ``executions_{completed,failed,cancelled,timed_out}_total``,
   ``executions_running``, ``success_rate``, ``failure_rate``: the execution events
@@ -29,6 +34,9 @@ Built-in series (`BUILTIN`), each fed by the events named:
 - ``queue_depth``: ExecutionQueued minus the ones admitted or refused
 - ``execution_error``: 1 per ExecutionFailed, its text the failing stage and error (for
   ``contains`` rules)
+- ``new_failures``: executions that failed or timed out since the monitor's previous sampling
+  tick (`take_new_failures`; a live sample, as the host figures are): unlike the ever-growing
+  ``executions_failed_total``, it falls back to 0, so a rule on it resolves and fires again
 - ``workers_alive``, ``worker_missed_heartbeats{worker}``: the monitor's liveness samples
 - ``cpu_percent``, ``memory_percent``, ``disk_percent`` ``{worker}`` and ``host_cpu_percent``,
   ``host_memory_percent`` ``{host}``: WorkerHeartbeat; the monitor's own samples come as
@@ -55,12 +63,14 @@ Labels = tuple[tuple[str, str], ...]
 SeriesKey = tuple[str, Labels]
 
 BUILTIN: Final = (
-    "stage_duration_seconds", "records_per_second", "stage_queue_wait_seconds",
+    "stage_duration_seconds", "records_per_second", "stage_task_duration_seconds",
+    "stage_queue_wait_seconds",
     "execution_duration_seconds", "executions_completed_total", "executions_failed_total",
     "executions_cancelled_total", "executions_timed_out_total", "executions_running",
     "success_rate", "failure_rate", "schedule_lateness_seconds", "queue_depth", "cpu_percent",
     "memory_percent", "disk_percent", "host_cpu_percent", "host_memory_percent",
     "workers_alive", "worker_missed_heartbeats", "execution_error", "rejected_messages_total",
+    "new_failures",
 )  # fmt: skip
 FINISHED: Final = {
     "ExecutionCompleted": "completed",
@@ -69,6 +79,8 @@ FINISHED: Final = {
     "ExecutionTimedOut": "timed_out",
 }
 MAX_PENDING: Final = 100_000  # dispatched-but-not-started tasks remembered (bounded)
+MAX_RUNNING: Final = 10_000  # running executions whose steps are followed (the oldest go first)
+GATES: Final = frozenset({Phase.RUN.value, Phase.APPLY.value, Phase.REPORT.value})
 MAX_SERIES: Final = 20_000  # distinct (name, labels); samples of further ones are counted, not kept
 MINUTE_S: Final = 60.0
 HOUR_S: Final = 3600.0
@@ -116,6 +128,21 @@ class Series:
 
 
 @dataclass(slots=True)
+class StepRun:
+    """A step of a running execution, as far as its duration needs: when each of its tasks was
+    dispatched (the current attempt's), and which have completed. It is done when every task
+    that finishes it (``gates``: its run or apply parts, and its report) has completed."""
+
+    stage: str
+    first_phase: str
+    gates: int
+    dispatched: dict[tuple[str, int], tuple[int, float]] = field(default_factory=dict)
+    completed: dict[tuple[str, int], float] = field(default_factory=dict)
+    failed: set[tuple[str, int]] = field(default_factory=set)  # until dispatched again
+    rows_in: int = 0
+
+
+@dataclass(slots=True)
 class MetricsState:
     retention_s: float = 24 * 3600.0
     raw_window_s: float = 3600.0  # raw samples kept this long (at most the retention), then minutes
@@ -126,12 +153,14 @@ class MetricsState:
     status_counts: dict[str, int] = field(default_factory=dict)
     dispatched: dict[str, tuple[float, str]] = field(default_factory=dict)  # task -> (ts, stage)
     tasks_of: dict[str, set[str]] = field(default_factory=dict)  # execution -> dispatched tasks
+    steps: dict[str, dict[str, StepRun]] = field(default_factory=dict)  # running: step -> run
     fire_times: dict[str, tuple[float, str]] = field(default_factory=dict)  # execution -> slot
     queued: set[str] = field(default_factory=set)
     workers: dict[str, dict[str, Any]] = field(default_factory=dict)
     latest_ts: float = 0.0
     next_sweep_ts: float = 0.0
     dropped_samples: int = 0  # non-finite values, or series past MAX_SERIES
+    failures_seen: int = -1  # failed or timed out at the last sampling tick (-1: none yet)
     last_seq: int = 0
     events: int = 0
     changed: list[Series] = field(default_factory=list)  # series the last event added to
@@ -262,17 +291,34 @@ def _stage(f: Fields) -> Labels:
     return (("stage", str(f.get("stage", ""))),)
 
 
+def _step_of(f: Fields, state: MetricsState) -> StepRun | None:
+    return state.steps.get(str(f.get("execution_id", "")), {}).get(str(f.get("step", "")))
+
+
 def _completed(seq: int, f: Fields, state: MetricsState) -> None:
     ts, labels = f["ts"], _stage(f)
     state.dispatched.pop(f.get("task_id", ""), None)
-    if (
-        f.get("reused") or f.get("phase") == Phase.COLLECT
-    ):  # collect writes the output: not the stage
+    phase = str(f.get("phase", Phase.RUN.value))
+    if phase == Phase.COLLECT:  # collect writes the output: not the stage
         return
-    duration = float(f.get("duration_s", 0.0))
-    record(state, "stage_duration_seconds", labels, ts, duration)
-    if duration > 0:
-        record(state, "records_per_second", labels, ts, f.get("rows_out", 0) / duration)
+    if not f.get("reused"):
+        record(
+            state,
+            "stage_task_duration_seconds",
+            (*labels, ("phase", phase)),
+            ts,
+            float(f.get("duration_s", 0.0)),
+        )
+    run = _step_of(f, state)
+    key = (phase, int(f.get("partition", 0)))
+    current = run.dispatched.get(key) if run is not None else None
+    if (
+        run is not None
+        and current is not None
+        and current[0] == f.get("attempt", 1)
+        and key not in run.failed
+    ):
+        _step_task_done(state, f, run, key, ts)
     report = f.get("report")
     if isinstance(report, dict):
         custom = report.get("metrics")
@@ -282,11 +328,44 @@ def _completed(seq: int, f: Fields, state: MetricsState) -> None:
                     record(state, str(name), labels, ts, float(value))
 
 
+def _step_task_done(
+    state: MetricsState, f: Fields, run: StepRun, key: tuple[str, int], ts: float
+) -> None:
+    """A task of a step completed (its current attempt, once): when it was the last of those
+    that finish the step, the step's run is a sample, as the execution fold times it."""
+    if key in run.completed:
+        return
+    run.completed[key] = ts
+    if key[0] == run.first_phase:
+        run.rows_in += int(f.get("rows_in", 0))
+    finished = [t for (phase, _), t in run.completed.items() if phase in GATES]
+    if len(finished) < run.gates:
+        return
+    steps = state.steps[str(f["execution_id"])]
+    del steps[str(f["step"])]
+    if not steps:  # every step ran: nothing left to follow of it
+        del state.steps[str(f["execution_id"])]
+    duration = max(finished) - min(t for _, t in run.dispatched.values())
+    labels = (("stage", run.stage),)
+    record(state, "stage_duration_seconds", labels, ts, duration)
+    if duration > 0:
+        record(state, "records_per_second", labels, ts, run.rows_in / duration)
+
+
 def _dispatched(seq: int, f: Fields, state: MetricsState) -> None:
     if len(state.dispatched) < MAX_PENDING:
         task = f.get("task_id", "")
         state.dispatched[task] = (f["ts"], str(f.get("stage", "")))
         state.tasks_of.setdefault(str(f.get("execution_id", "")), set()).add(task)
+    run = _step_of(f, state)
+    if run is None or f.get("phase") == Phase.COLLECT:
+        return
+    key = (str(f.get("phase", Phase.RUN.value)), int(f.get("partition", 0)))
+    attempt = int(f.get("attempt", 1))
+    known = run.dispatched.get(key)
+    if key not in run.completed and (known is None or attempt > known[0]):
+        run.dispatched[key] = (attempt, f["ts"])
+        run.failed.discard(key)
 
 
 def _started_task(seq: int, f: Fields, state: MetricsState) -> None:
@@ -297,6 +376,11 @@ def _started_task(seq: int, f: Fields, state: MetricsState) -> None:
 
 def _failed_task(seq: int, f: Fields, state: MetricsState) -> None:
     state.dispatched.pop(f.get("task_id", ""), None)
+    run = _step_of(f, state)
+    key = (str(f.get("phase", Phase.RUN.value)), int(f.get("partition", 0)))
+    current = run.dispatched.get(key) if run is not None else None
+    if run is not None and current is not None and current[0] == f.get("attempt", 1):
+        run.failed.add(key)  # a late completion of this attempt counts for nothing
 
 
 def _set_status(state: MetricsState, eid: str, status: str) -> str | None:
@@ -322,6 +406,19 @@ def _requested(seq: int, f: Fields, state: MetricsState) -> None:
 
 def _exec_started(seq: int, f: Fields, state: MetricsState) -> None:
     eid, ts = f["execution_id"], f["ts"]
+    plan = f.get("plan") or {}
+    fresh = state.statuses.get(eid) in (None, "requested")
+    if fresh and eid not in state.steps:
+        if len(state.steps) >= MAX_RUNNING:  # the oldest, if it never ends, goes unfollowed
+            del state.steps[next(iter(state.steps))]
+        state.steps[eid] = {
+            str(step["id"]): StepRun(
+                stage=str(step["stage"]),
+                first_phase=str(step["phases"][0]),
+                gates=int(step["parts"]) + (Phase.REPORT.value in step["phases"]),
+            )
+            for step in plan.get("steps", [])
+        }
     if state.statuses.get(eid) in (None, "requested"):
         _set_status(state, eid, "running")
         record(state, "executions_running", (), ts, float(state.status_counts.get("running", 0)))
@@ -337,6 +434,7 @@ def _finished(seq: int, f: Fields, state: MetricsState) -> None:
     status = FINISHED[f["type"]]
     for task in state.tasks_of.pop(eid, ()):  # tasks of retried or lost attempts
         state.dispatched.pop(task, None)
+    state.steps.pop(eid, None)  # steps that never completed: no run to count
     state.fire_times.pop(eid, None)
     old = state.statuses.get(eid)
     if old in FINISHED.values():
@@ -473,6 +571,16 @@ def observe(fields: Fields, state: MetricsState) -> MetricsState:
     return state
 
 
+def take_new_failures(state: MetricsState) -> int:
+    """Executions that failed or timed out since the previous call (the monitor calls it once a
+    sampling tick; a snapshot keeps where it was, so failures while the monitor was down count
+    at its first tick). A state that never had a tick counts none of its history."""
+    counts = state.status_counts
+    now = counts.get("failed", 0) + counts.get("timed_out", 0)
+    seen, state.failures_seen = state.failures_seen, now
+    return max(0, now - seen) if seen >= 0 else 0
+
+
 def sweep(state: MetricsState) -> None:
     """Age every series as of the newest event (idle ones too), drop the empty ones and the
     workers gone for longer than the retention; runs every twentieth of the retention."""
@@ -497,7 +605,7 @@ def _index(state: MetricsState) -> None:
         state.by_name.setdefault(series.name, []).append(series)
 
 
-FOLD_VERSION: Final = 2  # 2: history downsampled to minute and hour buckets
+FOLD_VERSION: Final = 3  # 2: history downsampled to minute and hour buckets; 3: step runs
 CODEC: Final = StateCodec(
     MetricsState, fold_version=FOLD_VERSION, transient=("by_name", "changed"), after_load=_index
 )
