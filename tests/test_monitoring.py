@@ -410,8 +410,10 @@ def test_a_split_step_is_one_run_timed_as_porch_stats_times_it():
     # map failing once (and its late result ignored), and an output collect task
     loop = Loop()
     step = {"id": "clean", "stage": "data_cleaning", "source": "source", "after": [],
-            "phases": ["map", "reduce", "apply", "report"], "parts": 2}  # fmt: skip
-    plan = {"steps": [step], "outputs": ["clean"], "dir": "/x", "parts": [[0, 1], [1, 2]]}
+            "phases": ["map", "reduce", "apply", "report"], "parts": 2, "config": {},
+            "kind": "global_stats", "columns": None}  # fmt: skip
+    plan = {"execution_id": "e", "mode": "parallel", "input": {}, "fingerprints": {},
+            "steps": [step], "outputs": ["clean"], "dir": "/x", "parts": [[0, 1], [1, 2]]}  # fmt: skip
     loop.emit(ExecutionRequested(execution_id="e", stages=["data_cleaning"], input_data="/in"))
     loop.emit(ExecutionStarted(execution_id="e", mode="parallel", plan=plan))
     task = {"execution_id": "e", "stage": "data_cleaning", "step": "clean"}

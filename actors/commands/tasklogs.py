@@ -138,13 +138,13 @@ def _printer(args: argparse.Namespace, ex: Any) -> _Printer | None:
     unknown execution or step; None (and a note) when it has no tasks or its logs are gone."""
     if ex is None:
         raise UsageError(f"no execution {args.execution_id!r} in the log")
-    steps = [s["id"] for s in ex.plan.get("steps", [])]
+    steps = [step.id for step in ex.plan.steps] if ex.plan is not None else []
     if args.step is not None and args.step not in steps:
         known = ", ".join(steps) or "none"
         raise UsageError(
             f"execution {args.execution_id!r} has no step {args.step!r} (steps: {known})"
         )
-    if not ex.plan:  # not started yet, or refused: no task ran
+    if ex.plan is None:  # not started yet, or refused: no task ran
         return None
     wanted = [args.step] if args.step is not None else steps
     gone = [s for s in wanted if s in ex.removed_steps]
@@ -153,7 +153,7 @@ def _printer(args: argparse.Namespace, ex: Any) -> _Printer | None:
         _note(
             f"the logs of {', '.join(gone)} were removed with the artifacts ({', '.join(reasons)})"
         )
-    return _Printer(steps=wanted, root=Path(ex.plan["dir"]))
+    return _Printer(steps=wanted, root=Path(ex.plan.dir))
 
 
 def _said_end(ex: Any) -> None:
