@@ -2,15 +2,17 @@
 running task's log (`store.tasklogs`), or to the worker's stderr between tasks.
 
 A pipe catches everything a task writes: ``print``, Python logging, warnings, and what C code
-or a child process writes to the file descriptors. `end` waits until all a task wrote is in its
-log (a mark written after it comes through the pipe), so the log is whole before the task's
-result goes back to the worker.
+or a child process writes to the file descriptors. The pipe is read only under a lock, so at
+`end` the runner itself drains what is left in it: once the pipe is empty, everything the task
+wrote is in its log, and the log is whole before the task's result goes back to the worker
+(with no hand-off to the thread: a task that wrote nothing costs one empty read).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import select
 import sys
 import threading
 from pathlib import Path
@@ -19,7 +21,6 @@ from typing import Final
 from store.tasklogs import BoundedLog
 
 CHUNK_BYTES: Final = 64 * 1024
-END_WAIT_S: Final = 10.0  # a pump that cannot keep up (a stuck disk) holds the task no longer
 
 
 class OutputPump:
@@ -33,67 +34,60 @@ class OutputPump:
         os.dup2(write_end, 1)
         os.dup2(write_end, 2)
         os.close(write_end)
+        os.set_blocking(read_end, False)
         self._read_end = read_end
-        self._mark = b"\x00porch-task-end-" + os.urandom(8).hex().encode() + b"\x00"
         self._lock = threading.Lock()
         self._sink: BoundedLog | None = None
-        self._through = threading.Event()
         threading.Thread(target=self._pump, name="porch-output", daemon=True).start()
 
     def begin(self, path: Path | None) -> None:
         """What is written from now on goes to the log at ``path`` (None: to the worker)."""
         with self._lock:
+            self._drain()  # what came before is not this task's
             self._sink = BoundedLog(path) if path is not None else None
 
     def end(self) -> None:
-        """Wait until everything written so far is in the task's log, then close it."""
+        """Put everything written so far in the task's log, then close it."""
         for stream in (sys.stdout, sys.stderr):
             stream.flush()
         for handler in logging.getLogger().handlers:
             handler.flush()
-        self._through.clear()
-        os.write(2, self._mark)
-        self._through.wait(END_WAIT_S)
         with self._lock:
+            self._drain()
             sink, self._sink = self._sink, None
         if sink is not None:
             sink.close()
 
     def _pump(self) -> None:
-        pending = b""
-        mark = self._mark
+        """Copy what is written while a task runs (a pipe holds only 64 KiB: a task that
+        writes more must not block)."""
+        while True:
+            try:
+                select.select([self._read_end], [], [])
+            except (OSError, ValueError):
+                return
+            with self._lock:
+                if not self._drain():
+                    return
+
+    def _drain(self) -> bool:
+        """Copy what the pipe holds now, under the lock; False once it is closed."""
         while True:
             try:
                 chunk = os.read(self._read_end, CHUNK_BYTES)
+            except BlockingIOError:
+                return True
             except OSError:
-                return
+                return False
             if not chunk:
-                return
-            data = pending + chunk
-            while (at := data.find(mark)) >= 0:
-                self._emit(data[:at])
-                data = data[at + len(mark) :]
-                self._through.set()
-            keep = _partial_mark(data, mark)
-            self._emit(data[: len(data) - keep])
-            pending = data[len(data) - keep :]
+                return False
+            self._emit(chunk)
 
     def _emit(self, data: bytes) -> None:
-        if not data:
+        if self._sink is not None:
+            self._sink.write(data)
             return
-        with self._lock:
-            if self._sink is not None:
-                self._sink.write(data)
-                return
         try:
             os.write(self.passthrough, data)
         except OSError:
             return
-
-
-def _partial_mark(data: bytes, mark: bytes) -> int:
-    """How many bytes at the end of ``data`` may be the start of a ``mark`` cut in two."""
-    for size in range(min(len(mark) - 1, len(data)), 0, -1):
-        if data.endswith(mark[:size]):
-            return size
-    return 0
