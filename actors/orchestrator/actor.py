@@ -41,7 +41,7 @@ from actors.orchestrator.decide import refused
 from actors.shared import loop
 from actors.shared.loop import Actor, LoopConfig, Now, Watched
 from actors.shared.snapshotter import ORCHESTRATOR, SnapshotPolicy
-from actors.shared.stagecfg import registry_from
+from actors.shared.stagecfg import StageSet, registry_from
 from bus.client import Client, Record
 from bus.curve import Authenticator, needs_auth, secure
 from bus.endpoints import Endpoints, check
@@ -102,9 +102,9 @@ class Orchestrator(Actor):
     live_types = LIVE_TYPES
     snapshot_tag = ORCHESTRATOR
 
-    def __init__(self, config: OrchestratorConfig, stages: Sequence[str] = ()) -> None:
+    def __init__(self, config: OrchestratorConfig, stages: Sequence[str] | StageSet = ()) -> None:
         self.config = config
-        self.stages = tuple(stages)
+        self.stages = stages if isinstance(stages, StageSet) else StageSet(specs=tuple(stages))
         self.registry: Registry | None = None
         self.core = OrchestratorCore(config.core(), planner=self._plan, measure=_measure)
         self._auth: Authenticator | None = None
@@ -243,8 +243,8 @@ class Orchestrator(Actor):
                 log.info("orchestrator: removed artifacts of %s: %s", deletion.execution_id, names)
 
 
-def run_orchestrator(config: OrchestratorConfig, stages: Sequence[str] = ()) -> int:
-    """Run until SIGTERM or SIGINT; ``stages`` are ``NAME=module:function`` local stages."""
+def run_orchestrator(config: OrchestratorConfig, stages: Sequence[str] | StageSet = ()) -> int:
+    """Run until SIGTERM or SIGINT; ``stages`` are the local stages (``NAME=module:function``)."""
     actor = Orchestrator(config, stages)
     return loop.run(
         actor,

@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -30,6 +30,7 @@ import zmq
 
 from actors.shared import loop
 from actors.shared.loop import Actor, LoopConfig, Now, Watched
+from actors.shared.stagecfg import StageSet
 from actors.worker.pipes import FrameError, FrameReader, pack_frame
 from bus.client import Client, Record
 from bus.curve import secure
@@ -71,7 +72,7 @@ class WorkerConfig:
     tasks: str
     name: str = ""
     heartbeat_s: float = 1.0
-    stages: tuple[str, ...] = ()
+    stages: StageSet = field(default_factory=StageSet)
     prefetch: int = 4
 
     def __post_init__(self) -> None:
@@ -82,17 +83,15 @@ class WorkerConfig:
 class Runner:
     """The child process that runs tasks; restartable."""
 
-    def __init__(self, stages: Sequence[str]) -> None:
-        self.stages = list(stages)
+    def __init__(self, stages: StageSet) -> None:
+        self.stages = stages
         self.proc: subprocess.Popen[bytes] | None = None
         self.reader: FrameReader | None = None
         self.ready = False
         self.start()
 
     def start(self) -> None:
-        args = [sys.executable, "-m", "actors.worker.runner"]
-        for stage in self.stages:
-            args += ["--stage", stage]
+        args = [sys.executable, "-m", "actors.worker.runner", *self.stages.runner_args()]
         self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         assert self.proc.stdout is not None
         self.reader = FrameReader(self.proc.stdout.fileno())

@@ -14,7 +14,7 @@ import os
 import signal
 import sys
 
-from actors.shared.stagecfg import registry_from
+from actors.shared.stagecfg import StageSet, registry_from
 from actors.worker.pipes import FrameError, read_frame, write_frame
 from store import fsutil, powercut
 
@@ -30,9 +30,10 @@ def main(argv: list[str] | None = None) -> int:
     _die_with_parent()
     parser = argparse.ArgumentParser(prog="porch-runner")
     parser.add_argument("--stage", action="append", default=[], metavar="NAME=MODULE:FUNCTION")
+    parser.add_argument("--path", action="append", default=[], metavar="DIR")
     args = parser.parse_args(argv)
     fsutil.observe_syncs(powercut.from_environ(os.environ))  # a crash test's sync journal
-    registry = registry_from(args.stage)
+    registry = registry_from(StageSet(specs=tuple(args.stage), path=tuple(args.path)))
     from actors.worker.taskexec import (
         execute,  # pandas and the stages load once, before the first task
     )
