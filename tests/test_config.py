@@ -4,10 +4,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -15,23 +11,14 @@ import pytest
 
 from actors.api.configkeys import SETTINGS
 from actors.cli import build_parser
-from bus.client import Client
 from stages.sample import write_sample
-from tests.conftest import PORCH
+from tests.porchup import PorchUp, porch
 
 STAGE_CODE = '''
 def shout(df, config):
     """Upper-case the warehouse names."""
     return df.assign(WAREHOUSE_NAME=df["WAREHOUSE_NAME"].astype(str).str.upper()), {}
 '''
-
-
-def porch(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 60):
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("PORCH_")}
-    return subprocess.run(
-        [*PORCH, *args], cwd=cwd, env={**environ, **(env or {})}, capture_output=True,
-        text=True, timeout=timeout, check=False,
-    )  # fmt: skip
 
 
 def one_line_error(result) -> str:
@@ -138,44 +125,6 @@ def test_every_flag_a_setting_names_is_a_flag_of_its_command():
             assert getattr(args, dest) not in (None, False, []), (setting.name, command)
 
 
-class PorchUp:
-    """`porch up --config FILE` as a user starts it, stopped (SIGTERM, then SIGKILL) at the end."""
-
-    def __init__(self, folder: Path, config: Path, data_dir: Path) -> None:
-        self.folder, self.config, self.data_dir = folder, config, data_dir
-        self.log = folder / "up.log"
-        with self.log.open("wb") as out:
-            self.proc = subprocess.Popen(
-                [*PORCH, "up", "--config", str(config)], cwd=folder, stdout=out, stderr=out,
-                env={k: v for k, v in os.environ.items() if not k.startswith("PORCH_")},
-            )  # fmt: skip
-        self.client = Client.local(data_dir, timeout_ms=30_000)
-        self.client.head()  # waits on the socket until the hub answers
-
-    def wait_for(self, kind: str, count: int, timeout: float = 60) -> list[dict]:
-        sub = self.client.subscribe(1, types=[kind])
-        seen: list[dict] = []
-        deadline = time.monotonic() + timeout
-        try:
-            while len(seen) < count and time.monotonic() < deadline:
-                seen += [r.fields() for r in sub.receive(200)]
-                assert self.proc.poll() is None, self.log.read_text()
-        finally:
-            sub.close()
-        assert len(seen) >= count, f"{kind}: {seen}\n{self.log.read_text()}"
-        return seen
-
-    def stop(self) -> None:
-        self.client.close()
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-
-
 @pytest.fixture
 def project(tmp_path):
     """A project folder: stage code in code/, sample data, and a porch.toml naming both."""
@@ -192,8 +141,7 @@ def project(tmp_path):
 
 def test_porch_up_runs_the_workers_and_stages_of_its_config_file(project):
     folder, config = project
-    up = PorchUp(folder, config, folder / "state")
-    try:
+    with PorchUp(folder, config, folder / "state") as up:
         # when a pipeline of the file's stage runs
         run = porch("run", str(folder / "in.parquet"), "--stages", "shout", "--wait",
                     "--config", str(config), cwd=folder)  # fmt: skip
@@ -210,8 +158,6 @@ def test_porch_up_runs_the_workers_and_stages_of_its_config_file(project):
         assert len(names) > 0
         assert (names == names.str.upper()).all()
         assert "worker-2" not in up.log.read_text()
-    finally:
-        up.stop()
 
 
 def test_the_readme_example_file_is_accepted(tmp_path):

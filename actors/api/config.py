@@ -73,6 +73,7 @@ class Settings:
         return StageSet(
             specs=tuple(f"{name}={v.value}" for name, v in self.stages.items()),
             path=tuple(self.stage_path.value),
+            config=str(self.file or ""),
         )
 
     def table(self) -> list[tuple[str, Value]]:

@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from actors.api.settings import config_path, retention_policy_of, snapshot_policy_of
@@ -16,7 +17,7 @@ from actors.api.system import System
 from actors.commands.common import add_data_dir, need_hub, network_of, settings_of
 from actors.commands.monitoring import add_monitor_flags, monitor_args
 from actors.errors import UsageError
-from actors.shared.stagecfg import registry_from
+from actors.shared.stagecfg import StageSet, registry_from
 
 
 def _stage_flag(parser: argparse.ArgumentParser) -> None:
@@ -99,7 +100,7 @@ def cmd_orchestrator(args: argparse.Namespace) -> int:
         raise UsageError(f"orchestrator: {exc}") from exc
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     # the form of the stages is checked at the door; their code is imported once live
-    return run_orchestrator(config, settings.stage_set())
+    return run_orchestrator(config, settings.stage_set(), _stage_loader(args, "orchestrator"))
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -122,7 +123,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         prefetch=settings["workers.prefetch"],
     )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    return run_worker(config)
+    return run_worker(config, _stage_loader(args, "worker"))
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -168,6 +169,11 @@ def cmd_up(args: argparse.Namespace) -> int:
         _say("porch up: stopping")
         system.stop()
     return 0
+
+
+def _stage_loader(args: argparse.Namespace, command: str) -> Callable[[], StageSet]:
+    """What a reload of the stages reads: this actor's own config file (and its flags)."""
+    return lambda: settings_of(args, command).stage_set()
 
 
 def _say(text: str) -> None:

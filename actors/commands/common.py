@@ -49,6 +49,13 @@ def settings_of(args: argparse.Namespace, command: str) -> Settings:
     )
 
 
+def local_registry(args: argparse.Namespace) -> Any:
+    """The stage registry of this host: built-ins, entry points and the config's [stages]."""
+    from actors.shared.stagecfg import registry_from
+
+    return registry_from(settings_of(args, "").stage_set())
+
+
 def data_dir_of(args: argparse.Namespace) -> Path:
     """``--data-dir``, else ``PORCH_DATA_DIR``, else the config file's ``data_dir``, else
     ``./.porch``."""

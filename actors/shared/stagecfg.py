@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -21,6 +22,7 @@ class StageSet:
 
     specs: tuple[str, ...] = ()
     path: tuple[str, ...] = ()
+    config: str = ""  # the config file they came from ("" for none), for messages
 
     def runner_args(self) -> list[str]:
         """The flags that give a worker's runner process this set."""
@@ -48,16 +50,38 @@ def add_path(folders: Sequence[str]) -> None:
         sys.path.insert(0, folder)
 
 
-def registry_from(stages: Sequence[str] | StageSet) -> Registry:
+StageLoader = Callable[[], StageSet]  # reads the local config's [stages] again
+
+
+def registry_from(stages: Sequence[str] | StageSet, *, reimport: bool = False) -> Registry:
+    """The registry with these local stages. ``reimport``: import their modules anew (a
+    reload in a process that imported them before: the orchestrator's)."""
     from stages.errors import StageError
     from stages.registry import Registry
 
     chosen = stages if isinstance(stages, StageSet) else StageSet(specs=tuple(stages))
     add_path(chosen.path)
+    importlib.invalidate_caches()  # a module file written since this process started
     try:
+        if reimport:
+            _reimport(chosen.specs)
         registry = Registry.default()
         for name, target in parse_stage_args(chosen.specs):
             registry.import_stage(name, target)
     except StageError as exc:
         raise UsageError(str(exc)) from exc
     return registry
+
+
+def _reimport(specs: Sequence[str]) -> None:
+    from stages.errors import StageConfigError
+
+    for name, target in parse_stage_args(specs):
+        module = sys.modules.get(target.partition(":")[0])
+        if module is None:
+            continue
+        try:
+            importlib.reload(module)
+        except Exception as exc:  # the module's own error, named with its stage
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise StageConfigError(f"stage {name!r}: cannot import {target!r}: {reason}") from exc

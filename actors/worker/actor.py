@@ -7,7 +7,7 @@ turns the runner's answers, which come in order, into ``StageCompleted`` or ``St
 and the host) go out every second whatever the stage is doing, since the stage computes in
 another process. A cancel of the running task's execution kills the runner; a runner that dies
 is reported as a retryable failure and replaced. A stage that raises is a failed task, never a
-dead worker.
+dead worker. Its local stages, and their reload, are `StageSwap`'s.
 """
 
 from __future__ import annotations
@@ -30,8 +30,9 @@ import zmq
 
 from actors.shared import loop
 from actors.shared.loop import Actor, LoopConfig, Now, Watched
-from actors.shared.stagecfg import StageSet
+from actors.shared.stagecfg import StageLoader, StageSet
 from actors.worker.pipes import FrameError, FrameReader, pack_frame
+from actors.worker.stageswap import RELOAD, StageSwap
 from bus.client import Client, Record
 from bus.curve import secure
 from bus.endpoints import Endpoints, run_dir
@@ -152,13 +153,14 @@ class Worker(Actor):
     events from the hub's head) and does not read its results back."""
 
     lock = "none"
-    types = frozenset(CONTROL)
+    types = frozenset({*CONTROL, RELOAD})
     follow_only = True
     reads_back = False
 
-    def __init__(self, config: WorkerConfig) -> None:
+    def __init__(self, config: WorkerConfig, reload: StageLoader | None = None) -> None:
         self.config = config
         self.name = config.name or f"worker-{socket.gethostname()}-{os.getpid()}"
+        self.swap = StageSwap(worker=self.name, reload=reload)
         self.stats = WorkerStats()
         self._running: deque[_Busy] = deque()  # handed to the runner, in order
         self._queue: deque[dict[str, Any]] = deque()
@@ -184,6 +186,9 @@ class Worker(Actor):
 
     def apply(self, record: Record, fields: dict[str, Any], now: Now) -> None:
         assert self.runner is not None
+        if fields["type"] == RELOAD:
+            self._say(self.swap.requested(str(fields["id"]), self.runner))
+            return
         self._on_control(fields, self.runner)
 
     def went_live(self, position: int, now: Now) -> list[Event]:
@@ -222,7 +227,8 @@ class Worker(Actor):
                     break
                 for payload in payloads:
                     self._on_task(payload)
-        if runner.ready and self._queue:
+        self.swap.swap_if_idle(runner, idle=not self._running)
+        if runner.ready and self._queue and not self.swap.holding:
             self._hand_over(runner)
         if runner.proc is not None and runner.proc.poll() is not None:
             self._runner_died(runner)
@@ -316,8 +322,8 @@ class Worker(Actor):
             log.error("worker %s: runner sent garbage (%s); restarting it", self.name, exc)
             frames, closed = [], True
         for frame in frames:
-            if isinstance(frame, dict) and frame.get("ready"):
-                runner.ready = True
+            if isinstance(frame, dict) and "ready" in frame:
+                self._say(self.swap.runner_said(runner, frame))
                 continue
             if not self._running:
                 continue
@@ -385,6 +391,10 @@ class Worker(Actor):
 
     def _send(self, event: Event) -> None:
         self._out.append(event)
+
+    def _say(self, event: Event | None) -> None:
+        if event is not None:
+            self._out.append(event)
 
     def _complete(self, task: dict[str, Any], result: dict[str, Any]) -> None:
         self._send(
@@ -461,8 +471,8 @@ class Worker(Actor):
         )
 
 
-def run_worker(config: WorkerConfig) -> int:
-    """Run until SIGTERM or SIGINT."""
+def run_worker(config: WorkerConfig, reload: StageLoader | None = None) -> int:
+    """Run until SIGTERM or SIGINT; ``reload`` reads the local config's stages again."""
     return loop.run(
-        Worker(config), LoopConfig(data_dir=config.data_dir, endpoints=config.endpoints)
+        Worker(config, reload), LoopConfig(data_dir=config.data_dir, endpoints=config.endpoints)
     )

@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 
+from actors.errors import UsageError
 from actors.shared.stagecfg import StageSet, registry_from
 from actors.worker.pipes import FrameError, read_frame, write_frame
 from store import fsutil, powercut
@@ -33,17 +34,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--path", action="append", default=[], metavar="DIR")
     args = parser.parse_args(argv)
     fsutil.observe_syncs(powercut.from_environ(os.environ))  # a crash test's sync journal
-    registry = registry_from(StageSet(specs=tuple(args.stage), path=tuple(args.path)))
+    stdin = sys.stdin.buffer
+    results = os.fdopen(os.dup(1), "wb")  # the frames keep the real stdout
+    # a stage that prints (even as it is imported) must not corrupt the frames: fd 1 now goes
+    # to stderr
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    try:
+        registry = registry_from(StageSet(specs=tuple(args.stage), path=tuple(args.path)))
+    except UsageError as exc:  # the worker says so, and keeps (or stops with) what it had
+        write_frame(results, {"ready": False, "error": str(exc)})
+        return 2
     from actors.worker.taskexec import (
         execute,  # pandas and the stages load once, before the first task
     )
 
-    stdin = sys.stdin.buffer
-    results = os.fdopen(os.dup(1), "wb")  # the frames keep the real stdout
-    # a stage that prints must not corrupt the frames: fd 1 now goes to stderr
-    os.dup2(2, 1)
-    sys.stdout = sys.stderr
-    write_frame(results, {"ready": True})
+    write_frame(results, {"ready": True, "stages": registry.names()})
     while True:
         try:
             task = read_frame(stdin)
