@@ -7,6 +7,7 @@ import os
 import sys
 
 from actors.commands import actors as actor_commands
+from actors.commands import config as config_commands
 from actors.commands import executions as execution_commands
 from actors.commands import gc as gc_commands
 from actors.commands import keys as key_commands
@@ -49,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     schedule_commands.register(sub)
     monitoring_commands.register(sub)
     key_commands.register(sub)
+    config_commands.register(sub)
     return parser
 
 

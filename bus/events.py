@@ -408,6 +408,33 @@ class MetricSampled(Event):
     labels: dict[str, Any] = field(default_factory=dict)
 
 
+# Local stages
+
+
+@catalogued
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StagesReloadRequested(Event):
+    """Asks the orchestrator and every worker to read the ``[stages]`` table of their own
+    config file again. It names no code: each actor imports only what its local file says."""
+
+    reason: str = ""
+
+
+@catalogued
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StagesLoaded(Event):
+    """The stages an actor can run now (every registered name), said at its start and after
+    each reload. ``request_id`` is the `StagesReloadRequested` it answers ("" at start);
+    ``error`` says why a reload failed, and ``stages`` are then the ones it kept."""
+
+    actor: str  # "orchestrator", or the worker's name
+    role: str  # "orchestrator" | "worker"
+    stages: list[str]
+    config: str = ""  # the config file it read ("" for none)
+    request_id: str = ""
+    error: str = ""
+
+
 # Bounded history
 
 

@@ -87,6 +87,7 @@ class Registry:
 
     def __init__(self, stages: Iterable[Stage] = BUILTINS) -> None:
         self._stages: dict[str, Stage] = {}
+        self._targets: dict[str, str] = {}  # name -> the ``module:function`` it was imported as
         for s in stages:
             self.add(s)
 
@@ -142,7 +143,10 @@ class Registry:
         return loaded
 
     def import_stage(self, name: str, target: str) -> Stage:
-        """Register ``module:function`` from local config under `name`."""
+        """Register ``module:function`` from local config under `name`; the same name and
+        target again (a pipeline file naming a stage the config file has) is the same stage."""
+        if self._targets.get(name) == target:
+            return self._stages[name]
         module_name, sep, attr = target.partition(":")
         if not sep or not module_name or not attr:
             raise StageConfigError(
@@ -156,5 +160,8 @@ class Registry:
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise StageConfigError(f"stage {name!r}: cannot import {target!r}: {reason}") from exc
         if name in self._stages:
-            raise StageConfigError(f"stage {name!r} is already registered")
-        return self.add(obj, name=name)
+            was = f" as {self._targets[name]!r}" if name in self._targets else ""
+            raise StageConfigError(f"stage {name!r} is already registered{was}, not as {target!r}")
+        made = self.add(obj, name=name)
+        self._targets[name] = target
+        return made

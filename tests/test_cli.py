@@ -180,10 +180,13 @@ def test_hub_refuses_a_bad_config(tmp_path):
     config = tmp_path / "porch.toml"
     config.write_text('[hub]\nfsync = "sometimes"\n')
     result = run_porch("hub", "--config", str(config), data_dir=tmp_path / "d")
-    assert_one_line_error(result, "fsync 'sometimes' is not one of always, batch, never")
+    assert_one_line_error(
+        result,
+        f'config file {config}: hub.fsync = "sometimes": expected one of always, batch, never',
+    )
     config.write_text("[hub]\nbatch_maxx = 3\n")
     result = run_porch("hub", "--config", str(config), data_dir=tmp_path / "d")
-    assert_one_line_error(result, "unknown key 'batch_maxx'")
+    assert_one_line_error(result, f"config file {config}: hub.batch_maxx is not a setting")
 
 
 def test_hub_refuses_a_public_bind_without_insecure(tmp_path):

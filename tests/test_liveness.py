@@ -25,7 +25,10 @@ def watched(tmp_path):
 
 
 def test_an_idle_system_writes_nothing_but_a_silent_worker_is_counted_out_and_back(watched):
-    # given a running system whose worker has started, heartbeats and samples flowing
+    # given a running system whose worker has started and said which stages it runs (once its
+    # runner has loaded them), heartbeats and samples flowing
+    watched.wait(lambda s: {e["role"] for e in s if e["type"] == "StagesLoaded"} == {
+        "orchestrator", "worker"})  # fmt: skip
     watched.wait(lambda s: any(e["type"] == "WorkerHeartbeat" for e in s))
     watched.wait(lambda s: any(e["type"] == "MetricSampled" for e in s))
     # when it idles, then its log does not grow: heartbeats and samples are live only

@@ -154,8 +154,8 @@ def test_keys_generate_refuses_to_overwrite(tmp_path):
 @pytest.mark.parametrize(
     ("text", "says"),
     [
-        ('[hubb]\ningest = "tcp://127.0.0.1:1"\n', "unknown table [hubb]"),
-        ("[hub]\ningest = 5\n", "ingest must be str"),
+        ('[hubb]\ningest = "tcp://127.0.0.1:1"\n', "[hubb] is not a table porch reads"),
+        ("[hub]\ningest = 5\n", "hub.ingest = 5: expected text"),
         ('[curve]\nkeys = "/nonexistent/keys"\n', "does not exist"),
         (
             '[hub]\nrequest = "tcp://127.0.0.1:1"\n[curve]\nkeys = "KEYS"\nclient = "nobody"\n',

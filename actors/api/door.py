@@ -73,8 +73,8 @@ def unregistered_stage(name: str, runnable: Sequence[str]) -> str:
     also = f"; the live workers also run {', '.join(custom)}" if custom else ""
     return (
         f"stage {name!r} is not registered: built-ins are {', '.join(BUILTIN_NAMES)}{also};"
-        f" a custom stage must be given to the running system"
-        f" (porch up --stage {name}=module:function)"
+        f" add `{name} = \"module:function\"` under [stages] in porch.toml and run"
+        f" porch reload-stages (or start porch up with --stage {name}=module:function)"
     )
 
 

@@ -10,22 +10,18 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from actors.api import processes
-from actors.api.settings import (
-    config_path,
-    orchestrator_insecure,
-    retention_policy,
-    snapshot_policy,
-)
-from actors.api.system import System, default_checkpoint_dir
+from actors.api.settings import config_path, retention_policy_of, snapshot_policy_of
+from actors.api.system import System
 from actors.commands.announce import Announcer
-from actors.commands.common import add_data_dir, data_dir_of, need_hub, network_of
+from actors.commands.common import add_data_dir, data_dir_of, need_hub, network_of, settings_of
 from actors.commands.monitoring import add_monitor_flags, monitor_args
 from actors.commands.numbers import whole
 from actors.errors import AlreadyRunningError, UsageError
-from actors.shared.stagecfg import parse_stage_args
+from actors.shared.stagecfg import StageSet, registry_from
 from bus.client import hub_running
 from store import pidlock
 
@@ -47,10 +43,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--checkpoint-dir", metavar="DIR", help="artifacts (default DATA_DIR/checkpoints)"
     )
     orch.add_argument(
-        "--lease-ms", type=whole(100, 3_600_000), default=10_000, help="task lease (default 10000)"
+        "--lease-ms", type=whole(100, 3_600_000), help="task lease (default 10000)"
     )
-    orch.add_argument("--workers", type=whole(1), default=2, help="workers to plan partitions for")
-    orch.add_argument("--hybrid-min-rows", type=whole(1), default=250_000, metavar="N",
+    orch.add_argument(
+        "--workers", type=whole(1), help="workers to plan partitions for (default 2)"
+    )
+    orch.add_argument("--hybrid-min-rows", type=whole(1), metavar="N",
                       help="hybrid mode: rows per partition worth splitting for")  # fmt: skip
     orch.add_argument(
         "--insecure",
@@ -63,9 +61,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     work = sub.add_parser("worker", help="run one stage worker (needs a running hub)")
     add_data_dir(work)
     work.add_argument("--name", help="worker name (default worker-HOST-PID)")
-    work.add_argument(
-        "--prefetch", type=whole(1, 64), default=4, help="tasks held ready (default 4)"
-    )
+    work.add_argument("--prefetch", type=whole(1, 64), help="tasks held ready (default 4)")
     _stage_flag(work)
     work.set_defaults(func=cmd_worker)
 
@@ -73,11 +69,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "up", help="run hub, orchestrator, workers, scheduler and monitor; Ctrl-C stops them"
     )
     add_data_dir(up)
-    up.add_argument("--workers", type=whole(0), default=2, help="how many workers (default 2)")
+    up.add_argument("--workers", type=whole(0), help="how many workers (default 2)")
     up.add_argument(
         "--checkpoint-dir", metavar="DIR", help="artifacts (default DATA_DIR/checkpoints)"
     )
-    up.add_argument("--max-concurrent", type=whole(1), default=3, metavar="N",
+    up.add_argument("--max-concurrent", type=whole(1), metavar="N",
                     help="scheduled executions running at once (default 3)")  # fmt: skip
     up.add_argument(
         "--schedules", metavar="FILE.toml", help="add or update these schedules at start"
@@ -102,88 +98,78 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def cmd_orchestrator(args: argparse.Namespace) -> int:
     from actors.orchestrator.actor import OrchestratorConfig, run_orchestrator
-    from actors.shared.stagecfg import parse_stage_args
 
-    data_dir = data_dir_of(args)
+    settings = settings_of(args, "orchestrator")
     endpoints, tasks = need_hub(args, "orchestrator")
-    if args.workers < 1:
-        raise UsageError(f"--workers must be >= 1, got {args.workers}")
-    parse_stage_args(args.stage)  # the form at the door; the code is imported once live
     try:
         config = OrchestratorConfig(
-            data_dir=data_dir,
+            data_dir=Path(settings["data_dir"]),
             endpoints=endpoints,
             tasks=tasks,
-            checkpoint_dir=Path(args.checkpoint_dir).resolve()
-            if args.checkpoint_dir
-            else default_checkpoint_dir(data_dir).resolve(),
-            lease_ms=args.lease_ms,
-            hybrid_min_rows=args.hybrid_min_rows,
-            default_workers=args.workers,
-            insecure=args.insecure
-            or orchestrator_insecure(config_path(args.config, os.environ), os.environ),
-            snapshots=snapshot_policy(config_path(args.config, os.environ), os.environ),
-            retention=retention_policy(config_path(args.config, os.environ), os.environ),
+            checkpoint_dir=Path(settings["orchestrator.checkpoint_dir"]).resolve(),
+            lease_ms=settings["orchestrator.lease_ms"],
+            hybrid_min_rows=settings["orchestrator.hybrid_min_rows"],
+            default_workers=settings["orchestrator.plan_workers"],
+            insecure=settings["orchestrator.insecure"],
+            snapshots=snapshot_policy_of(settings),
+            retention=retention_policy_of(settings),
         )
     except ValueError as exc:
         raise UsageError(f"orchestrator: {exc}") from exc
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    return run_orchestrator(config, args.stage)
+    # the form of the stages is checked at the door; their code is imported once live
+    return run_orchestrator(config, settings.stage_set(), _stage_loader(args, "orchestrator"))
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
     from actors.worker.actor import WorkerConfig, run_worker
 
-    data_dir = data_dir_of(args)
+    settings = settings_of(args, "worker")
     endpoints, tasks = need_hub(args, "worker")
     if not endpoints.is_local() and tasks.startswith("ipc://"):
         raise UsageError(
             "worker: the config names a hub over TCP but no [orchestrator] tasks address;"
             " the worker would wait for tasks on this host's ipc socket"
         )
-    parse_stage_args(args.stage)
-    if not 1 <= args.prefetch <= 64:
-        raise UsageError(f"--prefetch must be 1..64, got {args.prefetch}")
     config = WorkerConfig(
-        data_dir=data_dir,
+        data_dir=Path(settings["data_dir"]),
         endpoints=endpoints,
         tasks=tasks,
-        name=args.name or "",
-        stages=tuple(args.stage),
-        prefetch=args.prefetch,
+        name=settings["workers.name"],
+        heartbeat_s=settings["workers.heartbeat_s"],
+        stages=settings.stage_set(),
+        prefetch=settings["workers.prefetch"],
     )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    return run_worker(config)
+    return run_worker(config, _stage_loader(args, "worker"))
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    data_dir = data_dir_of(args)
-    if args.workers < 0:
-        raise UsageError(f"--workers must be >= 0, got {args.workers}")
+    settings = settings_of(args, "up")
+    data_dir = Path(settings["data_dir"])
     network_of(args)  # refuse a bad config file before starting anything
-    parse_stage_args(args.stage)
-    if args.max_concurrent < 1:
-        raise UsageError(f"--max-concurrent must be >= 1, got {args.max_concurrent}")
-    schedules = Path(args.schedules).resolve() if args.schedules else None
+    registry_from(settings.stage_set())  # a stage that does not import is refused here
+    schedules = settings["scheduler.schedules"]
     if schedules is not None:
         from actors.scheduler.specs import load_file
 
-        load_file(schedules, now=None)  # refuse a broken file before starting anything
+        load_file(Path(schedules), now=None)  # refuse a broken file before starting anything
     # held while `porch up` runs: a second one is refused, and `porch down` finds this one
     up_fd, _ = pidlock.hold(processes.up_lock(data_dir))
     if up_fd is None or hub_running(data_dir):
         raise AlreadyRunningError(
             f"up: {processes.already_runs(data_dir, processes.find(data_dir))}"
         )
+    # the children read the config file themselves: only what flags gave is handed on
     system = System(
         data_dir=data_dir,
-        workers=args.workers,
+        workers=settings["workers.count"],
         checkpoint_dir=Path(args.checkpoint_dir).resolve() if args.checkpoint_dir else None,
         stages=tuple(args.stage),
         log=sys.stderr,
         scheduler=True,
-        max_concurrent=args.max_concurrent,
-        schedules_file=schedules,
+        max_concurrent=settings["scheduler.max_concurrent"],
+        schedules_file=Path(args.schedules).resolve() if args.schedules else None,
         monitor=True,
         monitor_args=monitor_args(args),
         config_file=_config_file(args),
@@ -237,6 +223,11 @@ def cmd_down(args: argparse.Namespace) -> int:
         summary += f"; still running: {processes.describe(running)}"
     _say(summary)
     return 1 if running else 0
+
+
+def _stage_loader(args: argparse.Namespace, command: str) -> Callable[[], StageSet]:
+    """What a reload of the stages reads: this actor's own config file (and its flags)."""
+    return lambda: settings_of(args, command).stage_set()
 
 
 def _say(text: str) -> None:

@@ -15,10 +15,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from actors.api.config import Settings, flags_of, resolve
 from actors.api.settings import config_path, network
 from actors.errors import NotRunningError, UsageError
 from bus.client import Client, hub_running
-from bus.endpoints import Endpoints, resolve_data_dir
+from bus.endpoints import Endpoints
 
 ENVELOPE_HIDDEN = ("type", "v", "id", "ts", "src")
 
@@ -32,12 +33,33 @@ def add_data_dir(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config",
         metavar="FILE",
-        help="TOML file: [hub] and [orchestrator] endpoints, [curve] keys (env PORCH_CONFIG)",
+        help="porch.toml: every setting of porch up and the actors (env PORCH_CONFIG;"
+        " default ./porch.toml if there is one)",
     )
 
 
+def settings_of(args: argparse.Namespace, command: str) -> Settings:
+    """The effective settings of ``command``: defaults, the config file, ``PORCH_*``, its flags."""
+    environ = dict(os.environ)
+    return resolve(
+        config_file=config_path(getattr(args, "config", None), environ),
+        environ=environ,
+        flags=flags_of(args, command),
+        stage_flags=getattr(args, "stage", None) or (),
+    )
+
+
+def local_registry(args: argparse.Namespace) -> Any:
+    """The stage registry of this host: built-ins, entry points and the config's [stages]."""
+    from actors.shared.stagecfg import registry_from
+
+    return registry_from(settings_of(args, "").stage_set())
+
+
 def data_dir_of(args: argparse.Namespace) -> Path:
-    return resolve_data_dir(args.data_dir, dict(os.environ))
+    """``--data-dir``, else ``PORCH_DATA_DIR``, else the config file's ``data_dir``, else
+    ``./.porch``."""
+    return Path(settings_of(args, "")["data_dir"])
 
 
 def network_of(args: argparse.Namespace) -> tuple[Endpoints, str]:

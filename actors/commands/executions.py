@@ -99,11 +99,12 @@ def _request(args: argparse.Namespace, *, input_here: bool) -> ExecutionRequeste
         "data_validation",
     ]
     if args.pipeline:
+        from actors.commands.common import local_registry
         from stages.errors import StageError
         from stages.pipeline import load
 
-        try:
-            pipeline = load(Path(args.pipeline))
+        try:  # the stages of the config file are known here too, as the actors know them
+            pipeline = load(Path(args.pipeline), registry=local_registry(args))
         except StageError as exc:
             raise UsageError(str(exc)) from exc
         steps = pipeline.to_dict()["steps"]

@@ -4,20 +4,19 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any
 
 from actors.api.alerts import add_rule, alert_state, fold_monitoring
-from actors.api.settings import config_path, snapshot_policy
+from actors.api.settings import snapshot_policy_of
 from actors.commands.common import (
     add_data_dir,
     connect,
-    data_dir_of,
     need_hub,
     print_json,
     reading,
+    settings_of,
     table,
 )
 from actors.commands.numbers import real, whole
@@ -92,24 +91,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def add_monitor_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--retention-hours",
-        type=real(0, 8784, above=True),
-        default=24.0,
-        help="history kept (default 24)",
+        "--retention-hours", type=real(0, 8784, above=True), help="history kept (default 24)"
     )
-    parser.add_argument("--raw-window-minutes", type=real(0), default=60.0, metavar="MINUTES",
+    parser.add_argument("--raw-window-minutes", type=real(0), metavar="MINUTES",
                         help="raw samples kept this long; older ones per minute, then per hour"
                         " (default 60)")  # fmt: skip
-    parser.add_argument("--sampling-interval", type=real(0.05, 3600), default=10.0,
-                        metavar="SECONDS", help="host samples and rule checks (default 10)")  # fmt: skip
+    parser.add_argument("--sampling-interval", type=real(0.05, 3600), metavar="SECONDS",
+                        help="host samples and rule checks (default 10)")  # fmt: skip
     parser.add_argument(
         "--no-alerting", action="store_true", help="keep metrics, evaluate no rules"
     )
     parser.add_argument(
-        "--http-port",
-        type=whole(0, 65535),
-        default=0,
-        help="loopback HTTP port (default: any free)",
+        "--http-port", type=whole(0, 65535), help="loopback HTTP port (default: any free)"
     )
     parser.add_argument("--webhook", action="append", default=[], metavar="URL",
                         help="POST each new alert as JSON here (repeatable)")  # fmt: skip
@@ -118,10 +111,15 @@ def add_monitor_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def monitor_args(args: argparse.Namespace) -> list[str]:
-    """The `porch monitor` flags for these parsed flags (for `porch up`)."""
-    out = ["--retention-hours", str(args.retention_hours), "--sampling-interval", str(args.sampling_interval),
-           "--raw-window-minutes", str(args.raw_window_minutes),
-           "--http-port", str(args.http_port)]  # fmt: skip
+    """The `porch monitor` flags given to `porch up` (the monitor reads the rest from the
+    config file itself)."""
+    out: list[str] = []
+    for flag, value in (("--retention-hours", args.retention_hours),
+                        ("--sampling-interval", args.sampling_interval),
+                        ("--raw-window-minutes", args.raw_window_minutes),
+                        ("--http-port", args.http_port)):  # fmt: skip
+        if value is not None:
+            out += [flag, str(value)]
     if args.no_alerting:
         out.append("--no-alerting")
     for url in args.webhook:
@@ -134,22 +132,20 @@ def monitor_args(args: argparse.Namespace) -> list[str]:
 def cmd_monitor(args: argparse.Namespace) -> int:
     from actors.monitor.actor import MonitorConfig, run_monitor
 
-    data_dir = data_dir_of(args)
+    settings = settings_of(args, "monitor")
     endpoints, _ = need_hub(args, "monitor")
-    if not 0 <= args.http_port <= 65535:
-        raise UsageError(f"--http-port must be 0..65535, got {args.http_port}")
     try:
         config = MonitorConfig(
-            data_dir=data_dir,
+            data_dir=Path(settings["data_dir"]),
             endpoints=endpoints,
-            retention_hours=args.retention_hours,
-            raw_window_s=args.raw_window_minutes * 60,
-            sampling_interval_s=args.sampling_interval,
-            alerting=not args.no_alerting,
-            http_port=args.http_port,
-            webhooks=tuple(args.webhook),
-            commands=tuple(args.notify_command),
-            snapshots=snapshot_policy(config_path(args.config, os.environ), os.environ),
+            retention_hours=settings["monitor.retention_hours"],
+            raw_window_s=settings["monitor.raw_window_minutes"] * 60,
+            sampling_interval_s=settings["monitor.sampling_interval_s"],
+            alerting=settings["monitor.alerting"],
+            http_port=settings["monitor.http_port"],
+            webhooks=tuple(settings["monitor.webhooks"]),
+            commands=tuple(settings["monitor.notify_commands"]),
+            snapshots=snapshot_policy_of(settings),
         )
     except ValueError as exc:
         raise UsageError(f"monitor: {exc}") from None

@@ -5,22 +5,21 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from actors.api.schedules import add_schedules, refuse_removing_an_upstream, trigger
-from actors.api.settings import config_path, snapshot_policy
+from actors.api.settings import snapshot_policy_of
 from actors.commands.common import (
     add_data_dir,
     connect,
-    data_dir_of,
     need_hub,
     network_of,
     print_json,
     reading,
+    settings_of,
     table,
 )
 from actors.commands.numbers import real, whole
@@ -35,7 +34,7 @@ from bus.events import (
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     actor = sub.add_parser("scheduler", help="run the scheduler (needs a running hub)")
     add_data_dir(actor)
-    actor.add_argument("--max-concurrent", type=whole(1), default=3, metavar="N",
+    actor.add_argument("--max-concurrent", type=whole(1), metavar="N",
                        help="scheduled executions running at once (default 3)")  # fmt: skip
     actor.add_argument(
         "--schedules", metavar="FILE.toml", help="add or update these schedules at start"
@@ -129,21 +128,19 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
     from actors.scheduler.actor import SchedulerConfig, run_scheduler
     from actors.scheduler.specs import load_file
 
-    data_dir = data_dir_of(args)
+    settings = settings_of(args, "scheduler")
     endpoints, _ = need_hub(args, "scheduler")
-    if args.max_concurrent < 1:
-        raise UsageError(f"--max-concurrent must be >= 1, got {args.max_concurrent}")
-    schedules = Path(args.schedules).resolve() if args.schedules else None
+    schedules = settings["scheduler.schedules"]
     if schedules is not None:
-        load_file(schedules, now=None)  # refuse a broken file before starting
+        load_file(Path(schedules), now=None)  # refuse a broken file before starting
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     return run_scheduler(
         SchedulerConfig(
-            data_dir=data_dir,
+            data_dir=Path(settings["data_dir"]),
             endpoints=endpoints,
-            max_concurrent=args.max_concurrent,
-            schedules_file=schedules,
-            snapshots=snapshot_policy(config_path(args.config, os.environ), os.environ),
+            max_concurrent=settings["scheduler.max_concurrent"],
+            schedules_file=Path(schedules) if schedules is not None else None,
+            snapshots=snapshot_policy_of(settings),
         )
     )
 

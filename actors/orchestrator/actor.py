@@ -17,7 +17,8 @@ restarted orchestrator continues every running execution where the log left it. 
 
 The stage registry (the built-in stages' pandas, any custom stage's code) is loaded once the
 orchestrator is live: folding the log and following the running executions need none of it,
-only planning a new execution does.
+only planning a new execution does. It says which stages it runs (``StagesLoaded``) then, and
+again after each ``StagesReloadRequested``, for which it reads its own config's ``[stages]``.
 """
 
 from __future__ import annotations
@@ -41,12 +42,12 @@ from actors.orchestrator.decide import refused
 from actors.shared import loop
 from actors.shared.loop import Actor, LoopConfig, Now, Watched
 from actors.shared.snapshotter import ORCHESTRATOR, SnapshotPolicy
-from actors.shared.stagecfg import registry_from
+from actors.shared.stagecfg import StageLoader, StageSet, registry_from
 from bus.client import Client, Record
 from bus.curve import Authenticator, needs_auth, secure
 from bus.endpoints import Endpoints, check
 from bus.errors import BusError
-from bus.events import Event
+from bus.events import Event, StagesLoaded
 from bus.protocol import MAX_MESSAGE_BYTES
 from store import retention
 from store.projections import executions as folds
@@ -55,6 +56,7 @@ if TYPE_CHECKING:
     from stages.registry import Registry
 
 log = logging.getLogger("porch.orchestrator")
+STAGE_TYPES = frozenset({"StagesReloadRequested", "StagesLoaded"})  # not the core's: local stages
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -98,14 +100,21 @@ class Orchestrator(Actor):
 
     name = "orchestrator"
     lock = "exclusive"
-    types = TYPES
+    types = TYPES | STAGE_TYPES
     live_types = LIVE_TYPES
     snapshot_tag = ORCHESTRATOR
 
-    def __init__(self, config: OrchestratorConfig, stages: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        config: OrchestratorConfig,
+        stages: Sequence[str] | StageSet = (),
+        reload: StageLoader | None = None,
+    ) -> None:
         self.config = config
-        self.stages = tuple(stages)
+        self.stages = stages if isinstance(stages, StageSet) else StageSet(specs=tuple(stages))
+        self.reload = reload
         self.registry: Registry | None = None
+        self._said: list[Event] = []  # StagesLoaded to send this turn
         self.core = OrchestratorCore(config.core(), planner=self._plan, measure=_measure)
         self._auth: Authenticator | None = None
         self.tasks: zmq.Socket[Any] | None = None
@@ -140,6 +149,10 @@ class Orchestrator(Actor):
         return self.core.snapshot_body()
 
     def apply(self, record: Record, fields: dict[str, Any], now: Now) -> None:
+        if fields["type"] in STAGE_TYPES:
+            if fields["type"] == "StagesReloadRequested" and self.loop.live:
+                self._reload_stages(str(fields["id"]))
+            return
         self.core.apply(record.seq, fields, record.payload, now)
 
     def heard(self, record: Record, fields: dict[str, Any], now: Now) -> None:
@@ -154,7 +167,7 @@ class Orchestrator(Actor):
         )
         self.core.go_live(now)
         self.registry = registry_from(self.stages)
-        return []
+        return [self._loaded()]
 
     def watch(self) -> Iterable[tuple[Watched, int]]:
         if self.tasks is not None and self.core.pushes and self.core.room(Now.read()) > 0:
@@ -169,7 +182,8 @@ class Orchestrator(Actor):
             self._delete()
 
     def decide(self, now: Now) -> list[Event]:
-        return self.core.decide(now)
+        said, self._said = self._said, []
+        return [*said, *self.core.decide(now)]
 
     def forget(self, event_ids: list[str], now: Now) -> None:
         self.core.forget(event_ids)
@@ -185,6 +199,33 @@ class Orchestrator(Actor):
             self.tasks.close(linger=0)
         if self._auth is not None:
             self._auth.stop()
+
+    # --- local stages ------------------------------------------------------------------------
+
+    def _reload_stages(self, request_id: str) -> None:
+        """Read the config's ``[stages]`` again and import them anew; on any error keep what
+        runs, and say why."""
+        try:
+            stages = self.reload() if self.reload is not None else self.stages
+            registry = registry_from(stages, reimport=True)
+        except ActorError as exc:
+            log.error("orchestrator: stages not reloaded: %s", exc)
+            self._said.append(self._loaded(request_id, error=str(exc)))
+            return
+        self.stages, self.registry = stages, registry
+        log.info("orchestrator: stages reloaded: %s", ", ".join(registry.names()))
+        self._said.append(self._loaded(request_id))
+
+    def _loaded(self, request_id: str = "", error: str = "") -> StagesLoaded:
+        assert self.registry is not None
+        return StagesLoaded(
+            actor="orchestrator",
+            role="orchestrator",
+            stages=self.registry.names(),
+            config=self.stages.config,
+            request_id=request_id,
+            error=error,
+        )
 
     # --- I/O the core asks for ---------------------------------------------------------------
 
@@ -243,9 +284,14 @@ class Orchestrator(Actor):
                 log.info("orchestrator: removed artifacts of %s: %s", deletion.execution_id, names)
 
 
-def run_orchestrator(config: OrchestratorConfig, stages: Sequence[str] = ()) -> int:
-    """Run until SIGTERM or SIGINT; ``stages`` are ``NAME=module:function`` local stages."""
-    actor = Orchestrator(config, stages)
+def run_orchestrator(
+    config: OrchestratorConfig,
+    stages: Sequence[str] | StageSet = (),
+    reload: StageLoader | None = None,
+) -> int:
+    """Run until SIGTERM or SIGINT; ``stages`` are the local stages (``NAME=module:function``),
+    ``reload`` reads them again from the local config."""
+    actor = Orchestrator(config, stages, reload)
     return loop.run(
         actor,
         LoopConfig(

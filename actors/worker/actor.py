@@ -8,7 +8,7 @@ what a stage says of its progress into ``StageProgress``). Heartbeats (with psut
 and the host) go out every second whatever the stage is doing, since the stage computes in
 another process. A cancel of the running task's execution kills the runner; a runner that dies
 is reported as a retryable failure and replaced. A stage that raises is a failed task, never a
-dead worker.
+dead worker. Its local stages, and their reload, are `StageSwap`'s.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -32,8 +32,9 @@ import zmq
 from actors.shared import loop
 from actors.shared.lifeline import tie
 from actors.shared.loop import Actor, LoopConfig, Now, Watched
-from actors.shared.stagecfg import stage_names
+from actors.shared.stagecfg import StageLoader, StageSet, stage_names
 from actors.worker.pipes import FrameError, FrameReader, pack_frame
+from actors.worker.stageswap import RELOAD, StageSwap
 from bus.client import Client, Record
 from bus.curve import secure
 from bus.endpoints import Endpoints, run_dir
@@ -75,7 +76,7 @@ class WorkerConfig:
     tasks: str
     name: str = ""
     heartbeat_s: float = 1.0
-    stages: tuple[str, ...] = ()
+    stages: StageSet = field(default_factory=StageSet)
     prefetch: int = 4
 
     def __post_init__(self) -> None:
@@ -86,17 +87,15 @@ class WorkerConfig:
 class Runner:
     """The child process that runs tasks; restartable."""
 
-    def __init__(self, stages: Sequence[str]) -> None:
-        self.stages = list(stages)
+    def __init__(self, stages: StageSet) -> None:
+        self.stages = stages
         self.proc: subprocess.Popen[bytes] | None = None
         self.reader: FrameReader | None = None
         self.ready = False
         self.start()
 
     def start(self) -> None:
-        args = [sys.executable, "-m", "actors.worker.runner"]
-        for stage in self.stages:
-            args += ["--stage", stage]
+        args = [sys.executable, "-m", "actors.worker.runner", *self.stages.runner_args()]
         self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, **tie())
         assert self.proc.stdout is not None
         self.reader = FrameReader(self.proc.stdout.fileno())
@@ -158,13 +157,14 @@ class Worker(Actor):
 
     kind = "worker"
     lock = "process"
-    types = frozenset(CONTROL)
+    types = frozenset({*CONTROL, RELOAD})
     follow_only = True
     reads_back = False
 
-    def __init__(self, config: WorkerConfig) -> None:
+    def __init__(self, config: WorkerConfig, reload: StageLoader | None = None) -> None:
         self.config = config
         self.name = config.name or f"worker-{socket.gethostname()}-{os.getpid()}"
+        self.swap = StageSwap(worker=self.name, reload=reload)
         self.stats = WorkerStats()
         self._running: deque[_Busy] = deque()  # handed to the runner, in order
         self._queue: deque[dict[str, Any]] = deque()
@@ -190,6 +190,9 @@ class Worker(Actor):
 
     def apply(self, record: Record, fields: dict[str, Any], now: Now) -> None:
         assert self.runner is not None
+        if fields["type"] == RELOAD:
+            self._say(self.swap.requested(str(fields["id"]), self.runner))
+            return
         self._on_control(fields, self.runner)
 
     def went_live(self, position: int, now: Now) -> list[Event]:
@@ -229,7 +232,8 @@ class Worker(Actor):
                     break
                 for payload in payloads:
                     self._on_task(payload)
-        if runner.ready and self._queue:
+        self.swap.swap_if_idle(runner, idle=not self._running)
+        if runner.ready and self._queue and not self.swap.holding:
             self._hand_over(runner)
         if runner.proc is not None and runner.proc.poll() is not None:
             self._runner_died(runner)
@@ -323,8 +327,8 @@ class Worker(Actor):
             log.error("worker %s: runner sent garbage (%s); restarting it", self.name, exc)
             frames, closed = [], True
         for frame in frames:
-            if isinstance(frame, dict) and frame.get("ready"):
-                runner.ready = True
+            if isinstance(frame, dict) and "ready" in frame:
+                self._say(self.swap.runner_said(runner, frame))
                 continue
             if isinstance(frame, dict) and "progress" in frame:
                 self._progress(frame)
@@ -396,6 +400,10 @@ class Worker(Actor):
 
     def _send(self, event: Event) -> None:
         self._out.append(event)
+
+    def _say(self, event: Event | None) -> None:
+        if event is not None:
+            self._out.append(event)
 
     def _complete(self, task: dict[str, Any], result: dict[str, Any]) -> None:
         self._send(
@@ -489,8 +497,8 @@ class Worker(Actor):
         )
 
 
-def run_worker(config: WorkerConfig) -> int:
-    """Run until SIGTERM or SIGINT."""
+def run_worker(config: WorkerConfig, reload: StageLoader | None = None) -> int:
+    """Run until SIGTERM or SIGINT; ``reload`` reads the local config's stages again."""
     return loop.run(
-        Worker(config), LoopConfig(data_dir=config.data_dir, endpoints=config.endpoints)
+        Worker(config, reload), LoopConfig(data_dir=config.data_dir, endpoints=config.endpoints)
     )

@@ -17,9 +17,10 @@ import time
 from pathlib import Path
 from typing import Any, BinaryIO, Final
 
+from actors.errors import UsageError
 from actors.shared import lifeline
 from actors.shared.reports import report_lines
-from actors.shared.stagecfg import registry_from
+from actors.shared.stagecfg import StageSet, registry_from
 from actors.worker.output import OutputPump
 from actors.worker.pipes import FrameError, read_frame, write_frame
 from stages import progress
@@ -35,24 +36,32 @@ def main(argv: list[str] | None = None) -> int:
     lifeline.hold(os.environ, signum=signal.SIGKILL)
     parser = argparse.ArgumentParser(prog="porch-runner")
     parser.add_argument("--stage", action="append", default=[], metavar="NAME=MODULE:FUNCTION")
+    parser.add_argument("--path", action="append", default=[], metavar="DIR")
     args = parser.parse_args(argv)
     fsutil.observe_syncs(powercut.from_environ(os.environ))  # a crash test's sync journal
-    registry = registry_from(args.stage)
+    stdin = sys.stdin.buffer
+    results = os.fdopen(os.dup(1), "wb")  # the frames keep the real stdout
+    # a stage that prints (even as it is imported) must not corrupt the frames: fd 1 now goes
+    # to stderr
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    try:
+        registry = registry_from(StageSet(specs=tuple(args.stage), path=tuple(args.path)))
+    except UsageError as exc:  # the worker says so, and keeps (or stops with) what it had
+        write_frame(results, {"ready": False, "error": str(exc)})
+        return 2
     from actors.worker.taskexec import (
         execute,  # pandas and the stages load once, before the first task
     )
 
-    stdin = sys.stdin.buffer
-    results = os.fdopen(os.dup(1), "wb")  # the frames keep the real stdout
-    # a stage that prints must not corrupt the frames: fd 1 and 2 now go to the task's log
+    # from here on, fd 1 and 2 go to the running task's log (or the worker's stderr)
     output = OutputPump()
-    sys.stdout = sys.stderr
     logging.basicConfig(
         level=logging.INFO,
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    write_frame(results, {"ready": True})
+    write_frame(results, {"ready": True, "stages": registry.names()})
     while True:
         try:
             task = read_frame(stdin)

@@ -20,7 +20,7 @@ Fields = dict[str, Any]
 @dataclass(slots=True)
 class WorkerSeen:
     host: str = ""
-    stages: list[str] = field(default_factory=list)  # as its last WorkerStarted announced them
+    stages: list[str] = field(default_factory=list)  # as it last announced them
     present: bool = True
     since_ts: float = 0.0  # when it started or returned (its own clock)
 
@@ -49,6 +49,13 @@ def _returned(f: Fields, state: WorkersState) -> None:
     seen.since_ts = float(f["ts"])
 
 
+def _loaded(f: Fields, state: WorkersState) -> None:
+    """A worker's stages after a reload of its config (an orchestrator's are not a worker's)."""
+    seen = state.workers.get(str(f.get("actor", "")))
+    if f.get("role") == "worker" and seen is not None and isinstance(f.get("stages"), list):
+        seen.stages = [str(s) for s in f["stages"]]
+
+
 def _gone(f: Fields, state: WorkersState) -> None:
     seen = state.workers.get(str(f["worker"]))
     if seen is not None:
@@ -58,6 +65,7 @@ def _gone(f: Fields, state: WorkersState) -> None:
 HANDLERS: Final[dict[str, Callable[[Fields, WorkersState], None]]] = {
     "WorkerStarted": _started,
     "WorkerReturned": _returned,
+    "StagesLoaded": _loaded,
     "WorkerStopped": _gone,
     "WorkerLost": _gone,
 }
