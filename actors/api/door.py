@@ -73,7 +73,7 @@ def unregistered_stage(name: str, runnable: Sequence[str]) -> str:
     also = f"; the live workers also run {', '.join(custom)}" if custom else ""
     return (
         f"stage {name!r} is not registered: built-ins are {', '.join(BUILTIN_NAMES)}{also};"
-        f" add `{name} = \"module:function\"` under [stages] in porch.toml and run"
+        f' add `{name} = "module:function"` under [stages] in porch.toml and run'
         f" porch reload-stages (or start porch up with --stage {name}=module:function)"
     )
 

@@ -42,12 +42,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     orch.add_argument(
         "--checkpoint-dir", metavar="DIR", help="artifacts (default DATA_DIR/checkpoints)"
     )
-    orch.add_argument(
-        "--lease-ms", type=whole(100, 3_600_000), help="task lease (default 10000)"
-    )
-    orch.add_argument(
-        "--workers", type=whole(1), help="workers to plan partitions for (default 2)"
-    )
+    orch.add_argument("--lease-ms", type=whole(100, 3_600_000), help="task lease (default 10000)")
+    orch.add_argument("--workers", type=whole(1), help="workers to plan partitions for (default 2)")
     orch.add_argument("--hybrid-min-rows", type=whole(1), metavar="N",
                       help="hybrid mode: rows per partition worth splitting for")  # fmt: skip
     orch.add_argument(
