@@ -231,7 +231,7 @@ def test_a_worker_announces_the_stages_it_can_run(running, sample):
     with Client.local(running) as client:
         (started,) = [r.fields() for r in client.read(1, types=["WorkerStarted"])]
     assert started["v"] == 2
-    assert set(started["stages"]) == {*BUILTIN_NAMES, "slow", "slow_part", "boom", "noop", "fatal"}
+    assert set(started["stages"]) == {*BUILTIN_NAMES, *(s.split("=")[0] for s in STAGES)}
 
 
 def test_run_refuses_a_stage_no_live_worker_runs(running, sample):
@@ -240,7 +240,10 @@ def test_run_refuses_a_stage_no_live_worker_runs(running, sample):
     assert_one_line_error(
         result, "stage 'nosuch' is not registered: built-ins are " + ", ".join(BUILTIN_NAMES)
     )
-    assert "the live workers also run boom, fatal, noop, slow, slow_part" in result.stderr
+    assert (
+        "the live workers also run boom, chatty, fatal, inching, noop, slow, slow_part"
+        in result.stderr
+    )
     assert "under [stages] in porch.toml and run porch reload-stages" in result.stderr
     assert requested(running, "typo") == []
 
