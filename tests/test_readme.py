@@ -57,3 +57,20 @@ def test_a_readme_block_runs(line, code, folder, request):
     proc = subprocess.run([sys.executable, "-c", code], cwd=folder, env=env, capture_output=True,
                           text=True, timeout=240, check=False)  # fmt: skip
     assert proc.returncode == 0, f"README.md:{line}\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
+
+
+def test_the_layout_section_names_every_module():
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    layout = text[text.index("## Layout") :]
+    folds = layout[layout.index("projections/") : layout.index("statecodec.py")]
+    missing = []
+    for package in ("bus", "store", "actors", "stages"):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            if path.name == "__init__.py" or "commands" in path.parts:
+                continue  # commands/: "one module per group of porch subcommands"
+            if path.parent.name == "projections":
+                if path.stem not in folds:
+                    missing.append(path.stem)
+            elif path.name not in layout:
+                missing.append(str(path.relative_to(ROOT)))
+    assert missing == []
