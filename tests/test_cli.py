@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import select
 import shlex
 import signal
 import subprocess
@@ -406,6 +407,11 @@ def test_ctrl_c_on_run_wait_says_the_execution_goes_on_and_how_to_cancel_it(popu
         )  # fmt: skip
         try:
             wait_for("StageStarted")
+            # ... and showing it (so it is following it, not still starting up)
+            seen, deadline = "", time.monotonic() + 60
+            while "slow: running" not in seen and time.monotonic() < deadline:
+                if select.select([watcher.stdout], [], [], 0.5)[0]:
+                    seen += watcher.stdout.readline()
             # when the user presses Ctrl-C
             watcher.send_signal(signal.SIGINT)
             _, stderr = watcher.communicate(timeout=30)

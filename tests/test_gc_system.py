@@ -163,7 +163,10 @@ def test_gc_refuses_in_one_line_without_a_hub_or_with_a_bad_flag(tmp_path):
     ]
     bad = run_porch("gc", "--keep-last", "-1", data_dir=tmp_path / "none")
     assert bad.returncode == 2
-    assert bad.stderr.strip() == "porch: gc: retention: keep_last must be >= 0, got -1"
+    assert (
+        bad.stderr.strip()
+        == "porch: argument --keep-last: must be >= 0, got -1 (see `porch gc --help`)"
+    )
     config = tmp_path / "porch.toml"
     config.write_text("[retention]\nkeep_days = 'week'\n")
     wrong = run_porch("gc", "--config", str(config), data_dir=tmp_path / "none")
