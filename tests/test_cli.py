@@ -4,6 +4,7 @@ JSON for programs and tables for people."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import select
 import shlex
@@ -408,10 +409,12 @@ def test_ctrl_c_on_run_wait_says_the_execution_goes_on_and_how_to_cancel_it(popu
         try:
             wait_for("StageStarted")
             # ... and showing it (so it is following it, not still starting up)
-            seen, deadline = "", time.monotonic() + 60
-            while "slow: running" not in seen and time.monotonic() < deadline:
-                if select.select([watcher.stdout], [], [], 0.5)[0]:
-                    seen += watcher.stdout.readline()
+            seen, deadline = b"", time.monotonic() + 60
+            out = watcher.stdout.fileno()  # the bytes as they come: no buffered readline
+            while b"slow: running" not in seen and time.monotonic() < deadline:
+                if select.select([out], [], [], 0.5)[0]:
+                    seen += os.read(out, 65536)
+            assert b"slow: running" in seen, seen
             # when the user presses Ctrl-C
             watcher.send_signal(signal.SIGINT)
             _, stderr = watcher.communicate(timeout=30)
