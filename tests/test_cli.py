@@ -10,6 +10,7 @@ import select
 import shlex
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 
@@ -401,9 +402,13 @@ def test_ctrl_c_on_run_wait_says_the_execution_goes_on_and_how_to_cancel_it(popu
             raise AssertionError(f"no {kind} for the execution")
 
         # given `porch run --wait` following an execution whose stage is running
+        # (Ctrl-C as in a terminal: a suite run as a background job ignores SIGINT, and its
+        # children would inherit that)
+        interactive = ("import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler);"
+                       " sys.argv[0] = 'porch'; runpy.run_module('actors.cli', run_name='__main__')")  # fmt: skip
         watcher = subprocess.Popen(
-            [*PORCH, "run", str(root / "in.parquet"), "--pipeline", str(pipeline), "--id",
-             "watched", "--wait", "--data-dir", str(d)],
+            [sys.executable, "-c", interactive, "run", str(root / "in.parquet"), "--pipeline",
+             str(pipeline), "--id", "watched", "--wait", "--data-dir", str(d)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         try:
