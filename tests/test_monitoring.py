@@ -467,3 +467,23 @@ def test_a_split_step_is_one_run_timed_as_porch_stats_times_it():
     }
     assert tasks == {"map": 3, "reduce": 1, "apply": 2, "report": 1}
     assert loop.metrics.steps == {}
+
+
+def test_new_failures_counts_every_failure_after_going_live_and_none_of_the_history():
+    def fail(loop: Loop, eid: str) -> None:
+        loop.emit(ExecutionRequested(execution_id=eid, stages=["s"], input_data="/x"))
+        loop.emit(ExecutionFailed(execution_id=eid, error="boom", stage="s"))
+
+    # given a fresh monitor that folded a failure of the history, then went live
+    loop = Loop()
+    fail(loop, "old")
+    folds.count_failures_from_here(loop.metrics)
+    # when a failure comes before its first sampling tick
+    fail(loop, "new")
+    # then that tick counts it (and not the history), and the next tick counts none
+    assert folds.take_new_failures(loop.metrics) == 1
+    assert folds.take_new_failures(loop.metrics) == 0
+    # and a restored count (a snapshot) is kept as it goes live: downtime failures count
+    fail(loop, "while-down")
+    folds.count_failures_from_here(loop.metrics)
+    assert folds.take_new_failures(loop.metrics) == 1

@@ -211,6 +211,7 @@ class Monitor(Actor):
     def went_live(self, position: int, now: Now) -> list[Event]:
         with self.mutex:
             self.position = position  # a snapshot with no tail after it folded nothing here
+            folds.count_failures_from_here(self.metrics)
         log.info(
             "monitor: live at seq %d after %d events (from snapshot at seq %d), http %s",
             position,

@@ -571,12 +571,24 @@ def observe(fields: Fields, state: MetricsState) -> MetricsState:
     return state
 
 
+def _failures(state: MetricsState) -> int:
+    counts = state.status_counts
+    return counts.get("failed", 0) + counts.get("timed_out", 0)
+
+
+def count_failures_from_here(state: MetricsState) -> None:
+    """Start counting ``new_failures`` at this point, unless a count is already under way (a
+    snapshot keeps where it was, so failures while the monitor was down count at its first
+    tick). The monitor calls it as it goes live: a fresh state counts none of its history, and
+    every failure after that, even one folded before the first sampling tick."""
+    if state.failures_seen < 0:
+        state.failures_seen = _failures(state)
+
+
 def take_new_failures(state: MetricsState) -> int:
     """Executions that failed or timed out since the previous call (the monitor calls it once a
-    sampling tick; a snapshot keeps where it was, so failures while the monitor was down count
-    at its first tick). A state that never had a tick counts none of its history."""
-    counts = state.status_counts
-    now = counts.get("failed", 0) + counts.get("timed_out", 0)
+    sampling tick). A state that never started counting counts none of its history."""
+    now = _failures(state)
     seen, state.failures_seen = state.failures_seen, now
     return max(0, now - seen) if seen >= 0 else 0
 
