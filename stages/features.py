@@ -243,19 +243,19 @@ def reduce(partials: Sequence[dict[str, Any]], cfg: FeatureConfig) -> dict[str, 
     bounds = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
     per_row: dict[str, list[np.ndarray]] = {}
     specs = [_rolling_spec(s) for s in cfg.rolling]
+    orders: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}  # by group column
     for index, entry in enumerate(partials[0]["history"] if partials else []):
-        key = joined([p["history"][index]["key"] for p in partials])
-        time = joined([p["history"][index]["time"] for p in partials])
-        valid = (time != _NAT) & (key != 0)
-        order = np.flatnonzero(valid)
-        order = order[np.lexsort((order, time[order], key[order]))]
-        sorted_key = key[order]
-        first = np.ones(len(order), dtype=bool)
-        first[1:] = sorted_key[1:] != sorted_key[:-1]
+        group = entry["since"] if "since" in entry else specs[int(entry["rolling"])].group
+        if group not in orders:
+            key = joined([p["history"][index]["key"] for p in partials])
+            time = joined([p["history"][index]["time"] for p in partials])
+            orders[group] = (*_group_order(key, time), time)
+        order, first, time = orders[group]
         if "since" in entry:
-            result = np.full(len(key), np.nan)
+            result = np.full(len(time), np.nan)
+            ordered = time[order]
             gap = np.empty(len(order))
-            gap[1:] = (time[order][1:] - time[order][:-1]) / 1e6
+            gap[1:] = (ordered[1:] - ordered[:-1]) / 1e6
             gap[first] = np.nan
             result[order] = gap
             per_row[_since_name(entry["since"])] = _split(result, bounds)
@@ -265,7 +265,7 @@ def reduce(partials: Sequence[dict[str, Any]], cfg: FeatureConfig) -> dict[str, 
         group_id = np.cumsum(first)
         roll = pd.Series(value).groupby(group_id, sort=False).rolling(spec.window, min_periods=1)
         for stat in spec.stats:
-            result = np.full(len(key), np.nan)
+            result = np.full(len(time), np.nan)
             result[order] = getattr(roll, stat)().to_numpy()
             per_row[spec.name(stat)] = _split(result, bounds)
     counts: dict[str, dict[Any, int]] = {}
@@ -295,6 +295,29 @@ def reduce(partials: Sequence[dict[str, Any]], cfg: FeatureConfig) -> dict[str, 
         "rows": int(bounds[-1]),
         "added": list(partials[0]["added"]) if partials else [],
     }
+
+
+def _group_order(key: np.ndarray, time: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The rows with a group and a time, ordered by group, then time, then table order (the
+    order of the groups themselves is any); and where each group starts in that order.
+
+    One stable sort of a single int64 (the group's number times the time span, plus the time)
+    when that fits, else a stable sort on the two keys: both keep table order among ties."""
+    rows = np.flatnonzero((time != _NAT) & (key != 0))
+    if not len(rows):
+        return rows, np.zeros(0, dtype=bool)
+    codes, groups = pd.factorize(key[rows])
+    times = time[rows]
+    low, high = int(times.min()), int(times.max())
+    span = high - low + 1
+    if len(groups) * span < np.iinfo(np.int64).max:
+        order = np.argsort(codes.astype(np.int64) * span + (times - low), kind="stable")
+    else:
+        order = np.lexsort((times, codes))
+    first = np.ones(len(order), dtype=bool)
+    sorted_codes = codes[order]
+    first[1:] = sorted_codes[1:] != sorted_codes[:-1]
+    return rows[order], first
 
 
 def _check_labels(column: str, categories: Sequence[Any], other: bool) -> None:
