@@ -6,9 +6,9 @@ Frames between stages are Arrow IPC files, uncompressed and memory-mapped on rea
 outputs are parquet. Each write returns the file's size and SHA-256, which `StageCompleted`
 records and `verify` checks before an artifact is reused.
 
-A task on the execution's input whose stage hands its rows back untouched writes nothing: its
-artifact is a *slice*, ``slice:FIRST:END:PATH``, row groups ``[FIRST, END)`` of the input
-parquet file, hashed over those row groups' bytes. Every reader here takes either kind.
+Two kinds of artifact stand for more than their own bytes, and every reader here takes them:
+a *slice* (`store.slices`) is row groups of the execution's input, and a *delta*
+(`store.deltas`) holds only the columns a stage added to the artifact it read, its base.
 """
 
 from __future__ import annotations
@@ -28,18 +28,17 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from store.errors import StoreError
+from store import deltas
+from store.deltas import Base
+from store.errors import ArtifactError
 from store.fsutil import fsync_dir, make_private_dir
+from store.slices import is_slice, read_slice, slice_bytes, slice_hash
 
 CHUNK: Final = 8 * 1024 * 1024
-SLICE: Final = "slice:"
 SMALL: Final = 32 * 1024 * 1024  # frames up to this size are serialized and hashed in memory
 SYNC_EVERY: Final = 64 * 1024 * 1024  # a bigger frame is pushed to disk in steps this big
+IPC_MAGIC: Final = b"ARROW1"
 _made_dirs: set[Path] = set()
-
-
-class ArtifactError(StoreError, OSError):
-    """An artifact that cannot be written, read or trusted."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,13 +200,16 @@ def _write_small(tmp: Path, target: Path, data: memoryview | bytes) -> tuple[int
     return len(data), hashlib.sha256(data).hexdigest()
 
 
-def write_frame(path: str | Path, df: pd.DataFrame) -> ArtifactInfo:
-    """Write `df` as an Arrow IPC file (no index), atomically."""
+def write_frame(path: str | Path, df: pd.DataFrame, *, base: Base | None = None) -> ArtifactInfo:
+    """Write `df` as an Arrow IPC file (no index), atomically; with `base`, the artifact the
+    task read whose untouched columns `df` holds, as a delta of it (`store.deltas`)."""
     target = Path(path)
     _make_dir(target.parent)
     tmp = _tmp(target)
     try:
-        table = pa.Table.from_pandas(df, preserve_index=False)
+        table = _delta(df, base, target) if base is not None else None
+        if table is None:
+            table = pa.Table.from_pandas(df, preserve_index=False)
         if table.nbytes <= SMALL:
             sink = pa.BufferOutputStream()
             with pa.ipc.new_file(sink, table.schema) as writer:
@@ -220,6 +222,19 @@ def write_frame(path: str | Path, df: pd.DataFrame) -> ArtifactInfo:
             tmp.unlink()
         raise ArtifactError(f"cannot write artifact {str(target)!r}: {exc}") from exc
     return ArtifactInfo(str(target), len(df), size, sha)
+
+
+def _delta(df: pd.DataFrame, base: Base, target: Path) -> pa.Table | None:
+    """`df` as a delta of `base`, or None when it is better written whole: the base is not an
+    Arrow IPC file of this store, or too many deltas deep."""
+    if is_slice(base.path) or not base.columns:
+        return None
+    try:
+        with pa.memory_map(base.path, "r") as source:
+            schema = pa.ipc.open_file(source).schema
+    except (OSError, pa.ArrowException):
+        return None
+    return deltas.delta_table(df, base, schema, target)
 
 
 def write_bytes(path: str | Path, data: bytes) -> ArtifactInfo:
@@ -236,101 +251,44 @@ def write_bytes(path: str | Path, data: bytes) -> ArtifactInfo:
     return ArtifactInfo(str(target), 0, size, sha)
 
 
-def source_slice(path: str, first: int, end: int) -> str:
-    """The artifact that is row groups ``[first, end)`` of the parquet file at `path`."""
-    return f"{SLICE}{first}:{end}:{path}"
-
-
-def is_slice(artifact: str | Path) -> bool:
-    return str(artifact).startswith(SLICE)
-
-
-def _parse_slice(artifact: str) -> tuple[str, int, int]:
-    first, end, path = artifact[len(SLICE) :].split(":", 2)
-    return path, int(first), int(end)
-
-
-_OPEN: dict[tuple[str, int, int, int], pq.ParquetFile] = {}
-
-
-def parquet_file(path: str) -> pq.ParquetFile:
-    """Open a parquet file once per process while its size and mtime stay the same (many
-    tasks read one input: opening it and parsing its footer cost more than a small read)."""
-    stat = Path(path).stat()
-    key = (path, stat.st_ino, stat.st_mtime_ns, stat.st_size)
-    parquet = _OPEN.get(key)
-    if parquet is None:
-        if len(_OPEN) >= 16:
-            for old in _OPEN.values():
-                old.close()
-            _OPEN.clear()
-        parquet = _OPEN[key] = pq.ParquetFile(path)
-    return parquet
-
-
-def _slice_chunks(meta: pq.FileMetaData, first: int, end: int) -> list[tuple[int, int]]:
-    """Offset and length of every column chunk of the row groups, in file order."""
-    chunks = []
-    for group in range(first, end):
-        row_group = meta.row_group(group)
-        for column in range(row_group.num_columns):
-            chunk = row_group.column(column)
-            start = chunk.data_page_offset
-            if chunk.has_dictionary_page and chunk.dictionary_page_offset is not None:
-                start = min(start, chunk.dictionary_page_offset)
-            chunks.append((start, chunk.total_compressed_size))
-    return chunks
-
-
 def slice_info(artifact: str) -> ArtifactInfo:
     """Rows, bytes and content hash of a slice (the bytes of its row groups' column chunks)."""
-    path, first, end = _parse_slice(artifact)
-    try:
-        meta = parquet_file(path).metadata
-        if not 0 <= first <= end <= meta.num_row_groups:
-            raise ArtifactError(
-                f"slice {artifact!r}: the file has {meta.num_row_groups} row groups"
-            )
-        digest = hashlib.sha256()
-        size = 0
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            for offset, length in _slice_chunks(meta, first, end):
-                data = os.pread(fd, length, offset)
-                if len(data) != length:
-                    raise ArtifactError(f"slice {artifact!r}: the file ends inside a row group")
-                digest.update(data)
-                size += length
-        finally:
-            os.close(fd)
-    except (OSError, pa.ArrowException) as exc:
-        raise ArtifactError(f"cannot read artifact {artifact!r}: {exc}") from exc
-    rows = sum(meta.row_group(g).num_rows for g in range(first, end))
-    return ArtifactInfo(artifact, rows, size, digest.hexdigest())
+    rows, size, sha = slice_hash(artifact)
+    return ArtifactInfo(artifact, rows, size, sha)
 
 
 def artifact_bytes(artifact: str) -> int:
-    """An artifact's size in bytes (of a slice: its row groups' column chunks, not hashed)."""
+    """An artifact's size in bytes (of a slice: its row groups' column chunks, not hashed; of
+    a delta: its own file, not its base's)."""
     if not is_slice(artifact):
         return Path(artifact).stat().st_size
-    path, first, end = _parse_slice(artifact)
-    try:
-        meta = parquet_file(path).metadata
-    except (OSError, pa.ArrowException) as exc:
-        raise ArtifactError(f"cannot read artifact {artifact!r}: {exc}") from exc
-    return sum(length for _, length in _slice_chunks(meta, first, end))
+    return slice_bytes(artifact)
 
 
-def _read_table(artifact: str | Path) -> pa.Table:
+def _read_table(
+    artifact: str | Path, columns: Sequence[str] | None = None, depth: int = 0
+) -> pa.Table:
+    """The artifact as one table (`columns` only, in the artifact's order, when given)."""
     text = str(artifact)
     if is_slice(text):
-        path, first, end = _parse_slice(text)
-        parquet = parquet_file(path)
-        if end > first:
-            return parquet.read_row_groups(range(first, end))
-        return parquet.schema_arrow.empty_table()
+        return _select(read_slice(text), columns)
     with pa.memory_map(text, "r") as source:
-        return pa.ipc.open_file(source).read_all()
+        table = pa.ipc.open_file(source).read_all()  # mapped: a column not used costs nothing
+    link = deltas.link_of(table.schema)
+    if link is None:
+        return _select(table, columns)
+    if depth >= deltas.MAX_DEPTH:
+        raise ValueError(f"a delta over more than {deltas.MAX_DEPTH} deltas")
+    wanted = [c for c in link.columns if columns is None or c in columns]
+    rest = [c for c in wanted if c not in table.column_names]
+    base = _read_table(link.base_path(text), rest, depth + 1)
+    return deltas.combine(link, table, base, wanted)
+
+
+def _select(table: pa.Table, columns: Sequence[str] | None) -> pa.Table:
+    if columns is None:
+        return table
+    return table.select([c for c in table.column_names if c in columns])
 
 
 def read_bytes(path: str | Path) -> bytes:
@@ -345,11 +303,9 @@ def read_frames(paths: Sequence[str | Path], columns: Sequence[str] | None = Non
     tables = []
     for path in paths:
         try:
-            table = _read_table(path)
+            table = _read_table(path, columns)
         except (OSError, pa.ArrowException, ValueError) as exc:
             raise ArtifactError(f"cannot read artifact {str(path)!r}: {exc}") from exc
-        if columns is not None:
-            table = table.select([c for c in columns if c in table.column_names])
         tables.append(table)
     if not tables:
         raise ArtifactError("no artifacts to read")
@@ -392,7 +348,7 @@ def write_parquet(path: str | Path, parts: Sequence[str | Path]) -> ArtifactInfo
 def file_sha256(path: str | Path) -> str:
     """The content hash of an artifact (of a slice: its row groups' bytes)."""
     if is_slice(path):
-        return slice_info(str(path)).sha256
+        return slice_hash(str(path))[2]
     digest = hashlib.sha256()
     with Path(path).open("rb") as f:
         while chunk := f.read(CHUNK):
@@ -400,12 +356,40 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def verify(path: str | Path, sha256: str) -> bool:
-    """True when the file exists and its content hashes to `sha256`."""
+def verify(path: str | Path, sha256: str, *, base: bool = True) -> bool:
+    """True when the file exists and its content hashes to `sha256`, and, for a delta (unless
+    not `base`), when its base verifies against the hash the delta names (and so on down)."""
     try:
-        return file_sha256(path) == sha256
+        if file_sha256(path) != sha256:
+            return False
     except OSError:
         return False
+    return not base or base_verifies(path)
+
+
+def base_verifies(path: str | Path) -> bool:
+    """False when `path` is a delta whose base, or the base's base..., is missing or does not
+    hash to what the delta above it names; True for any other artifact (nothing is hashed)."""
+    for _ in range(deltas.MAX_DEPTH + 1):
+        try:
+            link = None if is_slice(path) else _link_at(path)
+            if link is None:
+                return True
+            path = link.base_path(path)
+            if file_sha256(path) != link.sha256:
+                return False
+        except (OSError, pa.ArrowException, ValueError):
+            return False
+    return False
+
+
+def _link_at(path: str | Path) -> deltas.Link | None:
+    """The delta link of the file at `path`; None for anything but a delta."""
+    with Path(path).open("rb") as f:
+        if f.read(len(IPC_MAGIC)) != IPC_MAGIC:
+            return None
+    with pa.memory_map(str(path), "r") as source:
+        return deltas.link_of(pa.ipc.open_file(source).schema)
 
 
 def link_or_copy(source: str | Path, target: str | Path) -> None:

@@ -33,3 +33,7 @@ class LogDiskFullError(StoreError, OSError):
         super().__init__(message)
         self.errno = code
         self.free_bytes = free_bytes
+
+
+class ArtifactError(StoreError, OSError):
+    """An artifact that cannot be written, read or trusted."""

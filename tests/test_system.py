@@ -369,6 +369,37 @@ def test_a_stage_that_hands_back_its_input_writes_nothing_and_reads_back_the_sam
     assert [again.tasks[t.key].artifact for t in parts] == [t.artifact for t in parts]
 
 
+def test_feature_engineering_writes_only_the_columns_it_adds_in_every_mode(porch, sample):
+    # given cleaning then feature engineering, whose output is its input with columns added
+    steps = ["data_cleaning", "feature_engineering"]
+    expected = run(build(steps), pd.read_parquet(sample))[0]["feature_engineering"]
+    for mode in ("sequential", "parallel"):
+        # when porch runs it
+        eid = porch.request(sample, steps, mode=mode, partitions=3 if mode != "sequential" else 0)
+        ex = porch.wait(eid)
+        assert ex.status == "completed", ex.error
+        # then each feature artifact holds the added columns only, and verifies with its base
+        written = [
+            t
+            for (step, phase, _), t in ex.tasks.items()
+            if step == "feature_engineering" and phase in ("run", "map", "apply")
+        ]
+        assert written
+        for task in written:
+            with pa.memory_map(task.artifact) as source:
+                names = pa.ipc.open_file(source).schema.names
+            assert "QUERY_ID" not in names
+            assert "START_TIME_HOUR" in names or "SECONDS_SINCE_PREVIOUS_BY_USER_NAME" in names
+            assert artifacts.verify(task.artifact, task.sha256)
+        # and the output is the whole frame, as the direct call gives it
+        pd.testing.assert_frame_equal(
+            pd.read_parquet(ex.outputs["feature_engineering"]["path"]),
+            expected,
+            check_dtype=False,
+            obj=mode,
+        )
+
+
 def test_more_executions_than_dispatch_room_all_finish(porch, sample):
     """Executions that found no room to dispatch when they started are decided again once
     room frees up: none waits forever (seen in a power-cut chaos run: 17 stuck running)."""

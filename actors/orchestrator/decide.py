@@ -108,8 +108,12 @@ def dispatch(
         columns=list(step.columns) if phase == Phase.RUN and step.columns is not None else None,
         partial=plans.partial_path(plan, step_id, part) if phase == Phase.MAP else None,
         report_part=plans.report_path(plan, step_id, part) if phase == Phase.APPLY else None,
-        # only a pass-through stage needs its input's hash
-        input_sha256={p: hashes[p] for p in inputs if p in hashes} if phase == Phase.RUN else None,
+        # a pass-through stage's output is its input, and a delta names its base: both by hash
+        input_sha256=(
+            {p: hashes[p] for p in inputs if p in hashes}
+            if phase in (Phase.RUN, Phase.MAP, Phase.APPLY)
+            else None
+        ),
     )
     return StageDispatched(
         id=decision_id(ex.execution_id, step_id, phase, part, attempt, "dispatch"),

@@ -27,10 +27,10 @@ from bus.events import Event, ExecutionStarted
 from stages.errors import StageError
 from stages.pipeline import build
 from stages.registry import Registry
-from store.artifacts import is_slice
 from store.projections import plan as plans
 from store.projections.executions import ExecutionState
 from store.projections.plan import Phase, Plan
+from store.slices import is_slice
 
 MAX_PARTS: Final = 8192  # so a plan and a collect task fit in one event (1 MiB)
 SAFE_NAME: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")

@@ -23,7 +23,7 @@ from stages import codec
 from stages.errors import StageError, StageInputError, StageRuleError, is_permanent
 from stages.registry import Registry
 from stages.spec import Partitioning, Stage, sum_reports
-from store import artifacts
+from store import artifacts, deltas, slices
 from store.artifacts import ArtifactError
 from store.fsutil import make_private_dir
 from store.projections.plan import Phase
@@ -73,22 +73,28 @@ def _run(task: Mapping[str, Any], stage: Stage) -> dict[str, Any]:
         return _done(info, rows_in=0, rows_out=0, report=report)
     if phase == Phase.APPLY:
         prepared = artifacts.read_frames([task["inputs"][0]])
+        as_read = deltas.guard(prepared)
         stats = codec.unpack(artifacts.read_bytes(task["inputs"][1]))
         assert stage.apply is not None
         out, part_report = stage.apply(prepared, cfg, stats, int(task["partition"]))
+        base = _base(task["inputs"][0], spec, as_read, out)
+        rows_in = len(prepared)
+        del prepared, as_read
         assert spec.report_part is not None
         extra = artifacts.write_bytes(spec.report_part, codec.pack(plain_report(part_report)))
-        info = artifacts.write_frame(output, out)
-        return _done(info, rows_in=len(prepared), rows_out=len(out), extra=[extra])
+        info = artifacts.write_frame(output, out, base=base)
+        return _done(info, rows_in=rows_in, rows_out=len(out), extra=[extra])
     df = _load(task, spec, stage, cfg)
+    as_read = deltas.guard(df)
     rows_in = len(df)
     if phase == Phase.MAP:
         assert stage.map is not None
         prepared, partial = stage.map(df, cfg)
-        del df
+        base = _base(_one(task), spec, as_read, prepared)
+        del df, as_read
         assert spec.partial is not None
         extra = artifacts.write_bytes(spec.partial, codec.pack(partial))
-        info = artifacts.write_frame(output, prepared)
+        info = artifacts.write_frame(output, prepared, base=base)
         return _done(info, rows_in=rows_in, rows_out=len(prepared), extra=[extra])
     out, report = stage.func(df, cfg)
     if out is df and not spec.columns:
@@ -96,9 +102,29 @@ def _run(task: Mapping[str, Any], stage: Stage) -> dict[str, Any]:
         passed = _passed_through(task, spec, stage, rows_in)
         if passed is not None:
             return _done(passed, rows_in=rows_in, rows_out=rows_in, report=report)
-    del df
-    info = artifacts.write_frame(output, out)
+    base = _base(_one(task), spec, as_read, out)
+    del df, as_read
+    info = artifacts.write_frame(output, out, base=base)
     return _done(info, rows_in=rows_in, rows_out=len(out), report=report)
+
+
+def _one(task: Mapping[str, Any]) -> str | None:
+    """The task's input artifact when it reads exactly one."""
+    inputs = task["inputs"]
+    return str(inputs[0]) if len(inputs) == 1 else None
+
+
+def _base(
+    source: str | None, spec: TaskSpec, as_read: pd.DataFrame, out: pd.DataFrame
+) -> deltas.Base | None:
+    """The artifact `source` the task read its frame from (`as_read`), when `out` keeps some of
+    its columns untouched and its producer's hash is known: `out` is then written as a delta
+    of it."""
+    sha = (spec.input_sha256 or {}).get(source) if source is not None else None
+    if not sha or source is None or slices.is_slice(source):
+        return None
+    kept = deltas.kept_columns(as_read, out)
+    return deltas.Base(source, str(sha), tuple(kept)) if kept else None
 
 
 def _passed_through(
@@ -117,8 +143,8 @@ def _passed_through(
     path = spec.input_path
     first, end = spec.row_groups or [0, None]
     if end is None:
-        end = artifacts.parquet_file(path).num_row_groups
-    return artifacts.slice_info(artifacts.source_slice(path, first, end))
+        end = slices.parquet_file(path).num_row_groups
+    return artifacts.slice_info(slices.source_slice(path, first, end))
 
 
 def _narrowed(stage: Stage) -> bool:
@@ -140,7 +166,7 @@ def _load(task: Mapping[str, Any], spec: TaskSpec, stage: Stage, cfg: Any) -> pd
     path = spec.input_path
     first, end = spec.row_groups or [0, None]
     try:
-        parquet = artifacts.parquet_file(path)
+        parquet = slices.parquet_file(path)
         end = parquet.num_row_groups if end is None else end
         table = (
             parquet.read_row_groups(range(first, end))
@@ -187,11 +213,12 @@ def _reuse(task: Mapping[str, Any]) -> dict[str, Any] | None:
     if not reuse:
         return None
     wanted = {reuse["artifact"]: reuse["sha256"], **reuse.get("extra", {})}
-    if not all(artifacts.verify(path, sha) for path, sha in wanted.items()):
+    # each file as its producer wrote it (a delta's base is checked once linked, below)
+    if not all(artifacts.verify(path, sha, base=False) for path, sha in wanted.items()):
         return None  # missing or altered: recompute, never trust
     spec = TaskSpec.of(task.get("spec") or {})
     # a slice stays what it is: the input's row groups, verified above
-    main = reuse["artifact"] if artifacts.is_slice(reuse["artifact"]) else task["output"]
+    main = reuse["artifact"] if slices.is_slice(reuse["artifact"]) else task["output"]
     targets = {reuse["artifact"]: main}
     for old in reuse.get("extra", {}):
         name = Path(old).name
@@ -201,6 +228,9 @@ def _reuse(task: Mapping[str, Any]) -> dict[str, Any] | None:
     for old, new in targets.items():
         if old != new:
             artifacts.link_or_copy(old, new)
+    if not artifacts.base_verifies(main):
+        # a delta whose base, as this execution has it, is not the one it was written over
+        return None
     return {
         "artifact": main,
         "sha256": reuse["sha256"],
