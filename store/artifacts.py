@@ -32,7 +32,7 @@ from store import deltas
 from store.deltas import Base
 from store.errors import ArtifactError
 from store.fsutil import fsync_dir, make_private_dir
-from store.slices import is_slice, read_slice, slice_bytes, slice_hash
+from store.slices import is_slice, read_slice, read_slice_schema, slice_bytes, slice_hash
 
 CHUNK: Final = 8 * 1024 * 1024
 SMALL: Final = 32 * 1024 * 1024  # frames up to this size are serialized and hashed in memory
@@ -289,6 +289,20 @@ def _select(table: pa.Table, columns: Sequence[str] | None) -> pa.Table:
     if columns is None:
         return table
     return table.select([c for c in table.column_names if c in columns])
+
+
+def column_names(artifact: str | Path) -> list[str]:
+    """The columns of a frame artifact, in order, from its schema alone."""
+    text = str(artifact)
+    try:
+        if is_slice(text):
+            return list(read_slice_schema(text).names)
+        with pa.memory_map(text, "r") as source:
+            schema = pa.ipc.open_file(source).schema
+    except (OSError, pa.ArrowException) as exc:
+        raise ArtifactError(f"cannot read artifact {text!r}: {exc}") from exc
+    link = deltas.link_of(schema)
+    return list(schema.names if link is None else link.columns)
 
 
 def read_bytes(path: str | Path) -> bytes:

@@ -108,3 +108,8 @@ def read_slice(artifact: str) -> pa.Table:
     if end > first:
         return parquet.read_row_groups(range(first, end))
     return parquet.schema_arrow.empty_table()
+
+
+def read_slice_schema(artifact: str) -> pa.Schema:
+    path, _, _ = parse_slice(artifact)
+    return parquet_file(path).schema_arrow

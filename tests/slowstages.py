@@ -13,6 +13,7 @@ import pandas as pd
 from stages import progress
 from stages.errors import NonRetryableError
 from stages.registry import stage
+from stages.spec import Partitioning, Stage
 
 
 def slow(df: pd.DataFrame, config: dict) -> tuple[pd.DataFrame, dict]:
@@ -69,6 +70,20 @@ def inching(df: pd.DataFrame, config: dict) -> tuple[pd.DataFrame, dict]:
     return df, {}
 
 
+def _two_columns(config: object, available: list[str]) -> list[str]:
+    return [c for c in available if c in ("QUERY_ID", "WAREHOUSE_NAME")]
+
+
+def _count_seen(df: pd.DataFrame, config: object) -> tuple[pd.DataFrame, dict]:
+    return df.head(1), {"columns_seen": sorted(df.columns)}
+
+
+# a whole-table stage that says it reads two columns, and reports the columns it was given
+narrow = Stage(
+    name="narrow", func=_count_seen, partitioning=Partitioning.GLOBAL, columns=_two_columns
+)
+
+
 STAGES = (
     "slow=tests.slowstages:slow",
     "slow_part=tests.slowstages:slow_part",
@@ -77,4 +92,5 @@ STAGES = (
     "fatal=tests.slowstages:fatal",
     "chatty=tests.slowstages:chatty",
     "inching=tests.slowstages:inching",
+    "narrow=tests.slowstages:narrow",
 )

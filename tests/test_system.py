@@ -400,6 +400,19 @@ def test_feature_engineering_writes_only_the_columns_it_adds_in_every_mode(porch
         )
 
 
+def test_a_whole_table_stage_is_given_only_the_columns_it_says_it_reads(porch, sample):
+    # given a stage that reads two columns, after a stage that writes all of them
+    for mode in ("sequential", "parallel"):
+        # when it runs on the artifacts of the one before, and on the input itself
+        for steps in (["data_cleaning", "narrow"], ["narrow"]):
+            eid = porch.request(sample, steps, mode=mode, partitions=2)
+            ex = porch.wait(eid)
+            assert ex.status == "completed", ex.error
+            # then it is handed those two columns only, not read and converted whole
+            report = ex.tasks[("narrow", "run", 0)].report
+            assert report["columns_seen"] == ["QUERY_ID", "WAREHOUSE_NAME"], (mode, steps)
+
+
 def test_more_executions_than_dispatch_room_all_finish(porch, sample):
     """Executions that found no room to dispatch when they started are decided again once
     room frees up: none waits forever (seen in a power-cut chaos run: 17 stuck running)."""

@@ -84,7 +84,8 @@ def _run(task: Mapping[str, Any], stage: Stage) -> dict[str, Any]:
         extra = artifacts.write_bytes(spec.report_part, codec.pack(plain_report(part_report)))
         info = artifacts.write_frame(output, out, base=base)
         return _done(info, rows_in=rows_in, rows_out=len(out), extra=[extra])
-    df = _load(task, spec, stage, cfg)
+    wanted = _wanted(task, spec, stage, cfg)
+    df = _load(task, spec, wanted)
     as_read = deltas.guard(df)
     rows_in = len(df)
     if phase == Phase.MAP:
@@ -97,7 +98,7 @@ def _run(task: Mapping[str, Any], stage: Stage) -> dict[str, Any]:
         info = artifacts.write_frame(output, prepared, base=base)
         return _done(info, rows_in=rows_in, rows_out=len(prepared), extra=[extra])
     out, report = stage.func(df, cfg)
-    if out is df and not spec.columns:
+    if out is df and wanted is None:
         # the stage handed its input back untouched: its output is its input, not a copy
         passed = _passed_through(task, spec, stage, rows_in)
         if passed is not None:
@@ -138,7 +139,7 @@ def _passed_through(
         return artifacts.ArtifactInfo(
             source, rows, artifacts.artifact_bytes(source), _sha(spec, source)
         )
-    if inputs or _narrowed(stage) or spec.input_path is None:
+    if inputs or spec.input_path is None:
         return None
     path = spec.input_path
     first, end = spec.row_groups or [0, None]
@@ -147,9 +148,23 @@ def _passed_through(
     return artifacts.slice_info(slices.source_slice(path, first, end))
 
 
-def _narrowed(stage: Stage) -> bool:
-    """Whether the stage reads only some of the input's columns."""
-    return stage.partitioning is Partitioning.GLOBAL and stage.columns is not None
+def _wanted(task: Mapping[str, Any], spec: TaskSpec, stage: Stage, cfg: Any) -> list[str] | None:
+    """The input columns the task reads: the plan's choice, or those a whole-table stage says
+    it reads (its other columns are neither read from disk nor converted); None for all."""
+    if spec.columns is not None:
+        return list(spec.columns)
+    if stage.partitioning is not Partitioning.GLOBAL or stage.columns is None:
+        return None
+    try:
+        if task["inputs"]:
+            available = artifacts.column_names(task["inputs"][0])
+        elif spec.input_path is not None:
+            available = slices.parquet_file(spec.input_path).schema_arrow.names
+        else:
+            return None
+    except (OSError, pa.ArrowException, ValueError):
+        return None  # the read that follows says what is wrong
+    return stage.columns(cfg, available)
 
 
 def _sha(spec: TaskSpec, path: str) -> str:
@@ -158,9 +173,9 @@ def _sha(spec: TaskSpec, path: str) -> str:
     return str(known.get(path) or artifacts.file_sha256(path))
 
 
-def _load(task: Mapping[str, Any], spec: TaskSpec, stage: Stage, cfg: Any) -> pd.DataFrame:
+def _load(task: Mapping[str, Any], spec: TaskSpec, wanted: list[str] | None) -> pd.DataFrame:
     if task["inputs"]:
-        return artifacts.read_frames(task["inputs"], spec.columns)
+        return artifacts.read_frames(task["inputs"], wanted)
     if spec.input_path is None:
         raise TaskInputError("the task has no inputs and no input path")
     path = spec.input_path
@@ -169,9 +184,9 @@ def _load(task: Mapping[str, Any], spec: TaskSpec, stage: Stage, cfg: Any) -> pd
         parquet = slices.parquet_file(path)
         end = parquet.num_row_groups if end is None else end
         table = (
-            parquet.read_row_groups(range(first, end))
+            parquet.read_row_groups(range(first, end), columns=wanted)
             if end > first
-            else parquet.schema_arrow.empty_table()
+            else _select(parquet.schema_arrow.empty_table(), wanted)
         )
     except FileNotFoundError:
         raise TaskInputError(f"input {path!r} does not exist") from None
@@ -181,10 +196,11 @@ def _load(task: Mapping[str, Any], spec: TaskSpec, stage: Stage, cfg: Any) -> pd
         raise TaskInputError(f"input {path!r} cannot be read (permission denied)") from None
     except (pa.ArrowException, OSError) as exc:
         raise TaskInputError(f"input {path!r} is not a readable parquet file: {exc}") from exc
-    df = table.to_pandas(split_blocks=True, self_destruct=True)
-    if _narrowed(stage):
-        df = df[stage.columns(cfg, list(df.columns))]
-    return df
+    return table.to_pandas(split_blocks=True, self_destruct=True)
+
+
+def _select(table: pa.Table, columns: list[str] | None) -> pa.Table:
+    return table if columns is None else table.select(columns)
 
 
 def _done(
