@@ -1,10 +1,15 @@
 """Artifacts: a stage task's outputs on disk, written so that a crash never leaves half a file.
 
-Every write goes to a temp file in the target's directory, is fsynced, renamed into place, and
-the directory is fsynced (DESIGN section 13), so a path that exists holds a whole artifact.
-Frames between stages are Arrow IPC files, uncompressed and memory-mapped on read; final
-outputs are parquet. Each write returns the file's size and SHA-256, which `StageCompleted`
-records and `verify` checks before an artifact is reused.
+Every write goes to a temp file in the target's directory and is renamed into place, so a path
+that exists holds a whole artifact. Final outputs (parquet) and the small byte artifacts
+(partials, stats, reports) are fsynced before the rename and the directory after it (DESIGN
+section 13). Frames between stages are Arrow IPC files, uncompressed and memory-mapped on read,
+and are *not* synced (DESIGN section 5: an intermediate may be recomputed instead): each is
+stamped with the machine's boot id, and a reader trusts a frame of this boot as it is (the
+page cache holds what was written until the machine stops) but hashes one written before the
+machine restarted and refuses it unless it matches what its producer recorded. Where no boot
+id can be had, frames are synced like the rest. Each write returns the file's size and
+SHA-256, which `StageCompleted` records and `verify` checks before an artifact is reused.
 
 Two kinds of artifact stand for more than their own bytes, and every reader here takes them:
 a *slice* (`store.slices`) is row groups of the execution's input, and a *delta*
@@ -16,10 +21,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import queue
 import shutil
-import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -28,17 +31,17 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from store import deltas
+from store import atomic, deltas
 from store.deltas import Base
 from store.errors import ArtifactError
 from store.fsutil import fsync_dir, make_private_dir
 from store.slices import is_slice, read_slice, read_slice_schema, slice_bytes, slice_hash
 
-CHUNK: Final = 8 * 1024 * 1024
 SMALL: Final = 32 * 1024 * 1024  # frames up to this size are serialized and hashed in memory
-SYNC_EVERY: Final = 64 * 1024 * 1024  # a bigger frame is pushed to disk in steps this big
 IPC_MAGIC: Final = b"ARROW1"
-_made_dirs: set[Path] = set()
+BOOT_KEY: Final = b"porch.boot"  # a frame's schema metadata: the boot id of its writer
+BOOT_ID_FILE: Final = Path("/proc/sys/kernel/random/boot_id")
+_boot: list[str | None] = []  # this process's boot id, once read (or set)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,174 +52,31 @@ class ArtifactInfo:
     sha256: str
 
 
-def _tmp(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
-
-
-def _finish(tmp: Path, path: Path) -> tuple[int, str]:
-    """fsync `tmp` and hash it (at once: both leave the GIL), rename it to `path`, fsync the
-    directory."""
-    digest = hashlib.sha256()
-
-    def hash_file() -> None:
-        with tmp.open("rb") as f:
-            while chunk := f.read(CHUNK):
-                digest.update(chunk)
-
-    hasher = threading.Thread(target=hash_file, name="artifact-hash")
-    hasher.start()
-    try:
-        with tmp.open("rb") as f:
-            os.fsync(f.fileno())
-    finally:
-        hasher.join()
-    size = tmp.stat().st_size
-    tmp.replace(path)
-    fsync_dir(path.parent)
-    return size, digest.hexdigest()
-
-
-class _StreamSink:
-    """A file for pyarrow to write a big artifact into: each buffer is written to `fd`, hashed
-    by one thread and, every `SYNC_EVERY` bytes, pushed to disk by another (fdatasync), so
-    serializing, hashing and the disk's writeback overlap and the final fsync finds little
-    left. pyarrow calls it through `pa.PythonFile`."""
-
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-        self.closed = False
-        self.position = 0
-        self.digest = hashlib.sha256()
-        self._hash_queue: queue.SimpleQueue[memoryview | None] = queue.SimpleQueue()
-        self._synced = 0
-        self._sync_error: OSError | None = None
-        self._wake = threading.Condition()
-        self._stopping = False
-        self._hasher = threading.Thread(target=self._hash_loop, name="artifact-hash")
-        self._syncer = threading.Thread(target=self._sync_loop, name="artifact-sync")
-        self._hasher.start()
-        self._syncer.start()
-
-    def _hash_loop(self) -> None:
-        while (view := self._hash_queue.get()) is not None:
-            self.digest.update(view)
-
-    def _sync_loop(self) -> None:
-        while True:
-            with self._wake:
-                while not self._stopping and self.position - self._synced < SYNC_EVERY:
-                    self._wake.wait()
-                if self._stopping:
-                    return
-                target = self.position
-            try:
-                os.fdatasync(self.fd)
-            except OSError as exc:
-                self._sync_error = exc
-                return
-            self._synced = target
-
-    def write(self, data: bytes | memoryview) -> int:
-        view = memoryview(data).cast("B")
-        size = len(view)
-        self._hash_queue.put(view)  # the view keeps pyarrow's buffer alive until hashed
-        while view:
-            view = view[os.write(self.fd, view) :]
-        self.position += size
-        if self.position - self._synced >= SYNC_EVERY:
-            with self._wake:
-                self._wake.notify()
-        return size
-
-    def tell(self) -> int:
-        return self.position
-
-    def flush(self) -> None:
-        pass
-
-    def writable(self) -> bool:
-        return True
-
-    def close(self) -> None:
-        self.closed = True
-
-    def finish(self) -> str:
-        """Stop the threads, fsync what is left; the content hash."""
-        self._hash_queue.put(None)
-        with self._wake:
-            self._stopping = True
-            self._wake.notify()
-        self._hasher.join()
-        self._syncer.join()
-        if self._sync_error is not None:
-            raise self._sync_error
-        os.fsync(self.fd)
-        return self.digest.hexdigest()
-
-
-def _write_stream(tmp: Path, target: Path, table: pa.Table) -> tuple[int, str]:
-    """Write `table` as an Arrow IPC file to `tmp` through a `_StreamSink`, rename it to
-    `target`, fsync the directory."""
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    sink = _StreamSink(fd)
-    try:
-        try:
-            with pa.PythonFile(sink, mode="w") as file, pa.ipc.new_file(file, table.schema) as w:
-                w.write_table(table, max_chunksize=1_000_000)
-        finally:
-            sha = sink.finish()  # the threads stop whatever happened
-    finally:
-        os.close(fd)
-    tmp.replace(target)
-    fsync_dir(target.parent)
-    return sink.position, sha
-
-
-def _make_dir(directory: Path) -> None:
-    """`make_private_dir`, once per directory and process (it costs two system calls)."""
-    if directory not in _made_dirs:
-        make_private_dir(directory)
-        _made_dirs.add(directory)
-
-
-def _write_small(tmp: Path, target: Path, data: memoryview | bytes) -> tuple[int, str]:
-    """Write bytes held in memory to `tmp`, fsync, rename to `target`, fsync the directory;
-    the hash is taken from memory, not by reading the file back."""
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    except FileNotFoundError:  # the directory was removed since (dropped checkpoints)
-        _made_dirs.discard(target.parent)
-        _make_dir(target.parent)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    tmp.replace(target)
-    fsync_dir(target.parent)
-    return len(data), hashlib.sha256(data).hexdigest()
-
-
 def write_frame(path: str | Path, df: pd.DataFrame, *, base: Base | None = None) -> ArtifactInfo:
     """Write `df` as an Arrow IPC file (no index), atomically; with `base`, the artifact the
     task read whose untouched columns `df` holds, as a delta of it (`store.deltas`)."""
     target = Path(path)
-    _make_dir(target.parent)
-    tmp = _tmp(target)
+    atomic.make_dir(target.parent)
+    tmp = atomic.tmp_path(target)
     try:
         table = _delta(df, base, target) if base is not None else None
         if table is None:
             table = pa.Table.from_pandas(df, preserve_index=False)
+        boot = boot_id()
+        if boot is not None:
+            table = table.replace_schema_metadata(
+                {**(table.schema.metadata or {}), BOOT_KEY: boot.encode()}
+            )
+        durable = boot is None  # stamped: a reader after a restart checks its hash instead
         if table.nbytes <= SMALL:
             sink = pa.BufferOutputStream()
             with pa.ipc.new_file(sink, table.schema) as writer:
                 writer.write_table(table, max_chunksize=1_000_000)
-            size, sha = _write_small(tmp, target, memoryview(sink.getvalue()))
+            size, sha = atomic.write_small(
+                tmp, target, memoryview(sink.getvalue()), durable=durable
+            )
         else:
-            size, sha = _write_stream(tmp, target, table)
+            size, sha = atomic.write_stream(tmp, target, table, durable=durable)
     except (OSError, pa.ArrowException) as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
@@ -240,10 +100,10 @@ def _delta(df: pd.DataFrame, base: Base, target: Path) -> pa.Table | None:
 def write_bytes(path: str | Path, data: bytes) -> ArtifactInfo:
     """Write opaque bytes (partials, stats) atomically."""
     target = Path(path)
-    _make_dir(target.parent)
-    tmp = _tmp(target)
+    atomic.make_dir(target.parent)
+    tmp = atomic.tmp_path(target)
     try:
-        size, sha = _write_small(tmp, target, data)
+        size, sha = atomic.write_small(tmp, target, data)
     except OSError as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
@@ -266,23 +126,82 @@ def artifact_bytes(artifact: str) -> int:
 
 
 def _read_table(
-    artifact: str | Path, columns: Sequence[str] | None = None, depth: int = 0
+    artifact: str | Path,
+    columns: Sequence[str] | None = None,
+    sha256: str | None = None,
+    depth: int = 0,
 ) -> pa.Table:
-    """The artifact as one table (`columns` only, in the artifact's order, when given)."""
+    """The artifact as one table (`columns` only, in the artifact's order, when given);
+    `sha256`, its hash as its producer recorded it, to check a frame written before the
+    machine restarted (`trust`)."""
     text = str(artifact)
     if is_slice(text):
         return _select(read_slice(text), columns)
     with pa.memory_map(text, "r") as source:
-        table = pa.ipc.open_file(source).read_all()  # mapped: a column not used costs nothing
+        try:
+            reader = pa.ipc.open_file(source)
+        except pa.ArrowInvalid:
+            if sha256 is not None and file_sha256(text) != sha256:
+                raise _damaged(text, "") from None
+            raise
+        trust(text, reader.schema, sha256)  # before a damaged batch can fail the read
+        table = reader.read_all()  # mapped: a column not used costs nothing
     link = deltas.link_of(table.schema)
     if link is None:
-        return _select(table, columns)
+        return _select(_unstamped(table), columns)
     if depth >= deltas.MAX_DEPTH:
         raise ValueError(f"a delta over more than {deltas.MAX_DEPTH} deltas")
     wanted = [c for c in link.columns if columns is None or c in columns]
     rest = [c for c in wanted if c not in table.column_names]
-    base = _read_table(link.base_path(text), rest, depth + 1)
-    return deltas.combine(link, table, base, wanted)
+    base = _read_table(link.base_path(text), rest, link.sha256, depth + 1)
+    return deltas.combine(link, _unstamped(table), base, wanted)
+
+
+def boot_id() -> str | None:
+    """This machine's boot id (None where there is none to read): what an unsynced frame is
+    stamped with. A crash test that simulates a power cut sets another (`set_boot_id`)."""
+    if not _boot:
+        try:
+            _boot.append(BOOT_ID_FILE.read_text().strip() or None)
+        except OSError:
+            _boot.append(None)
+    return _boot[0]
+
+
+def set_boot_id(value: str | None) -> None:
+    """Take `value` as this process's boot id (None: read the machine's)."""
+    _boot.clear()
+    if value:
+        _boot.append(value)
+
+
+def trust(path: str, schema: pa.Schema, sha256: str | None) -> None:
+    """Raise `ArtifactError` unless the frame at `path` can be used as it is: synced when
+    written (no stamp), written since this machine started, or hashing to `sha256`."""
+    stamp = (schema.metadata or {}).get(BOOT_KEY)
+    if stamp is None or stamp.decode(errors="replace") == boot_id():
+        return
+    if sha256 is None:
+        raise ArtifactError(
+            f"artifact {path!r} was written before this machine restarted and its hash is not"
+            " known here; run the execution again (resume_from recomputes what is damaged)"
+        )
+    if file_sha256(path) != sha256:
+        raise _damaged(path, " was written before this machine restarted and")
+
+
+def _damaged(path: str, how: str) -> ArtifactError:
+    return ArtifactError(
+        f"artifact {path!r}{how} is damaged (its hash does not match what its producer"
+        " recorded); run the execution again (resume_from recomputes it)"
+    )
+
+
+def _unstamped(table: pa.Table) -> pa.Table:
+    meta = table.schema.metadata
+    if not meta or BOOT_KEY not in meta:
+        return table
+    return table.replace_schema_metadata({k: v for k, v in meta.items() if k != BOOT_KEY})
 
 
 def _select(table: pa.Table, columns: Sequence[str] | None) -> pa.Table:
@@ -312,12 +231,17 @@ def read_bytes(path: str | Path) -> bytes:
         raise ArtifactError(f"cannot read artifact {str(path)!r}: {exc.strerror}") from exc
 
 
-def read_frames(paths: Sequence[str | Path], columns: Sequence[str] | None = None) -> pd.DataFrame:
-    """The Arrow IPC files end to end, as one frame (memory-mapped; `columns` to read fewer)."""
+def read_frames(
+    paths: Sequence[str | Path],
+    columns: Sequence[str] | None = None,
+    hashes: Mapping[str, str] | None = None,
+) -> pd.DataFrame:
+    """The Arrow IPC files end to end, as one frame (memory-mapped; `columns` to read fewer);
+    `hashes` by path, as their producers recorded them (see `trust`)."""
     tables = []
     for path in paths:
         try:
-            table = _read_table(path, columns)
+            table = _read_table(path, columns, (hashes or {}).get(str(path)))
         except (OSError, pa.ArrowException, ValueError) as exc:
             raise ArtifactError(f"cannot read artifact {str(path)!r}: {exc}") from exc
         tables.append(table)
@@ -327,16 +251,19 @@ def read_frames(paths: Sequence[str | Path], columns: Sequence[str] | None = Non
     return table.to_pandas(split_blocks=True, self_destruct=True)
 
 
-def write_parquet(path: str | Path, parts: Sequence[str | Path]) -> ArtifactInfo:
-    """Stream Arrow IPC parts, in order, into one parquet file (one part in memory at a time)."""
+def write_parquet(
+    path: str | Path, parts: Sequence[str | Path], hashes: Mapping[str, str] | None = None
+) -> ArtifactInfo:
+    """Stream Arrow IPC parts, in order, into one parquet file (one part in memory at a time);
+    `hashes` of the parts by path, as for `read_frames`."""
     target = Path(path)
     make_private_dir(target.parent)
-    tmp = _tmp(target)
+    tmp = atomic.tmp_path(target)
     rows = 0
     writer: pq.ParquetWriter | None = None
     try:
         for part in parts:
-            table = _read_table(part)
+            table = _read_table(part, sha256=(hashes or {}).get(str(part)))
             if writer is None:
                 writer = pq.ParquetWriter(str(tmp), table.schema, compression="snappy")
             elif not table.schema.equals(writer.schema, check_metadata=False):
@@ -348,7 +275,7 @@ def write_parquet(path: str | Path, parts: Sequence[str | Path]) -> ArtifactInfo
         if writer is not None:
             writer.close()
             writer = None
-        size, sha = _finish(tmp, target)
+        size, sha = atomic.finish(tmp, target)
     except (OSError, pa.ArrowException, ValueError) as exc:
         if writer is not None:
             with contextlib.suppress(Exception):
@@ -365,7 +292,7 @@ def file_sha256(path: str | Path) -> str:
         return slice_hash(str(path))[2]
     digest = hashlib.sha256()
     with Path(path).open("rb") as f:
-        while chunk := f.read(CHUNK):
+        while chunk := f.read(atomic.CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
 
@@ -410,7 +337,7 @@ def link_or_copy(source: str | Path, target: str | Path) -> None:
     """Put `source`'s content at `target` (a hard link when the file system allows)."""
     src, dst = Path(source), Path(target)
     make_private_dir(dst.parent)
-    tmp = _tmp(dst)
+    tmp = atomic.tmp_path(dst)
     with contextlib.suppress(FileNotFoundError):
         tmp.unlink()
     try:
@@ -418,7 +345,7 @@ def link_or_copy(source: str | Path, target: str | Path) -> None:
             os.link(src, tmp)
         except OSError:
             with src.open("rb") as fin, tmp.open("wb") as fout:
-                while chunk := fin.read(CHUNK):
+                while chunk := fin.read(atomic.CHUNK):
                     fout.write(chunk)
                 fout.flush()
                 os.fsync(fout.fileno())

@@ -184,7 +184,7 @@ def combine(link: Link, delta: pa.Table, base: pa.Table, columns: Sequence[str])
         arrays.append(source.column(name))
         fields.append(source.schema.field(name))
     meta = dict(delta.schema.metadata or {})
-    meta.pop(KEY, None)
+    meta.pop(KEY, None)  # the link, and the writer's stamp: the caller's business
     pandas_meta = meta.get(PANDAS)
     if pandas_meta is not None and list(columns) != list(link.columns):
         meta[PANDAS] = _merged_pandas(columns, None, pandas_meta)

@@ -11,8 +11,13 @@ makes the files what a power cut could have left:
 - a file or directory that no sync of its directory listed is removed (its creation or rename
   had not reached the disk), and so is every temp file.
 
-Only log segments are cut by length. Other files are kept whole when listed: artifacts are
-fsynced before their rename, and the rest (tracebacks, locks, run files) carry no promise.
+Only log segments are cut by length. Other files are kept whole when listed: final outputs
+and byte artifacts are fsynced before their rename, and the rest (tracebacks, locks, run files)
+carry no promise; but frames between stages (``.arrow``) are never synced, so the cut damages
+every one it keeps (zeros over its first half, the magic and the footer left), as a power cut
+may leave a file whose blocks never reached the disk. The processes started after a cut get a
+new boot id (``PORCH_BOOT_ID``, `boot_from_environ`), as after a real restart, so that a
+reader hashes the frames written before it.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ from pathlib import Path
 from typing import Final
 
 ENV: Final = "PORCH_SYNC_JOURNAL"
+BOOT_ENV: Final = "PORCH_BOOT_ID"
+FRAME_SUFFIX: Final = ".arrow"
 
 
 class SyncJournal:
@@ -61,6 +68,11 @@ def from_environ(environ: Mapping[str, str]) -> SyncJournal | None:
     return SyncJournal(path) if path else None
 
 
+def boot_from_environ(environ: Mapping[str, str]) -> str | None:
+    """The boot id a crash test gives the processes it starts (``PORCH_BOOT_ID``), or None."""
+    return environ.get(BOOT_ENV) or None
+
+
 def read(journal: Path) -> tuple[dict[str, int], dict[str, set[str]]]:
     """The last synced size of each file, and the names of each synced directory ever seen.
 
@@ -90,7 +102,7 @@ def cut(journal: Path, root: Path, segment_suffix: str) -> dict[str, int]:
     directory created without a sync of its parent is lost with all it holds.
     """
     sizes, names = read(journal)
-    done = {"truncated_bytes": 0, "removed": 0}
+    done = {"truncated_bytes": 0, "removed": 0, "damaged": 0}
     for path in sorted(root.rglob("*"), key=lambda p: len(p.parts)):
         if not path.exists() and not path.is_symlink():
             continue  # went with its directory
@@ -109,4 +121,16 @@ def cut(journal: Path, root: Path, segment_suffix: str) -> dict[str, int]:
             if size > keep:
                 os.truncate(path, keep)
                 done["truncated_bytes"] += size - keep
+        elif path.name.endswith(FRAME_SUFFIX) and path.is_file() and str(path) not in sizes:
+            _damage(path)
+            done["damaged"] += 1
     return done
+
+
+def _damage(path: Path) -> None:
+    """Zeros over the first half of the file but its first 8 bytes (an Arrow file's magic): it
+    still opens, and its footer still reads, but its data is gone."""
+    size = path.stat().st_size
+    with path.open("r+b") as f:
+        f.seek(8)
+        f.write(bytes(max(0, size // 2 - 8)))

@@ -55,7 +55,7 @@ def test_a_power_cut_keeps_only_what_was_synced(tmp_path):
     assert segment.stat().st_size == 60
     assert sorted(p.name for p in kept.iterdir()) == [segment.name]
     assert not (root / "unsynced-dir").exists()
-    assert done == {"truncated_bytes": 40, "removed": 4}
+    assert done == {"truncated_bytes": 40, "removed": 4, "damaged": 0}
 
 
 def test_the_log_tells_its_sync_observer_what_each_sync_made_durable(tmp_path):

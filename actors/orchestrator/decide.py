@@ -108,10 +108,11 @@ def dispatch(
         columns=list(step.columns) if phase == Phase.RUN and step.columns is not None else None,
         partial=plans.partial_path(plan, step_id, part) if phase == Phase.MAP else None,
         report_part=plans.report_path(plan, step_id, part) if phase == Phase.APPLY else None,
-        # a pass-through stage's output is its input, and a delta names its base: both by hash
+        # the frames a task reads, by hash: to check one written before a restart, to name a
+        # delta's base, and for a pass-through stage's output (its input)
         input_sha256=(
             {p: hashes[p] for p in inputs if p in hashes}
-            if phase in (Phase.RUN, Phase.MAP, Phase.APPLY)
+            if phase in (Phase.RUN, Phase.MAP, Phase.APPLY, Phase.COLLECT)
             else None
         ),
     )

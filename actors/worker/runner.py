@@ -53,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     from actors.worker.taskexec import (
         execute,  # pandas and the stages load once, before the first task
     )
+    from store import artifacts
+
+    artifacts.set_boot_id(powercut.boot_from_environ(os.environ))  # a crash test's restart
 
     # from here on, fd 1 and 2 go to the running task's log (or the worker's stderr)
     output = OutputPump()

@@ -57,7 +57,7 @@ def _run(task: Mapping[str, Any], stage: Stage) -> dict[str, Any]:
     cfg = stage.config(task.get("config") or {})
     output = task["output"]
     if phase == Phase.COLLECT:
-        info = artifacts.write_parquet(output, task["inputs"])
+        info = artifacts.write_parquet(output, task["inputs"], spec.input_sha256)
         return _done(info, rows_in=info.rows, rows_out=info.rows)
     if phase == Phase.REDUCE:
         partials = [codec.unpack(artifacts.read_bytes(p)) for p in task["inputs"]]
@@ -72,7 +72,7 @@ def _run(task: Mapping[str, Any], stage: Stage) -> dict[str, Any]:
         info = artifacts.write_bytes(output, codec.pack(plain_report(report)))
         return _done(info, rows_in=0, rows_out=0, report=report)
     if phase == Phase.APPLY:
-        prepared = artifacts.read_frames([task["inputs"][0]])
+        prepared = artifacts.read_frames([task["inputs"][0]], hashes=spec.input_sha256)
         as_read = deltas.guard(prepared)
         stats = codec.unpack(artifacts.read_bytes(task["inputs"][1]))
         assert stage.apply is not None
@@ -175,7 +175,7 @@ def _sha(spec: TaskSpec, path: str) -> str:
 
 def _load(task: Mapping[str, Any], spec: TaskSpec, wanted: list[str] | None) -> pd.DataFrame:
     if task["inputs"]:
-        return artifacts.read_frames(task["inputs"], wanted)
+        return artifacts.read_frames(task["inputs"], wanted, spec.input_sha256)
     if spec.input_path is None:
         raise TaskInputError("the task has no inputs and no input path")
     path = spec.input_path

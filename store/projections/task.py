@@ -20,7 +20,8 @@ class TaskSpec:
     ``input_path`` and ``row_groups`` (``[first, end)``) for a task on the execution's input;
     ``columns`` for a stage that reads some columns only; ``partial`` (a map's statistics) and
     ``report_part`` (an apply's report) for a global-stats stage's phases; ``input_sha256``, for
-    a run, map or apply, the hashes of its input artifacts as their producers recorded them."""
+    a task that reads frames, the hashes of its input artifacts as their producers recorded
+    them."""
 
     kind: str
     input_path: str | None = None
