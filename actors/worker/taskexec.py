@@ -142,11 +142,7 @@ def _load(task: Mapping[str, Any], spec: TaskSpec, stage: Stage, cfg: Any) -> pd
     try:
         parquet = artifacts.parquet_file(path)
         end = parquet.num_row_groups if end is None else end
-        table = (
-            parquet.read_row_groups(range(first, end))
-            if end > first
-            else parquet.schema_arrow.empty_table()
-        )
+        table = artifacts.read_row_groups(parquet, first, end)
     except FileNotFoundError:
         raise TaskInputError(f"input {path!r} does not exist") from None
     except IsADirectoryError:
@@ -155,7 +151,7 @@ def _load(task: Mapping[str, Any], spec: TaskSpec, stage: Stage, cfg: Any) -> pd
         raise TaskInputError(f"input {path!r} cannot be read (permission denied)") from None
     except (pa.ArrowException, OSError) as exc:
         raise TaskInputError(f"input {path!r} is not a readable parquet file: {exc}") from exc
-    df = table.to_pandas(split_blocks=True, self_destruct=True)
+    df = artifacts.to_frame(table)
     if _narrowed(stage):
         df = df[stage.columns(cfg, list(df.columns))]
     return df
