@@ -82,6 +82,7 @@ class Actor:
     follow_only: ClassVar[bool] = False
     reads_back: ClassVar[bool] = True
     hears_while_catching_up: ClassVar[bool] = True
+    batch_markers: ClassVar[bool] = True  # False: rare types (see `Client.subscribe`)
     loop: Loop  # set by the loop that runs it
 
     def open(self, ctx: zmq.Context[Any], client: Client) -> None:
@@ -187,7 +188,9 @@ class Loop:
             types = None if self.actor.types is None else set(self.actor.types)
             if types is not None:
                 types |= set(self.actor.live_types)
-            sub = self.client.subscribe(from_seq=start + 1, types=types)
+            sub = self.client.subscribe(
+                from_seq=start + 1, types=types, batch_markers=self.actor.batch_markers
+            )
             self._catch_up(sub)
             while self.actor.prepare(self.client) and not self._stop:
                 self._catch_up(sub)

@@ -160,6 +160,7 @@ class Worker(Actor):
     types = frozenset({*CONTROL, RELOAD})
     follow_only = True
     reads_back = False
+    batch_markers = False  # cancels and reloads are rare: no wake-up at every batch of the hub
 
     def __init__(self, config: WorkerConfig, reload: StageLoader | None = None) -> None:
         self.config = config
