@@ -33,6 +33,7 @@ from bus.events import (
     WorkerStarted,
     WorkerStopped,
 )
+from bus.schema import decode, encode, to_map
 from stages.registry import Registry
 from stages.sample import generate
 from store.projections import executions as folds
@@ -84,9 +85,16 @@ class Orchestrated:
             self.core.apply(record.seq, record.fields, record.payload, self.now)
             self.folded = record.seq
 
+    def decide(self) -> list[Event]:
+        """Decide, and send the decisions as the loop does (the core hears their bytes)."""
+        decided = self.core.decide(self.now)
+        for event in decided:
+            self.core.going(event, encode(event))
+        return decided
+
     def step(self) -> list[Event]:
         """One turn: decide, and every decision comes back durable."""
-        decided = self.core.decide(self.now)
+        decided = self.decide()
         for event in decided:
             self.hub.append(event, self.now.wall)
         self._fold()
@@ -503,13 +511,11 @@ def test_after_a_restart_a_task_whose_worker_restarted_meanwhile_runs_again_at_o
 
 def _handed_early(o: Orchestrated) -> tuple[Any, dict[str, Any]]:
     """Decide a dispatch and take the task the core pushes at once, the dispatch not back yet."""
-    decided = o.core.decide(o.now)
+    decided = o.decide()
     (dispatch,) = [e for e in decided if e.TYPE == "StageDispatched"]
     bundle = o.core.take_bundle(o.now)
     o.core.pushed(bundle, o.now)
     (payload,) = [p for _, _, p in bundle]
-    from bus.schema import decode, to_map
-
     return dispatch, to_map(decode(payload))
 
 
@@ -552,7 +558,7 @@ def test_a_dispatch_given_up_and_decided_again_goes_to_the_workers_once(tmp_path
     dispatch, task = _handed_early(o)
     # when the dispatch is given up (not back in time) and decided again
     o.core.forget([dispatch.id])
-    again = [e for e in o.core.decide(o.now) if e.TYPE == "StageDispatched"]
+    again = [e for e in o.decide() if e.TYPE == "StageDispatched"]
     # then the same dispatch goes to the hub again, but the task is not pushed again
     assert [e.id for e in again] == [dispatch.id]
     assert o.core.take_bundle(o.now) == []

@@ -188,6 +188,9 @@ class Orchestrator(Actor):
         said, self._said = self._said, []
         return [*said, *self.core.decide(now)]
 
+    def sent(self, event: Event, payload: bytes) -> None:
+        self.core.going(event, payload)
+
     def forget(self, event_ids: list[str], now: Now) -> None:
         self.core.forget(event_ids)
 

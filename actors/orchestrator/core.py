@@ -36,7 +36,6 @@ from bus.events import (
     WorkerLost,
     WorkerReturned,
 )
-from bus.schema import encode
 from store import retention
 from store.projections import executions as folds
 from store.projections.task import TaskKey, TaskRef
@@ -123,6 +122,7 @@ class OrchestratorCore(Removals):
         # tasks handed to the workers as their dispatch is sent, until it is back in the log:
         # what their leases are about meanwhile (DESIGN 4, Dispatch)
         self.early: dict[str, TaskRef] = {}
+        self.handing: dict[str, TaskKey] = {}  # dispatch event id -> its task, until it is sent
         self.workers: dict[str, Seen] = {}
         self.lost: dict[str, int] = {}  # worker -> times counted out (the log's)
         self.out: set[str] = set()  # counted out by the log, not logged back yet
@@ -324,6 +324,7 @@ class OrchestratorCore(Removals):
         """Decisions given up (not back in time, or not sent): they are taken again."""
         for event_id in event_ids:
             self.sent.discard(event_id)
+            self.handing.pop(event_id, None)
             self._forget_pending(event_id)
             self._removal_back(event_id)
         if event_ids:
@@ -394,16 +395,23 @@ class OrchestratorCore(Removals):
                 log.exception("orchestrator: deciding for execution %s failed", eid)
 
     def _hand_early(self, event: StageDispatched, key: TaskKey) -> None:
-        """Push the task as its dispatch is sent, not when it is back: its results wait in the
-        fold for the dispatch, and a dispatch decided again (given up, or after a restart) is
-        the same task. Once only: a resent dispatch is not pushed again."""
+        """Push the task as its dispatch is sent (`going`), not when it is back: its results
+        wait in the fold for the dispatch, and a dispatch decided again (given up, or after a
+        restart) is the same task. Once only: a resent dispatch is not pushed again."""
         if event.task_id in self.early:
             return
         self.early[event.task_id] = TaskRef(
             event.execution_id, event.stage, event.step, event.phase, event.partition,
             event.attempt, event.task_id,
         )  # fmt: skip
-        self.pushes.append((event.task_id, key, encode(event)))
+        self.handing[event.id] = key
+
+    def going(self, event: Event, payload: bytes) -> None:
+        """A decision goes to the hub as ``payload``: a dispatch's task goes to the workers as
+        the same bytes."""
+        key = self.handing.pop(event.id, None)
+        if key is not None and isinstance(event, StageDispatched):
+            self.pushes.append((event.task_id, key, payload))
 
     def _start(self, ex: folds.ExecutionState, now: Now) -> None:
         earlier = self.state.executions.get(str(ex.request.get("resume_from") or ""))

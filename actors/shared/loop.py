@@ -121,6 +121,9 @@ class Actor:
         """What to send this turn."""
         return []
 
+    def sent(self, event: Event, payload: bytes) -> None:
+        """``event`` goes to the hub this turn as ``payload`` (its bytes, checked once)."""
+
     def forget(self, event_ids: list[str], now: Now) -> None:
         """These sent ids were given up (not back in time, or not sent): decide them again."""
 
@@ -364,7 +367,9 @@ class Loop:
                 log.error("%s: cannot take a live %s: %s", self.actor.name, record.type, exc)
 
     def _add(self, event: Event, now: Now) -> None:
-        self.outbox.add(event, now.mono, track=self.actor.reads_back and not event.LIVE)
+        payload = self.outbox.add(event, now.mono, track=self.actor.reads_back and not event.LIVE)
+        if payload is not None:
+            self.actor.sent(event, payload)
 
     def _send(self, events: list[Event], now: Now) -> None:
         for event in events:
