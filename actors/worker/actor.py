@@ -33,7 +33,7 @@ from actors.shared import loop
 from actors.shared.lifeline import tie
 from actors.shared.loop import Actor, LoopConfig, Now, Watched
 from actors.shared.stagecfg import StageLoader, StageSet, stage_names
-from actors.worker.pipes import FrameError, FrameReader, pack_frame
+from actors.worker.pipes import HEADER, FrameError, FrameReader, pack_frame
 from actors.worker.stageswap import RELOAD, StageSwap
 from bus.client import Client, Record
 from bus.curve import secure
@@ -51,7 +51,8 @@ from bus.events import (
     WorkerStopped,
 )
 from bus.protocol import SOCKET_MAX_BYTES
-from bus.schema import decode, to_map
+from bus.schema import check_map, from_map, to_map
+from bus.wire import unpack_map
 from store.projections.task import TaskRef
 
 log = logging.getLogger("porch.worker")
@@ -169,6 +170,7 @@ class Worker(Actor):
         self.stats = WorkerStats()
         self._running: deque[_Busy] = deque()  # handed to the runner, in order
         self._queue: deque[dict[str, Any]] = deque()
+        self._frames: dict[str, bytes] = {}  # task id -> its frame for the runner, as it came
         self._proc = psutil.Process()
         self._out: list[Event] = []  # events of this turn of the loop
         self._starts: list[Event] = []  # StageStarted held back until `_starts_due`
@@ -285,14 +287,19 @@ class Worker(Actor):
 
     def _on_task(self, payload: bytes) -> None:
         try:
-            event = decode(payload)
-            if not isinstance(event, StageDispatched):
-                raise MalformedEventError(f"a task must be StageDispatched, got {event.TYPE}")
+            schema, task = check_map(unpack_map(payload), payload)
+            if schema.cls is not StageDispatched:
+                raise MalformedEventError(f"a task must be StageDispatched, got {schema.type}")
+            whole = task.keys() == schema.allowed  # as the orchestrator sends it: every field
+            if not whole:  # an older version, or defaults left out: the fields as declared
+                task = to_map(from_map(task, payload))
+            TaskRef.of(task)  # what every event of its run names
         except Exception as exc:  # anything a message can provoke is a refusal, never a crash
             self.stats.malformed += 1
             log.warning("worker %s: refused a task: %s", self.name, exc)
             return
-        task = to_map(event)
+        if whole:  # the runner gets the bytes as checked: no second packing
+            self._frames[task["task_id"]] = HEADER.pack(len(payload)) + payload
         if task["execution_id"] in self.stats.cancelled:
             self._fail(task, "the execution was cancelled", "Cancelled", retryable=False)
             return
@@ -302,10 +309,11 @@ class Worker(Actor):
         """Give the runner queued tasks up to `RUNNER_DEPTH`; announce the one it starts."""
         while self._queue and len(self._running) < RUNNER_DEPTH:
             task = self._queue[0]
-            frame = pack_frame(task)
+            frame = self._frames.get(task["task_id"]) or pack_frame(task)
             if self._running and len(frame) > PIPELINE_MAX_BYTES:
                 return
             self._queue.popleft()
+            self._frames.pop(task["task_id"], None)
             self._running.append(_Busy(task=task, started=time.monotonic()))
             try:
                 runner.send(frame)
@@ -450,6 +458,7 @@ class Worker(Actor):
         report: dict[str, Any] | None = None,
     ) -> None:
         self.stats.failed += 1
+        self._frames.pop(task["task_id"], None)
         self._send(
             StageFailed(
                 **TaskRef.of(task).fields(),
