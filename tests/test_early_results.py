@@ -85,3 +85,30 @@ def test_results_of_a_dispatch_that_never_comes_go_when_the_execution_ends():
     fold_all(executions, state, log[cut:])
     ex = state.executions.get(eid)
     assert ex is None or not ex.early
+
+
+def test_a_completion_that_carries_its_start_folds_as_a_start_and_a_completion():
+    # given the golden log with each run task's StageStarted taken into its completion, as a
+    # worker does for a task that ends within its start delay
+    completed = {f["task_id"] for _, f in EVENTS if f["type"] == "StageCompleted"}
+    started = {f["task_id"]: f for _, f in EVENTS
+               if f["type"] == "StageStarted" and f["task_id"] in completed}  # fmt: skip
+    merged = []
+    for _, f in EVENTS:
+        if f["type"] == "StageStarted" and f["task_id"] in started:
+            continue
+        if f["type"] == "StageCompleted" and f.get("task_id") in started:
+            f = {**f, "v": 3, "started_ts": started[f["task_id"]]["ts"]}
+        merged.append(f)
+    log = [(seq, f) for seq, f in enumerate(merged, start=1)]
+    # then every task ends with the start and worker the two events gave it
+    whole = fold_all(executions, executions.ExecutionsState(), EVENTS)
+    one = fold_all(executions, executions.ExecutionsState(), log)
+    for eid, ex in whole.executions.items():
+        for key, task in ex.tasks.items():
+            other = one.executions[eid].tasks[key]
+            assert (other.status, other.started_ts, other.worker) == (
+                task.status,
+                task.started_ts,
+                task.worker,
+            ), (eid, key)

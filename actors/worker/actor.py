@@ -58,9 +58,10 @@ from store.projections.task import TaskRef
 log = logging.getLogger("porch.worker")
 CONTROL: Final = ("CancelRequested", "ExecutionCancelled")
 RUNNER_DEPTH: Final = 2  # tasks handed to the runner at once: the one it runs and the next
-START_DELAY_S: Final = 0.02  # StageStarted waits this long for the task's result, so a short
-# task's start and end reach the hub as one message (one group commit, and no hub work
-# competing with the runner meanwhile); its ts is still the moment the runner was handed it
+START_DELAY_S: Final = 0.02  # StageStarted waits this long for the task's result: a task that
+# ends sooner says when it started in its StageCompleted (one event, not two: less for the hub,
+# every fold and the log to carry), and a longer one's start goes out with its ts still the
+# moment the runner was handed it
 PIPELINE_MAX_BYTES: Final = 16 * 1024  # a bigger task waits for an idle runner: the pipe
 # holds 64 KiB, and a blocked write would stop this loop (and its heartbeats)
 
@@ -248,9 +249,9 @@ class Worker(Actor):
             self._next_beat = now.mono + self.config.heartbeat_s
 
     def decide(self, now: Now) -> list[Event]:
-        """This turn's events, with the held-back starts when anything else goes or they are
-        due (a short task's start and end then reach the hub as one message)."""
-        if self._starts and (self._out or now.mono >= self._starts_due):
+        """This turn's events, with the held-back starts once they are due (a task that ended
+        meanwhile took its own start into its completion)."""
+        if self._starts and now.mono >= self._starts_due:
             self._out[:0] = self._starts
             self._starts = []
         out, self._out = self._out, []
@@ -417,6 +418,7 @@ class Worker(Actor):
     def _complete(self, task: dict[str, Any], result: dict[str, Any]) -> None:
         self._send(
             StageCompleted(
+                started_ts=self._take_held_start(task["task_id"]),
                 **TaskRef.of(task).fields(),
                 worker=self.name,
                 artifact=str(result["artifact"]),
@@ -430,6 +432,15 @@ class Worker(Actor):
                 reused=bool(result.get("reused", False)),
             )
         )
+
+    def _take_held_start(self, task_id: str) -> float:
+        """A task that ended while its StageStarted was still held back: the start goes in
+        its completion instead (one event, not two); its time, or 0.0 if it was sent."""
+        for index, start in enumerate(self._starts):
+            if getattr(start, "task_id", None) == task_id:
+                del self._starts[index]
+                return start.ts
+        return 0.0
 
     def _progress(self, frame: dict[str, Any]) -> None:
         """The running task's stage said how far it is (the runner keeps these rare)."""

@@ -316,6 +316,8 @@ def _stage_completed(seq: int, fields: Fields, state: ExecutionsState) -> None:
     task = _current(fields, state)
     if task is None or task.status not in ("dispatched", "running"):
         return
+    if task.status == "dispatched" and fields.get("started_ts"):  # no StageStarted of its own
+        task.started_ts = fields["started_ts"]
     task.status = "completed"
     ex = _get(state, fields)
     assert ex is not None

@@ -313,7 +313,10 @@ def _completed(seq: int, f: Fields, state: MetricsState) -> None:
     if _early(f, state):
         return
     ts, labels = f["ts"], _stage(f)
-    state.dispatched.pop(f.get("task_id", ""), None)
+    sent = state.dispatched.pop(f.get("task_id", ""), None)
+    started = f.get("started_ts")
+    if started and sent is not None:  # a short task's start, told by its completion
+        record(state, "stage_queue_wait_seconds", labels, started, max(0.0, started - sent[0]))
     phase = str(f.get("phase", Phase.RUN.value))
     if phase == Phase.COLLECT:  # collect writes the output: not the stage
         return
