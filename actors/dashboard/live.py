@@ -45,6 +45,7 @@ class Live:
         self.endpoints = endpoints
         self.ctx = ctx
         self.mutex = threading.Lock()
+        self.folded = threading.Condition(self.mutex)  # notified after each batch is folded
         self.state = execution_folds.ExecutionsState()
         self.ready = threading.Event()
         self.stopping = threading.Event()
@@ -64,6 +65,12 @@ class Live:
             for listener in self._listeners:
                 listener.put(None)  # each open page's stream ends
         self._thread.join(5)
+
+    def wait_for(self, seq: int, timeout_s: float) -> bool:
+        """Wait until every event up to ``seq`` is folded (a page that just acted reads its
+        own write); False if that did not happen within ``timeout_s``."""
+        with self.folded:
+            return self.folded.wait_for(lambda: self.seq >= seq, timeout_s)
 
     # --- the pages' queues -------------------------------------------------------------------
 
@@ -102,6 +109,7 @@ class Live:
         with self.mutex:
             self.state = state
             self.seq = state.last_seq
+            self.folded.notify_all()
         self.ready.set()
         self._notify({"seq": state.last_seq, "all": True})
         with client.subscribe(state.last_seq + 1, types=WATCHED) as sub:
@@ -110,6 +118,10 @@ class Live:
                 live = sub.take_live()
                 if records or live:
                     self._fold(records, live)
+                if sub.position > self.seq:  # events of other types went by: up to here too
+                    with self.mutex:
+                        self.seq = sub.position
+                        self.folded.notify_all()
 
     def _fold(self, records: list[Record], live: list[Record]) -> None:
         touched: dict[str, None] = {}
@@ -128,6 +140,7 @@ class Live:
                     continue
                 touched[str(fields.get("execution_id", ""))] = None
             seq = self.seq
+            self.folded.notify_all()
         notice: dict[str, Any] = {"seq": seq}
         if touched:
             ids = list(touched)

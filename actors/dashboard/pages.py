@@ -26,6 +26,7 @@ from store.projections import executions as folds
 ID_MAX: Final = 200
 _ID = re.compile(r"^[\w.:@+=-]+$")
 LOG_MAX_BYTES: Final = tasklogs.MAX_LOG_BYTES + 4096
+AFTER_WAIT_S: Final = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +76,9 @@ class Pages:
             yield client
 
     def get(self, path: str, query: dict[str, str]) -> Any:
+        after = whole(query, "after", 0, 0, 1 << 62)
+        if after and not self.live.wait_for(after, AFTER_WAIT_S):
+            raise NotReadyError(f"the dashboard has not folded seq {after} yet; ask again")
         parts = [urllib.parse.unquote(p) for p in path.split("/")]
         if parts == ["executions"]:
             return self.executions(query)
