@@ -7,6 +7,7 @@ from __future__ import annotations
 import http.client
 import json
 import subprocess
+import time
 import urllib.parse
 
 import pytest
@@ -167,3 +168,33 @@ def test_buttons_append_the_cli_events_after_the_door_checks(hub, client, dashbo
     assert body["rows"][0]["status"] == "requested"
     reply, body = dashboard.ask("GET", f"/api/executions/ex-1?after={paused}")
     assert body["pause_requested"] is True
+
+
+def test_the_list_pages_through_10000_executions(hub, client, dashboard):
+    # given 10,000 executions in the log (none started: every one stays in the fold)
+    events = [
+        ExecutionRequested(execution_id=f"ex-{n:05d}", stages=["data_cleaning"],
+                           input_data="/nowhere.parquet", schedule_id="s" if n % 2 else None)
+        for n in range(10_000)
+    ]  # fmt: skip
+    for first in range(0, len(events), 1000):
+        client.publish_many(events[first : first + 1000])
+    seen, last = 0, 0
+    with client.subscribe(1, types=["ExecutionRequested"]) as sub:
+        deadline = time.monotonic() + 60
+        while seen < len(events) and time.monotonic() < deadline:
+            records = sub.receive(500)
+            seen += len(records)
+            last = records[-1].seq if records else last
+    assert seen == len(events)
+    # when its last page and a filtered page are asked for, as of the last one's seq
+    reply, body = dashboard.ask("GET", f"/api/executions?after={last}&page=200&per_page=50")
+    assert reply.status == 200, body
+    # then the pages hold every execution, newest first
+    assert body["matched"] == 10_000
+    assert body["rows"][-1]["execution_id"] == "ex-00000"
+    assert body["rows"][0]["execution_id"] == "ex-00049"
+    reply, body = dashboard.ask("GET", "/api/executions?q=schedule%20s&per_page=3")
+    assert body["matched"] == 5000
+    assert [r["execution_id"] for r in body["rows"]] == ["ex-09999", "ex-09997", "ex-09995"]
+    assert body["rows"][0]["trigger"] == "schedule s"

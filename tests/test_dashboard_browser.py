@@ -235,3 +235,51 @@ def test_time_travel_shows_the_state_porch_replay_folds(system, page):
         assert row.get_attribute("data-status") == step["status"], step_id
     assert count == len(list(system.client.read(1, execution_id=eid, types=FOLDED)))
     shoot(page, "time-travel")
+
+
+def test_an_alert_appears_live_and_is_acknowledged_and_resolved(system, page):
+    # given the alerts page and a rule on a custom metric
+    page.goto(f"{system.url}#/alerts")
+    page.wait_for_selector("#alerts tbody tr")
+    added = porch("alerts", "add-rule", "dash-hot", "--metric", "dash_temperature", "--custom",
+                  "--condition", "greater_than", "--threshold", "50", "--severity", "high",
+                  "--config", str(system.config), cwd=system.folder)  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    # when a sample goes over the threshold, the alert shows up without a reload
+    published = porch("publish", "MetricRecorded", "name=dash_temperature", "value=90",
+                      "--config", str(system.config), cwd=system.folder)  # fmt: skip
+    assert published.returncode == 0, published.stderr
+    row = page.wait_for_selector('#alerts tr[data-state="active"]')
+    alert_id = row.get_attribute("data-id")
+    # then Acknowledge appends AlertAcknowledged, and the row turns acknowledged
+    row.query_selector(".ack-button").click()
+    page.wait_for_selector(f'#alerts tr[data-id="{alert_id}"][data-state="acknowledged"]')
+    assert page.inner_text("#ack").startswith(f"alert {alert_id} acknowledged (seq ")
+    shoot(page, "alerts")
+    # and Resolve resolves it
+    page.click(f'#alerts tr[data-id="{alert_id}"] .resolve-button')
+    page.wait_for_selector(f'#alerts tr[data-id="{alert_id}"][data-state="resolved"]')
+    types = [r.type for r in system.client.read(1, types=["AlertAcknowledged", "AlertResolved"])]
+    assert types == ["AlertAcknowledged", "AlertResolved"]
+
+
+def test_schedules_and_metrics_pages(system, page):
+    # given a schedule
+    added = porch("schedule", "add", "dash-nightly", "--cron", "0 2 * * *", "--input",
+                  str(system.folder / "in.parquet"), "--config", str(system.config),
+                  cwd=system.folder)  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    # when its page is open, it shows its next fire times; pausing it is an event
+    page.goto(f"{system.url}#/schedules")
+    row = page.wait_for_selector('#schedules tr[data-id="dash-nightly"][data-state="active"]')
+    assert "2:00:00" in row.inner_text()
+    shoot(page, "schedules")
+    row.query_selector("button").click()
+    page.wait_for_selector('#schedules tr[data-id="dash-nightly"][data-state="paused"]')
+    assert page.inner_text("#ack").startswith("paused schedule dash-nightly (seq ")
+    # and the metrics page draws its charts from the monitor's series
+    page.goto(f"{system.url}#/metrics")
+    page.wait_for_selector(
+        '.chartbox[data-title="records per second"] polyline, .chartbox[data-title="records per second"] circle'
+    )
+    shoot(page, "metrics")

@@ -5,6 +5,7 @@ clear 400, naming it and what is allowed."""
 from __future__ import annotations
 
 import re
+import time
 import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,7 +15,7 @@ from typing import Any, Final
 
 import zmq
 
-from actors.dashboard import views
+from actors.dashboard import panels, views
 from actors.dashboard.live import Live
 from actors.errors import UsageError
 from actors.read.model import execution_from_log
@@ -89,6 +90,16 @@ class Pages:
                 return self.execution(eid)
             if what in ("timeline", "events", "at", "log"):
                 return self.history(eid, what, query)
+        if parts == ["schedules"]:
+            with self.client() as client:
+                return panels.schedules(client, time.time())
+        if parts == ["metrics"]:
+            minutes = whole(query, "minutes", 60, 1, 366 * 24 * 60)
+            with self.client() as client:
+                return panels.monitoring(client, minutes)
+        if parts == ["alerts"]:
+            with self.client() as client:
+                return panels.alert_page(client)
         raise NotFoundError(f"no API at /api/{path}")
 
     # --- executions ---------------------------------------------------------------------------

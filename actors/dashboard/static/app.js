@@ -103,7 +103,7 @@ function route() {
   for (const a of document.querySelectorAll("header nav a")) {
     a.classList.toggle("active", a.dataset.nav === name || (name === "execution" && a.dataset.nav === "executions"));
   }
-  const pages = { executions: executionsPage, execution: executionPage };
+  const pages = { executions: executionsPage, execution: executionPage, schedules: schedulesPage, metrics: metricsPage, alerts: alertsPage };
   const make = pages[name];
   page = make ? make(main, parts.slice(1), params) : null;
   if (!make) main.append(h("p", {}, "No such page: ", path));
@@ -379,6 +379,126 @@ function drawGantt(tl, ex, onBar) {
   const legend = h("div", { class: "legend" }, ["completed", "running", "failed", "lost", "reused", "dispatched"].map((k) => h("span", {}, h("i", { style: `background:${COLORS[k]}` }), k === "dispatched" ? "waiting for a worker" : k)),
     h("span", {}, "dashed outline: a retry"));
   return h("div", {}, svg, legend);
+}
+
+// --- schedules ------------------------------------------------------------------------------
+
+function ackBox() { return h("span", { class: "ack", id: "ack" }); }
+
+async function press(ack, path, refresh) {
+  ack.className = "ack"; ack.textContent = "…";
+  try { const done = await act(path); ack.className = "ack ok"; ack.textContent = done.message; refresh.run(); }
+  catch (err) { ack.className = "ack err"; ack.textContent = err.message; }
+}
+
+function schedulesPage(main) {
+  const ack = ackBox();
+  const list = h("tbody");
+  const misses = h("div");
+  const queue = h("div");
+  main.append(h("h1", {}, "Schedules"), h("div", { class: "panel" }, ack,
+    h("table", { id: "schedules" }, h("thead", {}, h("tr", {}, ["Schedule", "Type", "When", "State", "Next fires", "Fires", "Missed", "Recent runs", ""].map((t) => h("th", {}, t)))), list)),
+    h("div", { class: "two" }, h("div", { class: "panel" }, h("h2", {}, "Misfires"), misses), h("div", { class: "panel" }, h("h2", {}, "Queue and retries"), queue)));
+  const refresh = new Refresher(async () => {
+    const data = await api("schedules");
+    list.replaceChildren(...data.schedules.map((sc) => {
+      const id = encodeURIComponent(sc.schedule_id);
+      return h("tr", { "data-id": sc.schedule_id, "data-state": sc.state },
+        h("td", {}, sc.schedule_id), h("td", {}, sc.schedule_type), h("td", {}, sc.schedule_expression || (sc.dependencies || []).join(", ")),
+        h("td", {}, badge(sc.state === "active" ? "running" : sc.state === "paused" ? "paused" : "failed"), " ", sc.state),
+        h("td", {}, sc.next_fires.length ? sc.next_fires.map((t) => when(t)).join("\n") : sc.dependencies.length ? "on upstream success" : "–"),
+        h("td", { class: "num" }, sc.fires), h("td", { class: "num" }, sc.missed),
+        h("td", {}, sc.runs.slice(0, 5).map((r) => h("a", { href: "#/execution/" + encodeURIComponent(r.execution_id), title: r.execution_id, style: "margin-right:4px" }, badge(r.status)))),
+        h("td", {}, h("button", { onclick: () => press(ack, `schedules/${id}/${sc.state === "paused" ? "resume" : "pause"}`, refresh) }, sc.state === "paused" ? "Resume" : "Pause"), " ",
+          h("button", { onclick: () => press(ack, `schedules/${id}/trigger`, refresh) }, "Trigger now")));
+    }));
+    if (!data.schedules.length) list.append(h("tr", {}, h("td", { colspan: 9, class: "muted" }, "no schedules: add one with `porch schedule add`")));
+    misses.replaceChildren(data.missed.length ? h("table", {}, h("thead", {}, h("tr", {}, ["Schedule", "Slot", "Count", "Reason"].map((t) => h("th", {}, t)))),
+      h("tbody", {}, data.missed.map((m) => h("tr", {}, h("td", {}, m.schedule_id), h("td", {}, when(m.fire_time)), h("td", { class: "num" }, m.count), h("td", {}, m.reason)))))
+      : h("p", { class: "muted" }, "no misfires"));
+    const q = data.queue;
+    queue.replaceChildren(h("p", {}, `${q.running.length} running, ${q.queued.length} queued (at most ${q.max_concurrent_executions} at once), ${q.waiting_retries.length} retries waiting`),
+      ...q.waiting_retries.map((r) => h("p", { class: "muted" }, `${r.execution_id} (schedule ${r.schedule_id}, attempt ${r.attempt})`)));
+  });
+  refresh.run();
+  return { notice: (n) => { if (n.schedules) refresh.run(); }, stop: () => { refresh.gone = true; } };
+}
+
+// --- metrics --------------------------------------------------------------------------------
+
+const PALETTE = ["#2f74d0", "#2e9d5b", "#d23f3f", "#d69a18", "#7a5cc2", "#b4541c", "#1f9bb4", "#777"];
+
+function lineChart(chart, from, to) {
+  const W = 560, H = 180, L = 44, B = 22;
+  const svg = s("svg", { class: "chart", width: W, height: H + 40, viewBox: `0 0 ${W} ${H + 40}` });
+  const all = Object.values(chart.lines).flat();
+  if (!all.length) return h("div", { class: "chartbox" }, h("h2", {}, chart.title), h("p", { class: "muted" }, "no samples in this window"));
+  const max = Math.max(1e-9, ...all.map((p) => p[1]));
+  from = Math.min(to - 60, Math.max(from, Math.min(...all.map((p) => p[0])))); // no empty hour before the first sample
+  const x = (t) => L + ((t - from) / (to - from)) * (W - L - 8);
+  const y = (v) => H - B - (v / max) * (H - B - 8);
+  svg.append(s("line", { x1: L, x2: W - 8, y1: H - B, y2: H - B, stroke: "#ccc" }), s("line", { x1: L, x2: L, y1: 4, y2: H - B, stroke: "#ccc" }),
+    s("text", { x: L - 4, y: 12, "text-anchor": "end", fill: "#888" }, max.toPrecision(3)), s("text", { x: L - 4, y: H - B, "text-anchor": "end", fill: "#888" }, "0"),
+    s("text", { x: L, y: H - 6, fill: "#888" }, clock(from)), s("text", { x: W - 8, y: H - 6, fill: "#888", "text-anchor": "end" }, clock(to)));
+  const legend = h("div", { class: "legend" });
+  Object.entries(chart.lines).slice(0, PALETTE.length).forEach(([name, pts], i) => {
+    svg.append(s("polyline", { points: pts.map((p) => `${x(p[0]).toFixed(1)},${y(p[1]).toFixed(1)}`).join(" "), fill: "none", stroke: PALETTE[i], "stroke-width": 1.6 },
+      s("title", {}, `${name}: last ${pts[pts.length - 1][1]}`)));
+    if (pts.length === 1) svg.append(s("circle", { cx: x(pts[0][0]), cy: y(pts[0][1]), r: 2.5, fill: PALETTE[i] }));
+    legend.append(h("span", {}, h("i", { style: `background:${PALETTE[i]}` }), name));
+  });
+  return h("div", { class: "chartbox", "data-title": chart.title }, h("h2", {}, chart.title), svg, legend);
+}
+
+function metricsPage(main) {
+  const windowSel = h("select", { id: "window", onchange: () => refresh.run() }, [["15", "15 minutes"], ["60", "1 hour"], ["360", "6 hours"], ["1440", "24 hours"]].map(([v, t]) => h("option", { value: v }, t)));
+  windowSel.value = "60";
+  const summary = h("div", { class: "facts" });
+  const charts = h("div", { class: "two", id: "charts" });
+  const note = h("p", { class: "muted" });
+  main.append(h("h1", {}, "Metrics"), h("div", { class: "panel" }, h("div", { class: "filters" }, "Window ", windowSel), summary, note), charts);
+  const refresh = new Refresher(async () => {
+    const data = await api("metrics?minutes=" + windowSel.value);
+    const c = data.current;
+    const rate = (r) => (r === null || r === undefined ? "–" : (r * 100).toFixed(1) + "%");
+    summary.replaceChildren(fact("Executions", num(c.executions.total)), fact("Running", num(c.executions.running)),
+      fact("Success rate", rate(c.executions.success_rate)), fact("Queue depth", num(c.queue_depth)),
+      fact("Workers alive", num(c.workers_alive)), fact("Active alerts", num(c.alerts.active)));
+    note.textContent = `raw samples for the last ${data.raw_window_minutes} minutes, then minute and hour means; kept ${data.retention_hours} hours`;
+    charts.replaceChildren(...data.charts.map((ch) => h("div", { class: "panel" }, lineChart(ch, data.from_ts, data.to_ts))));
+  });
+  refresh.run();
+  return { notice: (n) => { if (n.metrics || n.all) refresh.run(); }, stop: () => { refresh.gone = true; } };
+}
+
+// --- alerts ---------------------------------------------------------------------------------
+
+function alertsPage(main) {
+  const ack = ackBox();
+  const body = h("tbody");
+  const rules = h("div");
+  main.append(h("h1", {}, "Alerts"), h("div", { class: "panel" }, ack,
+    h("table", { id: "alerts" }, h("thead", {}, h("tr", {}, ["Alert", "State", "Severity", "Rule", "Metric", "Value", "Threshold", "Fired", "Message", ""].map((t) => h("th", {}, t)))), body)),
+    h("div", { class: "panel" }, h("h2", {}, "Rules"), rules));
+  const refresh = new Refresher(async () => {
+    const data = await api("alerts");
+    body.replaceChildren(...data.alerts.map((a) => {
+      const state = a.resolved ? "resolved" : a.acknowledged ? "acknowledged" : "active";
+      const id = encodeURIComponent(a.alert_id);
+      return h("tr", { "data-id": a.alert_id, "data-state": state },
+        h("td", {}, a.alert_id), h("td", {}, badge(state)), h("td", {}, a.severity), h("td", {}, a.rule_id),
+        h("td", {}, a.metric_name + (Object.keys(a.labels || {}).length ? ` {${Object.entries(a.labels).map(([k, v]) => `${k}=${v}`).join(",")}}` : "")),
+        h("td", { class: "num" }, a.value), h("td", { class: "num" }, a.threshold), h("td", {}, when(a.fired_ts)), h("td", {}, a.message),
+        h("td", {}, a.resolved ? "" : [!a.acknowledged ? h("button", { class: "ack-button", onclick: () => press(ack, `alerts/${id}/ack`, refresh) }, "Acknowledge") : null, " ",
+          h("button", { class: "resolve-button", onclick: () => press(ack, `alerts/${id}/resolve`, refresh) }, "Resolve")]));
+    }));
+    if (!data.alerts.length) body.append(h("tr", {}, h("td", { colspan: 10, class: "muted" }, "no alerts")));
+    rules.replaceChildren(data.rules.length ? h("table", {}, h("thead", {}, h("tr", {}, ["Rule", "Metric", "Condition", "Threshold", "Severity"].map((t) => h("th", {}, t)))),
+      h("tbody", {}, data.rules.map((r) => h("tr", {}, h("td", {}, r.rule_id), h("td", {}, r.metric_name), h("td", {}, r.condition), h("td", {}, String(r.threshold)), h("td", {}, r.severity)))))
+      : h("p", { class: "muted" }, "no rules: add one with `porch alerts add-rule`"));
+  });
+  refresh.run();
+  return { notice: (n) => { if (n.alerts) refresh.run(); }, stop: () => { refresh.gone = true; } };
 }
 
 window.addEventListener("hashchange", route);
