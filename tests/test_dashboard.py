@@ -73,6 +73,9 @@ def test_a_non_loopback_address_needs_the_token(hub):
     assert refused.stderr.count("\n") == 1
     assert "needs a token" in refused.stderr
     assert "porch dashboard-token" in refused.stderr
+    up = run_porch("up", "--dashboard-host", "0.0.0.0", data_dir=hub.data_dir)
+    assert up.returncode == 2
+    assert up.stderr == refused.stderr
     # when a token is made, it is private
     made = run_porch("dashboard-token", data_dir=hub.data_dir)
     assert made.returncode == 0, made.stderr

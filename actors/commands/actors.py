@@ -154,6 +154,10 @@ def cmd_up(args: argparse.Namespace) -> int:
         from actors.scheduler.specs import load_file
 
         load_file(Path(schedules), now=None)  # refuse a broken file before starting anything
+    if not args.no_dashboard:  # another address without a token: refused before anything starts
+        from actors.dashboard.access import token_for_bind
+
+        token_for_bind(data_dir, args.dashboard_host, insecure=args.insecure)
     # held while `porch up` runs: a second one is refused, and `porch down` finds this one
     up_fd, _ = pidlock.hold(processes.up_lock(data_dir))
     if up_fd is None or hub_running(data_dir):

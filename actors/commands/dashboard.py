@@ -90,8 +90,6 @@ def cmd_token(args: argparse.Namespace) -> int:
     from actors.dashboard.access import make_token, token_path
 
     data_dir = data_dir_of(args)
-    if not data_dir.is_dir():
-        raise UsageError(f"dashboard-token: data dir {data_dir} does not exist")
     token, made = make_token(data_dir, renew=args.new)
     print(token)
     if made:
