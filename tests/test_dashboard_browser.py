@@ -25,14 +25,16 @@ from tests.porchup import PorchUp, porch
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
-SHOTS = Path(__file__).resolve().parents[1] / "docs" / "screenshots"
+ROOT = Path(__file__).resolve().parents[1]
+SHOTS = ROOT / "docs" / "screenshots"
 WAIT_MS = 20_000
-CONFIG = """data_dir = "state"
+CONFIG = f"""data_dir = "state"
 
 [workers]
 count = 2
 
 [stages]
+path = [{json.dumps(str(ROOT))}]  # where `tests.slowstages` is, from the system's own folder
 inching = "tests.slowstages:inching"
 noop = "tests.slowstages:noop"
 """
@@ -274,12 +276,17 @@ def test_schedules_and_metrics_pages(system, page):
     row = page.wait_for_selector('#schedules tr[data-id="dash-nightly"][data-state="active"]')
     assert "2:00:00" in row.inner_text()
     shoot(page, "schedules")
-    row.query_selector("button").click()
+    # (a locator: the live list may redraw the row between finding it and clicking it)
+    page.locator('#schedules tr[data-id="dash-nightly"] button', has_text="Pause").click()
     page.wait_for_selector('#schedules tr[data-id="dash-nightly"][data-state="paused"]')
     assert page.inner_text("#ack").startswith("paused schedule dash-nightly (seq ")
-    # and the metrics page draws its charts from the monitor's series
+    # and the metrics page draws its charts from the monitor's series (of a run of its own)
+    before = len(list(system.client.read(1, types=["ExecutionCompleted"])))
+    request(system)
+    system.wait_for("ExecutionCompleted", before + 1)
     page.goto(f"{system.url}#/metrics")
     page.wait_for_selector(
-        '.chartbox[data-title="records per second"] polyline, .chartbox[data-title="records per second"] circle'
+        '.chartbox[data-title="records per second"] polyline, .chartbox[data-title="records per second"] circle',
+        state="attached",  # a line of one sample is drawn, though it has no area to be seen
     )
     shoot(page, "metrics")
