@@ -58,7 +58,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     work = sub.add_parser("worker", help="run one stage worker (needs a running hub)")
     add_data_dir(work)
     work.add_argument("--name", help="worker name (default worker-HOST-PID)")
-    work.add_argument("--prefetch", type=whole(1, 64), help="tasks held ready (default 4)")
+    work.add_argument("--prefetch", type=whole(1, 64), help="tasks held ready (default 8)")
     _stage_flag(work)
     work.set_defaults(func=cmd_worker)
 

@@ -69,7 +69,7 @@ class OrchestratorConfig:
     tasks: str
     checkpoint_dir: Path
     lease_ms: int = 10_000
-    prefetch: int = 4
+    prefetch: int = 8
     dispatch_window: int = 256
     hybrid_min_rows: int = 250_000
     default_workers: int = 2

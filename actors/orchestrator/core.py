@@ -61,7 +61,7 @@ Measure = Callable[[Sequence[str]], int]  # bytes on disk of artifact paths
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CoreConfig:
     lease_ms: int = 10_000
-    prefetch: int = 4
+    prefetch: int = 8
     # tasks decided and not finished, across executions: a wide window lets many
     # StageDispatched share one group commit of the hub, while pushes still wait for room
     dispatch_window: int = 256

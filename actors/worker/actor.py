@@ -79,7 +79,7 @@ class WorkerConfig:
     name: str = ""
     heartbeat_s: float = 1.0
     stages: StageSet = field(default_factory=StageSet)
-    prefetch: int = 4
+    prefetch: int = 8
 
     def __post_init__(self) -> None:
         if not 0.05 <= self.heartbeat_s <= 60:
