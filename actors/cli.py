@@ -8,6 +8,7 @@ import sys
 
 from actors.commands import actors as actor_commands
 from actors.commands import config as config_commands
+from actors.commands import dashboard as dashboard_commands
 from actors.commands import executions as execution_commands
 from actors.commands import gc as gc_commands
 from actors.commands import keys as key_commands
@@ -27,7 +28,9 @@ from store.errors import StoreError
 ROOT_ERRORS = (ActorError, BusError, StoreError, StageError)
 # the actors create the data dir's files: the log, artifacts, sockets, run files. They are the
 # user's data, so they are private: directories 0700, files 0600.
-PRIVATE_COMMANDS = frozenset({"hub", "orchestrator", "worker", "scheduler", "monitor", "up"})
+PRIVATE_COMMANDS = frozenset(
+    {"hub", "orchestrator", "worker", "scheduler", "monitor", "dashboard", "up"}
+)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -51,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     monitoring_commands.register(sub)
     key_commands.register(sub)
     config_commands.register(sub)
+    dashboard_commands.register(sub)
     return parser
 
 

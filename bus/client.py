@@ -23,6 +23,7 @@ from bus.protocol import (
     APPEND,
     FLUSH_LINGER_MS,
     HEAD,
+    IDLE_MARKER_TOPIC,
     LINGER_MS,
     MARKER_TOPIC,
     MAX_MESSAGE_BYTES,
@@ -210,13 +211,17 @@ class Client:
         *,
         types: Iterable[str] | None = None,
         hwm: int = SUB_HWM,
+        batch_markers: bool = True,
     ) -> Subscription:
         """Follow the log: from ``from_seq`` (history first), or only new events when None.
 
         ``types`` filters at the socket; ``hwm`` is how many messages may wait unread before
         ZeroMQ drops some (the subscription then reads what it missed from the hub).
+        ``batch_markers=False`` suits a filter on rare types (a worker's control events): it
+        is not woken by the hub's marker after every batch, and reads each event it hears of
+        from the hub instead (in order, none missed), once a second whatever it heard.
         """
-        return Subscription(self, from_seq, types, hwm)
+        return Subscription(self, from_seq, types, hwm, batch_markers=batch_markers)
 
     # --- transport --------------------------------------------------------------------------
 
@@ -290,9 +295,12 @@ class Subscription:
         from_seq: int | None,
         types: Iterable[str] | None,
         hwm: int = SUB_HWM,
+        *,
+        batch_markers: bool = True,
     ) -> None:
         self._client = client
         self._types = frozenset(types) if types is not None else None
+        self._by_read = self._types is not None and not batch_markers
         sock = client._ctx.socket(zmq.SUB)
         sock.setsockopt(zmq.LINGER, LINGER_MS)
         sock.setsockopt(zmq.RCVHWM, hwm)
@@ -300,7 +308,7 @@ class Subscription:
         if self._types is None:
             sock.setsockopt(zmq.SUBSCRIBE, b"")
         else:
-            sock.setsockopt(zmq.SUBSCRIBE, MARKER_TOPIC)
+            sock.setsockopt(zmq.SUBSCRIBE, IDLE_MARKER_TOPIC if self._by_read else MARKER_TOPIC)
             for kind in sorted(self._types):
                 sock.setsockopt(zmq.SUBSCRIBE, kind.encode())
         secure(sock, client.endpoints.publish, client.endpoints.curve, server=False)
@@ -394,7 +402,7 @@ class Subscription:
                 self.malformed += 1
                 continue
             topic, seq_bytes, payload = frames
-            if topic == MARKER_TOPIC:
+            if topic[:1] == MARKER_TOPIC:
                 self._on_marker(payload, out)
                 continue
             seq = int.from_bytes(seq_bytes, "big")
@@ -403,6 +411,9 @@ class Subscription:
                 self._live_count += 1
                 continue
             if seq <= self.position:
+                continue
+            if self._by_read:  # read from the hub with whatever came before it
+                self._target = max(self._target, seq)
                 continue
             record = Record(seq, self._name(topic), payload)
             if filtered:

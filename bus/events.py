@@ -98,7 +98,8 @@ class StageProgress(Event):
 @catalogued
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StageCompleted(Event):
-    V: ClassVar[int] = 2  # v2: ``step`` is always set (a v1 event may name it by its stage)
+    # v2: ``step`` is always set (a v1 event may name it by its stage); v3: ``started_ts``
+    V: ClassVar[int] = 3
     execution_id: str
     stage: str
     worker: str
@@ -116,6 +117,9 @@ class StageCompleted(Event):
     task_id: str = ""
     extra: dict[str, str] = field(default_factory=dict)
     reused: bool = False
+    # when its runner began it, for a task that ended before its worker sent a StageStarted
+    # (one event where a short task had two); 0.0 when a StageStarted was sent
+    started_ts: float = 0.0
 
 
 @catalogued
@@ -469,6 +473,11 @@ def _failure_report_v2_v3(fields: dict[str, Any]) -> dict[str, Any]:
     return {**fields, "report": {}}
 
 
+def _started_apart_v2_v3(fields: dict[str, Any]) -> dict[str, Any]:
+    """A v2 ``StageCompleted`` always followed a ``StageStarted`` of its own."""
+    return {**fields, "started_ts": 0.0}
+
+
 UPCASTERS: Final[dict[tuple[str, int], Upcaster]] = {
     **{
         (kind, 1): _step_from_stage_v1_v2
@@ -482,5 +491,6 @@ UPCASTERS: Final[dict[tuple[str, int], Upcaster]] = {
     },
     ("WorkerStarted", 1): _no_stages_v1_v2,
     ("StageFailed", 2): _failure_report_v2_v3,
+    ("StageCompleted", 2): _started_apart_v2_v3,
 }
 register_upcasters(UPCASTERS)

@@ -272,7 +272,9 @@ class Hub:
                     self.cycle()
                 now = time.monotonic()
                 if now >= next_marker:
-                    self._publish_marker(self.log.head, self.log.head, {})
+                    self.publish.send_multipart(
+                        pack_marker(self.log.head, self.log.head, {}, idle=True)
+                    )
                     next_marker = now + interval
                 if self._archiving is not None and self._archiving[1].done():
                     self._archived()

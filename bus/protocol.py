@@ -26,6 +26,9 @@ MAX_MESSAGE_BYTES: Final = 1 << 20  # an event's payload, a request
 SOCKET_MAX_BYTES: Final = MAX_MESSAGE_BYTES + 4096  # ZeroMQ's MAXMSGSIZE of receiving sockets
 REPLY_MAX_BYTES: Final = 4 * SOCKET_MAX_BYTES  # a requester's MAXMSGSIZE: a read reply holds many
 MARKER_TOPIC: Final = b"\x00"  # the PUB topic of batch markers (see `bus.wire`)
+# the hub's marker once a second, whatever it wrote: a subscription for rare types listens to
+# it alone (its topic starts as a batch marker's, so those who want batch markers get it too)
+IDLE_MARKER_TOPIC: Final = MARKER_TOPIC + b"i"
 
 INGEST_HWM: Final = 100_000  # the hub's PULL
 PUB_HWM: Final = 50_000  # the hub's XPUB, unless its config says otherwise

@@ -15,7 +15,7 @@ from typing import Any, Final
 import msgpack
 
 from bus.errors import MalformedEventError
-from bus.protocol import MARKER_TOPIC, MAX_MESSAGE_BYTES
+from bus.protocol import IDLE_MARKER_TOPIC, MARKER_TOPIC, MAX_MESSAGE_BYTES
 
 SEQ: Final = struct.Struct(">Q")
 MAX_DEPTH: Final = 32
@@ -46,8 +46,9 @@ def unpack_map(raw: bytes) -> dict[str, Any]:
     return obj
 
 
-def pack_marker(prev: int, last: int, counts: dict[str, int]) -> list[bytes]:
-    return [MARKER_TOPIC, SEQ.pack(last), pack([prev, last, counts])]
+def pack_marker(prev: int, last: int, counts: dict[str, int], *, idle: bool = False) -> list[bytes]:
+    topic = IDLE_MARKER_TOPIC if idle else MARKER_TOPIC
+    return [topic, SEQ.pack(last), pack([prev, last, counts])]
 
 
 def parse_marker(payload: bytes) -> tuple[int, int, dict[str, int]]:

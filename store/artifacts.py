@@ -35,7 +35,14 @@ from store import atomic, deltas
 from store.deltas import Base
 from store.errors import ArtifactError
 from store.fsutil import fsync_dir, make_private_dir
-from store.slices import is_slice, read_slice, read_slice_schema, slice_bytes, slice_hash
+from store.slices import (
+    is_slice,
+    read_slice,
+    read_slice_schema,
+    slice_bytes,
+    slice_hash,
+    uses_threads,
+)
 
 SMALL: Final = 32 * 1024 * 1024  # frames up to this size are serialized and hashed in memory
 IPC_MAGIC: Final = b"ARROW1"
@@ -109,6 +116,13 @@ def write_bytes(path: str | Path, data: bytes) -> ArtifactInfo:
             tmp.unlink()
         raise ArtifactError(f"cannot write artifact {str(target)!r}: {exc}") from exc
     return ArtifactInfo(str(target), 0, size, sha)
+
+
+def to_frame(table: pa.Table) -> pd.DataFrame:
+    """A table as a frame, its buffers freed as they are converted."""
+    return table.to_pandas(
+        split_blocks=True, self_destruct=True, use_threads=uses_threads(table.num_rows)
+    )
 
 
 def slice_info(artifact: str) -> ArtifactInfo:
@@ -248,7 +262,7 @@ def read_frames(
     if not tables:
         raise ArtifactError("no artifacts to read")
     table = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
-    return table.to_pandas(split_blocks=True, self_destruct=True)
+    return to_frame(table)
 
 
 def write_parquet(

@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 from store.errors import ArtifactError
 
 SLICE: Final = "slice:"
+THREADS_MIN_ROWS: Final = 65_536
 _OPEN: dict[tuple[str, int, int, int], pq.ParquetFile] = {}
 
 
@@ -47,8 +48,33 @@ def parquet_file(path: str) -> pq.ParquetFile:
             for old in _OPEN.values():
                 old.close()
             _OPEN.clear()
-        parquet = _OPEN[key] = pq.ParquetFile(path)
+        # no pre-buffering: it is for stores with a high latency per request, and on a local
+        # file it makes a small read cost twenty times more (measured: 0.25 ms against 11 us)
+        parquet = _OPEN[key] = pq.ParquetFile(path, pre_buffer=False)
     return parquet
+
+
+def read_row_groups(
+    parquet: pq.ParquetFile, first: int, end: int, columns: list[str] | None = None
+) -> pa.Table:
+    """Row groups ``first`` up to ``end`` of an open parquet file, as one table (`columns`
+    only, when given); a small read stays on the calling thread (`uses_threads`)."""
+    if end <= first:
+        empty = parquet.schema_arrow.empty_table()
+        return empty if columns is None else empty.select(columns)
+    meta = parquet.metadata
+    whole = first == 0 and end == meta.num_row_groups
+    rows = meta.num_rows if whole else sum(meta.row_group(g).num_rows for g in range(first, end))
+    return parquet.read_row_groups(
+        range(first, end), columns=columns, use_threads=uses_threads(rows)
+    )
+
+
+def uses_threads(rows: int) -> bool:
+    """Arrow's thread pool for a read or a conversion of this many rows? Handing a small one
+    to the pool costs more than doing it (measured: a one-row task's read and conversion took
+    0.8 ms with threads on a busy 2-core machine, and a tenth of that without)."""
+    return rows >= THREADS_MIN_ROWS
 
 
 def _chunks(meta: pq.FileMetaData, first: int, end: int) -> list[tuple[int, int]]:
@@ -104,10 +130,7 @@ def slice_bytes(artifact: str) -> int:
 
 def read_slice(artifact: str) -> pa.Table:
     path, first, end = parse_slice(artifact)
-    parquet = parquet_file(path)
-    if end > first:
-        return parquet.read_row_groups(range(first, end))
-    return parquet.schema_arrow.empty_table()
+    return read_row_groups(parquet_file(path), first, end)
 
 
 def read_slice_schema(artifact: str) -> pa.Schema:

@@ -91,7 +91,7 @@ def test_round_trip_keeps_every_field():
 def test_wire_map_carries_envelope():
     obj = msgpack.unpackb(encode(completed()))
     assert obj["type"] == "StageCompleted"
-    assert obj["v"] == 2  # StageCompleted v2: step always set
+    assert obj["v"] == 3  # StageCompleted v3: started_ts for a start it carries
     assert {"id", "ts", "src"} <= obj.keys()
 
 
@@ -107,7 +107,7 @@ def test_ids_are_unique():
         ({"duration_s": None}, "StageCompleted: field 'duration_s' must be float, got null"),
         ({"surprise": 1}, "StageCompleted: unknown field 'surprise'"),
         ({"type": "NoSuchEvent"}, "unknown event type 'NoSuchEvent'"),
-        ({"v": 99}, "StageCompleted: schema version 99 is newer than this program knows (2)"),
+        ({"v": 99}, "StageCompleted: schema version 99 is newer than this program knows (3)"),
         ({"id": ""}, "StageCompleted: field 'id' must be a str of 1 to 128 chars"),
         (
             {"report": {"k": object()}},

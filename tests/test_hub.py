@@ -115,14 +115,36 @@ def test_late_subscriber_receives_history_then_live_once_in_order(client, hub):
     assert [r.seq for r in got] == list(range(1, 1002))
 
 
-def test_filtered_subscriber_misses_nothing(client, hub):
-    with Client.local(hub.data_dir) as reader, reader.subscribe(1, types=["StageProgress"]) as sub:
+@pytest.mark.parametrize("batch_markers", [True, False])
+def test_filtered_subscriber_misses_nothing(client, hub, batch_markers):
+    with (
+        Client.local(hub.data_dir) as reader,
+        reader.subscribe(1, types=["StageProgress"], batch_markers=batch_markers) as sub,
+    ):
         for i in range(400):
             client.publish(metric(i) if i % 3 else progress(i))
         got = collect(sub, 134)
+        assert collect(sub, 1, timeout_s=1.5) == []  # and nothing twice
     assert len(got) == 134
     assert all(r.type == "StageProgress" for r in got)
     assert [r.seq for r in got] == sorted(r.seq for r in got)
+
+
+def test_a_subscriber_of_rare_types_is_not_woken_by_every_batch(client, hub):
+    # given a subscription to a type nobody publishes, without batch markers
+    with (
+        Client.local(hub.data_dir) as reader,
+        reader.subscribe(None, types=["StageProgress"], batch_markers=False) as sub,
+    ):
+        # when hundreds of other events are appended, one by one
+        for i in range(300):
+            client.append(metric(i))
+        # then its socket got the once-a-second idle markers, not one marker per batch
+        arrived = 0
+        while sub.socket.poll(0):
+            sub.socket.recv_multipart()
+            arrived += 1
+    assert arrived < 30
 
 
 def test_subscriber_recovers_messages_dropped_at_its_high_water_mark(client, hub):

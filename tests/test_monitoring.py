@@ -487,3 +487,23 @@ def test_new_failures_counts_every_failure_after_going_live_and_none_of_the_hist
     fail(loop, "while-down")
     folds.count_failures_from_here(loop.metrics)
     assert folds.take_new_failures(loop.metrics) == 1
+
+
+def test_a_short_task_s_start_told_by_its_completion_counts_as_its_start():
+    # given a task dispatched, whose worker sent no StageStarted (it ended within the delay)
+    loop = Loop()
+    step = {"id": "s", "stage": "s", "phases": ["run"], "parts": 1}
+    loop.emit(ExecutionRequested(execution_id="e", stages=["s"], input_data="/x"))
+    loop.emit(ExecutionStarted(execution_id="e", mode="sequential", plan={"steps": [step]}))
+    loop.emit(StageDispatched(execution_id="e", stage="s", step="s", task_id="e/t", partition=0,
+                              partitions=1, attempt=1, lease_ms=1000, inputs=[]))  # fmt: skip
+    sent = loop.now
+    loop.now += 0.5
+    # when its completion says when it started
+    loop.emit(StageCompleted(execution_id="e", stage="s", step="s", worker="w1", artifact="a",
+                             rows_in=1, rows_out=1, bytes=1, sha256="", duration_s=0.01,
+                             task_id="e/t", started_ts=sent + 0.125))  # fmt: skip
+    # then the queue wait is measured from it, as from a StageStarted
+    assert loop.metrics.get("stage_queue_wait_seconds", (("stage", "s"),)).last == pytest.approx(
+        0.125
+    )

@@ -33,6 +33,7 @@ from bus.events import (
     WorkerStarted,
     WorkerStopped,
 )
+from bus.schema import decode, encode, to_map
 from stages.registry import Registry
 from stages.sample import generate
 from store.projections import executions as folds
@@ -84,9 +85,16 @@ class Orchestrated:
             self.core.apply(record.seq, record.fields, record.payload, self.now)
             self.folded = record.seq
 
+    def decide(self) -> list[Event]:
+        """Decide, and send the decisions as the loop does (the core hears their bytes)."""
+        decided = self.core.decide(self.now)
+        for event in decided:
+            self.core.going(event, encode(event))
+        return decided
+
     def step(self) -> list[Event]:
         """One turn: decide, and every decision comes back durable."""
-        decided = self.core.decide(self.now)
+        decided = self.decide()
         for event in decided:
             self.hub.append(event, self.now.wall)
         self._fold()
@@ -499,3 +507,64 @@ def test_after_a_restart_a_task_whose_worker_restarted_meanwhile_runs_again_at_o
     (failed,) = [e for e in decided if isinstance(e, StageFailed)]
     assert (failed.attempt, failed.step) == (1, task["step"])
     assert "w1 restarted" in failed.error
+
+
+def _handed_early(o: Orchestrated) -> tuple[Any, dict[str, Any]]:
+    """Decide a dispatch and take the task the core pushes at once, the dispatch not back yet."""
+    decided = o.decide()
+    (dispatch,) = [e for e in decided if e.TYPE == "StageDispatched"]
+    bundle = o.core.take_bundle(o.now)
+    o.core.pushed(bundle, o.now)
+    (payload,) = [p for _, _, p in bundle]
+    return dispatch, to_map(decode(payload))
+
+
+def test_a_task_goes_out_as_its_dispatch_is_sent_and_a_result_logged_first_waits_for_it(
+    tmp_path, source
+):
+    # given a started execution
+    o = Orchestrated(tmp_path)
+    o.join("w1")
+    o.emit(request(source))
+    o.step()
+    # when its first task is decided: it is pushed before its dispatch is in the log
+    dispatch, task = _handed_early(o)
+    assert task["task_id"] == dispatch.task_id
+    key = (task["step"], task["phase"], task["partition"])
+    # and the worker's result reaches the log before the dispatch does
+    o.start(task)
+    o.complete(task)
+    assert o.core.state.executions["e1"].tasks[key].status == "pending"
+    o.hub.append(dispatch, o.now.wall)
+    o._fold()
+    # then the task is completed once the dispatch folds, and is not pushed again
+    assert o.core.state.executions["e1"].tasks[key].status == "completed"
+    o.settle()
+    for later in o.push():
+        assert later["task_id"] != task["task_id"]
+        o.start(later)
+        o.complete(later)
+    o.run_all()
+    assert o.status("e1") == "completed"
+    assert len([e for e in o.hub.of("StageCompleted") if e["task_id"] == task["task_id"]]) == 1
+
+
+def test_a_dispatch_given_up_and_decided_again_goes_to_the_workers_once(tmp_path, source):
+    # given a task pushed as its dispatch was sent
+    o = Orchestrated(tmp_path)
+    o.join("w1")
+    o.emit(request(source))
+    o.step()
+    dispatch, task = _handed_early(o)
+    # when the dispatch is given up (not back in time) and decided again
+    o.core.forget([dispatch.id])
+    again = [e for e in o.decide() if e.TYPE == "StageDispatched"]
+    # then the same dispatch goes to the hub again, but the task is not pushed again
+    assert [e.id for e in again] == [dispatch.id]
+    assert o.core.take_bundle(o.now) == []
+    # and its lease counts from the first push: a silent worker still loses it
+    o.advance(11)
+    o.hub.append(again[0], o.now.wall)
+    o.settle()
+    (failed,) = o.hub.of("StageFailed")
+    assert (failed["task_id"], failed["error_type"]) == (task["task_id"], "LeaseExpired")

@@ -7,7 +7,7 @@ import pytest
 from actors.shared.outbox import Outbox
 from bus.errors import BusError
 from bus.events import ExecutionFailed, MetricRecorded
-from bus.schema import decode
+from bus.schema import decode, encode
 
 
 class Sink:
@@ -29,7 +29,8 @@ def metric(event_id: str, labels: dict[str, str] | None = None) -> MetricRecorde
 
 def test_a_decision_on_its_way_is_sent_once_and_all_of_a_turn_go_as_one_message():
     outbox, sink = Outbox("t"), Sink()
-    assert outbox.add(metric("a"), 0.0)
+    first = metric("a")
+    assert outbox.add(first, 0.0) == encode(first)  # its bytes, checked once
     assert not outbox.add(metric("a"), 0.1)  # on its way: dropped
     assert outbox.add(metric("b"), 0.1)
     assert outbox.flush(sink) == []
@@ -66,7 +67,8 @@ def test_an_event_over_the_limit_is_replaced_or_dropped():
     big = metric("big", {"k": "x" * 2000})
     instead = ExecutionFailed(id="f", execution_id="e", error="too big")
     outbox, sink = Outbox("t", max_bytes=1000, too_big=lambda event, size: instead), Sink()
-    assert outbox.add(big, 0.0)
+    assert outbox.add(big, 0.0) is None  # queued, but not as its own bytes
+    assert outbox.pending() == 1
     outbox.flush(sink)
     assert [decode(p).id for p in sink.sent[0]] == ["f"]
     dropping = Outbox("t", max_bytes=1000)

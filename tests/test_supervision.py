@@ -47,7 +47,7 @@ class Up:
                 stdout=out, stderr=subprocess.STDOUT,
             )  # fmt: skip
         # every actor holds its lock and every worker has its runner: the whole family is up
-        kinds = {"up", "hub", "orchestrator", "scheduler", "monitor"}
+        kinds = {"up", "hub", "orchestrator", "scheduler", "monitor", "dashboard"}
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, self.output()
@@ -56,7 +56,7 @@ class Up:
             if (
                 kinds <= {h.kind for h in held}
                 and sum(h.kind == "worker" for h in held) == self.workers
-                and len(family) == 4 + 2 * self.workers
+                and len(family) == 5 + 2 * self.workers
             ):
                 self.family = family
                 return self
@@ -199,10 +199,10 @@ def test_porch_down_stops_porch_up_cleanly_and_a_new_one_starts(up, data_dir):
     lines = result.stdout.splitlines()
     assert lines[0] == f"stopped up pid {pids['up']}"
     assert lines[-2] == f"stopped hub pid {pids['hub']}"
-    for kind in ("orchestrator", "scheduler", "monitor"):
+    for kind in ("orchestrator", "scheduler", "monitor", "dashboard"):
         assert f"stopped {kind} pid {pids[kind]}" in lines
     assert f"stopped worker pid {worker}" in lines
-    assert lines[-1] == f"porch down: stopped 6 processes of data dir {data_dir}"
+    assert lines[-1] == f"porch down: stopped 7 processes of data dir {data_dir}"
     # and `porch up` stopped its actors in order: the worker's last words are in the log
     assert up.proc is not None
     assert up.proc.wait(10) == 0

@@ -141,7 +141,7 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     # workers
     _s("workers", "count", "int", 2, "workers porch up starts", low=0, flags={"up": "--workers"}),
     _s("workers", "name", "str", "", "a worker's name (default worker-HOST-PID)", flags={"worker": "--name"}),
-    _s("workers", "prefetch", "int", 4, "tasks a worker holds ready", low=1, high=64,
+    _s("workers", "prefetch", "int", 8, "tasks a worker holds ready", low=1, high=64,
        flags={"worker": "--prefetch"}),
     _s("workers", "heartbeat_s", "float", 1.0, "seconds between heartbeats", low=0.05, high=60),
     # the scheduler

@@ -18,6 +18,7 @@ from actors.api.settings import config_path, retention_policy_of, snapshot_polic
 from actors.api.system import System
 from actors.commands.announce import Announcer
 from actors.commands.common import add_data_dir, data_dir_of, need_hub, network_of, settings_of
+from actors.commands.dashboard import add_dashboard_flags, dashboard_args
 from actors.commands.monitoring import add_monitor_flags, monitor_args
 from actors.commands.numbers import whole
 from actors.errors import AlreadyRunningError, UsageError
@@ -57,7 +58,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     work = sub.add_parser("worker", help="run one stage worker (needs a running hub)")
     add_data_dir(work)
     work.add_argument("--name", help="worker name (default worker-HOST-PID)")
-    work.add_argument("--prefetch", type=whole(1, 64), help="tasks held ready (default 4)")
+    work.add_argument("--prefetch", type=whole(1, 64), help="tasks held ready (default 8)")
     _stage_flag(work)
     work.set_defaults(func=cmd_worker)
 
@@ -77,9 +78,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     up.add_argument(
         "--insecure",
         action="store_true",
-        help="let the hub and orchestrator bind non-loopback TCP without encryption",
+        help="let the hub and orchestrator bind non-loopback TCP without encryption, and the"
+        " dashboard a non-loopback address without a token",
     )
     add_monitor_flags(up)
+    add_dashboard_flags(up, prefix="dashboard-")
+    up.add_argument("--no-dashboard", action="store_true", help="do not serve the web dashboard")
     _stage_flag(up)
     up.set_defaults(func=cmd_up)
 
@@ -150,6 +154,10 @@ def cmd_up(args: argparse.Namespace) -> int:
         from actors.scheduler.specs import load_file
 
         load_file(Path(schedules), now=None)  # refuse a broken file before starting anything
+    if not args.no_dashboard:  # another address without a token: refused before anything starts
+        from actors.dashboard.access import token_for_bind
+
+        token_for_bind(data_dir, args.dashboard_host, insecure=args.insecure)
     # held while `porch up` runs: a second one is refused, and `porch down` finds this one
     up_fd, _ = pidlock.hold(processes.up_lock(data_dir))
     if up_fd is None or hub_running(data_dir):
@@ -179,13 +187,18 @@ def cmd_up(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     system.start()
+    if not args.no_dashboard:
+        system.add_child("dashboard", "dashboard", *dashboard_args(args))
     announcer = Announcer(network_of(args)[0]).start()  # a line per execution start and end
     pids = ", ".join(f"{name} {pid}" for name, pid in system.pids().items())
     print(f"porch up: data dir {data_dir}; {pids}; Ctrl-C stops", flush=True)
+    shown_url = ""
     try:
         while not stopping.wait(0.2):
             for name in system.check():
                 _say(f"porch up: restarted {name}")
+            if not args.no_dashboard:
+                shown_url = _show_dashboard(data_dir, shown_url)
     finally:
         announcer.stop()
         _say("porch up: stopping")
@@ -224,6 +237,16 @@ def cmd_down(args: argparse.Namespace) -> int:
 def _stage_loader(args: argparse.Namespace, command: str) -> Callable[[], StageSet]:
     """What a reload of the stages reads: this actor's own config file (and its flags)."""
     return lambda: settings_of(args, command).stage_set()
+
+
+def _show_dashboard(data_dir: Path, shown: str) -> str:
+    """Say where the dashboard listens once it does (again after a restart on a new port)."""
+    from actors.dashboard.info import dashboard_url
+
+    url = dashboard_url(data_dir) or shown
+    if url != shown:
+        _say(f"porch up: dashboard {url}")
+    return url
 
 
 def _say(text: str) -> None:

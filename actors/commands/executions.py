@@ -226,13 +226,17 @@ def _state(args: argparse.Namespace, wanted: Any = None) -> Any:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from actors.dashboard.info import dashboard_url
     from actors.read.executions import execution_view
     from actors.read.model import execution_from_log
     from store.projections import executions as folds
 
     state = _state(args, lambda s: [args.execution_id or folds.latest(s) or ""])
+    dashboard = dashboard_url(data_dir_of(args))
     if not state.order and not state.evicted:
-        raise ActorError("no executions in the log yet")
+        raise ActorError(
+            "no executions in the log yet" + (f" (dashboard: {dashboard})" if dashboard else "")
+        )
     eid = args.execution_id or folds.latest(state) or ""
     ex = state.executions.get(eid)
     if ex is None and state.evicted:  # finished long ago: its history is in the log still
@@ -245,6 +249,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         print_json(view)
     else:
         print("\n".join(execution_lines(view)))
+        if dashboard:
+            print(f"dashboard: {dashboard}#/execution/{eid}")
     return 0
 
 

@@ -7,7 +7,10 @@ restarted orchestrator continues every running execution where the log left it. 
 1. fold each event in seq order;
 2. decide (the core) and send the decisions as events (ids derived from what is decided, so a
    repeat is a duplicate the hub drops);
-3. act only on what came back durable: a ``StageDispatched`` is pushed to the workers then;
+3. push each task to the workers as its ``StageDispatched`` is sent, without waiting for it to
+   come back durable (DESIGN 4, Dispatch): a result logged before its dispatch waits for it in
+   the fold, and a dispatch decided again (given up, or after a restart) is the same task id,
+   so one completion is accepted; everything else waits until it is back in the log;
 4. leases: a pushed task must show signs of life (started, progress, or its worker's heartbeat
    naming it) within ``lease_ms``, or it fails as retryable and runs again as a new attempt;
 5. retention: every ``interval_s`` and after each execution ends, the retention policy names
@@ -66,7 +69,7 @@ class OrchestratorConfig:
     tasks: str
     checkpoint_dir: Path
     lease_ms: int = 10_000
-    prefetch: int = 4
+    prefetch: int = 8
     dispatch_window: int = 256
     hybrid_min_rows: int = 250_000
     default_workers: int = 2
@@ -184,6 +187,9 @@ class Orchestrator(Actor):
     def decide(self, now: Now) -> list[Event]:
         said, self._said = self._said, []
         return [*said, *self.core.decide(now)]
+
+    def sent(self, event: Event, payload: bytes) -> None:
+        self.core.going(event, payload)
 
     def forget(self, event_ids: list[str], now: Now) -> None:
         self.core.forget(event_ids)

@@ -10,6 +10,9 @@ whose removal is in the log) for the actor to carry out.
 Every decision is an event with an id made from what it decides (`decide.decision_id`), so a
 decision taken twice is one event. A decision is *on its way* from `decide` until it comes back
 in the log (`apply`) or the actor gives it up (`forget`); it is not taken again meanwhile.
+A dispatch's task is pushed as it is decided (`early`), not when it is back: the fold holds a
+result logged first until its dispatch comes, and the same decision taken again is not pushed
+again.
 """
 
 from __future__ import annotations
@@ -58,7 +61,7 @@ Measure = Callable[[Sequence[str]], int]  # bytes on disk of artifact paths
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CoreConfig:
     lease_ms: int = 10_000
-    prefetch: int = 4
+    prefetch: int = 8
     # tasks decided and not finished, across executions: a wide window lets many
     # StageDispatched share one group commit of the hub, while pushes still wait for room
     dispatch_window: int = 256
@@ -116,6 +119,10 @@ class OrchestratorCore(Removals):
         self.deletions: list[Deletion] = []
         self.leases: dict[str, Lease] = {}
         self.payloads: dict[str, bytes] = {}  # task id -> its StageDispatched, until it ends
+        # tasks handed to the workers as their dispatch is sent, until it is back in the log:
+        # what their leases are about meanwhile (DESIGN 4, Dispatch)
+        self.early: dict[str, TaskRef] = {}
+        self.handing: dict[str, TaskKey] = {}  # dispatch event id -> its task, until it is sent
         self.workers: dict[str, Seen] = {}
         self.lost: dict[str, int] = {}  # worker -> times counted out (the log's)
         self.out: set[str] = set()  # counted out by the log, not logged back yet
@@ -194,18 +201,22 @@ class OrchestratorCore(Removals):
             ex = self.state.executions.get(eid or "")
             key = (fields["step"], fields["phase"], fields["partition"])
             task = ex.tasks.get(key) if ex else None
+            handed = self.early.pop(fields["task_id"], None) is not None
             if (
                 task is not None
                 and task.task_id == fields["task_id"]
                 and task.status == "dispatched"
             ):
                 self.payloads[fields["task_id"]] = payload
-                if self.live:
+                if self.live and not handed:
                     self.pushes.append((fields["task_id"], key, payload))
         elif kind in ("StageStarted", "StageProgress"):
             self._renew(fields.get("task_id", ""), now, fields)
         elif kind in FINISHING and self.live:
             self.retention_due = True
+            prefix = f"{eid}/"
+            for task_id in [t for t in self.early if t.startswith(prefix)]:
+                del self.early[task_id]  # its dispatch never came back: it never will now
             if kind == "ExecutionCompleted":
                 self._drop_checkpoints(self.state.executions.get(eid or ""))
         elif kind == "ArtifactsRemoved" and self.live:
@@ -313,6 +324,7 @@ class OrchestratorCore(Removals):
         """Decisions given up (not back in time, or not sent): they are taken again."""
         for event_id in event_ids:
             self.sent.discard(event_id)
+            self.handing.pop(event_id, None)
             self._forget_pending(event_id)
             self._removal_back(event_id)
         if event_ids:
@@ -374,12 +386,32 @@ class OrchestratorCore(Removals):
                             key = (event.step, event.phase, event.partition)
                             self.pending.setdefault(eid, {})[key] = event.id
                             self.pending_ids[event.id] = (eid, key)
+                            self._hand_early(event, key)
                     else:
                         self._send(event)
                 if capacity <= 0 and ex.status in folds.ACTIVE:
                     self.starved.add(eid)
             except Exception:  # one execution's bug must not stop the others
                 log.exception("orchestrator: deciding for execution %s failed", eid)
+
+    def _hand_early(self, event: StageDispatched, key: TaskKey) -> None:
+        """Push the task as its dispatch is sent (`going`), not when it is back: its results
+        wait in the fold for the dispatch, and a dispatch decided again (given up, or after a
+        restart) is the same task. Once only: a resent dispatch is not pushed again."""
+        if event.task_id in self.early:
+            return
+        self.early[event.task_id] = TaskRef(
+            event.execution_id, event.stage, event.step, event.phase, event.partition,
+            event.attempt, event.task_id,
+        )  # fmt: skip
+        self.handing[event.id] = key
+
+    def going(self, event: Event, payload: bytes) -> None:
+        """A decision goes to the hub as ``payload``: a dispatch's task goes to the workers as
+        the same bytes."""
+        key = self.handing.pop(event.id, None)
+        if key is not None and isinstance(event, StageDispatched):
+            self.pushes.append((event.task_id, key, payload))
 
     def _start(self, ex: folds.ExecutionState, now: Now) -> None:
         earlier = self.state.executions.get(str(ex.request.get("resume_from") or ""))
@@ -488,16 +520,19 @@ class OrchestratorCore(Removals):
 
     def pushed(self, bundle: list[Push], now: Now) -> None:
         """A bundle went to a worker: its leases count from now."""
+        deadline = now.mono + self.config.lease_ms / 1000
         for task_id, key, _ in bundle:
+            early = self.early.get(task_id)
+            if early is not None:
+                self.leases[task_id] = Lease(deadline, early, "")
+                continue
             eid = task_id.split("/", 1)[0]
             ex = self.state.executions.get(eid)
             if ex is None or ex.status not in ("running", "paused"):
                 continue
             task = ex.tasks.get(key)
             if task is not None and task.task_id == task_id:
-                self.leases[task_id] = Lease(
-                    now.mono + self.config.lease_ms / 1000, *self._lease_of(ex, task)
-                )
+                self.leases[task_id] = Lease(deadline, *self._lease_of(ex, task))
 
     def _wanted(self, task_id: str, key: TaskKey) -> bool:
         """Is this dispatched task still to be run? Not once a cancel of its execution is asked
@@ -507,4 +542,9 @@ class OrchestratorCore(Removals):
         if ex is None or ex.status not in ("running", "paused") or ex.cancel_requested:
             return False
         task = ex.tasks.get(key)
-        return task is not None and task.task_id == task_id and task.status == "dispatched"
+        if task is None:
+            return False
+        early = self.early.get(task_id)
+        if early is not None:  # its dispatch is on its way: unless it is done or superseded
+            return task.attempt < early.attempt and task.status != "completed"
+        return task.task_id == task_id and task.status == "dispatched"

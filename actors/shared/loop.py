@@ -82,6 +82,7 @@ class Actor:
     follow_only: ClassVar[bool] = False
     reads_back: ClassVar[bool] = True
     hears_while_catching_up: ClassVar[bool] = True
+    batch_markers: ClassVar[bool] = True  # False: rare types (see `Client.subscribe`)
     loop: Loop  # set by the loop that runs it
 
     def open(self, ctx: zmq.Context[Any], client: Client) -> None:
@@ -119,6 +120,9 @@ class Actor:
     def decide(self, now: Now) -> list[Event]:
         """What to send this turn."""
         return []
+
+    def sent(self, event: Event, payload: bytes) -> None:
+        """``event`` goes to the hub this turn as ``payload`` (its bytes, checked once)."""
 
     def forget(self, event_ids: list[str], now: Now) -> None:
         """These sent ids were given up (not back in time, or not sent): decide them again."""
@@ -187,7 +191,9 @@ class Loop:
             types = None if self.actor.types is None else set(self.actor.types)
             if types is not None:
                 types |= set(self.actor.live_types)
-            sub = self.client.subscribe(from_seq=start + 1, types=types)
+            sub = self.client.subscribe(
+                from_seq=start + 1, types=types, batch_markers=self.actor.batch_markers
+            )
             self._catch_up(sub)
             while self.actor.prepare(self.client) and not self._stop:
                 self._catch_up(sub)
@@ -361,7 +367,9 @@ class Loop:
                 log.error("%s: cannot take a live %s: %s", self.actor.name, record.type, exc)
 
     def _add(self, event: Event, now: Now) -> None:
-        self.outbox.add(event, now.mono, track=self.actor.reads_back and not event.LIVE)
+        payload = self.outbox.add(event, now.mono, track=self.actor.reads_back and not event.LIVE)
+        if payload is not None:
+            self.actor.sent(event, payload)
 
     def _send(self, events: list[Event], now: Now) -> None:
         for event in events:

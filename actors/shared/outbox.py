@@ -49,15 +49,17 @@ class Outbox:
         self._ids: list[str] = []
         self._payloads: list[bytes] = []
 
-    def add(self, event: Event, now: float, *, track: bool = True) -> bool:
-        """Queue an event for this turn's send; False if it is on its way already."""
+    def add(self, event: Event, now: float, *, track: bool = True) -> bytes | None:
+        """Queue an event for this turn's send: its payload, or None if it is on its way
+        already, cannot be sent, or goes as another event (`too_big`)."""
         if event.id in self.on_the_way:
-            return False
+            return None
         try:
             payload = encode(event)
         except BusError as exc:  # the hub would refuse it: say so, and keep the actor up
             log.error("%s: %s %s cannot be sent: %s", self.name, event.TYPE, event.id, exc)
-            return False
+            return None
+        own: bytes | None = payload
         if len(payload) > self.max_bytes:
             log.error(
                 "%s: %s %s is %d bytes, over the %d-byte event limit",
@@ -65,13 +67,13 @@ class Outbox:
             )  # fmt: skip
             instead = self.too_big(event, len(payload)) if self.too_big else None
             if instead is None:
-                return False
-            payload = encode(instead)
+                return None
+            payload, own = encode(instead), None
         if track:
             self.on_the_way[event.id] = now
         self._ids.append(event.id)
         self._payloads.append(payload)
-        return True
+        return own
 
     def back(self, event_id: str) -> bool:
         """The event is in the log now; True if it was one of ours on its way."""

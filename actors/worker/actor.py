@@ -33,7 +33,7 @@ from actors.shared import loop
 from actors.shared.lifeline import tie
 from actors.shared.loop import Actor, LoopConfig, Now, Watched
 from actors.shared.stagecfg import StageLoader, StageSet, stage_names
-from actors.worker.pipes import FrameError, FrameReader, pack_frame
+from actors.worker.pipes import HEADER, FrameError, FrameReader, pack_frame
 from actors.worker.stageswap import RELOAD, StageSwap
 from bus.client import Client, Record
 from bus.curve import secure
@@ -51,15 +51,17 @@ from bus.events import (
     WorkerStopped,
 )
 from bus.protocol import SOCKET_MAX_BYTES
-from bus.schema import decode, to_map
+from bus.schema import check_map, from_map, to_map
+from bus.wire import unpack_map
 from store.projections.task import TaskRef
 
 log = logging.getLogger("porch.worker")
 CONTROL: Final = ("CancelRequested", "ExecutionCancelled")
 RUNNER_DEPTH: Final = 2  # tasks handed to the runner at once: the one it runs and the next
-START_DELAY_S: Final = 0.02  # StageStarted waits this long for the task's result, so a short
-# task's start and end reach the hub as one message (one group commit, and no hub work
-# competing with the runner meanwhile); its ts is still the moment the runner was handed it
+START_DELAY_S: Final = 0.02  # StageStarted waits this long for the task's result: a task that
+# ends sooner says when it started in its StageCompleted (one event, not two: less for the hub,
+# every fold and the log to carry), and a longer one's start goes out with its ts still the
+# moment the runner was handed it
 PIPELINE_MAX_BYTES: Final = 16 * 1024  # a bigger task waits for an idle runner: the pipe
 # holds 64 KiB, and a blocked write would stop this loop (and its heartbeats)
 
@@ -77,7 +79,7 @@ class WorkerConfig:
     name: str = ""
     heartbeat_s: float = 1.0
     stages: StageSet = field(default_factory=StageSet)
-    prefetch: int = 4
+    prefetch: int = 8
 
     def __post_init__(self) -> None:
         if not 0.05 <= self.heartbeat_s <= 60:
@@ -160,6 +162,7 @@ class Worker(Actor):
     types = frozenset({*CONTROL, RELOAD})
     follow_only = True
     reads_back = False
+    batch_markers = False  # cancels and reloads are rare: no wake-up at every batch of the hub
 
     def __init__(self, config: WorkerConfig, reload: StageLoader | None = None) -> None:
         self.config = config
@@ -168,6 +171,7 @@ class Worker(Actor):
         self.stats = WorkerStats()
         self._running: deque[_Busy] = deque()  # handed to the runner, in order
         self._queue: deque[dict[str, Any]] = deque()
+        self._frames: dict[str, bytes] = {}  # task id -> its frame for the runner, as it came
         self._proc = psutil.Process()
         self._out: list[Event] = []  # events of this turn of the loop
         self._starts: list[Event] = []  # StageStarted held back until `_starts_due`
@@ -245,9 +249,9 @@ class Worker(Actor):
             self._next_beat = now.mono + self.config.heartbeat_s
 
     def decide(self, now: Now) -> list[Event]:
-        """This turn's events, with the held-back starts when anything else goes or they are
-        due (a short task's start and end then reach the hub as one message)."""
-        if self._starts and (self._out or now.mono >= self._starts_due):
+        """This turn's events, with the held-back starts once they are due (a task that ended
+        meanwhile took its own start into its completion)."""
+        if self._starts and now.mono >= self._starts_due:
             self._out[:0] = self._starts
             self._starts = []
         out, self._out = self._out, []
@@ -284,14 +288,19 @@ class Worker(Actor):
 
     def _on_task(self, payload: bytes) -> None:
         try:
-            event = decode(payload)
-            if not isinstance(event, StageDispatched):
-                raise MalformedEventError(f"a task must be StageDispatched, got {event.TYPE}")
+            schema, task = check_map(unpack_map(payload), payload)
+            if schema.cls is not StageDispatched:
+                raise MalformedEventError(f"a task must be StageDispatched, got {schema.type}")
+            whole = task.keys() == schema.allowed  # as the orchestrator sends it: every field
+            if not whole:  # an older version, or defaults left out: the fields as declared
+                task = to_map(from_map(task, payload))
+            TaskRef.of(task)  # what every event of its run names
         except Exception as exc:  # anything a message can provoke is a refusal, never a crash
             self.stats.malformed += 1
             log.warning("worker %s: refused a task: %s", self.name, exc)
             return
-        task = to_map(event)
+        if whole:  # the runner gets the bytes as checked: no second packing
+            self._frames[task["task_id"]] = HEADER.pack(len(payload)) + payload
         if task["execution_id"] in self.stats.cancelled:
             self._fail(task, "the execution was cancelled", "Cancelled", retryable=False)
             return
@@ -301,10 +310,11 @@ class Worker(Actor):
         """Give the runner queued tasks up to `RUNNER_DEPTH`; announce the one it starts."""
         while self._queue and len(self._running) < RUNNER_DEPTH:
             task = self._queue[0]
-            frame = pack_frame(task)
+            frame = self._frames.get(task["task_id"]) or pack_frame(task)
             if self._running and len(frame) > PIPELINE_MAX_BYTES:
                 return
             self._queue.popleft()
+            self._frames.pop(task["task_id"], None)
             self._running.append(_Busy(task=task, started=time.monotonic()))
             try:
                 runner.send(frame)
@@ -408,6 +418,7 @@ class Worker(Actor):
     def _complete(self, task: dict[str, Any], result: dict[str, Any]) -> None:
         self._send(
             StageCompleted(
+                started_ts=self._take_held_start(task["task_id"]),
                 **TaskRef.of(task).fields(),
                 worker=self.name,
                 artifact=str(result["artifact"]),
@@ -421,6 +432,15 @@ class Worker(Actor):
                 reused=bool(result.get("reused", False)),
             )
         )
+
+    def _take_held_start(self, task_id: str) -> float:
+        """A task that ended while its StageStarted was still held back: the start goes in
+        its completion instead (one event, not two); its time, or 0.0 if it was sent."""
+        for index, start in enumerate(self._starts):
+            if getattr(start, "task_id", None) == task_id:
+                del self._starts[index]
+                return start.ts
+        return 0.0
 
     def _progress(self, frame: dict[str, Any]) -> None:
         """The running task's stage said how far it is (the runner keeps these rare)."""
@@ -449,6 +469,7 @@ class Worker(Actor):
         report: dict[str, Any] | None = None,
     ) -> None:
         self.stats.failed += 1
+        self._frames.pop(task["task_id"], None)
         self._send(
             StageFailed(
                 **TaskRef.of(task).fields(),

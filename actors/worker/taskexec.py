@@ -183,11 +183,7 @@ def _load(task: Mapping[str, Any], spec: TaskSpec, wanted: list[str] | None) -> 
     try:
         parquet = slices.parquet_file(path)
         end = parquet.num_row_groups if end is None else end
-        table = (
-            parquet.read_row_groups(range(first, end), columns=wanted)
-            if end > first
-            else _select(parquet.schema_arrow.empty_table(), wanted)
-        )
+        table = slices.read_row_groups(parquet, first, end, wanted)
     except FileNotFoundError:
         raise TaskInputError(f"input {path!r} does not exist") from None
     except IsADirectoryError:
@@ -196,11 +192,7 @@ def _load(task: Mapping[str, Any], spec: TaskSpec, wanted: list[str] | None) -> 
         raise TaskInputError(f"input {path!r} cannot be read (permission denied)") from None
     except (pa.ArrowException, OSError) as exc:
         raise TaskInputError(f"input {path!r} is not a readable parquet file: {exc}") from exc
-    return table.to_pandas(split_blocks=True, self_destruct=True)
-
-
-def _select(table: pa.Table, columns: list[str] | None) -> pa.Table:
-    return table if columns is None else table.select(columns)
+    return artifacts.to_frame(table)
 
 
 def _done(

@@ -7,6 +7,8 @@ import sys
 import tempfile
 import time
 import zlib
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 import msgpack
@@ -36,45 +38,71 @@ def _start_hub(data_dir: Path, bare: bool) -> Child:
     return child
 
 
-def ingest_once(count: int, subscribers: int, bare: bool) -> float:
-    """Events/s from the first send to the last subscriber holding every event."""
+Around = Callable[[Path], AbstractContextManager[object]]
+
+
+def _nothing(data_dir: Path) -> AbstractContextManager[object]:
+    return nullcontext()
+
+
+def ingest_once(count: int, subscribers: int, bare: bool, around: Around = _nothing) -> float:
+    """Events/s from the first send to the last subscriber holding every event.
+
+    ``around`` is entered once the hub runs and left after the timed part (the dashboard
+    group runs a dashboard and browsers in it)."""
     with tempfile.TemporaryDirectory(prefix="porch-bench-") as tmp:
         data_dir = Path(tmp)
         hub = _start_hub(data_dir, bare)
-        subs = [
-            Child.role("subscribe-bare" if bare else "subscribe", tmp, str(count), "-")
-            for _ in range(subscribers)
-        ]
-        producer = Child.role("produce", tmp, str(count), "p", stdin=True)
         try:
-            for sub in subs:
-                sub.read()
-            producer.read()
-            producer.go()
-            start = producer.read()["start_ns"]
-            end = max(sub.read()["end_ns"] for sub in subs)
-            return count / ((end - start) / 1e9)
+            with around(data_dir):
+                return _ingest(tmp, count, subscribers, bare)
         finally:
-            for child in (producer, *subs, hub):
-                child.stop()
+            hub.stop()
 
 
-def latency_once(count: int, rate: float, bare: bool) -> list[float]:
+def _ingest(tmp: str, count: int, subscribers: int, bare: bool) -> float:
+    subs = [
+        Child.role("subscribe-bare" if bare else "subscribe", tmp, str(count), "-")
+        for _ in range(subscribers)
+    ]
+    producer = Child.role("produce", tmp, str(count), "p", stdin=True)
+    try:
+        for sub in subs:
+            sub.read()
+        producer.read()
+        producer.go()
+        start = producer.read()["start_ns"]
+        end = max(sub.read()["end_ns"] for sub in subs)
+        return count / ((end - start) / 1e9)
+    finally:
+        for child in (producer, *subs):
+            child.stop()
+
+
+def latency_once(count: int, rate: float, bare: bool, around: Around = _nothing) -> list[float]:
     """Publish-to-receive latencies in ms at a paced rate."""
     with tempfile.TemporaryDirectory(prefix="porch-bench-") as tmp:
         data_dir = Path(tmp)
         hub = _start_hub(data_dir, bare)
-        sub = Child.role("subscribe-bare" if bare else "subscribe", tmp, str(count), "latency")
-        producer = Child.role("produce-paced", tmp, str(count), str(rate), "l", stdin=True)
         try:
-            sub.read()
-            producer.read()
-            producer.go()
-            result = sub.read()
-            return [ns / 1e6 for ns in result["lat_ns"]]
+            with around(data_dir):
+                return _latency(tmp, count, rate, bare)
         finally:
-            for child in (producer, sub, hub):
-                child.stop()
+            hub.stop()
+
+
+def _latency(tmp: str, count: int, rate: float, bare: bool) -> list[float]:
+    sub = Child.role("subscribe-bare" if bare else "subscribe", tmp, str(count), "latency")
+    producer = Child.role("produce-paced", tmp, str(count), str(rate), "l", stdin=True)
+    try:
+        sub.read()
+        producer.read()
+        producer.go()
+        result = sub.read()
+        return [ns / 1e6 for ns in result["lat_ns"]]
+    finally:
+        for child in (producer, sub):
+            child.stop()
 
 
 def write_replay_log(directory: Path, count: int) -> None:

@@ -21,6 +21,8 @@ from bus.client import Client
 from bus.endpoints import Endpoints
 from store.segment import SEQ_BYTES
 
+EXECUTION_ID = "exec-0001"  # the execution the ingest's events name
+
 
 def _endpoints(data_dir: str) -> Endpoints:
     return Endpoints.local(Path(data_dir))
@@ -30,7 +32,7 @@ def payloads(count: int, tag: str) -> list[bytes]:
     """Distinct, valid StageProgress events, encoded ahead of the timed part."""
     base = {
         "type": "StageProgress", "v": 1, "ts": time.time(), "src": f"bench@host:{os.getpid()}",
-        "execution_id": "exec-0001", "stage": "feature_engineering", "worker": "worker-1",
+        "execution_id": EXECUTION_ID, "stage": "feature_engineering", "worker": "worker-1",
         "fraction": 0.5, "partition": 3, "attempt": 1, "message": "",
     }  # fmt: skip
     out = []

@@ -14,6 +14,7 @@ GROUPS = {
     "load": "scripts.benchmarks.load",
     "multihost": "scripts.benchmarks.multihost",
     "history": "scripts.benchmarks.history",
+    "dashboard": "scripts.benchmarks.dashboard",
 }
 
 

@@ -5,6 +5,8 @@
     completion seen over SUB, through the same hub);
 (b) throughput: independent no-op tasks on 2 workers, tasks/s, beside the bare loop with 2
     bare workers;
+    then, when the optional `bench` extra is installed, porch's (a) and (b) beside Ray's and
+    Dask's on the same shapes (`peers.py`), each peer in its own process after porch's runs;
 (c) the default pipeline on 2,000,000 generated rows in each mode (checkpoints on), beside the
     same stage functions called directly in one process (read the parquet, run, write the
     output parquet) in the same run.
@@ -27,6 +29,7 @@ from actors.api.system import System
 from actors.read.executions import fold_log
 from bus.client import Client
 from bus.events import ExecutionRequested
+from scripts.benchmarks import peers
 from scripts.benchmarks.common import line, median, percentile, workers_ready
 from scripts.benchmarks.stages import sample
 from stages.pipeline import build
@@ -166,4 +169,5 @@ def run(quick: bool) -> None:
         rate = throughput(root / "b", tasks)
         bare_rate = bare(root, "throughput", tasks)[0]
         line("orchestrator.noop_tasks", rate, "tasks/s", bare_rate)
+        peers.compare(root / "peers", stages, tasks, gaps, rate)
         modes(root / "c", 50_000 if quick else 2_000_000, 1 if quick else 3)

@@ -25,6 +25,7 @@ ACTIVE: Final = frozenset({"requested", "running", "paused"})
 # finished executions kept in the fold whatever their artifacts (see `ExecutionsState`)
 KEEP_FINISHED: Final = 1000
 FINISHED: Final = frozenset({"completed", "failed", "cancelled", "timed_out"})
+MAX_EARLY: Final = 8  # events held per task until its dispatch folds (start, progress, end)
 
 
 @dataclass(slots=True)
@@ -91,6 +92,9 @@ class ExecutionState:
     outputs_removed_ts: float = 0.0
     outputs_removed_reason: str = ""
     removed_bytes: int = 0
+    # task id -> its events logged before its dispatch (which is on its way: a worker may get a
+    # task before its StageDispatched is durable); folded right after the dispatch
+    early: dict[str, list[Fields]] = field(default_factory=dict)
 
     @property
     def mode(self) -> str:
@@ -238,7 +242,11 @@ def _started(seq: int, fields: Fields, state: ExecutionsState) -> None:
 def _dispatched(seq: int, fields: Fields, state: ExecutionsState) -> None:
     ex = _get(state, fields)
     task = _task(ex, fields) if ex is not None else None
-    if task is None or fields["attempt"] <= task.attempt or task.status == "completed":
+    if task is None:
+        return
+    assert ex is not None
+    early = ex.early.pop(fields["task_id"], ()) if ex.early else ()
+    if fields["attempt"] <= task.attempt or task.status == "completed":
         return
     task.attempt = fields["attempt"]
     task.status = "dispatched"
@@ -252,6 +260,27 @@ def _dispatched(seq: int, fields: Fields, state: ExecutionsState) -> None:
     task.error = task.error_type = task.traceback_path = ""
     task.report = {}
     task.progress, task.progress_message = 0.0, ""
+    for held in early:  # what its worker said before the dispatch was in the log
+        HANDLERS[held["type"]](seq, held, state)
+
+
+def _early(fields: Fields, state: ExecutionsState) -> bool:
+    """Hold an event of a task attempt newer than the fold knows: its dispatch is on its way
+    (the worker was handed the task as the dispatch was sent) and folds it when it comes. Of
+    several progress reports only the last is kept, as the fold keeps only the last."""
+    ex = _get(state, fields)
+    task = _task(ex, fields) if ex is not None else None
+    if task is None or fields.get("attempt", 1) <= task.attempt or task.status == "completed":
+        return False
+    assert ex is not None
+    if ex.status not in ACTIVE:
+        return False
+    held = ex.early.setdefault(str(fields.get("task_id", "")), [])
+    if held and fields["type"] == "StageProgress" and held[-1]["type"] == "StageProgress":
+        held[-1] = fields
+    elif len(held) < MAX_EARLY:
+        held.append(fields)
+    return True
 
 
 def _current(fields: Fields, state: ExecutionsState) -> TaskState | None:
@@ -263,6 +292,8 @@ def _current(fields: Fields, state: ExecutionsState) -> TaskState | None:
 
 
 def _stage_started(seq: int, fields: Fields, state: ExecutionsState) -> None:
+    if _early(fields, state):
+        return
     task = _current(fields, state)
     if task is not None and task.status == "dispatched":
         task.status = "running"
@@ -271,6 +302,8 @@ def _stage_started(seq: int, fields: Fields, state: ExecutionsState) -> None:
 
 
 def _stage_progress(seq: int, fields: Fields, state: ExecutionsState) -> None:
+    if _early(fields, state):
+        return
     task = _current(fields, state)
     if task is not None and task.status in ("dispatched", "running"):
         task.progress = float(fields["fraction"])
@@ -278,9 +311,13 @@ def _stage_progress(seq: int, fields: Fields, state: ExecutionsState) -> None:
 
 
 def _stage_completed(seq: int, fields: Fields, state: ExecutionsState) -> None:
+    if _early(fields, state):
+        return
     task = _current(fields, state)
     if task is None or task.status not in ("dispatched", "running"):
         return
+    if task.status == "dispatched" and fields.get("started_ts"):  # no StageStarted of its own
+        task.started_ts = fields["started_ts"]
     task.status = "completed"
     ex = _get(state, fields)
     assert ex is not None
@@ -307,6 +344,8 @@ def _stage_completed(seq: int, fields: Fields, state: ExecutionsState) -> None:
 
 
 def _stage_failed(seq: int, fields: Fields, state: ExecutionsState) -> None:
+    if _early(fields, state):
+        return
     task = _current(fields, state)
     if task is None or task.status not in ("dispatched", "running"):
         return
@@ -369,6 +408,7 @@ def _finished(status: str) -> Callable[[int, Fields, ExecutionsState], None]:
             return
         ex.status = status
         ex.finished_ts = fields["ts"]
+        ex.early.clear()  # held for dispatches that never came: they never will now
         if status == "completed":
             ex.outputs = dict(fields.get("outputs", {}))
             ex.records_processed = fields.get("records_processed", ex.records_processed)
@@ -483,7 +523,8 @@ def fold(
 
 
 # bump when a handler changes what it makes of the same events (the shape is hashed by itself)
-FOLD_VERSION: Final = 6  # 5: a failed task keeps its report; 6: the last progress
+FOLD_VERSION: Final = 7  # 5: a failed task keeps its report; 6: the last progress;
+# 7: a task's events logged before its dispatch wait for it
 # the plan is written as the event carried it, and read back through its door
 CODEC: Final = StateCodec(ExecutionsState, fold_version=FOLD_VERSION, as_maps=[Plan])
 

@@ -153,6 +153,8 @@ class MetricsState:
     status_counts: dict[str, int] = field(default_factory=dict)
     dispatched: dict[str, tuple[float, str]] = field(default_factory=dict)  # task -> (ts, stage)
     tasks_of: dict[str, set[str]] = field(default_factory=dict)  # execution -> dispatched tasks
+    # task -> its events logged before its dispatch (on its way), folded right after it
+    early: dict[str, list[Fields]] = field(default_factory=dict)
     steps: dict[str, dict[str, StepRun]] = field(default_factory=dict)  # running: step -> run
     fire_times: dict[str, tuple[float, str]] = field(default_factory=dict)  # execution -> slot
     queued: set[str] = field(default_factory=set)
@@ -295,9 +297,26 @@ def _step_of(f: Fields, state: MetricsState) -> StepRun | None:
     return state.steps.get(str(f.get("execution_id", "")), {}).get(str(f.get("step", "")))
 
 
+def _early(f: Fields, state: MetricsState) -> bool:
+    """Hold a task's event whose dispatch the fold has not seen yet (a worker may be handed a
+    task as its dispatch is sent): `_dispatched` folds it. Bounded like the rest."""
+    eid, task = str(f.get("execution_id", "")), str(f.get("task_id", ""))
+    if state.statuses.get(eid) not in ("running", "paused") or task in state.tasks_of.get(eid, ()):
+        return False
+    if task not in state.early and len(state.early) >= MAX_PENDING:
+        return False
+    state.early.setdefault(task, []).append(f)
+    return True
+
+
 def _completed(seq: int, f: Fields, state: MetricsState) -> None:
+    if _early(f, state):
+        return
     ts, labels = f["ts"], _stage(f)
-    state.dispatched.pop(f.get("task_id", ""), None)
+    sent = state.dispatched.pop(f.get("task_id", ""), None)
+    started = f.get("started_ts")
+    if started and sent is not None:  # a short task's start, told by its completion
+        record(state, "stage_queue_wait_seconds", labels, started, max(0.0, started - sent[0]))
     phase = str(f.get("phase", Phase.RUN.value))
     if phase == Phase.COLLECT:  # collect writes the output: not the stage
         return
@@ -353,28 +372,33 @@ def _step_task_done(
 
 
 def _dispatched(seq: int, f: Fields, state: MetricsState) -> None:
+    task = str(f.get("task_id", ""))
     if len(state.dispatched) < MAX_PENDING:
-        task = f.get("task_id", "")
         state.dispatched[task] = (f["ts"], str(f.get("stage", "")))
-        state.tasks_of.setdefault(str(f.get("execution_id", "")), set()).add(task)
+    state.tasks_of.setdefault(str(f.get("execution_id", "")), set()).add(task)
     run = _step_of(f, state)
-    if run is None or f.get("phase") == Phase.COLLECT:
-        return
-    key = (str(f.get("phase", Phase.RUN.value)), int(f.get("partition", 0)))
-    attempt = int(f.get("attempt", 1))
-    known = run.dispatched.get(key)
-    if key not in run.completed and (known is None or attempt > known[0]):
-        run.dispatched[key] = (attempt, f["ts"])
-        run.failed.discard(key)
+    if run is not None and f.get("phase") != Phase.COLLECT:
+        key = (str(f.get("phase", Phase.RUN.value)), int(f.get("partition", 0)))
+        attempt = int(f.get("attempt", 1))
+        known = run.dispatched.get(key)
+        if key not in run.completed and (known is None or attempt > known[0]):
+            run.dispatched[key] = (attempt, f["ts"])
+            run.failed.discard(key)
+    for held in state.early.pop(task, ()):  # what its worker said before it was in the log
+        HANDLERS[held["type"]](seq, held, state)
 
 
 def _started_task(seq: int, f: Fields, state: MetricsState) -> None:
+    if _early(f, state):
+        return
     sent = state.dispatched.get(f.get("task_id", ""))
     if sent is not None:
         record(state, "stage_queue_wait_seconds", _stage(f), f["ts"], max(0.0, f["ts"] - sent[0]))
 
 
 def _failed_task(seq: int, f: Fields, state: MetricsState) -> None:
+    if _early(f, state):
+        return
     state.dispatched.pop(f.get("task_id", ""), None)
     run = _step_of(f, state)
     key = (str(f.get("phase", Phase.RUN.value)), int(f.get("partition", 0)))
@@ -435,6 +459,8 @@ def _finished(seq: int, f: Fields, state: MetricsState) -> None:
     for task in state.tasks_of.pop(eid, ()):  # tasks of retried or lost attempts
         state.dispatched.pop(task, None)
     state.steps.pop(eid, None)  # steps that never completed: no run to count
+    for task in [t for t in state.early if t.startswith(f"{eid}/")]:  # never dispatched now
+        del state.early[task]
     state.fire_times.pop(eid, None)
     old = state.statuses.get(eid)
     if old in FINISHED.values():
@@ -617,7 +643,8 @@ def _index(state: MetricsState) -> None:
         state.by_name.setdefault(series.name, []).append(series)
 
 
-FOLD_VERSION: Final = 3  # 2: history downsampled to minute and hour buckets; 3: step runs
+FOLD_VERSION: Final = 4  # 2: history downsampled to minute and hour buckets; 3: step runs;
+# 4: a task's events logged before its dispatch wait for it
 CODEC: Final = StateCodec(
     MetricsState, fold_version=FOLD_VERSION, transient=("by_name", "changed"), after_load=_index
 )

@@ -1,0 +1,102 @@
+"""`porch dashboard` (the web dashboard of a running system) and `porch dashboard-token`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+
+from actors.commands.common import add_data_dir, data_dir_of, need_hub
+from actors.commands.numbers import whole
+from actors.errors import UsageError
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    dash = sub.add_parser(
+        "dashboard", help="serve the web dashboard of a running system (porch up starts one)"
+    )
+    add_data_dir(dash)
+    add_dashboard_flags(dash, prefix="")
+    dash.set_defaults(func=cmd_dashboard)
+
+    token = sub.add_parser(
+        "dashboard-token",
+        help="print the token a dashboard on a non-loopback address asks for (made once)",
+    )
+    add_data_dir(token)
+    token.add_argument("--new", action="store_true", help="replace the token with a new one")
+    token.set_defaults(func=cmd_token)
+
+
+def add_dashboard_flags(parser: argparse.ArgumentParser, *, prefix: str) -> None:
+    """The dashboard's flags; `porch up` takes them as ``--dashboard-host`` and so on."""
+    parser.add_argument(
+        f"--{prefix}host", dest="dashboard_host", default="127.0.0.1", metavar="ADDRESS",
+        help="address to serve on (default 127.0.0.1; another needs `porch dashboard-token`"
+        " or --insecure)",
+    )  # fmt: skip
+    parser.add_argument(
+        f"--{prefix}port", dest="dashboard_port", type=whole(0, 65535), default=0,
+        metavar="PORT", help="port (default: any free one; the address is printed)",
+    )  # fmt: skip
+    if prefix == "":
+        parser.add_argument(
+            "--insecure", action="store_true",
+            help="serve a non-loopback address without a token (anyone who reaches it can act)",
+        )  # fmt: skip
+
+
+def dashboard_args(args: argparse.Namespace) -> list[str]:
+    """The `porch dashboard` flags given to `porch up`."""
+    out = ["--host", args.dashboard_host, "--port", str(args.dashboard_port)]
+    return out + (["--insecure"] if args.insecure else [])
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from actors.dashboard.server import Dashboard, DashboardConfig
+
+    endpoints, _ = need_hub(args, "dashboard")
+    try:
+        config = DashboardConfig(
+            data_dir=data_dir_of(args),
+            endpoints=endpoints,
+            host=args.dashboard_host,
+            port=args.dashboard_port,
+            insecure=args.insecure,
+        )
+    except ValueError as exc:
+        raise UsageError(f"dashboard: {exc}") from None
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    dashboard = Dashboard(config)
+    stopping = threading.Event()
+
+    def stop(*_: object) -> None:
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    url = dashboard.start()
+    print(f"porch dashboard: {url}", flush=True)
+    try:
+        stopping.wait()
+    finally:
+        dashboard.stop()
+    return 0
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    from actors.dashboard.access import make_token, token_path
+
+    data_dir = data_dir_of(args)
+    token, made = make_token(data_dir, renew=args.new)
+    print(token)
+    if made:
+        print(
+            f"porch dashboard-token: written to {token_path(data_dir)} (0600); restart the"
+            " dashboard (porch up) to use it; open http://HOST:PORT/?token=TOKEN once per browser",
+            file=sys.stderr,
+            flush=True,
+        )
+    return 0
