@@ -241,7 +241,7 @@ def test_run_refuses_a_stage_no_live_worker_runs(running, sample):
         result, "stage 'nosuch' is not registered: built-ins are " + ", ".join(BUILTIN_NAMES)
     )
     assert (
-        "the live workers also run boom, chatty, fatal, inching, noop, slow, slow_part"
+        "the live workers also run boom, chatty, fatal, inching, narrow, noop, slow, slow_part"
         in result.stderr
     )
     assert "under [stages] in porch.toml and run porch reload-stages" in result.stderr
