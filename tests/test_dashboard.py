@@ -1,6 +1,7 @@
 """`porch dashboard` over HTTP, as a program or another machine meets it: the token a
-non-loopback address needs, clear errors for bad requests, and buttons that append the CLI's
-events after the CLI's checks."""
+non-loopback address needs, clear errors for bad requests, buttons that append the CLI's
+events after the CLI's checks, and a page that follows an execution without reading it from the
+hub again."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import urllib.parse
 
 import pytest
 
-from bus.events import ExecutionRequested
+from bus.events import ExecutionRequested, StageDispatched, StageProgress
+from store.projections.executions import TYPES as FOLDED
 from tests.conftest import PORCH, run_porch
 
 
@@ -201,3 +203,43 @@ def test_the_list_pages_through_10000_executions(hub, client, dashboard):
     assert body["matched"] == 5000
     assert [r["execution_id"] for r in body["rows"]] == ["ex-09999", "ex-09997", "ex-09995"]
     assert body["rows"][0]["trigger"] == "schedule s"
+
+
+def test_a_page_following_an_execution_reads_its_history_from_the_hub_once(client, dashboard):
+    # given an execution with a task dispatched, whose page has read it once
+    eid = "ex-followed"
+    client.append(ExecutionRequested(execution_id=eid, stages=["data_cleaning"],
+                                     input_data="/nowhere.parquet"))  # fmt: skip
+    seq = client.append(StageDispatched(execution_id=eid, stage="data_cleaning", step="clean",
+                                        task_id="t-0", partition=0))  # fmt: skip
+    reply, body = dashboard.ask("GET", f"/api/executions/{eid}/events?after={seq}")
+    assert reply.status == 200, body
+    assert [e["type"] for e in body["events"]] == ["ExecutionRequested", "StageDispatched"]
+    before = client.stats()["requests"]
+    # when its events keep coming, and the page reads its timeline, events and state after each
+    rounds = 20
+    known = {"from": 0, "epoch": 0}
+    events: list[dict] = []
+    for n in range(1, rounds + 1):
+        client.append(StageProgress(execution_id=eid, stage="data_cleaning", step="clean",
+                                    worker="w-1", fraction=n / rounds))  # fmt: skip
+        seq = client.append(StageDispatched(execution_id=eid, stage="data_cleaning",
+                                            step="clean", task_id=f"t-{n}", partition=n))  # fmt: skip
+        reply, timeline = dashboard.ask("GET", f"/api/executions/{eid}/timeline?after={seq}")
+        assert reply.status == 200, timeline
+        assert len(timeline["bars"]) == n + 1
+        reply, listed = dashboard.ask(
+            "GET", f"/api/executions/{eid}/events?from={known['from']}&epoch={known['epoch']}"
+        )
+        assert reply.status == 200, listed
+        events[listed["start"] :] = listed["events"]
+        known = {"from": listed["frozen"], "epoch": listed["epoch"]}
+        reply, shown = dashboard.ask("GET", f"/api/executions/{eid}/at?seq={seq}")
+        assert reply.status == 200, shown
+        assert shown["seq"] == seq
+    # then the hub served the test's own appends and stats, and (next to) nothing for the page
+    served = client.stats()["requests"] - before - (2 * rounds + 1)
+    assert served <= 3
+    # and the page's list, followed piece by piece, is the execution's events in the log
+    logged = list(client.read(1, execution_id=eid, types=FOLDED))
+    assert [(e["seq"], e["type"]) for e in events] == [(r.seq, r.type) for r in logged]

@@ -1,8 +1,10 @@
 """The dashboard's live view of the log: the execution fold, followed on one hub subscription,
-and the notices that tell every open page what changed.
+the histories of the executions pages look at, and the notices that tell every open page what
+changed.
 
 One subscription per dashboard, however many browsers are open: the pages hear of changes
-from here (server-sent events), never from the hub.
+from here (server-sent events), never from the hub, and read an execution's events from its
+kept history (`histories`), read from the hub once.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any, Final
 
 import zmq
 
+from actors.dashboard.histories import Histories
 from actors.read.executions import fold_log
 from bus.client import Client, Record
 from bus.endpoints import Endpoints
@@ -36,9 +39,11 @@ NOTICE_IDS_MAX: Final = 100
 
 
 class Live:
-    """The execution fold kept up to the hub's head on a thread, and the open pages' queues.
+    """The execution fold kept up to the hub's head on a thread, the kept histories, and the
+    open pages' queues.
 
-    Readers take ``mutex`` while they look at ``state``; the thread folds under it.
+    Readers take ``mutex`` while they look at ``state`` or ``histories``; the thread folds
+    under it.
     """
 
     def __init__(self, endpoints: Endpoints, ctx: zmq.Context[Any]) -> None:
@@ -47,6 +52,7 @@ class Live:
         self.mutex = threading.Lock()
         self.folded = threading.Condition(self.mutex)  # notified after each batch is folded
         self.state = execution_folds.ExecutionsState()
+        self.histories = Histories()
         self.ready = threading.Event()
         self.stopping = threading.Event()
         self.seq = 0
@@ -108,6 +114,7 @@ class Live:
         state = fold_log(client)
         with self.mutex:
             self.state = state
+            self.histories.clear()  # read again from the hub: this fold may start elsewhere
             self.seq = state.last_seq
             self.folded.notify_all()
         self.ready.set()
@@ -134,6 +141,7 @@ class Live:
                     continue
                 try:
                     fields = record.fields()
+                    self.histories.add(record.seq, fields)
                     execution_folds.evolve(record.seq, fields, self.state)
                 except (KeyError, TypeError, ValueError) as exc:
                     log.debug("dashboard: cannot fold seq %s: %s", record.seq, exc)

@@ -1,6 +1,6 @@
 """The dashboard's JSON API (``GET /api/...``): each page's data from the live fold, or from an
-execution's own events read from the hub. Every parameter is checked here, and a bad one is a
-clear 400, naming it and what is allowed."""
+execution's own events (read from the hub once, then kept up by the live fold: `histories`).
+Every parameter is checked here, and a bad one is a clear 400, naming it and what is allowed."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from typing import Any, Final
 import zmq
 
 from actors.dashboard import panels, views
+from actors.dashboard.histories import History
 from actors.dashboard.live import Live
 from actors.errors import UsageError
 from actors.read.model import execution_from_log
@@ -28,6 +29,7 @@ ID_MAX: Final = 200
 _ID = re.compile(r"^[\w.:@+=-]+$")
 LOG_MAX_BYTES: Final = tasklogs.MAX_LOG_BYTES + 4096
 AFTER_WAIT_S: Final = 5.0
+LOAD_WAIT_S: Final = 30.0  # how long a request waits for another's reading of a history
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,13 +132,21 @@ class Pages:
         return views.detail(ex)
 
     def history(self, eid: str, what: str, query: dict[str, str]) -> Any:
-        records = self._records(eid)
-        if not records:
-            raise NotFoundError(f"no execution {eid!r} in the log")
-        if what == "timeline":
-            return views.timeline(records)
-        if what == "events":
-            return {"execution_id": eid, "events": views.events_list(records)}
+        entry = self._history(eid)
+        with self.live.mutex:
+            if not entry.records:
+                raise NotFoundError(f"no execution {eid!r} in the log")
+            if what == "timeline":
+                return entry.timeline()
+            if what == "events":
+                start, events = entry.listing(
+                    whole(query, "from", 0, 0, 1 << 62), whole(query, "epoch", 0, 0, 1 << 62)
+                )
+                return {
+                    "execution_id": eid, "events": events, "start": start,
+                    "count": len(entry.records), "frozen": entry.frozen(), "epoch": entry.epoch,
+                }  # fmt: skip
+            records = list(entry.records)  # folded below, outside the lock
         if what == "at":
             seq = whole(query, "seq", records[-1][0], 0, 1 << 62)
             shown = views.state_at(records, eid, seq)
@@ -145,16 +155,46 @@ class Pages:
             return {"seq": seq, "execution": shown}
         return self._log(eid, records, query)
 
-    def _records(self, eid: str) -> list[tuple[int, dict[str, Any]]]:
-        """The execution's events, from its request on (the fold knows where it starts)."""
+    def _history(self, eid: str) -> History:
+        """The execution's kept history: its events from its request on, read from the hub
+        by the first request that wants them (the fold knows where it starts), then extended
+        by the live fold."""
         self._ready()
         with self.live.mutex:
-            ex = self.live.state.executions.get(eid)
-            first = ex.requested_seq if ex is not None and ex.requested_seq else 1
-        with self.client() as client:
-            return [
-                (r.seq, r.fields()) for r in client.read(first, types=folds.TYPES, execution_id=eid)
-            ]
+            entry = self.live.histories.get(eid)
+            loading, first, upto = entry is None, 1, 0
+            if entry is None:
+                entry = self.live.histories.open(eid)
+                ex = self.live.state.executions.get(eid)
+                first = ex.requested_seq if ex is not None and ex.requested_seq else 1
+                upto = self.live.seq  # what comes after, the live fold adds
+        if loading:
+            self._load(entry, first, upto)
+        elif not entry.loaded.wait(LOAD_WAIT_S):
+            raise NotReadyError(f"the events of execution {eid!r} are still being read; ask again")
+        if entry.error:
+            raise NotReadyError(entry.error)
+        return entry
+
+    def _load(self, entry: History, first: int, upto: int) -> None:
+        past: list[tuple[int, dict[str, Any]]] | None = None
+        try:
+            if upto < first:
+                past = []
+            else:
+                with self.client() as client:
+                    records = client.read(
+                        first, upto, types=folds.TYPES, execution_id=entry.execution_id
+                    )
+                    past = [(r.seq, r.fields()) for r in records]
+        finally:
+            with self.live.mutex:
+                if past is None:  # the reader says why; whoever waited for it asks again
+                    self.live.histories.drop(entry)
+                    entry.error = f"reading the events of {entry.execution_id!r} failed; ask again"
+                else:
+                    entry.adopt(past)
+            entry.loaded.set()
 
     def _log(
         self, eid: str, records: list[tuple[int, dict[str, Any]]], query: dict[str, str]
