@@ -16,6 +16,7 @@ import os
 import queue
 import re
 import threading
+import time
 import urllib.parse
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -34,6 +35,10 @@ from store import pidlock
 log = logging.getLogger("porch.dashboard")
 STATIC: Final = Path(__file__).with_name("static")
 KEEPALIVE_S: Final = 15.0
+# a page hears at most one notice this often: the first at once, what comes within the interval
+# after it as one notice at its end (a busy execution redraws its page ~7 times a second, and
+# an event still reaches the screen within the 200 ms the dashboard promises)
+NOTICE_EVERY_S: Final = 0.15
 BODY_MAX_BYTES: Final = 4096
 TYPES: Final = {
     ".html": "text/html; charset=utf-8",
@@ -275,7 +280,8 @@ def _handler(dashboard: Dashboard) -> type[BaseHTTPRequestHandler]:
         # --- replies --------------------------------------------------------------------
 
         def _events(self) -> None:
-            """Server-sent events: a notice whenever what a page shows may have changed."""
+            """Server-sent events: a notice whenever what a page shows may have changed, at most
+            one per `NOTICE_EVERY_S` (those that come meanwhile are merged into the next)."""
             listener = dashboard.live.listen()
             try:
                 self.send_response(200)
@@ -284,6 +290,7 @@ def _handler(dashboard: Dashboard) -> type[BaseHTTPRequestHandler]:
                 self.end_headers()
                 self.wfile.write(b"retry: 1000\n\n")
                 self._notice({"seq": dashboard.live.seq, "hello": True})
+                sent = 0.0
                 while True:
                     try:
                         notice = listener.get(timeout=KEEPALIVE_S)
@@ -293,7 +300,11 @@ def _handler(dashboard: Dashboard) -> type[BaseHTTPRequestHandler]:
                         continue
                     if notice is None:
                         return
+                    wait_s = sent + NOTICE_EVERY_S - time.monotonic()
+                    if wait_s > 0 and dashboard.live.stopping.wait(wait_s):
+                        return
                     self._notice(_merge(notice, listener))
+                    sent = time.monotonic()
             except (BrokenPipeError, ConnectionResetError):
                 return
             finally:
