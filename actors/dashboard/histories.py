@@ -20,7 +20,9 @@ KEPT: Final = 8  # executions whose history is kept: those viewed last
 PROGRESS_KEPT: Final = 1000  # progress reports an execution keeps before it drops superseded ones
 TAIL: Final = 16  # the last events among which a new progress report replaces its task's last
 PROGRESS: Final = "StageProgress"
-_epochs = itertools.count(1)  # 0 is "none": a reader that asks with it gets the whole list
+# epochs and timeline versions, unique among all histories; 0 is "none": who asks with it gets
+# the whole list, or the timeline
+_versions = itertools.count(1)
 
 
 class History:
@@ -41,32 +43,40 @@ class History:
         self.progress_kept = progress_kept
         self.tail = tail
         self.records: list[tuple[int, Fields]] = []
-        self.epoch = next(_epochs)
+        self.epoch = next(_versions)
+        self.timeline_version = next(_versions)  # changes when an event the timeline draws comes
         self.loaded = threading.Event()  # set once its past is read from the hub (or failed)
         self.error = ""  # why reading its past failed
         self._progress = 0  # progress reports in ``records``
         self._thin_at = 4 * self.progress_kept
-        self._changes = 0  # events the timeline draws, added so far
         self._timeline: tuple[int, Fields] | None = None
+        self._tail_key: tuple[str, str, int, int] | None = None  # the last entry's, if known
 
     def add(self, seq: int, fields: Fields) -> None:
         """Append one event of this execution (ignored when its seq is not past the last)."""
         if self.records and seq <= self.records[-1][0]:
             return
         kind = fields.get("type")
-        if kind != PROGRESS:
-            if kind in views.TASK_TYPES or kind in views.MARK_TYPES:
-                self._changes += 1
-        elif self._progress < self.progress_kept or not self._replace(fields):
-            self._progress += 1
+        key = None
+        if kind == PROGRESS:
+            if self._progress < self.progress_kept:
+                self._progress += 1
+            else:
+                key = views.task_key(fields)
+                if not self._replace(key):
+                    self._progress += 1
+        elif kind in views.TASK_TYPES or kind in views.MARK_TYPES:
+            self.timeline_version = next(_versions)
         self.records.append((seq, fields))
+        self._tail_key = key
         if self._progress >= self._thin_at:
             self._thin()
 
     def adopt(self, past: list[tuple[int, Fields]]) -> None:
         """Put the events read from the hub before those the live fold added meanwhile."""
         later = self.records
-        self.records, self._progress, self._changes, self._timeline = [], 0, 0, None
+        self.records, self._progress, self._timeline, self._tail_key = [], 0, None, None
+        self.timeline_version = next(_versions)
         self._thin_at = 4 * self.progress_kept
         for seq, fields in itertools.chain(past, later):
             self.add(seq, fields)
@@ -84,13 +94,18 @@ class History:
 
     def timeline(self) -> Fields:
         """`views.timeline` of the events, computed again only when an event it draws came."""
-        if self._timeline is None or self._timeline[0] != self._changes:
-            self._timeline = (self._changes, views.timeline(self.records))
+        if self._timeline is None or self._timeline[0] != self.timeline_version:
+            self._timeline = (self.timeline_version, views.timeline(self.records))
         return self._timeline[1]
 
-    def _replace(self, fields: Fields) -> bool:
-        key = views.task_key(fields)
-        for index in range(len(self.records) - 1, max(-1, len(self.records) - self.tail - 1), -1):
+    def _replace(self, key: tuple[str, str, int, int]) -> bool:
+        last = len(self.records) - 1
+        if self._tail_key is not None:  # the usual case: a task reporting again and again
+            if self._tail_key == key:
+                del self.records[last]
+                return True
+            last -= 1
+        for index in range(last, max(-1, len(self.records) - self.tail - 1), -1):
             held = self.records[index][1]
             if held.get("type") == PROGRESS and views.task_key(held) == key:
                 del self.records[index]
@@ -110,7 +125,7 @@ class History:
         ]
         self._progress = len(kept)
         self._thin_at = max(4 * self.progress_kept, 2 * self._progress)
-        self.epoch = next(_epochs)
+        self.epoch = next(_versions)
 
 
 class Histories:

@@ -19,7 +19,6 @@ from actors.dashboard import panels, views
 from actors.dashboard.histories import History
 from actors.dashboard.live import Live
 from actors.errors import UsageError
-from actors.read.model import execution_from_log
 from bus.client import Client
 from bus.endpoints import Endpoints
 from store import tasklogs
@@ -90,6 +89,8 @@ class Pages:
             what = parts[2] if len(parts) == 3 else ""
             if what == "":
                 return self.execution(eid)
+            if what == "page":
+                return self.page(eid, query)
             if what in ("timeline", "events", "at", "log"):
                 return self.history(eid, what, query)
         if parts == ["schedules"]:
@@ -125,27 +126,34 @@ class Pages:
             ex = self.live.state.executions.get(eid)
             if ex is not None:
                 return views.detail(ex)
-        with self.client() as client:  # finished long ago: folded from its own events
-            ex = execution_from_log(client, eid)
-        if ex is None:
-            raise NotFoundError(f"no execution {eid!r} in the log")
-        return views.detail(ex)
+        return self._folded(eid, self._history(eid))  # finished long ago: from its own events
+
+    def page(self, eid: str, query: dict[str, str]) -> dict[str, Any]:
+        """What an execution's page shows, in one reply: the execution; its events list from
+        entry ``from`` (as ``/events``); and its timeline, unless it is still the one of version
+        ``timeline`` (then null)."""
+        seen = whole(query, "timeline", 0, 0, 1 << 62)
+        entry = self._history(eid)
+        with self.live.mutex:
+            ex = self.live.state.executions.get(eid)
+            shown = views.detail(ex) if ex is not None else None
+            listed = self._listing(eid, entry, query)
+            version = entry.timeline_version
+            timeline = entry.timeline() if version != seen else None
+        return {
+            "execution": shown if shown is not None else self._folded(eid, entry),
+            "events": listed, "timeline": timeline, "timeline_version": version,
+        }  # fmt: skip
 
     def history(self, eid: str, what: str, query: dict[str, str]) -> Any:
         entry = self._history(eid)
         with self.live.mutex:
+            if what == "events":
+                return self._listing(eid, entry, query)
             if not entry.records:
                 raise NotFoundError(f"no execution {eid!r} in the log")
             if what == "timeline":
                 return entry.timeline()
-            if what == "events":
-                start, events = entry.listing(
-                    whole(query, "from", 0, 0, 1 << 62), whole(query, "epoch", 0, 0, 1 << 62)
-                )
-                return {
-                    "execution_id": eid, "events": events, "start": start,
-                    "count": len(entry.records), "frozen": entry.frozen(), "epoch": entry.epoch,
-                }  # fmt: skip
             records = list(entry.records)  # folded below, outside the lock
         if what == "at":
             seq = whole(query, "seq", records[-1][0], 0, 1 << 62)
@@ -154,6 +162,27 @@ class Pages:
                 raise NotFoundError(f"execution {eid!r} did not exist yet at seq {seq}")
             return {"seq": seq, "execution": shown}
         return self._log(eid, records, query)
+
+    def _listing(self, eid: str, entry: History, query: dict[str, str]) -> dict[str, Any]:
+        """The events list from entry ``from`` on for a reader that has the ones before it
+        from ``epoch`` (the whole list without them); ``frozen`` is where to ask from next."""
+        if not entry.records:
+            raise NotFoundError(f"no execution {eid!r} in the log")
+        start, events = entry.listing(
+            whole(query, "from", 0, 0, 1 << 62), whole(query, "epoch", 0, 0, 1 << 62)
+        )
+        return {
+            "execution_id": eid, "events": events, "start": start, "count": len(entry.records),
+            "frozen": entry.frozen(), "epoch": entry.epoch,
+        }  # fmt: skip
+
+    def _folded(self, eid: str, entry: History) -> dict[str, Any]:
+        with self.live.mutex:
+            records = list(entry.records)
+        shown = views.state_at(records, eid, records[-1][0]) if records else None
+        if shown is None:
+            raise NotFoundError(f"no execution {eid!r} in the log")
+        return shown
 
     def _history(self, eid: str) -> History:
         """The execution's kept history: its events from its request on, read from the hub
