@@ -97,8 +97,16 @@ function patch(parent, nodes) {
 let page = null; // { notice(n), stop() }
 const liveEl = document.getElementById("live");
 
-function connect() {
-  const source = new EventSource("/api/events");
+// One stream of notices at a time. An execution's page follows its execution on it: the
+// notices about it carry what the page shows, so following a busy execution costs no request.
+let source = null;
+let followed = null;
+
+function connect(follow, again) {
+  if (source && follow === followed && !again) return;
+  if (source) source.close();
+  followed = follow;
+  source = new EventSource("/api/events" + (follow ? "?execution=" + encodeURIComponent(follow) : ""));
   source.onopen = () => { liveEl.textContent = "live"; liveEl.classList.remove("off"); };
   source.onerror = () => { liveEl.textContent = "reconnecting…"; liveEl.classList.add("off"); };
   source.onmessage = (e) => {
@@ -128,6 +136,7 @@ function route() {
   const make = pages[name];
   page = make ? make(main, parts.slice(1), params) : null;
   if (!make) main.append(h("p", {}, "No such page: ", path));
+  connect(name === "execution" ? parts[1] : null, name === "execution"); // its hello draws it
 }
 
 // --- executions -----------------------------------------------------------------------------
@@ -228,19 +237,18 @@ function executionPage(main, parts) {
       h("div", { class: "travel" }, slider, sliderLabel), travelView),
   );
   let events = [];
-  let known = { from: 0, epoch: 0 }; // the events list is fetched from where it may have changed
+  let tl = null; // the timeline, sent again only when it changed
   let following = true; // the slider stays at the newest event until moved
   const openLog = async (bar) => {
     const q = new URLSearchParams({ step: bar.step, phase: bar.phase, partition: bar.partition, attempt: bar.attempt });
     logBox.replaceChildren(h("p", { class: "muted" }, `${bar.step} ${bar.phase} part ${bar.partition} attempt ${bar.attempt}`),
       h("pre", { class: "log" }, await api(`executions/${encodeURIComponent(id)}/log?${q}`)));
   };
-  const refresh = new Refresher(async () => {
-    const [ex, tl, ev] = await Promise.all([
-      api(`executions/${encodeURIComponent(id)}`),
-      api(`executions/${encodeURIComponent(id)}/timeline`).catch(() => ({ bars: [], workers: [], marks: [] })),
-      api(`executions/${encodeURIComponent(id)}/events?from=${known.from}&epoch=${known.epoch}`).catch(() => null),
-    ]);
+  // what the page shows, as its stream's notices carry it: the execution, its events list from
+  // where it may have changed since the last notice, and its timeline when it changed
+  const render = (shown) => {
+    const ex = shown.execution, ev = shown.events;
+    tl = shown.timeline || tl;
     main.dataset.status = ex.status;
     const started = ex.started_ts || ex.requested_ts;
     redraw(facts, [ex.status, ex.pipeline, ex.mode, ex.trigger, started, ex.started_ts && ex.duration_s, ex.records_processed, ex.error], () => kids(
@@ -260,19 +268,14 @@ function executionPage(main, parts) {
     // a bar still running grows with the clock: drawn again each time while there is one
     const moving = !ex.finished_ts && tl.bars.some((b) => ["running", "dispatched"].includes(b.status));
     redraw(gantt, [tl, ex.finished_ts, moving && Date.now()], () => drawGantt(tl, ex, openLog));
-    if (!ev) {
-      events = [];
-      known = { from: 0, epoch: 0 };
-    } else {
-      events.length = Math.min(events.length, ev.start);
-      for (const e of ev.events) events.push(e);
-      known = { from: ev.frozen, epoch: ev.epoch };
-    }
+    events.length = Math.min(events.length, ev.start);
+    for (const e of ev.events) events.push(e);
     slider.max = Math.max(0, events.length - 1);
     if (following) slider.value = slider.max;
     travelLabel();
     if (following) redraw(travelView, "hint", () => h("p", { class: "muted" }, "Move the slider to see the execution as it was at any event."));
-  });
+    showError("");
+  };
   const travelLabel = () => {
     const e = events[Number(slider.value)];
     sliderLabel.textContent = e ? `seq ${e.seq} · ${e.type}${e.step ? " · " + e.step : ""} · ${clock(e.ts)} (${Number(slider.value) + 1}/${events.length})` : "no events";
@@ -294,10 +297,15 @@ function executionPage(main, parts) {
     travelLabel();
     travel.run();
   });
-  refresh.run();
   return {
-    notice: (n) => { if (n.all || (n.executions && n.executions.includes(id))) refresh.run(); },
-    stop: () => { refresh.gone = true; travel.gone = true; },
+    notice: (n) => {
+      if (n.page && n.page.events.execution_id === id) {
+        try { render(n.page); } catch (err) { showError(err); }
+      } else if (n.page_error) {
+        showError(n.page_error);
+      }
+    },
+    stop: () => { travel.gone = true; },
   };
 }
 
@@ -542,5 +550,4 @@ function alertsPage(main) {
 }
 
 window.addEventListener("hashchange", route);
-connect();
 route();
