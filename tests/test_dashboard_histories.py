@@ -155,3 +155,24 @@ def test_the_executions_viewed_last_are_kept_and_extended():
     histories.add(5, {"type": "ExecutionRequested", "execution_id": ["c"], "ts": 1.0})
     assert len(histories) == 2
     assert [s for s, _ in histories.get("c").records] == [3]
+
+
+def test_the_histories_viewed_longest_ago_go_when_all_hold_too_many_events():
+    # given histories kept for 3 executions, 20 events in all, viewed a, b, c in turn
+    histories = Histories(kept=3, events_kept=20)
+    for eid in ("a", "b", "c"):
+        histories.open(eid)
+    # when a and b get 9 events each, then c gets 9
+    for seq in range(1, 28):
+        eid = "a" if seq <= 9 else "b" if seq <= 18 else "c"
+        histories.add(seq, {"type": "ExecutionRequested", "execution_id": eid, "ts": 1.0})
+    # then a, viewed longest ago, went; b and c hold all of theirs
+    histories.trim()
+    assert histories.get("a") is None
+    assert len(histories.get("b").records) == len(histories.get("c").records) == 9
+    # and one history alone over the bound is kept: it is the one a page looks at
+    for seq in range(28, 60):
+        histories.add(seq, {"type": "ExecutionRequested", "execution_id": "c", "ts": 1.0})
+    histories.trim()
+    assert histories.get("b") is None
+    assert len(histories.get("c").records) == 41

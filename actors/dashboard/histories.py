@@ -2,8 +2,9 @@
 once, then extended from the dashboard's own subscription, so a page that follows an execution
 costs the hub nothing more however long the execution runs.
 
-Bounded: the `KEPT` executions viewed last, and in each every event but the progress reports
-past its first `PROGRESS_KEPT` (see `History`). Callers hold the live fold's mutex.
+Bounded: the `KEPT` executions viewed last, in each every event but the progress reports past
+its first `PROGRESS_KEPT` (see `History`), and `EVENTS_KEPT` events in all (the histories
+viewed longest ago go first; the one viewed last stays). Callers hold the live fold's mutex.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from actors.dashboard import views
 
 Fields = dict[str, Any]
 KEPT: Final = 8  # executions whose history is kept: those viewed last
+EVENTS_KEPT: Final = 100_000  # events kept in all histories together
 PROGRESS_KEPT: Final = 1000  # progress reports an execution keeps before it drops superseded ones
 TAIL: Final = 16  # the last events among which a new progress report replaces its task's last
 PROGRESS: Final = "StageProgress"
@@ -131,9 +133,11 @@ class History:
 class Histories:
     """The histories of the `KEPT` executions viewed last, which the live fold extends."""
 
-    def __init__(self, kept: int = KEPT) -> None:
+    def __init__(self, kept: int = KEPT, events_kept: int = EVENTS_KEPT) -> None:
         self.kept = kept
+        self.events_kept = events_kept
         self._entries: OrderedDict[str, History] = OrderedDict()
+        self._added = 0  # events added since the sizes were last looked at
 
     def get(self, execution_id: str) -> History | None:
         """The execution's history if it is kept (it counts as viewed now)."""
@@ -161,6 +165,17 @@ class Histories:
             entry = self._entries.get(eid) if type(eid) is str else None
             if entry is not None:
                 entry.add(seq, fields)
+                self._added += 1
+                if self._added >= self.events_kept // 100:
+                    self.trim()
+
+    def trim(self) -> None:
+        """Let the histories viewed longest ago go while all hold more than `events_kept`."""
+        self._added = 0
+        total = sum(len(entry.records) for entry in self._entries.values())
+        while total > self.events_kept and len(self._entries) > 1:
+            _, entry = self._entries.popitem(last=False)
+            total -= len(entry.records)
 
     def clear(self) -> None:
         self._entries.clear()

@@ -206,23 +206,24 @@ class Pages:
         return entry
 
     def _load(self, entry: History, first: int, upto: int) -> None:
-        past: list[tuple[int, dict[str, Any]]] | None = None
+        past: History | None = None
         try:
-            if upto < first:
-                past = []
-            else:
+            read = History(entry.execution_id)  # kept as the history keeps them, as they come
+            if upto >= first:
                 with self.client() as client:
-                    records = client.read(
+                    for record in client.read(
                         first, upto, types=folds.TYPES, execution_id=entry.execution_id
-                    )
-                    past = [(r.seq, r.fields()) for r in records]
+                    ):
+                        read.add(record.seq, record.fields())
+            past = read
         finally:
             with self.live.mutex:
                 if past is None:  # the reader says why; whoever waited for it asks again
                     self.live.histories.drop(entry)
                     entry.error = f"reading the events of {entry.execution_id!r} failed; ask again"
                 else:
-                    entry.adopt(past)
+                    entry.adopt(past.records)
+                    self.live.histories.trim()
             entry.loaded.set()
 
     def _log(
