@@ -22,6 +22,7 @@ from actors.read.executions import fold_log
 from bus.client import Client, Record
 from bus.endpoints import Endpoints
 from bus.errors import BusError
+from bus.schema import fields_of
 from store.projections import alerts as alert_folds
 from store.projections import executions as execution_folds
 from store.projections import metrics as metric_folds
@@ -132,21 +133,24 @@ class Live:
 
     def _fold(self, records: list[Record], live: list[Record]) -> None:
         touched: dict[str, None] = {}
-        kinds: set[str] = {r.type for r in live}
+        kinds = {r.type for r in live} | {r.type for r in records}
+        folded, evolve, state = execution_folds.TYPES, execution_folds.evolve, self.state
         with self.mutex:
-            for record in records:
-                kinds.add(record.type)
-                self.seq = record.seq
-                if record.type not in execution_folds.TYPES:
+            keep = self.histories.add if self.histories else None  # pages open them under it
+            for seq, kind, payload in records:  # a hot loop: ~50,000 a second at full ingest
+                if kind not in folded:
                     continue
                 try:
-                    fields = record.fields()
-                    self.histories.add(record.seq, fields)
-                    execution_folds.evolve(record.seq, fields, self.state)
+                    fields = fields_of(payload)
+                    if keep is not None:
+                        keep(seq, fields)
+                    evolve(seq, fields, state)
                 except (KeyError, TypeError, ValueError) as exc:
-                    log.debug("dashboard: cannot fold seq %s: %s", record.seq, exc)
+                    log.debug("dashboard: cannot fold seq %s: %s", seq, exc)
                     continue
                 touched[str(fields.get("execution_id", ""))] = None
+            if records:
+                self.seq = records[-1].seq
             seq = self.seq
             self.folded.notify_all()
         notice: dict[str, Any] = {"seq": seq}
