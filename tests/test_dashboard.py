@@ -1,6 +1,7 @@
 """`porch dashboard` over HTTP, as a program or another machine meets it: the token a
-non-loopback address needs, clear errors for bad requests, and buttons that append the CLI's
-events after the CLI's checks."""
+non-loopback address needs, clear errors for bad requests, buttons that append the CLI's
+events after the CLI's checks, and a page that follows an execution without reading it from the
+hub again."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import urllib.parse
 
 import pytest
 
-from bus.events import ExecutionRequested
+from bus.events import ExecutionRequested, StageDispatched, StageProgress
+from store.projections.executions import TYPES as FOLDED
 from tests.conftest import PORCH, run_porch
 
 
@@ -201,3 +203,77 @@ def test_the_list_pages_through_10000_executions(hub, client, dashboard):
     assert body["matched"] == 5000
     assert [r["execution_id"] for r in body["rows"]] == ["ex-09999", "ex-09997", "ex-09995"]
     assert body["rows"][0]["trigger"] == "schedule s"
+
+
+def _notices(reply):
+    """The notices of a server-sent events reply, as they come (a read waits at most the
+    connection's timeout)."""
+    while True:
+        line = reply.fp.readline()
+        assert line, "the stream ended"
+        if line.startswith(b"data: "):
+            yield json.loads(line[len(b"data: ") :])
+
+
+def _follow(listed: dict, events: list[dict]) -> None:
+    events[listed["start"] :] = listed["events"]
+
+
+def test_a_page_following_an_execution_reads_its_history_from_the_hub_once(client, dashboard):
+    # given an execution with a task dispatched, and a page that follows it on the stream
+    eid = "ex-followed"
+    client.append(ExecutionRequested(execution_id=eid, stages=["data_cleaning"],
+                                     input_data="/nowhere.parquet"))  # fmt: skip
+    seq = client.append(StageDispatched(execution_id=eid, stage="data_cleaning", step="clean",
+                                        task_id="t-0", partition=0))  # fmt: skip
+    reply, body = dashboard.ask("GET", f"/api/executions/{eid}?after={seq}")
+    assert reply.status == 200, body
+    conn = http.client.HTTPConnection("127.0.0.1", dashboard.port, timeout=10)
+    try:
+        conn.request("GET", f"/api/events?execution={eid}")
+        notices = _notices(conn.getresponse())
+        hello = next(notices)
+        assert hello["hello"] is True
+        streamed: list[dict] = []
+        _follow(hello["page"]["events"], streamed)
+        assert [e["type"] for e in streamed] == ["ExecutionRequested", "StageDispatched"]
+        assert hello["page"]["execution"]["execution_id"] == eid
+        drawn = hello["page"]["timeline"]
+        before = client.stats()["requests"]
+        # when its events keep coming, and after each the page hears of them, and a program
+        # reads its timeline, its events from where it left off, and its state
+        rounds = 20
+        known = {"from": 0, "epoch": 0}
+        listed_ones: list[dict] = []
+        for n in range(1, rounds + 1):
+            client.append(StageProgress(execution_id=eid, stage="data_cleaning", step="clean",
+                                        worker="w-1", fraction=n / rounds))  # fmt: skip
+            seq = client.append(StageDispatched(execution_id=eid, stage="data_cleaning",
+                                                step="clean", task_id=f"t-{n}", partition=n))  # fmt: skip
+            while streamed[-1]["seq"] < seq:
+                notice = next(notices)
+                if "page" in notice:
+                    _follow(notice["page"]["events"], streamed)
+                    drawn = notice["page"]["timeline"] or drawn
+            assert len(drawn["bars"]) == n + 1
+            reply, timeline = dashboard.ask("GET", f"/api/executions/{eid}/timeline?after={seq}")
+            assert reply.status == 200, timeline
+            assert len(timeline["bars"]) == n + 1
+            reply, listed = dashboard.ask(
+                "GET", f"/api/executions/{eid}/events?from={known['from']}&epoch={known['epoch']}"
+            )
+            assert reply.status == 200, listed
+            _follow(listed, listed_ones)
+            known = {"from": listed["frozen"], "epoch": listed["epoch"]}
+            reply, shown = dashboard.ask("GET", f"/api/executions/{eid}/at?seq={seq}")
+            assert reply.status == 200, shown
+            assert shown["seq"] == seq
+        # then the hub served the test's own appends and stats, and (next to) nothing for pages
+        served = client.stats()["requests"] - before - (2 * rounds + 1)
+        assert served <= 3
+    finally:
+        conn.close()
+    # and the lists, followed piece by piece, are the execution's events in the log
+    logged = [(r.seq, r.type) for r in client.read(1, execution_id=eid, types=FOLDED)]
+    assert [(e["seq"], e["type"]) for e in streamed] == logged
+    assert [(e["seq"], e["type"]) for e in listed_ones] == logged

@@ -1,6 +1,6 @@
 """The dashboard's JSON API (``GET /api/...``): each page's data from the live fold, or from an
-execution's own events read from the hub. Every parameter is checked here, and a bad one is a
-clear 400, naming it and what is allowed."""
+execution's own events (read from the hub once, then kept up by the live fold: `histories`).
+Every parameter is checked here, and a bad one is a clear 400, naming it and what is allowed."""
 
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ from typing import Any, Final
 import zmq
 
 from actors.dashboard import panels, views
+from actors.dashboard.histories import History
 from actors.dashboard.live import Live
 from actors.errors import UsageError
-from actors.read.model import execution_from_log
 from bus.client import Client
 from bus.endpoints import Endpoints
 from store import tasklogs
@@ -28,6 +28,7 @@ ID_MAX: Final = 200
 _ID = re.compile(r"^[\w.:@+=-]+$")
 LOG_MAX_BYTES: Final = tasklogs.MAX_LOG_BYTES + 4096
 AFTER_WAIT_S: Final = 5.0
+LOAD_WAIT_S: Final = 30.0  # how long a request waits for another's reading of a history
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +89,8 @@ class Pages:
             what = parts[2] if len(parts) == 3 else ""
             if what == "":
                 return self.execution(eid)
+            if what == "page":
+                return self.page(eid, query)
             if what in ("timeline", "events", "at", "log"):
                 return self.history(eid, what, query)
         if parts == ["schedules"]:
@@ -123,20 +126,35 @@ class Pages:
             ex = self.live.state.executions.get(eid)
             if ex is not None:
                 return views.detail(ex)
-        with self.client() as client:  # finished long ago: folded from its own events
-            ex = execution_from_log(client, eid)
-        if ex is None:
-            raise NotFoundError(f"no execution {eid!r} in the log")
-        return views.detail(ex)
+        return self._folded(eid, self._history(eid))  # finished long ago: from its own events
+
+    def page(self, eid: str, query: dict[str, str]) -> dict[str, Any]:
+        """What an execution's page shows, in one reply: the execution; its events list from
+        entry ``from`` (as ``/events``); and its timeline, unless it is still the one of version
+        ``timeline`` (then null)."""
+        seen = whole(query, "timeline", 0, 0, 1 << 62)
+        entry = self._history(eid)
+        with self.live.mutex:
+            ex = self.live.state.executions.get(eid)
+            shown = views.detail(ex) if ex is not None else None
+            listed = self._listing(eid, entry, query)
+            version = entry.timeline_version
+            timeline = entry.timeline() if version != seen else None
+        return {
+            "execution": shown if shown is not None else self._folded(eid, entry),
+            "events": listed, "timeline": timeline, "timeline_version": version,
+        }  # fmt: skip
 
     def history(self, eid: str, what: str, query: dict[str, str]) -> Any:
-        records = self._records(eid)
-        if not records:
-            raise NotFoundError(f"no execution {eid!r} in the log")
-        if what == "timeline":
-            return views.timeline(records)
-        if what == "events":
-            return {"execution_id": eid, "events": views.events_list(records)}
+        entry = self._history(eid)
+        with self.live.mutex:
+            if what == "events":
+                return self._listing(eid, entry, query)
+            if not entry.records:
+                raise NotFoundError(f"no execution {eid!r} in the log")
+            if what == "timeline":
+                return entry.timeline()
+            records = list(entry.records)  # folded below, outside the lock
         if what == "at":
             seq = whole(query, "seq", records[-1][0], 0, 1 << 62)
             shown = views.state_at(records, eid, seq)
@@ -145,16 +163,68 @@ class Pages:
             return {"seq": seq, "execution": shown}
         return self._log(eid, records, query)
 
-    def _records(self, eid: str) -> list[tuple[int, dict[str, Any]]]:
-        """The execution's events, from its request on (the fold knows where it starts)."""
+    def _listing(self, eid: str, entry: History, query: dict[str, str]) -> dict[str, Any]:
+        """The events list from entry ``from`` on for a reader that has the ones before it
+        from ``epoch`` (the whole list without them); ``frozen`` is where to ask from next."""
+        if not entry.records:
+            raise NotFoundError(f"no execution {eid!r} in the log")
+        start, events = entry.listing(
+            whole(query, "from", 0, 0, 1 << 62), whole(query, "epoch", 0, 0, 1 << 62)
+        )
+        return {
+            "execution_id": eid, "events": events, "start": start, "count": len(entry.records),
+            "frozen": entry.frozen(), "epoch": entry.epoch,
+        }  # fmt: skip
+
+    def _folded(self, eid: str, entry: History) -> dict[str, Any]:
+        with self.live.mutex:
+            records = list(entry.records)
+        shown = views.state_at(records, eid, records[-1][0]) if records else None
+        if shown is None:
+            raise NotFoundError(f"no execution {eid!r} in the log")
+        return shown
+
+    def _history(self, eid: str) -> History:
+        """The execution's kept history: its events from its request on, read from the hub
+        by the first request that wants them (the fold knows where it starts), then extended
+        by the live fold."""
         self._ready()
         with self.live.mutex:
-            ex = self.live.state.executions.get(eid)
-            first = ex.requested_seq if ex is not None and ex.requested_seq else 1
-        with self.client() as client:
-            return [
-                (r.seq, r.fields()) for r in client.read(first, types=folds.TYPES, execution_id=eid)
-            ]
+            entry = self.live.histories.get(eid)
+            loading, first, upto = entry is None, 1, 0
+            if entry is None:
+                entry = self.live.histories.open(eid)
+                ex = self.live.state.executions.get(eid)
+                first = ex.requested_seq if ex is not None and ex.requested_seq else 1
+                upto = self.live.seq  # what comes after, the live fold adds
+        if loading:
+            self._load(entry, first, upto)
+        elif not entry.loaded.wait(LOAD_WAIT_S):
+            raise NotReadyError(f"the events of execution {eid!r} are still being read; ask again")
+        if entry.error:
+            raise NotReadyError(entry.error)
+        return entry
+
+    def _load(self, entry: History, first: int, upto: int) -> None:
+        past: History | None = None
+        try:
+            read = History(entry.execution_id)  # kept as the history keeps them, as they come
+            if upto >= first:
+                with self.client() as client:
+                    for record in client.read(
+                        first, upto, types=folds.TYPES, execution_id=entry.execution_id
+                    ):
+                        read.add(record.seq, record.fields())
+            past = read
+        finally:
+            with self.live.mutex:
+                if past is None:  # the reader says why; whoever waited for it asks again
+                    self.live.histories.drop(entry)
+                    entry.error = f"reading the events of {entry.execution_id!r} failed; ask again"
+                else:
+                    entry.adopt(past.records)
+                    self.live.histories.trim()
+            entry.loaded.set()
 
     def _log(
         self, eid: str, records: list[tuple[int, dict[str, Any]]], query: dict[str, str]

@@ -13,7 +13,6 @@ import json
 import logging
 import math
 import os
-import queue
 import re
 import threading
 import urllib.parse
@@ -24,7 +23,7 @@ from typing import Any, Final
 
 import zmq
 
-from actors.dashboard import access, actions, info, pages
+from actors.dashboard import access, actions, info, pages, stream
 from actors.dashboard.live import Live
 from actors.errors import ActorError, UsageError
 from bus.endpoints import Endpoints
@@ -33,7 +32,6 @@ from store import pidlock
 
 log = logging.getLogger("porch.dashboard")
 STATIC: Final = Path(__file__).with_name("static")
-KEEPALIVE_S: Final = 15.0
 BODY_MAX_BYTES: Final = 4096
 TYPES: Final = {
     ".html": "text/html; charset=utf-8",
@@ -148,6 +146,10 @@ def _handler(dashboard: Dashboard) -> type[BaseHTTPRequestHandler]:
 
     class Handler(BaseHTTPRequestHandler):
         server_version = "porch-dashboard"
+        # a page's requests reuse its connection (no connection and no thread per request); an
+        # idle one is closed after a minute
+        protocol_version = "HTTP/1.1"
+        timeout = 60
 
         def do_GET(self) -> None:
             self._serve("GET")
@@ -247,7 +249,8 @@ def _handler(dashboard: Dashboard) -> type[BaseHTTPRequestHandler]:
                     raise HttpError(404, f"no file {name!r}")
                 self._file(static[name])
             elif path == "/api/events":
-                self._events()
+                follow = query.get("execution")
+                self._events(None if follow is None else pages.identifier(follow, "execution"))
             elif path.startswith("/api/"):
                 self._json(200, dashboard.pages.get(path[len("/api/") :], query))
             else:
@@ -274,26 +277,22 @@ def _handler(dashboard: Dashboard) -> type[BaseHTTPRequestHandler]:
 
         # --- replies --------------------------------------------------------------------
 
-        def _events(self) -> None:
-            """Server-sent events: a notice whenever what a page shows may have changed."""
+        def _events(self, follow: str | None) -> None:
+            """Server-sent events: `stream.notices`, on this connection until either side ends."""
             listener = dashboard.live.listen()
+            self.close_connection = True  # the stream has no length: it ends with its connection
             try:
                 self.send_response(200)
                 self._headers("text/event-stream")
                 self.send_header("Cache-Control", "no-cache")
                 self.end_headers()
                 self.wfile.write(b"retry: 1000\n\n")
-                self._notice({"seq": dashboard.live.seq, "hello": True})
-                while True:
-                    try:
-                        notice = listener.get(timeout=KEEPALIVE_S)
-                    except queue.Empty:
+                for notice in stream.notices(dashboard.live, dashboard.pages, listener, follow):
+                    if notice is None:
                         self.wfile.write(b": keepalive\n\n")
                         self.wfile.flush()
-                        continue
-                    if notice is None:
-                        return
-                    self._notice(_merge(notice, listener))
+                    else:
+                        self._notice(notice)
             except (BrokenPipeError, ConnectionResetError):
                 return
             finally:
@@ -324,6 +323,7 @@ def _handler(dashboard: Dashboard) -> type[BaseHTTPRequestHandler]:
             self.wfile.write(body)
 
         def _error(self, status: int, message: str) -> None:
+            self.close_connection = True  # a refused request's body may be left unread
             try:
                 self._json(status, {"error": message})
             except (BrokenPipeError, ConnectionResetError):
@@ -338,27 +338,3 @@ def _handler(dashboard: Dashboard) -> type[BaseHTTPRequestHandler]:
             log.debug("dashboard: " + format, *args)
 
     return Handler
-
-
-def _merge(
-    notice: dict[str, Any], listener: queue.SimpleQueue[dict[str, Any] | None]
-) -> dict[str, Any]:
-    """The notice and every one already waiting after it, as one: a page refreshes once."""
-    merged = dict(notice)
-    ids: dict[str, None] = dict.fromkeys(notice.get("executions", ()))
-    while True:
-        try:
-            more = listener.get_nowait()
-        except queue.Empty:
-            break
-        if more is None:
-            listener.put(None)
-            break
-        ids.update(dict.fromkeys(more.get("executions", ())))
-        for key, value in more.items():
-            if key != "executions" and value:
-                merged[key] = value
-    if ids:
-        merged["executions"] = list(ids)[:100]
-        merged["all"] = merged.get("all", False) or len(ids) > 100
-    return merged

@@ -2,7 +2,7 @@
 DAG, the timeline of its tasks, and its state at any seq (as `porch replay --state` folds it).
 
 Everything here is read from the execution fold (`store.projections.executions`) or from the
-execution's own events in the log; nothing is kept beside them.
+execution's own events in the log (as `histories` keeps them for the pages).
 """
 
 from __future__ import annotations
@@ -128,7 +128,7 @@ def detail(ex: folds.ExecutionState) -> Fields:
     }
 
 
-def _task_key(fields: Fields) -> tuple[str, str, int, int]:
+def task_key(fields: Fields) -> tuple[str, str, int, int]:
     return (
         str(fields.get("step") or fields.get("stage", "")),
         str(fields.get("phase", "run")),
@@ -150,7 +150,7 @@ def timeline(records: Iterable[tuple[int, Fields]]) -> Fields:
             continue
         if kind not in TASK_TYPES:
             continue
-        key = _task_key(fields)
+        key = task_key(fields)
         bar = bars.setdefault(key, {
             "step": key[0], "stage": fields.get("stage", ""), "phase": key[1],
             "partition": key[2], "attempt": key[3], "worker": "", "status": "dispatched",

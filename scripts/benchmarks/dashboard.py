@@ -4,14 +4,16 @@ headless Chromium pages follow an execution, beside the same without them, in th
 The work is the hub group's (`hub.ingest_durable`, `hub.latency_p*_at_5k`): the same producer,
 subscriber and real hub process, beside the hub alone. With the dashboard, `porch dashboard`
 runs against that hub and three browsers (one Chromium each) have the page of the execution the
-ingest's events name open, so every notice makes each page fetch that execution, its timeline
-and its events; `_no_page` is the dashboard with no page open. The runs alternate (with, without,
+ingest's events name open, so every notice about it (at most one every 150 ms) brings each page
+that execution, its timeline and its events, and each page draws them; `_no_page` is the
+dashboard with no page open. The runs alternate (with, without,
 with, ...) and each figure is the median of its own runs.
 """
 
 from __future__ import annotations
 
 import sys
+import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -68,7 +70,8 @@ class Browsers:
             raise
 
     def _count(self, request: Any) -> None:
-        if "/api/" in request.url and not request.url.endswith("/api/events"):
+        path = urllib.parse.urlsplit(request.url).path
+        if path.startswith("/api/") and path != "/api/events":  # the notices' stream is not one
             self.requests += 1
 
     def follow(self, url: str, execution_id: str) -> None:

@@ -73,11 +73,40 @@ class Refresher {
   }
 }
 
+// Draws into `el` only when what it draws from changed: a refresh that brings the same data
+// leaves that part of the page alone (no layout, no paint, a toggled <details> stays as it is).
+const drawnFrom = new WeakMap(); // element -> the JSON of what it was drawn from
+function redraw(el, data, draw) {
+  const key = JSON.stringify(data);
+  if (drawnFrom.get(el) === key) return;
+  drawnFrom.set(el, key);
+  el.replaceChildren(...[draw()].flat());
+}
+
+// Puts `nodes` in `parent`, replacing only the children that changed when the others stay in
+// place (a live list where one row moved on redraws that row, not the table).
+function patch(parent, nodes) {
+  const old = parent.children;
+  if (old.length === nodes.length && nodes.every((n, i) => n === old[i] || !n.isConnected)) {
+    nodes.forEach((n, i) => { if (old[i] !== n) old[i].replaceWith(n); });
+  } else {
+    parent.replaceChildren(...nodes);
+  }
+}
+
 let page = null; // { notice(n), stop() }
 const liveEl = document.getElementById("live");
 
-function connect() {
-  const source = new EventSource("/api/events");
+// One stream of notices at a time. An execution's page follows its execution on it: the
+// notices about it carry what the page shows, so following a busy execution costs no request.
+let source = null;
+let followed = null;
+
+function connect(follow, again) {
+  if (source && follow === followed && !again) return;
+  if (source) source.close();
+  followed = follow;
+  source = new EventSource("/api/events" + (follow ? "?execution=" + encodeURIComponent(follow) : ""));
   source.onopen = () => { liveEl.textContent = "live"; liveEl.classList.remove("off"); };
   source.onerror = () => { liveEl.textContent = "reconnecting…"; liveEl.classList.add("off"); };
   source.onmessage = (e) => {
@@ -107,6 +136,7 @@ function route() {
   const make = pages[name];
   page = make ? make(main, parts.slice(1), params) : null;
   if (!make) main.append(h("p", {}, "No such page: ", path));
+  connect(name === "execution" ? parts[1] : null, name === "execution"); // its hello draws it
 }
 
 // --- executions -----------------------------------------------------------------------------
@@ -137,30 +167,37 @@ function executionsPage(main, _parts, params) {
         body),
       pager),
   );
+  let drawn = new Map(); // execution id -> { key, tr }: a row is drawn again only when it changed
   const refresh = new Refresher(async () => {
     const query = new URLSearchParams({ page: state.page, per_page: 50 });
     if (state.status) query.set("status", state.status);
     if (state.q) query.set("q", state.q);
     const data = await api("executions?" + query);
-    counts.replaceChildren(...kids(
+    redraw(counts, [data.by_status, data.evicted], () => kids(
       ...Object.entries(data.by_status).map(([k, v]) => h("span", {}, `${k} ${v}`)),
       data.evicted ? h("span", { title: "finished long ago: `porch replay --state ID` still shows them" }, `(+${data.evicted} older, not kept)`) : null,
     ));
-    body.replaceChildren(...data.rows.map((r) => h("tr", {
-      class: "clickable", "data-id": r.execution_id, "data-status": r.status,
-      onclick: () => { location.hash = "#/execution/" + encodeURIComponent(r.execution_id); },
-    },
-      h("td", {}, h("a", { href: "#/execution/" + encodeURIComponent(r.execution_id) }, r.execution_id)),
-      h("td", {}, badge(r.status)), h("td", {}, r.pipeline), h("td", {}, r.mode),
-      h("td", {}, when(r.started_ts)), h("td", { class: "num" }, r.started_ts ? secs(r.duration_s) : "–"),
-      h("td", { class: "num" }, num(r.records)), h("td", {}, r.trigger))));
-    if (!data.rows.length) body.append(h("tr", {}, h("td", { colspan: 8, class: "muted" }, "no executions match")));
+    const rows = data.rows.map((r) => {
+      const key = JSON.stringify(r);
+      const had = drawn.get(r.execution_id);
+      if (had && had.key === key) return had;
+      return { key, tr: h("tr", {
+        class: "clickable", "data-id": r.execution_id, "data-status": r.status,
+        onclick: () => { location.hash = "#/execution/" + encodeURIComponent(r.execution_id); },
+      },
+        h("td", {}, h("a", { href: "#/execution/" + encodeURIComponent(r.execution_id) }, r.execution_id)),
+        h("td", {}, badge(r.status)), h("td", {}, r.pipeline), h("td", {}, r.mode),
+        h("td", {}, when(r.started_ts)), h("td", { class: "num" }, r.started_ts ? secs(r.duration_s) : "–"),
+        h("td", { class: "num" }, num(r.records)), h("td", {}, r.trigger)) };
+    });
+    drawn = new Map(data.rows.map((r, i) => [r.execution_id, rows[i]]));
+    patch(body, rows.length ? rows.map((r) => r.tr) : [h("tr", {}, h("td", { colspan: 8, class: "muted" }, "no executions match"))]);
     const pages = Math.max(1, Math.ceil(data.matched / data.per_page));
-    pager.replaceChildren(
+    redraw(pager, [state.page, pages, data.matched, data.kept], () => [
       h("button", { id: "prev", disabled: state.page <= 1, onclick: () => { state.page -= 1; refresh.run(); } }, "‹ newer"),
       h("span", { class: "muted" }, `page ${state.page} of ${pages} · ${data.matched} shown of ${data.kept} kept`),
       h("button", { id: "next", disabled: state.page >= pages, onclick: () => { state.page += 1; refresh.run(); } }, "older ›"),
-    );
+    ]);
   });
   refresh.run();
   return { notice: (n) => { if (n.executions || n.all) refresh.run(); }, stop: () => { refresh.gone = true; } };
@@ -200,22 +237,23 @@ function executionPage(main, parts) {
       h("div", { class: "travel" }, slider, sliderLabel), travelView),
   );
   let events = [];
+  let tl = null; // the timeline, sent again only when it changed
   let following = true; // the slider stays at the newest event until moved
   const openLog = async (bar) => {
     const q = new URLSearchParams({ step: bar.step, phase: bar.phase, partition: bar.partition, attempt: bar.attempt });
     logBox.replaceChildren(h("p", { class: "muted" }, `${bar.step} ${bar.phase} part ${bar.partition} attempt ${bar.attempt}`),
       h("pre", { class: "log" }, await api(`executions/${encodeURIComponent(id)}/log?${q}`)));
   };
-  const refresh = new Refresher(async () => {
-    const [ex, tl, ev] = await Promise.all([
-      api(`executions/${encodeURIComponent(id)}`),
-      api(`executions/${encodeURIComponent(id)}/timeline`).catch(() => ({ bars: [], workers: [], marks: [] })),
-      api(`executions/${encodeURIComponent(id)}/events`).catch(() => ({ events: [] })),
-    ]);
+  // what the page shows, as its stream's notices carry it: the execution, its events list from
+  // where it may have changed since the last notice, and its timeline when it changed
+  const render = (shown) => {
+    const ex = shown.execution, ev = shown.events;
+    tl = shown.timeline || tl;
     main.dataset.status = ex.status;
-    facts.replaceChildren(...kids(
+    const started = ex.started_ts || ex.requested_ts;
+    redraw(facts, [ex.status, ex.pipeline, ex.mode, ex.trigger, started, ex.started_ts && ex.duration_s, ex.records_processed, ex.error], () => kids(
       fact("Status", badge(ex.status)), fact("Pipeline", ex.pipeline), fact("Mode", ex.mode),
-      fact("Trigger", ex.trigger), fact("Started", when(ex.started_ts || ex.requested_ts)),
+      fact("Trigger", ex.trigger), fact("Started", when(started)),
       fact("Duration", ex.started_ts ? secs(ex.duration_s) : "–"), fact("Records", num(ex.records_processed)),
       ex.error ? fact("Error", h("span", { class: "error" }, ex.error)) : null,
     ));
@@ -223,17 +261,21 @@ function executionPage(main, parts) {
     buttons.pause.disabled = !active || ex.status === "paused";
     buttons.resume.disabled = !(ex.status === "paused" || ex.pause_requested) || !active;
     buttons.cancel.disabled = !active;
-    dag.replaceChildren(drawDag(ex.dag));
-    steps.replaceChildren(stepTable(ex.steps));
-    reports.replaceChildren(...Object.entries(ex.steps).filter(([, st]) => st.report && Object.keys(st.report).length)
-      .map(([sid, st]) => reportView(sid, st)));
-    gantt.replaceChildren(drawGantt(tl, ex, openLog));
-    events = ev.events;
+    redraw(dag, ex.dag, () => drawDag(ex.dag));
+    redraw(steps, ex.steps, () => stepTable(ex.steps));
+    const reported = Object.entries(ex.steps).filter(([, st]) => st.report && Object.keys(st.report).length);
+    redraw(reports, reported, () => reported.map(([sid, st]) => reportView(sid, st)));
+    // a bar still running grows with the clock: drawn again each time while there is one
+    const moving = !ex.finished_ts && tl.bars.some((b) => ["running", "dispatched"].includes(b.status));
+    redraw(gantt, [tl, ex.finished_ts, moving && Date.now()], () => drawGantt(tl, ex, openLog));
+    events.length = Math.min(events.length, ev.start);
+    for (const e of ev.events) events.push(e);
     slider.max = Math.max(0, events.length - 1);
     if (following) slider.value = slider.max;
     travelLabel();
-    if (following) travelView.replaceChildren(h("p", { class: "muted" }, "Move the slider to see the execution as it was at any event."));
-  });
+    if (following) redraw(travelView, "hint", () => h("p", { class: "muted" }, "Move the slider to see the execution as it was at any event."));
+    showError("");
+  };
   const travelLabel = () => {
     const e = events[Number(slider.value)];
     sliderLabel.textContent = e ? `seq ${e.seq} · ${e.type}${e.step ? " · " + e.step : ""} · ${clock(e.ts)} (${Number(slider.value) + 1}/${events.length})` : "no events";
@@ -243,6 +285,7 @@ function executionPage(main, parts) {
     if (!e) return;
     const at = await api(`executions/${encodeURIComponent(id)}/at?seq=${e.seq}`);
     travelView.dataset.seq = at.seq;
+    drawnFrom.delete(travelView);
     travelView.replaceChildren(
       h("p", {}, "As of seq ", h("b", { id: "travel-seq" }, at.seq), ": ", h("span", { id: "travel-status" }, badge(at.execution.status)),
         ` · ${num(at.execution.records_processed)} records`),
@@ -254,10 +297,15 @@ function executionPage(main, parts) {
     travelLabel();
     travel.run();
   });
-  refresh.run();
   return {
-    notice: (n) => { if (n.all || (n.executions && n.executions.includes(id))) refresh.run(); },
-    stop: () => { refresh.gone = true; travel.gone = true; },
+    notice: (n) => {
+      if (n.page && n.page.events.execution_id === id) {
+        try { render(n.page); } catch (err) { showError(err); }
+      } else if (n.page_error) {
+        showError(n.page_error);
+      }
+    },
+    stop: () => { travel.gone = true; },
   };
 }
 
@@ -502,5 +550,4 @@ function alertsPage(main) {
 }
 
 window.addEventListener("hashchange", route);
-connect();
 route();
