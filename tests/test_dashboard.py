@@ -13,6 +13,7 @@ import urllib.parse
 
 import pytest
 
+from actors.api.system import stop_process
 from bus.events import ExecutionRequested, StageDispatched, StageProgress
 from store.projections.executions import TYPES as FOLDED
 from tests.conftest import PORCH, run_porch
@@ -48,13 +49,7 @@ class Dashboard:
         return self.ask("POST", path, {"Content-Type": "application/json"}, "{}")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc, 10)
         self.proc.stdout.close()
         self.proc.stderr.close()
 
