@@ -11,16 +11,13 @@ import time
 import uuid
 from pathlib import Path
 
-import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from actors.dashboard.info import dashboard_url
 from bus.events import ExecutionRequested
-from stages.sample import SCHEMA, generate
 from store.projections.executions import TYPES as FOLDED
 from tests.porchup import PorchUp, porch
+from tests.stagedata import write_sample
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -53,9 +50,7 @@ if not Path(CHROMIUM).exists():
 def system(tmp_path_factory):
     folder = tmp_path_factory.mktemp("dashboard")
     (folder / "porch.toml").write_text(CONFIG)
-    frame = pd.concat(list(generate(2000, seed=7)), ignore_index=True)
-    table = pa.Table.from_pandas(frame, schema=SCHEMA, preserve_index=False)
-    pq.write_table(table, folder / "in.parquet", row_group_size=500)
+    write_sample(folder / "in.parquet", 2000, 7, 500)
     with PorchUp(folder, folder / "porch.toml", folder / "state") as up:
         deadline = time.monotonic() + 30
         url = None

@@ -10,15 +10,13 @@ import time
 from pathlib import Path
 
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from bus.events import ArtifactsRemoved, ExecutionRequested
-from stages.sample import SCHEMA, generate
 from store import artifacts
 from tests.conftest import run_porch
 from tests.slowstages import STAGES
+from tests.stagedata import write_sample
 from tests.watching import Logged
 
 PIPELINE = ["data_cleaning", "feature_engineering", "noop"]
@@ -27,12 +25,7 @@ WRITERS = PIPELINE[:2]  # noop hands its input back: its artifact is feature_eng
 
 @pytest.fixture(scope="module")
 def sample(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("input") / "history.parquet"
-    frame = pd.concat(list(generate(3000, seed=5)), ignore_index=True)
-    pq.write_table(
-        pa.Table.from_pandas(frame, schema=SCHEMA, preserve_index=False), path, row_group_size=1000
-    )
-    return path
+    return write_sample(tmp_path_factory.mktemp("input") / "history.parquet", 3000, 5, 1000)
 
 
 class Retained(Logged):

@@ -10,17 +10,14 @@ import subprocess
 import time
 from pathlib import Path
 
-import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from actors.api.system import System
 from bus.events import ExecutionRequested
-from stages.sample import SCHEMA, generate
 from store.tasklogs import MAX_LOG_BYTES
 from tests.conftest import PORCH, run_porch
 from tests.slowstages import STAGES
+from tests.stagedata import write_sample
 from tests.watching import Watched
 
 NO_BYTES = {"name": "no_bytes", "rule": "range", "column": "BYTES_SCANNED", "max": 0}
@@ -29,12 +26,7 @@ NO_BYTES = {"name": "no_bytes", "rule": "range", "column": "BYTES_SCANNED", "max
 @pytest.fixture(scope="module")
 def sample(tmp_path_factory) -> Path:
     """2,000 rows of query history in 2 row groups."""
-    path = tmp_path_factory.mktemp("input") / "history.parquet"
-    frame = pd.concat(list(generate(2000, seed=3)), ignore_index=True)
-    pq.write_table(
-        pa.Table.from_pandas(frame, schema=SCHEMA, preserve_index=False), path, row_group_size=1000
-    )
-    return path
+    return write_sample(tmp_path_factory.mktemp("input") / "history.parquet", 2000, 3, 1000)
 
 
 class Porch(Watched):
