@@ -3,6 +3,12 @@
 Pure and in place, on plain decoded maps (a dict of handlers keyed by type), like the summary
 fold. Attempts decide what counts: a task's state follows only its current attempt, so a late
 result of a superseded attempt changes nothing, and a record is never counted twice.
+
+A completion can be reopened (``StageInvalidated``: an artifact it wrote was found lost or
+damaged): the task goes back to pending with its attempt kept, its completion stops counting
+(completed tasks, records processed), its dependents wait for it again (a failed one back to
+pending), and its next dispatch is a new attempt, whose completion is then the accepted one.
+So each task has at most one accepted completion at any seq.
 """
 
 from __future__ import annotations
@@ -53,6 +59,9 @@ class TaskState:
     permanent: bool = False
     traceback_path: str = ""
     failures: int = 0
+    lost: str = ""  # the artifact whose loss failed the current attempt (StageFailed.lost)
+    reopened: int = 0  # times its completion was reopened (StageInvalidated)
+    lost_inputs: int = 0  # attempts that failed because an input was lost
     progress: float = 0.0  # the last StageProgress of the current attempt: 0..1, and what
     progress_message: str = ""  # the stage said it was doing
 
@@ -257,7 +266,7 @@ def _dispatched(seq: int, fields: Fields, state: ExecutionsState) -> None:
     task.task_id = fields["task_id"]
     task.dispatched_ts = fields["ts"]
     task.worker = ""
-    task.error = task.error_type = task.traceback_path = ""
+    task.error = task.error_type = task.traceback_path = task.lost = ""
     task.report = {}
     task.progress, task.progress_message = 0.0, ""
     for held in early:  # what its worker said before the dispatch was in the log
@@ -349,11 +358,18 @@ def _stage_failed(seq: int, fields: Fields, state: ExecutionsState) -> None:
     task = _current(fields, state)
     if task is None or task.status not in ("dispatched", "running"):
         return
-    task.status = "failed"
     ex = _get(state, fields)
     assert ex is not None
     ex.in_flight.discard(task.key)
-    ex.failed[task.key] = None
+    task.lost = str(fields.get("lost", ""))
+    if task.lost:
+        task.lost_inputs += 1
+    if task.lost and ex.waiting.get(task.key, 0) > 0 and not fields.get("permanent"):
+        # what it read is being recomputed already: it waits for it, as after an invalidation
+        task.status = "pending"
+    else:
+        task.status = "failed"
+        ex.failed[task.key] = None
     task.worker = fields["worker"]
     task.finished_ts = fields["ts"]
     task.error = fields["error"]
@@ -363,6 +379,33 @@ def _stage_failed(seq: int, fields: Fields, state: ExecutionsState) -> None:
     task.traceback_path = fields.get("traceback_path", "")
     task.report = fields.get("report", {})  # what the stage found before it failed
     task.failures += 1
+
+
+def _stage_invalidated(seq: int, fields: Fields, state: ExecutionsState) -> None:
+    """Reopen a completion (of the attempt named, of an active execution): see the module
+    docstring. A late or repeated invalidation of an attempt no longer accepted changes nothing."""
+    ex = _get(state, fields)
+    task = _task(ex, fields) if ex is not None else None
+    if task is None or task.status != "completed" or fields["attempt"] != task.attempt:
+        return
+    assert ex is not None
+    if ex.status not in ACTIVE:
+        return
+    task.status = "pending"
+    task.reopened += 1
+    ex.completed -= 1
+    step = ex.plan.steps_by_id.get(task.key[0]) if ex.plan else None
+    if step is not None and step.source == plans.SOURCE and task.key[1] == step.phases[0]:
+        ex.records_processed -= task.rows_in  # counted again when it completes again
+    for dependent in ex.dependents.get(task.key, ()):
+        ex.waiting[dependent] += 1
+        ex.ready.pop(dependent, None)
+        waiter = ex.tasks[dependent]
+        if waiter.status == "failed" and not waiter.permanent:
+            waiter.status = "pending"  # it runs again once what it reads is back
+            ex.failed.pop(dependent, None)
+    if ex.waiting.get(task.key, 0) == 0:
+        ex.ready[task.key] = None
 
 
 def _flag(name: str, value: bool) -> Callable[[int, Fields, ExecutionsState], None]:
@@ -484,6 +527,7 @@ HANDLERS: Final[dict[str, Callable[[int, Fields, ExecutionsState], None]]] = {
     "StageProgress": _stage_progress,
     "StageCompleted": _stage_completed,
     "StageFailed": _stage_failed,
+    "StageInvalidated": _stage_invalidated,
     "PauseRequested": _flag("pause_requested", True),
     "ResumeRequested": _flag("resume_requested", True),
     "CancelRequested": _flag("cancel_requested", True),
@@ -523,8 +567,8 @@ def fold(
 
 
 # bump when a handler changes what it makes of the same events (the shape is hashed by itself)
-FOLD_VERSION: Final = 7  # 5: a failed task keeps its report; 6: the last progress;
-# 7: a task's events logged before its dispatch wait for it
+FOLD_VERSION: Final = 8  # 5: a failed task keeps its report; 6: the last progress;
+# 7: a task's events logged before its dispatch wait for it; 8: a completion can be reopened
 # the plan is written as the event carried it, and read back through its door
 CODEC: Final = StateCodec(ExecutionsState, fold_version=FOLD_VERSION, as_maps=[Plan])
 
