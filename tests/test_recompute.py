@@ -22,6 +22,7 @@ from bus.events import (
 )
 from bus.schema import to_map
 from store.projections import executions as folds
+from store.projections import metrics
 from store.projections import plan as plans
 from tests.stagedata import write_sample
 from tests.test_orchestrator_core import Orchestrated, _task_fields, request
@@ -202,6 +203,17 @@ def test_a_recomputed_completion_leaves_every_execution_as_the_log_without_it_do
             ex.completed,
             ex.records_processed,
         ), eid
+    # and the metrics count each step's run once, whatever ran again
+    runs = {}
+    for log in (EVENTS, with_recomputes(set(COMPLETIONS))):
+        state = fold_all(metrics, FOLDS["metrics"][1](), log)
+        runs[len(runs)] = {
+            key: series.count
+            for key, series in state.series.items()
+            if key[0] in ("stage_duration_seconds", "records_per_second")
+        }
+    assert runs[0]
+    assert runs[1] == runs[0]
 
 
 # --- the orchestrator's core ------------------------------------------------------------------
