@@ -302,3 +302,35 @@ def test_recomputing_the_same_producer_is_bounded(tmp_path, source):
     assert o.status("e1") == "failed"
     error = o.hub.of("ExecutionFailed")[0]["error"]
     assert f"recomputed {MAX_RECOMPUTES} times" in error
+
+
+def test_a_lost_delta_base_reopens_its_writer_and_every_frame_over_it(tmp_path, source):
+    # given three stages run in turn, the second's frame written as a delta over the first's
+    o = Orchestrated(tmp_path)
+    o.join("w1")
+    o.emit(request(source, stages=["data_cleaning", "feature_engineering", "data_validation"]))
+    o.settle()
+    done = []
+    for _ in range(2):
+        (task,) = o.push()
+        o.start(task)
+        o.complete(task)
+        o.settle()
+        done.append(task)
+    (reader,) = o.push()
+    o.start(reader)
+    # when the third finds the first's frame (the delta's base) lost
+    _lost(o, reader, done[0]["output"])
+    o.settle()
+    # then both completions are reopened, and the two run again in order before the reader
+    reopened = [(e["step"], e["attempt"]) for e in o.hub.of("StageInvalidated")]
+    assert reopened == [(done[0]["step"], 1), (done[1]["step"], 1)]
+    order = []
+    while tasks := o.push():
+        (task,) = tasks
+        order.append((task["step"], task["attempt"]))
+        o.start(task)
+        o.complete(task)
+        o.settle()
+    assert order[:3] == [(done[0]["step"], 2), (done[1]["step"], 2), (reader["step"], 2)]
+    assert o.status("e1") == "completed"

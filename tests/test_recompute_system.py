@@ -31,12 +31,15 @@ def _system(data_dir: Path) -> Watched:
     return Watched(System(data_dir=data_dir, workers=1, stages=STAGES, log=subprocess.DEVNULL))
 
 
-@pytest.mark.parametrize("cut", ["damaged", "deleted"])
+@pytest.mark.parametrize(
+    ("mode", "cut"), [("sequential", "damaged"), ("sequential", "deleted"), ("parallel", "damaged")]
+)
 def test_a_frame_lost_in_a_power_cut_is_recomputed_and_the_execution_completes(
-    tmp_path, sample, monkeypatch, cut
+    tmp_path, sample, monkeypatch, mode, cut
 ):
     # given cleaning then feature engineering, held in between by a step that waits for a file
-    # (it passes its rows through), run on one boot of the machine
+    # (it passes its rows through), run on one boot of the machine (in parallel: two parts, and
+    # cleaning's global statistics in map, reduce, apply and report tasks)
     gate = tmp_path / "open"
     steps = [
         {"id": "clean", "stage": "data_cleaning"},
@@ -47,9 +50,11 @@ def test_a_frame_lost_in_a_power_cut_is_recomputed_and_the_execution_completes(
     first = _system(tmp_path / "porch")
     try:
         first.client.append(ExecutionRequested(execution_id="e1", stages=[], steps=steps,
-                                               input_data=str(sample)))  # fmt: skip
+                                               input_data=str(sample), mode=mode,
+                                               partitions=2))  # fmt: skip
         first.wait(lambda seen: first.of("StageStarted", execution_id="e1", step="gate"))
-        (cleaned,) = first.of("StageCompleted", execution_id="e1", step="clean")
+        phase = "run" if mode == "sequential" else "apply"
+        cleaned = first.of("StageCompleted", execution_id="e1", step="clean", phase=phase)[0]
     finally:
         first.stop()
     # when the power is cut there: the cleaned frame, never synced, is damaged or gone
@@ -76,13 +81,18 @@ def test_a_frame_lost_in_a_power_cut_is_recomputed_and_the_execution_completes(
         lost = [e for e in second.of("StageFailed", execution_id="e1") if e.get("lost")]
         assert [e["lost"] for e in lost][:1] == [str(frame)]
         (reopened,) = second.of("StageInvalidated", execution_id="e1")
-        assert (reopened["step"], reopened["attempt"], reopened["artifact"]) == (
+        assert (reopened["step"], reopened["phase"], reopened["partition"]) == (
             "clean",
-            1,
-            str(frame),
+            phase,
+            cleaned["partition"],
         )
+        assert (reopened["attempt"], reopened["artifact"]) == (1, str(frame))
         again = second.of("StageCompleted", execution_id="e1", step="clean")[-1]
-        assert again["attempt"] == 2
+        assert (again["phase"], again["partition"], again["attempt"]) == (
+            phase,
+            cleaned["partition"],
+            2,
+        )
         (done,) = second.of("ExecutionCompleted", execution_id="e1")
         assert done["records_processed"] == 2000
         # and its output is what the two stages give called directly on the input

@@ -37,6 +37,7 @@ from store.projections.plan import Phase
 from store.projections.task import TaskKey, TaskSpec
 
 MAX_RECOMPUTES: Final = 3  # times one task's completion may be reopened in an execution
+FRAMED: Final = frozenset({Phase.RUN, Phase.MAP, Phase.APPLY})  # read a frame and write one
 
 
 def decide(
@@ -73,14 +74,15 @@ def decide(
     max_attempts = int(ex.request.get("max_attempts", 2))
     for key in ex.failed:
         task = ex.tasks[key]
+        free = task.reopened + task.lost_inputs  # attempts that were no fault of the task's
         if task.lost and not task.permanent:
             reopen = recompute(ex, task)
             if reopen is None:
                 return [_failed(ex, task)]
             if reopen:
                 return reopen
-            # nothing it read is done and lost any more: a plain retry
-        tries = task.attempt - task.reopened - task.lost_inputs
+            free -= 1  # nothing done is left to reopen: a plain retry, counted, so no loop
+        tries = task.attempt - free
         if task.permanent or not (task.retryable and tries < max_attempts):
             return [_failed(ex, task)]
     if ex.completed == len(ex.tasks):
@@ -103,9 +105,10 @@ def decide(
 
 def recompute(ex: ExecutionState, reader: TaskState) -> list[Event] | None:
     """The invalidations that bring back what `reader` found lost: of each completed task that
-    wrote that file, and of every completed task on the way from it to the reader (a frame
-    passed through, or written as a delta over the lost one, points at it). None when no task
-    of the execution wrote it, or one was reopened `MAX_RECOMPUTES` times already."""
+    wrote that file, and of every completed task on the way from it to the reader whose frame
+    may point at it (passed through, or written as a delta over it: a task that reads a frame
+    and writes one). None when no task of the execution wrote it, or one was reopened
+    `MAX_RECOMPUTES` times already."""
     plan = ex.plan
     assert plan is not None, "a task of an execution with no plan"
     writers = [
@@ -120,7 +123,7 @@ def recompute(ex: ExecutionState, reader: TaskState) -> list[Event] | None:
     todo = list(writers)
     while todo:
         for dependent in ex.dependents.get(todo.pop(), ()):
-            if dependent in upstream and dependent not in between:
+            if dependent in upstream and dependent not in between and dependent[1] in FRAMED:
                 between.add(dependent)
                 todo.append(dependent)
     reopen = [ex.tasks[k] for k in plans.tasks(plan) if k in between]
