@@ -11,6 +11,7 @@ import os
 import subprocess
 import time
 import urllib.parse
+from pathlib import Path
 
 import pytest
 
@@ -136,7 +137,7 @@ def test_the_dashboard_yields_the_cpu_to_the_actors(dashboard):
     assert reply.status == 200
     # then every one of its threads runs at a lower CPU priority than the one that started it
     own = os.getpriority(os.PRIO_PROCESS, 0)
-    threads = [int(t) for t in os.listdir(f"/proc/{dashboard.proc.pid}/task")]
+    threads = [int(t.name) for t in Path(f"/proc/{dashboard.proc.pid}/task").iterdir()]
     assert len(threads) >= 4
     niceness = {os.getpriority(os.PRIO_PROCESS, t) for t in threads}
     assert niceness == {min(19, own + NICE_DEFAULT)}

@@ -17,7 +17,7 @@ from actors.errors import UsageError
 # how much lower than its parent's the dashboard's CPU priority is (a nice increment): a UI
 # server yields to the hub, the workers and the other actors on a busy machine, and catches up
 # when they leave it room (its subscription misses no event)
-NICE_DEFAULT: Final = 10
+NICE_DEFAULT: Final = 19
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
