@@ -1,19 +1,22 @@
 """`porch dashboard` over HTTP, as a program or another machine meets it: the token a
 non-loopback address needs, clear errors for bad requests, buttons that append the CLI's
-events after the CLI's checks, and a page that follows an execution without reading it from the
-hub again."""
+events after the CLI's checks, a page that follows an execution without reading it from the
+hub again, and a CPU priority below the actors'."""
 
 from __future__ import annotations
 
 import http.client
 import json
+import os
 import subprocess
 import time
 import urllib.parse
+from pathlib import Path
 
 import pytest
 
 from actors.api.system import stop_process
+from actors.commands.dashboard import NICE_DEFAULT
 from bus.events import ExecutionRequested, StageDispatched, StageProgress
 from store.projections.executions import TYPES as FOLDED
 from tests.conftest import PORCH, run_porch
@@ -126,6 +129,18 @@ BAD_REQUESTS = [
         ("DELETE", "/api/executions", {}, 405, "GET and POST only"),
         ("GET", "/api/executions?after=x", {}, 400, "after must be a whole number"),
 ]  # fmt: skip
+
+
+def test_the_dashboard_yields_the_cpu_to_the_actors(dashboard):
+    # given a dashboard that serves and follows the hub (its fold, HTTP and ZeroMQ threads run)
+    reply, _ = dashboard.ask("GET", "/api/executions")
+    assert reply.status == 200
+    # then every one of its threads runs at a lower CPU priority than the one that started it
+    own = os.getpriority(os.PRIO_PROCESS, 0)
+    threads = [int(t.name) for t in Path(f"/proc/{dashboard.proc.pid}/task").iterdir()]
+    assert len(threads) >= 4
+    niceness = {os.getpriority(os.PRIO_PROCESS, t) for t in threads}
+    assert niceness == {min(19, own + NICE_DEFAULT)}
 
 
 def test_a_bad_request_gets_a_clear_error(dashboard):

@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
+from typing import Final
 
 from actors.commands.common import add_data_dir, data_dir_of, need_hub
 from actors.commands.numbers import whole
 from actors.errors import UsageError
+
+# how much lower than its parent's the dashboard's CPU priority is (a nice increment): a UI
+# server yields to the hub, the workers and the other actors on a busy machine, and catches up
+# when they leave it room (its subscription misses no event)
+NICE_DEFAULT: Final = 19
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -41,6 +48,11 @@ def add_dashboard_flags(parser: argparse.ArgumentParser, *, prefix: str) -> None
         f"--{prefix}port", dest="dashboard_port", type=whole(0, 65535), default=0,
         metavar="PORT", help="port (default: any free one; the address is printed)",
     )  # fmt: skip
+    parser.add_argument(
+        f"--{prefix}nice", dest="dashboard_nice", type=whole(0, 19), default=NICE_DEFAULT,
+        metavar="N", help="run N steps of CPU priority below its parent (a nice increment, 0..19;"
+        f" default {NICE_DEFAULT}), so that it yields to the actors on a busy machine",
+    )  # fmt: skip
     if prefix == "":
         parser.add_argument(
             "--insecure", action="store_true",
@@ -51,6 +63,7 @@ def add_dashboard_flags(parser: argparse.ArgumentParser, *, prefix: str) -> None
 def dashboard_args(args: argparse.Namespace) -> list[str]:
     """The `porch dashboard` flags given to `porch up`."""
     out = ["--host", args.dashboard_host, "--port", str(args.dashboard_port)]
+    out += ["--nice", str(args.dashboard_nice)]
     return out + (["--insecure"] if args.insecure else [])
 
 
@@ -69,6 +82,9 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UsageError(f"dashboard: {exc}") from None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    # before any thread starts: on Linux nice() changes the calling thread only, and every
+    # thread started after (HTTP, live fold, ZeroMQ's I/O) takes its creator's
+    os.nice(args.dashboard_nice)
     dashboard = Dashboard(config)
     stopping = threading.Event()
 

@@ -33,6 +33,8 @@ from store.projections.execstate import (
 from store.projections.plan import Phase, Plan
 from store.statecodec import StateCodec, paused_gc
 
+RUN: Final = Phase.RUN.value  # a task event without a phase is of the run phase
+
 
 def _get(state: ExecutionsState, fields: Fields) -> ExecutionState | None:
     return state.executions.get(fields.get("execution_id", ""))
@@ -41,7 +43,7 @@ def _get(state: ExecutionsState, fields: Fields) -> ExecutionState | None:
 def _task(ex: ExecutionState, fields: Fields) -> TaskState | None:
     key = (
         fields["step"],
-        fields.get("phase", Phase.RUN.value),
+        fields.get("phase", RUN),
         fields.get("partition", 0),
     )
     return ex.tasks.get(key)
@@ -105,37 +107,37 @@ def _dispatched(seq: int, fields: Fields, state: ExecutionsState) -> None:
         HANDLERS[held["type"]](seq, held, state)
 
 
-def _early(fields: Fields, state: ExecutionsState) -> bool:
+def _attempt(fields: Fields, state: ExecutionsState) -> TaskState | None:
+    """The task whose current attempt a task event is of; None when there is none (not
+    dispatched, a superseded attempt, or a newer attempt whose dispatch is on its way: that
+    event is held, `_hold`). One lookup: progress reports make this a hot path."""
+    ex = state.executions.get(fields.get("execution_id", ""))
+    if ex is None:
+        return None
+    task = _task(ex, fields)
+    if task is None:
+        return None
+    attempt = fields.get("attempt", 1)
+    if attempt == task.attempt:
+        return task
+    if attempt > task.attempt and task.status != "completed" and ex.status in ACTIVE:
+        _hold(ex, fields)
+    return None
+
+
+def _hold(ex: ExecutionState, fields: Fields) -> None:
     """Hold an event of a task attempt newer than the fold knows: its dispatch is on its way
     (the worker was handed the task as the dispatch was sent) and folds it when it comes. Of
     several progress reports only the last is kept, as the fold keeps only the last."""
-    ex = _get(state, fields)
-    task = _task(ex, fields) if ex is not None else None
-    if task is None or fields.get("attempt", 1) <= task.attempt or task.status == "completed":
-        return False
-    assert ex is not None
-    if ex.status not in ACTIVE:
-        return False
     held = ex.early.setdefault(str(fields.get("task_id", "")), [])
     if held and fields["type"] == "StageProgress" and held[-1]["type"] == "StageProgress":
         held[-1] = fields
     elif len(held) < MAX_EARLY:
         held.append(fields)
-    return True
-
-
-def _current(fields: Fields, state: ExecutionsState) -> TaskState | None:
-    ex = _get(state, fields)
-    task = _task(ex, fields) if ex is not None else None
-    if task is None or fields.get("attempt", 1) != task.attempt:
-        return None  # not dispatched, or a superseded attempt
-    return task
 
 
 def _stage_started(seq: int, fields: Fields, state: ExecutionsState) -> None:
-    if _early(fields, state):
-        return
-    task = _current(fields, state)
+    task = _attempt(fields, state)
     if task is not None and task.status == "dispatched":
         task.status = "running"
         task.worker = fields["worker"]
@@ -143,18 +145,14 @@ def _stage_started(seq: int, fields: Fields, state: ExecutionsState) -> None:
 
 
 def _stage_progress(seq: int, fields: Fields, state: ExecutionsState) -> None:
-    if _early(fields, state):
-        return
-    task = _current(fields, state)
+    task = _attempt(fields, state)
     if task is not None and task.status in ("dispatched", "running"):
         task.progress = float(fields["fraction"])
         task.progress_message = str(fields.get("message", ""))
 
 
 def _stage_completed(seq: int, fields: Fields, state: ExecutionsState) -> None:
-    if _early(fields, state):
-        return
-    task = _current(fields, state)
+    task = _attempt(fields, state)
     if task is None or task.status not in ("dispatched", "running"):
         return
     if task.status == "dispatched" and fields.get("started_ts"):  # no StageStarted of its own
@@ -185,9 +183,7 @@ def _stage_completed(seq: int, fields: Fields, state: ExecutionsState) -> None:
 
 
 def _stage_failed(seq: int, fields: Fields, state: ExecutionsState) -> None:
-    if _early(fields, state):
-        return
-    task = _current(fields, state)
+    task = _attempt(fields, state)
     if task is None or task.status not in ("dispatched", "running"):
         return
     ex = _get(state, fields)
