@@ -35,6 +35,7 @@ from store import atomic, deltas
 from store.deltas import Base
 from store.errors import ArtifactError
 from store.fsutil import fsync_dir, make_private_dir
+from store.objstore import is_remote, remote
 from store.slices import (
     is_slice,
     read_slice,
@@ -62,6 +63,8 @@ class ArtifactInfo:
 def write_frame(path: str | Path, df: pd.DataFrame, *, base: Base | None = None) -> ArtifactInfo:
     """Write `df` as an Arrow IPC file (no index), atomically; with `base`, the artifact the
     task read whose untouched columns `df` holds, as a delta of it (`store.deltas`)."""
+    if (store := remote(path)) is not None:
+        return store.write_frame(str(path), df, base=base)
     target = Path(path)
     atomic.make_dir(target.parent)
     tmp = atomic.tmp_path(target)
@@ -106,6 +109,8 @@ def _delta(df: pd.DataFrame, base: Base, target: Path) -> pa.Table | None:
 
 def write_bytes(path: str | Path, data: bytes) -> ArtifactInfo:
     """Write opaque bytes (partials, stats) atomically."""
+    if (store := remote(path)) is not None:
+        return store.write_bytes(str(path), data)
     target = Path(path)
     atomic.make_dir(target.parent)
     tmp = atomic.tmp_path(target)
@@ -134,12 +139,14 @@ def slice_info(artifact: str) -> ArtifactInfo:
 def artifact_bytes(artifact: str) -> int:
     """An artifact's size in bytes (of a slice: its row groups' column chunks, not hashed; of
     a delta: its own file, not its base's)."""
+    if (store := remote(artifact)) is not None:
+        return store.size(artifact)
     if not is_slice(artifact):
         return Path(artifact).stat().st_size
     return slice_bytes(artifact)
 
 
-def _read_table(
+def read_table(
     artifact: str | Path,
     columns: Sequence[str] | None = None,
     sha256: str | None = None,
@@ -151,6 +158,8 @@ def _read_table(
     text = str(artifact)
     if is_slice(text):
         return _select(read_slice(text), columns)
+    if (store := remote(text)) is not None:
+        return store.read_table(text, columns, sha256)
     with pa.memory_map(text, "r") as source:
         try:
             reader = pa.ipc.open_file(source)
@@ -167,7 +176,7 @@ def _read_table(
         raise ValueError(f"a delta over more than {deltas.MAX_DEPTH} deltas")
     wanted = [c for c in link.columns if columns is None or c in columns]
     rest = [c for c in wanted if c not in table.column_names]
-    base = _read_table(link.base_path(text), rest, link.sha256, depth + 1)
+    base = read_table(link.base_path(text), rest, link.sha256, depth + 1)
     return deltas.combine(link, _unstamped(table), base, wanted)
 
 
@@ -227,6 +236,8 @@ def _select(table: pa.Table, columns: Sequence[str] | None) -> pa.Table:
 def column_names(artifact: str | Path) -> list[str]:
     """The columns of a frame artifact, in order, from its schema alone."""
     text = str(artifact)
+    if (store := remote(text)) is not None:
+        return store.column_names(text)
     try:
         if is_slice(text):
             return list(read_slice_schema(text).names)
@@ -239,6 +250,8 @@ def column_names(artifact: str | Path) -> list[str]:
 
 
 def read_bytes(path: str | Path) -> bytes:
+    if (store := remote(path)) is not None:
+        return store.read_bytes(str(path))
     try:
         return Path(path).read_bytes()
     except OSError as exc:
@@ -255,7 +268,7 @@ def read_frames(
     tables = []
     for path in paths:
         try:
-            table = _read_table(path, columns, (hashes or {}).get(str(path)))
+            table = read_table(path, columns, (hashes or {}).get(str(path)))
         except (OSError, pa.ArrowException, ValueError) as exc:
             raise ArtifactError(f"cannot read artifact {str(path)!r}: {exc}") from exc
         tables.append(table)
@@ -270,6 +283,8 @@ def write_parquet(
 ) -> ArtifactInfo:
     """Stream Arrow IPC parts, in order, into one parquet file (one part in memory at a time);
     `hashes` of the parts by path, as for `read_frames`."""
+    if (store := remote(path)) is not None:
+        return store.write_parquet(str(path), [str(p) for p in parts], hashes)
     target = Path(path)
     make_private_dir(target.parent)
     tmp = atomic.tmp_path(target)
@@ -277,7 +292,7 @@ def write_parquet(
     writer: pq.ParquetWriter | None = None
     try:
         for part in parts:
-            table = _read_table(part, sha256=(hashes or {}).get(str(part)))
+            table = read_table(part, sha256=(hashes or {}).get(str(part)))
             if writer is None:
                 writer = pq.ParquetWriter(str(tmp), table.schema, compression="snappy")
             elif not table.schema.equals(writer.schema, check_metadata=False):
@@ -304,6 +319,8 @@ def file_sha256(path: str | Path) -> str:
     """The content hash of an artifact (of a slice: its row groups' bytes)."""
     if is_slice(path):
         return slice_hash(str(path))[2]
+    if (store := remote(path)) is not None:
+        return store.file_sha256(str(path))
     digest = hashlib.sha256()
     with Path(path).open("rb") as f:
         while chunk := f.read(atomic.CHUNK):
@@ -314,6 +331,8 @@ def file_sha256(path: str | Path) -> str:
 def verify(path: str | Path, sha256: str, *, base: bool = True) -> bool:
     """True when the file exists and its content hashes to `sha256`, and, for a delta (unless
     not `base`), when its base verifies against the hash the delta names (and so on down)."""
+    if (store := remote(path)) is not None:
+        return store.verify(str(path), sha256, base=base)
     try:
         if file_sha256(path) != sha256:
             return False
@@ -324,7 +343,10 @@ def verify(path: str | Path, sha256: str, *, base: bool = True) -> bool:
 
 def base_verifies(path: str | Path) -> bool:
     """False when `path` is a delta whose base, or the base's base..., is missing or does not
-    hash to what the delta above it names; True for any other artifact (nothing is hashed)."""
+    hash to what the delta above it names; True for any other artifact (nothing is hashed);
+    an object store holds no deltas."""
+    if is_remote(path):
+        return True
     for _ in range(deltas.MAX_DEPTH + 1):
         try:
             link = None if is_slice(path) else _link_at(path)
@@ -348,7 +370,14 @@ def _link_at(path: str | Path) -> deltas.Link | None:
 
 
 def link_or_copy(source: str | Path, target: str | Path) -> None:
-    """Put `source`'s content at `target` (a hard link when the file system allows)."""
+    """Put `source`'s content at `target` (a hard link when the file system allows; a
+    server-side copy on an object store)."""
+    if (store := remote(target)) is not None:
+        store.link_or_copy(str(source), str(target))
+        return
+    if (store := remote(source)) is not None:
+        write_bytes(target, store.read_bytes(str(source)))
+        return
     src, dst = Path(source), Path(target)
     make_private_dir(dst.parent)
     tmp = atomic.tmp_path(dst)
@@ -375,9 +404,16 @@ def disk_bytes(paths: Sequence[str | Path]) -> int:
     """Bytes of the files under these directories (or of these files); what is missing is 0.
 
     A file hard-linked from another execution (a reused artifact) counts here too, though its
-    space is freed only with its last link."""
+    space is freed only with its last link. Prefixes of an object store count their objects."""
     total = 0
+    far = [str(p) for p in paths if is_remote(p)]
+    if far:
+        store = remote(far[0])
+        assert store is not None
+        total += store.disk_bytes(far)
     for path in paths:
+        if is_remote(path):
+            continue
         top = Path(path)
         if top.is_file():
             with contextlib.suppress(OSError):
@@ -393,7 +429,10 @@ def disk_bytes(paths: Sequence[str | Path]) -> int:
 def remove_paths(paths: Sequence[str | Path], *, inside: str | Path) -> list[str]:
     """Delete these directories (or files), each of which must lie inside ``inside``, then
     ``inside`` itself if that left it empty. What is gone already is skipped, so doing it again
-    is harmless. Returns the paths that existed; raises `ArtifactError` for a path outside."""
+    is harmless. Returns the paths that existed; raises `ArtifactError` for a path outside.
+    ``inside`` an object store, the prefixes' objects are deleted."""
+    if (store := remote(inside)) is not None:
+        return store.remove_paths([str(p) for p in paths], inside=str(inside))
     root = Path(inside).resolve()
     targets = []
     for path in paths:

@@ -29,6 +29,7 @@ from actors.read.model import execution_from_log
 from bus.client import Client, hub_running
 from bus.endpoints import Endpoints
 from bus.events import CancelRequested, ExecutionRequested, PauseRequested, ResumeRequested
+from store.objstore import is_remote
 from store.projections import executions as folds
 
 TERMINAL = ("completed", "failed", "cancelled", "timed_out")
@@ -139,7 +140,9 @@ class MLPipelineOrchestrator:
         if max_workers < 1:
             raise UsageError(f"max_workers must be >= 1, got {max_workers}")
         self.max_workers = max_workers
-        self.checkpoint_dir = Path(checkpoint_dir).resolve()
+        self.checkpoint_dir: Path | str = (
+            str(checkpoint_dir) if is_remote(checkpoint_dir) else Path(checkpoint_dir).resolve()
+        )
         self.metrics_dir = Path(metrics_dir).resolve()
         self.metrics_dir.mkdir(parents=True, exist_ok=True)
         self.system: System | None = None
@@ -154,7 +157,13 @@ class MLPipelineOrchestrator:
             )
         else:
             root = Path(
-                endpoint or data_dir or Path(checkpoint_dir).resolve().parent / ".porch"
+                endpoint
+                or data_dir
+                or (
+                    Path(".porch")
+                    if is_remote(checkpoint_dir)
+                    else Path(checkpoint_dir).resolve().parent / ".porch"
+                )
             ).resolve()
             self.data_dir = root
             self.endpoints = Endpoints.local(root)

@@ -67,7 +67,7 @@ class OrchestratorConfig:
     data_dir: Path
     endpoints: Endpoints
     tasks: str
-    checkpoint_dir: Path
+    checkpoint_dir: Path | str  # a folder, or an s3:// URL (`store.objstore`)
     lease_ms: int = 10_000
     prefetch: int = 8
     dispatch_window: int = 256

@@ -27,6 +27,7 @@ from bus.events import Event, ExecutionStarted
 from stages.errors import StageError
 from stages.pipeline import build
 from stages.registry import Registry
+from store.objstore import join
 from store.projections import plan as plans
 from store.projections.executions import ExecutionState
 from store.projections.plan import Phase, Plan
@@ -74,7 +75,7 @@ def plan_execution(
     request: Mapping[str, Any],
     *,
     registry: Registry,
-    checkpoint_dir: Path,
+    checkpoint_dir: Path | str,
     workers: int,
     hybrid_min_rows: int,
     earlier: ExecutionState | None = None,
@@ -135,7 +136,7 @@ def plan_execution(
         columns={},
         input_info=info,
         parts=parts,
-        directory=str(checkpoint_dir / eid),
+        directory=join(str(checkpoint_dir), eid),
         outputs=pipeline.outputs,
     )
     notes = resume_notes(plan, earlier)

@@ -8,6 +8,7 @@ map: what ``StageCompleted`` or ``StageFailed`` will carry.
 from __future__ import annotations
 
 import math
+import sys
 import time
 import traceback
 from collections.abc import Mapping
@@ -26,6 +27,7 @@ from stages.spec import Partitioning, Stage, sum_reports
 from store import artifacts, deltas, slices
 from store.artifacts import ArtifactError
 from store.fsutil import make_private_dir
+from store.objstore import is_remote
 from store.projections.plan import Phase
 from store.projections.task import TaskSpec
 
@@ -257,7 +259,10 @@ def _failure(task: Mapping[str, Any], exc: BaseException) -> dict[str, Any]:
     error = text if expected else f"{type(exc).__name__}: {text}"
     trace_path = ""
     output = task.get("output")
-    if output:
+    if output and is_remote(output):
+        # no folder beside an object: the trace goes to the task's log (its stderr)
+        traceback.print_exception(exc, file=sys.stderr)
+    elif output:
         trace_path = str(
             Path(output).with_name(
                 f"{task['phase']}-{int(task['partition']):04d}.attempt-{task['attempt']}.traceback.txt"

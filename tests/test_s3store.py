@@ -1,0 +1,172 @@
+"""Artifacts on an S3 object store (a real SeaweedFS server): whole or absent, hashed, checked."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.ipc
+import pyarrow.parquet as pq
+import pytest
+
+from store import artifacts, objstore
+from store.errors import ArtifactError
+from store.objstore import S3Options
+from store.s3store import S3Store
+from tests.s3server import ACCESS_KEY, SECRET_KEY
+
+
+@pytest.fixture
+def store(s3server):
+    """The server as this process's object store, and a fresh bucket's URL."""
+    objstore.configure(
+        S3Options(
+            endpoint=s3server.endpoint,
+            region="us-east-1",
+            access_key_id=ACCESS_KEY,
+            secret_access_key=SECRET_KEY,
+        )
+    )
+    try:
+        yield f"s3://{s3server.bucket()}/ck"
+    finally:
+        objstore.configure(None)
+
+
+def frame(rows: int) -> pd.DataFrame:
+    return pd.DataFrame({"a": range(rows), "b": [f"x{i}" for i in range(rows)]})
+
+
+def test_frames_bytes_and_parquet_round_trip_with_their_hashes(store, s3server):
+    # given a frame and some bytes written to the object store
+    df = frame(1000)
+    info = artifacts.write_frame(f"{store}/e1/s/run-0000.arrow", df)
+    small = artifacts.write_bytes(f"{store}/e1/s/map-0000.partial", b"partial")
+    # then each object is whole under its key, and the recorded hash is its content's
+    raw = s3server.filesystem().open_input_stream(info.path.removeprefix("s3://")).read()
+    assert info.sha256 == hashlib.sha256(raw).hexdigest()
+    assert info.bytes == len(raw)
+    assert info.rows == 1000
+    assert pa.ipc.open_file(raw).read_all().num_rows == 1000
+    assert artifacts.read_bytes(small.path) == b"partial"
+    # and it reads back as written, whole or by columns, and verifies against its hash
+    back = artifacts.read_frames([info.path], hashes={info.path: info.sha256})
+    pd.testing.assert_frame_equal(back, df)
+    assert artifacts.column_names(info.path) == ["a", "b"]
+    assert list(artifacts.read_frames([info.path], ["b"]).columns) == ["b"]
+    assert artifacts.verify(info.path, info.sha256)
+    assert not artifacts.verify(info.path, "0" * 64)
+    assert not artifacts.verify(f"{store}/e1/s/missing.arrow", info.sha256)
+    # when two frames are collected into a parquet output on the store
+    other = artifacts.write_frame(f"{store}/e1/s/run-0001.arrow", frame(5))
+    out = artifacts.write_parquet(f"{store}/e1/output/s.parquet", [info.path, other.path])
+    # then it is one parquet object of both, hashed as sent
+    raw = s3server.filesystem().open_input_stream(out.path.removeprefix("s3://")).read()
+    assert out.sha256 == hashlib.sha256(raw).hexdigest()
+    assert pq.read_table(pa.BufferReader(raw)).num_rows == 1005 == out.rows
+
+
+def test_a_frame_that_does_not_hash_to_what_was_recorded_is_refused(store, s3server):
+    # given a frame on the store whose bytes were changed after its producer recorded them
+    info = artifacts.write_frame(f"{store}/e2/s/run-0000.arrow", frame(50))
+    fs = s3server.filesystem()
+    with fs.open_output_stream(info.path.removeprefix("s3://")) as out:
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_file(sink, pa.schema([("a", pa.int64())])) as w:
+            w.write_table(pa.table({"a": [1, 2, 3]}))
+        out.write(sink.getvalue())
+    # when it is read with the recorded hash, then it is refused in one line
+    with pytest.raises(ArtifactError, match="damaged") as err:
+        artifacts.read_frames([info.path], hashes={info.path: info.sha256})
+    assert "\n" not in str(err.value)
+    assert not artifacts.verify(info.path, info.sha256)
+
+
+def test_a_big_frame_goes_through_a_spool_file_and_arrives_whole(store, monkeypatch):
+    # given frames above the in-memory size (made small here), sent from a spool file
+    monkeypatch.setattr("store.s3store.SMALL", 1024)
+    df = frame(20_000)
+    info = artifacts.write_frame(f"{store}/e3/s/run-0000.arrow", df)
+    # then the object is the whole frame and hashes to what was recorded
+    assert artifacts.verify(info.path, info.sha256)
+    pd.testing.assert_frame_equal(artifacts.read_frames([info.path]), df)
+
+
+def test_copy_sizes_and_removal_stay_inside_the_execution(store, s3server):
+    # given two executions' artifacts on the store
+    a = artifacts.write_frame(f"{store}/e4/s/run-0000.arrow", frame(100))
+    artifacts.write_bytes(f"{store}/e4/output/out.parquet", b"x" * 10)
+    artifacts.link_or_copy(a.path, f"{store}/e5/s/run-0000.arrow")
+    # then the copy is the same content, and sizes add up per prefix
+    assert artifacts.verify(f"{store}/e5/s/run-0000.arrow", a.sha256)
+    assert artifacts.disk_bytes([f"{store}/e4/s"]) == a.bytes
+    assert artifacts.disk_bytes([f"{store}/e4/s", f"{store}/e4/output"]) == a.bytes + 10
+    # when a step's prefix of e4 is removed
+    gone = artifacts.remove_paths([f"{store}/e4/s"], inside=f"{store}/e4")
+    # then only it went, and doing it again is harmless; a path outside is refused
+    assert gone == [f"{store}/e4/s"]
+    bucket = store.removeprefix("s3://").split("/")[0]
+    left = s3server.keys(bucket)
+    assert f"{bucket}/ck/e4/output/out.parquet" in left
+    assert not any(k.startswith(f"{bucket}/ck/e4/s/") for k in left)
+    assert f"{bucket}/ck/e5/s/run-0000.arrow" in left
+    assert artifacts.remove_paths([f"{store}/e4/s"], inside=f"{store}/e4") == []
+    with pytest.raises(ArtifactError, match="not inside"):
+        artifacts.remove_paths([f"{store}/e5/s"], inside=f"{store}/e4")
+
+
+def test_an_unreachable_store_is_one_line_naming_it_without_the_keys():
+    # given a store on a port where nothing listens
+    dead = S3Store(
+        S3Options(
+            endpoint=f"http://127.0.0.1:{_closed_port()}",
+            access_key_id=ACCESS_KEY,
+            secret_access_key=SECRET_KEY,
+            connect_timeout_s=0.5,
+            request_timeout_s=1.0,
+        )
+    )
+    # when an artifact is written there, then it fails in one line naming the store
+    with pytest.raises(ArtifactError) as err:
+        dead.write_bytes("s3://bucket/e/s/x.partial", b"data")
+    text = str(err.value)
+    assert "object store http://127.0.0.1:" in text
+    assert "s3://bucket/e/s/x.partial" in text
+    assert "\n" not in text
+    assert SECRET_KEY not in text
+    assert ACCESS_KEY not in text
+    assert not dead.verify("s3://bucket/e/s/x.partial", "0" * 64)
+
+
+def test_options_come_from_porch_then_aws_variables_and_never_show_the_keys():
+    # given the usual AWS variables, one overridden by porch's own
+    options = objstore.from_environ(
+        {
+            "AWS_ENDPOINT_URL": "http://aws-like:9000",
+            "PORCH_S3_ENDPOINT": "http://porch:8333",
+            "AWS_ACCESS_KEY_ID": "AKIAEXAMPLE",
+            "AWS_SECRET_ACCESS_KEY": "very-secret",
+            "AWS_DEFAULT_REGION": "eu-west-1",
+        }
+    )
+    # then porch's wins, the rest come from AWS_*, and no key is in the options' text
+    assert options.endpoint == "http://porch:8333"
+    assert options.region == "eu-west-1"
+    assert options.access_key_id == "AKIAEXAMPLE"
+    assert "very-secret" not in repr(options)
+    assert "AKIAEXAMPLE" not in repr(options)
+    assert "very-secret" not in options.where()
+    # and a bad value is refused in one line
+    with pytest.raises(ValueError, match="must start with http"):
+        objstore.from_environ({"PORCH_S3_ENDPOINT": "minio:9000"})
+    with pytest.raises(ValueError, match="both"):
+        objstore.from_environ({"AWS_ACCESS_KEY_ID": "only-one"})
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
