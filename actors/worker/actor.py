@@ -100,10 +100,9 @@ class Runner:
 
     def start(self) -> None:
         args = [sys.executable, "-m", "actors.worker.runner", *self.stages.runner_args()]
-        env = {**os.environ, **self.env} if self.env else None
-        self.proc = subprocess.Popen(
-            args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, **tie()
-        )
+        tied = tie()
+        tied["env"] = {**tied["env"], **self.env}  # the object store's settings, if any
+        self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, **tied)
         assert self.proc.stdout is not None
         self.reader = FrameReader(self.proc.stdout.fileno())
         self.ready = False
