@@ -14,6 +14,7 @@ from store import artifacts, objstore
 from store.errors import ArtifactError
 from store.objstore import S3Options
 from store.s3store import S3Store
+from tests.conftest import run_porch
 from tests.s3server import ACCESS_KEY, SECRET_KEY
 
 
@@ -170,3 +171,31 @@ def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def test_a_config_file_with_keys_must_be_private_and_never_shows_them(tmp_path):
+    # given a config file with the object store's keys, readable by others
+    config = tmp_path / "porch.toml"
+    config.write_text(
+        '[orchestrator]\ncheckpoint_dir = "s3://bucket/porch"\n'
+        '[s3]\nendpoint = "http://127.0.0.1:8333"\n'
+        f'access_key_id = "{ACCESS_KEY}"\nsecret_access_key = "{SECRET_KEY}"\n'
+    )
+    config.chmod(0o644)
+    # when porch reads it, then it is refused in one line saying what to do
+    refused = run_porch("config", "show", "--config", str(config), data_dir=tmp_path / "d")
+    assert refused.returncode == 2
+    assert refused.stderr.strip().count("\n") == 0
+    assert "must be private" in refused.stderr
+    assert f"chmod 600 {config}" in refused.stderr
+    # when it is private, then the settings show the location and hide the keys
+    config.chmod(0o600)
+    for extra in ((), ("--json",)):
+        shown = run_porch(
+            "config", "show", "--config", str(config), *extra, data_dir=tmp_path / "d"
+        )
+        assert shown.returncode == 0, shown.stderr
+        assert "s3://bucket/porch" in shown.stdout
+        assert "(set, hidden)" in shown.stdout
+        assert SECRET_KEY not in shown.stdout
+        assert ACCESS_KEY not in shown.stdout

@@ -271,3 +271,41 @@ def test_no_credential_reaches_the_log(on_s3, sample, s3server):
     assert status.returncode == 0, status.stderr
     assert s3server.environ()["AWS_SECRET_ACCESS_KEY"] not in status.stdout
     assert f"s3://{on_s3.bucket}/ck/{eid}" in status.stdout
+
+
+def test_gc_and_retention_remove_objects_on_the_store(on_s3, sample):
+    # given two finished executions on the store, one without checkpoints
+    kept = on_s3.wait(on_s3.request(sample, ["data_cleaning", "feature_engineering"]))
+    assert kept.status == "completed", kept.error
+    bare = on_s3.wait(
+        on_s3.request(sample, ["data_cleaning", "feature_engineering"], save_checkpoints=False)
+    )
+    assert bare.status == "completed", bare.error
+    root = f"{on_s3.bucket}/ck"
+    # then the orchestrator removes the intermediates of the one without checkpoints by itself
+    # (it has handled that ExecutionCompleted once it has started a later execution)
+    later = on_s3.request(sample, ["data_cleaning"])
+    on_s3.wait(later, until=lambda e: e.status != "requested")
+    deadline = time.monotonic() + 30
+    while any(
+        k.startswith(f"{root}/{bare.execution_id}/data_cleaning/") for k in on_s3.server.keys(root)
+    ):
+        assert time.monotonic() < deadline, "the orchestrator never removed the intermediates"
+        time.sleep(0.05)
+    assert on_s3.wait(later).status == "completed"
+    assert f"{root}/{bare.execution_id}/output/feature_engineering.parquet" in on_s3.server.keys(
+        root
+    )
+    # when `porch gc` keeps nothing but the outputs
+    gc = subprocess.run(
+        [os.sys.executable, "-m", "actors.cli", "gc", "--keep-last", "0", "--keep-days", "0",
+         "--yes", "--data-dir", str(on_s3.data_dir)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    # then every intermediate object is gone from the store and every output stays
+    assert gc.returncode == 0, gc.stderr
+    keys = on_s3.server.keys(root)
+    for ex in (kept, bare):
+        assert not [k for k in keys if k.startswith(f"{root}/{ex.execution_id}/data_cleaning/")]
+        assert f"{root}/{ex.execution_id}/output/feature_engineering.parquet" in keys
+    assert "removed the artifacts of" in gc.stdout
