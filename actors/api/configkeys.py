@@ -125,6 +125,7 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     _s("hub", "archive_after_s", "float", 7 * 86400.0, "segments older than this leave the live log", low=0),
     _s("hub", "archive_max_bytes", "int", 0, "bound of the live log's bytes (0: none)", low=0),
     _s("hub", "archive_check_s", "float", 60.0, "how often the hub looks", low=0, above=True),
+    _s("hub", "archive_to", "str", "", "move archived files to this s3://BUCKET/PREFIX (empty: keep them in DATA_DIR/archive)"),
     # the orchestrator
     _s("orchestrator", "tasks", "str", None, "where the orchestrator hands out tasks",
        derived="the data dir's ipc socket"),

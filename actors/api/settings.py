@@ -29,7 +29,7 @@ __all__ = [
 ]
 HUB_CONFIG_KEYS = ("fsync", "batch_max", "segment_bytes", "pub_hwm", "dedup_window",
                    "marker_interval_s", "insecure", "archive", "archive_after_s",
-                   "archive_max_bytes", "archive_check_s")  # fmt: skip
+                   "archive_max_bytes", "archive_check_s", "archive_to")  # fmt: skip
 S3_KEYS = ("endpoint", "region", "access_key_id", "secret_access_key", "session_token",
            "connect_timeout_s", "request_timeout_s")  # fmt: skip
 
@@ -155,3 +155,8 @@ def s3_options_of(settings: Settings, environ: Mapping[str, str]) -> S3Options:
         return from_environ(environ, **given)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+
+
+def s3_options(config_file: str | None, environ: Mapping[str, str]) -> S3Options:
+    """`s3_options_of` the settings of ``config_file`` and ``environ``."""
+    return s3_options_of(resolve(config_file=config_file, environ=environ), environ)
