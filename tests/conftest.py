@@ -16,7 +16,7 @@ import zmq
 
 from bus.client import Client, hub_running
 from bus.errors import HubUnavailableError
-from tests.s3server import SeaweedS3, weed_binary
+from scripts.seaweed import SeaweedS3, weed_binary
 
 PORCH = [sys.executable, "-m", "actors.cli"]
 

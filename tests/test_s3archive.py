@@ -7,12 +7,12 @@ import time
 
 import pytest
 
+from scripts.seaweed import ACCESS_KEY, SECRET_KEY
 from store import archive, archiveship, objstore
 from store.archive import ArchiveError
 from store.objstore import S3Options
 from store.reader import LogReader
 from tests.conftest import HubProcess, run_porch
-from tests.s3server import ACCESS_KEY, SECRET_KEY
 from tests.test_archive import archive_sealed, golden_payloads, replay, small_log
 
 

