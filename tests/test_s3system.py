@@ -309,3 +309,27 @@ def test_gc_and_retention_remove_objects_on_the_store(on_s3, sample):
         assert not [k for k in keys if k.startswith(f"{root}/{ex.execution_id}/data_cleaning/")]
         assert f"{root}/{ex.execution_id}/output/feature_engineering.parquet" in keys
     assert "removed the artifacts of" in gc.stdout
+
+
+def test_an_input_on_the_store_runs_as_the_same_file_would(on_s3, sample):
+    # given the input as an object of the bucket, nothing of it on the workers' disks
+    key = f"{on_s3.bucket}/in/history.parquet"
+    with on_s3.server.filesystem().open_output_stream(key) as out:
+        out.write(sample.read_bytes())
+    stages = ["noop", "data_cleaning"]
+    expected = run(build(["data_cleaning"]), pd.read_parquet(sample))[0]["data_cleaning"]
+    # when a pipeline whose first stage hands its rows back runs over it, in parallel
+    eid = on_s3.request(f"s3://{key}", stages, mode="parallel", partitions=2)
+    ex = on_s3.wait(eid)
+    # then the first stage's artifacts are row groups of the object, and the output is right
+    assert ex.status == "completed", ex.error
+    assert ex.plan.input["path"] == f"s3://{key}"
+    noop = [t for t in ex.tasks.values() if t.key[0] == "noop"]
+    assert noop
+    assert all(t.artifact.startswith("slice:") and t.artifact.endswith(f"s3://{key}") for t in noop)
+    got = on_s3.read_output(ex.outputs["data_cleaning"]["path"])
+    pd.testing.assert_frame_equal(got, expected, check_dtype=False)
+    # and an object that is not there is refused in one line
+    gone = on_s3.wait(on_s3.request(f"s3://{on_s3.bucket}/in/missing.parquet", stages))
+    assert gone.status == "failed"
+    assert gone.error == f"refused: input 's3://{on_s3.bucket}/in/missing.parquet' does not exist"

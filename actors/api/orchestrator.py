@@ -231,7 +231,7 @@ class MLPipelineOrchestrator:
             raise UsageError(f"timeout must be > 0 seconds (None: no limit), got {timeout!r}")
         path = (
             check_input(input_data)  # a remote system's input is on its hosts, not here
-            if self.endpoints.is_local()
+            if self.endpoints.is_local() or is_remote(input_data)
             else str(Path(input_data).expanduser().resolve())
         )
         check_stages(self.client, names, known=self.own_stages)

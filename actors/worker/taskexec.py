@@ -192,7 +192,12 @@ def _load(task: Mapping[str, Any], spec: TaskSpec, wanted: list[str] | None) -> 
         raise TaskInputError(f"input {path!r} is a directory, not a parquet file") from None
     except PermissionError:
         raise TaskInputError(f"input {path!r} cannot be read (permission denied)") from None
-    except (pa.ArrowException, OSError) as exc:
+    except OSError as exc:
+        if is_remote(path):  # the store is down or slow: a retry may find it back
+            text = " ".join(str(exc).split())[:300]
+            raise ArtifactError(f"object store: cannot read input {path}: {text}") from exc
+        raise TaskInputError(f"input {path!r} is not a readable parquet file: {exc}") from exc
+    except pa.ArrowException as exc:
         raise TaskInputError(f"input {path!r} is not a readable parquet file: {exc}") from exc
     return artifacts.to_frame(table)
 
