@@ -453,3 +453,18 @@ def remove_paths(paths: Sequence[str | Path], *, inside: str | Path) -> list[str
     with contextlib.suppress(OSError):
         root.rmdir()  # only when nothing else is left in it
     return existed
+
+
+class LocalStore:
+    """`store.objstore.ArtifactStore` over a local folder: the functions above, as they always
+    were (temp file renamed into place, fsyncs, boot-stamped frames, deltas, hard links)."""
+
+    write_frame = staticmethod(write_frame)
+    write_bytes = staticmethod(write_bytes)
+    write_parquet = staticmethod(write_parquet)
+    read_bytes = staticmethod(read_bytes)
+    file_sha256 = staticmethod(file_sha256)
+    verify = staticmethod(verify)
+    link_or_copy = staticmethod(link_or_copy)
+    disk_bytes = staticmethod(disk_bytes)
+    remove_paths = staticmethod(remove_paths)

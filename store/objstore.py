@@ -162,6 +162,17 @@ def remote(location: object) -> S3Store | None:
     return _stores[0]
 
 
+def store_for(location: object) -> ArtifactStore:
+    """The store that holds ``location``: the object store of an ``s3://`` URL, else the
+    local folder's (`store.artifacts.LocalStore`)."""
+    far = remote(location)
+    if far is not None:
+        return far
+    from store.artifacts import LocalStore
+
+    return LocalStore()
+
+
 def join(location: str, *names: str) -> str:
     """``location/name/...`` for a folder or a URL (a Path would fold ``s3://`` into ``s3:/``)."""
     return "/".join([location.rstrip("/"), *names])

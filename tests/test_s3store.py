@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
@@ -39,33 +40,81 @@ def frame(rows: int) -> pd.DataFrame:
     return pd.DataFrame({"a": range(rows), "b": [f"x{i}" for i in range(rows)]})
 
 
-def test_frames_bytes_and_parquet_round_trip_with_their_hashes(store, s3server):
-    # given a frame and some bytes written to the object store
-    df = frame(1000)
-    info = artifacts.write_frame(f"{store}/e1/s/run-0000.arrow", df)
-    small = artifacts.write_bytes(f"{store}/e1/s/map-0000.partial", b"partial")
-    # then each object is whole under its key, and the recorded hash is its content's
-    raw = s3server.filesystem().open_input_stream(info.path.removeprefix("s3://")).read()
-    assert info.sha256 == hashlib.sha256(raw).hexdigest()
-    assert info.bytes == len(raw)
-    assert info.rows == 1000
-    assert pa.ipc.open_file(raw).read_all().num_rows == 1000
-    assert artifacts.read_bytes(small.path) == b"partial"
-    # and it reads back as written, whole or by columns, and verifies against its hash
-    back = artifacts.read_frames([info.path], hashes={info.path: info.sha256})
-    pd.testing.assert_frame_equal(back, df)
-    assert artifacts.column_names(info.path) == ["a", "b"]
-    assert list(artifacts.read_frames([info.path], ["b"]).columns) == ["b"]
-    assert artifacts.verify(info.path, info.sha256)
-    assert not artifacts.verify(info.path, "0" * 64)
-    assert not artifacts.verify(f"{store}/e1/s/missing.arrow", info.sha256)
-    # when two frames are collected into a parquet output on the store
-    other = artifacts.write_frame(f"{store}/e1/s/run-0001.arrow", frame(5))
-    out = artifacts.write_parquet(f"{store}/e1/output/s.parquet", [info.path, other.path])
-    # then it is one parquet object of both, hashed as sent
-    raw = s3server.filesystem().open_input_stream(out.path.removeprefix("s3://")).read()
-    assert out.sha256 == hashlib.sha256(raw).hexdigest()
-    assert pq.read_table(pa.BufferReader(raw)).num_rows == 1005 == out.rows
+class ArtifactStoreContract:
+    """What every `ArtifactStore` promises, run against each (`root`: an empty folder or
+    prefix; `raw`: an artifact's bytes as the medium holds them)."""
+
+    def raw(self, location: str) -> bytes:
+        raise AssertionError("a store's test class says how to read its bytes")
+
+    def test_frames_bytes_and_parquet_round_trip_with_their_hashes(self, root):
+        store = objstore.store_for(root)
+        # given a frame and some bytes written to the store
+        df = frame(1000)
+        info = store.write_frame(f"{root}/e1/s/run-0000.arrow", df)
+        small = store.write_bytes(f"{root}/e1/s/map-0000.partial", b"partial")
+        # then each is whole under its name, and the recorded hash is its content's
+        raw = self.raw(info.path)
+        assert info.sha256 == hashlib.sha256(raw).hexdigest()
+        assert info.bytes == len(raw)
+        assert info.rows == 1000
+        assert store.read_bytes(small.path) == b"partial"
+        # and it reads back as written, whole or by columns, and verifies against its hash
+        back = artifacts.read_frames([info.path], hashes={info.path: info.sha256})
+        pd.testing.assert_frame_equal(back, df)
+        assert artifacts.column_names(info.path) == ["a", "b"]
+        assert list(artifacts.read_frames([info.path], ["b"]).columns) == ["b"]
+        assert store.verify(info.path, info.sha256)
+        assert not store.verify(info.path, "0" * 64)
+        assert not store.verify(f"{root}/e1/s/missing.arrow", info.sha256)
+        # when two frames are collected into a parquet output
+        other = store.write_frame(f"{root}/e1/s/run-0001.arrow", frame(5))
+        out = store.write_parquet(f"{root}/e1/output/s.parquet", [info.path, other.path])
+        # then it is one parquet file of both, hashed as written
+        raw = self.raw(out.path)
+        assert out.sha256 == hashlib.sha256(raw).hexdigest() == store.file_sha256(out.path)
+        assert pq.read_table(pa.BufferReader(raw)).num_rows == 1005 == out.rows
+
+    def test_copy_sizes_and_removal_stay_inside_the_execution(self, root):
+        store = objstore.store_for(root)
+        # given two executions' artifacts, one a copy of the other's
+        a = store.write_frame(f"{root}/e4/s/run-0000.arrow", frame(100))
+        store.write_bytes(f"{root}/e4/output/out.parquet", b"x" * 10)
+        store.link_or_copy(a.path, f"{root}/e5/s/run-0000.arrow")
+        # then the copy is the same content, and sizes add up per step
+        assert store.verify(f"{root}/e5/s/run-0000.arrow", a.sha256)
+        assert store.disk_bytes([f"{root}/e4/s"]) == a.bytes
+        assert store.disk_bytes([f"{root}/e4/s", f"{root}/e4/output"]) == a.bytes + 10
+        # when a step of e4 is removed
+        gone = store.remove_paths([f"{root}/e4/s"], inside=f"{root}/e4")
+        # then only it went, and doing it again is harmless; a path outside is refused
+        assert gone == [f"{root}/e4/s"]
+        assert not store.verify(a.path, a.sha256)
+        assert store.read_bytes(f"{root}/e4/output/out.parquet") == b"x" * 10
+        assert store.verify(f"{root}/e5/s/run-0000.arrow", a.sha256)
+        assert store.remove_paths([f"{root}/e4/s"], inside=f"{root}/e4") == []
+        with pytest.raises(ArtifactError, match="not inside"):
+            store.remove_paths([f"{root}/e5/s"], inside=f"{root}/e4")
+
+
+class TestLocalFolder(ArtifactStoreContract):
+    @pytest.fixture
+    def root(self, tmp_path):
+        return str(tmp_path / "ck")
+
+    def raw(self, location: str) -> bytes:
+        return Path(location).read_bytes()
+
+
+class TestS3Store(ArtifactStoreContract):
+    @pytest.fixture
+    def root(self, store, s3server):
+        self.server = s3server
+        return store
+
+    def raw(self, location: str) -> bytes:
+        with self.server.filesystem().open_input_stream(location.removeprefix("s3://")) as f:
+            return f.read()
 
 
 def test_a_frame_that_does_not_hash_to_what_was_recorded_is_refused(store, s3server):
@@ -92,29 +141,6 @@ def test_a_big_frame_goes_through_a_spool_file_and_arrives_whole(store, monkeypa
     # then the object is the whole frame and hashes to what was recorded
     assert artifacts.verify(info.path, info.sha256)
     pd.testing.assert_frame_equal(artifacts.read_frames([info.path]), df)
-
-
-def test_copy_sizes_and_removal_stay_inside_the_execution(store, s3server):
-    # given two executions' artifacts on the store
-    a = artifacts.write_frame(f"{store}/e4/s/run-0000.arrow", frame(100))
-    artifacts.write_bytes(f"{store}/e4/output/out.parquet", b"x" * 10)
-    artifacts.link_or_copy(a.path, f"{store}/e5/s/run-0000.arrow")
-    # then the copy is the same content, and sizes add up per prefix
-    assert artifacts.verify(f"{store}/e5/s/run-0000.arrow", a.sha256)
-    assert artifacts.disk_bytes([f"{store}/e4/s"]) == a.bytes
-    assert artifacts.disk_bytes([f"{store}/e4/s", f"{store}/e4/output"]) == a.bytes + 10
-    # when a step's prefix of e4 is removed
-    gone = artifacts.remove_paths([f"{store}/e4/s"], inside=f"{store}/e4")
-    # then only it went, and doing it again is harmless; a path outside is refused
-    assert gone == [f"{store}/e4/s"]
-    bucket = store.removeprefix("s3://").split("/")[0]
-    left = s3server.keys(bucket)
-    assert f"{bucket}/ck/e4/output/out.parquet" in left
-    assert not any(k.startswith(f"{bucket}/ck/e4/s/") for k in left)
-    assert f"{bucket}/ck/e5/s/run-0000.arrow" in left
-    assert artifacts.remove_paths([f"{store}/e4/s"], inside=f"{store}/e4") == []
-    with pytest.raises(ArtifactError, match="not inside"):
-        artifacts.remove_paths([f"{store}/e5/s"], inside=f"{store}/e4")
 
 
 def test_an_unreachable_store_is_one_line_naming_it_without_the_keys():
