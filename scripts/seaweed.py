@@ -103,6 +103,7 @@ class SeaweedS3:
             self.binary, "server", f"-dir={data}", f"-ip={self.host}", f"-ip.bind={self.host}",
             "-master.telemetry=false", "-s3", f"-s3.config={self.config}",
             "-volume.max=0", "-master.volumeSizeLimitMB=64", "-volume.preStopSeconds=0",
+            "-master.electionTimeout=1s",
             *(f"-{flag}={port}" for flag, port in self.ports.items()),
         ]  # fmt: skip
         with (self.folder / "weed.log").open("ab") as log:

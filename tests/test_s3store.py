@@ -225,3 +225,29 @@ def test_a_config_file_with_keys_must_be_private_and_never_shows_them(tmp_path):
         assert "(set, hidden)" in shown.stdout
         assert SECRET_KEY not in shown.stdout
         assert ACCESS_KEY not in shown.stdout
+
+
+def test_a_store_that_hangs_fails_a_write_in_one_line_within_its_timeouts(s3server):
+    # given a store that takes connections and answers nothing
+    slow = S3Store(
+        S3Options(
+            endpoint=s3server.endpoint,
+            access_key_id=ACCESS_KEY,
+            secret_access_key=SECRET_KEY,
+            connect_timeout_s=0.5,
+            request_timeout_s=0.5,
+        )
+    )
+    bucket = s3server.bucket()
+    s3server.freeze()
+    try:
+        # when an artifact is written there, then it fails in one line naming the store
+        with pytest.raises(ArtifactError) as err:
+            slow.write_bytes(f"s3://{bucket}/e/s/x.partial", b"data")
+    finally:
+        s3server.thaw()
+    text = str(err.value)
+    assert text.startswith(f"object store {s3server.endpoint}: cannot write s3://{bucket}/e/s/")
+    assert "\n" not in text
+    # and once it answers again, the same write goes through
+    assert slow.write_bytes(f"s3://{bucket}/e/s/x.partial", b"data").bytes == 4
