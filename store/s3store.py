@@ -86,6 +86,13 @@ class S3Store:
 
     def error(self, doing: str, url: str, exc: BaseException) -> ArtifactError:
         text = " ".join(str(exc).split()) or type(exc).__name__
+        for secret in (
+            self.options.access_key_id,
+            self.options.secret_access_key,
+            self.options.session_token,
+        ):
+            if secret:  # a store that echoes a key back: never in a message
+                text = text.replace(secret, "(hidden)")
         if len(text) > 300:
             text = text[:300] + "..."
         return ArtifactError(f"object store {self.options.where()}: cannot {doing} {url}: {text}")

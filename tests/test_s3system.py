@@ -271,6 +271,12 @@ def test_no_credential_reaches_the_log(on_s3, sample, s3server):
     assert status.returncode == 0, status.stderr
     assert s3server.environ()["AWS_SECRET_ACCESS_KEY"] not in status.stdout
     assert f"s3://{on_s3.bucket}/ck/{eid}" in status.stdout
+    logs = subprocess.run(
+        [os.sys.executable, "-m", "actors.cli", "logs", eid, "--data-dir", str(on_s3.data_dir)],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert logs.returncode == 0, logs.stderr
+    assert "keeps its artifacts on an object store" in logs.stderr
 
 
 def test_gc_and_retention_remove_objects_on_the_store(on_s3, sample):
