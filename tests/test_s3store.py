@@ -133,9 +133,10 @@ def test_a_frame_that_does_not_hash_to_what_was_recorded_is_refused(store, s3ser
     assert not artifacts.verify(info.path, info.sha256)
 
 
-def test_a_big_frame_goes_through_a_spool_file_and_arrives_whole(store, monkeypatch):
+def test_a_big_frame_goes_through_a_spool_file_and_arrives_whole_read_in_ranges(store, monkeypatch):
     # given frames above the in-memory size (made small here), sent from a spool file
     monkeypatch.setattr("store.s3store.SMALL", 1024)
+    monkeypatch.setattr("store.s3store.RANGE_BYTES", 64 * 1024)  # and read back in ranges
     df = frame(20_000)
     info = artifacts.write_frame(f"{store}/e3/s/run-0000.arrow", df)
     # then the object is the whole frame and hashes to what was recorded
