@@ -7,6 +7,7 @@ import hashlib
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -265,14 +266,14 @@ def test_no_credential_reaches_the_log(on_s3, sample, s3server):
     ):
         assert secret.encode() not in log
     status = subprocess.run(
-        [os.sys.executable, "-m", "actors.cli", "status", eid, "--data-dir", str(on_s3.data_dir)],
+        [sys.executable, "-m", "actors.cli", "status", eid, "--data-dir", str(on_s3.data_dir)],
         capture_output=True, text=True, timeout=30, check=False,
     )  # fmt: skip
     assert status.returncode == 0, status.stderr
     assert s3server.environ()["AWS_SECRET_ACCESS_KEY"] not in status.stdout
     assert f"s3://{on_s3.bucket}/ck/{eid}" in status.stdout
     logs = subprocess.run(
-        [os.sys.executable, "-m", "actors.cli", "logs", eid, "--data-dir", str(on_s3.data_dir)],
+        [sys.executable, "-m", "actors.cli", "logs", eid, "--data-dir", str(on_s3.data_dir)],
         capture_output=True, text=True, timeout=30, check=False,
     )  # fmt: skip
     assert logs.returncode == 0, logs.stderr
@@ -304,7 +305,7 @@ def test_gc_and_retention_remove_objects_on_the_store(on_s3, sample):
     )
     # when `porch gc` keeps nothing but the outputs
     gc = subprocess.run(
-        [os.sys.executable, "-m", "actors.cli", "gc", "--keep-last", "0", "--keep-days", "0",
+        [sys.executable, "-m", "actors.cli", "gc", "--keep-last", "0", "--keep-days", "0",
          "--yes", "--data-dir", str(on_s3.data_dir)],
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
