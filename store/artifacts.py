@@ -159,16 +159,17 @@ def read_table(
     if is_slice(text):
         return _select(read_slice(text), columns)
     if (store := remote(text)) is not None:
-        return store.read_table(text, columns, sha256)
-    with pa.memory_map(text, "r") as source:
-        try:
-            reader = pa.ipc.open_file(source)
-        except pa.ArrowInvalid:
-            if sha256 is not None and file_sha256(text) != sha256:
-                raise _damaged(text, "") from None
-            raise
-        trust(text, reader.schema, sha256)  # before a damaged batch can fail the read
-        table = reader.read_all()  # mapped: a column not used costs nothing
+        table = store.read_table(text, None, sha256)  # a delta's link stays in its schema
+    else:
+        with pa.memory_map(text, "r") as source:
+            try:
+                reader = pa.ipc.open_file(source)
+            except pa.ArrowInvalid:
+                if sha256 is not None and file_sha256(text) != sha256:
+                    raise _damaged(text, "") from None
+                raise
+            trust(text, reader.schema, sha256)  # before a damaged batch can fail the read
+            table = reader.read_all()  # mapped: a column not used costs nothing
     link = deltas.link_of(table.schema)
     if link is None:
         return _select(_unstamped(table), columns)
@@ -332,7 +333,9 @@ def verify(path: str | Path, sha256: str, *, base: bool = True) -> bool:
     """True when the file exists and its content hashes to `sha256`, and, for a delta (unless
     not `base`), when its base verifies against the hash the delta names (and so on down)."""
     if (store := remote(path)) is not None:
-        return store.verify(str(path), sha256, base=base)
+        if not store.verify(str(path), sha256):
+            return False
+        return not base or base_verifies(path)
     try:
         if file_sha256(path) != sha256:
             return False
@@ -343,10 +346,7 @@ def verify(path: str | Path, sha256: str, *, base: bool = True) -> bool:
 
 def base_verifies(path: str | Path) -> bool:
     """False when `path` is a delta whose base, or the base's base..., is missing or does not
-    hash to what the delta above it names; True for any other artifact (nothing is hashed);
-    an object store holds no deltas."""
-    if is_remote(path):
-        return True
+    hash to what the delta above it names; True for any other artifact (nothing is hashed)."""
     for _ in range(deltas.MAX_DEPTH + 1):
         try:
             link = None if is_slice(path) else _link_at(path)
@@ -362,6 +362,9 @@ def base_verifies(path: str | Path) -> bool:
 
 def _link_at(path: str | Path) -> deltas.Link | None:
     """The delta link of the file at `path`; None for anything but a delta."""
+    if (store := remote(path)) is not None:
+        schema = store.frame_schema(str(path))
+        return None if schema is None else deltas.link_of(schema)
     with Path(path).open("rb") as f:
         if f.read(len(IPC_MAGIC)) != IPC_MAGIC:
             return None

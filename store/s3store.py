@@ -14,8 +14,9 @@ The same guarantees as the local folder (`store.artifacts`), by the means an obj
   retries and the configured timeouts, with one line naming the store and the artifact: an
   `ArtifactError`, which a task reports as retryable, never a wrong accepted result.
 
-Frames are never deltas here: a delta's base is named relative to it, which an object store
-would resolve with one more GET per read; a frame is written whole.
+A stage's output that keeps its input's columns is written as a delta of it, as on a local
+folder (`store.deltas`): the base is named by its key relative to the delta's, in the same
+bucket, and read with it.
 """
 
 from __future__ import annotations
@@ -34,8 +35,8 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from store import atomic
-from store.artifacts import SMALL, ArtifactInfo, read_table
+from store import atomic, deltas
+from store.artifacts import IPC_MAGIC, SMALL, ArtifactInfo, read_table
 from store.deltas import Base
 from store.errors import ArtifactError
 from store.objstore import SCHEME, S3Options, is_remote
@@ -150,12 +151,35 @@ class S3Store:
     # -- artifacts
 
     def write_frame(self, path: str, df: pd.DataFrame, *, base: Base | None = None) -> ArtifactInfo:
-        """``df`` as an Arrow IPC object (whole: ``base`` is not used here)."""
+        """``df`` as an Arrow IPC object; with ``base`` (the frame the task read, on this
+        store), as a delta of it when it can be."""
         try:
-            table = pa.Table.from_pandas(df, preserve_index=False)
+            table = self._delta(path, df, base) if base is not None else None
+            if table is None:
+                table = pa.Table.from_pandas(df, preserve_index=False)
         except pa.ArrowException as exc:
             raise ArtifactError(f"cannot write artifact {path!r}: {exc}") from exc
-        return self.write_table(path, table)
+        info = self.write_table(path, table)
+        return ArtifactInfo(path, len(df), info.bytes, info.sha256)
+
+    def _delta(self, path: str, df: pd.DataFrame, base: Base) -> pa.Table | None:
+        if not is_remote(base.path) or not base.columns:
+            return None
+        schema = self.frame_schema(base.path)
+        return None if schema is None else deltas.delta_table(df, base, schema, path)
+
+    def frame_schema(self, path: str) -> pa.Schema | None:
+        """The schema of the Arrow IPC object at ``path`` (its footer: two ranged GETs);
+        None for any other object; raises `ArtifactError` when it cannot be read."""
+        try:
+            with self.fs.open_input_file(self.key(path)) as source:
+                if source.size() < 12 or source.read_at(len(IPC_MAGIC), 0) != IPC_MAGIC:
+                    return None
+                return pa.ipc.open_file(source).schema
+        except FileNotFoundError as exc:
+            raise ArtifactError(f"artifact {path} does not exist") from exc
+        except (OSError, pa.ArrowException) as exc:
+            raise self.error("read", path, exc) from exc
 
     def write_table(self, path: str, table: pa.Table) -> ArtifactInfo:
         if table.nbytes <= SMALL:
@@ -219,7 +243,8 @@ class S3Store:
         self, path: str, columns: Sequence[str] | None = None, sha256: str | None = None
     ) -> pa.Table:
         """The frame at ``path`` (``columns`` only, when given), refused unless it hashes to
-        ``sha256`` (when given)."""
+        ``sha256`` (when given). A delta is its own columns, with its link in its schema:
+        `store.artifacts.read_table` puts it together with its base."""
         data = self.get(path)
         if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
             raise ArtifactError(
@@ -234,9 +259,11 @@ class S3Store:
     def column_names(self, path: str) -> list[str]:
         try:
             with self.fs.open_input_file(self.key(path)) as source:
-                return list(pa.ipc.open_file(source).schema.names)
+                schema = pa.ipc.open_file(source).schema
         except (OSError, pa.ArrowException) as exc:
             raise self.error("read", path, exc) from exc
+        link = deltas.link_of(schema)
+        return list(schema.names if link is None else link.columns)
 
     def read_bytes(self, path: str) -> bytes:
         return self.get(path).to_pybytes()
@@ -254,8 +281,8 @@ class S3Store:
         return digest.hexdigest()
 
     def verify(self, path: str, sha256: str, *, base: bool = True) -> bool:
-        """True when the object exists and hashes to ``sha256`` (no deltas here: ``base``
-        changes nothing)."""
+        """True when the object exists and hashes to ``sha256`` (its base, for a delta, is
+        checked by `store.artifacts.verify`)."""
         try:
             return self.file_sha256(path) == sha256
         except ArtifactError:

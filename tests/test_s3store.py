@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from scripts.seaweed import ACCESS_KEY, SECRET_KEY
-from store import artifacts, objstore
+from store import artifacts, deltas, objstore
 from store.errors import ArtifactError
 from store.objstore import S3Options
 from store.s3store import S3Store
@@ -252,3 +252,33 @@ def test_a_store_that_hangs_fails_a_write_in_one_line_within_its_timeouts(s3serv
     assert "\n" not in text
     # and once it answers again, the same write goes through
     assert slow.write_bytes(f"s3://{bucket}/e/s/x.partial", b"data").bytes == 4
+
+
+def test_a_frame_that_keeps_its_inputs_columns_is_a_delta_of_it_on_the_store(store, s3server):
+    # given a frame on the store, and a stage's output that keeps its columns and adds one
+    df = frame(2000)
+    base = artifacts.write_frame(f"{store}/e6/a/run-0000.arrow", df)
+    out = df.copy(deep=False)
+    out["c"] = out["a"] * 2
+    kept = deltas.kept_columns(deltas.guard(df), out)
+    assert kept == ["a", "b"]
+    # when it is written with that frame as its base
+    info = artifacts.write_frame(
+        f"{store}/e6/b/run-0000.arrow", out, base=deltas.Base(base.path, base.sha256, tuple(kept))
+    )
+    # then the object holds only the new column, and reads back as the whole frame
+    raw = s3server.filesystem().open_input_stream(info.path.removeprefix("s3://")).read()
+    assert pa.ipc.open_file(raw).schema.names == ["c"]
+    assert info.bytes < base.bytes
+    pd.testing.assert_frame_equal(
+        artifacts.read_frames([info.path], hashes={info.path: info.sha256}), out
+    )
+    assert artifacts.column_names(info.path) == ["a", "b", "c"]
+    assert artifacts.verify(info.path, info.sha256)
+    # and once its base is changed, it no longer verifies, and a read is refused
+    with s3server.filesystem().open_output_stream(base.path.removeprefix("s3://")) as f:
+        f.write(raw)
+    assert artifacts.verify(info.path, info.sha256, base=False)
+    assert not artifacts.verify(info.path, info.sha256)
+    with pytest.raises(ArtifactError, match="damaged"):
+        artifacts.read_frames([info.path], hashes={info.path: info.sha256})
