@@ -125,8 +125,9 @@ class StageCompleted(Event):
 @catalogued
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StageFailed(Event):
-    # v2: ``step`` is always set (a v1 event may name it by its stage); v3: ``report``
-    V: ClassVar[int] = 3
+    # v2: ``step`` is always set (a v1 event may name it by its stage); v3: ``report``;
+    # v4: ``lost``
+    V: ClassVar[int] = 4
     execution_id: str
     stage: str
     worker: str
@@ -143,6 +144,27 @@ class StageFailed(Event):
     # what the stage found before it failed (a validation's rules, their failing counts and
     # example rows), bounded like a completion's report
     report: dict[str, Any] = field(default_factory=dict)
+    # the artifact the task read that is missing or damaged (its hash not what its producer
+    # recorded), when that is why it failed: the orchestrator recomputes its producer
+    lost: str = ""
+
+
+@catalogued
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StageInvalidated(Event):
+    """A completed task's artifact was found lost or damaged by a task that read it (the
+    orchestrator's decision, on that reader's ``StageFailed.lost``): the completion of
+    ``attempt`` no longer counts, and the task runs again as a new attempt."""
+
+    execution_id: str
+    stage: str
+    step: str
+    phase: str
+    partition: int
+    attempt: int  # the attempt whose completion is reopened
+    artifact: str  # the file found lost or damaged
+    reason: str  # what the reader said of it
+    found_by: str = ""  # the task id of the reader
 
 
 @catalogued
@@ -473,6 +495,11 @@ def _failure_report_v2_v3(fields: dict[str, Any]) -> dict[str, Any]:
     return {**fields, "report": {}}
 
 
+def _nothing_lost_v3_v4(fields: dict[str, Any]) -> dict[str, Any]:
+    """A v3 ``StageFailed`` never said an input was lost: none was recomputed for it."""
+    return {**fields, "lost": ""}
+
+
 def _started_apart_v2_v3(fields: dict[str, Any]) -> dict[str, Any]:
     """A v2 ``StageCompleted`` always followed a ``StageStarted`` of its own."""
     return {**fields, "started_ts": 0.0}
@@ -491,6 +518,7 @@ UPCASTERS: Final[dict[tuple[str, int], Upcaster]] = {
     },
     ("WorkerStarted", 1): _no_stages_v1_v2,
     ("StageFailed", 2): _failure_report_v2_v3,
+    ("StageFailed", 3): _nothing_lost_v3_v4,
     ("StageCompleted", 2): _started_apart_v2_v3,
 }
 register_upcasters(UPCASTERS)

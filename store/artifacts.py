@@ -33,7 +33,7 @@ import pyarrow.parquet as pq
 
 from store import atomic, deltas
 from store.deltas import Base
-from store.errors import ArtifactError
+from store.errors import ArtifactError, ArtifactLostError
 from store.fsutil import fsync_dir, make_private_dir
 from store.objstore import is_remote, remote
 from store.slices import (
@@ -161,7 +161,11 @@ def read_table(
     if (store := remote(text)) is not None:
         table = store.read_table(text, None, sha256)  # a delta's link stays in its schema
     else:
-        with pa.memory_map(text, "r") as source:
+        try:
+            mapped = pa.memory_map(text, "r")
+        except FileNotFoundError:
+            raise _missing(text) from None
+        with mapped as source:
             try:
                 reader = pa.ipc.open_file(source)
             except pa.ArrowInvalid:
@@ -206,19 +210,33 @@ def trust(path: str, schema: pa.Schema, sha256: str | None) -> None:
     if stamp is None or stamp.decode(errors="replace") == boot_id():
         return
     if sha256 is None:
-        raise ArtifactError(
+        raise ArtifactLostError(
             f"artifact {path!r} was written before this machine restarted and its hash is not"
-            " known here; run the execution again (resume_from recomputes what is damaged)"
+            " known here; run the execution again (resume_from recomputes what is damaged)",
+            path=path,
         )
     if file_sha256(path) != sha256:
         raise _damaged(path, " was written before this machine restarted and")
 
 
-def _damaged(path: str, how: str) -> ArtifactError:
-    return ArtifactError(
+def _damaged(path: str, how: str) -> ArtifactLostError:
+    return ArtifactLostError(
         f"artifact {path!r}{how} is damaged (its hash does not match what its producer"
-        " recorded); run the execution again (resume_from recomputes it)"
+        " recorded); run the execution again (resume_from recomputes it)",
+        path=path,
     )
+
+
+def _missing(path: str) -> ArtifactLostError:
+    return ArtifactLostError(
+        f"artifact {path!r} is missing; run the execution again (resume_from recomputes it)",
+        path=path,
+    )
+
+
+def _lost_in(path: str | Path, exc: ArtifactLostError) -> ArtifactLostError:
+    """`exc` as the reader of `path` says it, still naming the file that is lost."""
+    return ArtifactLostError(f"cannot read artifact {str(path)!r}: {exc}", path=exc.path)
 
 
 def _unstamped(table: pa.Table) -> pa.Table:
@@ -255,6 +273,8 @@ def read_bytes(path: str | Path) -> bytes:
         return store.read_bytes(str(path))
     try:
         return Path(path).read_bytes()
+    except FileNotFoundError:
+        raise _missing(str(path)) from None
     except OSError as exc:
         raise ArtifactError(f"cannot read artifact {str(path)!r}: {exc.strerror}") from exc
 
@@ -270,6 +290,8 @@ def read_frames(
     for path in paths:
         try:
             table = read_table(path, columns, (hashes or {}).get(str(path)))
+        except ArtifactLostError as exc:
+            raise _lost_in(path, exc) from exc
         except (OSError, pa.ArrowException, ValueError) as exc:
             raise ArtifactError(f"cannot read artifact {str(path)!r}: {exc}") from exc
         tables.append(table)
@@ -312,6 +334,10 @@ def write_parquet(
                 writer.close()
         with contextlib.suppress(OSError):
             tmp.unlink()
+        if isinstance(exc, ArtifactLostError):
+            raise ArtifactLostError(
+                f"cannot write output {str(target)!r}: {exc}", path=exc.path
+            ) from exc
         raise ArtifactError(f"cannot write output {str(target)!r}: {exc}") from exc
     return ArtifactInfo(str(target), rows, size, sha)
 

@@ -37,3 +37,13 @@ class LogDiskFullError(StoreError, OSError):
 
 class ArtifactError(StoreError, OSError):
     """An artifact that cannot be written, read or trusted."""
+
+
+class ArtifactLostError(ArtifactError):
+    """A frame or byte artifact a task reads is gone or damaged (missing, or its hash is not
+    what its producer recorded): recomputing its producer gives it back. ``path`` is the file
+    that failed, which may be a delta's base rather than the artifact named to the reader."""
+
+    def __init__(self, message: str, *, path: str) -> None:
+        super().__init__(message)
+        self.path = path

@@ -38,7 +38,7 @@ import pyarrow.parquet as pq
 from store import atomic, deltas
 from store.artifacts import IPC_MAGIC, SMALL, ArtifactInfo, read_table
 from store.deltas import Base
-from store.errors import ArtifactError
+from store.errors import ArtifactError, ArtifactLostError
 from store.objstore import SCHEME, S3Options, is_remote
 
 RETRIES: Final = 3  # pyarrow's attempts per request before an operation fails
@@ -132,7 +132,10 @@ class S3Store:
                         pool.map(lambda at: source.read_at(min(RANGE_BYTES, size - at), at), starts)
                     )
         except FileNotFoundError as exc:
-            raise ArtifactError(f"artifact {url} does not exist") from exc
+            raise ArtifactLostError(
+                f"artifact {url!r} is missing; run the execution again (resume_from recomputes it)",
+                path=url,
+            ) from exc
         except (OSError, pa.ArrowException) as exc:
             raise self.error("read", url, exc) from exc
         if sum(len(p) for p in parts) != size:
@@ -247,9 +250,10 @@ class S3Store:
         `store.artifacts.read_table` puts it together with its base."""
         data = self.get(path)
         if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
-            raise ArtifactError(
+            raise ArtifactLostError(
                 f"artifact {path!r} is damaged (its hash does not match what its producer"
-                " recorded); run the execution again (resume_from recomputes it)"
+                " recorded); run the execution again (resume_from recomputes it)",
+                path=path,
             )
         table = pa.ipc.open_file(data).read_all()
         if columns is not None:

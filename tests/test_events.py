@@ -231,7 +231,9 @@ def _example(schema, name):
 def test_a_v1_task_event_naming_its_step_by_its_stage_is_upcast(kind):
     # given a v1 task event as an older porch logged it: its step named only by its stage
     now = to_map(build(kind, _task_values(kind)))
-    later = ("step", "report") if kind == "StageFailed" else ("step",)  # fields added since v1
+    later = (
+        ("step", "report", "lost") if kind == "StageFailed" else ("step",)
+    )  # fields added since v1
     v1 = {k: v for k, v in now.items() if k not in later} | {"v": 1}
     # when it is read back, decoded or as a fold reads it
     event = decode(msgpack.packb(v1))
@@ -244,12 +246,22 @@ def test_a_v1_task_event_naming_its_step_by_its_stage_is_upcast(kind):
 def test_a_v2_stage_failure_is_read_with_an_empty_report():
     # given a StageFailed as porch logged it before failures carried the stage's report
     v3 = to_map(build("StageFailed", _task_values("StageFailed") | {"report": {"rows": 3}}))
-    v2 = {k: v for k, v in v3.items() if k != "report"} | {"v": 2}
+    v2 = {k: v for k, v in v3.items() if k not in ("report", "lost")} | {"v": 2}
     # when it is read back, then it has no report, at the current version
     assert decode(msgpack.packb(v2)).report == {}
     assert fields_of(msgpack.packb(v2))["report"] == {}
-    assert fields_of(msgpack.packb(v2))["v"] == SCHEMAS["StageFailed"].v == 3
+    assert fields_of(msgpack.packb(v2))["v"] == SCHEMAS["StageFailed"].v == 4
     assert decode(msgpack.packb(v3)).report == {"rows": 3}
+
+
+def test_a_v3_stage_failure_is_read_as_no_input_lost():
+    # given a StageFailed as porch logged it before failures named a lost input
+    v4 = to_map(build("StageFailed", _task_values("StageFailed") | {"lost": "/x.arrow"}))
+    v3 = {k: v for k, v in v4.items() if k != "lost"} | {"v": 3}
+    # when it is read back, decoded or as a fold reads it, then it lost nothing
+    assert decode(msgpack.packb(v3)).lost == ""
+    assert fields_of(msgpack.packb(v3))["lost"] == ""
+    assert decode(msgpack.packb(v4)).lost == "/x.arrow"
 
 
 def test_a_v1_task_event_with_its_step_keeps_it():

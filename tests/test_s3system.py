@@ -340,3 +340,28 @@ def test_an_input_on_the_store_runs_as_the_same_file_would(on_s3, sample):
     gone = on_s3.wait(on_s3.request(f"s3://{on_s3.bucket}/in/missing.parquet", stages))
     assert gone.status == "failed"
     assert gone.error == f"refused: input 's3://{on_s3.bucket}/in/missing.parquet' does not exist"
+
+
+def test_an_object_deleted_from_the_store_mid_run_is_recomputed(on_s3, sample, tmp_path):
+    expected = run(build(["data_cleaning", "feature_engineering"]), pd.read_parquet(sample))[0]
+    gate = tmp_path / "open"
+    steps = [
+        {"id": "clean", "stage": "data_cleaning"},
+        {"id": "gate", "stage": "chatty", "after": ["clean"], "config": {"wait_for": str(gate)}},
+        {"id": "features", "stage": "feature_engineering", "after": ["gate"]},
+    ]
+    eid = on_s3.request(sample, [], steps=steps)
+    ex = on_s3.wait(
+        eid, until=lambda e: (t := e.tasks.get(("gate", "run", 0))) is not None
+        and t.status == "running",
+    )  # fmt: skip
+    # given the cleaned frame deleted from the store while the next step waits
+    cleaned = ex.tasks[("clean", "run", 0)].artifact
+    on_s3.server.filesystem().delete_file(cleaned.removeprefix("s3://"))
+    gate.touch()
+    # then the execution recomputes it on its own and completes with the direct result
+    done = on_s3.wait(eid, timeout=90)
+    assert done.status == "completed", done.error
+    assert done.tasks[("clean", "run", 0)].attempt >= 2
+    got = on_s3.read_output(done.outputs["features"]["path"])
+    pd.testing.assert_frame_equal(got, expected["feature_engineering"], check_dtype=False)

@@ -30,6 +30,7 @@ from bus.client import Client, hub_running
 from bus.endpoints import Endpoints
 from bus.events import CancelRequested, ExecutionRequested, PauseRequested, ResumeRequested
 from store.objstore import is_remote
+from store.projections import execstate
 from store.projections import executions as folds
 
 TERMINAL = ("completed", "failed", "cancelled", "timed_out")
@@ -292,10 +293,10 @@ class MLPipelineOrchestrator:
 
     def get_execution_status(self, execution_id: str | None = None) -> dict[str, Any]:
         def wanted(s: folds.ExecutionsState) -> list[str]:
-            return [execution_id or self._current or folds.latest(s) or ""]
+            return [execution_id or self._current or execstate.latest(s) or ""]
 
         state = fold_log(self.client, wanted=wanted)
-        eid = execution_id or self._current or folds.latest(state)
+        eid = execution_id or self._current or execstate.latest(state)
         ex = state.executions.get(eid) if eid is not None else None
         if ex is None and eid is not None and state.evicted:  # finished long ago: from the log
             ex = execution_from_log(self.client, eid)
@@ -304,10 +305,10 @@ class MLPipelineOrchestrator:
         return execution_view(ex)
 
     def get_execution_history(self, limit: int = 10) -> list[dict[str, Any]]:
-        state = fold_log(self.client, wanted=lambda s: folds.newest(s, max(1, limit)))
+        state = fold_log(self.client, wanted=lambda s: execstate.newest(s, max(1, limit)))
         return [
             execution_view(state.executions[e])
-            for e in reversed(folds.newest(state, max(1, limit)))
+            for e in reversed(execstate.newest(state, max(1, limit)))
             if e in state.executions
         ]
 

@@ -233,15 +233,15 @@ def cmd_status(args: argparse.Namespace) -> int:
     from actors.dashboard.info import dashboard_url
     from actors.read.executions import execution_view
     from actors.read.model import execution_from_log
-    from store.projections import executions as folds
+    from store.projections.execstate import latest
 
-    state = _state(args, lambda s: [args.execution_id or folds.latest(s) or ""])
+    state = _state(args, lambda s: [args.execution_id or latest(s) or ""])
     dashboard = dashboard_url(data_dir_of(args))
     if not state.order and not state.evicted:
         raise ActorError(
             "no executions in the log yet" + (f" (dashboard: {dashboard})" if dashboard else "")
         )
-    eid = args.execution_id or folds.latest(state) or ""
+    eid = args.execution_id or latest(state) or ""
     ex = state.executions.get(eid)
     if ex is None and state.evicted:  # finished long ago: its history is in the log still
         with reading(args) as reader:
@@ -260,12 +260,12 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_history(args: argparse.Namespace) -> int:
     from actors.read.executions import execution_view
-    from store.projections import executions as folds
+    from store.projections.execstate import newest
 
-    state = _state(args, lambda s: folds.newest(s, max(1, args.limit)))
+    state = _state(args, lambda s: newest(s, max(1, args.limit)))
     views = [
         execution_view(state.executions[e])
-        for e in reversed(folds.newest(state, max(1, args.limit)))
+        for e in reversed(newest(state, max(1, args.limit)))
         if e in state.executions
     ]
     if args.json:

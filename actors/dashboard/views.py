@@ -29,7 +29,7 @@ TASK_TYPES: Final = frozenset({"StageDispatched", "StageStarted", "StageComplete
 MARK_TYPES: Final = frozenset(
     {"PauseRequested", "ExecutionPaused", "ResumeRequested", "ExecutionResumed",
      "CancelRequested", "ExecutionCancelled", "ExecutionStarted", "ExecutionCompleted",
-     "ExecutionFailed", "ExecutionTimedOut"}
+     "ExecutionFailed", "ExecutionTimedOut", "StageInvalidated"}
 )  # fmt: skip
 Fields = dict[str, Any]
 

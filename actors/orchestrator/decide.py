@@ -3,13 +3,21 @@
 Every decision is an event with an id made from what it decides (execution, task, attempt), so
 a decision taken twice, before the first came back or after a restart, is one event: the hub
 drops the second as a duplicate.
+
+A task that failed because an artifact it read is lost or damaged (``StageFailed.lost``: frames
+between stages are not synced, DESIGN section 5) is not retried as it is: the tasks that wrote
+that artifact are reopened (``StageInvalidated``) and run again, and the reader runs once they
+have. Bounded: when no task of the execution wrote it (the execution's input), or one of them
+was reopened `MAX_RECOMPUTES` times already, the execution fails as any failure does. Neither the
+reader's lost attempt nor the rerun of the writer counts against ``max_attempts``: neither task
+did anything wrong.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection
 from itertools import chain
-from typing import Any
+from typing import Any, Final
 
 from actors.shared.ids import decision_id
 from bus.events import (
@@ -21,11 +29,15 @@ from bus.events import (
     ExecutionResumed,
     ExecutionTimedOut,
     StageDispatched,
+    StageInvalidated,
 )
 from store.projections import plan as plans
 from store.projections.executions import ExecutionsState, ExecutionState, TaskState
 from store.projections.plan import Phase
 from store.projections.task import TaskKey, TaskSpec
+
+MAX_RECOMPUTES: Final = 3  # times one task's completion may be reopened in an execution
+FRAMED: Final = frozenset({Phase.RUN, Phase.MAP, Phase.APPLY})  # read a frame and write one
 
 
 def decide(
@@ -62,7 +74,16 @@ def decide(
     max_attempts = int(ex.request.get("max_attempts", 2))
     for key in ex.failed:
         task = ex.tasks[key]
-        if task.permanent or not (task.retryable and task.attempt < max_attempts):
+        free = task.reopened + task.lost_inputs  # attempts that were no fault of the task's
+        if task.lost and not task.permanent:
+            reopen = recompute(ex, task)
+            if reopen is None:
+                return [_failed(ex, task)]
+            if reopen:
+                return reopen
+            free -= 1  # nothing done is left to reopen: a plain retry, counted, so no loop
+        tries = task.attempt - free
+        if task.permanent or not (task.retryable and tries < max_attempts):
             return [_failed(ex, task)]
     if ex.completed == len(ex.tasks):
         return [_completed(ex)]
@@ -80,6 +101,66 @@ def decide(
         if capacity <= 0:
             break
     return events
+
+
+def recompute(ex: ExecutionState, reader: TaskState) -> list[Event] | None:
+    """The invalidations that bring back what `reader` found lost: of each completed task that
+    wrote that file, and of every completed task on the way from it to the reader whose frame
+    may point at it (passed through, or written as a delta over it: a task that reads a frame
+    and writes one). None when no task of the execution wrote it, or one was reopened
+    `MAX_RECOMPUTES` times already."""
+    plan = ex.plan
+    assert plan is not None, "a task of an execution with no plan"
+    writers = [
+        t.key
+        for t in ex.tasks.values()
+        if t.attempt and (plans.path(plan, t.key) == reader.lost or reader.lost in t.extra)
+    ]
+    if not writers:
+        return None
+    upstream = _upstream(ex, reader.key)
+    between = set(writers)
+    todo = list(writers)
+    while todo:
+        for dependent in ex.dependents.get(todo.pop(), ()):
+            if dependent in upstream and dependent not in between and dependent[1] in FRAMED:
+                between.add(dependent)
+                todo.append(dependent)
+    reopen = [ex.tasks[k] for k in plans.tasks(plan) if k in between]
+    reopen = [t for t in reopen if t.status == "completed"]
+    if any(t.reopened >= MAX_RECOMPUTES for t in reopen):
+        return None
+    return [_invalidated(ex, t, reader) for t in reopen]
+
+
+def _upstream(ex: ExecutionState, key: TaskKey) -> set[TaskKey]:
+    """Every task `key` depends on, directly or not."""
+    assert ex.plan is not None
+    seen: set[TaskKey] = set()
+    todo = [key]
+    while todo:
+        for dep in plans.depends_on(ex.plan, todo.pop()):
+            if dep not in seen:
+                seen.add(dep)
+                todo.append(dep)
+    return seen
+
+
+def _invalidated(ex: ExecutionState, task: TaskState, reader: TaskState) -> StageInvalidated:
+    step_id, phase, part = task.key
+    assert ex.plan is not None
+    return StageInvalidated(
+        id=decision_id(ex.execution_id, step_id, phase, part, task.attempt, "invalidated"),
+        execution_id=ex.execution_id,
+        stage=ex.plan.steps_by_id[step_id].stage,
+        step=step_id,
+        phase=phase,
+        partition=part,
+        attempt=task.attempt,
+        artifact=reader.lost,
+        reason=reader.error,
+        found_by=reader.task_id,
+    )
 
 
 def dispatch(
@@ -165,6 +246,9 @@ def _failed(ex: ExecutionState, task: TaskState) -> ExecutionFailed:
     step_id, phase, part = task.key
     where = f"stage {step_id!r}" + (f" ({phase}, part {part})" if phase != Phase.RUN else "")
     tries = f" after {task.attempt} attempts" if task.attempt > 1 else ""
+    recomputed = max((t.reopened for t in ex.tasks.values()), default=0) if task.lost else 0
+    if recomputed:
+        tries += f" (what it read was recomputed {recomputed} times)"
     return ExecutionFailed(
         id=decision_id(ex.execution_id, "failed"),
         execution_id=ex.execution_id,

@@ -363,6 +363,7 @@ class Worker(Actor):
                         permanent=bool(frame.get("permanent", False)),
                         traceback_path=str(frame.get("traceback_path", "")),
                         report=frame.get("report") or {},
+                        lost=str(frame.get("lost", "")),
                     )
             if self._running:  # the runner goes on with the next one now
                 self._running[0].started = time.monotonic()
@@ -471,6 +472,7 @@ class Worker(Actor):
         permanent: bool = False,
         traceback_path: str = "",
         report: dict[str, Any] | None = None,
+        lost: str = "",
     ) -> None:
         self.stats.failed += 1
         self._frames.pop(task["task_id"], None)
@@ -484,6 +486,7 @@ class Worker(Actor):
                 permanent=permanent,
                 traceback_path=traceback_path,
                 report=dict(report or {}),
+                lost=lost,
             )
         )
 

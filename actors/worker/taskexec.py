@@ -26,6 +26,7 @@ from stages.registry import Registry
 from stages.spec import Partitioning, Stage, sum_reports
 from store import artifacts, deltas, slices
 from store.artifacts import ArtifactError
+from store.errors import ArtifactLostError
 from store.fsutil import make_private_dir
 from store.objstore import is_remote
 from store.projections.plan import Phase
@@ -290,6 +291,8 @@ def _failure(task: Mapping[str, Any], exc: BaseException) -> dict[str, Any]:
     }
     if isinstance(exc, StageRuleError):
         result["report"] = plain_report(exc.report)
+    if isinstance(exc, ArtifactLostError):
+        result["lost"] = exc.path  # its producer can write it again: the orchestrator decides
     return result
 
 

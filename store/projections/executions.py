@@ -3,194 +3,35 @@
 Pure and in place, on plain decoded maps (a dict of handlers keyed by type), like the summary
 fold. Attempts decide what counts: a task's state follows only its current attempt, so a late
 result of a superseded attempt changes nothing, and a record is never counted twice.
+
+A completion can be reopened (``StageInvalidated``: an artifact it wrote was found lost or
+damaged): the task goes back to pending with its attempt kept, its completion stops counting
+(completed tasks, records processed), its dependents wait for it again (a failed one back to
+pending), and its next dispatch is a new attempt, whose completion is then the accepted one.
+So each task has at most one accepted completion at any seq.
 """
 
 from __future__ import annotations
 
 import heapq
-import itertools
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from typing import Any, Final
 
 import msgpack
 
 from store.projections import plan as plans
+from store.projections.execstate import (
+    ACTIVE,
+    FINISHED,
+    KEEP_FINISHED,
+    MAX_EARLY,
+    ExecutionsState,
+    ExecutionState,
+    Fields,
+    TaskState,
+)
 from store.projections.plan import Phase, Plan
-from store.projections.task import TaskKey
 from store.statecodec import StateCodec, paused_gc
-
-Fields = dict[str, Any]
-ACTIVE: Final = frozenset({"requested", "running", "paused"})
-# finished executions kept in the fold whatever their artifacts (see `ExecutionsState`)
-KEEP_FINISHED: Final = 1000
-FINISHED: Final = frozenset({"completed", "failed", "cancelled", "timed_out"})
-MAX_EARLY: Final = 8  # events held per task until its dispatch folds (start, progress, end)
-
-
-@dataclass(slots=True)
-class TaskState:
-    key: TaskKey
-    attempt: int = 0
-    status: str = "pending"  # pending | dispatched | running | completed | failed
-    task_id: str = ""
-    worker: str = ""
-    dispatched_ts: float = 0.0
-    started_ts: float = 0.0
-    finished_ts: float = 0.0
-    artifact: str = ""
-    sha256: str = ""
-    extra: dict[str, str] = field(default_factory=dict)
-    rows_in: int = 0
-    rows_out: int = 0
-    bytes: int = 0
-    duration_s: float = 0.0
-    report: dict[str, Any] = field(default_factory=dict)
-    reused: bool = False
-    error: str = ""
-    error_type: str = ""
-    retryable: bool = False
-    permanent: bool = False
-    traceback_path: str = ""
-    failures: int = 0
-    progress: float = 0.0  # the last StageProgress of the current attempt: 0..1, and what
-    progress_message: str = ""  # the stage said it was doing
-
-
-@dataclass(slots=True)
-class ExecutionState:
-    execution_id: str
-    status: str = "requested"
-    request: Fields = field(default_factory=dict)
-    plan: Plan | None = None  # from ExecutionStarted, read once
-    tasks: dict[TaskKey, TaskState] = field(default_factory=dict)
-    # indices kept by the fold so decisions never scan every task
-    waiting: dict[TaskKey, int] = field(default_factory=dict)
-    dependents: dict[TaskKey, list[TaskKey]] = field(default_factory=dict)
-    ready: dict[TaskKey, None] = field(default_factory=dict)
-    in_flight: set[TaskKey] = field(default_factory=set)
-    failed: dict[TaskKey, None] = field(default_factory=dict)
-    completed: int = 0
-    requested_ts: float = 0.0
-    started_ts: float = 0.0
-    finished_ts: float = 0.0
-    requested_seq: int = 0
-    error: str = ""
-    failed_stage: str = ""
-    traceback_path: str = ""
-    retryable: bool = True
-    records_processed: int = 0
-    outputs: dict[str, Any] = field(default_factory=dict)
-    pause_requested: bool = False
-    resume_requested: bool = False
-    cancel_requested: bool = False
-    cancel_reason: str = ""
-    cancel_timeout_s: float = 0.0
-    last_seq: int = 0
-    # artifacts removed (``ArtifactsRemoved``): step id -> (when, why), and the final outputs
-    removed_steps: dict[str, tuple[float, str]] = field(default_factory=dict)
-    outputs_removed_ts: float = 0.0
-    outputs_removed_reason: str = ""
-    removed_bytes: int = 0
-    # task id -> its events logged before its dispatch (which is on its way: a worker may get a
-    # task before its StageDispatched is durable); folded right after the dispatch
-    early: dict[str, list[Fields]] = field(default_factory=dict)
-
-    @property
-    def mode(self) -> str:
-        return (self.plan.mode if self.plan else "") or str(self.request.get("mode", "sequential"))
-
-    @property
-    def duration_s(self) -> float:
-        if not self.started_ts:
-            return 0.0
-        return (self.finished_ts or self.last_ts) - self.started_ts
-
-    last_ts: float = 0.0
-
-    def step_summary(self) -> dict[str, dict[str, Any]]:
-        """Per step: state, parts done, records in and out, seconds, attempts, worker(s)."""
-        out: dict[str, dict[str, Any]] = {}
-        for step in self.plan.steps if self.plan else ():
-            sid = step.id
-            mine = [t for k, t in self.tasks.items() if k[0] == sid and k[1] != Phase.COLLECT]
-            finals = [t for t in mine if t.key[1] == plans.last_phase(step)]
-            gates = [t for t in mine if t.key[1] in (Phase.APPLY, Phase.RUN, Phase.REPORT)]
-            firsts = [t for t in mine if t.key[1] == step.phases[0]]
-            done = sum(1 for t in finals if t.status == "completed")
-            status = "pending"
-            if any(t.status == "failed" for t in mine):
-                status = "failed"
-            elif gates and all(t.status == "completed" for t in gates):
-                status = "completed"
-            elif any(t.status in ("dispatched", "running", "completed") for t in mine):
-                status = "running"
-            started = [t.dispatched_ts for t in mine if t.dispatched_ts]
-            finished = [t.finished_ts for t in gates if t.finished_ts]
-            out[sid] = {
-                "stage": step.stage,
-                "status": status,
-                "parts": step.parts,
-                "parts_done": done,
-                "phases": [phase.value for phase in step.phases],
-                "records_in": sum(t.rows_in for t in firsts if t.status == "completed"),
-                "records_out": sum(t.rows_out for t in finals if t.status == "completed"),
-                "duration_s": (max(finished) - min(started))
-                if status == "completed" and started and finished
-                else 0.0,
-                "attempts": max((t.attempt for t in mine), default=0),
-                "workers": sorted({t.worker for t in mine if t.worker}),
-                "reused": bool(finals) and all(t.reused for t in finals),
-                "artifacts": [t.artifact for t in finals if t.status == "completed"],
-                "removed": sid in self.removed_steps,
-                "report": next((t.report for t in mine if t.key[1] == Phase.REPORT), None)
-                or (finals[0].report if len(finals) == 1 else {}),
-                "progress": _progress(mine) if status == "running" else None,
-            }
-        return out
-
-
-def _progress(tasks: list[TaskState]) -> dict[str, Any]:
-    """How far a running step is: the mean of its tasks' fractions (a completed one counts 1),
-    and what the furthest running task last said it was doing."""
-    done = [1.0 if t.status == "completed" else t.progress for t in tasks]
-    running = [t for t in tasks if t.status == "running" and t.progress_message]
-    said = max(running, key=lambda t: t.progress, default=None)
-    return {
-        "fraction": round(sum(done) / len(done), 3) if done else 0.0,
-        "message": said.progress_message if said is not None else "",
-    }
-
-
-@dataclass(slots=True)
-class ExecutionsState:
-    """The executions the log holds, by id, and the last seq folded.
-
-    Bounded: of the finished executions, the newest `KEEP_FINISHED` stay, and older ones stay
-    only while artifacts of theirs may still be removed by retention (a step that ran whose
-    artifacts no ``ArtifactsRemoved`` has covered yet). The rest are dropped (``evicted``
-    counts them): the log keeps their history, and a query for one folds it from there.
-    """
-
-    last_seq: int = 0
-    executions: dict[str, ExecutionState] = field(default_factory=dict)
-    order: dict[str, None] = field(default_factory=dict)  # ids in request order
-    finished: dict[str, int] = field(default_factory=dict)  # kept finished ones -> finish rank
-    finishes: int = 0  # finish ranks handed out
-    # finished executions retention is done with, by finish rank (a heap): they leave once
-    # they are not among the newest KEEP_FINISHED
-    settled: list[tuple[int, str]] = field(default_factory=list)
-    evicted: int = 0
-
-
-def latest(state: ExecutionsState) -> str | None:
-    """The id of the execution requested last."""
-    return next(reversed(state.order), None)
-
-
-def newest(state: ExecutionsState, count: int) -> list[str]:
-    """The ids of the ``count`` executions requested last, oldest first."""
-    return list(itertools.islice(reversed(state.order), max(0, count)))[::-1]
 
 
 def _get(state: ExecutionsState, fields: Fields) -> ExecutionState | None:
@@ -257,7 +98,7 @@ def _dispatched(seq: int, fields: Fields, state: ExecutionsState) -> None:
     task.task_id = fields["task_id"]
     task.dispatched_ts = fields["ts"]
     task.worker = ""
-    task.error = task.error_type = task.traceback_path = ""
+    task.error = task.error_type = task.traceback_path = task.lost = ""
     task.report = {}
     task.progress, task.progress_message = 0.0, ""
     for held in early:  # what its worker said before the dispatch was in the log
@@ -349,11 +190,18 @@ def _stage_failed(seq: int, fields: Fields, state: ExecutionsState) -> None:
     task = _current(fields, state)
     if task is None or task.status not in ("dispatched", "running"):
         return
-    task.status = "failed"
     ex = _get(state, fields)
     assert ex is not None
     ex.in_flight.discard(task.key)
-    ex.failed[task.key] = None
+    task.lost = str(fields.get("lost", ""))
+    if task.lost:
+        task.lost_inputs += 1
+    if task.lost and ex.waiting.get(task.key, 0) > 0 and not fields.get("permanent"):
+        # what it read is being recomputed already: it waits for it, as after an invalidation
+        task.status = "pending"
+    else:
+        task.status = "failed"
+        ex.failed[task.key] = None
     task.worker = fields["worker"]
     task.finished_ts = fields["ts"]
     task.error = fields["error"]
@@ -363,6 +211,33 @@ def _stage_failed(seq: int, fields: Fields, state: ExecutionsState) -> None:
     task.traceback_path = fields.get("traceback_path", "")
     task.report = fields.get("report", {})  # what the stage found before it failed
     task.failures += 1
+
+
+def _stage_invalidated(seq: int, fields: Fields, state: ExecutionsState) -> None:
+    """Reopen a completion (of the attempt named, of an active execution): see the module
+    docstring. A late or repeated invalidation of an attempt no longer accepted changes nothing."""
+    ex = _get(state, fields)
+    task = _task(ex, fields) if ex is not None else None
+    if task is None or task.status != "completed" or fields["attempt"] != task.attempt:
+        return
+    assert ex is not None
+    if ex.status not in ACTIVE:
+        return
+    task.status = "pending"
+    task.reopened += 1
+    ex.completed -= 1
+    step = ex.plan.steps_by_id.get(task.key[0]) if ex.plan else None
+    if step is not None and step.source == plans.SOURCE and task.key[1] == step.phases[0]:
+        ex.records_processed -= task.rows_in  # counted again when it completes again
+    for dependent in ex.dependents.get(task.key, ()):
+        ex.waiting[dependent] += 1
+        ex.ready.pop(dependent, None)
+        waiter = ex.tasks[dependent]
+        if waiter.status == "failed" and not waiter.permanent:
+            waiter.status = "pending"  # it runs again once what it reads is back
+            ex.failed.pop(dependent, None)
+    if ex.waiting.get(task.key, 0) == 0:
+        ex.ready[task.key] = None
 
 
 def _flag(name: str, value: bool) -> Callable[[int, Fields, ExecutionsState], None]:
@@ -484,6 +359,7 @@ HANDLERS: Final[dict[str, Callable[[int, Fields, ExecutionsState], None]]] = {
     "StageProgress": _stage_progress,
     "StageCompleted": _stage_completed,
     "StageFailed": _stage_failed,
+    "StageInvalidated": _stage_invalidated,
     "PauseRequested": _flag("pause_requested", True),
     "ResumeRequested": _flag("resume_requested", True),
     "CancelRequested": _flag("cancel_requested", True),
@@ -523,8 +399,8 @@ def fold(
 
 
 # bump when a handler changes what it makes of the same events (the shape is hashed by itself)
-FOLD_VERSION: Final = 7  # 5: a failed task keeps its report; 6: the last progress;
-# 7: a task's events logged before its dispatch wait for it
+FOLD_VERSION: Final = 8  # 5: a failed task keeps its report; 6: the last progress;
+# 7: a task's events logged before its dispatch wait for it; 8: a completion can be reopened
 # the plan is written as the event carried it, and read back through its door
 CODEC: Final = StateCodec(ExecutionsState, fold_version=FOLD_VERSION, as_maps=[Plan])
 

@@ -26,7 +26,9 @@ Built-in series (`BUILTIN`), each fed by the events named:
   its tasks to the end of the last task that finishes it (a split global-stats step's map,
   reduce, apply and report tasks are one run), and its records in per second of that
 - ``stage_task_duration_seconds{stage,phase}``: each task's own time in its runner
-  (StageCompleted's ``duration_s``; not a reused task, not an output's collect task)
+  (StageCompleted's ``duration_s``; not a reused task, not an output's collect task); a task
+  run again because its artifact was lost (``StageInvalidated``) is a sample of its own, but
+  its step's run is counted once, when it first completed
 - ``stage_queue_wait_seconds{stage}``: StageDispatched -> StageStarted of a task
 - ``execution_duration_seconds``, ``executions_{completed,failed,cancelled,timed_out}_total``,
   ``executions_running``, ``success_rate``, ``failure_rate``: the execution events

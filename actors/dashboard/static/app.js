@@ -420,9 +420,10 @@ function drawGantt(tl, ex, onBar) {
     svg.append(g);
   }
   for (const m of tl.marks) {
-    if (!["ExecutionPaused", "ExecutionResumed", "CancelRequested", "ExecutionFailed"].includes(m.type) || m.ts < t0) continue;
+    if (!["ExecutionPaused", "ExecutionResumed", "CancelRequested", "ExecutionFailed", "StageInvalidated"].includes(m.type) || m.ts < t0) continue;
+    const label = m.type === "StageInvalidated" ? "recompute" : m.type.replace("Execution", "").toLowerCase();
     svg.append(s("g", { class: "mark" }, s("line", { x1: x(m.ts), x2: x(m.ts), y1: TOP - 4, y2: height - 8 }),
-      s("text", { x: x(m.ts) + 3, y: height - 10 }, m.type.replace("Execution", "").toLowerCase())));
+      s("text", { x: x(m.ts) + 3, y: height - 10 }, label)));
   }
   const legend = h("div", { class: "legend" }, ["completed", "running", "failed", "lost", "reused", "dispatched"].map((k) => h("span", {}, h("i", { style: `background:${COLORS[k]}` }), k === "dispatched" ? "waiting for a worker" : k)),
     h("span", {}, "dashed outline: a retry"));
