@@ -47,7 +47,7 @@ from bus.schema import check_map
 from bus.wire import SEQ, pack, pack_marker, unpack, unpack_map
 from store import archive
 from store.archive import LogRetention, Sealed
-from store.errors import CorruptRecordError, LogDiskFullError
+from store.errors import CorruptRecordError, LogDiskFullError, StoreError
 from store.fsutil import disk_free_bytes, format_bytes, fsync_dir, make_private_dir
 from store.log import DEFAULT_SEGMENT_BYTES, EventLog, FsyncPolicy
 from store.reader import LogReader, recent_payloads
@@ -56,6 +56,21 @@ from store.snapshots import passed_seq, snapshot_dir
 from store.sniff import payload_id
 
 log = logging.getLogger("porch.hub")
+
+
+def _archive(segment: Path, target: Path, ship_to: str) -> archive.Span:
+    """Archive ``segment``; with ``ship_to``, move the archive's files to that object store
+    (one that could not go stays here, readable, and goes with the next)."""
+    span = archive.archive_segment(segment, target)
+    if ship_to:
+        from store import archiveship
+
+        try:
+            archiveship.ship_all(target, ship_to)
+        except (StoreError, OSError) as exc:
+            log.error("%s; it stays in %s until the next shipment", exc, target)
+    return span
+
 
 REQUESTS_PER_CYCLE: Final = 64
 DISK_PROBE_INTERVAL_S: Final = 0.5  # while the disk is full, refuse without trying it in between
@@ -82,6 +97,7 @@ class HubConfig:
     archive_after_s: float = 7 * 86400.0
     archive_max_bytes: int = 0  # 0: no bound on the live log's bytes
     archive_check_s: float = 60.0
+    archive_to: str = ""  # an s3:// URL the archived files move to ("" keeps them here)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "fsync", _policy(self.fsync))
@@ -94,6 +110,10 @@ class HubConfig:
             raise ConfigError(f"hub: marker_interval_s must be > 0, got {self.marker_interval_s}")
         for address in self.endpoints.all():
             check(address, bind=True, insecure=self.insecure, curve=self.endpoints.curve)
+        if self.archive_to and not self.archive_to.startswith("s3://"):
+            raise ConfigError(
+                f"hub: archive_to {self.archive_to!r} must be an s3://BUCKET/PREFIX URL or empty"
+            )
         try:
             self.retention  # noqa: B018  (checks the archive settings)
         except ValueError as exc:
@@ -331,7 +351,7 @@ class Hub:
                 log.info("deleted events %d..%d (log retention)", segment.first, segment.last)
             return len(picked)
         segment = picked[0]
-        job = self._pool.submit(archive.archive_segment, segment.path, target)
+        job = self._pool.submit(_archive, segment.path, target, self.config.archive_to)
         self._archiving = (segment, job)
         return 1
 

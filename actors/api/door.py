@@ -30,6 +30,9 @@ def check_input(path: str | Path) -> str:
     import pyarrow as pa  # the footer only: a few reads at the end of the file
     import pyarrow.parquet as pq
 
+    if str(path).startswith("s3://"):
+        return str(path)  # an object: the orchestrator reads its footer with its own keys
+
     file = Path(path).expanduser().resolve()
     shown = str(path)
     try:

@@ -29,6 +29,7 @@ from actors.read.model import execution_from_log
 from bus.client import Client, hub_running
 from bus.endpoints import Endpoints
 from bus.events import CancelRequested, ExecutionRequested, PauseRequested, ResumeRequested
+from store.objstore import is_remote
 from store.projections import execstate
 from store.projections import executions as folds
 
@@ -140,7 +141,9 @@ class MLPipelineOrchestrator:
         if max_workers < 1:
             raise UsageError(f"max_workers must be >= 1, got {max_workers}")
         self.max_workers = max_workers
-        self.checkpoint_dir = Path(checkpoint_dir).resolve()
+        self.checkpoint_dir: Path | str = (
+            str(checkpoint_dir) if is_remote(checkpoint_dir) else Path(checkpoint_dir).resolve()
+        )
         self.metrics_dir = Path(metrics_dir).resolve()
         self.metrics_dir.mkdir(parents=True, exist_ok=True)
         self.system: System | None = None
@@ -155,7 +158,13 @@ class MLPipelineOrchestrator:
             )
         else:
             root = Path(
-                endpoint or data_dir or Path(checkpoint_dir).resolve().parent / ".porch"
+                endpoint
+                or data_dir
+                or (
+                    Path(".porch")
+                    if is_remote(checkpoint_dir)
+                    else Path(checkpoint_dir).resolve().parent / ".porch"
+                )
             ).resolve()
             self.data_dir = root
             self.endpoints = Endpoints.local(root)
@@ -223,7 +232,7 @@ class MLPipelineOrchestrator:
             raise UsageError(f"timeout must be > 0 seconds (None: no limit), got {timeout!r}")
         path = (
             check_input(input_data)  # a remote system's input is on its hosts, not here
-            if self.endpoints.is_local()
+            if self.endpoints.is_local() or is_remote(input_data)
             else str(Path(input_data).expanduser().resolve())
         )
         check_stages(self.client, names, known=self.own_stages)

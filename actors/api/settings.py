@@ -14,6 +14,7 @@ from bus.curve import Curve
 from bus.endpoints import Endpoints, check
 from bus.errors import BusError
 from bus.hub import HubConfig
+from store.objstore import S3Options, from_environ
 from store.retention import RetentionPolicy
 
 __all__ = [
@@ -23,11 +24,14 @@ __all__ = [
     "network",
     "orchestrator_insecure",
     "retention_policy",
+    "s3_options_of",
     "snapshot_policy",
 ]
 HUB_CONFIG_KEYS = ("fsync", "batch_max", "segment_bytes", "pub_hwm", "dedup_window",
                    "marker_interval_s", "insecure", "archive", "archive_after_s",
-                   "archive_max_bytes", "archive_check_s")  # fmt: skip
+                   "archive_max_bytes", "archive_check_s", "archive_to")  # fmt: skip
+S3_KEYS = ("endpoint", "region", "access_key_id", "secret_access_key", "session_token",
+           "connect_timeout_s", "request_timeout_s")  # fmt: skip
 
 
 def _data_dir_flag(data_dir: str | Path | None) -> dict[str, tuple[Any, str]]:
@@ -137,3 +141,22 @@ def retention_policy_of(settings: Settings) -> RetentionPolicy:
         return RetentionPolicy(**{key: settings[f"retention.{key}"] for key in keys})
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+
+
+def s3_options_of(settings: Settings, environ: Mapping[str, str]) -> S3Options:
+    """How this process reaches the object store of ``s3://`` locations: the ``[s3]`` table
+    (or ``PORCH_S3_*``), each key not set there from the usual ``AWS_*`` variables."""
+    given = {
+        key: settings[f"s3.{key}"]
+        for key in S3_KEYS
+        if settings.source(f"s3.{key}").source != "default"
+    }
+    try:
+        return from_environ(environ, **given)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def s3_options(config_file: str | None, environ: Mapping[str, str]) -> S3Options:
+    """`s3_options_of` the settings of ``config_file`` and ``environ``."""
+    return s3_options_of(resolve(config_file=config_file, environ=environ), environ)

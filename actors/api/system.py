@@ -40,7 +40,7 @@ class Child:
 class System:
     data_dir: Path
     workers: int = 2
-    checkpoint_dir: Path | None = None
+    checkpoint_dir: Path | str | None = None  # a folder or an s3:// URL
     stages: Sequence[str] = ()
     extra: Sequence[str] = ()
     log: IO[bytes] | int | None = None

@@ -14,7 +14,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from actors.api import processes
-from actors.api.settings import config_path, retention_policy_of, snapshot_policy_of
+from actors.api.settings import (
+    config_path,
+    retention_policy_of,
+    s3_options_of,
+    snapshot_policy_of,
+)
 from actors.api.system import System
 from actors.commands.announce import Announcer
 from actors.commands.common import add_data_dir, data_dir_of, need_hub, network_of, settings_of
@@ -24,7 +29,7 @@ from actors.commands.numbers import whole
 from actors.errors import AlreadyRunningError, UsageError
 from actors.shared.stagecfg import StageSet, registry_from
 from bus.client import hub_running
-from store import pidlock
+from store import objstore, pidlock
 
 
 def _stage_flag(parser: argparse.ArgumentParser) -> None:
@@ -96,17 +101,23 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     down.set_defaults(func=cmd_down)
 
 
+def _location(text: str) -> Path | str:
+    """A checkpoint folder made absolute, or an ``s3://`` URL as it is."""
+    return text if objstore.is_remote(text) else Path(text).resolve()
+
+
 def cmd_orchestrator(args: argparse.Namespace) -> int:
     from actors.orchestrator.actor import OrchestratorConfig, run_orchestrator
 
     settings = settings_of(args, "orchestrator")
     endpoints, tasks = need_hub(args, "orchestrator")
+    objstore.configure(s3_options_of(settings, os.environ))  # retention removes artifacts
     try:
         config = OrchestratorConfig(
             data_dir=Path(settings["data_dir"]),
             endpoints=endpoints,
             tasks=tasks,
-            checkpoint_dir=Path(settings["orchestrator.checkpoint_dir"]).resolve(),
+            checkpoint_dir=_location(settings["orchestrator.checkpoint_dir"]),
             lease_ms=settings["orchestrator.lease_ms"],
             hybrid_min_rows=settings["orchestrator.hybrid_min_rows"],
             default_workers=settings["orchestrator.plan_workers"],
@@ -139,6 +150,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         heartbeat_s=settings["workers.heartbeat_s"],
         stages=settings.stage_set(),
         prefetch=settings["workers.prefetch"],
+        runner_env=s3_options_of(settings, os.environ).environ(),
     )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     return run_worker(config, _stage_loader(args, "worker"))
@@ -168,7 +180,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     system = System(
         data_dir=data_dir,
         workers=settings["workers.count"],
-        checkpoint_dir=Path(args.checkpoint_dir).resolve() if args.checkpoint_dir else None,
+        checkpoint_dir=_location(args.checkpoint_dir) if args.checkpoint_dir else None,
         stages=tuple(args.stage),
         log=sys.stderr,
         scheduler=True,

@@ -90,7 +90,11 @@ def _request(args: argparse.Namespace, *, input_here: bool) -> ExecutionRequeste
     """The request the flags describe, its input checked when it is on this host."""
     from actors.api.door import check_input
 
-    path = check_input(args.input) if input_here else str(Path(args.input).expanduser().resolve())
+    path = (
+        check_input(args.input)
+        if input_here or str(args.input).startswith("s3://")
+        else str(Path(args.input).expanduser().resolve())
+    )
     steps: list[dict[str, Any]] = []
     stages: list[str] = [
         "data_cleaning",

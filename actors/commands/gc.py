@@ -13,20 +13,21 @@ import os
 import time
 from typing import Any
 
-from actors.api.settings import config_path, retention_policy
+from actors.api.settings import config_path, retention_policy, s3_options_of
 from actors.commands.common import (
     add_data_dir,
     connect,
     data_dir_of,
     network_of,
     print_json,
+    settings_of,
     table,
 )
 from actors.commands.numbers import real, whole
 from actors.errors import UsageError
 from bus.client import hub_running
 from bus.events import ArtifactsRemoved
-from store import retention
+from store import objstore, retention
 
 GC_REASON = "porch gc"
 
@@ -72,6 +73,8 @@ def cmd_gc(args: argparse.Namespace) -> int:
     from store import artifacts  # pandas and pyarrow: only for this command, not every command
 
     policy = _policy(args)
+    environ = dict(os.environ)
+    objstore.configure(s3_options_of(settings_of(args, "gc"), environ))  # s3:// checkpoints
     endpoints, _ = network_of(args)
     root = data_dir_of(args)
     if endpoints.is_local() and not hub_running(root):

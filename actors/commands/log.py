@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from actors.api.settings import config_path, hub_config
+from actors.api.settings import config_path, hub_config, s3_options
 from actors.commands.common import (
     add_data_dir,
     connect,
@@ -29,6 +29,7 @@ from bus.endpoints import log_dir
 from bus.envelope import set_source
 from bus.hub import Hub
 from bus.schema import SCHEMAS, build, coerce, fields_of
+from store import objstore
 from store.projections.summary import SummaryState, evolve
 from store.reader import LogReader
 from store.verify import verify
@@ -109,7 +110,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     rep.set_defaults(func=cmd_log_repair)
 
 
+def _reach_archive(args: argparse.Namespace) -> None:
+    """This process reads an archive shipped to an object store with the config's [s3] keys."""
+    environ = dict(os.environ)
+    objstore.configure(s3_options(config_path(getattr(args, "config", None), environ), environ))
+
+
 def cmd_hub(args: argparse.Namespace) -> int:
+    _reach_archive(args)
     config = hub_config(
         data_dir=args.data_dir,
         config_file=config_path(args.config, os.environ),
@@ -293,6 +301,7 @@ def _records(args: argparse.Namespace, root: Any) -> Iterator[tuple[int, dict[st
         return
     if args.follow:
         raise UsageError(f"replay: --follow needs a running hub for data dir {root}")
+    _reach_archive(args)
     reader = LogReader(log_dir(root))
     for seq, payload in reader.read(
         args.from_seq, args.to_seq, types=args.types, execution_id=args.execution
@@ -334,6 +343,7 @@ def cmd_log_verify(args: argparse.Namespace) -> int:
     if not directory.is_dir():
         raise UsageError(f"log verify: no log at {directory}")
     report = verify(directory)
+    _reach_archive(args)
     span = f"seq {report.first_seq}..{report.last_seq}" if report.records else "no records"
     if not _verify_archive(directory, report.first_seq if report.segments else None):
         return 1

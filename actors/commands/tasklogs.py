@@ -146,6 +146,12 @@ def _printer(args: argparse.Namespace, ex: Any) -> _Printer | None:
         )
     if ex.plan is None:  # not started yet, or refused: no task ran
         return None
+    if ex.plan.dir.startswith("s3://"):
+        _note(
+            f"execution {ex.execution_id} keeps its artifacts on an object store: what its tasks"
+            " wrote went to their workers' stderr, not to task logs"
+        )
+        return _Printer(steps=[], root=Path())  # nothing to print, said once
     wanted = [args.step] if args.step is not None else steps
     gone = [s for s in wanted if s in ex.removed_steps]
     if gone:

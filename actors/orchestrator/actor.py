@@ -26,11 +26,12 @@ again after each ``StagesReloadRequested``, for which it reads its own config's 
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import zmq
 
@@ -53,6 +54,7 @@ from bus.errors import BusError
 from bus.events import Event, StagesLoaded
 from bus.protocol import MAX_MESSAGE_BYTES
 from store import retention
+from store.objstore import is_remote
 from store.projections import executions as folds
 
 if TYPE_CHECKING:
@@ -67,7 +69,7 @@ class OrchestratorConfig:
     data_dir: Path
     endpoints: Endpoints
     tasks: str
-    checkpoint_dir: Path
+    checkpoint_dir: Path | str  # a folder, or an s3:// URL (`store.objstore`)
     lease_ms: int = 10_000
     prefetch: int = 8
     dispatch_window: int = 256
@@ -92,10 +94,38 @@ class OrchestratorConfig:
         )
 
 
+# an object store's calls go to this thread: a store that hangs must not stall the loop
+_STORE_CALLS = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="porch-store")
+MEASURE_WAIT_S: Final = 2.0
+
+
 def _measure(paths: Sequence[str]) -> int:
+    """Bytes under ``paths``; on an object store that does not answer within `MEASURE_WAIT_S`,
+    0 (the removal goes ahead, its size unknown)."""
     from store import artifacts  # pyarrow and pandas: loaded with the registry once live
 
-    return artifacts.disk_bytes(paths)
+    if not any(is_remote(p) for p in paths):
+        return artifacts.disk_bytes(paths)
+    job = _STORE_CALLS.submit(artifacts.disk_bytes, paths)
+    try:
+        return job.result(timeout=MEASURE_WAIT_S)
+    except concurrent.futures.TimeoutError:
+        log.warning("orchestrator: the object store did not say in %g s how big %s is",
+                    MEASURE_WAIT_S, paths[0])  # fmt: skip
+        return 0
+
+
+def _remove(deletion: Any) -> None:
+    from store import artifacts
+
+    try:
+        gone = artifacts.remove_paths(list(deletion.paths), inside=deletion.inside)
+    except (artifacts.ArtifactError, OSError) as exc:
+        log.error("orchestrator: cannot remove artifacts of %s: %s", deletion.execution_id, exc)
+        return
+    if gone:
+        names = ", ".join(p.rstrip("/").rsplit("/", 1)[-1] for p in gone)
+        log.info("orchestrator: removed artifacts of %s: %s", deletion.execution_id, names)
 
 
 class Orchestrator(Actor):
@@ -278,6 +308,9 @@ class Orchestrator(Actor):
 
         deletions, self.core.deletions = self.core.deletions, []
         for deletion in deletions:
+            if is_remote(deletion.inside):
+                _STORE_CALLS.submit(_remove, deletion)  # logged in the log already: redone at start
+                continue
             try:
                 gone = artifacts.remove_paths(list(deletion.paths), inside=deletion.inside)
             except (artifacts.ArtifactError, OSError) as exc:

@@ -27,6 +27,8 @@ from bus.events import Event, ExecutionStarted
 from stages.errors import StageError
 from stages.pipeline import build
 from stages.registry import Registry
+from store.errors import StoreError
+from store.objstore import is_remote, join
 from store.projections import plan as plans
 from store.projections.executions import ExecutionState
 from store.projections.plan import Phase, Plan
@@ -41,10 +43,12 @@ class PlanRefusedError(ActorError, ValueError):
 
 
 def input_info(path: str) -> tuple[dict[str, Any], list[int]]:
-    """Size, mtime, rows and row-group sizes of the input parquet file."""
+    """Size, mtime, rows and row-group sizes of the input parquet file (or object)."""
+    if is_remote(path):
+        return _object_info(path)
     if not path or not Path(path).is_absolute():
         raise PlanRefusedError(
-            f"input_data must be an absolute path to a parquet file, got {path!r}"
+            f"input_data must be an absolute path to a parquet file or an s3:// URL, got {path!r}"
         )
     file = Path(path)
     try:
@@ -70,11 +74,28 @@ def input_info(path: str) -> tuple[dict[str, Any], list[int]]:
     return info, groups
 
 
+def _object_info(path: str) -> tuple[dict[str, Any], list[int]]:
+    """`input_info` of an object of an S3 store."""
+    from store.slices import object_info, parquet_file
+
+    try:
+        size, mtime_ns = object_info(path)
+        meta = parquet_file(path).metadata
+    except FileNotFoundError:
+        raise PlanRefusedError(f"input {path!r} does not exist") from None
+    except (pa.ArrowException, OSError, StoreError) as exc:
+        reason = " ".join(str(exc).split())[:300] or type(exc).__name__
+        raise PlanRefusedError(f"input {path!r} cannot be read: {reason}") from None
+    groups = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
+    info = {"path": path, "bytes": size, "mtime_ns": mtime_ns, "rows": meta.num_rows}
+    return info, groups
+
+
 def plan_execution(
     request: Mapping[str, Any],
     *,
     registry: Registry,
-    checkpoint_dir: Path,
+    checkpoint_dir: Path | str,
     workers: int,
     hybrid_min_rows: int,
     earlier: ExecutionState | None = None,
@@ -135,7 +156,7 @@ def plan_execution(
         columns={},
         input_info=info,
         parts=parts,
-        directory=str(checkpoint_dir / eid),
+        directory=join(str(checkpoint_dir), eid),
         outputs=pipeline.outputs,
     )
     notes = resume_notes(plan, earlier)

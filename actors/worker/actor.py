@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -80,6 +80,7 @@ class WorkerConfig:
     heartbeat_s: float = 1.0
     stages: StageSet = field(default_factory=StageSet)
     prefetch: int = 8
+    runner_env: Mapping[str, str] = field(default_factory=dict)  # the object store's settings
 
     def __post_init__(self) -> None:
         if not 0.05 <= self.heartbeat_s <= 60:
@@ -89,8 +90,9 @@ class WorkerConfig:
 class Runner:
     """The child process that runs tasks; restartable."""
 
-    def __init__(self, stages: StageSet) -> None:
+    def __init__(self, stages: StageSet, env: Mapping[str, str] | None = None) -> None:
         self.stages = stages
+        self.env = dict(env or {})
         self.proc: subprocess.Popen[bytes] | None = None
         self.reader: FrameReader | None = None
         self.ready = False
@@ -98,7 +100,9 @@ class Runner:
 
     def start(self) -> None:
         args = [sys.executable, "-m", "actors.worker.runner", *self.stages.runner_args()]
-        self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, **tie())
+        tied = tie()
+        tied["env"] = {**tied["env"], **self.env}  # the object store's settings, if any
+        self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, **tied)
         assert self.proc.stdout is not None
         self.reader = FrameReader(self.proc.stdout.fileno())
         self.ready = False
@@ -190,7 +194,7 @@ class Worker(Actor):
         secure(pull, self.config.tasks, self.config.endpoints.curve, server=False)
         pull.connect(self.config.tasks)
         self.pull = pull
-        self.runner = Runner(self.config.stages)
+        self.runner = Runner(self.config.stages, self.config.runner_env)
 
     def apply(self, record: Record, fields: dict[str, Any], now: Now) -> None:
         assert self.runner is not None

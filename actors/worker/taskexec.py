@@ -8,6 +8,7 @@ map: what ``StageCompleted`` or ``StageFailed`` will carry.
 from __future__ import annotations
 
 import math
+import sys
 import time
 import traceback
 from collections.abc import Mapping
@@ -27,6 +28,7 @@ from store import artifacts, deltas, slices
 from store.artifacts import ArtifactError
 from store.errors import ArtifactLostError
 from store.fsutil import make_private_dir
+from store.objstore import is_remote
 from store.projections.plan import Phase
 from store.projections.task import TaskSpec
 
@@ -191,7 +193,12 @@ def _load(task: Mapping[str, Any], spec: TaskSpec, wanted: list[str] | None) -> 
         raise TaskInputError(f"input {path!r} is a directory, not a parquet file") from None
     except PermissionError:
         raise TaskInputError(f"input {path!r} cannot be read (permission denied)") from None
-    except (pa.ArrowException, OSError) as exc:
+    except OSError as exc:
+        if is_remote(path):  # the store is down or slow: a retry may find it back
+            text = " ".join(str(exc).split())[:300]
+            raise ArtifactError(f"object store: cannot read input {path}: {text}") from exc
+        raise TaskInputError(f"input {path!r} is not a readable parquet file: {exc}") from exc
+    except pa.ArrowException as exc:
         raise TaskInputError(f"input {path!r} is not a readable parquet file: {exc}") from exc
     return artifacts.to_frame(table)
 
@@ -258,7 +265,10 @@ def _failure(task: Mapping[str, Any], exc: BaseException) -> dict[str, Any]:
     error = text if expected else f"{type(exc).__name__}: {text}"
     trace_path = ""
     output = task.get("output")
-    if output:
+    if output and is_remote(output):
+        # no folder beside an object: the trace goes to the task's log (its stderr)
+        traceback.print_exception(exc, file=sys.stderr)
+    elif output:
         trace_path = str(
             Path(output).with_name(
                 f"{task['phase']}-{int(task['partition']):04d}.attempt-{task['attempt']}.traceback.txt"

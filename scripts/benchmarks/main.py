@@ -15,6 +15,7 @@ GROUPS = {
     "multihost": "scripts.benchmarks.multihost",
     "history": "scripts.benchmarks.history",
     "dashboard": "scripts.benchmarks.dashboard",
+    "artifacts": "scripts.benchmarks.artifacts",
 }
 
 
