@@ -311,27 +311,10 @@ def write_parquet(
     target = Path(path)
     make_private_dir(target.parent)
     tmp = atomic.tmp_path(target)
-    rows = 0
-    writer: pq.ParquetWriter | None = None
     try:
-        for part in parts:
-            table = read_table(part, sha256=(hashes or {}).get(str(part)))
-            if writer is None:
-                writer = pq.ParquetWriter(str(tmp), table.schema, compression="snappy")
-            elif not table.schema.equals(writer.schema, check_metadata=False):
-                # slices of the input beside frames a stage wrote: same columns, and types
-                # (string widths, time units) that cast
-                table = table.cast(writer.schema)
-            writer.write_table(table, row_group_size=1_000_000)
-            rows += table.num_rows
-        if writer is not None:
-            writer.close()
-            writer = None
+        rows = parts_to_parquet(tmp, parts, hashes)
         size, sha = atomic.finish(tmp, target)
     except (OSError, pa.ArrowException, ValueError) as exc:
-        if writer is not None:
-            with contextlib.suppress(Exception):
-                writer.close()
         with contextlib.suppress(OSError):
             tmp.unlink()
         if isinstance(exc, ArtifactLostError):
@@ -340,6 +323,31 @@ def write_parquet(
             ) from exc
         raise ArtifactError(f"cannot write output {str(target)!r}: {exc}") from exc
     return ArtifactInfo(str(target), rows, size, sha)
+
+
+def parts_to_parquet(
+    file: Path, parts: Sequence[str | Path], hashes: Mapping[str, str] | None = None
+) -> int:
+    """Write the parts, in order, into the parquet file ``file`` (one part in memory at a
+    time); the rows written. Raises what reading or writing raised; ``file`` may be left half
+    written (the caller's temp or spool file)."""
+    rows = 0
+    writer: pq.ParquetWriter | None = None
+    try:
+        for part in parts:
+            table = read_table(part, sha256=(hashes or {}).get(str(part)))
+            if writer is None:
+                writer = pq.ParquetWriter(str(file), table.schema, compression="snappy")
+            elif not table.schema.equals(writer.schema, check_metadata=False):
+                # slices of the input beside frames a stage wrote: same columns, and types
+                # (string widths, time units) that cast
+                table = table.cast(writer.schema)
+            writer.write_table(table, row_group_size=1_000_000)
+            rows += table.num_rows
+    finally:
+        if writer is not None:
+            writer.close()
+    return rows
 
 
 def file_sha256(path: str | Path) -> str:

@@ -33,10 +33,9 @@ from typing import Any, Final
 import pandas as pd
 import pyarrow as pa
 import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 
 from store import atomic, deltas
-from store.artifacts import IPC_MAGIC, SMALL, ArtifactInfo, read_table
+from store.artifacts import IPC_MAGIC, SMALL, ArtifactInfo, parts_to_parquet
 from store.deltas import Base
 from store.errors import ArtifactError, ArtifactLostError
 from store.objstore import SCHEME, S3Options, is_remote
@@ -215,27 +214,12 @@ class S3Store:
     ) -> ArtifactInfo:
         """The parts, in order, as one parquet object: written to a local spool file (one
         part in memory at a time), then sent whole."""
-        rows = 0
         with _spool(path) as spool:
-            writer: pq.ParquetWriter | None = None
             try:
-                for part in parts:
-                    table = read_table(part, sha256=(hashes or {}).get(str(part)))
-                    if writer is None:
-                        writer = pq.ParquetWriter(str(spool), table.schema, compression="snappy")
-                    elif not table.schema.equals(writer.schema, check_metadata=False):
-                        table = table.cast(writer.schema)
-                    writer.write_table(table, row_group_size=1_000_000)
-                    rows += table.num_rows
-                if writer is not None:
-                    writer.close()
-                    writer = None
+                rows = parts_to_parquet(spool, parts, hashes)
                 sha = _file_sha256(spool)
                 size = spool.stat().st_size
             except (OSError, pa.ArrowException, ValueError) as exc:
-                if writer is not None:
-                    with contextlib.suppress(Exception):
-                        writer.close()
                 if isinstance(exc, ArtifactError):
                     raise
                 raise ArtifactError(f"cannot write output {path!r}: {exc}") from exc
@@ -343,6 +327,8 @@ class S3Store:
                     self.fs.delete_file(key)
                 else:
                     continue
+            except FileNotFoundError:
+                continue  # removed meanwhile (the orchestrator's retention and `porch gc` race)
             except (OSError, pa.ArrowException) as exc:
                 raise self.error("remove", path, exc) from exc
             existed.append(str(path))

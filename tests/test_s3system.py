@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pandas as pd
 import psutil
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -21,9 +20,9 @@ from actors.api.system import System
 from bus.client import Client
 from bus.events import ExecutionRequested
 from stages.pipeline import build, run
-from stages.sample import SCHEMA, generate
 from store.projections import executions as folds
 from tests.slowstages import STAGES
+from tests.stagedata import write_sample
 
 TERMINAL = ("completed", "failed", "cancelled")
 DEFAULT = ["data_cleaning", "feature_engineering", "data_aggregation", "data_validation"]
@@ -33,11 +32,7 @@ DEFAULT = ["data_cleaning", "feature_engineering", "data_aggregation", "data_val
 def sample(tmp_path_factory) -> Path:
     """6,000 rows of query history in 4 row groups, so parallel runs have partitions."""
     path = tmp_path_factory.mktemp("input") / "history.parquet"
-    frame = pd.concat(list(generate(6000, seed=11)), ignore_index=True)
-    pq.write_table(
-        pa.Table.from_pandas(frame, schema=SCHEMA, preserve_index=False), path, row_group_size=1500
-    )
-    return path
+    return write_sample(path, 6000, seed=11, row_group_size=1500)
 
 
 class OnS3:

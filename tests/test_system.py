@@ -18,11 +18,11 @@ from actors.read.executions import fold_log
 from bus.client import Client
 from bus.events import CancelRequested, ExecutionRequested, PauseRequested, ResumeRequested
 from stages.pipeline import build, run
-from stages.sample import SCHEMA, generate
 from store import artifacts
 from store.projections import executions as folds
 from tests.conftest import run_porch
 from tests.slowstages import STAGES
+from tests.stagedata import write_sample
 
 TERMINAL = ("completed", "failed", "cancelled")
 
@@ -31,11 +31,7 @@ TERMINAL = ("completed", "failed", "cancelled")
 def sample(tmp_path_factory) -> Path:
     """6,000 rows of query history in 4 row groups, so parallel runs have partitions."""
     path = tmp_path_factory.mktemp("input") / "history.parquet"
-    frame = pd.concat(list(generate(6000, seed=11)), ignore_index=True)
-    pq.write_table(
-        pa.Table.from_pandas(frame, schema=SCHEMA, preserve_index=False), path, row_group_size=1500
-    )
-    return path
+    return write_sample(path, 6000, seed=11, row_group_size=1500)
 
 
 class Running:
