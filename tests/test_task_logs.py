@@ -210,6 +210,10 @@ def test_porch_up_says_when_an_execution_starts_and_ends(tmp_path, sample):
         assert ("porch up: execution up-bad failed: stage 'boom' failed: ValueError: boom: "
                 "this stage always fails") in text  # fmt: skip
         assert "execution" not in out_path.read_text()
+        # and the dashboard's address once, said by `porch up`, not again by the dashboard
+        said = out_path.read_text() + text
+        assert said.count("porch up: dashboard http://127.0.0.1:") == 1, said
+        assert "porch dashboard: " not in said
     finally:
         up.send_signal(signal.SIGINT)
         try:

@@ -58,12 +58,16 @@ def add_dashboard_flags(parser: argparse.ArgumentParser, *, prefix: str) -> None
             "--insecure", action="store_true",
             help="serve a non-loopback address without a token (anyone who reaches it can act)",
         )  # fmt: skip
+        parser.add_argument(
+            "--quiet", action="store_true",
+            help="do not print the address once serving (`porch up` prints it itself)",
+        )  # fmt: skip
 
 
 def dashboard_args(args: argparse.Namespace) -> list[str]:
     """The `porch dashboard` flags given to `porch up`."""
     out = ["--host", args.dashboard_host, "--port", str(args.dashboard_port)]
-    out += ["--nice", str(args.dashboard_nice)]
+    out += ["--nice", str(args.dashboard_nice), "--quiet"]
     return out + (["--insecure"] if args.insecure else [])
 
 
@@ -94,7 +98,8 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     url = dashboard.start()
-    print(f"porch dashboard: {url}", flush=True)
+    if not args.quiet:
+        print(f"porch dashboard: {url}", flush=True)
     try:
         stopping.wait()
     finally:
