@@ -28,6 +28,7 @@ from typing import Any, Final
 
 import msgpack
 
+from store import atomic
 from store.errors import StoreError
 from store.fsutil import FILE_MODE, fsync_dir, make_private_dir
 from store.segment import scan, segment_first_seq
@@ -247,17 +248,16 @@ def mark_deleted(directory: Path, first: int, last: int, reason: str) -> Span:
     """Record durably that events ``first..last`` are gone (the user chose deletion)."""
     make_private_dir(directory)
     path = directory / f"deleted-{first:020d}-{last:020d}.json"
-    tmp = directory / f".{path.name}.{os.getpid()}.tmp"
     body = {"first_seq": first, "last_seq": last, "deleted_ts": time.time(), "reason": reason}
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
-    try:
-        os.write(fd, json.dumps(body).encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    tmp.replace(path)
-    fsync_dir(directory)
+    write_marker(path, body)
     return Span(first, last, path, True)
+
+
+def write_marker(path: Path, body: dict[str, Any]) -> None:
+    """A small JSON file standing for a span of the log, written durably (temp, fsync,
+    rename, directory fsync): it exists whole or not at all."""
+    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
+    atomic.write_small(tmp, path, json.dumps(body).encode())
 
 
 def deleted_note(span: Span) -> str:

@@ -11,16 +11,14 @@ down leaves the file where it is (it stays readable) until the next shipment.
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 from pathlib import Path
 
 import pyarrow as pa
 
 from store import objstore
-from store.archive import ArchiveError, Span, spans
+from store.archive import ArchiveError, Span, spans, write_marker
 from store.errors import ArtifactError
-from store.fsutil import FILE_MODE, fsync_dir
+from store.fsutil import fsync_dir
 
 
 def _store(url: str) -> objstore.S3Store:
@@ -44,17 +42,9 @@ def ship(span: Span, url: str) -> Span:
         raise ArchiveError(f"archive: cannot ship {span.path.name}: {exc}") from None
     directory = span.path.parent
     marker = directory / f"remote-{span.first:020d}-{span.last:020d}.json"
-    tmp = directory / f".{marker.name}.{os.getpid()}.tmp"
     body = {"url": target, "sha256": sha, "bytes": len(data), "first_seq": span.first,
             "last_seq": span.last}  # fmt: skip
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
-    try:
-        os.write(fd, json.dumps(body).encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    tmp.replace(marker)
-    fsync_dir(directory)
+    write_marker(marker, body)
     span.path.unlink()
     fsync_dir(directory)
     return Span(span.first, span.last, marker, False, target, sha)
