@@ -88,6 +88,21 @@ class HubProcess:
         return self.proc is not None and self.proc.poll() is None
 
 
+def fold_until(sub, folded, eid: str, until, timeout: float = 60):
+    """Fold the executions' events as they arrive on ``sub`` into ``folded`` (the receive is
+    the wait) until execution ``eid`` satisfies ``until``; its state."""
+    from store.projections import executions as folds
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for record in sub.receive(200):
+            folds.evolve(record.seq, record.fields(), folded)
+        ex = folded.executions.get(eid)
+        if ex is not None and until(ex):
+            return ex
+    raise AssertionError(f"execution {eid} did not get there: {folded.executions.get(eid)}")
+
+
 @pytest.fixture
 def data_dir(tmp_path: Path) -> Path:
     return tmp_path / "d"

@@ -21,6 +21,7 @@ from bus.client import Client
 from bus.events import ExecutionRequested
 from stages.pipeline import build, run
 from store.projections import executions as folds
+from tests.conftest import fold_until
 from tests.slowstages import STAGES
 from tests.stagedata import write_sample
 
@@ -70,16 +71,7 @@ class OnS3:
         return eid
 
     def wait(self, eid: str, until=lambda ex: ex.status in TERMINAL, timeout: float = 60):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for record in self.sub.receive(200):
-                folds.evolve(record.seq, record.fields(), self.folded)
-            ex = self.folded.executions.get(eid)
-            if ex is not None and until(ex):
-                return ex
-        raise AssertionError(
-            f"execution {eid} did not get there: {self.folded.executions.get(eid)}"
-        )
+        return fold_until(self.sub, self.folded, eid, until, timeout)
 
     def read_output(self, url: str) -> pd.DataFrame:
         assert url.startswith(f"s3://{self.bucket}/ck/")

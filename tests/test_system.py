@@ -20,7 +20,7 @@ from bus.events import CancelRequested, ExecutionRequested, PauseRequested, Resu
 from stages.pipeline import build, run
 from store import artifacts
 from store.projections import executions as folds
-from tests.conftest import run_porch
+from tests.conftest import fold_until, run_porch
 from tests.slowstages import STAGES
 from tests.stagedata import write_sample
 
@@ -62,17 +62,7 @@ class Running:
         return fold_log(self.client)
 
     def wait(self, eid: str, until=lambda ex: ex.status in TERMINAL, timeout: float = 60):
-        """Fold events as they arrive (the subscription's receive is the wait) until `until`."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for record in self.sub.receive(200):
-                folds.evolve(record.seq, record.fields(), self.folded)
-            ex = self.folded.executions.get(eid)
-            if ex is not None and until(ex):
-                return ex
-        raise AssertionError(
-            f"execution {eid} did not get there: {self.folded.executions.get(eid)}"
-        )
+        return fold_until(self.sub, self.folded, eid, until, timeout)
 
     def pid(self, name: str) -> int:
         return self.system.pids()[name]
