@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
 import sys
 import threading
+from pathlib import Path
 from typing import Final
 
 from actors.commands.common import add_data_dir, data_dir_of, need_hub
@@ -72,6 +74,7 @@ def dashboard_args(args: argparse.Namespace) -> list[str]:
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
+    _yield_cpu(args.dashboard_nice)  # first: importing the server starts threads of its own
     from actors.dashboard.server import Dashboard, DashboardConfig
 
     endpoints, _ = need_hub(args, "dashboard")
@@ -86,9 +89,6 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UsageError(f"dashboard: {exc}") from None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    # before any thread starts: on Linux nice() changes the calling thread only, and every
-    # thread started after (HTTP, live fold, ZeroMQ's I/O) takes its creator's
-    os.nice(args.dashboard_nice)
     dashboard = Dashboard(config)
     stopping = threading.Event()
 
@@ -121,3 +121,15 @@ def cmd_token(args: argparse.Namespace) -> int:
             flush=True,
         )
     return 0
+
+
+def _yield_cpu(increment: int) -> None:
+    """Lower this process's CPU priority by ``increment`` (a nice increment). On Linux a
+    priority is a thread's own, and a new thread takes its creator's: so every thread running
+    now (a library's pool started at import) is lowered too, and all started later follow."""
+    target = min(19, os.getpriority(os.PRIO_PROCESS, 0) + increment)
+    tasks = Path("/proc/self/task")
+    tids = [int(t.name) for t in tasks.iterdir()] if tasks.is_dir() else [0]
+    for tid in tids:
+        with contextlib.suppress(OSError):  # a thread that ended meanwhile
+            os.setpriority(os.PRIO_PROCESS, tid, target)
