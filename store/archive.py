@@ -28,7 +28,6 @@ from typing import Any, Final
 
 import msgpack
 
-from store import atomic
 from store.errors import StoreError
 from store.fsutil import FILE_MODE, fsync_dir, make_private_dir
 from store.segment import scan, segment_first_seq
@@ -256,6 +255,8 @@ def mark_deleted(directory: Path, first: int, last: int, reason: str) -> Span:
 def write_marker(path: Path, body: dict[str, Any]) -> None:
     """A small JSON file standing for a span of the log, written durably (temp, fsync,
     rename, directory fsync): it exists whole or not at all."""
+    from store import atomic  # here: it loads pyarrow, which a command reading the log never needs
+
     tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
     atomic.write_small(tmp, path, json.dumps(body).encode())
 
