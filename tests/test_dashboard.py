@@ -17,7 +17,8 @@ import pytest
 
 from actors.api.system import stop_process
 from actors.commands.dashboard import NICE_DEFAULT
-from bus.events import ExecutionRequested, StageDispatched, StageProgress
+from actors.dashboard.live import Live
+from bus.events import ExecutionRequested, ExecutionStarted, StageDispatched, StageProgress
 from store.projections.executions import TYPES as FOLDED
 from tests.conftest import PORCH, run_porch
 
@@ -287,3 +288,69 @@ def test_a_page_following_an_execution_reads_its_history_from_the_hub_once(clien
     logged = [(r.seq, r.type) for r in client.read(1, execution_id=eid, types=FOLDED)]
     assert [(e["seq"], e["type"]) for e in streamed] == logged
     assert [(e["seq"], e["type"]) for e in listed_ones] == logged
+
+
+def test_a_flood_of_progress_reports_is_sampled_and_every_other_event_folded(
+    hub, client, zmq_context
+):
+    # given the dashboard's live fold following the hub, and a running execution of 21 tasks
+    eid, rounds, per_round = "ex-flood", 20, 2_000
+    step = {"id": "clean", "stage": "data_cleaning", "source": "source", "after": [],
+            "phases": ["run"], "parts": rounds + 1, "config": {}, "kind": "row_local",
+            "columns": None}  # fmt: skip
+    plan = {"execution_id": eid, "mode": "parallel", "input": {}, "fingerprints": {},
+            "steps": [step], "outputs": ["clean"], "dir": "/x",
+            "parts": [[n, n + 1] for n in range(rounds + 1)]}  # fmt: skip
+    client.append(ExecutionRequested(execution_id=eid, stages=["data_cleaning"],
+                                     input_data="/nowhere.parquet"))  # fmt: skip
+    client.append(ExecutionStarted(execution_id=eid, mode="parallel", plan=plan))
+    live = Live(client.endpoints, zmq_context).start()
+    try:
+        assert live.ready.wait(10)
+        # when its tasks are dispatched amid far more progress reports than the dashboard takes
+        for n in range(rounds):
+            client.append(StageDispatched(execution_id=eid, stage="data_cleaning", step="clean",
+                                          task_id=f"t-{n}", partition=n))  # fmt: skip
+            reports = [
+                StageProgress(execution_id=eid, stage="data_cleaning", step="clean",
+                              worker="w-1", partition=n, fraction=(i + 1) / per_round)
+                for i in range(per_round)
+            ]  # fmt: skip
+            for i in range(0, per_round, 500):
+                client.publish_many(reports[i : i + 500])
+        client.append(StageDispatched(execution_id=eid, stage="data_cleaning",
+                                             step="clean", task_id="t-end", partition=rounds))  # fmt: skip
+        # then it reaches the head (every report pushed is in the log) with every dispatch
+        # folded, and only a sample of the reports
+        everything = 3 + rounds * (per_round + 1)  # every event of the test, pushed ones too
+        deadline = time.monotonic() + 30
+        while client.head() < everything and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert live.wait_for(everything, 30)
+        with live.mutex:
+            tasks = live.state.executions[eid].tasks
+            runs = [tasks[("clean", "run", n)] for n in range(rounds + 1)]
+            assert [task.status for task in runs] == ["dispatched"] * (rounds + 1)
+            shown = [task.progress for task in runs]
+        assert 0 < live.progress_taken < rounds * per_round
+        assert all(f == 0 or f * per_round == round(f * per_round) for f in shown)
+        # and, the flood over, reports are taken again: one skipped while the dashboard heard
+        # afresh (the tick after a flood) is followed by one shown
+        shown_at = None
+        for n in range(1, 21):
+            seq = client.append(StageProgress(execution_id=eid, stage="data_cleaning",
+                                              step="clean", worker="w-1", partition=rounds,
+                                              fraction=n / 100))  # fmt: skip
+            assert live.wait_for(seq, 10)
+            deadline = time.monotonic() + 2
+            while shown_at is None and time.monotonic() < deadline:
+                with live.mutex:
+                    if runs[-1].progress == n / 100:
+                        shown_at = n
+                time.sleep(0.01)
+            if shown_at is not None:
+                break
+        assert shown_at is not None
+        assert shown_at <= 3
+    finally:
+        live.stop()

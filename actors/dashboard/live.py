@@ -9,10 +9,12 @@ kept history (`histories`), read from the hub once.
 
 from __future__ import annotations
 
+import heapq
 import logging
 import queue
 import threading
 import time
+from collections import deque
 from typing import Any, Final
 
 import zmq
@@ -20,6 +22,7 @@ import zmq
 from actors.dashboard.histories import Histories
 from actors.read.executions import fold_log
 from bus.client import Client, Record
+from bus.curve import secure
 from bus.endpoints import Endpoints
 from bus.errors import BusError
 from bus.schema import fields_of
@@ -32,9 +35,19 @@ log = logging.getLogger("porch.dashboard")
 SCHEDULE_TYPES: Final = schedule_folds.TYPES - execution_folds.TYPES
 ALERT_TYPES: Final = alert_folds.TYPES
 METRIC_TYPES: Final = frozenset({"MetricSampled", "MetricRecorded"})
-WATCHED: Final = execution_folds.TYPES | SCHEDULE_TYPES | ALERT_TYPES | METRIC_TYPES
+PROGRESS: Final = "StageProgress"
+PROGRESS_TOPIC: Final = PROGRESS.encode()
+# on the subscription: every event the pages show but the progress reports (see `Progress`)
+WATCHED: Final = (execution_folds.TYPES | SCHEDULE_TYPES | ALERT_TYPES | METRIC_TYPES) - {PROGRESS}
 RECEIVE_MS: Final = 250
+PROGRESS_RATE: Final = 2000  # progress reports folded a second at most; past it, a sample
+PROGRESS_TICK_S: Final = 0.1  # the rate's budget is given out per tick
+PROGRESS_HWM: Final = 1000  # reports that may wait unread before the hub drops some for us
+PROGRESS_PENDING_MAX: Final = 10_000  # reports taken, waiting for the subscription to reach them
 METRICS_EVERY_S: Final = 1.0  # metric notices at most this often: charts need no more
+# a notice that only progress reports came, at most this often: every other change of an
+# execution is told at once (and brings the latest progress with it)
+PROGRESS_NOTICE_EVERY_S: Final = 1.0
 LISTENER_BACKLOG: Final = 1000  # notices a page may leave unread before it is let go
 NOTICE_IDS_MAX: Final = 100
 
@@ -60,6 +73,9 @@ class Live:
         self._listeners: set[queue.SimpleQueue[dict[str, Any] | None]] = set()
         self._listeners_lock = threading.Lock()
         self._metrics_sent = 0.0
+        self._progress_sent = 0.0
+        self._progress_touched: dict[str, None] = {}  # executions with reports not told yet
+        self.progress_taken = 0  # progress reports folded from the live stream (a sample)
         self._thread = threading.Thread(target=self._run, name="porch-dashboard-live", daemon=True)
 
     def start(self) -> Live:
@@ -112,27 +128,43 @@ class Live:
                 self.stopping.wait(1.0)
 
     def _follow(self, client: Client) -> None:
-        state = fold_log(client)
-        with self.mutex:
-            self.state = state
-            self.histories.clear()  # read again from the hub: this fold may start elsewhere
-            self.seq = state.last_seq
-            self.folded.notify_all()
-        self.ready.set()
-        self._notify({"seq": state.last_seq, "all": True})
-        with client.subscribe(state.last_seq + 1, types=WATCHED) as sub:
-            while not self.stopping.is_set():
-                records = sub.receive(RECEIVE_MS)
-                live = sub.take_live()
-                if records or live:
-                    self._fold(records, live)
-                if sub.position > self.seq:  # events of other types went by: up to here too
-                    with self.mutex:
-                        self.seq = sub.position
-                        self.folded.notify_all()
+        progress = Progress(self.endpoints, self.ctx)  # first: hears what comes during the fold
+        try:
+            state = fold_log(client)
+            with self.mutex:
+                self.state = state
+                self.histories.clear()  # read again from the hub: this fold may start elsewhere
+                self.seq = state.last_seq
+                self.folded.notify_all()
+            self.ready.set()
+            self._notify({"seq": state.last_seq, "all": True})
+            progress.ready(state.last_seq)  # folded already
+            with client.subscribe(state.last_seq + 1, types=WATCHED) as sub:
+                records: list[Record] = []
+                while not self.stopping.is_set():
+                    poller = zmq.Poller()
+                    poller.register(sub.socket, zmq.POLLIN)
+                    poller.poll(progress.register(poller, 0 if records else RECEIVE_MS))
+                    progress.take()
+                    records = sub.receive(0)
+                    live = sub.take_live()
+                    ready = progress.ready(sub.position)
+                    self.progress_taken += len(ready)
+                    folding = list(heapq.merge(records, ready, key=_seq_of)) if ready else records
+                    if folding or live:
+                        self._fold(folding, live)
+                    if self._progress_touched:
+                        self._tell_progress()
+                    if sub.position > self.seq:  # events of other types went by: up to here
+                        with self.mutex:
+                            self.seq = sub.position
+                            self.folded.notify_all()
+        finally:
+            progress.close()
 
     def _fold(self, records: list[Record], live: list[Record]) -> None:
         touched: dict[str, None] = {}
+        reported = self._progress_touched
         kinds = {r.type for r in live} | {r.type for r in records}
         folded, evolve, state = execution_folds.TYPES, execution_folds.evolve, self.state
         with self.mutex:
@@ -148,16 +180,18 @@ class Live:
                 except (KeyError, TypeError, ValueError) as exc:
                     log.debug("dashboard: cannot fold seq %s: %s", seq, exc)
                     continue
-                touched[str(fields.get("execution_id", ""))] = None
-            if records:
+                (reported if kind == PROGRESS else touched)[str(fields.get("execution_id", ""))] = (
+                    None
+                )
+            if records and records[-1].seq > self.seq:
                 self.seq = records[-1].seq
             seq = self.seq
             self.folded.notify_all()
         notice: dict[str, Any] = {"seq": seq}
         if touched:
-            ids = list(touched)
-            notice["executions"] = ids[:NOTICE_IDS_MAX]
-            notice["all"] = len(ids) > NOTICE_IDS_MAX
+            for execution_id in touched:
+                reported.pop(execution_id, None)  # told now, with its latest progress
+            _name(notice, touched)
         if kinds & SCHEDULE_TYPES or "ExecutionRequested" in kinds:
             notice["schedules"] = True
         if kinds & ALERT_TYPES:
@@ -170,3 +204,106 @@ class Live:
             notice["metrics"] = True
         if len(notice) > 1:
             self._notify(notice)
+
+    def _tell_progress(self) -> None:
+        """Tell the pages of the executions whose only news is progress, once a second."""
+        now = time.monotonic()
+        if now - self._progress_sent < PROGRESS_NOTICE_EVERY_S:
+            return
+        self._progress_sent = now
+        notice: dict[str, Any] = {"seq": self.seq}
+        _name(notice, self._progress_touched)
+        self._progress_touched = {}
+        self._notify(notice)
+
+
+def _name(notice: dict[str, Any], executions: dict[str, None]) -> None:
+    ids = list(executions)
+    notice["executions"] = ids[:NOTICE_IDS_MAX]
+    notice["all"] = len(ids) > NOTICE_IDS_MAX
+
+
+def _seq_of(record: Record) -> int:
+    return record.seq
+
+
+class Progress:
+    """The tasks' progress reports, heard on a socket of their own and folded at most
+    `PROGRESS_RATE` a second, so that a flood of them (a stage that reports in a tight loop,
+    a burst of 100,000 a second) costs the hub nothing and the dashboard a bounded share of a
+    core. Within the rate every report is taken, in order; past it the rest of the tick's
+    reports are left unread, the hub drops them for this socket alone (a subscriber at its
+    high-water mark), and the next tick opens the socket again to hear fresh ones, not a
+    backlog: a report is superseded by its task's next one, and a task's start, end and
+    failure come on the subscription, where none is ever missed.
+
+    A report is folded once the subscription has delivered every event before it (`ready`),
+    so the fold and the histories see the log's order.
+    """
+
+    def __init__(self, endpoints: Endpoints, ctx: zmq.Context[Any]) -> None:
+        self._endpoints = endpoints
+        self._ctx = ctx
+        self._budget = PROGRESS_RATE * PROGRESS_TICK_S
+        self._left = self._budget
+        self._tick_end = time.monotonic() + PROGRESS_TICK_S
+        self._behind = False
+        self.pending: deque[Record] = deque(maxlen=PROGRESS_PENDING_MAX)
+        self.socket = self._open()
+
+    def _open(self) -> zmq.Socket[Any]:
+        sock = self._ctx.socket(zmq.SUB)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.RCVHWM, PROGRESS_HWM)
+        sock.setsockopt(zmq.SUBSCRIBE, PROGRESS.encode())
+        secure(sock, self._endpoints.publish, self._endpoints.curve, server=False)
+        sock.connect(self._endpoints.publish)
+        return sock
+
+    def close(self) -> None:
+        self.socket.close(linger=0)
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        if now < self._tick_end:
+            return
+        self._tick_end = now + PROGRESS_TICK_S
+        self._left = self._budget
+        if self._behind:  # what waits is stale: hear fresh reports instead
+            self._behind = False
+            self.socket.close(linger=0)
+            self.socket = self._open()
+
+    def register(self, poller: zmq.Poller, wait_ms: int) -> int:
+        """Add the socket to ``poller`` while this tick has budget left; how long to wait."""
+        self._tick()
+        if self._left >= 1:
+            poller.register(self.socket, zmq.POLLIN)
+            return wait_ms
+        return min(wait_ms, max(1, int((self._tick_end - time.monotonic()) * 1000) + 1))
+
+    def take(self) -> None:
+        """Read the reports that came, up to what is left of this tick's budget."""
+        self._tick()
+        recv = self.socket.recv_multipart
+        pending = self.pending
+        while self._left >= 1:
+            try:
+                frames = recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if len(frames) != 3 or len(frames[1]) != 8 or frames[0] != PROGRESS_TOPIC:
+                continue  # not a report (a malformed frame): the subscription counts those
+            seq = int.from_bytes(frames[1], "big")
+            if seq and (not pending or seq > pending[-1].seq):
+                pending.append(Record(seq, PROGRESS, frames[2]))
+                self._left -= 1
+        self._behind = bool(self.socket.poll(0, zmq.POLLIN))
+
+    def ready(self, upto: int) -> list[Record]:
+        """The reports taken whose place in the log the subscription has reached."""
+        pending = self.pending
+        out: list[Record] = []
+        while pending and pending[0].seq <= upto:
+            out.append(pending.popleft())
+        return out

@@ -139,7 +139,7 @@ def run(quick: bool) -> None:
         return
     from playwright.sync_api import Error as PlaywrightError
 
-    reps = 1 if quick else 3
+    reps = 1 if quick else 5  # the ingest moves by a few per cent from run to run
     latency_reps = 1 if quick else 5  # the latency is the noisier figure, and cheap to repeat
     count = 30_000 if quick else 300_000
     probes = 2_000 if quick else 15_000
