@@ -161,6 +161,9 @@ def run(quick: bool) -> None:
         line("dashboard.hub_ingest_durable", median(with_pages), "events/s", median(alone))
         line("dashboard.hub_ingest_durable_no_page", median(no_page), "events/s", median(alone))
         line("dashboard.page_api_requests", median(requests), "requests")
+        # the noise the two ratios above are read against: how far the hub alone moved
+        spread = (max(alone) - min(alone)) / median(alone) * 100
+        line("dashboard.hub_ingest_alone_spread", spread, "%")
 
         lat_with, lat_alone = [], []
         for _ in range(latency_reps):
