@@ -44,6 +44,7 @@ from store.slices import (
     slice_hash,
     uses_threads,
 )
+from store.smallframes import small_frame
 
 SMALL: Final = 32 * 1024 * 1024  # frames up to this size are serialized and hashed in memory
 IPC_MAGIC: Final = b"ARROW1"
@@ -124,7 +125,12 @@ def write_bytes(path: str | Path, data: bytes) -> ArtifactInfo:
 
 
 def to_frame(table: pa.Table) -> pd.DataFrame:
-    """A table as a frame, its buffers freed as they are converted."""
+    """A table as a frame, its buffers freed as they are converted (a small one, the columns
+    of its schema known: see `smallframes`)."""
+    return small_frame(table, _to_pandas)
+
+
+def _to_pandas(table: pa.Table) -> pd.DataFrame:
     return table.to_pandas(
         split_blocks=True, self_destruct=True, use_threads=uses_threads(table.num_rows)
     )
