@@ -62,6 +62,14 @@ START_DELAY_S: Final = 0.02  # StageStarted waits this long for the task's resul
 # ends sooner says when it started in its StageCompleted (one event, not two: less for the hub,
 # every fold and the log to carry), and a longer one's start goes out with its ts still the
 # moment the runner was handed it
+# a runner keeps the memory a task freed for the next one (sequential steps allocate frames as
+# big again; memory faulted in afresh cost a third more system time): glibc serves arrays up to
+# 32 MB from its heap and does not give the heap's top back; the runner trims itself once idle
+# (`actors.worker.runner._trim`). What the environment sets instead wins.
+RUNNER_MALLOC: Final = {
+    "MALLOC_MMAP_THRESHOLD_": str(32 << 20),
+    "MALLOC_TRIM_THRESHOLD_": str(4 << 30),
+}
 PIPELINE_MAX_BYTES: Final = 16 * 1024  # a bigger task waits for an idle runner: the pipe
 # holds 64 KiB, and a blocked write would stop this loop (and its heartbeats)
 
@@ -101,7 +109,8 @@ class Runner:
     def start(self) -> None:
         args = [sys.executable, "-m", "actors.worker.runner", *self.stages.runner_args()]
         tied = tie()
-        tied["env"] = {**tied["env"], **self.env}  # the object store's settings, if any
+        # the object store's settings, if any
+        tied["env"] = {**RUNNER_MALLOC, **tied["env"], **self.env}
         self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, **tied)
         assert self.proc.stdout is not None
         self.reader = FrameReader(self.proc.stdout.fileno())

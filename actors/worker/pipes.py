@@ -30,17 +30,31 @@ def write_frame(stream: BinaryIO, value: Any) -> None:
 
 
 def read_frame(stream: BinaryIO) -> Any | None:
-    """The next frame, or None at end of stream."""
-    head = stream.read(HEADER.size)
+    """The next frame, or None at end of stream. ``stream`` may be unbuffered (then what is
+    not read yet stays in the pipe, where `select` sees it)."""
+    head = _read_exact(stream, HEADER.size)
     if len(head) < HEADER.size:
         return None
     (size,) = HEADER.unpack(head)
     if size > MAX_FRAME:
         raise FrameError(f"frame of {size} bytes is over {MAX_FRAME}")
-    data = stream.read(size)
+    data = _read_exact(stream, size)
     if len(data) < size:
         return None
     return _unpack(data)
+
+
+def _read_exact(stream: BinaryIO, size: int) -> bytes:
+    """``size`` bytes, fewer only at end of stream (a pipe's read may return part of them)."""
+    parts = []
+    got = 0
+    while got < size:
+        more = stream.read(size - got)
+        if not more:
+            break
+        parts.append(more)
+        got += len(more)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 def _unpack(data: bytes) -> Any:

@@ -1,0 +1,84 @@
+"""A runner keeps the memory a task freed while tasks come, and gives it back once idle."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from actors.shared.stagecfg import StageSet
+from actors.worker.actor import RUNNER_MALLOC, Runner
+from actors.worker.runner import _idle
+
+ROOT = Path(__file__).resolve().parents[1]
+FREE_THEN_TRIM = """
+import resource, sys
+from actors.worker.runner import _trim
+
+def rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize()
+
+blocks = [bytearray(4 << 20) for _ in range(64)]  # 256 MB in arrays under 32 MB
+for b in blocks:
+    b[::4096] = b"x" * len(b[::4096])  # touched: resident
+held = rss()
+del blocks
+freed = rss()
+_trim()
+print(held, freed, rss())
+"""
+
+
+def _environ(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(item.decode().split("=", 1) for item in raw if b"=" in item)
+
+
+@pytest.fixture
+def runner():
+    started = Runner(StageSet())
+    try:
+        yield started
+    finally:
+        started.kill()
+
+
+def test_a_runner_starts_with_glibc_keeping_freed_memory(runner):
+    env = _environ(runner.pid)
+    for name, value in RUNNER_MALLOC.items():
+        assert env[name] == value
+
+
+def test_the_environment_overrides_the_runners_memory_settings(monkeypatch):
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "131072")
+    started = Runner(StageSet())
+    try:
+        assert _environ(started.pid)["MALLOC_TRIM_THRESHOLD_"] == "131072"
+    finally:
+        started.kill()
+
+
+def test_freed_memory_stays_until_trimmed():
+    # given a process with the runner's settings that allocated 256 MB and freed it
+    env = {**os.environ, **RUNNER_MALLOC, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-c", FREE_THEN_TRIM], env=env, capture_output=True,
+                          text=True, timeout=60, check=True)  # fmt: skip
+    held, freed, trimmed = (int(v) for v in done.stdout.split())
+    # then freeing kept it resident (for the next task), and the idle trim gave it back
+    assert freed > held - (64 << 20)
+    assert trimmed < freed - (192 << 20)
+
+
+def test_idle_is_no_task_within_the_wait():
+    read, write = os.pipe()
+    try:
+        with os.fdopen(read, "rb", buffering=0) as stdin:
+            assert _idle(stdin, 0.01)
+            os.write(write, b"\0")
+            assert not _idle(stdin, 5)  # a task waits: at once
+    finally:
+        os.close(write)
