@@ -60,11 +60,14 @@ def _wait(client: Client, eid: str, timeout: float = 600) -> object:
     raise RuntimeError(f"bench execution {eid} did not finish in {timeout} s")
 
 
-def chain_overhead(root: Path, stages: int) -> list[float]:
+def chain_overhead(root: Path, stages: int, reps: int) -> list[list[float]]:
+    """The gaps (ms) between consecutive completions of a chain of no-op stages, one list per
+    chain: ``reps`` chains, one after another, on one system."""
     root.mkdir(parents=True, exist_ok=True)
     tiny = root / "tiny.parquet"
     pq.write_table(pa.table({"x": [1]}), tiny)
     system = _system(root)
+    runs = []
     try:
         with Client.local(system.data_dir) as client:
             workers_ready(client, 2)
@@ -72,46 +75,61 @@ def chain_overhead(root: Path, stages: int) -> list[float]:
                 {"id": f"s{i}", "stage": "noop", **({"after": [f"s{i - 1}"]} if i else {})}
                 for i in range(stages)
             ]
-            eid = "chain"
-            client.append(
-                ExecutionRequested(execution_id=eid, stages=[], steps=steps, input_data=str(tiny))
-            )
-            _wait(client, eid)
-            done = [
-                r.fields()["ts"]
-                for r in client.read(1, types=["StageCompleted"])
-                if r.fields()["phase"] == "run"
-            ]
+            for rep in range(reps):
+                eid = f"chain-{rep}"
+                client.append(
+                    ExecutionRequested(
+                        execution_id=eid, stages=[], steps=steps, input_data=str(tiny)
+                    )
+                )
+                _wait(client, eid)
+                done = [
+                    r.fields()["ts"]
+                    for r in client.read(1, types=["StageCompleted"], execution_id=eid)
+                    if r.fields()["phase"] == "run"
+                ]
+                gaps = [(b - a) * 1000 for a, b in itertools.pairwise(done)]
+                runs.append(gaps[5:])  # the first stages warm up the runners
     finally:
         system.stop()
-    gaps = [(b - a) * 1000 for a, b in itertools.pairwise(done)]
-    return gaps[5:]  # the first stages warm up the runners
+    return runs
 
 
-def throughput(root: Path, tasks: int) -> float:
+def throughput(root: Path, tasks: int, reps: int) -> list[float]:
+    """Tasks/s of ``tasks`` independent no-op tasks on 2 workers, ``reps`` executions, one
+    after another, on one system."""
     root.mkdir(parents=True, exist_ok=True)
     many = root / "many.parquet"
     pq.write_table(pa.table({"x": list(range(tasks))}), many, row_group_size=1)
     system = _system(root)
+    rates = []
     try:
         with Client.local(system.data_dir) as client:
             workers_ready(client, 2)
-            client.append(
-                ExecutionRequested(
-                    execution_id="many",
-                    stages=["noop"],
-                    input_data=str(many),
-                    mode="parallel",
-                    partitions=tasks,
+            for rep in range(reps):
+                eid = f"many-{rep}"
+                client.append(
+                    ExecutionRequested(
+                        execution_id=eid,
+                        stages=["noop"],
+                        input_data=str(many),
+                        mode="parallel",
+                        partitions=tasks,
+                    )
                 )
-            )
-            ex = _wait(client, "many")
+                ex = _wait(client, eid)
+                runs = [t for k, t in ex.tasks.items() if k[1] == "run"]
+                start = min(t.dispatched_ts for t in runs)
+                end = max(t.finished_ts for t in runs)
+                rates.append(len(runs) / (end - start))
     finally:
         system.stop()
-    runs = [t for k, t in ex.tasks.items() if k[1] == "run"]
-    start = min(t.dispatched_ts for t in runs)
-    end = max(t.finished_ts for t in runs)
-    return len(runs) / (end - start)
+    return rates
+
+
+def gap_ms(runs: list[list[float]], q: float) -> float:
+    """The median over the chains of each chain's ``q`` percentile gap."""
+    return median([percentile(gaps, q) for gaps in runs])
 
 
 def bare(root: Path, kind: str, count: int) -> list[float]:
@@ -157,17 +175,15 @@ def run(quick: bool) -> None:
     with tempfile.TemporaryDirectory(prefix="porch-bench-") as tmp:
         root = Path(tmp)
         stages = 60 if quick else 500
-        gaps = chain_overhead(root / "a", stages)
+        reps = 1 if quick else 3  # as for the peers: the median of three runs each
+        chains = chain_overhead(root / "a", stages, reps)
         bare_gaps = bare(root, "chain", stages)
-        line(
-            "orchestrator.stage_overhead_p50", percentile(gaps, 50), "ms", percentile(bare_gaps, 50)
-        )
-        line(
-            "orchestrator.stage_overhead_p99", percentile(gaps, 99), "ms", percentile(bare_gaps, 99)
-        )
+        p50, p99 = gap_ms(chains, 50), gap_ms(chains, 99)
+        line("orchestrator.stage_overhead_p50", p50, "ms", percentile(bare_gaps, 50))
+        line("orchestrator.stage_overhead_p99", p99, "ms", percentile(bare_gaps, 99))
         tasks = 500 if quick else 5000
-        rate = throughput(root / "b", tasks)
+        rate = median(throughput(root / "b", tasks, reps))
         bare_rate = bare(root, "throughput", tasks)[0]
         line("orchestrator.noop_tasks", rate, "tasks/s", bare_rate)
-        peers.compare(root / "peers", stages, tasks, gaps, rate)
+        peers.compare(root / "peers", stages, tasks, {50: p50, 99: p99}, rate)
         modes(root / "c", 50_000 if quick else 2_000_000, 1 if quick else 3)

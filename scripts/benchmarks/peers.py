@@ -124,8 +124,9 @@ def _session_pids(sid: int) -> list[int]:
     return pids
 
 
-def compare(root: Path, links: int, tasks: int, gaps_ms: Sequence[float], rate: float) -> None:
-    """Measure the installed peers and print porch's figures against theirs."""
+def compare(root: Path, links: int, tasks: int, porch_ms: dict[int, float], rate: float) -> None:
+    """Measure the installed peers and print porch's figures (its p50 and p99 gaps in ms, its
+    tasks/s: each the median of its runs, as the peers' are) against theirs."""
     found, missing = installed()
     if missing:
         print(
@@ -136,8 +137,9 @@ def compare(root: Path, links: int, tasks: int, gaps_ms: Sequence[float], rate: 
     figures = [measure(p, root / p, links, tasks, 3) for p in found]
     for fig in figures:
         for q in (50, 99):
-            porch_ms = percentile(gaps_ms, q)
-            line(f"orchestrator.stage_overhead_p{q}_vs_{fig.peer}", porch_ms, "ms", fig.gap_ms(q))
+            line(
+                f"orchestrator.stage_overhead_p{q}_vs_{fig.peer}", porch_ms[q], "ms", fig.gap_ms(q)
+            )
         line(f"orchestrator.noop_tasks_vs_{fig.peer}", rate, "tasks/s", fig.rate)
     if figures:
         line("orchestrator.noop_tasks_vs_best_peer", rate, "tasks/s", max(f.rate for f in figures))
