@@ -5,9 +5,11 @@ hub again, and a CPU priority below the actors'."""
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
+import queue
 import subprocess
 import time
 import urllib.parse
@@ -18,7 +20,13 @@ import pytest
 from actors.api.system import stop_process
 from actors.commands.dashboard import NICE_DEFAULT
 from actors.dashboard.live import Live
-from bus.events import ExecutionRequested, ExecutionStarted, StageDispatched, StageProgress
+from bus.events import (
+    ExecutionRequested,
+    ExecutionStarted,
+    MetricRecorded,
+    StageDispatched,
+    StageProgress,
+)
 from store.projections.executions import TYPES as FOLDED
 from tests.conftest import PORCH, run_porch
 
@@ -353,4 +361,28 @@ def test_a_flood_of_progress_reports_is_sampled_and_every_other_event_folded(
         assert shown_at is not None
         assert shown_at <= 3
     finally:
+        live.stop()
+
+
+def test_a_stream_of_metric_samples_tells_the_pages_once_a_second(hub, client, zmq_context):
+    # given the dashboard's live fold, and a page listening
+    live = Live(client.endpoints, zmq_context).start()
+    listener = live.listen()
+    try:
+        assert live.ready.wait(10)
+        # when a program records 5,000 metric samples at once
+        samples = [MetricRecorded(name="rows", value=float(i)) for i in range(5_000)]
+        for i in range(0, len(samples), 500):
+            client.publish_many(samples[i : i + 500])
+        # then the page hears that metrics moved
+        told = []
+        deadline = time.monotonic() + 10
+        while not told and time.monotonic() < deadline:
+            with contextlib.suppress(queue.Empty):
+                notice = listener.get(timeout=0.5)
+                if notice and notice.get("metrics"):
+                    told.append(notice)
+        assert told
+    finally:
+        live.drop(listener)
         live.stop()

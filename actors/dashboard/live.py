@@ -15,6 +15,7 @@ import queue
 import threading
 import time
 from collections import deque
+from collections.abc import Iterable
 from typing import Any, Final
 
 import zmq
@@ -36,14 +37,15 @@ SCHEDULE_TYPES: Final = schedule_folds.TYPES - execution_folds.TYPES
 ALERT_TYPES: Final = alert_folds.TYPES
 METRIC_TYPES: Final = frozenset({"MetricSampled", "MetricRecorded"})
 PROGRESS: Final = "StageProgress"
-PROGRESS_TOPIC: Final = PROGRESS.encode()
-# on the subscription: every event the pages show but the progress reports (see `Progress`)
-WATCHED: Final = (execution_folds.TYPES | SCHEDULE_TYPES | ALERT_TYPES | METRIC_TYPES) - {PROGRESS}
+# on the subscription: every event the pages show but the progress reports and the metric
+# samples, which are heard apart and at a bounded rate (see `Sampled`)
+WATCHED: Final = (execution_folds.TYPES | SCHEDULE_TYPES | ALERT_TYPES) - {PROGRESS}
 RECEIVE_MS: Final = 250
 PROGRESS_RATE: Final = 2000  # progress reports folded a second at most; past it, a sample
-PROGRESS_TICK_S: Final = 0.1  # the rate's budget is given out per tick
-PROGRESS_HWM: Final = 1000  # reports that may wait unread before the hub drops some for us
-PROGRESS_PENDING_MAX: Final = 10_000  # reports taken, waiting for the subscription to reach them
+SAMPLED_TICK_S: Final = 0.1  # the rate's budget is given out per tick
+SAMPLED_HWM: Final = 1000  # sampled events that may wait unread before the hub drops some
+SAMPLED_PENDING_MAX: Final = 10_000  # taken, waiting (for the subscription to reach them)
+METRICS_RATE: Final = 20  # metric samples taken a second at most: they only say "metrics moved"
 METRICS_EVERY_S: Final = 1.0  # metric notices at most this often: charts need no more
 # a notice that only progress reports came, at most this often: every other change of an
 # execution is told at once (and brings the latest progress with it)
@@ -128,7 +130,9 @@ class Live:
                 self.stopping.wait(1.0)
 
     def _follow(self, client: Client) -> None:
-        progress = Progress(self.endpoints, self.ctx)  # first: hears what comes during the fold
+        # first: they hear what comes during the fold
+        progress = Sampled(self.endpoints, self.ctx, {PROGRESS}, PROGRESS_RATE, in_log=True)
+        metrics = Sampled(self.endpoints, self.ctx, METRIC_TYPES, METRICS_RATE, in_log=False)
         try:
             state = fold_log(client)
             with self.mutex:
@@ -144,10 +148,12 @@ class Live:
                 while not self.stopping.is_set():
                     poller = zmq.Poller()
                     poller.register(sub.socket, zmq.POLLIN)
-                    poller.poll(progress.register(poller, 0 if records else RECEIVE_MS))
+                    wait_ms = progress.register(poller, 0 if records else RECEIVE_MS)
+                    poller.poll(metrics.register(poller, wait_ms))
                     progress.take()
+                    metrics.take()
                     records = sub.receive(0)
-                    live = sub.take_live()
+                    live = [*sub.take_live(), *metrics.drain()]  # they tell only of their kind
                     ready = progress.ready(sub.position)
                     self.progress_taken += len(ready)
                     folding = list(heapq.merge(records, ready, key=_seq_of)) if ready else records
@@ -161,6 +167,7 @@ class Live:
                             self.folded.notify_all()
         finally:
             progress.close()
+            metrics.close()
 
     def _fold(self, records: list[Record], live: list[Record]) -> None:
         touched: dict[str, None] = {}
@@ -227,35 +234,49 @@ def _seq_of(record: Record) -> int:
     return record.seq
 
 
-class Progress:
-    """The tasks' progress reports, heard on a socket of their own and folded at most
-    `PROGRESS_RATE` a second, so that a flood of them (a stage that reports in a tight loop,
-    a burst of 100,000 a second) costs the hub nothing and the dashboard a bounded share of a
-    core. Within the rate every report is taken, in order; past it the rest of the tick's
-    reports are left unread, the hub drops them for this socket alone (a subscriber at its
-    high-water mark), and the next tick opens the socket again to hear fresh ones, not a
-    backlog: a report is superseded by its task's next one, and a task's start, end and
-    failure come on the subscription, where none is ever missed.
+class Sampled:
+    """Events of some types, heard on a socket of their own and taken at most ``rate`` a
+    second, so that a flood of them (progress reports of a stage that reports in a tight loop,
+    a burst of 100,000 a second; a program recording metrics at 5,000 a second) costs the hub
+    nothing and the dashboard a bounded share of a core. Within the rate every event is taken,
+    in order; past it the rest of the tick's are left unread, the hub drops them for this
+    socket alone (a subscriber at its high-water mark), and the next tick opens the socket
+    again to hear fresh ones, not a backlog. That suits progress reports (a report is
+    superseded by its task's next one, and a task's start, end and failure come on the
+    subscription, where none is ever missed) and metric samples (they only tell the pages
+    that the charts moved; the charts read the monitor's series).
 
-    A report is folded once the subscription has delivered every event before it (`ready`),
-    so the fold and the histories see the log's order.
+    Events of the log (``in_log``) are folded once the subscription has delivered every event
+    before them (`ready`), so the fold and the histories see the log's order; the others are
+    taken as they come (`drain`).
     """
 
-    def __init__(self, endpoints: Endpoints, ctx: zmq.Context[Any]) -> None:
+    def __init__(
+        self,
+        endpoints: Endpoints,
+        ctx: zmq.Context[Any],
+        types: Iterable[str],
+        rate: int,
+        *,
+        in_log: bool,
+    ) -> None:
         self._endpoints = endpoints
         self._ctx = ctx
-        self._budget = PROGRESS_RATE * PROGRESS_TICK_S
+        self._topics = frozenset(kind.encode() for kind in types)
+        self._in_log = in_log
+        self._budget = max(1.0, rate * SAMPLED_TICK_S)
         self._left = self._budget
-        self._tick_end = time.monotonic() + PROGRESS_TICK_S
+        self._tick_end = time.monotonic() + SAMPLED_TICK_S
         self._behind = False
-        self.pending: deque[Record] = deque(maxlen=PROGRESS_PENDING_MAX)
+        self.pending: deque[Record] = deque(maxlen=SAMPLED_PENDING_MAX)
         self.socket = self._open()
 
     def _open(self) -> zmq.Socket[Any]:
         sock = self._ctx.socket(zmq.SUB)
         sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.RCVHWM, PROGRESS_HWM)
-        sock.setsockopt(zmq.SUBSCRIBE, PROGRESS.encode())
+        sock.setsockopt(zmq.RCVHWM, SAMPLED_HWM)
+        for topic in sorted(self._topics):
+            sock.setsockopt(zmq.SUBSCRIBE, topic)
         secure(sock, self._endpoints.publish, self._endpoints.curve, server=False)
         sock.connect(self._endpoints.publish)
         return sock
@@ -267,7 +288,7 @@ class Progress:
         now = time.monotonic()
         if now < self._tick_end:
             return
-        self._tick_end = now + PROGRESS_TICK_S
+        self._tick_end = now + SAMPLED_TICK_S
         self._left = self._budget
         if self._behind:  # what waits is stale: hear fresh reports instead
             self._behind = False
@@ -283,25 +304,32 @@ class Progress:
         return min(wait_ms, max(1, int((self._tick_end - time.monotonic()) * 1000) + 1))
 
     def take(self) -> None:
-        """Read the reports that came, up to what is left of this tick's budget."""
+        """Read the events that came, up to what is left of this tick's budget."""
         self._tick()
         recv = self.socket.recv_multipart
-        pending = self.pending
+        pending, topics, in_log = self.pending, self._topics, self._in_log
         while self._left >= 1:
             try:
                 frames = recv(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            if len(frames) != 3 or len(frames[1]) != 8 or frames[0] != PROGRESS_TOPIC:
-                continue  # not a report (a malformed frame): the subscription counts those
+            if len(frames) != 3 or len(frames[1]) != 8 or frames[0] not in topics:
+                continue  # not one of ours (a malformed frame): the subscription counts those
             seq = int.from_bytes(frames[1], "big")
-            if seq and (not pending or seq > pending[-1].seq):
-                pending.append(Record(seq, PROGRESS, frames[2]))
-                self._left -= 1
+            if in_log and not (seq and (not pending or seq > pending[-1].seq)):
+                continue  # a log's event, in order, or none
+            pending.append(Record(seq, frames[0].decode(), frames[2]))
+            self._left -= 1
         self._behind = bool(self.socket.poll(0, zmq.POLLIN))
 
+    def drain(self) -> list[Record]:
+        """Every event taken (of a stream not in the log's order)."""
+        out = list(self.pending)
+        self.pending.clear()
+        return out
+
     def ready(self, upto: int) -> list[Record]:
-        """The reports taken whose place in the log the subscription has reached."""
+        """The events taken whose place in the log the subscription has reached."""
         pending = self.pending
         out: list[Record] = []
         while pending and pending[0].seq <= upto:
