@@ -43,6 +43,7 @@ WATCHED: Final = (execution_folds.TYPES | SCHEDULE_TYPES | ALERT_TYPES) - {PROGR
 RECEIVE_MS: Final = 250
 PROGRESS_RATE: Final = 2000  # progress reports folded a second at most; past it, a sample
 SAMPLED_TICK_S: Final = 0.1  # the rate's budget is given out per tick
+SAMPLED_REFRESH_S: Final = 1.0  # a socket behind is opened anew at most this often
 SAMPLED_HWM: Final = 1000  # sampled events that may wait unread before the hub drops some
 SAMPLED_PENDING_MAX: Final = 10_000  # taken, waiting (for the subscription to reach them)
 METRICS_RATE: Final = 20  # metric samples taken a second at most: they only say "metrics moved"
@@ -240,8 +241,8 @@ class Sampled:
     a burst of 100,000 a second; a program recording metrics at 5,000 a second) costs the hub
     nothing and the dashboard a bounded share of a core. Within the rate every event is taken,
     in order; past it the rest of the tick's are left unread, the hub drops them for this
-    socket alone (a subscriber at its high-water mark), and the next tick opens the socket
-    again to hear fresh ones, not a backlog. That suits progress reports (a report is
+    socket alone (a subscriber at its high-water mark), and the socket is opened anew (at
+    most once a second) to hear fresh ones, not a backlog. That suits progress reports (a report is
     superseded by its task's next one, and a task's start, end and failure come on the
     subscription, where none is ever missed) and metric samples (they only tell the pages
     that the charts moved; the charts read the monitor's series).
@@ -272,6 +273,7 @@ class Sampled:
         self.socket = self._open()
 
     def _open(self) -> zmq.Socket[Any]:
+        self._opened = time.monotonic()
         sock = self._ctx.socket(zmq.SUB)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.RCVHWM, SAMPLED_HWM)
@@ -290,7 +292,9 @@ class Sampled:
             return
         self._tick_end = now + SAMPLED_TICK_S
         self._left = self._budget
-        if self._behind:  # what waits is stale: hear fresh reports instead
+        if self._behind and now - self._opened >= SAMPLED_REFRESH_S:
+            # what waits is stale: hear fresh events instead (not every tick: a new socket
+            # takes what the hub sends until it is behind again)
             self._behind = False
             self.socket.close(linger=0)
             self.socket = self._open()
