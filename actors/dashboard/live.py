@@ -46,6 +46,12 @@ SAMPLED_TICK_S: Final = 0.1  # the rate's budget is given out per tick
 SAMPLED_REFRESH_S: Final = 1.0  # a socket behind is opened anew at most this often
 SAMPLED_HWM: Final = 1000  # sampled events that may wait unread before the hub drops some
 SAMPLED_PENDING_MAX: Final = 10_000  # taken, waiting (for the subscription to reach them)
+# the loop turns at most every TURN_S while it keeps up (fewer than PACE_BELOW events in a turn):
+# a hub that writes 5,000 batches a second would otherwise wake it 5,000 times (its marker after
+# each), and every wake on a busy machine is CPU the actors wait for; a page hears of a change
+# at most every 150 ms anyway
+TURN_S: Final = 0.05
+PACE_BELOW: Final = 500
 METRICS_RATE: Final = 20  # metric samples taken a second at most: they only say "metrics moved"
 METRICS_EVERY_S: Final = 1.0  # metric notices at most this often: charts need no more
 # a notice that only progress reports came, at most this often: every other change of an
@@ -145,8 +151,12 @@ class Live:
             self._notify({"seq": state.last_seq, "all": True})
             progress.ready(state.last_seq)  # folded already
             with client.subscribe(state.last_seq + 1, types=WATCHED) as sub:
+                turned = 0.0
                 records: list[Record] = []
                 while not self.stopping.is_set():
+                    if len(records) < PACE_BELOW:  # keeping up: this turn may wait its time
+                        self.stopping.wait(max(0.0, turned + TURN_S - time.monotonic()))
+                    turned = time.monotonic()
                     poller = zmq.Poller()
                     poller.register(sub.socket, zmq.POLLIN)
                     wait_ms = progress.register(poller, 0 if records else RECEIVE_MS)
