@@ -1,10 +1,12 @@
 """Frames on the wire: bounded msgpack decoding, PUB framing and the batch marker.
 
 Every event is a msgpack map. On PUB an event travels as ``[topic, seq (8 bytes BE), payload]``
-with the event type as topic, so a SUB can filter. After each durable batch (while some
-subscriber filters by type) the hub publishes a marker ``[b"\\x00", seq, [prev, last, {type: count}]]``: the seqs just before and at the end of
-the batch and how many events of each type it held, which lets a filtered subscriber prove it
-missed nothing. An idle hub repeats a marker with ``prev == last == head`` every second.
+with the event type as topic, so a SUB can filter. While some subscriber filters by type, the
+hub publishes a marker ``[b"\\x00", seq, [prev, last, {type: count}]]`` after each durable batch
+that holds an event of a type some filtered subscriber follows, and every second: the seqs just
+before and at the end of the batches since the last marker and how many events of each type
+they held, which lets a filtered subscriber prove it missed nothing. An idle hub's marker every
+second has ``prev == last == head``.
 """
 
 from __future__ import annotations

@@ -147,6 +147,33 @@ def test_a_subscriber_of_rare_types_is_not_woken_by_every_batch(client, hub):
     assert arrived < 30
 
 
+def test_batches_no_filtered_subscriber_follows_share_the_next_marker(client, hub):
+    # given a filtered subscription with batch markers, and a socket that counts markers
+    with (
+        Client.local(hub.data_dir) as reader,
+        reader.subscribe(None, types=["StageProgress"]) as sub,
+        zmq.Context() as ctx,
+        ctx.socket(zmq.SUB) as counter,
+    ):
+        counter.setsockopt(zmq.SUBSCRIBE, b"\x00")
+        counter.connect(reader.endpoints.publish)
+        assert counter.poll(5000)  # the hub's idle marker: the subscriptions are in effect
+        counter.recv_multipart()
+        # when 300 batches of a type it does not follow are appended, then one of its type
+        for i in range(300):
+            client.append(metric(i))
+        last = client.append(progress(1))
+        # then it gets that one event, in order
+        got = collect(sub, 1)
+        assert [(r.seq, r.type) for r in got] == [(last, "StageProgress")]
+        assert sub.position == last
+        # and the batches it does not follow had no marker each (a few idle ones at most)
+        markers = []
+        while counter.poll(500):
+            markers.append(counter.recv_multipart())
+    assert 1 <= len(markers) < 30
+
+
 def test_subscriber_recovers_messages_dropped_at_its_high_water_mark(client, hub):
     # given: a subscriber whose socket holds only 10 messages and does not read for a while
     with Client.local(hub.data_dir) as reader, reader.subscribe(hwm=10) as sub:
