@@ -13,6 +13,8 @@ with, ...) and each figure is the median of its own runs.
 from __future__ import annotations
 
 import sys
+import tempfile
+import time
 import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,9 +22,9 @@ from pathlib import Path
 from typing import Any, Final
 
 from bus.client import Client
-from bus.events import ExecutionRequested
+from bus.events import ExecutionRequested, StageDispatched
 from scripts.benchmarks.common import Child, line, median, percentile
-from scripts.benchmarks.hub import Around, ingest_once, latency_once
+from scripts.benchmarks.hub import Around, _start_hub, ingest_once, latency_once
 from scripts.benchmarks.hubprocs import EXECUTION_ID
 
 CHROMIUM: Final = "/usr/bin/chromium"
@@ -132,6 +134,43 @@ def followed(browsers: Browsers | None) -> Around:
     return around
 
 
+def screen_latency(browsers: Browsers, count: int) -> list[float]:
+    """ms from appending an event of the execution a page follows (a task dispatched) to the
+    page showing it (its time-travel label naming the event's seq), one event at a time."""
+    with tempfile.TemporaryDirectory(prefix="porch-bench-") as tmp:
+        data_dir = Path(tmp)
+        hub = _start_hub(data_dir, bare=False)
+        try:
+            with Client.local(data_dir) as client, dashboard(data_dir) as url:
+                client.append(
+                    ExecutionRequested(
+                        execution_id=EXECUTION_ID, stages=["feature_engineering"], input_data="-"
+                    )
+                )
+                page = browsers.pages[0]
+                page.goto(f"{url}#/execution/{EXECUTION_ID}")
+                page.wait_for_selector("main[data-status]")
+                page.wait_for_selector("#live:not(.off)")
+                shows = "seq => document.getElementById('slider-label').textContent"
+                shows += ".startsWith('seq ' + seq + ' ')"
+                out = []
+                for i in range(count):
+                    time.sleep(0.3)  # apart: each is the first notice after a quiet page
+                    start = time.perf_counter()
+                    seq = client.append(
+                        StageDispatched(
+                            execution_id=EXECUTION_ID, stage="feature_engineering",
+                            step="features", task_id=f"probe-{i}", partition=i,
+                        )
+                    )  # fmt: skip
+                    page.wait_for_function(shows, arg=seq, polling=5)
+                    out.append((time.perf_counter() - start) * 1000)
+                page.goto("about:blank")
+                return out
+        finally:
+            hub.stop()
+
+
 def run(quick: bool) -> None:
     reason = unavailable()
     if reason is not None:
@@ -169,6 +208,9 @@ def run(quick: bool) -> None:
         for _ in range(latency_reps):
             lat_with.append(latency_once(probes, 5000, bare=False, around=watched))
             lat_alone.append(latency_once(probes, 5000, bare=False))
+        shown = screen_latency(browsers, 10 if quick else 40)
+        line("dashboard.event_to_screen_p50", percentile(shown, 50), "ms")
+        line("dashboard.event_to_screen_p95", percentile(shown, 95), "ms")
         for q in (50, 99):
             line(
                 f"dashboard.hub_latency_p{q}_at_5k",
