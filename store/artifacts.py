@@ -61,9 +61,13 @@ class ArtifactInfo:
     sha256: str
 
 
-def write_frame(path: str | Path, df: pd.DataFrame, *, base: Base | None = None) -> ArtifactInfo:
+def write_frame(
+    path: str | Path, df: pd.DataFrame, *, base: Base | None = None, durable: bool = False
+) -> ArtifactInfo:
     """Write `df` as an Arrow IPC file (no index), atomically; with `base`, the artifact the
-    task read whose untouched columns `df` holds, as a delta of it (`store.deltas`)."""
+    task read whose untouched columns `df` holds, as a delta of it (`store.deltas`). A frame
+    between stages is synced to disk only when ``durable`` (or when this process has no boot
+    id to stamp it with); on an object store every object is whole and kept once written."""
     if (store := remote(path)) is not None:
         return store.write_frame(str(path), df, base=base)
     target = Path(path)
@@ -78,7 +82,8 @@ def write_frame(path: str | Path, df: pd.DataFrame, *, base: Base | None = None)
             table = table.replace_schema_metadata(
                 {**(table.schema.metadata or {}), BOOT_KEY: boot.encode()}
             )
-        durable = boot is None  # stamped: a reader after a restart checks its hash instead
+        # stamped: a reader after a restart checks its hash instead of trusting a sync
+        durable = durable or boot is None
         if table.nbytes <= SMALL:
             sink = pa.BufferOutputStream()
             with pa.ipc.new_file(sink, table.schema) as writer:

@@ -259,6 +259,9 @@ def test_the_core_recomputes_a_lost_input_s_producer_then_reruns_the_reader(tmp_
     assert reopened["found_by"] == reader["task_id"]
     (again,) = o.push()
     assert (again["step"], again["attempt"]) == (producer["step"], 2)
+    # written durable this time (synced: another crash cannot lose it), as the first was not
+    assert again["spec"].get("durable") is True
+    assert "durable" not in producer["spec"]
     assert o.push() == []  # the reader waits for it
     o.start(again)
     o.complete(again)

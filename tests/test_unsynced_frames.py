@@ -44,6 +44,21 @@ def test_a_frame_is_written_without_a_sync_and_a_byte_artifact_with_one(tmp_path
         fsutil.observe_syncs(None)
 
 
+def test_a_frame_written_again_after_a_loss_is_synced(tmp_path, boot):
+    # given a crash test's journal of every directory sync
+    boot("boot-a")
+    journal = powercut.SyncJournal(tmp_path / "sync.journal")
+    fsutil.observe_syncs(journal)
+    try:
+        # when a task that recomputes a lost frame writes it (its spec says durable)
+        info = artifacts.write_frame(tmp_path / "step" / "run-0000.arrow", _frame(), durable=True)
+        # then it is synced, its directory with it, and still stamped (hashed if read later)
+        assert Path(info.path).name in powercut.read(journal.path)[1][str(tmp_path / "step")]
+        assert artifacts.read_frames([info.path], hashes={info.path: info.sha256}).shape[0] == 4000
+    finally:
+        fsutil.observe_syncs(None)
+
+
 def test_a_frame_from_before_a_restart_is_used_when_its_hash_matches_and_refused_when_not(
     tmp_path, boot
 ):

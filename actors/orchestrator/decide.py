@@ -196,6 +196,9 @@ def dispatch(
             if phase in (Phase.RUN, Phase.MAP, Phase.APPLY, Phase.COLLECT)
             else None
         ),
+        # a frame written again because it was lost is synced: each is recomputed at most
+        # once however often the machine loses power (frames between stages are not, else)
+        durable=True if ex.tasks[key].reopened else None,
     )
     return StageDispatched(
         id=decision_id(ex.execution_id, step_id, phase, part, attempt, "dispatch"),

@@ -85,7 +85,7 @@ def _run(task: Mapping[str, Any], stage: Stage) -> dict[str, Any]:
         del prepared, as_read
         assert spec.report_part is not None
         extra = artifacts.write_bytes(spec.report_part, codec.pack(plain_report(part_report)))
-        info = artifacts.write_frame(output, out, base=base)
+        info = artifacts.write_frame(output, out, base=base, durable=bool(spec.durable))
         return _done(info, rows_in=rows_in, rows_out=len(out), extra=[extra])
     wanted = _wanted(task, spec, stage, cfg)
     df = _load(task, spec, wanted)
@@ -98,7 +98,7 @@ def _run(task: Mapping[str, Any], stage: Stage) -> dict[str, Any]:
         del df, as_read
         assert spec.partial is not None
         extra = artifacts.write_bytes(spec.partial, codec.pack(partial))
-        info = artifacts.write_frame(output, prepared, base=base)
+        info = artifacts.write_frame(output, prepared, base=base, durable=bool(spec.durable))
         return _done(info, rows_in=rows_in, rows_out=len(prepared), extra=[extra])
     out, report = stage.func(df, cfg)
     if out is df and wanted is None:
@@ -108,7 +108,7 @@ def _run(task: Mapping[str, Any], stage: Stage) -> dict[str, Any]:
             return _done(passed, rows_in=rows_in, rows_out=rows_in, report=report)
     base = _base(_one(task), spec, as_read, out)
     del df, as_read
-    info = artifacts.write_frame(output, out, base=base)
+    info = artifacts.write_frame(output, out, base=base, durable=bool(spec.durable))
     return _done(info, rows_in=rows_in, rows_out=len(out), report=report)
 
 

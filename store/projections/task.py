@@ -21,7 +21,8 @@ class TaskSpec:
     ``columns`` for a stage that reads some columns only; ``partial`` (a map's statistics) and
     ``report_part`` (an apply's report) for a global-stats stage's phases; ``input_sha256``, for
     a task that reads frames, the hashes of its input artifacts as their producers recorded
-    them."""
+    them; ``durable`` for a task that writes again what was lost (its frame is synced to disk,
+    so another crash cannot lose it too)."""
 
     kind: str
     input_path: str | None = None
@@ -30,6 +31,7 @@ class TaskSpec:
     partial: str | None = None
     report_part: str | None = None
     input_sha256: dict[str, str] | None = None
+    durable: bool | None = None
 
     def to_map(self) -> dict[str, Any]:
         """As the event carries it: the settings that apply, nothing else."""
@@ -51,7 +53,7 @@ class TaskSpec:
 
 _SPEC_TYPES: Final[dict[str, type]] = {
     "kind": str, "input_path": str, "row_groups": list, "columns": list, "partial": str,
-    "report_part": str, "input_sha256": dict,
+    "report_part": str, "input_sha256": dict, "durable": bool,
 }  # fmt: skip
 
 
