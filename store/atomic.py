@@ -18,7 +18,7 @@ from typing import Final
 
 import pyarrow as pa
 
-from store.fsutil import fsync_dir, make_private_dir
+from store.fsutil import fsync_dir, make_private_dir, sync_observer
 
 CHUNK: Final = 8 * 1024 * 1024
 SYNC_EVERY: Final = 64 * 1024 * 1024  # a bigger durable file is pushed to disk in steps this big
@@ -48,6 +48,7 @@ def finish(tmp: Path, path: Path) -> tuple[int, str]:
         hasher.join()
     size = tmp.stat().st_size
     tmp.replace(path)
+    _synced(path, size)
     fsync_dir(path.parent)
     return size, digest.hexdigest()
 
@@ -148,6 +149,7 @@ def write_stream(tmp: Path, target: Path, table: pa.Table, *, durable: bool) -> 
         os.close(fd)
     tmp.replace(target)
     if durable:
+        _synced(target, sink.position)
         fsync_dir(target.parent)
     return sink.position, sha
 
@@ -180,5 +182,13 @@ def write_small(
         os.close(fd)
     tmp.replace(target)
     if durable:
+        _synced(target, len(data))
         fsync_dir(target.parent)
     return len(data), hashlib.sha256(data).hexdigest()
+
+
+def _synced(path: Path, size: int) -> None:
+    """Tell the process's sync observer (a crash test's journal) the file is on disk whole."""
+    observer = sync_observer()
+    if observer is not None:
+        observer.synced_size(path, size)
