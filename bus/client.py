@@ -35,7 +35,7 @@ from bus.protocol import (
     SUB_HWM,
 )
 from bus.schema import Event, decode, encode, fields_of
-from bus.wire import pack, parse_marker, unpack, unpack_map
+from bus.wire import pack, parse_marker, type_marker_topic, unpack, unpack_map
 from store.log import lock_holder
 from store.sniff import payload_type
 
@@ -308,9 +308,12 @@ class Subscription:
         if self._types is None:
             sock.setsockopt(zmq.SUBSCRIBE, b"")
         else:
-            sock.setsockopt(zmq.SUBSCRIBE, IDLE_MARKER_TOPIC if self._by_read else MARKER_TOPIC)
+            # the idle marker every second; with batch markers, those of its types' batches
+            sock.setsockopt(zmq.SUBSCRIBE, IDLE_MARKER_TOPIC)
             for kind in sorted(self._types):
                 sock.setsockopt(zmq.SUBSCRIBE, kind.encode())
+                if not self._by_read:
+                    sock.setsockopt(zmq.SUBSCRIBE, type_marker_topic(kind))
         secure(sock, client.endpoints.publish, client.endpoints.curve, server=False)
         sock.connect(client.endpoints.publish)
         self.socket = sock
@@ -445,7 +448,7 @@ class Subscription:
 
     def _on_marker(self, payload: bytes, out: list[Record]) -> None:
         try:
-            prev, last, counts = parse_marker(payload)
+            prev, last, counts, chains = parse_marker(payload)
         except MalformedEventError:
             self.malformed += 1
             return
@@ -456,10 +459,26 @@ class Subscription:
             return
         in_batch = [r for r in self._pending if prev < r.seq <= last]
         expected = sum(counts.get(kind, 0) for kind in self._types)
-        if prev == self.position and self._target <= self.position and len(in_batch) == expected:
+        if self._follows_on(prev, chains) and len(in_batch) == expected:
             out.extend(in_batch)
             self.position = last
             self._target = last
         else:
             self._target = max(self._target, last)
         self._pending = [r for r in self._pending if r.seq > last]
+
+    def _follows_on(self, prev: int, chains: dict[str, int] | None) -> bool:
+        """Whether a marker starting after ``prev`` takes up where this subscription is: it
+        starts at its position, or the batches in between held none of its events (each of
+        its types' chains ends at or before its position, and it holds no event of them)."""
+        if self._target > self.position:
+            return False
+        if prev == self.position:
+            return True
+        if prev < self.position or chains is None:
+            return False
+        position = self.position
+        types = self._types or ()
+        if not all(chains.get(kind, position + 1) <= position for kind in types):
+            return False  # a type the hub does not mark yet, or a marker this one missed
+        return not any(position < r.seq <= prev for r in self._pending)

@@ -28,13 +28,13 @@ import zmq
 from bus.curve import Authenticator, needs_auth, secure
 from bus.endpoints import Endpoints, check, log_dir, run_dir
 from bus.errors import ConfigError, MalformedEventError
+from bus.markers import Markers
 from bus.protocol import (
     APPEND,
     FLUSH_LINGER_MS,
     HEAD,
     INGEST_HWM,
     LINGER_MS,
-    MARKER_TOPIC,
     OPS,
     PUB_HWM,
     READ,
@@ -44,7 +44,7 @@ from bus.protocol import (
     STATS,
 )
 from bus.schema import check_map
-from bus.wire import SEQ, pack, pack_marker, unpack, unpack_map
+from bus.wire import SEQ, pack, unpack, unpack_map
 from store import archive
 from store.archive import LogRetention, Sealed
 from store.errors import CorruptRecordError, LogDiskFullError, StoreError
@@ -213,15 +213,7 @@ class Hub:
         self._seen_kinds: set[str] = set()
         self._topics: dict[str, bytes] = {}
         self._load_recent_ids()
-        self._marker_wanted = False
-        # the topics filtered subscribers asked for (the XPUB tells the first subscription to a
-        # topic and the last one leaving), and whether a type is among them, as looked up
-        self._wanted_topics: set[bytes] = set()
-        self._wanted: dict[str, bool] = {}
-        # what the next marker covers: the batches since the last one, none of them of a type
-        # a filtered subscriber follows (see `_commit`)
-        self._marker_from = self.log.head
-        self._marker_counts: Counter[str] = Counter()
+        self.markers = Markers(self.log.head)
         self._disk_full: str | None = None  # the refusal line while the disk is full
         self._disk_probe_at = 0.0  # monotonic time before which a full disk is not tried
         self._auth: Authenticator | None = None
@@ -300,7 +292,7 @@ class Hub:
                     self.cycle()
                 now = time.monotonic()
                 if now >= next_marker:
-                    self._publish_marker(idle=True)
+                    self._publish_idle_marker()
                     next_marker = now + interval
                 if self._archiving is not None and self._archiving[1].done():
                     self._archived()
@@ -414,24 +406,13 @@ class Hub:
         return 0 if refusal is not None else len(batch.payloads)
 
     def _drain_subscriptions(self) -> None:
-        """Track whether a subscriber asked for batch markers (filtered subscriptions do)."""
+        """Track which markers subscribers follow, and which types (see `bus.markers`)."""
         while True:
             try:
                 message = self.publish.recv(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            subscribed, topic = message[:1], message[1:]
-            if subscribed not in (b"\x00", b"\x01"):
-                continue
-            if topic == MARKER_TOPIC:
-                self._marker_wanted = subscribed == b"\x01"
-                self._marker_from, self._marker_counts = self.log.head, Counter()
-            elif topic and not topic.startswith(MARKER_TOPIC):  # not b"" (every event)
-                if subscribed == b"\x01":
-                    self._wanted_topics.add(topic)
-                else:
-                    self._wanted_topics.discard(topic)
-                self._wanted.clear()
+            self.markers.subscription(message, self.log.head)
 
     def _drain_ingest(self, batch: _Batch) -> None:
         recv = self.ingest.recv
@@ -568,19 +549,9 @@ class Hub:
             send(pack_seq(seq), more)
             send(payload)
             seq += 1
-        if self._marker_wanted:
-            self._marker_counts.update(batch.counts)
-            if any(self._is_wanted(kind) for kind in batch.counts):
-                self._publish_marker()
+        for marker in self.markers.after_batch(batch.counts, self.log.head):
+            self.publish.send_multipart(marker)
         return None
-
-    def _is_wanted(self, kind: str) -> bool:
-        """Whether a filtered subscriber follows events of this type (a topic is a prefix)."""
-        wanted = self._wanted.get(kind)
-        if wanted is None:
-            topic = kind.encode()
-            wanted = self._wanted[kind] = any(topic.startswith(t) for t in self._wanted_topics)
-        return wanted
 
     def _refuse_batch(self, batch: _Batch, reason: str) -> str:
         """Count the batch as refused and forget its ids, so a retry is written, not taken
@@ -604,17 +575,10 @@ class Hub:
             send(zero, more)
             send(payload)
 
-    def _publish_marker(self, *, idle: bool = False) -> None:
-        """The marker of every batch since the last one: after a batch that holds an event a
-        filtered subscriber follows (it may deliver that event once the marker proves it
-        missed none), and every second (it moves every subscriber past the batches it had no
-        event of). A batch of types no filtered subscriber follows (metric samples at 5,000 a
-        second, say) needs none of its own: a marker wakes each filtered subscriber."""
-        head = self.log.head
-        self.publish.send_multipart(
-            pack_marker(self._marker_from, head, dict(self._marker_counts), idle=idle)
-        )
-        self._marker_from, self._marker_counts = head, Counter()
+    def _publish_idle_marker(self) -> None:
+        """The marker every second: it moves every subscriber past the batches it had no
+        event of (see `bus.markers`)."""
+        self.publish.send_multipart(self.markers.idle(self.log.head))
 
     def _refuse(self, reason: str, kind: str) -> None:
         self.stats.refused[kind] += 1

@@ -29,6 +29,9 @@ MARKER_TOPIC: Final = b"\x00"  # the PUB topic of batch markers (see `bus.wire`)
 # the hub's marker once a second, whatever it wrote: a subscription for rare types listens to
 # it alone (its topic starts as a batch marker's, so those who want batch markers get it too)
 IDLE_MARKER_TOPIC: Final = MARKER_TOPIC + b"i"
+# a batch's marker goes out once per followed type it holds, on that type's marker topic (see
+# `bus.wire.type_marker_topic`): a subscription wakes for the batches of its own types only
+TYPE_MARKER_TOPIC: Final = MARKER_TOPIC + b"t"
 
 INGEST_HWM: Final = 100_000  # the hub's PULL
 PUB_HWM: Final = 50_000  # the hub's XPUB, unless its config says otherwise

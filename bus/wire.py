@@ -2,22 +2,30 @@
 
 Every event is a msgpack map. On PUB an event travels as ``[topic, seq (8 bytes BE), payload]``
 with the event type as topic, so a SUB can filter. While some subscriber filters by type, the
-hub publishes a marker ``[b"\\x00", seq, [prev, last, {type: count}]]`` after each durable batch
+hub publishes a marker ``[topic, seq, [prev, last, {type: count}]]`` after each durable batch
 that holds an event of a type some filtered subscriber follows, and every second: the seqs just
 before and at the end of the batches since the last marker and how many events of each type
 they held, which lets a filtered subscriber prove it missed nothing. An idle hub's marker every
 second has ``prev == last == head``.
+
+A batch's marker goes out on the marker topic of each followed type it holds
+(`type_marker_topic`), so a subscriber hears only of the batches of its types, and the map
+holds, under the key ``""`` (no type has that name), the chains: for each type some subscriber
+follows by its marker topic, the ``last`` of the marker before this one of a batch that held
+that type (or the head when the hub began to mark it). A subscriber whose every type's chain
+ends at or before its position can take a marker whose ``prev`` is past it: the batches between
+held none of its events. A subscriber of ``MARKER_TOPIC`` itself hears every marker.
 """
 
 from __future__ import annotations
 
 import struct
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import msgpack
 
 from bus.errors import MalformedEventError
-from bus.protocol import IDLE_MARKER_TOPIC, MARKER_TOPIC, MAX_MESSAGE_BYTES
+from bus.protocol import IDLE_MARKER_TOPIC, MARKER_TOPIC, MAX_MESSAGE_BYTES, TYPE_MARKER_TOPIC
 
 SEQ: Final = struct.Struct(">Q")
 MAX_DEPTH: Final = 32
@@ -48,12 +56,55 @@ def unpack_map(raw: bytes) -> dict[str, Any]:
     return obj
 
 
-def pack_marker(prev: int, last: int, counts: dict[str, int], *, idle: bool = False) -> list[bytes]:
+CHAINS_KEY: Final = ""  # the key of a marker's counts that holds its chains
+
+
+class Marker(NamedTuple):
+    prev: int
+    last: int
+    counts: dict[str, int]
+    chains: dict[str, int] | None  # None from a hub that sends none
+
+
+def type_marker_topic(kind: str) -> bytes:
+    """The topic of the markers of batches holding events of type ``kind`` (ended by a zero
+    byte, so that one type's topic is never a prefix of another's)."""
+    return TYPE_MARKER_TOPIC + kind.encode() + b"\x00"
+
+
+def marker_type(topic: bytes) -> str | None:
+    """The type a `type_marker_topic` names; None if ``topic`` is not one."""
+    if not topic.startswith(TYPE_MARKER_TOPIC) or not topic.endswith(b"\x00"):
+        return None
+    try:
+        return topic[len(TYPE_MARKER_TOPIC) : -1].decode()
+    except UnicodeDecodeError:
+        return None
+
+
+def pack_marker(
+    prev: int,
+    last: int,
+    counts: dict[str, int],
+    *,
+    idle: bool = False,
+    chains: dict[str, int] | None = None,
+) -> list[bytes]:
+    """The marker on the topic every marker subscriber hears (the idle one's, when ``idle``)."""
     topic = IDLE_MARKER_TOPIC if idle else MARKER_TOPIC
-    return [topic, SEQ.pack(last), pack([prev, last, counts])]
+    return [topic, SEQ.pack(last), pack_marker_body(prev, last, counts, chains)]
 
 
-def parse_marker(payload: bytes) -> tuple[int, int, dict[str, int]]:
+def pack_marker_body(
+    prev: int, last: int, counts: dict[str, int], chains: dict[str, int] | None
+) -> bytes:
+    body: dict[str, Any] = dict(counts)
+    if chains is not None:
+        body[CHAINS_KEY] = chains
+    return pack([prev, last, body])
+
+
+def parse_marker(payload: bytes) -> Marker:
     obj = unpack(payload)
     if (
         not isinstance(obj, list)
@@ -63,7 +114,15 @@ def parse_marker(payload: bytes) -> tuple[int, int, dict[str, int]]:
         or not isinstance(obj[2], dict)
     ):
         raise MalformedEventError("bad batch marker", payload)
-    return obj[0], obj[1], obj[2]
+    counts = obj[2]
+    chains = counts.pop(CHAINS_KEY, None)
+    if chains is not None and (
+        not isinstance(chains, dict) or not all(type(v) is int for v in chains.values())
+    ):
+        raise MalformedEventError("bad batch marker chains", payload)
+    if not all(type(v) is int for v in counts.values()):
+        raise MalformedEventError("bad batch marker counts", payload)
+    return Marker(obj[0], obj[1], counts, chains)
 
 
 def check_plain(value: Any, depth: int = 0) -> bool:

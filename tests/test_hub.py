@@ -12,7 +12,7 @@ import zmq
 
 from bus.client import Client, Record
 from bus.errors import EventRefusedError
-from bus.events import MetricRecorded, StageProgress
+from bus.events import ExecutionQueued, MetricRecorded, StageProgress
 from bus.protocol import MAX_MESSAGE_BYTES
 from bus.schema import decode
 from store.reader import LogReader
@@ -172,6 +172,76 @@ def test_batches_no_filtered_subscriber_follows_share_the_next_marker(client, hu
         while counter.poll(500):
             markers.append(counter.recv_multipart())
     assert 1 <= len(markers) < 30
+
+
+def test_a_subscriber_is_not_woken_by_batches_only_others_follow(client, hub):
+    # given a subscription with batch markers, and another one following other events
+    with (
+        Client.local(hub.data_dir) as reader,
+        reader.subscribe(None, types=["StageProgress"]) as sub,
+        reader.subscribe(None, types=["MetricRecorded"]) as other,
+    ):
+        assert sub.socket.poll(5000)  # the hub's idle marker: the subscriptions are in effect
+        sub.receive(0)
+        # when hundreds of batches the other follows are appended, one by one
+        for i in range(300):
+            client.append(metric(i))
+        assert len(collect(other, 300)) == 300
+        # then the first heard of them only through the idle marker, once a second
+        arrived = 0
+        while sub.socket.poll(0):
+            sub.socket.recv_multipart()
+            arrived += 1
+        assert arrived < 30
+        # and an event of its own still comes at once, in order, nothing missed
+        last = client.append(progress(1))
+        got = collect(sub, 1)
+        assert [(r.seq, r.type) for r in got] == [(last, "StageProgress")]
+        assert sub.position == last
+
+
+def test_subscribers_of_interleaved_types_each_get_theirs_once_in_order(client, hub):
+    # given subscribers of different, overlapping sets of types, all with batch markers
+    kinds = [metric, progress, lambda i: ExecutionQueued(execution_id=f"e{i}")]
+    with Client.local(hub.data_dir) as reader:
+        subs = {
+            ("MetricRecorded", "StageProgress"): reader.subscribe(1, types=["MetricRecorded", "StageProgress"]),
+            ("StageProgress",): reader.subscribe(1, types=["StageProgress"]),
+            ("ExecutionQueued",): reader.subscribe(1, types=["ExecutionQueued"]),
+        }  # fmt: skip
+        try:
+            # when events of the three types are published in batches of every mix, while
+            # they follow
+            for i in range(900):
+                client.publish(kinds[(i * 7 // 5) % 3](i))
+            wait_for_head(client, 900)
+            log = list(client.read(1))
+            # then each gets every event of its types, once, in the log's order
+            for types, sub in subs.items():
+                want = [r.seq for r in log if r.type in types]
+                got = [r.seq for r in collect(sub, len(want))]
+                assert got == want, types
+                assert collect(sub, 1, timeout_s=1.2) == []
+        finally:
+            for sub in subs.values():
+                sub.close()
+
+
+def test_a_filtered_subscriber_recovers_what_its_high_water_mark_dropped(client, hub):
+    # given a filtered subscription whose socket holds 10 messages, and another subscriber's
+    # batches between its own, while it does not read
+    with (
+        Client.local(hub.data_dir) as reader,
+        reader.subscribe(1, types=["StageProgress"], hwm=10) as sub,
+        reader.subscribe(1, types=["MetricRecorded"]) as other,
+    ):
+        for i in range(1500):
+            client.publish(progress(i) if i % 2 else metric(i))
+        wait_for_head(client, 1500)
+        # then it still gets each of its 750 events once, in order
+        got = collect(sub, 750)
+        assert collect(other, 750)
+    assert [r.seq for r in got] == list(range(2, 1501, 2))
 
 
 def test_subscriber_recovers_messages_dropped_at_its_high_water_mark(client, hub):

@@ -7,7 +7,16 @@ import pytest
 
 from bus.errors import MalformedEventError
 from bus.protocol import MAX_MESSAGE_BYTES
-from bus.wire import check_plain, pack_marker, parse_marker, unpack, unpack_map
+from bus.wire import (
+    check_plain,
+    marker_type,
+    pack_marker,
+    pack_marker_body,
+    parse_marker,
+    type_marker_topic,
+    unpack,
+    unpack_map,
+)
 
 
 def test_extension_types_are_refused():
@@ -46,7 +55,7 @@ def test_marker_round_trip():
     topic, seq, payload = pack_marker(4, 9, {"StageCompleted": 5})
     assert topic == b"\x00"
     assert int.from_bytes(seq, "big") == 9
-    assert parse_marker(payload) == (4, 9, {"StageCompleted": 5})
+    assert parse_marker(payload) == (4, 9, {"StageCompleted": 5}, None)
 
 
 def test_check_plain_bounds_depth():
@@ -58,3 +67,24 @@ def test_check_plain_bounds_depth():
         cur = nxt
     assert not check_plain(deep)
     assert check_plain({"a": [1, 2.0, "x", None, True, {"b": b"y"}]})
+
+
+def test_marker_chains_round_trip_and_bad_ones_are_refused():
+    body = pack_marker_body(4, 9, {"StageCompleted": 5}, {"StageCompleted": 2, "ScheduleFired": 0})
+    assert parse_marker(body) == (
+        4,
+        9,
+        {"StageCompleted": 5},
+        {"StageCompleted": 2, "ScheduleFired": 0},
+    )
+    for bad in ({"": [1]}, {"": {"StageCompleted": "2"}}, {"StageCompleted": "5"}):
+        with pytest.raises(MalformedEventError):
+            parse_marker(msgpack.packb([4, 9, bad]))
+
+
+def test_type_marker_topics_name_their_type_and_no_other():
+    topic = type_marker_topic("StageCompleted")
+    assert marker_type(topic) == "StageCompleted"
+    assert not topic.startswith(type_marker_topic("Stage"))  # a type is no prefix of another
+    assert marker_type(b"\x00i") is None
+    assert marker_type(b"StageCompleted") is None
