@@ -5,8 +5,10 @@
     completion seen over SUB, through the same hub);
 (b) throughput: independent no-op tasks on 2 workers, tasks/s, beside the bare loop with 2
     bare workers;
-    then, when the optional `bench` extra is installed, porch's (a) and (b) beside Ray's and
-    Dask's on the same shapes (`peers.py`), each peer in its own process after porch's runs;
+    and, when the optional `bench` extra is installed, porch's (a) and (b) beside Ray's and
+    Dask's on the same shapes (`peers.py`), each peer in its own process; (a), (b) and the
+    peers run in three rounds, one after another in each, so each figure is the median of
+    three runs taken at the same minutes of the shared machine;
 (c) the default pipeline on 2,000,000 generated rows in each mode (checkpoints on), beside the
     same stage functions called directly in one process (read the parquet, run, write the
     output parquet) in the same run.
@@ -133,6 +135,7 @@ def gap_ms(runs: list[list[float]], q: float) -> float:
 
 
 def bare(root: Path, kind: str, count: int) -> list[float]:
+    root.mkdir(parents=True, exist_ok=True)
     proc = subprocess.run(
         [sys.executable, "-m", "scripts.benchmarks.bareloop", kind, str(root / f"bare-{kind}"), str(count)],
         capture_output=True, text=True, check=True, timeout=120,
@@ -175,15 +178,27 @@ def run(quick: bool) -> None:
     with tempfile.TemporaryDirectory(prefix="porch-bench-") as tmp:
         root = Path(tmp)
         stages = 60 if quick else 500
-        reps = 1 if quick else 3  # as for the peers: the median of three runs each
-        chains = chain_overhead(root / "a", stages, reps)
-        bare_gaps = bare(root, "chain", stages)
+        tasks = 500 if quick else 5000
+        # rounds of porch, the bare loop and each peer in turn: the median of three runs each,
+        # taken at the same minutes of a shared machine
+        found = peers.available()
+        chains: list[list[float]] = []
+        rates: list[float] = []
+        bare_gaps: list[float] = []
+        bare_rates: list[float] = []
+        rounds: dict[str, list[peers.PeerFigures]] = {p: [] for p in found}
+        for n in range(1 if quick else 3):
+            chains += chain_overhead(root / f"a{n}", stages, 1)
+            bare_gaps += bare(root / f"r{n}", "chain", stages)
+            rates += throughput(root / f"b{n}", tasks, 1)
+            bare_rates += bare(root / f"r{n}", "throughput", tasks)
+            for peer in found:
+                rounds[peer].append(peers.measure(peer, root / f"{peer}{n}", stages, tasks, 1))
         p50, p99 = gap_ms(chains, 50), gap_ms(chains, 99)
         line("orchestrator.stage_overhead_p50", p50, "ms", percentile(bare_gaps, 50))
         line("orchestrator.stage_overhead_p99", p99, "ms", percentile(bare_gaps, 99))
-        tasks = 500 if quick else 5000
-        rate = median(throughput(root / "b", tasks, reps))
-        bare_rate = bare(root, "throughput", tasks)[0]
-        line("orchestrator.noop_tasks", rate, "tasks/s", bare_rate)
-        peers.compare(root / "peers", stages, tasks, {50: p50, 99: p99}, rate)
+        rate = median(rates)
+        line("orchestrator.noop_tasks", rate, "tasks/s", median(bare_rates))
+        figures = [peers.merged(r) for r in rounds.values()]
+        peers.compare(figures, {50: p50, 99: p99}, rate)
         modes(root / "c", 50_000 if quick else 2_000_000, 1 if quick else 3)

@@ -1,9 +1,10 @@
 """Ray and Dask on porch's no-op chain and fan-out, each in its own process, for the same run.
 
-`scripts/bench orchestrator` calls `compare` after porch's own figures: each installed peer
-runs in a child process of its own session (`python -m scripts.benchmarks.peers PEER ...`), so
-its start-up, threads and helper processes never overlap porch's measurements, and whatever it
-leaves behind is killed with the session. Both peers get 2 local worker processes, as porch does:
+`scripts/bench orchestrator` measures in rounds, porch and then each installed peer in turn, so
+that a slow minute of a shared machine weighs on all of them, not on whichever ran then: in
+each round a peer runs in a child process of its own session (`python -m
+scripts.benchmarks.peers PEER ...`), so its start-up, threads and helper processes never
+overlap porch's measurements, and whatever it leaves behind is killed with the session. Both peers get 2 local worker processes, as porch does:
 
 (a) a chain of no-op tasks, each taking the previous one's result (Ray `f.remote(prev)`, Dask
     `client.submit(f, prev)`), all submitted at once as porch's chain is one execution; the
@@ -12,8 +13,8 @@ leaves behind is killed with the session. Both peers get 2 local worker processe
 (b) independent no-op tasks, one per input item, from the first submit until all are done,
     in tasks/s.
 
-A warm-up of both shapes runs first; each shape then runs `reps` times and the parent takes
-the median of each figure over the repetitions.
+A warm-up of both shapes runs first in each process; each shape then runs `reps` times, and
+the parent takes the median of each figure over all the rounds' repetitions (`compare`).
 """
 
 from __future__ import annotations
@@ -124,9 +125,8 @@ def _session_pids(sid: int) -> list[int]:
     return pids
 
 
-def compare(root: Path, links: int, tasks: int, porch_ms: dict[int, float], rate: float) -> None:
-    """Measure the installed peers and print porch's figures (its p50 and p99 gaps in ms, its
-    tasks/s: each the median of its runs, as the peers' are) against theirs."""
+def available() -> list[str]:
+    """The installed peers; says on stderr which are not, and how to install them."""
     found, missing = installed()
     if missing:
         print(
@@ -134,7 +134,21 @@ def compare(root: Path, links: int, tasks: int, porch_ms: dict[int, float], rate
             file=sys.stderr,
             flush=True,
         )
-    figures = [measure(p, root / p, links, tasks, 3) for p in found]
+    return found
+
+
+def merged(rounds: Sequence[PeerFigures]) -> PeerFigures:
+    """One peer's figures over several rounds, each its own process."""
+    return PeerFigures(
+        rounds[0].peer,
+        [gaps for r in rounds for gaps in r.gaps_ms],
+        [rate for r in rounds for rate in r.rates],
+    )
+
+
+def compare(figures: Sequence[PeerFigures], porch_ms: dict[int, float], rate: float) -> None:
+    """Print porch's figures (its p50 and p99 gaps in ms, its tasks/s: each the median of its
+    runs, as the peers' are) against the peers'."""
     for fig in figures:
         for q in (50, 99):
             line(
