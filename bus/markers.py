@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from typing import Final
 
 from bus.protocol import IDLE_MARKER_TOPIC, MARKER_TOPIC
+from bus.schema import CATALOGUE
 from bus.wire import SEQ, marker_type, pack_marker_body, type_marker_topic
 
 ON: Final = b"\x01"
@@ -57,6 +58,8 @@ class Markers:
         if topic == MARKER_TOPIC:
             self.every = on
         elif kind is not None:
+            if kind not in CATALOGUE:
+                return  # no event of it is ever logged: no chain (every marker carries them)
             if not on:
                 self.chains.pop(kind, None)
             elif kind not in self.chains:

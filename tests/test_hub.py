@@ -13,8 +13,10 @@ import zmq
 from bus.client import Client, Record
 from bus.errors import EventRefusedError
 from bus.events import ExecutionQueued, MetricRecorded, StageProgress
+from bus.markers import Markers
 from bus.protocol import MAX_MESSAGE_BYTES
 from bus.schema import decode
+from bus.wire import type_marker_topic
 from store.reader import LogReader
 from store.verify import verify
 from tests.conftest import HubProcess, run_porch
@@ -434,3 +436,19 @@ def test_a_read_into_a_damaged_old_segment_is_an_error_reply_not_a_crash(data_di
             assert hub.alive()
     finally:
         hub.stop()
+
+
+def test_marker_topics_of_types_not_in_the_catalogue_add_no_chain():
+    # given the hub's marker state, and subscriptions to a known type and to made-up ones
+    markers = Markers(head=7)
+    markers.subscription(b"\x01" + type_marker_topic("StageCompleted"), head=7)
+    for i in range(1000):
+        markers.subscription(b"\x01" + type_marker_topic(f"NoSuchType{i}"), head=7)
+    # then only the known type has a chain, so the markers every subscriber hears stay small
+    assert markers.chains == {"StageCompleted": 7}
+    sent = markers.after_batch({"StageCompleted": 1}, head=8)
+    assert [m[0] for m in sent] == [type_marker_topic("StageCompleted")]
+    assert len(sent[0][2]) < 100
+    # and the last subscriber leaving a type ends its chain
+    markers.subscription(b"\x00" + type_marker_topic("StageCompleted"), head=8)
+    assert markers.chains == {}
