@@ -21,9 +21,9 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Final
 
-from bus.protocol import IDLE_MARKER_TOPIC, MARKER_TOPIC
+from bus.protocol import MARKER_TOPIC
 from bus.schema import CATALOGUE
-from bus.wire import SEQ, marker_type, pack_marker_body, type_marker_topic
+from bus.wire import SEQ, marker_type, pack_marker, pack_marker_body, type_marker_topic
 
 ON: Final = b"\x01"
 
@@ -82,7 +82,7 @@ class Markers:
         topics = [type_marker_topic(kind) for kind in counts if kind in self.chains]
         if not topics and not (self.every and any(self._is_wanted(kind) for kind in counts)):
             return []
-        body = pack_marker_body(self.start, head, dict(self.counts), self.chains)
+        body = pack_marker_body(self.start, head, self.counts, self.chains)
         for kind in counts:
             if kind in self.chains:
                 self.chains[kind] = head
@@ -93,9 +93,9 @@ class Markers:
     def idle(self, head: int) -> list[bytes]:
         """The once-a-second marker, which every marker subscriber hears: it covers the
         batches since the last marker and moves each past those it had no event of."""
-        body = pack_marker_body(self.start, head, dict(self.counts), self.chains)
+        marker = pack_marker(self.start, head, self.counts, idle=True, chains=self.chains)
         self.start, self.counts = head, Counter()
-        return [IDLE_MARKER_TOPIC, SEQ.pack(head), body]
+        return marker
 
     def _is_wanted(self, kind: str) -> bool:
         """Whether a filtered subscriber follows events of this type (a topic is a prefix)."""

@@ -20,6 +20,7 @@ held none of its events. A subscriber of ``MARKER_TOPIC`` itself hears every mar
 from __future__ import annotations
 
 import struct
+from collections.abc import Mapping
 from typing import Any, Final, NamedTuple
 
 import msgpack
@@ -85,7 +86,7 @@ def marker_type(topic: bytes) -> str | None:
 def pack_marker(
     prev: int,
     last: int,
-    counts: dict[str, int],
+    counts: Mapping[str, int],
     *,
     idle: bool = False,
     chains: dict[str, int] | None = None,
@@ -96,8 +97,9 @@ def pack_marker(
 
 
 def pack_marker_body(
-    prev: int, last: int, counts: dict[str, int], chains: dict[str, int] | None
+    prev: int, last: int, counts: Mapping[str, int], chains: dict[str, int] | None
 ) -> bytes:
+    """The marker's msgpack body (one for every topic it goes out on)."""
     body: dict[str, Any] = dict(counts)
     if chains is not None:
         body[CHAINS_KEY] = chains
