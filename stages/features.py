@@ -243,14 +243,17 @@ def reduce(partials: Sequence[dict[str, Any]], cfg: FeatureConfig) -> dict[str, 
     bounds = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
     per_row: dict[str, list[np.ndarray]] = {}
     specs = [_rolling_spec(s) for s in cfg.rolling]
-    orders: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}  # by group column
-    for index, entry in enumerate(partials[0]["history"] if partials else []):
+    orders: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # by group column
+    history = partials[0]["history"] if partials else []
+    if history:  # every entry holds the same times: one sort by time serves every group
+        time = joined([p["history"][0]["time"] for p in partials])
+        by_time = np.argsort(time, kind="stable")
+    for index, entry in enumerate(history):
         group = entry["since"] if "since" in entry else specs[int(entry["rolling"])].group
         if group not in orders:
             key = joined([p["history"][index]["key"] for p in partials])
-            time = joined([p["history"][index]["time"] for p in partials])
-            orders[group] = (*_group_order(key, time), time)
-        order, first, time = orders[group]
+            orders[group] = _group_order(key, time, by_time)
+        order, first = orders[group]
         if "since" in entry:
             result = np.full(len(time), np.nan)
             ordered = time[order]
@@ -297,27 +300,28 @@ def reduce(partials: Sequence[dict[str, Any]], cfg: FeatureConfig) -> dict[str, 
     }
 
 
-def _group_order(key: np.ndarray, time: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _group_order(
+    key: np.ndarray, time: np.ndarray, by_time: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """The rows with a group and a time, ordered by group, then time, then table order (the
     order of the groups themselves is any); and where each group starts in that order.
 
-    One stable sort of a single int64 (the group's number times the time span, plus the time)
-    when that fits, else a stable sort on the two keys: both keep table order among ties."""
-    rows = np.flatnonzero((time != _NAT) & (key != 0))
+    `by_time` is the table's rows ordered by time, then table order (a stable sort); a stable
+    sort of it by group number keeps that order within each group. With fewer than 65,536
+    groups the numbers are 16-bit, which numpy sorts by radix, in linear time: the groups cost
+    a tenth of the time sort they share, where a sort on both keys per group cost twice it."""
+    valid = (time != _NAT) & (key != 0)
+    rows = by_time[valid[by_time]]
     if not len(rows):
         return rows, np.zeros(0, dtype=bool)
     codes, groups = pd.factorize(key[rows])
-    times = time[rows]
-    low, high = int(times.min()), int(times.max())
-    span = high - low + 1
-    if len(groups) * span < np.iinfo(np.int64).max:
-        order = np.argsort(codes.astype(np.int64) * span + (times - low), kind="stable")
-    else:
-        order = np.lexsort((times, codes))
-    first = np.ones(len(order), dtype=bool)
-    sorted_codes = codes[order]
+    if len(groups) <= np.iinfo(np.uint16).max:
+        codes = codes.astype(np.uint16)
+    within = np.argsort(codes, kind="stable")
+    sorted_codes = codes[within]
+    first = np.ones(len(within), dtype=bool)
     first[1:] = sorted_codes[1:] != sorted_codes[:-1]
-    return rows[order], first
+    return rows[within], first
 
 
 def _check_labels(column: str, categories: Sequence[Any], other: bool) -> None:

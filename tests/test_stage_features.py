@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from stages.errors import StageConfigError, StageInputError
 from stages.features import feature_engineering
@@ -96,6 +98,43 @@ def test_rolling_statistics_per_group_in_time_order():
         20.0,
         99.0,
     ]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    rows=st.lists(
+        st.tuples(st.sampled_from(["a", "b", "c", None]), st.one_of(st.none(), st.integers(0, 4)),
+                  st.integers(0, 9)),
+        min_size=1, max_size=40,
+    ),
+    window=st.integers(1, 4),
+)  # fmt: skip
+def test_group_histories_match_plain_pandas_with_ties_and_gaps(rows, window):
+    # given: few times, so many ties within a group; null groups and missing times
+    df = pd.DataFrame(
+        {
+            "START_TIME": pd.Series(
+                [None if m is None else pd.Timestamp("2026-10-01", tz="UTC") + pd.Timedelta(minutes=m)
+                 for _, m, _ in rows], dtype="datetime64[us, UTC]"),
+            "USER_NAME": [g for g, _, _ in rows],
+            "EXECUTION_TIME": [float(v) for _, _, v in rows],
+        }
+    )  # fmt: skip
+    config = {**NONE, "time_features": [], "since_previous": ["USER_NAME"], "rolling": [
+        {"group": "USER_NAME", "column": "EXECUTION_TIME", "window": window, "stats": ["sum"]}]}  # fmt: skip
+    # when
+    out, _ = feature_engineering(df, config)
+    # then: each group in time order, ties in table order, as a stable sort in plain pandas
+    known = df[df["USER_NAME"].notna() & df["START_TIME"].notna()]
+    ordered = known.sort_values("START_TIME", kind="stable")
+    groups = ordered.groupby("USER_NAME", sort=False)
+    since = groups["START_TIME"].diff().dt.total_seconds().reindex(df.index)
+    rolled = groups["EXECUTION_TIME"].rolling(window, min_periods=1).sum()
+    rolled = rolled.reset_index(level=0, drop=True).reindex(df.index)
+    np.testing.assert_array_equal(out["SECONDS_SINCE_PREVIOUS_BY_USER_NAME"].to_numpy(), since)
+    np.testing.assert_array_equal(
+        out[f"EXECUTION_TIME_ROLLING_SUM_{window}_BY_USER_NAME"].to_numpy(), rolled
+    )
 
 
 def test_frequency_and_one_hot_with_other():
