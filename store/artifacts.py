@@ -184,7 +184,7 @@ def read_table(
                     raise _damaged(text, "") from None
                 raise
             trust(text, reader.schema, sha256)  # before a damaged batch can fail the read
-            table = reader.read_all()  # mapped: a column not used costs nothing
+            table = _read_fields(source, reader, columns)
     link = deltas.link_of(table.schema)
     if link is None:
         return _select(_unstamped(table), columns)
@@ -194,6 +194,19 @@ def read_table(
     rest = [c for c in wanted if c not in table.column_names]
     base = read_table(link.base_path(text), rest, link.sha256, depth + 1)
     return deltas.combine(link, _unstamped(table), base, wanted)
+
+
+def _read_fields(
+    source: pa.MemoryMappedFile, reader: pa.ipc.RecordBatchFileReader, columns: Sequence[str] | None
+) -> pa.Table:
+    """The file's columns among `columns` (all when None, or when it holds none of them: a
+    table of no column would lose the row count). Only those are read, and decompressed."""
+    names = reader.schema.names
+    keep = [] if columns is None else [i for i, n in enumerate(names) if n in set(columns)]
+    if not keep or len(keep) == len(names):
+        return reader.read_all()
+    options = pa.ipc.IpcReadOptions(included_fields=keep)
+    return pa.ipc.open_file(source, options=options).read_all()
 
 
 def boot_id() -> str | None:

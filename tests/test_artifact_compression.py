@@ -1,0 +1,64 @@
+"""Big frames between stages are written LZ4-compressed, and read back column by column."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from store import artifacts, deltas
+
+
+def _big(rows: int = 2_300_000) -> pd.DataFrame:
+    """Over `artifacts.SMALL` (32 MB) as Arrow: the size that is streamed to its file."""
+    ids = np.arange(rows)
+    return pd.DataFrame(
+        {
+            "WAREHOUSE": np.array(["COMPUTE_WH", "ETL_WH", "BI_WH"])[ids % 3],
+            "BYTES": (ids % 1000).astype("float64"),
+            "ROWS": ids % 7,
+        }
+    )
+
+
+def test_a_big_frame_is_compressed_and_reads_back_equal(tmp_path):
+    # given
+    df = _big()
+    assert pa.Table.from_pandas(df).nbytes > artifacts.SMALL
+    # when
+    info = artifacts.write_frame(tmp_path / "clean" / "run-0000.arrow", df)
+    # then: a fraction of its Arrow size on disk, the same frame when read
+    assert info.bytes < pa.Table.from_pandas(df).nbytes / 3
+    assert info.sha256 == artifacts.file_sha256(info.path)
+    pd.testing.assert_frame_equal(artifacts.read_frames([info.path]), df)
+
+
+def test_a_read_of_some_columns_gives_those_of_a_compressed_delta_and_its_base(tmp_path):
+    # given: a compressed frame, and a delta over it that adds one column
+    df = _big()
+    info = artifacts.write_frame(tmp_path / "clean" / "run-0000.arrow", df)
+    read = artifacts.read_frames([info.path])
+    out = read.assign(LOG_BYTES=np.log1p(read["BYTES"]))
+    kept = deltas.kept_columns(deltas.guard(read), out)
+    base = deltas.Base(info.path, info.sha256, tuple(kept))
+    delta = artifacts.write_frame(tmp_path / "feat" / "run-0000.arrow", out, base=base)
+    # when
+    some = artifacts.read_frames([delta.path], ["LOG_BYTES", "WAREHOUSE"])
+    none_here = artifacts.read_frames([delta.path], ["ROWS"])
+    # then: the columns asked for, in the frame's order, from wherever each is kept
+    pd.testing.assert_frame_equal(some, out[["WAREHOUSE", "LOG_BYTES"]])
+    pd.testing.assert_frame_equal(none_here, out[["ROWS"]])
+    pd.testing.assert_frame_equal(artifacts.read_frames([delta.path]), out)
+
+
+def test_an_uncompressed_frame_of_an_earlier_version_still_reads(tmp_path):
+    # given: a frame file as porch wrote it before compression
+    df = _big(1000)
+    path = tmp_path / "old" / "run-0000.arrow"
+    path.parent.mkdir()
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+    # when / then
+    pd.testing.assert_frame_equal(artifacts.read_frames([str(path)]), df)
+    pd.testing.assert_frame_equal(artifacts.read_frames([str(path)], ["BYTES"]), df[["BYTES"]])
