@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pytest
 
-from store import artifacts, deltas
+from store import artifacts, deltas, powercut
 
 
 def _big(rows: int = 2_300_000) -> pd.DataFrame:
@@ -62,3 +65,22 @@ def test_an_uncompressed_frame_of_an_earlier_version_still_reads(tmp_path):
     # when / then
     pd.testing.assert_frame_equal(artifacts.read_frames([str(path)]), df)
     pd.testing.assert_frame_equal(artifacts.read_frames([str(path)], ["BYTES"]), df[["BYTES"]])
+
+
+def test_a_compressed_frame_a_power_cut_damaged_is_refused_not_read(tmp_path):
+    # given: a compressed frame written, unsynced, on one boot
+    artifacts.set_boot_id("boot-a")
+    try:
+        df = _big()
+        info = artifacts.write_frame(tmp_path / "clean" / "run-0000.arrow", df)
+        # when the machine has restarted, and the cut left zeros where blocks were
+        artifacts.set_boot_id("boot-b")
+        hashes = {info.path: info.sha256}
+        pd.testing.assert_frame_equal(artifacts.read_frames([info.path], hashes=hashes), df)
+        powercut._damage(Path(info.path))
+        # then: refused by its hash, for the whole frame and for some of its columns
+        for columns in (None, ["BYTES"]):
+            with pytest.raises(artifacts.ArtifactError, match="damaged"):
+                artifacts.read_frames([info.path], columns, hashes)
+    finally:
+        artifacts.set_boot_id(None)
