@@ -308,8 +308,8 @@ def _group_order(
 
     `by_time` is the table's rows ordered by time, then table order (a stable sort); a stable
     sort of it by group number keeps that order within each group. With fewer than 65,536
-    groups the numbers are 16-bit, which numpy sorts by radix, in linear time: the groups cost
-    a tenth of the time sort they share, where a sort on both keys per group cost twice it."""
+    groups the numbers are 16-bit, which numpy sorts by radix, in linear time: a tenth of the
+    time sort they share, where a sort on both keys cost about twice it for each group column."""
     valid = (time != _NAT) & (key != 0)
     rows = by_time[valid[by_time]]
     if not len(rows):

@@ -202,7 +202,8 @@ def _read_fields(
     """The file's columns among `columns` (all when None, or when it holds none of them: a
     table of no column would lose the row count). Only those are read, and decompressed."""
     names = reader.schema.names
-    keep = [] if columns is None else [i for i, n in enumerate(names) if n in set(columns)]
+    wanted = set(columns or ())
+    keep = [i for i, name in enumerate(names) if name in wanted]
     if not keep or len(keep) == len(names):
         return reader.read_all()
     options = pa.ipc.IpcReadOptions(included_fields=keep)
