@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import select
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -33,7 +35,15 @@ print(held, freed, rss())
 """
 
 
-def _environ(pid: int) -> dict[str, str]:
+def _environ(runner: Runner) -> dict[str, str]:
+    """The runner's environment, once it said it is ready (until its exec, /proc shows its
+    parent's)."""
+    assert runner.reader is not None
+    deadline = time.monotonic() + 10
+    while not any(isinstance(f, dict) and "ready" in f for f in runner.reader.read()[0]):
+        assert time.monotonic() < deadline, "the runner did not start in 10 s"
+        select.select([runner.fd], [], [], 1.0)
+    pid = runner.pid
     raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     return dict(item.decode().split("=", 1) for item in raw if b"=" in item)
 
@@ -48,7 +58,7 @@ def runner():
 
 
 def test_a_runner_starts_with_glibc_keeping_freed_memory(runner):
-    env = _environ(runner.pid)
+    env = _environ(runner)
     for name, value in RUNNER_MALLOC.items():
         assert env[name] == value
 
@@ -57,7 +67,7 @@ def test_the_environment_overrides_the_runners_memory_settings(monkeypatch):
     monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "131072")
     started = Runner(StageSet())
     try:
-        assert _environ(started.pid)["MALLOC_TRIM_THRESHOLD_"] == "131072"
+        assert _environ(started)["MALLOC_TRIM_THRESHOLD_"] == "131072"
     finally:
         started.kill()
 
