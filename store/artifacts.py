@@ -51,6 +51,7 @@ IPC_MAGIC: Final = b"ARROW1"
 BOOT_KEY: Final = b"porch.boot"  # a frame's schema metadata: the boot id of its writer
 BOOT_ID_FILE: Final = Path("/proc/sys/kernel/random/boot_id")
 _boot: list[str | None] = []  # this process's boot id, once read (or set)
+_compress: list[bool] = [True]  # `set_compression`
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,12 +63,19 @@ class ArtifactInfo:
 
 
 def write_frame(
-    path: str | Path, df: pd.DataFrame, *, base: Base | None = None, durable: bool = False
+    path: str | Path,
+    df: pd.DataFrame,
+    *,
+    base: Base | None = None,
+    durable: bool = False,
+    compress: bool | None = None,
 ) -> ArtifactInfo:
     """Write `df` as an Arrow IPC file (no index), atomically; with `base`, the artifact the
     task read whose untouched columns `df` holds, as a delta of it (`store.deltas`). A frame
     between stages is synced to disk only when ``durable`` (or when this process has no boot
-    id to stamp it with); on an object store every object is whole and kept once written."""
+    id to stamp it with); on an object store every object is whole and kept once written.
+    A frame over `SMALL` is LZ4-compressed when ``compress`` (None: as `set_compression`
+    said, by default yes; always on an object store)."""
     if (store := remote(path)) is not None:
         return store.write_frame(str(path), df, base=base)
     target = Path(path)
@@ -92,7 +100,8 @@ def write_frame(
                 tmp, target, memoryview(sink.getvalue()), durable=durable
             )
         else:
-            size, sha = atomic.write_stream(tmp, target, table, durable=durable)
+            plain = not (_compress[0] if compress is None else compress)
+            size, sha = atomic.write_stream(tmp, target, table, durable=durable, plain=plain)
     except (OSError, pa.ArrowException) as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
@@ -219,6 +228,12 @@ def boot_id() -> str | None:
         except OSError:
             _boot.append(None)
     return _boot[0]
+
+
+def set_compression(on: bool) -> None:
+    """Whether this process LZ4-compresses the frames over `SMALL` it writes (a worker's
+    ``compress_frames``, which its runner is told at its start)."""
+    _compress[0] = on
 
 
 def set_boot_id(value: str | None) -> None:

@@ -139,16 +139,18 @@ class _StreamSink:
         return self.digest.hexdigest()
 
 
-def write_stream(tmp: Path, target: Path, table: pa.Table, *, durable: bool) -> tuple[int, str]:
+def write_stream(
+    tmp: Path, target: Path, table: pa.Table, *, durable: bool, plain: bool = False
+) -> tuple[int, str]:
     """Write `table` as an Arrow IPC file to `tmp` through a `_StreamSink`, rename it to
-    `target`, fsync the directory (when durable)."""
+    `target`, fsync the directory (when durable); LZ4-compressed unless ``plain``."""
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     sink = _StreamSink(fd, durable=durable)
     try:
         try:
             with (
                 pa.PythonFile(sink, mode="w") as file,
-                pa.ipc.new_file(file, table.schema, options=COMPRESSED) as w,
+                pa.ipc.new_file(file, table.schema, options=None if plain else COMPRESSED) as w,
             ):
                 w.write_table(table, max_chunksize=1_000_000)
         finally:

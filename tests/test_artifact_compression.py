@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import select
+import time
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +11,10 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
+from actors.shared.stagecfg import StageSet
+from actors.worker.actor import Runner, compression_env
+from actors.worker.pipes import pack_frame
+from stages.sample import write_sample
 from store import artifacts, deltas, powercut
 
 
@@ -84,3 +90,43 @@ def test_a_compressed_frame_a_power_cut_damaged_is_refused_not_read(tmp_path):
                 artifacts.read_frames([info.path], columns, hashes)
     finally:
         artifacts.set_boot_id(None)
+
+
+def _cleaned_by_a_runner(tmp_path: Path, *, compress: bool) -> Path:
+    """Run `data_cleaning` on 200,000 sample rows (its output is over 32 MB as Arrow) in a
+    runner started as a worker with ``compress_frames`` so starts it; the output's path."""
+    source = write_sample(tmp_path / "input.parquet", 200_000)
+    output = tmp_path / "out" / "run-0000.arrow"
+    task = {"execution_id": "e", "stage": "data_cleaning", "task_id": "e/data_cleaning:run:0/1",
+            "partition": 0, "partitions": 1, "attempt": 1, "lease_ms": 10_000, "inputs": [],
+            "step": "data_cleaning", "phase": "run", "config": {}, "output": str(output),
+            "reuse": {}, "fingerprint": "f", "spec": {"kind": "global", "input_path": str(source)}}  # fmt: skip
+    runner = Runner(StageSet(), compression_env(compress=compress))
+    try:
+        runner.send(pack_frame(task))
+        assert runner.reader is not None
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            select.select([runner.fd], [], [], 1.0)
+            frames, closed = runner.reader.read()
+            done = [f for f in frames if isinstance(f, dict) and "ok" in f]
+            if done:
+                assert done[0]["ok"], done[0]
+                return output
+            assert not closed
+        raise AssertionError("the runner gave no result in 60 s")
+    finally:
+        runner.kill()
+
+
+@pytest.mark.parametrize("compress", [True, False])
+def test_a_workers_compress_frames_setting_reaches_its_runner(tmp_path, compress):
+    # when
+    output = _cleaned_by_a_runner(tmp_path, compress=compress)
+    # then: compressed by default; plain when the worker's compress_frames is off
+    arrow_bytes = artifacts.read_table(output).nbytes
+    assert arrow_bytes > artifacts.SMALL
+    if compress:
+        assert output.stat().st_size < arrow_bytes / 2
+    else:
+        assert output.stat().st_size >= arrow_bytes

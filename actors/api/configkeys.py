@@ -147,6 +147,8 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     _s("workers", "prefetch", "int", 8, "tasks a worker holds ready", low=1, high=64,
        flags={"worker": "--prefetch"}),
     _s("workers", "heartbeat_s", "float", 1.0, "seconds between heartbeats", low=0.05, high=60),
+    _s("workers", "compress_frames", "bool", True, "LZ4-compress frames over 32 MB between stages",
+       flags={"worker": "--no-compress-frames"}, negate=True),
     # the scheduler
     _s("scheduler", "max_concurrent", "int", 3, "scheduled executions running at once", low=1,
        flags={"up": "--max-concurrent", "scheduler": "--max-concurrent"}),

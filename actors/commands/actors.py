@@ -64,6 +64,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_data_dir(work)
     work.add_argument("--name", help="worker name (default worker-HOST-PID)")
     work.add_argument("--prefetch", type=whole(1, 64), help="tasks held ready (default 8)")
+    work.add_argument("--no-compress-frames", action="store_true",
+                      help="write frames between stages plain, not LZ4-compressed")  # fmt: skip
     _stage_flag(work)
     work.set_defaults(func=cmd_worker)
 
@@ -133,7 +135,7 @@ def cmd_orchestrator(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from actors.worker.actor import WorkerConfig, run_worker
+    from actors.worker.actor import WorkerConfig, compression_env, run_worker
 
     settings = settings_of(args, "worker")
     endpoints, tasks = need_hub(args, "worker")
@@ -150,7 +152,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
         heartbeat_s=settings["workers.heartbeat_s"],
         stages=settings.stage_set(),
         prefetch=settings["workers.prefetch"],
-        runner_env=s3_options_of(settings, os.environ).environ(),
+        runner_env={
+            **s3_options_of(settings, os.environ).environ(),
+            **compression_env(compress=settings["workers.compress_frames"]),
+        },
     )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     return run_worker(config, _stage_loader(args, "worker"))

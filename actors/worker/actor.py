@@ -34,6 +34,7 @@ from actors.shared.lifeline import tie
 from actors.shared.loop import Actor, LoopConfig, Now, Watched
 from actors.shared.stagecfg import StageLoader, StageSet, stage_names
 from actors.worker.pipes import HEADER, FrameError, FrameReader, pack_frame
+from actors.worker.runner import PLAIN_FRAMES_ENV
 from actors.worker.stageswap import RELOAD, StageSwap
 from bus.client import Client, Record
 from bus.curve import secure
@@ -72,6 +73,11 @@ RUNNER_MALLOC: Final = {
 }
 PIPELINE_MAX_BYTES: Final = 16 * 1024  # a bigger task waits for an idle runner: the pipe
 # holds 64 KiB, and a blocked write would stop this loop (and its heartbeats)
+
+
+def compression_env(*, compress: bool) -> dict[str, str]:
+    """What tells a runner whether to compress big frames (`artifacts.write_frame`)."""
+    return {} if compress else {PLAIN_FRAMES_ENV: "1"}
 
 
 def tasks_endpoint(data_dir: Path) -> str:

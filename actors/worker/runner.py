@@ -35,6 +35,7 @@ PROGRESS_EVERY_S: Final = 0.5
 IDLE_TRIM_S: Final = 30.0  # with no task for this long, the runner returns its free memory
 # (long enough for the steps of a sequential execution, which go to one worker after another)
 MESSAGE_MAX_CHARS: Final = 200
+PLAIN_FRAMES_ENV: Final = "PORCH_RUNNER_PLAIN_FRAMES"  # "1": its worker's compress_frames is off
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     from store import artifacts
 
     artifacts.set_boot_id(powercut.boot_from_environ(os.environ))  # a crash test's restart
+    artifacts.set_compression(os.environ.get(PLAIN_FRAMES_ENV) != "1")
 
     # from here on, fd 1 and 2 go to the running task's log (or the worker's stderr)
     output = OutputPump()
