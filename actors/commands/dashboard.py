@@ -126,10 +126,18 @@ def cmd_token(args: argparse.Namespace) -> int:
 def _yield_cpu(increment: int) -> None:
     """Lower this process's CPU priority by ``increment`` (a nice increment). On Linux a
     priority is a thread's own, and a new thread takes its creator's: so every thread running
-    now (a library's pool started at import) is lowered too, and all started later follow."""
+    now (a library's pool started at import) is lowered too, and all started later follow.
+    The threads are listed again until no new one shows: one that a thread not lowered yet
+    started meanwhile took the old priority (seen once in the suite)."""
     target = min(19, os.getpriority(os.PRIO_PROCESS, 0) + increment)
     tasks = Path("/proc/self/task")
-    tids = [int(t.name) for t in tasks.iterdir()] if tasks.is_dir() else [0]
-    for tid in tids:
-        with contextlib.suppress(OSError):  # a thread that ended meanwhile
-            os.setpriority(os.PRIO_PROCESS, tid, target)
+    if not tasks.is_dir():
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, 0, target)
+        return
+    lowered: set[int] = set()
+    while new := {int(t.name) for t in tasks.iterdir()} - lowered:
+        for tid in new:
+            with contextlib.suppress(OSError):  # a thread that ended meanwhile
+                os.setpriority(os.PRIO_PROCESS, tid, target)
+        lowered |= new
