@@ -13,7 +13,8 @@ import pytest
 
 from actors.shared.stagecfg import StageSet
 from actors.worker.actor import RUNNER_MALLOC, Runner
-from actors.worker.runner import _idle
+from actors.worker.pipes import pack_frame
+from actors.worker.taskloop import TaskLoop
 
 ROOT = Path(__file__).resolve().parents[1]
 FREE_THEN_TRIM = """
@@ -83,12 +84,23 @@ def test_freed_memory_stays_until_trimmed():
     assert trimmed < freed - (192 << 20)
 
 
-def test_idle_is_no_task_within_the_wait():
-    read, write = os.pipe()
+def test_an_idle_runner_trims_and_a_waiting_task_is_taken_at_once():
+    control, worker = os.pipe()
+    results_read, results = os.pipe()
+    trims = []
+    loop = TaskLoop(results, None, None, execute=None, trim=lambda: trims.append(1),  # type: ignore[arg-type]
+                    log_path=str, say_failure=print, control=control, idle_trim_s=0.05)  # fmt: skip
     try:
-        with os.fdopen(read, "rb", buffering=0) as stdin:
-            assert _idle(stdin, 0.01)
-            os.write(write, b"\0")
-            assert not _idle(stdin, 5)  # a task waits: at once
+        # given a runner that ran a task, and no task comes within the wait: it trims
+        loop.ran = True
+        loop._gather()
+        assert trims == [1]
+        assert not loop.ran  # and then waits for the next task without a timeout
+        # when a task is written: it is taken at once
+        os.write(worker, pack_frame({"task_id": "t"}))
+        loop._gather()
+        assert list(loop.handed) == [{"task_id": "t"}]
+        assert trims == [1]
     finally:
-        os.close(write)
+        for fd in (control, worker, results_read, results):
+            os.close(fd)

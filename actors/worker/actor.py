@@ -1,14 +1,16 @@
-"""``porch worker``: pulls stage tasks, runs them in its runner process, reports every step.
+"""``porch worker``: supervises a runner process that runs stage tasks, and reports every step.
 
-The loop is the only place with I/O. It hands tasks to the runner, at most `RUNNER_DEPTH` at
-once (the next one waits in the pipe, so the runner never idles for a round trip through this
-loop), announces ``StageStarted`` when a task reaches the front (its runner begins it then), and
-turns the runner's answers, which come in order, into ``StageCompleted`` or ``StageFailed`` (and
-what a stage says of its progress into ``StageProgress``). Heartbeats (with psutil figures of the worker, its runner
-and the host) go out every second whatever the stage is doing, since the stage computes in
-another process. A cancel of the running task's execution kills the runner; a runner that dies
-is reported as a retryable failure and replaced. A stage that raises is a failed task, never a
-dead worker. Its local stages, and their reload, are `StageSwap`'s.
+The runner takes its tasks from the orchestrator and sends their completions to the hub
+itself (`actors.worker.lane`): a task's path does not pass through this loop. The runner tells
+it, over a pipe, of the tasks that wait or run a while, and of failures
+(`actors.worker.intake`); the worker announces ``StageStarted`` for those, sends the failures
+(and what a stage says of its progress, as ``StageProgress``), and hands a new runner the tasks
+an old one took and did not begin. Heartbeats (with psutil figures of the worker, its runner
+and the host, and the tasks it holds) go out every second whatever the stage is doing, since
+the stage computes in another process. A cancel of the running task's execution kills the
+runner; a runner that dies is reported as a retryable failure and replaced. A stage that
+raises is a failed task, never a dead worker. Its local stages, and their reload, are
+`StageSwap`'s.
 """
 
 from __future__ import annotations
@@ -33,17 +35,15 @@ from actors.shared import loop
 from actors.shared.lifeline import tie
 from actors.shared.loop import Actor, LoopConfig, Now, Watched
 from actors.shared.stagecfg import StageLoader, StageSet, stage_names
-from actors.worker.pipes import HEADER, FrameError, FrameReader, pack_frame
+from actors.worker.lane import LaneArgs, check_task, completion
+from actors.worker.nowslot import NowSlot
+from actors.worker.pipes import FrameError, FrameReader, pack_frame
 from actors.worker.runner import PLAIN_FRAMES_ENV
 from actors.worker.stageswap import RELOAD, StageSwap
 from bus.client import Client, Record
-from bus.curve import secure
 from bus.endpoints import Endpoints, run_dir
-from bus.errors import MalformedEventError
 from bus.events import (
     Event,
-    StageCompleted,
-    StageDispatched,
     StageFailed,
     StageProgress,
     StageStarted,
@@ -51,18 +51,10 @@ from bus.events import (
     WorkerStarted,
     WorkerStopped,
 )
-from bus.protocol import SOCKET_MAX_BYTES
-from bus.schema import check_map, from_map, to_map
-from bus.wire import unpack_map
 from store.projections.task import TaskRef
 
 log = logging.getLogger("porch.worker")
 CONTROL: Final = ("CancelRequested", "ExecutionCancelled")
-RUNNER_DEPTH: Final = 2  # tasks handed to the runner at once: the one it runs and the next
-START_DELAY_S: Final = 0.02  # StageStarted waits this long for the task's result: a task that
-# ends sooner says when it started in its StageCompleted (one event, not two: less for the hub,
-# every fold and the log to carry), and a longer one's start goes out with its ts still the
-# moment the runner was handed it
 # a runner keeps the memory a task freed for the next one (sequential steps allocate frames as
 # big again; memory faulted in afresh cost a third more system time): glibc serves arrays up to
 # 32 MB from its heap and does not give the heap's top back; the runner trims itself once idle
@@ -71,8 +63,6 @@ RUNNER_MALLOC: Final = {
     "MALLOC_MMAP_THRESHOLD_": str(32 << 20),
     "MALLOC_TRIM_THRESHOLD_": str(4 << 30),
 }
-PIPELINE_MAX_BYTES: Final = 16 * 1024  # a bigger task waits for an idle runner: the pipe
-# holds 64 KiB, and a blocked write would stop this loop (and its heartbeats)
 
 
 def compression_env(*, compress: bool) -> dict[str, str]:
@@ -102,25 +92,40 @@ class WorkerConfig:
 
 
 class Runner:
-    """The child process that runs tasks; restartable."""
+    """The child process that runs tasks; restartable. With `LaneArgs` it takes its tasks from
+    the orchestrator itself; what the worker writes to it (tasks, control) waits in `pending`
+    while its pipe is full, so this loop never blocks on a runner deep in a stage."""
 
-    def __init__(self, stages: StageSet, env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, stages: StageSet, env: Mapping[str, str] | None = None, lane: LaneArgs | None = None
+    ) -> None:
         self.stages = stages
         self.env = dict(env or {})
+        self.lane = lane
         self.proc: subprocess.Popen[bytes] | None = None
         self.reader: FrameReader | None = None
         self.ready = False
+        self.pending = bytearray()
+        self.slot = NowSlot.create()
         self.start()
 
     def start(self) -> None:
         args = [sys.executable, "-m", "actors.worker.runner", *self.stages.runner_args()]
+        if self.lane is not None:
+            args += self.lane.argv()
+        args += ["--now-fd", str(self.slot.fd)]
+        self.slot.clear()
         tied = tie()
+        tied["pass_fds"] = (*tied["pass_fds"], self.slot.fd)
         # the object store's settings, if any
         tied["env"] = {**RUNNER_MALLOC, **tied["env"], **self.env}
         self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, **tied)
         assert self.proc.stdout is not None
+        assert self.proc.stdin is not None
         self.reader = FrameReader(self.proc.stdout.fileno())
+        os.set_blocking(self.proc.stdin.fileno(), False)
         self.ready = False
+        self.pending.clear()
 
     @property
     def fd(self) -> int:
@@ -128,26 +133,59 @@ class Runner:
         assert self.proc.stdout is not None
         return self.proc.stdout.fileno()
 
-    def send(self, frame: bytes) -> None:
+    @property
+    def stdin_fd(self) -> int:
         assert self.proc is not None
         assert self.proc.stdin is not None
-        self.proc.stdin.write(frame)
-        self.proc.stdin.flush()
+        return self.proc.stdin.fileno()
 
-    def kill(self) -> None:
+    def send(self, frame: bytes) -> None:
+        """Write ``frame`` (now, or as the pipe takes it: `flush`); OSError if the runner is
+        gone."""
+        self.pending += frame
+        self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        try:
+            sent = os.write(self.stdin_fd, self.pending)
+        except BlockingIOError:
+            return
+        del self.pending[:sent]
+
+    def kill(self) -> list[Any]:
+        """Stop the process; the frames it wrote before it died, not read yet."""
+        left: list[Any] = []
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
         if self.proc is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(5)
+            if self.reader is not None:
+                with contextlib.suppress(FrameError, OSError):
+                    left = self.reader.read()[0]
             for stream in (self.proc.stdin, self.proc.stdout):
                 with contextlib.suppress(OSError):
                     if stream is not None:
                         stream.close()
+            self.reader = None
+        return left
 
-    def restart(self) -> None:
-        self.kill()
+    def current(self) -> dict[str, Any] | None:
+        """The task the runner runs (ran, once it is gone), as its `NowSlot` says."""
+        payload = self.slot.get()
+        if payload is None:
+            return None
+        try:
+            return check_task(payload)
+        except Exception:  # a task handed again: packed from its map, which checks too
+            return None
+
+    def restart(self) -> list[Any]:
+        left = self.kill()
         self.start()
+        return left
 
     @property
     def pid(self) -> int:
@@ -156,10 +194,10 @@ class Runner:
 
 @dataclass(slots=True)
 class _Busy:
-    """A task handed to the runner; the first of them is the one it runs."""
+    """A task the runner holds: taken or handed, begun or waiting."""
 
     task: dict[str, Any]
-    started: float
+    started: float = 0.0  # monotonic, once begun
     cancelled: bool = False
 
 
@@ -188,28 +226,26 @@ class Worker(Actor):
         self.name = config.name or f"worker-{socket.gethostname()}-{os.getpid()}"
         self.swap = StageSwap(worker=self.name, reload=reload)
         self.stats = WorkerStats()
-        self._running: deque[_Busy] = deque()  # handed to the runner, in order
-        self._queue: deque[dict[str, Any]] = deque()
-        self._frames: dict[str, bytes] = {}  # task id -> its frame for the runner, as it came
+        self._held: dict[str, _Busy] = {}  # the runner's tasks by id, in the order it got them
+        self._head: str | None = None  # the one it runs
+        self._queue: deque[dict[str, Any]] = deque()  # for the next runner: taken, not begun
+        self._hold = ""  # "asked" the runner to begin no more tasks (a reload waits), "held"
         self._proc = psutil.Process()
         self._out: list[Event] = []  # events of this turn of the loop
-        self._starts: list[Event] = []  # StageStarted held back until `_starts_due`
-        self._starts_due = 0.0
         self._next_beat = 0.0
-        self.pull: zmq.Socket[Any] | None = None
         self.runner: Runner | None = None
 
     # --- the loop's hooks --------------------------------------------------------------------
 
     def open(self, ctx: zmq.Context[Any], client: Client) -> None:
-        pull = ctx.socket(zmq.PULL)
-        pull.setsockopt(zmq.RCVHWM, 1)
-        pull.setsockopt(zmq.LINGER, 0)
-        pull.setsockopt(zmq.MAXMSGSIZE, SOCKET_MAX_BYTES)
-        secure(pull, self.config.tasks, self.config.endpoints.curve, server=False)
-        pull.connect(self.config.tasks)
-        self.pull = pull
-        self.runner = Runner(self.config.stages, self.config.runner_env)
+        lane = LaneArgs(
+            tasks=self.config.tasks,
+            ingest=self.config.endpoints.ingest,
+            worker=self.name,
+            prefetch=self.config.prefetch,
+            curve=self.config.endpoints.curve,
+        )
+        self.runner = Runner(self.config.stages, self.config.runner_env, lane)
 
     def apply(self, record: Record, fields: dict[str, Any], now: Now) -> None:
         assert self.runner is not None
@@ -235,29 +271,32 @@ class Worker(Actor):
 
     def watch(self) -> Iterable[tuple[Watched, int]]:
         assert self.runner is not None
-        assert self.pull is not None
         things: list[tuple[Watched, int]] = [(self.runner.fd, zmq.POLLIN)]
-        if len(self._queue) < self.config.prefetch:
-            things.append((self.pull, zmq.POLLIN))
+        if self.runner.pending:
+            things.append((self.runner.stdin_fd, zmq.POLLOUT))
         return things
 
     def act(self, ready: dict[Any, int], now: Now) -> None:
-        runner, pull = self.runner, self.pull
+        runner = self.runner
         assert runner is not None
-        assert pull is not None
         if ready.get(runner.fd):
             self._on_runner(runner)
-        if ready.get(pull):
-            while len(self._queue) < self.config.prefetch:
-                try:  # a message may hold several tasks: all are taken at once
-                    payloads = pull.recv_multipart(zmq.NOBLOCK)
-                except zmq.Again:
-                    break
-                for payload in payloads:
-                    self._on_task(payload)
-        self.swap.swap_if_idle(runner, idle=not self._running)
+        if self.swap.holding and not self._hold and runner.ready:
+            self._hold = "asked"
+            self._control(runner, {"control": "hold"})
+        if self._hold == "held" and self.swap.holding:
+            # it runs nothing and takes no more: what it took goes to the one with new stages
+            self._on_frames(runner.kill())
+            self._requeue()
+            self._hold = ""
+            self.swap.swap_if_idle(runner, idle=True)
         if runner.ready and self._queue and not self.swap.holding:
             self._hand_over(runner)
+        if runner.pending:
+            try:
+                runner.flush()
+            except OSError:
+                self._runner_died(runner)
         if runner.proc is not None and runner.proc.poll() is not None:
             self._runner_died(runner)
         # results first: the heartbeat's psutil figures take a while, so a turn with results
@@ -268,31 +307,28 @@ class Worker(Actor):
             self._next_beat = now.mono + self.config.heartbeat_s
 
     def decide(self, now: Now) -> list[Event]:
-        """This turn's events, with the held-back starts once they are due (a task that ended
-        meanwhile took its own start into its completion)."""
-        if self._starts and now.mono >= self._starts_due:
-            self._out[:0] = self._starts
-            self._starts = []
         out, self._out = self._out, []
         return out
 
     def next_due(self, now: Now) -> float:
         if self._out:
             return now.mono
-        return min(self._next_beat, self._starts_due) if self._starts else self._next_beat
+        return self._next_beat
 
     def stopping(self, now: Now) -> list[Event]:
-        for busy in reversed(self._running):
+        if self.runner is not None:
+            ended = self._on_frames(self.runner.kill())
+            current = self.runner.current()  # ran when it was stopped, told of or not
+            if current is not None and current["task_id"] not in ended:
+                self._held.setdefault(current["task_id"], _Busy(task=current))
+        for busy in self._held.values():
             if not busy.cancelled:
-                self._queue.appendleft(busy.task)
-        self._running.clear()
+                self._queue.append(busy.task)
+        self._held.clear()
+        self._head = None
         for task in self._queue:
             self._fail(task, "the worker stopped before finishing", "WorkerStopped", retryable=True)
         self._queue.clear()
-        if self.runner is not None:
-            self.runner.kill()
-        self._out[:0] = self._starts
-        self._starts = []
         self._send(WorkerStopped(worker=self.name, reason="stopped"))
         out, self._out = self._out, []
         return out
@@ -300,53 +336,26 @@ class Worker(Actor):
     def close(self) -> None:
         if self.runner is not None:
             self.runner.kill()
-        if self.pull is not None:
-            self.pull.close(linger=0)
+            self.runner.slot.close()
 
-    # --- events in ---------------------------------------------------------------------------
-
-    def _on_task(self, payload: bytes) -> None:
-        try:
-            schema, task = check_map(unpack_map(payload), payload)
-            if schema.cls is not StageDispatched:
-                raise MalformedEventError(f"a task must be StageDispatched, got {schema.type}")
-            whole = task.keys() == schema.allowed  # as the orchestrator sends it: every field
-            if not whole:  # an older version, or defaults left out: the fields as declared
-                task = to_map(from_map(task, payload))
-            TaskRef.of(task)  # what every event of its run names
-        except Exception as exc:  # anything a message can provoke is a refusal, never a crash
-            self.stats.malformed += 1
-            log.warning("worker %s: refused a task: %s", self.name, exc)
-            return
-        if whole:  # the runner gets the bytes as checked: no second packing
-            self._frames[task["task_id"]] = HEADER.pack(len(payload)) + payload
-        if task["execution_id"] in self.stats.cancelled:
-            self._fail(task, "the execution was cancelled", "Cancelled", retryable=False)
-            return
-        self._queue.append(task)
+    # --- the runner --------------------------------------------------------------------------
 
     def _hand_over(self, runner: Runner) -> None:
-        """Give the runner queued tasks up to `RUNNER_DEPTH`; announce the one it starts."""
-        while self._queue and len(self._running) < RUNNER_DEPTH:
-            task = self._queue[0]
-            frame = self._frames.get(task["task_id"]) or pack_frame(task)
-            if self._running and len(frame) > PIPELINE_MAX_BYTES:
-                return
-            self._queue.popleft()
-            self._frames.pop(task["task_id"], None)
-            self._running.append(_Busy(task=task, started=time.monotonic()))
+        """Give a new runner the tasks an old one took and did not begin (they run first)."""
+        while self._queue:
+            task = self._queue.popleft()
+            self._held[task["task_id"]] = _Busy(task=task)
             try:
-                runner.send(frame)
+                runner.send(pack_frame(task))
             except OSError:
                 self._runner_died(runner)
                 return
-            if len(self._running) == 1:  # after the send: the runner begins it meanwhile
-                self._announce(task)
 
-    def _announce(self, task: dict[str, Any]) -> None:
-        if not self._starts:
-            self._starts_due = time.monotonic() + START_DELAY_S
-        self._starts.append(StageStarted(**TaskRef.of(task).fields(), worker=self.name))
+    def _control(self, runner: Runner, frame: dict[str, Any]) -> None:
+        try:
+            runner.send(pack_frame(frame))
+        except OSError:
+            self._runner_died(runner)
 
     def _on_runner(self, runner: Runner) -> None:
         assert runner.reader is not None
@@ -355,66 +364,144 @@ class Worker(Actor):
         except FrameError as exc:
             log.error("worker %s: runner sent garbage (%s); restarting it", self.name, exc)
             frames, closed = [], True
-        for frame in frames:
-            if isinstance(frame, dict) and "ready" in frame:
-                self._say(self.swap.runner_said(runner, frame))
-                continue
-            if isinstance(frame, dict) and "progress" in frame:
-                self._progress(frame)
-                continue
-            if not self._running:
-                continue
-            busy = self._running.popleft()
-            if not busy.cancelled and isinstance(frame, dict):
-                self.stats.tasks += 1
-                if frame.get("ok"):
-                    self._complete(busy.task, frame)
-                else:
-                    self._fail(
-                        busy.task,
-                        str(frame.get("error", "failed")),
-                        str(frame.get("error_type", "")),
-                        retryable=bool(frame.get("retryable", False)),
-                        permanent=bool(frame.get("permanent", False)),
-                        traceback_path=str(frame.get("traceback_path", "")),
-                        report=frame.get("report") or {},
-                        lost=str(frame.get("lost", "")),
-                    )
-            if self._running:  # the runner goes on with the next one now
-                self._running[0].started = time.monotonic()
-                if not self._running[0].cancelled:
-                    self._announce(self._running[0].task)
+        self._on_frames(frames, runner)
         if closed:
             self._runner_died(runner)
 
+    def _on_frames(self, frames: list[Any], runner: Runner | None = None) -> set[str]:
+        """What the runner said; ``runner`` None: it is gone (only what it did counts). The ids
+        of the tasks it said ended."""
+        ended: set[str] = set()
+        for frame in frames:
+            if not isinstance(frame, dict):
+                continue
+            if "ready" in frame:
+                if runner is not None:
+                    self._runner_ready(runner, frame)
+            elif "took" in frame or "begin" in frame:
+                for task in frame.get("took", ()):
+                    self._took(task)
+                if "begin" in frame:  # of a runner gone too: it died running that one
+                    self._begun(
+                        str(frame["begin"]), float(frame["ts"]), announce=runner is not None
+                    )
+            elif "done" in frame:
+                ended.add(str(frame["done"]))
+                self._done(str(frame["done"]), frame)
+            elif "progress" in frame:
+                self._progress(frame)
+            elif "held" in frame:
+                self._hold = "held" if runner is not None else ""
+            elif "refused" in frame:
+                self.stats.malformed += 1
+                log.warning("worker %s: refused a task: %s", self.name, frame["refused"])
+            else:
+                log.error("worker %s: its runner said %s", self.name, str(frame)[:300])
+        return ended
+
+    def _runner_ready(self, runner: Runner, frame: dict[str, Any]) -> None:
+        self._hold = ""  # a new runner: it holds nothing back
+        self._say(self.swap.runner_said(runner, frame))
+        if runner.ready and self.stats.cancelled:
+            self._control(
+                runner, {"control": "cancel", "execution_ids": sorted(self.stats.cancelled)}
+            )
+
+    def _took(self, task: dict[str, Any]) -> None:
+        """A task the runner took from the orchestrator."""
+        busy = _Busy(task=task)
+        self._held[task["task_id"]] = busy
+        if task["execution_id"] in self.stats.cancelled:  # the runner skips it
+            busy.cancelled = True
+            self._fail(task, "the execution was cancelled", "Cancelled", retryable=False)
+
+    def _begun(self, task_id: str, ts: float, *, announce: bool) -> None:
+        """The runner has run the task a while (a short one is never told of)."""
+        self._head = task_id
+        busy = self._held.get(task_id)
+        if busy is None:
+            return
+        busy.started = time.monotonic()
+        if announce and not busy.cancelled:
+            self._send(StageStarted(**TaskRef.of(busy.task).fields(), worker=self.name, ts=ts))
+
+    def _done(self, task_id: str, frame: dict[str, Any]) -> None:
+        """A task ended: told of before, or (with its map) one that failed, or whose completion
+        the runner could not send, or that it skipped."""
+        busy = self._held.pop(task_id, None)
+        if self._head == task_id:
+            self._head = None
+        if busy is None and isinstance(frame.get("task"), dict):
+            busy = _Busy(task=frame["task"])
+        if busy is None or busy.cancelled:
+            return
+        if frame.get("skipped"):  # of an execution cancelled before the worker heard of it
+            self._fail(busy.task, "the execution was cancelled", "Cancelled", retryable=False)
+            return
+        self.stats.tasks += 1
+        if frame.get("sent"):
+            return
+        if frame.get("ok"):
+            self._send(completion(busy.task, frame, self.name, float(frame.get("started_ts", 0.0))))
+        else:
+            self._fail(
+                busy.task,
+                str(frame.get("error", "failed")),
+                str(frame.get("error_type", "")),
+                retryable=bool(frame.get("retryable", False)),
+                permanent=bool(frame.get("permanent", False)),
+                traceback_path=str(frame.get("traceback_path", "")),
+                report=frame.get("report") or {},
+                lost=str(frame.get("lost", "")),
+            )
+
     def _on_control(self, fields: dict[str, Any], runner: Runner) -> None:
+        """A cancel: what the worker holds of the execution fails as cancelled, the runner skips
+        what it took of it, and the runner is killed if it runs a task of it."""
         execution = fields.get("execution_id", "")
         self.stats.cancelled.add(execution)
+        self._control(runner, {"control": "cancel", "execution_ids": [execution]})
         for task in [t for t in self._queue if t["execution_id"] == execution]:
             self._queue.remove(task)
             self._fail(task, "the execution was cancelled", "Cancelled", retryable=False)
-        for busy in list(self._running)[1:]:  # waiting in the pipe: its result will be dropped
-            if busy.task["execution_id"] == execution and not busy.cancelled:
+        current = runner.current()
+        running = current["task_id"] if current is not None else None
+        for task_id, busy in self._held.items():  # waiting: the runner skips it
+            mine = busy.task["execution_id"] == execution
+            if mine and task_id != running and not busy.cancelled:
                 busy.cancelled = True
                 self._fail(busy.task, "the execution was cancelled", "Cancelled", retryable=False)
-        head = self._running[0] if self._running else None
-        if head is not None and head.task["execution_id"] == execution and not head.cancelled:
-            self._running.popleft()
-            self._requeue()
-            runner.restart()
-            self.stats.restarts += 1
-            self._fail(head.task, "cancelled while running", "Cancelled", retryable=False)
+        if current is None or current["execution_id"] != execution:
+            return
+        ended = self._on_frames(runner.kill())
+        killed = runner.current()  # what it ran when it died: that one, or the next
+        if killed is not None and killed["task_id"] not in ended:
+            busy = self._held.pop(killed["task_id"], None) or _Busy(task=killed)
+            if killed["execution_id"] == execution:
+                if not busy.cancelled:
+                    self._fail(busy.task, "cancelled while running", "Cancelled", retryable=False)
+            elif not busy.cancelled:
+                self._queue.appendleft(busy.task)  # cut short by the kill, not by its fault
+        self._head = None
+        self._requeue()
+        runner.start()
+        self.stats.restarts += 1
 
     def _requeue(self) -> None:
-        """Tasks handed to a runner that is going away and not begun: back to the queue."""
-        while self._running:
-            busy = self._running.pop()
-            if not busy.cancelled:
-                self._queue.appendleft(busy.task)
+        """Tasks a runner that is gone took and did not begin: for the next one."""
+        waiting = [b.task for b in self._held.values() if not b.cancelled]
+        self._held.clear()
+        self._queue.extendleft(reversed(waiting))
 
     def _runner_died(self, runner: Runner) -> None:
-        code = runner.proc.poll() if runner.proc is not None else None
-        busy = self._running.popleft() if self._running else None
+        """The task it ran failed (retryable: an attempt); what it took, to the next one."""
+        ended = self._on_frames(runner.kill())
+        code = runner.proc.returncode if runner.proc is not None else None
+        current = runner.current()
+        busy = None
+        if current is not None and current["task_id"] not in ended:
+            busy = self._held.pop(current["task_id"], None) or _Busy(task=current)
+        self._head = None
         self._requeue()
         if busy is not None and not busy.cancelled:
             self._fail(
@@ -423,7 +510,7 @@ class Worker(Actor):
                 "RunnerDied",
                 retryable=True,
             )
-        runner.restart()
+        runner.start()
         self.stats.restarts += 1
 
     # --- events out --------------------------------------------------------------------------
@@ -435,36 +522,9 @@ class Worker(Actor):
         if event is not None:
             self._out.append(event)
 
-    def _complete(self, task: dict[str, Any], result: dict[str, Any]) -> None:
-        self._send(
-            StageCompleted(
-                started_ts=self._take_held_start(task["task_id"]),
-                **TaskRef.of(task).fields(),
-                worker=self.name,
-                artifact=str(result["artifact"]),
-                rows_in=int(result["rows_in"]),
-                rows_out=int(result["rows_out"]),
-                bytes=int(result["bytes"]),
-                sha256=str(result["sha256"]),
-                duration_s=float(result["duration_s"]),
-                report=result.get("report", {}),
-                extra={str(k): str(v) for k, v in result.get("extra", {}).items()},
-                reused=bool(result.get("reused", False)),
-            )
-        )
-
-    def _take_held_start(self, task_id: str) -> float:
-        """A task that ended while its StageStarted was still held back: the start goes in
-        its completion instead (one event, not two); its time, or 0.0 if it was sent."""
-        for index, start in enumerate(self._starts):
-            if getattr(start, "task_id", None) == task_id:
-                del self._starts[index]
-                return start.ts
-        return 0.0
-
     def _progress(self, frame: dict[str, Any]) -> None:
         """The running task's stage said how far it is (the runner keeps these rare)."""
-        head = self._running[0] if self._running else None
+        head = self._held.get(self._head) if self._head is not None else None
         if head is None or head.cancelled:
             return
         with contextlib.suppress(TypeError, ValueError):
@@ -490,7 +550,6 @@ class Worker(Actor):
         lost: str = "",
     ) -> None:
         self.stats.failed += 1
-        self._frames.pop(task["task_id"], None)
         self._send(
             StageFailed(
                 **TaskRef.of(task).fields(),
@@ -532,8 +591,8 @@ class Worker(Actor):
                 host_cpu_percent=float(psutil.cpu_percent()),
                 host_memory_percent=float(psutil.virtual_memory().percent),
                 disk_percent=float(disk),
-                task_id=self._running[0].task["task_id"] if self._running else None,
-                queued=[b.task["task_id"] for b in list(self._running)[1:] if not b.cancelled]
+                task_id=self._head,
+                queued=[i for i, b in self._held.items() if i != self._head and not b.cancelled]
                 + [t["task_id"] for t in self._queue],
                 malformed=self.stats.malformed,
             )

@@ -1,0 +1,112 @@
+"""A runner's own sockets: it takes its tasks from the orchestrator and sends their completions
+to the hub, so a task's path does not pass through its worker (which supervises: heartbeats,
+starts, cancels, a runner that dies).
+
+The worker starts its runner with `LaneArgs`; a thread of the runner takes the tasks as they
+come (`actors.worker.intake`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import zmq
+
+from bus.curve import Curve, secure
+from bus.errors import MalformedEventError
+from bus.events import StageCompleted, StageDispatched
+from bus.protocol import FLUSH_LINGER_MS, SOCKET_MAX_BYTES
+from bus.schema import check_map, encode, from_map, to_map
+from bus.wire import unpack_map
+from store.projections.task import TaskRef
+
+SEND_TIMEOUT_MS: Final = 1000  # a hub that takes no completion this long: the worker sends it
+
+
+@dataclass(frozen=True, slots=True)
+class LaneArgs:
+    """Where a runner takes tasks from and sends completions to, and as which worker."""
+
+    tasks: str
+    ingest: str
+    worker: str
+    prefetch: int = 8
+    curve: Curve | None = None
+
+    def argv(self) -> list[str]:
+        args = ["--tasks", self.tasks, "--ingest", self.ingest, "--worker", self.worker]
+        args += ["--prefetch", str(self.prefetch)]
+        if self.curve is not None:
+            args += ["--curve", str(self.curve.folder), "--curve-client", self.curve.client]
+        return args
+
+
+def check_task(payload: bytes) -> dict[str, Any]:
+    """A task as the orchestrator pushed it: the map of a ``StageDispatched``, with every field
+    (an older version, or defaults left out, come back as declared); raises on anything else."""
+    schema, task = check_map(unpack_map(payload), payload)
+    if schema.cls is not StageDispatched:
+        raise MalformedEventError(f"a task must be StageDispatched, got {schema.type}")
+    if task.keys() != schema.allowed:
+        task = to_map(from_map(task, payload))
+    TaskRef.of(task)  # what every event of its run names
+    return task
+
+
+def completion(
+    task: Mapping[str, Any], result: Mapping[str, Any], worker: str, started_ts: float
+) -> StageCompleted:
+    """The ``StageCompleted`` of a task that ran to its end (``result``: `taskexec.execute`'s)."""
+    return StageCompleted(
+        started_ts=started_ts,
+        **TaskRef.of(task).fields(),
+        worker=worker,
+        artifact=str(result["artifact"]),
+        rows_in=int(result["rows_in"]),
+        rows_out=int(result["rows_out"]),
+        bytes=int(result["bytes"]),
+        sha256=str(result["sha256"]),
+        duration_s=float(result["duration_s"]),
+        report=result.get("report", {}),
+        extra={str(k): str(v) for k, v in result.get("extra", {}).items()},
+        reused=bool(result.get("reused", False)),
+    )
+
+
+class Lane:
+    """The runner's PUSH to the hub's ingest (its main thread's) and PULL from the orchestrator's
+    tasks socket (its intake thread's)."""
+
+    def __init__(self, args: LaneArgs, ctx: zmq.Context[Any] | None = None) -> None:
+        self.args = args
+        ctx = ctx or zmq.Context.instance()
+        self.pull = ctx.socket(zmq.PULL)
+        self.pull.setsockopt(zmq.RCVHWM, 1)
+        self.pull.setsockopt(zmq.LINGER, 0)
+        self.pull.setsockopt(zmq.MAXMSGSIZE, SOCKET_MAX_BYTES)
+        self.push = ctx.socket(zmq.PUSH)
+        self.push.setsockopt(zmq.LINGER, FLUSH_LINGER_MS)
+        self.push.setsockopt(zmq.SNDTIMEO, SEND_TIMEOUT_MS)
+        secure(self.pull, args.tasks, args.curve, server=False)
+        secure(self.push, args.ingest, args.curve, server=False)
+        self.pull.connect(args.tasks)
+        self.push.connect(args.ingest)
+
+    def complete(self, task: Mapping[str, Any], result: Mapping[str, Any], started: float) -> bool:
+        """Send the task's completion to the hub; False if the hub took none in time (the
+        worker sends it then)."""
+        try:
+            self.push.send(encode(completion(task, result, self.args.worker, started)))
+        except zmq.Again:
+            return False
+        return True
+
+    def close(self) -> None:
+        self.push.close(linger=FLUSH_LINGER_MS)
+
+
+def curve_of(folder: str | None, client: str) -> Curve | None:
+    return Curve(Path(folder), client) if folder else None
