@@ -5,7 +5,8 @@
 Starts a whole system (hub, orchestrator, 2 workers, scheduler, monitor) on ipc sockets in a
 temp folder, with a stage that fails transiently. A driver requests executions in all three
 modes (and an interval schedule fires more) while a killer SIGKILLs a random actor, the hub
-included, at random instants and lets the supervisor restart it. When the workload has ended,
+included, or a worker's runner, at random instants and lets the supervisor (or the worker)
+restart it. When the workload has ended,
 or the time is up, it stops everything and checks from the log alone:
 
 - the log's seqs have no gap, and every event the hub acknowledged is in it at its seq;
@@ -44,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -111,6 +113,10 @@ class Killer(threading.Thread):
             child = self.rng.choice(self.system.children)
             if child.proc is None or child.proc.poll() is not None:
                 continue
+            if child.name.startswith("worker") and self.rng.random() < 0.5:
+                if _kill_runner(child.proc.pid):  # the worker stays, and starts another
+                    self.done.append(f"{child.name}'s runner")
+                continue
             self._kill(child)
             self.done.append(child.name)
             self.system.check()
@@ -135,6 +141,18 @@ class Killer(threading.Thread):
         os.environ[powercut.BOOT_ENV] = f"chaos-boot-{len(self.done) + 1}"  # as after a restart
         self.done.append("power")
         self.system.check()
+
+
+def _kill_runner(worker: int) -> bool:
+    """SIGKILL a worker's runner (a task it runs, or took, is on the line)."""
+    try:
+        runners = psutil.Process(worker).children()
+    except psutil.Error:
+        return False
+    for runner in runners:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(runner.pid, signal.SIGKILL)
+    return bool(runners)
 
 
 def _kill_group(pid: int) -> None:

@@ -16,7 +16,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from actors.orchestrator.core import WORKER_TIMEOUT_S, CoreConfig, OrchestratorCore
+from actors.orchestrator.core import (
+    PUSH_AGAIN_MAX,
+    WORKER_TIMEOUT_S,
+    CoreConfig,
+    OrchestratorCore,
+)
 from actors.orchestrator.decide import refused
 from actors.orchestrator.planning import PlanRefusedError, plan_execution
 from actors.shared.now import Now
@@ -186,8 +191,8 @@ def test_a_refused_request_fails_with_the_planner_s_reason(tmp_path, source):
     assert "refused" in o.hub.of("ExecutionFailed")[0]["error"]
 
 
-def test_a_pushed_task_with_no_sign_of_life_fails_at_its_lease_and_runs_again(tmp_path, source):
-    # given a task pushed to a worker that then says nothing
+def test_a_pushed_task_no_worker_claimed_is_pushed_again_then_fails_at_its_lease(tmp_path, source):
+    # given a task pushed to a worker that then says nothing of it
     o = Orchestrated(tmp_path, lease_ms=2000)
     o.join("w1")
     o.emit(request(source))
@@ -197,8 +202,16 @@ def test_a_pushed_task_with_no_sign_of_life_fails_at_its_lease_and_runs_again(tm
     o.advance(1.9)
     o.emit(WorkerHeartbeat(worker="w2", host="h", cpu_percent=0, memory_percent=0, rss_bytes=0))
     assert o.step() == []
-    # then past it: the attempt fails as retryable and a second attempt is dispatched
-    o.advance(0.2)
+    # then past it: nobody claimed it, so it may never have reached a worker (it waited in the
+    # socket of a runner that was killed): the same attempt is pushed again, twice at most
+    for _ in range(PUSH_AGAIN_MAX):
+        o.advance(2.1)
+        o.settle()
+        assert o.hub.of("StageFailed") == []
+        (again,) = o.push()
+        assert again["task_id"] == task["task_id"]
+    # and then the attempt fails as retryable and a second attempt is dispatched
+    o.advance(2.1)
     o.settle()
     (failed,) = o.hub.of("StageFailed")
     assert (failed["error_type"], failed["retryable"], failed["attempt"]) == (
@@ -208,6 +221,24 @@ def test_a_pushed_task_with_no_sign_of_life_fails_at_its_lease_and_runs_again(tm
     )
     (again,) = o.push()
     assert (again["attempt"], again["step"]) == (2, task["step"])
+
+
+def test_a_claimed_task_with_no_more_sign_of_life_fails_at_its_lease(tmp_path, source):
+    # given a task a worker named once, then went silent about
+    o = Orchestrated(tmp_path, lease_ms=2000)
+    o.join("w1")
+    o.emit(request(source))
+    o.settle()
+    (task,) = o.push()
+    o.core.heard({"type": "WorkerHeartbeat", "worker": "w1", "task_id": task["task_id"],
+                  "ts": o.now.wall}, o.now)  # fmt: skip
+    # when its lease passes: the attempt fails at once, never pushed again
+    o.advance(2.1)
+    o.settle()
+    (failed,) = o.hub.of("StageFailed")
+    assert (failed["error_type"], failed["attempt"]) == ("LeaseExpired", 1)
+    (again,) = o.push()
+    assert again["attempt"] == 2
 
 
 def test_heartbeats_naming_a_task_renew_its_lease(tmp_path, source):

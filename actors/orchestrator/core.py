@@ -42,6 +42,7 @@ from store.projections.task import TaskKey, TaskRef
 
 log = logging.getLogger("porch.orchestrator")
 WORKER_TIMEOUT_S: Final = 5.0
+PUSH_AGAIN_MAX: Final = 2  # then an unclaimed task's attempt fails, as a retryable one
 CHECK_EVERY_S: Final = 0.05  # leases count in seconds: a check every 50 ms is plenty
 FINISHING: Final = frozenset(
     {"ExecutionCompleted", "ExecutionFailed", "ExecutionCancelled", "ExecutionTimedOut"}
@@ -119,6 +120,7 @@ class OrchestratorCore(Removals):
         self.deletions: list[Deletion] = []
         self.leases: dict[str, Lease] = {}
         self.payloads: dict[str, bytes] = {}  # task id -> its StageDispatched, until it ends
+        self.pushed_again: dict[str, int] = {}  # task id -> pushes of it nobody claimed
         # tasks handed to the workers as their dispatch is sent, until it is back in the log:
         # what their leases are about meanwhile (DESIGN 4, Dispatch)
         self.early: dict[str, TaskRef] = {}
@@ -224,6 +226,7 @@ class OrchestratorCore(Removals):
         elif kind in ("StageCompleted", "StageFailed"):
             self.leases.pop(fields.get("task_id", ""), None)
             self.payloads.pop(fields.get("task_id", ""), None)
+            self.pushed_again.pop(fields.get("task_id", ""), None)
         if kind in WORKER_TYPES and "worker" in fields:
             self._worker_event(kind, fields, now)
 
@@ -463,6 +466,8 @@ class OrchestratorCore(Removals):
         for task_id, lease in list(self.leases.items()):
             error = self._holder_gone(lease)
             if not error and now.mono >= lease.deadline:
+                if self._push_again(task_id, lease):
+                    continue
                 error = f"lease expired: no sign of the task for {self.config.lease_ms} ms"
             if not error:
                 continue
@@ -478,6 +483,22 @@ class OrchestratorCore(Removals):
                     retryable=True,
                 )
             )
+
+    def _push_again(self, task_id: str, lease: Lease) -> bool:
+        """A pushed task no worker ever claimed may never have reached one (it waited in the
+        socket of a runner that was killed, or of a worker that stopped): it is pushed again,
+        the same attempt (a duplicate run writes the same artifact and is counted once), at
+        most `PUSH_AGAIN_MAX` times; False if it is not (its attempt fails then)."""
+        if lease.worker or self.pushed_again.get(task_id, 0) >= PUSH_AGAIN_MAX:
+            return False
+        payload = self.payloads.get(task_id)
+        if payload is None or not self._wanted(task_id, lease.task.key):
+            return False
+        del self.leases[task_id]
+        self.pushed_again[task_id] = self.pushed_again.get(task_id, 0) + 1
+        self.pushes.append((task_id, lease.task.key, payload))
+        log.warning("orchestrator: task %s was claimed by no worker; pushed again", task_id)
+        return True
 
     def _holder_gone(self, lease: Lease) -> str:
         """Why the worker that claimed the task cannot finish it, without waiting out the
