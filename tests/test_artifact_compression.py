@@ -12,7 +12,7 @@ import pyarrow as pa
 import pytest
 
 from actors.shared.stagecfg import StageSet
-from actors.worker.actor import Runner, compression_env
+from actors.worker.child import Runner, compression_env
 from actors.worker.pipes import pack_frame
 from stages.sample import write_sample
 from store import artifacts, deltas, powercut

@@ -191,13 +191,19 @@ def test_a_refused_request_fails_with_the_planner_s_reason(tmp_path, source):
     assert "refused" in o.hub.of("ExecutionFailed")[0]["error"]
 
 
-def test_a_pushed_task_no_worker_claimed_is_pushed_again_then_fails_at_its_lease(tmp_path, source):
-    # given a task pushed to a worker that then says nothing of it
+def _one_pushed(tmp_path: Path, source: Path) -> tuple[Orchestrated, dict[str, Any]]:
+    """An orchestrator with a 2 s lease that pushed one task to worker w1."""
     o = Orchestrated(tmp_path, lease_ms=2000)
     o.join("w1")
     o.emit(request(source))
     o.settle()
     (task,) = o.push()
+    return o, task
+
+
+def test_a_pushed_task_no_worker_claimed_is_pushed_again_then_fails_at_its_lease(tmp_path, source):
+    # given a task pushed to a worker that then says nothing of it
+    o, task = _one_pushed(tmp_path, source)
     # when time passes short of the lease: nothing
     o.advance(1.9)
     o.emit(WorkerHeartbeat(worker="w2", host="h", cpu_percent=0, memory_percent=0, rss_bytes=0))
@@ -225,11 +231,7 @@ def test_a_pushed_task_no_worker_claimed_is_pushed_again_then_fails_at_its_lease
 
 def test_a_claimed_task_with_no_more_sign_of_life_fails_at_its_lease(tmp_path, source):
     # given a task a worker named once, then went silent about
-    o = Orchestrated(tmp_path, lease_ms=2000)
-    o.join("w1")
-    o.emit(request(source))
-    o.settle()
-    (task,) = o.push()
+    o, task = _one_pushed(tmp_path, source)
     o.core.heard({"type": "WorkerHeartbeat", "worker": "w1", "task_id": task["task_id"],
                   "ts": o.now.wall}, o.now)  # fmt: skip
     # when its lease passes: the attempt fails at once, never pushed again
@@ -242,11 +244,7 @@ def test_a_claimed_task_with_no_more_sign_of_life_fails_at_its_lease(tmp_path, s
 
 
 def test_heartbeats_naming_a_task_renew_its_lease(tmp_path, source):
-    o = Orchestrated(tmp_path, lease_ms=2000)
-    o.join("w1")
-    o.emit(request(source))
-    o.settle()
-    (task,) = o.push()
+    o, task = _one_pushed(tmp_path, source)
     for _ in range(5):  # ten seconds of a long stage, a heartbeat a second and a half
         o.advance(1.5)
         o.core.heard({"type": "WorkerHeartbeat", "worker": "w1", "task_id": task["task_id"],

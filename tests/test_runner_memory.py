@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from actors.shared.stagecfg import StageSet
-from actors.worker.actor import RUNNER_MALLOC, Runner
+from actors.worker.child import RUNNER_MALLOC, Runner
 from actors.worker.pipes import pack_frame
 from actors.worker.taskloop import TaskLoop
 

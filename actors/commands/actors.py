@@ -135,7 +135,8 @@ def cmd_orchestrator(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from actors.worker.actor import WorkerConfig, compression_env, run_worker
+    from actors.worker.actor import WorkerConfig, run_worker
+    from actors.worker.child import compression_env
 
     settings = settings_of(args, "worker")
     endpoints, tasks = need_hub(args, "worker")

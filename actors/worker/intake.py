@@ -29,7 +29,7 @@ import zmq
 from actors.worker.lane import Lane, check_task
 
 TELL_AFTER_S: Final = 0.02  # a task that has waited or run this long is told to the worker
-STOP_CHECK_S: Final = 0.1  # how often the intake thread looks whether the runner is ending
+STOP_CHECK_S: Final = 0.5  # how often an idle intake thread looks whether the runner is ending
 
 
 class Ledger:
