@@ -77,7 +77,7 @@ def test_a_killed_runner_fails_the_task_it_ran_and_the_next_runner_runs_those_it
     path = _rows(tmp_path, 60, 6)
     porch.client.append(ExecutionRequested(execution_id="held", stages=["slow_part"], input_data=str(path),
                                            mode="parallel", partitions=6,
-                                           config={"slow_part": {"seconds": 1.5}}))  # fmt: skip
+                                           config={"slow_part": {"seconds": 0.8}}))  # fmt: skip
     porch.wait(lambda seen: porch.of("StageStarted", execution_id="held", phase="run"))
     beats = porch.wait(lambda seen: [e for e in porch.of("WorkerHeartbeat") if e["queued"]])
     assert [e for e in beats if e["type"] == "WorkerHeartbeat" and e["queued"]]

@@ -406,7 +406,7 @@ class Worker(Actor):
 
     def _progress(self, frame: dict[str, Any]) -> None:
         """The running task's stage said how far it is (the runner keeps these rare)."""
-        head = self._held.get(self._head) if self._head is not None else None
+        head = self._held.get(str(frame.get("task_id", self._head)))
         if head is None or head.cancelled:
             return
         with contextlib.suppress(TypeError, ValueError):

@@ -120,8 +120,11 @@ class Ledger:
     def report(self) -> float:
         """Tell the worker what has waited or run `TELL_AFTER_S`; when the next is due."""
         now = time.monotonic()
-        due = now + STOP_CHECK_S
         with self.lock:
+            # while it holds or runs anything, a look every `TELL_AFTER_S`: the next task the
+            # main thread begins is told on time (it begins it without waking this thread)
+            busy = self.taken or self.current is not None
+            due = now + (TELL_AFTER_S if busy else STOP_CHECK_S)
             took = []
             for task, _, at in self.taken:
                 if task["task_id"] in self.told:

@@ -29,7 +29,6 @@ from actors.shared.stagecfg import StageSet, registry_from
 from actors.worker.nowslot import NowSlot
 from actors.worker.output import OutputPump
 from actors.worker.pipes import pack_frame
-from actors.worker.taskloop import TaskLoop
 from store import fsutil, powercut
 from store.tasklogs import task_log_path
 
@@ -56,18 +55,6 @@ def main(argv: list[str] | None = None) -> int:
     # to stderr
     os.dup2(2, 1)
     sys.stdout = sys.stderr
-    try:
-        registry = registry_from(StageSet(specs=tuple(args.stage), path=tuple(args.path)))
-    except UsageError as exc:  # the worker says so, and keeps (or stops with) what it had
-        os.write(results, pack_frame({"ready": False, "error": str(exc)}))
-        return 2
-    from actors.worker.taskexec import (
-        execute,  # pandas and the stages load once, before the first task
-    )
-    from store import artifacts
-
-    artifacts.set_boot_id(powercut.boot_from_environ(os.environ))  # a crash test's restart
-    artifacts.set_compression(os.environ.get(PLAIN_FRAMES_ENV) != "1")
     lane = None
     if args.tasks and args.ingest:
         from actors.worker.lane import Lane, LaneArgs, curve_of
@@ -76,7 +63,25 @@ def main(argv: list[str] | None = None) -> int:
         set_source(args.worker)  # its completions come from its worker, as its other events
         lane_args = LaneArgs(args.tasks, args.ingest, args.worker, args.prefetch,
                              curve_of(args.curve, args.curve_client))  # fmt: skip
+        # connected before the stages load (pandas takes a while): while it starts, the
+        # orchestrator's socket holds a message or two for it and hands the rest to the others
         lane = Lane(lane_args)
+    try:
+        registry = registry_from(StageSet(specs=tuple(args.stage), path=tuple(args.path)))
+    except UsageError as exc:  # the worker says so, and keeps (or stops with) what it had
+        os.write(results, pack_frame({"ready": False, "error": str(exc)}))
+        if lane is not None:
+            lane.close()
+        return 2
+    from actors.worker.taskexec import (
+        execute,  # pandas and the stages load once, before the first task
+    )
+    from store import artifacts
+
+    artifacts.set_boot_id(powercut.boot_from_environ(os.environ))  # a crash test's restart
+    artifacts.set_compression(os.environ.get(PLAIN_FRAMES_ENV) != "1")
+
+    from actors.worker.taskloop import TaskLoop
 
     # from here on, fd 1 and 2 go to the running task's log (or the worker's stderr)
     output = OutputPump()

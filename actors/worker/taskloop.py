@@ -22,7 +22,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import msgpack
 import zmq
@@ -33,7 +33,9 @@ from actors.worker.nowslot import NowSlot
 from actors.worker.output import OutputPump
 from actors.worker.pipes import FrameError, FrameReader, pack_frame
 from stages import progress
-from stages.registry import Registry
+
+if TYPE_CHECKING:
+    from stages.registry import Registry
 
 PROGRESS_EVERY_S: Final = 0.5
 MESSAGE_MAX_CHARS: Final = 200
@@ -168,7 +170,7 @@ class TaskLoop:
             self.slot.set(payload or msgpack.packb(task, use_bin_type=True))
         started = ledger.begin(task, known=known) if ledger is not None else time.time()
         self.output.begin(self.log_path(task))
-        with progress.listening(ProgressFrames(self._say)):
+        with progress.listening(ProgressFrames(self._say, task_id)):
             result = self.execute(task, self.registry)
         if not result.get("ok"):
             self.say_failure(result)
@@ -201,8 +203,9 @@ class ProgressFrames:
     ``StageProgress``): at most one every `PROGRESS_EVERY_S`, none in a task's first one (a
     short task tells nothing), and only when something changed."""
 
-    def __init__(self, tell: Callable[[dict[str, Any]], None]) -> None:
+    def __init__(self, tell: Callable[[dict[str, Any]], None], task_id: str) -> None:
         self.tell = tell
+        self.task_id = task_id
         self.last = time.monotonic()
         self.said: tuple[float, str] = (0.0, "")
 
@@ -212,4 +215,4 @@ class ProgressFrames:
         if now - self.last < PROGRESS_EVERY_S or said == self.said:
             return
         self.last, self.said = now, said
-        self.tell({"progress": said[0], "message": said[1]})
+        self.tell({"progress": said[0], "message": said[1], "task_id": self.task_id})
