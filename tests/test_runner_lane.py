@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import time
 from collections import Counter
 
 import psutil
@@ -100,3 +101,34 @@ def test_a_killed_runner_fails_the_task_it_ran_and_the_next_runner_runs_those_it
     assert set(accepted.values()) == {1}
     # the partitions it held and had not begun ran as they were: no attempt lost to the kill
     assert sorted(t.attempt for t in runs.values()) == [1, 1, 1, 1, 1, 2]
+
+
+def test_a_runner_killed_between_tasks_fails_none_of_those_it_ran(porch, tmp_path):
+    # given a runner that ran a task to its end and now waits for the next
+    path = _rows(tmp_path, 10, 1)
+    porch.client.append(
+        ExecutionRequested(execution_id="done", stages=["noop"], input_data=str(path))
+    )
+    porch.wait(lambda seen: porch.of("ExecutionCompleted", execution_id="done"))
+    runner = _runner(porch)
+    # when it is killed, and its worker starts another
+    os.kill(runner.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 20
+    while _runner_pid(porch) in (None, runner.pid):
+        assert time.monotonic() < deadline, "no new runner in 20 s"
+        porch.listen(0.05)
+    # then nothing it ran is failed: the task it ran last had ended
+    porch.listen(1.0)
+    assert porch.of("StageFailed") == []
+    # and the new runner runs the next task
+    porch.client.append(
+        ExecutionRequested(execution_id="next", stages=["noop"], input_data=str(path))
+    )
+    porch.wait(lambda seen: porch.of("ExecutionCompleted", execution_id="next"))
+
+
+def _runner_pid(porch: Watched) -> int | None:
+    try:
+        return _runner(porch).pid
+    except (ValueError, psutil.Error):
+        return None

@@ -184,6 +184,8 @@ class TaskLoop:
             ledger.end(task_id, {"ok": True, "sent": True}, task, quiet=True)
         else:
             ledger.end(task_id, {**result, "started_ts": started}, task)
+        if self.slot is not None:
+            self.slot.clear()
 
     # --- frames out --------------------------------------------------------------------------
 
