@@ -1,12 +1,11 @@
 """``porch worker``: supervises a runner process that runs stage tasks, and reports every step.
 
-The runner takes its tasks from the orchestrator and sends their completions to the hub
-itself (`actors.worker.lane`): a task's path does not pass through this loop. The runner tells
-it, over a pipe, of the tasks that wait or run a while, and of failures
-(`actors.worker.intake`); the worker announces ``StageStarted`` for those, sends the failures
-(and what a stage says of its progress, as ``StageProgress``), and hands a new runner the tasks
-an old one took and did not begin. Heartbeats (with psutil figures of the worker, its runner
-and the host, and the tasks it holds) go out every second whatever the stage is doing, since
+The runner takes its tasks from the orchestrator and sends their events (start, progress,
+completion) to the hub itself (`actors.worker.lane`): a task's path does not pass through this
+loop. The runner tells it, over a pipe, of the tasks that wait or run a while, and of failures
+(`actors.worker.intake`); the worker sends the failures, names the tasks in its heartbeats, and
+hands a new runner the tasks an old one took and did not begin. Heartbeats (with psutil figures
+of the worker, its runner and the host) go out every second whatever the stage is doing, since
 the stage computes in another process. A cancel of the running task's execution kills the
 runner; a runner that dies is reported as a retryable failure and replaced. A stage that
 raises is a failed task, never a dead worker. Its local stages, and their reload, are
@@ -42,7 +41,6 @@ from bus.events import (
     Event,
     StageFailed,
     StageProgress,
-    StageStarted,
     WorkerHeartbeat,
     WorkerStarted,
     WorkerStopped,
@@ -264,9 +262,7 @@ class Worker(Actor):
                 for task in frame.get("took", ()):
                     self._took(task)
                 if "begin" in frame:  # of a runner gone too: it died running that one
-                    self._begun(
-                        str(frame["begin"]), float(frame["ts"]), announce=runner is not None
-                    )
+                    self._begun(str(frame["begin"]))
             elif "done" in frame:
                 ended.add(str(frame["done"]))
                 self._done(str(frame["done"]), frame)
@@ -297,15 +293,13 @@ class Worker(Actor):
             busy.cancelled = True
             self._fail(task, "the execution was cancelled", "Cancelled", retryable=False)
 
-    def _begun(self, task_id: str, ts: float, *, announce: bool) -> None:
-        """The runner has run the task a while (a short one is never told of)."""
+    def _begun(self, task_id: str) -> None:
+        """The runner has run the task a while (a short one is never told of); it sent the
+        task's StageStarted itself, on the socket its completion takes."""
         self._head = task_id
         busy = self._held.get(task_id)
-        if busy is None:
-            return
-        busy.started = time.monotonic()
-        if announce and not busy.cancelled:
-            self._send(StageStarted(**TaskRef.of(busy.task).fields(), worker=self.name, ts=ts))
+        if busy is not None:
+            busy.started = time.monotonic()
 
     def _done(self, task_id: str, frame: dict[str, Any]) -> None:
         """A task ended: told of before, or (with its map) one that failed, or whose completion

@@ -5,8 +5,9 @@ even while a stage runs, and checks each (a malformed one is refused, never run)
 hears of a task only once it has waited or run `TELL_AFTER_S`, or when it failed: a short task
 goes from the orchestrator through the runner to the hub without waking the worker. What it
 is told, it names in its heartbeats (so the task's lease holds however long the stage before
-it runs), announces (``StageStarted``) and hands to the next runner should this one be
-killed. A task the runner took moments before it was killed is not lost either: nobody
+it runs) and hands to the next runner should this one be killed. A task that runs
+`TELL_AFTER_S` has its ``StageStarted`` sent then, by this thread, on the socket its
+completion takes after it. A task the runner took moments before it was killed is not lost either: nobody
 claimed it, so the orchestrator pushes it again when its lease ends.
 
 Frames to the worker: ``{"took": [task, ...], "begin": task_id, "ts": wall}`` (either part may
@@ -37,8 +38,14 @@ class Ledger:
     worker knows of. Frames about them are written under its lock, so they reach the worker in
     the order things happened."""
 
-    def __init__(self, write: Callable[[dict[str, Any]], None], prefetch: int) -> None:
+    def __init__(
+        self,
+        write: Callable[[dict[str, Any]], None],
+        prefetch: int,
+        started: Callable[[dict[str, Any], float], object] | None = None,
+    ) -> None:
         self.write = write
+        self.started = started  # sends a task's StageStarted
         self.prefetch = max(1, prefetch)
         self.lock = threading.Lock()
         # (task, its bytes as they came, when it was taken: monotonic)
@@ -102,6 +109,12 @@ class Ledger:
         self.freed.set()
         return task, payload
 
+    def stop(self) -> None:
+        """The running task ended: no StageStarted of it goes out after this (its completion
+        follows), so the hub never gets a task's start after its end."""
+        with self.lock:
+            self.current = None
+
     def end(
         self, task_id: str, frame: dict[str, Any], task: dict[str, Any], *, quiet: bool = False
     ) -> None:
@@ -141,6 +154,8 @@ class Ledger:
                         took.append(current)
                     self.begin_told = True
                     frame = {"begin": current["task_id"], "ts": self.began_ts}
+                    if self.started is not None:  # on the socket its completion takes, before it
+                        self.started(current, self.began_ts)
                 else:
                     due = min(due, self.began + TELL_AFTER_S)
             if took:

@@ -8,6 +8,7 @@ come (`actors.worker.intake`).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ import zmq
 
 from bus.curve import Curve, secure
 from bus.errors import MalformedEventError
-from bus.events import StageCompleted, StageDispatched
+from bus.events import Event, StageCompleted, StageDispatched, StageProgress, StageStarted
 from bus.protocol import FLUSH_LINGER_MS, SOCKET_MAX_BYTES
 from bus.schema import check_map, encode, from_map, to_map
 from bus.wire import unpack_map
@@ -90,6 +91,7 @@ class Lane:
         self.push = ctx.socket(zmq.PUSH)
         self.push.setsockopt(zmq.LINGER, FLUSH_LINGER_MS)
         self.push.setsockopt(zmq.SNDTIMEO, SEND_TIMEOUT_MS)
+        self._lock = threading.Lock()  # the push is shared by the runner's two threads
         secure(self.pull, args.tasks, args.curve, server=False)
         secure(self.push, args.ingest, args.curve, server=False)
         self.pull.connect(args.tasks)
@@ -98,10 +100,31 @@ class Lane:
     def complete(self, task: Mapping[str, Any], result: Mapping[str, Any], started: float) -> bool:
         """Send the task's completion to the hub; False if the hub took none in time (the
         worker sends it then)."""
-        try:
-            self.push.send(encode(completion(task, result, self.args.worker, started)))
-        except zmq.Again:
-            return False
+        return self.send(completion(task, result, self.args.worker, started))
+
+    def started(self, task: Mapping[str, Any], ts: float) -> bool:
+        return self.send(StageStarted(**TaskRef.of(task).fields(), worker=self.args.worker, ts=ts))
+
+    def progress(self, task: Mapping[str, Any], fraction: float, message: str) -> bool:
+        return self.send(
+            StageProgress(
+                **TaskRef.of(task).fields(),
+                worker=self.args.worker,
+                fraction=min(1.0, max(0.0, float(fraction))),
+                message=message,
+            )
+        )
+
+    def send(self, event: Event) -> bool:
+        """Send an event of a task to the hub, from either of the runner's threads: one socket,
+        so the hub gets a task's start, progress and completion in the order they were sent;
+        False if the hub took none in time."""
+        payload = encode(event)
+        with self._lock:
+            try:
+                self.push.send(payload)
+            except zmq.Again:
+                return False
         return True
 
     def close(self) -> None:

@@ -83,7 +83,7 @@ class TaskLoop:
         self.ledger: Ledger | None = None
         self.intake: Intake | None = None
         if lane is not None:
-            self.ledger = Ledger(self._say, lane.args.prefetch)
+            self.ledger = Ledger(self._say, lane.args.prefetch, lane.started)
             self.intake = Intake(lane, self.ledger, lambda why: self._say({"refused": why}))
             self.poller.register(self.intake.wake, zmq.POLLIN)
 
@@ -170,8 +170,16 @@ class TaskLoop:
             self.slot.set(payload or msgpack.packb(task, use_bin_type=True))
         started = ledger.begin(task, known=known) if ledger is not None else time.time()
         self.output.begin(self.log_path(task))
-        with progress.listening(ProgressFrames(self._say, task_id)):
+        lane = self.lane
+        tell = (
+            self._say
+            if lane is None
+            else lambda f: lane.progress(task, f["progress"], f["message"])
+        )
+        with progress.listening(ProgressFrames(tell, task_id)):
             result = self.execute(task, self.registry)
+        if ledger is not None:
+            ledger.stop()
         if not result.get("ok"):
             self.say_failure(result)
         self.output.end()  # the log is whole before the result goes back
@@ -201,9 +209,10 @@ class TaskLoop:
 
 
 class ProgressFrames:
-    """What the stage reports of its progress, as frames to the worker (which sends them on as
-    ``StageProgress``): at most one every `PROGRESS_EVERY_S`, none in a task's first one (a
-    short task tells nothing), and only when something changed."""
+    """What the stage reports of its progress (with a lane, sent as ``StageProgress`` on the
+    socket its completion takes; without one, as frames): at most one every
+    `PROGRESS_EVERY_S`, none in a task's first one (a short task tells nothing), and only when
+    something changed."""
 
     def __init__(self, tell: Callable[[dict[str, Any]], None], task_id: str) -> None:
         self.tell = tell
