@@ -17,6 +17,7 @@ import pytest
 
 from actors.api.system import System
 from actors.read.executions import fold_log
+from actors.worker.lane import CANCELS_KEPT, RecentIds
 from bus.events import ExecutionRequested
 from tests.slowstages import STAGES
 from tests.watching import Watched
@@ -132,3 +133,16 @@ def _runner_pid(porch: Watched) -> int | None:
         return _runner(porch).pid
     except (ValueError, psutil.Error):
         return None
+
+
+def test_the_cancels_a_worker_remembers_are_bounded_the_newest_kept():
+    seen = RecentIds()
+    seen.add(f"ex-{n}" for n in range(CANCELS_KEPT + 500))
+    assert len(seen) == CANCELS_KEPT
+    assert "ex-0" not in seen
+    assert f"ex-{CANCELS_KEPT + 499}" in seen
+    # one cancelled again is the newest again
+    seen.add(["ex-500"])
+    seen.add(["ex-new"])
+    assert "ex-500" in seen
+    assert "ex-501" not in seen

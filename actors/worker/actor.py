@@ -18,7 +18,6 @@ import contextlib
 import logging
 import os
 import socket
-import time
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -32,7 +31,7 @@ from actors.shared import loop
 from actors.shared.loop import Actor, LoopConfig, Now, Watched
 from actors.shared.stagecfg import StageLoader, StageSet, stage_names
 from actors.worker.child import Runner
-from actors.worker.lane import LaneArgs, completion
+from actors.worker.lane import LaneArgs, RecentIds, completion
 from actors.worker.pipes import FrameError, pack_frame
 from actors.worker.stageswap import RELOAD, StageSwap
 from bus.client import Client, Record
@@ -40,7 +39,6 @@ from bus.endpoints import Endpoints, run_dir
 from bus.events import (
     Event,
     StageFailed,
-    StageProgress,
     WorkerHeartbeat,
     WorkerStarted,
     WorkerStopped,
@@ -77,7 +75,6 @@ class _Busy:
     """A task the runner holds: taken or handed, begun or waiting."""
 
     task: dict[str, Any]
-    started: float = 0.0  # monotonic, once begun
     cancelled: bool = False
 
 
@@ -87,7 +84,7 @@ class WorkerStats:
     failed: int = 0
     malformed: int = 0
     restarts: int = 0
-    cancelled: set[str] = field(default_factory=set)
+    cancelled: RecentIds = field(default_factory=RecentIds)  # executions, the newest
 
 
 class Worker(Actor):
@@ -266,8 +263,6 @@ class Worker(Actor):
             elif "done" in frame:
                 ended.add(str(frame["done"]))
                 self._done(str(frame["done"]), frame)
-            elif "progress" in frame:
-                self._progress(frame)
             elif "held" in frame:
                 self._hold = "held" if runner is not None else ""
             elif "refused" in frame:
@@ -282,7 +277,7 @@ class Worker(Actor):
         self._say(self.swap.runner_said(runner, frame))
         if runner.ready and self.stats.cancelled:
             self._control(
-                runner, {"control": "cancel", "execution_ids": sorted(self.stats.cancelled)}
+                runner, {"control": "cancel", "execution_ids": self.stats.cancelled.ids()}
             )
 
     def _took(self, task: dict[str, Any]) -> None:
@@ -297,9 +292,6 @@ class Worker(Actor):
         """The runner has run the task a while (a short one is never told of); it sent the
         task's StageStarted itself, on the socket its completion takes."""
         self._head = task_id
-        busy = self._held.get(task_id)
-        if busy is not None:
-            busy.started = time.monotonic()
 
     def _done(self, task_id: str, frame: dict[str, Any]) -> None:
         """A task ended: told of before, or (with its map) one that failed, or whose completion
@@ -335,7 +327,7 @@ class Worker(Actor):
         """A cancel: what the worker holds of the execution fails as cancelled, the runner skips
         what it took of it, and the runner is killed if it runs a task of it."""
         execution = fields.get("execution_id", "")
-        self.stats.cancelled.add(execution)
+        self.stats.cancelled.add([execution])
         self._control(runner, {"control": "cancel", "execution_ids": [execution]})
         for task in [t for t in self._queue if t["execution_id"] == execution]:
             self._queue.remove(task)
@@ -397,21 +389,6 @@ class Worker(Actor):
     def _say(self, event: Event | None) -> None:
         if event is not None:
             self._out.append(event)
-
-    def _progress(self, frame: dict[str, Any]) -> None:
-        """The running task's stage said how far it is (the runner keeps these rare)."""
-        head = self._held.get(str(frame.get("task_id", self._head)))
-        if head is None or head.cancelled:
-            return
-        with contextlib.suppress(TypeError, ValueError):
-            self._send(
-                StageProgress(
-                    **TaskRef.of(head.task).fields(),
-                    worker=self.name,
-                    fraction=min(1.0, max(0.0, float(frame["progress"]))),
-                    message=str(frame.get("message", ""))[:200],
-                )
-            )
 
     def _fail(
         self,

@@ -9,7 +9,7 @@ come (`actors.worker.intake`).
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -25,6 +25,8 @@ from bus.wire import unpack_map
 from store.projections.task import TaskRef
 
 SEND_TIMEOUT_MS: Final = 1000  # a hub that takes no completion this long: the worker sends it
+CANCELS_KEPT: Final = 1000  # cancelled executions a worker and its runner remember: a task of
+# one is pushed only in the moments around its cancel, so the newest are the ones that matter
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +45,33 @@ class LaneArgs:
         if self.curve is not None:
             args += ["--curve", str(self.curve.folder), "--curve-client", self.curve.client]
         return args
+
+
+class RecentIds:
+    """The newest `CANCELS_KEPT` ids added, oldest forgotten first: bounded however many
+    executions a long-lived worker sees cancelled."""
+
+    def __init__(self) -> None:
+        self._ids: dict[str, None] = {}
+
+    def add(self, ids: Iterable[str]) -> None:
+        for one in ids:
+            self._ids.pop(one, None)
+            self._ids[one] = None
+        while len(self._ids) > CANCELS_KEPT:
+            del self._ids[next(iter(self._ids))]
+
+    def __contains__(self, one: object) -> bool:
+        return one in self._ids
+
+    def __bool__(self) -> bool:
+        return bool(self._ids)
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def ids(self) -> list[str]:
+        return list(self._ids)
 
 
 def check_task(payload: bytes) -> dict[str, Any]:

@@ -28,7 +28,7 @@ import msgpack
 import zmq
 
 from actors.worker.intake import Intake, Ledger
-from actors.worker.lane import Lane
+from actors.worker.lane import Lane, RecentIds
 from actors.worker.nowslot import NowSlot
 from actors.worker.output import OutputPump
 from actors.worker.pipes import FrameError, FrameReader, pack_frame
@@ -72,7 +72,7 @@ class TaskLoop:
         self.control = FrameReader(control)
         self.idle_trim_s = idle_trim_s
         self.handed: deque[dict[str, Any]] = deque()  # written by the worker: they run first
-        self.cancelled: set[str] = set()
+        self.cancelled = RecentIds()
         self.holding = False
         self.held = False  # said so
         self.ran = False  # a task ran since the runner last trimmed its memory
@@ -136,7 +136,7 @@ class TaskLoop:
     def _on_control(self, frame: dict[str, Any]) -> None:
         what = frame["control"]
         if what == "cancel":
-            self.cancelled.update(str(e) for e in frame.get("execution_ids", ()))
+            self.cancelled.add(str(e) for e in frame.get("execution_ids", ()))
         elif what == "hold":
             self.holding = True
 
