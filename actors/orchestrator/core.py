@@ -219,6 +219,8 @@ class OrchestratorCore(Removals):
             prefix = f"{eid}/"
             for task_id in [t for t in self.early if t.startswith(prefix)]:
                 del self.early[task_id]  # its dispatch never came back: it never will now
+            for task_id in [t for t in self.pushed_again if t.startswith(prefix)]:
+                del self.pushed_again[task_id]  # ended with its execution, not with an event
             if kind == "ExecutionCompleted":
                 self._drop_checkpoints(self.state.executions.get(eid or ""))
         elif kind == "ArtifactsRemoved" and self.live:
