@@ -106,7 +106,7 @@ def test_a_stage_duration_rule_fires_notifies_holds_its_cooldown_and_resolves(mo
         e
         for e in seen
         if e["type"] == "StageCompleted" and e["execution_id"] == eid and e["phase"] == "run"
-    ]  # fmt: skip  (its output's collect task may be done too)
+    ]  # the run task: its output's collect task may be done too
     (fired,) = monitored.of("AlertFired")
     assert fired["seq"] > done["seq"]
     assert fired["ts"] - done["ts"] < 0.5 + 0.5  # within one sampling interval (and then some)
