@@ -505,6 +505,40 @@ def test_a_task_whose_worker_stopped_or_was_counted_out_runs_again_at_once(tmp_p
         assert o.push()[0]["attempt"] == 2
 
 
+def test_a_claim_by_a_worker_whose_start_is_not_logged_yet_stands(tmp_path, source):
+    for before in ("never heard of", "stopped before"):
+        # given a task claimed by w9's runner before w9's start is logged: a worker never heard
+        # of, or one that stopped a while before (its new process's runner claims it)
+        o = Orchestrated(tmp_path / before.replace(" ", "-"), lease_ms=60_000)
+        o.join("w1")
+        if before == "stopped before":
+            o.join("w9")
+            o.emit(WorkerStopped(worker="w9"))
+        o.advance(1)
+        o.emit(request(source))
+        o.settle()
+        (task,) = o.push()
+        o.advance(0.5)
+        o.start(task, "w9")
+        # when the orchestrator checks its leases
+        o.advance(1)
+        o.settle()
+        # then the task keeps running: nothing says its holder is gone
+        assert o.hub.of("StageFailed") == [], before
+        # and once w9's start is logged (made before the claim, sent along another socket)
+        o.hub.append(WorkerStarted(worker="w9", host="h", pid=3), o.now.wall - 1.0)
+        o._fold()
+        o.advance(1)
+        o.settle()
+        assert o.hub.of("StageFailed") == [], before
+        # while a stop logged after the claim gives the attempt up at once
+        o.advance(1)
+        o.emit(WorkerStopped(worker="w9"))
+        o.advance(0.1)
+        o.settle()
+        assert "w9 stopped" in _given_up(o)["error"]
+
+
 def test_another_worker_starting_leaves_the_task_alone(tmp_path, source):
     # given a task started by w1
     o, task = _given_a_started_task(tmp_path, source)

@@ -14,11 +14,14 @@ import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import zmq
 
 from actors.api.system import System
 from actors.read.executions import fold_log
+from actors.worker.intake import Ledger
 from actors.worker.lane import CANCELS_KEPT, RecentIds
-from bus.events import ExecutionRequested
+from bus.events import ExecutionRequested, StageDispatched
+from bus.schema import encode
 from tests.slowstages import STAGES
 from tests.watching import Watched
 
@@ -146,3 +149,35 @@ def test_the_cancels_a_worker_remembers_are_bounded_the_newest_kept():
     seen.add(["ex-new"])
     assert "ex-500" in seen
     assert "ex-501" not in seen
+
+
+def test_a_gated_runner_takes_no_task_until_its_worker_says_go():
+    # given a runner's ledger started gated (its worker has not sent its start yet), and a task
+    # waiting in its socket
+    ctx = zmq.Context.instance()
+    push, pull = ctx.socket(zmq.PUSH), ctx.socket(zmq.PULL)
+    try:
+        port = pull.bind_to_random_port("tcp://127.0.0.1")
+        push.connect(f"tcp://127.0.0.1:{port}")
+        task = StageDispatched(execution_id="e1", stage="noop", step="noop", task_id="t1")
+        push.send(encode(task))
+        assert pull.poll(5000)
+        told: list[dict] = []
+        ledger = Ledger(told.append, prefetch=4, gated=True)
+        refused: list[str] = []
+        # when it looks at the socket, then it takes nothing and has no room
+        assert not ledger.receive(pull, refused.append)
+        assert not ledger.room()
+        assert ledger.pop() is None
+        # when the worker says go, then it takes the task, as it came
+        ledger.go()
+        assert ledger.room()
+        assert ledger.freed.is_set()  # the intake thread, waiting for room, wakes
+        assert ledger.receive(pull, refused.append)
+        (taken, payload) = ledger.pop()
+        assert taken["task_id"] == "t1"
+        assert payload == encode(task)
+        assert refused == []
+    finally:
+        push.close(linger=0)
+        pull.close(linger=0)

@@ -131,6 +131,9 @@ class OrchestratorCore(Removals):
         # worker -> the time (its clock) its newest incarnation started: a task it claimed
         # before then is held by a process that is gone
         self.incarnations: dict[str, float] = {}
+        # worker -> the time (its clock) it last stopped: a task it claimed before then is held
+        # by nobody (one claimed since is held by a new incarnation, heard of or not yet)
+        self.stopped: dict[str, float] = {}
         self.dirty: set[str] = set()
         self.sent: set[str] = set()  # decisions on their way
         # dispatches on their way, by execution (so they are not decided again) and by
@@ -160,6 +163,7 @@ class OrchestratorCore(Removals):
             "lost": dict(self.lost),
             "out": sorted(self.out),
             "incarnations": dict(self.incarnations),
+            "stopped": dict(self.stopped),
         }
 
     def restore(self, body: dict[str, Any], now: Now) -> None:
@@ -171,12 +175,14 @@ class OrchestratorCore(Removals):
         out = {str(w) for w in body["out"]}
         # a snapshot of an older porch has none: the leases then wait for a restart to show
         incarnations = {str(w): float(ts) for w, ts in body.get("incarnations", {}).items()}
+        stopped = {str(w): float(ts) for w, ts in body.get("stopped", {}).items()}
         self.state = state
         self.payloads = payloads
         self.workers = {w: Seen(now.mono, ts) for w, ts in workers.items()}
         self.lost = lost
         self.out = out
         self.incarnations = incarnations
+        self.stopped = stopped
         self.active = {eid for eid, ex in state.executions.items() if ex.status in folds.ACTIVE}
 
     # --- folding -----------------------------------------------------------------------------
@@ -241,12 +247,14 @@ class OrchestratorCore(Removals):
                 self.out.add(worker)
             else:
                 self.out.discard(worker)
+                self.stopped[worker] = float(fields.get("ts", 0.0))
             return
         self.workers[worker] = Seen(now.mono, float(fields.get("ts", 0.0)))
         if kind in ("WorkerStarted", "WorkerReturned"):
             self.out.discard(worker)
         if kind == "WorkerStarted":
             self.incarnations[worker] = float(fields.get("ts", 0.0))
+            self.stopped.pop(worker, None)
 
     def heard(self, fields: dict[str, Any], now: Now) -> None:
         """A heartbeat (live, never in the log): the worker is alive, its tasks' leases renew."""
@@ -511,7 +519,8 @@ class OrchestratorCore(Removals):
             return ""
         if worker in self.out:
             return f"worker {worker} counted out (silent) while it held the task"
-        if worker not in self.workers:
+        # not "not heard of": a runner may claim a task before its worker's start is logged
+        if self.stopped.get(worker, float("-inf")) >= lease.claimed_ts:
             return f"worker {worker} stopped while it held the task"
         if self.incarnations.get(worker, 0.0) > lease.claimed_ts:
             return f"worker {worker} restarted while it held the task"

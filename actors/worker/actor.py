@@ -121,6 +121,7 @@ class Worker(Actor):
             worker=self.name,
             prefetch=self.config.prefetch,
             curve=self.config.endpoints.curve,
+            gated=True,  # until `went_live`: no task is claimed before this worker's start
         )
         self.runner = Runner(self.config.stages, self.config.runner_env, lane)
 
@@ -132,19 +133,25 @@ class Worker(Actor):
         self._on_control(fields, self.runner)
 
     def went_live(self, position: int, now: Now) -> list[Event]:
+        assert self.runner is not None
         self._next_beat = now.mono
-        return [
-            WorkerStarted(
-                worker=self.name,
-                host=socket.gethostname(),
-                pid=os.getpid(),
-                capacity={
-                    "cpus": psutil.cpu_count() or 1,
-                    "memory_bytes": psutil.virtual_memory().total,
-                },
-                stages=stage_names(self.config.stages),
-            )
-        ]
+        started = WorkerStarted(
+            worker=self.name,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            capacity={
+                "cpus": psutil.cpu_count() or 1,
+                "memory_bytes": psutil.virtual_memory().total,
+            },
+            stages=stage_names(self.config.stages),
+        )
+        # the runner claims tasks only from now on: later than this start (its `ts`), so the
+        # orchestrator never takes a claim of this process for one of a process before it
+        try:
+            self.runner.go()
+        except OSError:
+            self._runner_died(self.runner)
+        return [started]
 
     def watch(self) -> Iterable[tuple[Watched, int]]:
         assert self.runner is not None

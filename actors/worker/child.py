@@ -7,6 +7,7 @@ is full, so the worker's loop never blocks on a runner deep in a stage.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import subprocess
 import sys
@@ -17,7 +18,7 @@ from actors.shared.lifeline import tie
 from actors.shared.stagecfg import StageSet
 from actors.worker.lane import LaneArgs, check_task
 from actors.worker.nowslot import NowSlot
-from actors.worker.pipes import FrameError, FrameReader
+from actors.worker.pipes import FrameError, FrameReader, pack_frame
 from actors.worker.runner import PLAIN_FRAMES_ENV
 
 # a runner keeps the memory a task freed for the next one (sequential steps allocate frames as
@@ -124,6 +125,14 @@ class Runner:
             return check_task(payload)
         except Exception:  # a task handed again: packed from its map, which checks too
             return None
+
+    def go(self) -> None:
+        """Its worker's start is sent: a gated runner takes tasks from now on, and so does
+        every runner started after this one. OSError if the runner is gone."""
+        if self.lane is None or not self.lane.gated:
+            return
+        self.lane = dataclasses.replace(self.lane, gated=False)
+        self.send(pack_frame({"control": "go"}))
 
     def restart(self) -> list[Any]:
         left = self.kill()

@@ -43,6 +43,8 @@ class Ledger:
         write: Callable[[dict[str, Any]], None],
         prefetch: int,
         started: Callable[[dict[str, Any], float], object] | None = None,
+        *,
+        gated: bool = False,
     ) -> None:
         self.write = write
         self.started = started  # sends a task's StageStarted
@@ -57,12 +59,13 @@ class Ledger:
         self.begin_told = False
         self.freed = threading.Event()  # a task was taken off a full ledger
         self.holding = False  # the worker asked the runner to begin no more: take no more
+        self.gated = gated  # the worker has not said go yet: take nothing
 
     def receive(self, pull: zmq.Socket[Any], refused: Callable[[str], None]) -> bool:
         """Take what waits on the socket (nothing once held); whether anything was taken."""
         now = time.monotonic()
         with self.lock:
-            if self.holding:
+            if self.holding or self.gated:
                 return False
             took = 0
             while True:
@@ -87,8 +90,14 @@ class Ledger:
                 self.write({"took": took})
             self.write({"held": True})
 
+    def go(self) -> None:
+        """The worker's start is sent: take tasks from now on."""
+        with self.lock:
+            self.gated = False
+        self.freed.set()  # the intake thread waits for room
+
     def room(self) -> bool:
-        return len(self.taken) < self.prefetch and not self.holding
+        return len(self.taken) < self.prefetch and not self.holding and not self.gated
 
     def begin(self, task: dict[str, Any], *, known: bool) -> float:
         """The runner begins ``task`` (``known``: its worker handed it); its start, wall."""

@@ -38,10 +38,15 @@ class LaneArgs:
     worker: str
     prefetch: int = 8
     curve: Curve | None = None
+    # takes no task until its worker says go (``{"control": "go"}``): a worker's first runner
+    # waits for the worker's start to be sent, so no task is claimed by a worker not started yet
+    gated: bool = False
 
     def argv(self) -> list[str]:
         args = ["--tasks", self.tasks, "--ingest", self.ingest, "--worker", self.worker]
         args += ["--prefetch", str(self.prefetch)]
+        if self.gated:
+            args.append("--gated")
         if self.curve is not None:
             args += ["--curve", str(self.curve.folder), "--curve-client", self.curve.client]
         return args

@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ingest", help="send completions to this hub endpoint")
     parser.add_argument("--worker", default="", help="the worker this runner runs for")
     parser.add_argument("--prefetch", type=int, default=8)
+    parser.add_argument("--gated", action="store_true", help="take no task until told to go")
     parser.add_argument("--curve", default=None, metavar="DIR")
     parser.add_argument("--curve-client", default="client", metavar="NAME")
     parser.add_argument("--now-fd", type=int, default=None, help="the worker's `NowSlot`")
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
 
         set_source(args.worker)  # its completions come from its worker, as its other events
         lane_args = LaneArgs(args.tasks, args.ingest, args.worker, args.prefetch,
-                             curve_of(args.curve, args.curve_client))  # fmt: skip
+                             curve_of(args.curve, args.curve_client), args.gated)  # fmt: skip
         # connected before the stages load (pandas takes a while): while it starts, the
         # orchestrator's socket holds a message or two for it and hands the rest to the others
         lane = Lane(lane_args)

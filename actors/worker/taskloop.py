@@ -11,7 +11,8 @@ its whole result, as `taskexec.execute` gives it.
 Control frames on stdin: ``{"control": "cancel", "execution_ids": [...]}`` (a task of these
 taken and not begun is skipped: its worker fails those it knows of) and ``{"control":
 "hold"}`` (begin no more tasks; answered ``{"held": true}`` once the running one ended), which
-a worker sends before it replaces the runner with one of reloaded stages.
+a worker sends before it replaces the runner with one of reloaded stages, and ``{"control":
+"go"}`` (a runner started gated takes tasks from now on: its worker's start is sent).
 """
 
 from __future__ import annotations
@@ -83,7 +84,7 @@ class TaskLoop:
         self.ledger: Ledger | None = None
         self.intake: Intake | None = None
         if lane is not None:
-            self.ledger = Ledger(self._say, lane.args.prefetch, lane.started)
+            self.ledger = Ledger(self._say, lane.args.prefetch, lane.started, gated=lane.args.gated)
             self.intake = Intake(lane, self.ledger, lambda why: self._say({"refused": why}))
             self.poller.register(self.intake.wake, zmq.POLLIN)
 
@@ -139,6 +140,8 @@ class TaskLoop:
             self.cancelled.add(str(e) for e in frame.get("execution_ids", ()))
         elif what == "hold":
             self.holding = True
+        elif what == "go" and self.ledger is not None:
+            self.ledger.go()
 
     def _next(self) -> tuple[dict[str, Any] | None, bytes, bool]:
         """The next task to run, its bytes (empty: not known), and whether the worker knows of
