@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -13,6 +15,7 @@ from stages.aggregation import STAGE as AGGREGATION
 from stages.cleaning import STAGE as CLEANING
 from stages.errors import StageConfigError, StageRuleError
 from stages.features import STAGE as FEATURES
+from stages.features import _by_time as features_by_time
 from stages.partition import concat, run_partitioned, split, split_at
 from stages.spec import Partitioning, Stage
 from stages.validation import STAGE as VALIDATION
@@ -157,6 +160,29 @@ def test_features_history_and_encodings_partition_exactly(drawn, window, max_cat
         "timezone": "America/New_York",
     }
     assert_same(whole(FEATURES, df, config), by_parts(FEATURES, split_at(df, cuts), config))
+
+
+@SETTINGS
+@given(
+    times=st.lists(st.integers(-3, 3), min_size=0, max_size=60),
+    cuts=st.lists(st.integers(0, 60), max_size=5),
+)
+def test_the_partitions_time_orders_merge_into_the_whole_table_s(times, cuts):
+    # given times with many ties, cut anywhere, each partition ordered by its map
+    time = np.array(times, dtype=np.int64)
+    edges = [0, *sorted({c for c in cuts if 0 < c < len(time)}), len(time)]
+    partials = [
+        {"by_time": np.argsort(time[a:b], kind="stable")} for a, b in itertools.pairwise(edges)
+    ]
+    bounds = np.array(edges, dtype=np.int64)
+    # when the reduce merges them, then it is the whole table's stable sort (ties: table order)
+    merged = features_by_time(time, partials, bounds)
+    np.testing.assert_array_equal(merged, np.argsort(time, kind="stable"))
+    # and a partial of an older map, without its order, is sorted in the reduce
+    older = [{} for _ in partials]
+    np.testing.assert_array_equal(
+        features_by_time(time, older, bounds), np.argsort(time, kind="stable")
+    )
 
 
 def test_row_local_custom_stage_runs_per_partition():
