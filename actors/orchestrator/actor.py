@@ -218,6 +218,12 @@ class Orchestrator(Actor):
         said, self._said = self._said, []
         return [*said, *self.core.decide(now)]
 
+    def sending(self, now: Now) -> None:
+        # a task goes to the workers before its dispatch goes to the hub: the runner starts
+        # while the hub logs the dispatch (a completion logged first waits for it in the fold)
+        if self.core.pushes:
+            self._push(now)
+
     def sent(self, event: Event, payload: bytes) -> None:
         self.core.going(event, payload)
 

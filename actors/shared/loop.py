@@ -124,6 +124,10 @@ class Actor:
     def sent(self, event: Event, payload: bytes) -> None:
         """``event`` goes to the hub this turn as ``payload`` (its bytes, checked once)."""
 
+    def sending(self, now: Now) -> None:
+        """This turn's decisions are about to go to the hub: what may act on them before
+        they are durable does so now (the orchestrator hands out tasks: DESIGN 4, Dispatch)."""
+
     def forget(self, event_ids: list[str], now: Now) -> None:
         """These sent ids were given up (not back in time, or not sent): decide them again."""
 
@@ -338,6 +342,8 @@ class Loop:
         decided = self.actor.decide(now)
         for event in decided:
             self._add(event, now)
+        if decided:
+            self.actor.sending(now)
         failed = self.outbox.flush(self.client)
         if failed:
             self.actor.forget(failed, now)
