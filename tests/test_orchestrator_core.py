@@ -18,6 +18,7 @@ import pytest
 
 from actors.orchestrator.core import (
     PUSH_AGAIN_MAX,
+    STOPPED_KEPT_S,
     WORKER_TIMEOUT_S,
     CoreConfig,
     OrchestratorCore,
@@ -537,6 +538,17 @@ def test_a_claim_by_a_worker_whose_start_is_not_logged_yet_stands(tmp_path, sour
         o.advance(0.1)
         o.settle()
         assert "w9 stopped" in _given_up(o)["error"]
+
+
+def test_the_stops_remembered_are_the_last_hour_s(tmp_path):
+    # given workers named per process that stop, one an hour after the other
+    o = Orchestrated(tmp_path)
+    o.join("w-a", "w-b")
+    o.emit(WorkerStopped(worker="w-a"))
+    o.advance(STOPPED_KEPT_S + 1)
+    o.emit(WorkerStopped(worker="w-b"))
+    # then the older stop is forgotten (a claim that old held a task whose lease ended)
+    assert set(o.core.stopped) == {"w-b"}
 
 
 def test_another_worker_starting_leaves_the_task_alone(tmp_path, source):

@@ -43,6 +43,9 @@ from store.projections.task import TaskKey, TaskRef
 log = logging.getLogger("porch.orchestrator")
 WORKER_TIMEOUT_S: Final = 5.0
 PUSH_AGAIN_MAX: Final = 2  # then an unclaimed task's attempt fails, as a retryable one
+# a worker's stop is remembered this long (its clock): a claim older than that held a task
+# whose lease has long ended; with workers named per process, the record stays bounded
+STOPPED_KEPT_S: Final = 3600.0
 CHECK_EVERY_S: Final = 0.05  # leases count in seconds: a check every 50 ms is plenty
 FINISHING: Final = frozenset(
     {"ExecutionCompleted", "ExecutionFailed", "ExecutionCancelled", "ExecutionTimedOut"}
@@ -247,7 +250,9 @@ class OrchestratorCore(Removals):
                 self.out.add(worker)
             else:
                 self.out.discard(worker)
-                self.stopped[worker] = float(fields.get("ts", 0.0))
+                ts = float(fields.get("ts", 0.0))
+                self.stopped = {w: t for w, t in self.stopped.items() if t > ts - STOPPED_KEPT_S}
+                self.stopped[worker] = ts
             return
         self.workers[worker] = Seen(now.mono, float(fields.get("ts", 0.0)))
         if kind in ("WorkerStarted", "WorkerReturned"):
