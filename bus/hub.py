@@ -13,21 +13,17 @@ stats and subscriptions go on; the hub tries the disk again at most every
 
 from __future__ import annotations
 
-import concurrent.futures
-import contextlib
-import itertools
 import logging
 import time
-from collections import Counter, deque
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections import deque
 from typing import Any, Final
 
 import zmq
 
 from bus.curve import Authenticator, needs_auth, secure
-from bus.endpoints import Endpoints, check, log_dir, run_dir
-from bus.errors import ConfigError, MalformedEventError
+from bus.endpoints import log_dir, run_dir
+from bus.errors import MalformedEventError
+from bus.hubconfig import HubConfig, HubStats
 from bus.markers import Markers
 from bus.protocol import (
     APPEND,
@@ -36,130 +32,26 @@ from bus.protocol import (
     INGEST_HWM,
     LINGER_MS,
     OPS,
-    PUB_HWM,
     READ,
-    READ_DEFAULT_EVENTS,
-    READ_MAX_EVENTS,
     SOCKET_MAX_BYTES,
     STATS,
+    read_args,
 )
+from bus.retainer import Retainer
 from bus.schema import check_map
 from bus.wire import SEQ, pack, unpack, unpack_map
-from store import archive
-from store.archive import LogRetention, Sealed
-from store.errors import CorruptRecordError, LogDiskFullError, StoreError
-from store.fsutil import disk_free_bytes, format_bytes, fsync_dir, make_private_dir
-from store.log import DEFAULT_SEGMENT_BYTES, EventLog, FsyncPolicy
+from store.errors import CorruptRecordError, LogDiskFullError
+from store.fsutil import disk_free_bytes, format_bytes, make_private_dir
+from store.log import EventLog
 from store.reader import LogReader, recent_payloads
-from store.segment import list_segments, segment_first_seq
-from store.snapshots import passed_seq, snapshot_dir
 from store.sniff import payload_id
 
 log = logging.getLogger("porch.hub")
 
 
-def _archive(segment: Path, target: Path, ship_to: str) -> archive.Span:
-    """Archive ``segment``; with ``ship_to``, move the archive's files to that object store
-    (one that could not go stays here, readable, and goes with the next)."""
-    span = archive.archive_segment(segment, target)
-    if ship_to:
-        from store import archiveship
-
-        try:
-            archiveship.ship_all(target, ship_to)
-        except (StoreError, OSError) as exc:
-            log.error("%s; it stays in %s until the next shipment", exc, target)
-    return span
-
-
 REQUESTS_PER_CYCLE: Final = 64
 DISK_PROBE_INTERVAL_S: Final = 0.5  # while the disk is full, refuse without trying it in between
 DISK_FULL: Final = "disk full"  # the refused-kind of events the full disk turned away
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class HubConfig:
-    """Settings of one hub. ``batch_max`` bounds a group commit (events per fsync)."""
-
-    data_dir: Path
-    endpoints: Endpoints
-    fsync: FsyncPolicy = FsyncPolicy.BATCH
-    batch_max: int = 512
-    segment_bytes: int = DEFAULT_SEGMENT_BYTES
-    pub_hwm: int = PUB_HWM
-    dedup_window: int = 100_000
-    marker_interval_s: float = 1.0
-    read_chunk_bytes: int = 512 << 10
-    read_scan_max: int = 50_000
-    insecure: bool = False
-    # log retention: sealed segments past every actor's snapshot leave the live log
-    archive: str = "archive"  # archive (to parquet) | delete | off
-    archive_after_s: float = 7 * 86400.0
-    archive_max_bytes: int = 0  # 0: no bound on the live log's bytes
-    archive_check_s: float = 60.0
-    archive_to: str = ""  # an s3:// URL the archived files move to ("" keeps them here)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "fsync", _policy(self.fsync))
-        for name in ("batch_max", "pub_hwm", "read_chunk_bytes", "read_scan_max"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"hub: {name} must be at least 1, got {getattr(self, name)}")
-        if self.dedup_window < 0:
-            raise ConfigError(f"hub: dedup_window must be >= 0, got {self.dedup_window}")
-        if self.marker_interval_s <= 0:
-            raise ConfigError(f"hub: marker_interval_s must be > 0, got {self.marker_interval_s}")
-        for address in self.endpoints.all():
-            check(address, bind=True, insecure=self.insecure, curve=self.endpoints.curve)
-        if self.archive_to and not self.archive_to.startswith("s3://"):
-            raise ConfigError(
-                f"hub: archive_to {self.archive_to!r} must be an s3://BUCKET/PREFIX URL or empty"
-            )
-        try:
-            self.retention  # noqa: B018  (checks the archive settings)
-        except ValueError as exc:
-            raise ConfigError(f"hub: {exc}") from None
-
-    @property
-    def retention(self) -> LogRetention:
-        return LogRetention(
-            mode=self.archive,
-            after_s=self.archive_after_s,
-            max_bytes=self.archive_max_bytes,
-            check_s=self.archive_check_s,
-        )
-
-
-def _policy(value: FsyncPolicy | str) -> FsyncPolicy:
-    try:
-        return FsyncPolicy(value)
-    except ValueError:
-        allowed = ", ".join(p.value for p in FsyncPolicy)
-        raise ConfigError(f"hub: fsync {value!r} is not one of {allowed}") from None
-
-
-@dataclass(slots=True)
-class HubStats:
-    """Counters a hub keeps and reports on the ``stats`` request."""
-
-    accepted: int = 0
-    duplicates: int = 0
-    malformed: int = 0
-    requests: int = 0
-    batches: int = 0
-    live: int = 0  # live events published without being appended
-    # messages refused, by kind; "disk full" counts events (appended or pushed) turned away
-    refused: Counter[str] = field(default_factory=Counter)
-
-    def as_map(self) -> dict[str, Any]:
-        return {
-            "accepted": self.accepted,
-            "duplicates": self.duplicates,
-            "malformed": self.malformed,
-            "requests": self.requests,
-            "batches": self.batches,
-            "live": self.live,
-            "refused": dict(self.refused),
-        }
 
 
 class _Batch:
@@ -217,8 +109,7 @@ class Hub:
         self._disk_full: str | None = None  # the refusal line while the disk is full
         self._disk_probe_at = 0.0  # monotonic time before which a full disk is not tried
         self._auth: Authenticator | None = None
-        self._pool = concurrent.futures.ThreadPoolExecutor(1, "porch-archive")
-        self._archiving: tuple[Sealed, concurrent.futures.Future[archive.Span]] | None = None
+        self.retainer = Retainer(config)
         try:
             self._bind()
         except BaseException:
@@ -294,81 +185,16 @@ class Hub:
                 if now >= next_marker:
                     self._publish_idle_marker()
                     next_marker = now + interval
-                if self._archiving is not None and self._archiving[1].done():
-                    self._archived()
+                if self.retainer.finished():
+                    self.retainer.archived()
                     next_archive = now  # the next due segment at once
-                if now >= next_archive and self._archiving is None:
-                    self.retain(time.time())
+                if now >= next_archive and not self.retainer.busy:
+                    self.retainer.retain(time.time())
                     next_archive = now + self.config.archive_check_s
             self.cycle()
         finally:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+            self.retainer.close()
             self.close()
-
-    # --- log retention ------------------------------------------------------------------------
-
-    def retain(self, now: float) -> int:
-        """Move (or delete) the sealed segments that retention says may go; how many were
-        started. Archiving runs on a thread: the segment is removed by `_archived` once its
-        parquet file has been read back whole. A failure (a full disk) is logged and tried
-        again at the next check, never fatal."""
-        try:
-            return self._retain(now)
-        except OSError as exc:
-            log.error("log retention: %s; trying again in %g s", exc, self.config.archive_check_s)
-            return 0
-
-    def _retain(self, now: float) -> int:
-        policy = self.config.retention
-        if policy.mode == "off" or self._archiving is not None:
-            return 0
-        directory = log_dir(self.config.data_dir)
-        segments = list_segments(directory)
-        sealed = []
-        for path, after in itertools.pairwise(segments):
-            try:
-                stat = path.stat()
-            except FileNotFoundError:
-                continue
-            sealed.append(Sealed(path, segment_first_seq(path), segment_first_seq(after) - 1,
-                                 stat.st_size, stat.st_mtime))  # fmt: skip
-        picked = archive.due(
-            sealed,
-            passed_seq=passed_seq(snapshot_dir(self.config.data_dir)),
-            now=now,
-            policy=policy,
-        )
-        if not picked:
-            return 0
-        target = archive.archive_dir(directory)
-        archive.drop_partial(target)  # a write a crash cut short: no job runs now
-        if policy.mode == "delete":
-            for segment in picked:
-                archive.mark_deleted(target, segment.first, segment.last, "log retention")
-                self._drop_segment(segment)
-                log.info("deleted events %d..%d (log retention)", segment.first, segment.last)
-            return len(picked)
-        segment = picked[0]
-        job = self._pool.submit(_archive, segment.path, target, self.config.archive_to)
-        self._archiving = (segment, job)
-        return 1
-
-    def _archived(self) -> None:
-        assert self._archiving is not None
-        segment, job = self._archiving
-        self._archiving = None
-        try:
-            span = job.result()
-        except Exception as exc:  # the segment stays; the next check tries again
-            log.error("archiving %s failed, it stays in the log: %s", segment.path.name, exc)
-            return
-        self._drop_segment(segment)
-        log.info("archived events %d..%d to %s", span.first, span.last, span.path)
-
-    def _drop_segment(self, segment: Sealed) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            segment.path.unlink()
-        fsync_dir(segment.path.parent)
 
     def close(self) -> None:
         self.log.close()
@@ -613,7 +439,7 @@ class Hub:
             self._reply(envelope, {"rid": rid, "ok": True, "stats": stats})
             return
         try:
-            from_seq, to_seq, types, execution_id, max_events = _read_args(message, head)
+            from_seq, to_seq, types, execution_id, max_events = read_args(message, head)
         except ValueError as exc:
             self._refuse(str(exc), "bad request")
             self._reply(envelope, {"rid": rid, "ok": False, "error": str(exc)})
@@ -636,27 +462,3 @@ class Hub:
             envelope,
             {"rid": rid, "ok": True, "events": records, "next": next_seq, "head": head},
         )
-
-
-def _read_args(
-    message: dict[str, Any], head: int
-) -> tuple[int, int, list[str] | None, str | None, int]:
-    from_seq = message.get("from", 1)
-    to_seq = message.get("to")
-    types = message.get("types")
-    execution_id = message.get("execution_id")
-    max_events = message.get("max", READ_DEFAULT_EVENTS)
-    if type(from_seq) is not int or from_seq < 1:
-        raise ValueError(f"read: 'from' must be an int >= 1, got {from_seq!r}")
-    if to_seq is not None and type(to_seq) is not int:
-        raise ValueError(f"read: 'to' must be an int or nil, got {to_seq!r}")
-    if types is not None and (
-        not isinstance(types, list) or not all(type(t) is str for t in types)
-    ):
-        raise ValueError("read: 'types' must be a list of event type names")
-    if execution_id is not None and type(execution_id) is not str:
-        raise ValueError("read: 'execution_id' must be a str")
-    if type(max_events) is not int or not 1 <= max_events <= READ_MAX_EVENTS:
-        raise ValueError(f"read: 'max' must be an int from 1 to {READ_MAX_EVENTS}")
-    to_seq = head if to_seq is None else min(to_seq, head)
-    return from_seq, to_seq, types, execution_id, max_events

@@ -12,7 +12,7 @@ reply ``{"rid": ID, "ok": true, ...}`` or ``{"rid": ID, "ok": false, "error": LI
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final
 
 APPEND: Final = "append"
 READ: Final = "read"
@@ -39,3 +39,29 @@ SUB_HWM: Final = 200_000  # a subscription's SUB, unless it asks otherwise
 
 LINGER_MS: Final = 0  # what a socket has not sent is dropped on close: what matters is appended
 FLUSH_LINGER_MS: Final = 1000  # but a publisher's PUSH and the hub's XPUB get a second to send it
+
+
+def read_args(
+    message: dict[str, Any], head: int
+) -> tuple[int, int, list[str] | None, str | None, int]:
+    """A ``read`` request's range, filters and size, checked: ValueError names what is wrong.
+    The range ends at ``head`` when it asks for more (or for no end)."""
+    from_seq = message.get("from", 1)
+    to_seq = message.get("to")
+    types = message.get("types")
+    execution_id = message.get("execution_id")
+    max_events = message.get("max", READ_DEFAULT_EVENTS)
+    if type(from_seq) is not int or from_seq < 1:
+        raise ValueError(f"read: 'from' must be an int >= 1, got {from_seq!r}")
+    if to_seq is not None and type(to_seq) is not int:
+        raise ValueError(f"read: 'to' must be an int or nil, got {to_seq!r}")
+    if types is not None and (
+        not isinstance(types, list) or not all(type(t) is str for t in types)
+    ):
+        raise ValueError("read: 'types' must be a list of event type names")
+    if execution_id is not None and type(execution_id) is not str:
+        raise ValueError("read: 'execution_id' must be a str")
+    if type(max_events) is not int or not 1 <= max_events <= READ_MAX_EVENTS:
+        raise ValueError(f"read: 'max' must be an int from 1 to {READ_MAX_EVENTS}")
+    to_seq = head if to_seq is None else min(to_seq, head)
+    return from_seq, to_seq, types, execution_id, max_events

@@ -13,7 +13,7 @@ from actors.shared.snapshotter import SnapshotPolicy
 from bus.curve import Curve
 from bus.endpoints import Endpoints, check
 from bus.errors import BusError
-from bus.hub import HubConfig
+from bus.hubconfig import HubConfig
 from store.objstore import S3Options, from_environ
 from store.retention import RetentionPolicy
 
