@@ -5,7 +5,6 @@ dispatch (DESIGN 4, Dispatch), not a turn later."""
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any
 
 from actors.shared.loop import Actor, Loop, LoopConfig
@@ -28,9 +27,12 @@ class _Decider(Actor):
         self.sent_ids: list[str] = []
         self.at_sending: list[tuple[list[str], int]] = []  # (sent so far, hub head then)
         self.folded: list[str] = []
+        self.all_back = threading.Event()  # the three decisions came back from the hub
 
     def apply(self, record: Any, fields: dict[str, Any], now: Now) -> None:
         self.folded.append(fields["id"])
+        if len(self.folded) == 3:
+            self.all_back.set()
 
     def decide(self, now: Now) -> list[Event]:
         if self.decided >= 3 or len(self.folded) < self.decided:
@@ -55,10 +57,7 @@ def test_an_actor_acts_on_its_decisions_before_they_go_to_the_hub(hub, client):
     runner = threading.Thread(target=loop.run, daemon=True)
     runner.start()
     try:
-        deadline = time.monotonic() + 20
-        while len(actor.folded) < 3:
-            assert time.monotonic() < deadline, f"folded {actor.folded}"
-            time.sleep(0.01)
+        assert actor.all_back.wait(20), f"folded {actor.folded}"
     finally:
         loop.stop()
         runner.join(10)
