@@ -47,7 +47,8 @@ class ExecutionStarted(Event):
 @catalogued
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StageDispatched(Event):
-    V: ClassVar[int] = 2  # v2: ``step`` is always set (a v1 event may name it by its stage)
+    # v2: ``step`` is always set (a v1 event may name it by its stage); v3: ``then``
+    V: ClassVar[int] = 3
     execution_id: str
     stage: str
     task_id: str
@@ -63,6 +64,11 @@ class StageDispatched(Event):
     reuse: dict[str, Any] = field(default_factory=dict)
     fingerprint: str = ""
     spec: dict[str, Any] = field(default_factory=dict)
+    # the tasks that follow this one in a chain, each the ``StageDispatched`` map the
+    # orchestrator will decide once the one before it completed (its inputs naming the planned
+    # output of the one before): the runner goes on to the next as soon as its completion is
+    # durable (DESIGN 4, Dispatch; `actors.orchestrator.chains`)
+    then: list[dict[str, Any]] = field(default_factory=list)
 
 
 @catalogued
@@ -98,8 +104,9 @@ class StageProgress(Event):
 @catalogued
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StageCompleted(Event):
-    # v2: ``step`` is always set (a v1 event may name it by its stage); v3: ``started_ts``
-    V: ClassVar[int] = 3
+    # v2: ``step`` is always set (a v1 event may name it by its stage); v3: ``started_ts``;
+    # v4: ``then``
+    V: ClassVar[int] = 4
     execution_id: str
     stage: str
     worker: str
@@ -120,6 +127,9 @@ class StageCompleted(Event):
     # when its runner began it, for a task that ended before its worker sent a StageStarted
     # (one event where a short task had two); 0.0 when a StageStarted was sent
     started_ts: float = 0.0
+    # the task id its runner goes on to, this completion being durable (the first of the
+    # dispatch's ``then``): the orchestrator pushes that task to nobody; "" when none
+    then: str = ""
 
 
 @catalogued
@@ -505,6 +515,16 @@ def _started_apart_v2_v3(fields: dict[str, Any]) -> dict[str, Any]:
     return {**fields, "started_ts": 0.0}
 
 
+def _no_chain_v2_v3(fields: dict[str, Any]) -> dict[str, Any]:
+    """A v2 ``StageDispatched`` named no tasks to follow it: each was pushed on its own."""
+    return {**fields, "then": []}
+
+
+def _not_continued_v3_v4(fields: dict[str, Any]) -> dict[str, Any]:
+    """A v3 ``StageCompleted``'s runner went on to no task of its own: the next was pushed."""
+    return {**fields, "then": ""}
+
+
 UPCASTERS: Final[dict[tuple[str, int], Upcaster]] = {
     **{
         (kind, 1): _step_from_stage_v1_v2
@@ -520,5 +540,7 @@ UPCASTERS: Final[dict[tuple[str, int], Upcaster]] = {
     ("StageFailed", 2): _failure_report_v2_v3,
     ("StageFailed", 3): _nothing_lost_v3_v4,
     ("StageCompleted", 2): _started_apart_v2_v3,
+    ("StageDispatched", 2): _no_chain_v2_v3,
+    ("StageCompleted", 3): _not_continued_v3_v4,
 }
 register_upcasters(UPCASTERS)

@@ -57,7 +57,7 @@ DISK_FULL: Final = "disk full"  # the refused-kind of events the full disk turne
 class _Batch:
     """What one cycle gathered: payloads to append, their topics, and who waits for an ack."""
 
-    __slots__ = ("acks", "counts", "live", "payloads", "reads", "topics")
+    __slots__ = ("acks", "counts", "first", "live", "payloads", "reads", "topics")
 
     def __init__(self) -> None:
         self.live: list[tuple[bytes, bytes]] = []  # (topic, payload) published, not appended
@@ -66,6 +66,7 @@ class _Batch:
         self.counts: dict[str, int] = {}
         self.acks: list[tuple[list[bytes], Any, int, bool]] = []
         self.reads: list[tuple[list[bytes], dict[str, Any]]] = []
+        self.first = 0  # the seq of its first payload, once appended
 
 
 class Hub:
@@ -219,14 +220,19 @@ class Hub:
         self._drain_requests(batch)
         self._drain_ingest(batch)
         refusal = self._commit(batch) if batch.payloads else None
-        if batch.live:
-            self._publish_live(batch.live)
         head = self.log.head
+        # acks before the batch is published (both after the sync): an appender waiting for
+        # one may go on at once (a runner to the next task of a chain), before every
+        # subscriber wakes to fold the batch
         for envelope, rid, seq, duplicate in batch.acks:
             if refusal is not None and seq > head:  # an event of the refused batch
                 self._reply(envelope, {"rid": rid, "ok": False, "error": refusal})
             else:
                 self._reply(envelope, {"rid": rid, "ok": True, "seq": seq, "duplicate": duplicate})
+        if batch.payloads and refusal is None:
+            self._publish_batch(batch)
+        if batch.live:
+            self._publish_live(batch.live)
         for envelope, body in batch.reads:
             self._serve(envelope, body)
         return 0 if refusal is not None else len(batch.payloads)
@@ -283,7 +289,9 @@ class Hub:
                         {"rid": rid, "ok": False, "error": "append needs 'event' as msgpack bytes"},
                     )
                     continue
-                self._accept(payload, batch, envelope, rid)
+                nxt = message.get("next")
+                if self._accept(payload, batch, envelope, rid) and type(nxt) is bytes:
+                    self._accept(nxt, batch, None, None)
             elif op in (READ, HEAD, STATS):
                 batch.reads.append((envelope, message))
             else:
@@ -297,7 +305,8 @@ class Hub:
                     },
                 )
 
-    def _accept(self, raw: bytes, batch: _Batch, envelope: list[bytes] | None, rid: Any) -> None:
+    def _accept(self, raw: bytes, batch: _Batch, envelope: list[bytes] | None, rid: Any) -> bool:
+        """Take an event into the batch (or note it is a duplicate); False if refused."""
         try:
             schema, obj = check_map(unpack_map(raw), raw)
         except Exception as exc:  # anything a message can provoke is a refusal, never a crash
@@ -305,7 +314,7 @@ class Hub:
             self._refuse(str(exc), "malformed event")
             if envelope is not None:
                 self._reply(envelope, {"rid": rid, "ok": False, "error": str(exc)})
-            return
+            return False
         kind = schema.type
         topic = self._topics.get(kind)
         if topic is None:
@@ -315,14 +324,14 @@ class Hub:
             batch.live.append((topic, raw))
             if envelope is not None:
                 batch.acks.append((envelope, rid, 0, False))
-            return
+            return True
         event_id = obj["id"]
         prior = self._recent.get(event_id)
         if prior is not None:
             self.stats.duplicates += 1
             if envelope is not None:
                 batch.acks.append((envelope, rid, prior, True))
-            return
+            return True
         seq = self.log.head + len(batch.payloads) + 1
         self._remember(event_id, seq)
         batch.payloads.append(raw)
@@ -330,6 +339,7 @@ class Hub:
         batch.counts[kind] = batch.counts.get(kind, 0) + 1
         if envelope is not None:
             batch.acks.append((envelope, rid, seq, False))
+        return True
 
     def _remember(self, event_id: str, seq: int) -> None:
         window = self.config.dedup_window
@@ -346,7 +356,8 @@ class Hub:
                 del self._recent[old]
 
     def _commit(self, batch: _Batch) -> str | None:
-        """Append, then publish the batch; None, or the reason the full disk refused it."""
+        """Append the batch (durable under the fsync policy); None, or the reason the full disk
+        refused it."""
         if self._disk_full is not None and time.monotonic() < self._disk_probe_at:
             return self._refuse_batch(batch, self._disk_full)
         try:
@@ -366,10 +377,15 @@ class Hub:
             )
         self.stats.accepted += len(batch.payloads)
         self.stats.batches += 1
+        batch.first = first
+        return None
+
+    def _publish_batch(self, batch: _Batch) -> None:
+        """Publish a committed batch, then its markers."""
         send = self.publish.send
         more = zmq.SNDMORE
         pack_seq = SEQ.pack
-        seq = first
+        seq = batch.first
         for topic, payload in zip(batch.topics, batch.payloads, strict=True):
             send(topic, more)
             send(pack_seq(seq), more)
@@ -377,7 +393,6 @@ class Hub:
             seq += 1
         for marker in self.markers.after_batch(batch.counts, self.log.head):
             self.publish.send_multipart(marker)
-        return None
 
     def _refuse_batch(self, batch: _Batch, reason: str) -> str:
         """Count the batch as refused and forget its ids, so a retry is written, not taken

@@ -3,7 +3,9 @@
 A request on the hub's ROUTER socket is a msgpack map ``{"op": OP, "rid": ID, ...}`` and its
 reply ``{"rid": ID, "ok": true, ...}`` or ``{"rid": ID, "ok": false, "error": LINE}``:
 
-- ``append`` ``{"event": payload}``: appended and synced, then ``{"seq": SEQ}``;
+- ``append`` ``{"event": payload}``: appended and synced, then ``{"seq": SEQ}``; with
+  ``"next": payload`` too, that event is appended right after it in the same batch (unless the
+  first is refused: a runner's completion and the dispatch of the task it goes on to);
 - ``read`` ``{"from", "to", "types", "execution_id", "max"}``: one bounded chunk of the log,
   ``{"events": [[seq, payload], ...], "next": SEQ, "head": SEQ}``;
 - ``head``: ``{"head": SEQ}``;

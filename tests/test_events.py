@@ -91,7 +91,7 @@ def test_round_trip_keeps_every_field():
 def test_wire_map_carries_envelope():
     obj = msgpack.unpackb(encode(completed()))
     assert obj["type"] == "StageCompleted"
-    assert obj["v"] == 3  # StageCompleted v3: started_ts for a start it carries
+    assert obj["v"] == 4  # StageCompleted v4: then, the task its runner went on to
     assert {"id", "ts", "src"} <= obj.keys()
 
 
@@ -107,7 +107,7 @@ def test_ids_are_unique():
         ({"duration_s": None}, "StageCompleted: field 'duration_s' must be float, got null"),
         ({"surprise": 1}, "StageCompleted: unknown field 'surprise'"),
         ({"type": "NoSuchEvent"}, "unknown event type 'NoSuchEvent'"),
-        ({"v": 99}, "StageCompleted: schema version 99 is newer than this program knows (3)"),
+        ({"v": 99}, "StageCompleted: schema version 99 is newer than this program knows (4)"),
         ({"id": ""}, "StageCompleted: field 'id' must be a str of 1 to 128 chars"),
         (
             {"report": {"k": object()}},
@@ -262,6 +262,20 @@ def test_a_v3_stage_failure_is_read_as_no_input_lost():
     assert decode(msgpack.packb(v3)).lost == ""
     assert fields_of(msgpack.packb(v3))["lost"] == ""
     assert decode(msgpack.packb(v4)).lost == "/x.arrow"
+
+
+def test_a_v2_dispatch_names_no_chain_and_a_v3_completion_went_on_to_nothing():
+    # given a dispatch and a completion as porch logged them before chains
+    dispatched = to_map(build("StageDispatched", _task_values("StageDispatched")))
+    completed = to_map(build("StageCompleted", _task_values("StageCompleted") | {"then": "x"}))
+    v2 = {k: v for k, v in dispatched.items() if k != "then"} | {"v": 2}
+    v3 = {k: v for k, v in completed.items() if k != "then"} | {"v": 3}
+    # when they are read back, then no task follows either, at the current version
+    assert decode(msgpack.packb(v2)).then == []
+    assert fields_of(msgpack.packb(v2))["v"] == SCHEMAS["StageDispatched"].v == 3
+    assert decode(msgpack.packb(v3)).then == ""
+    assert fields_of(msgpack.packb(v3))["v"] == SCHEMAS["StageCompleted"].v == 4
+    assert decode(msgpack.packb(completed)).then == "x"
 
 
 def test_a_v1_task_event_with_its_step_keeps_it():

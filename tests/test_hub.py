@@ -10,12 +10,13 @@ import msgpack
 import pytest
 import zmq
 
+from actors.worker.lane import Lane, LaneArgs
 from bus.client import Client, Record
 from bus.errors import EventRefusedError
 from bus.events import ExecutionQueued, MetricRecorded, StageProgress
 from bus.markers import Markers
 from bus.protocol import MAX_MESSAGE_BYTES
-from bus.schema import decode
+from bus.schema import decode, encode
 from bus.wire import type_marker_topic
 from store.reader import LogReader
 from store.verify import verify
@@ -80,6 +81,38 @@ def test_refused_append_names_the_reason(client):
     )
     with pytest.raises(EventRefusedError, match="field 'name' must be str, got int"):
         client.append(bad)
+
+
+def test_an_append_with_a_next_event_writes_both_in_order_or_neither(client, tmp_path):
+    # given a runner's lane to the hub (its completion, then the dispatch it goes on to)
+    lane = Lane(
+        LaneArgs(
+            tasks=f"ipc://{tmp_path}/no-tasks",
+            ingest=client.endpoints.ingest,
+            worker="w1",
+            request=client.endpoints.request,
+        )
+    )
+    try:
+        # when it appends an event with the next one
+        assert lane.append(metric(1), encode(metric(2)))
+        # then both are in the log, one right after the other, durable once acknowledged
+        assert [r.fields()["value"] for r in client.read(1)] == [1.0, 2.0]
+    finally:
+        lane.close()
+        lane.pull.close(linger=0)
+    # and when the first is refused, the next is not written either
+    bad = msgpack.packb({"type": "MetricRecorded", "v": 1, "id": "x", "ts": 1.0, "src": "t"})
+    with client._ctx.socket(zmq.DEALER) as req:
+        req.setsockopt(zmq.LINGER, 0)
+        req.connect(client.endpoints.request)
+        req.send_multipart([b"", msgpack.packb({"op": "append", "event": bad, "rid": 7,
+                                                "next": encode(metric(3))})])  # fmt: skip
+        assert req.poll(10_000)
+        reply = msgpack.unpackb(req.recv_multipart()[-1])
+    assert (reply["rid"], reply["ok"]) == (7, False)
+    assert "missing required field" in reply["error"]
+    assert client.head() == 2
 
 
 def wait_for_head(client, head: int, timeout_s: float = 10) -> None:

@@ -12,7 +12,9 @@ decision taken twice is one event. A decision is *on its way* from `decide` unti
 in the log (`apply`) or the actor gives it up (`forget`); it is not taken again meanwhile.
 A dispatch's task is pushed as it is decided (`early`), not when it is back: the fold holds a
 result logged first until its dispatch comes, and the same decision taken again is not pushed
-again.
+again. A task a runner went on to by itself (`continued`: the completion before it named it,
+`actors.orchestrator.chains`) is pushed to nobody: its lease starts as its dispatch is decided,
+held by that runner's worker.
 """
 
 from __future__ import annotations
@@ -128,6 +130,9 @@ class OrchestratorCore(Removals):
         # what their leases are about meanwhile (DESIGN 4, Dispatch)
         self.early: dict[str, TaskRef] = {}
         self.handing: dict[str, TaskKey] = {}  # dispatch event id -> its task, until it is sent
+        # task id -> (the worker whose runner went on to it, the time of the completion that
+        # said so: its clock), until the task ends or its execution does
+        self.continued: dict[str, tuple[str, float]] = {}
         self.workers: dict[str, Seen] = {}
         self.lost: dict[str, int] = {}  # worker -> times counted out (the log's)
         self.out: set[str] = set()  # counted out by the log, not logged back yet
@@ -167,6 +172,7 @@ class OrchestratorCore(Removals):
             "out": sorted(self.out),
             "incarnations": dict(self.incarnations),
             "stopped": dict(self.stopped),
+            "continued": {t: list(held) for t, held in self.continued.items()},
         }
 
     def restore(self, body: dict[str, Any], now: Now) -> None:
@@ -179,6 +185,9 @@ class OrchestratorCore(Removals):
         # a snapshot of an older porch has none: the leases then wait for a restart to show
         incarnations = {str(w): float(ts) for w, ts in body.get("incarnations", {}).items()}
         stopped = {str(w): float(ts) for w, ts in body.get("stopped", {}).items()}
+        continued = {
+            str(t): (str(w), float(ts)) for t, (w, ts) in body.get("continued", {}).items()
+        }
         self.state = state
         self.payloads = payloads
         self.workers = {w: Seen(now.mono, ts) for w, ts in workers.items()}
@@ -186,6 +195,7 @@ class OrchestratorCore(Removals):
         self.out = out
         self.incarnations = incarnations
         self.stopped = stopped
+        self.continued = continued
         self.active = {eid for eid, ex in state.executions.items() if ex.status in folds.ACTIVE}
 
     # --- folding -----------------------------------------------------------------------------
@@ -213,14 +223,32 @@ class OrchestratorCore(Removals):
             key = (fields["step"], fields["phase"], fields["partition"])
             task = ex.tasks.get(key) if ex else None
             handed = self.early.pop(fields["task_id"], None) is not None
+            held = self.continued.get(fields["task_id"])
+            if (
+                held is not None
+                and self.live
+                and task is not None
+                and task.task_id == fields["task_id"]
+                and task.status in ("dispatched", "running")
+            ):
+                # a runner went on to it (and logged the dispatch decided ahead for it): its
+                # lease starts now, held by that runner's worker
+                self.leases.setdefault(
+                    fields["task_id"],
+                    Lease(now.mono + self.config.lease_ms / 1000, TaskRef.of(fields), *held),
+                )
             if (
                 task is not None
                 and task.task_id == fields["task_id"]
                 and task.status == "dispatched"
             ):
                 self.payloads[fields["task_id"]] = payload
-                if self.live and not handed:
+                if self.live and not handed and fields["task_id"] not in self.continued:
                     self.pushes.append((fields["task_id"], key, payload))
+            elif (
+                task is not None and task.task_id == fields["task_id"] and task.status != "running"
+            ):
+                self._ended(fields["task_id"])  # its result came first, and is folded now
         elif kind in ("StageStarted", "StageProgress"):
             self._renew(fields.get("task_id", ""), now, fields)
         elif kind in FINISHING and self.live:
@@ -230,16 +258,32 @@ class OrchestratorCore(Removals):
                 del self.early[task_id]  # its dispatch never came back: it never will now
             for task_id in [t for t in self.pushed_again if t.startswith(prefix)]:
                 del self.pushed_again[task_id]  # ended with its execution, not with an event
+            for task_id in [t for t in self.continued if t.startswith(prefix)]:
+                del self.continued[task_id]
             if kind == "ExecutionCompleted":
                 self._drop_checkpoints(self.state.executions.get(eid or ""))
         elif kind == "ArtifactsRemoved" and self.live:
             self._delete_removed(self.state.executions.get(eid or ""))
         elif kind in ("StageCompleted", "StageFailed"):
-            self.leases.pop(fields.get("task_id", ""), None)
-            self.payloads.pop(fields.get("task_id", ""), None)
-            self.pushed_again.pop(fields.get("task_id", ""), None)
+            task_id = fields.get("task_id", "")
+            self.leases.pop(task_id, None)
+            self.payloads.pop(task_id, None)
+            self.pushed_again.pop(task_id, None)
+            ex = self.state.executions.get(eid or "")
+            key = (fields.get("step", ""), fields.get("phase", "run"), fields.get("partition", 0))
+            task = ex.tasks.get(key) if ex is not None else None
+            if task is not None and task.task_id == task_id:  # folded, not held for its dispatch
+                self.continued.pop(task_id, None)
+            if fields.get("then") and eid in self.active:
+                self.continued[fields["then"]] = (fields["worker"], float(fields["ts"]))
         if kind in WORKER_TYPES and "worker" in fields:
             self._worker_event(kind, fields, now)
+
+    def _ended(self, task_id: str) -> None:
+        """A task's results were folded as its dispatch came: nothing of it is left to watch."""
+        self.leases.pop(task_id, None)
+        self.payloads.pop(task_id, None)
+        self.continued.pop(task_id, None)
 
     def _worker_event(self, kind: str, fields: dict[str, Any], now: Now) -> None:
         worker = fields["worker"]
@@ -295,7 +339,14 @@ class OrchestratorCore(Removals):
             self.dirty.add(ex.execution_id)
             for task in ex.tasks.values():
                 payload = self.payloads.get(task.task_id)
-                if task.status == "dispatched" and payload is not None:
+                held = self.continued.get(task.task_id)
+                if task.status == "dispatched" and held is not None:
+                    self.leases[task.task_id] = Lease(
+                        now.mono + self.config.lease_ms / 1000,
+                        self._lease_of(ex, task)[0],
+                        *held,
+                    )
+                elif task.status == "dispatched" and payload is not None:
                     self.pushes.append((task.task_id, task.key, payload))
                 elif task.status == "running":
                     self.leases[task.task_id] = Lease(
@@ -397,6 +448,7 @@ class OrchestratorCore(Removals):
                     capacity=capacity,
                     lease_ms=self.config.lease_ms,
                     pending=self.pending.get(eid, {}),
+                    continued=self.continued,
                 ):
                     if isinstance(event, StageDispatched):
                         capacity -= 1
@@ -404,7 +456,7 @@ class OrchestratorCore(Removals):
                             key = (event.step, event.phase, event.partition)
                             self.pending.setdefault(eid, {})[key] = event.id
                             self.pending_ids[event.id] = (eid, key)
-                            self._hand_early(event, key)
+                            self._hand_early(event, key, now)
                     else:
                         self._send(event)
                 if capacity <= 0 and ex.status in folds.ACTIVE:
@@ -412,16 +464,25 @@ class OrchestratorCore(Removals):
             except Exception:  # one execution's bug must not stop the others
                 log.exception("orchestrator: deciding for execution %s failed", eid)
 
-    def _hand_early(self, event: StageDispatched, key: TaskKey) -> None:
+    def _hand_early(self, event: StageDispatched, key: TaskKey, now: Now) -> None:
         """Push the task as its dispatch is sent (`going`), not when it is back: its results
         wait in the fold for the dispatch, and a dispatch decided again (given up, or after a
-        restart) is the same task. Once only: a resent dispatch is not pushed again."""
+        restart) is the same task. Once only: a resent dispatch is not pushed again. A task a
+        runner went on to is pushed to nobody: its lease starts now, held by that worker."""
         if event.task_id in self.early:
             return
-        self.early[event.task_id] = TaskRef(
+        ref = TaskRef(
             event.execution_id, event.stage, event.step, event.phase, event.partition,
             event.attempt, event.task_id,
         )  # fmt: skip
+        held = self.continued.get(event.task_id)
+        if held is not None:
+            if event.task_id not in self.leases:
+                self.leases[event.task_id] = Lease(
+                    now.mono + self.config.lease_ms / 1000, ref, *held
+                )
+            return
+        self.early[event.task_id] = ref
         self.handing[event.id] = key
 
     def going(self, event: Event, payload: bytes) -> None:

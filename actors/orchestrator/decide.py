@@ -19,6 +19,7 @@ from collections.abc import Collection
 from itertools import chain
 from typing import Any, Final
 
+from actors.orchestrator import chains
 from actors.shared.ids import decision_id
 from bus.events import (
     Event,
@@ -31,6 +32,8 @@ from bus.events import (
     StageDispatched,
     StageInvalidated,
 )
+from bus.schema import to_map
+from bus.wire import pack
 from store.projections import plan as plans
 from store.projections.executions import ExecutionsState, ExecutionState, TaskState
 from store.projections.plan import Phase
@@ -47,9 +50,12 @@ def decide(
     capacity: int,
     lease_ms: int,
     pending: Collection[TaskKey] = (),
+    continued: Collection[str] = (),
 ) -> list[Event]:
     """What to do next for one execution. `capacity`: how many more tasks may be put in flight;
-    `pending`: tasks whose dispatch was sent and has not come back yet (not decided again)."""
+    `pending`: tasks whose dispatch was sent and has not come back yet (not decided again);
+    `continued`: task ids a runner went on to by itself (their dispatch names no chain: it
+    goes to no runner)."""
     eid = ex.execution_id
     if ex.status not in ("running", "paused"):
         return []
@@ -96,7 +102,9 @@ def decide(
     for key in chain(tuple(ex.failed), ex.ready):  # retries first
         if key in pending:
             continue
-        events.append(dispatch(ex, state, key, ex.tasks[key].attempt + 1, lease_ms))
+        attempt = ex.tasks[key].attempt + 1
+        ahead = 0 if task_id(ex, key, attempt) in continued else chains.AHEAD
+        events.append(dispatch(ex, state, key, attempt, lease_ms, ahead=ahead))
         capacity -= 1
         if capacity <= 0:
             break
@@ -163,9 +171,23 @@ def _invalidated(ex: ExecutionState, task: TaskState, reader: TaskState) -> Stag
     )
 
 
+def task_id(ex: ExecutionState, key: TaskKey, attempt: int) -> str:
+    assert ex.plan is not None, "a task of an execution with no plan"
+    return f"{ex.execution_id}/{plans.task_name(key)}/{attempt}"
+
+
 def dispatch(
-    ex: ExecutionState, state: ExecutionsState, key: TaskKey, attempt: int, lease_ms: int
+    ex: ExecutionState,
+    state: ExecutionsState,
+    key: TaskKey,
+    attempt: int,
+    lease_ms: int,
+    *,
+    ahead: int = 0,
 ) -> StageDispatched:
+    """The dispatch of a task, naming up to ``ahead`` tasks that follow it (`chains`), each as
+    its own dispatch will be once the one before completed (but for that one's actual
+    artifact, which the runner fills in: `task.follow_on`)."""
     plan = ex.plan
     assert plan is not None, "a task of an execution with no plan"
     step_id, phase, part = key
@@ -204,7 +226,7 @@ def dispatch(
         id=decision_id(ex.execution_id, step_id, phase, part, attempt, "dispatch"),
         execution_id=ex.execution_id,
         stage=step.stage,
-        task_id=f"{ex.execution_id}/{plans.task_name(key)}/{attempt}",
+        task_id=task_id(ex, key, attempt),
         partition=part,
         partitions=step.parts,
         attempt=attempt,
@@ -217,7 +239,24 @@ def dispatch(
         reuse=_reuse(ex, state, fingerprint),
         fingerprint=fingerprint,
         spec=spec.to_map(),
+        then=_chain(ex, state, key, ahead, lease_ms),
     )
+
+
+def _chain(
+    ex: ExecutionState, state: ExecutionsState, key: TaskKey, ahead: int, lease_ms: int
+) -> list[dict[str, Any]]:
+    """The dispatches of the tasks that follow ``key`` (`chains.following`), as many as fit in
+    `chains.MAX_BYTES`: a stage config of any size never makes a dispatch too big to log."""
+    then: list[dict[str, Any]] = []
+    size = 0
+    for nxt in chains.following(ex, key, ahead):
+        template = to_map(dispatch(ex, state, nxt, 1, lease_ms))
+        size += len(pack(template))
+        if size > chains.MAX_BYTES:
+            break
+        then.append(template)
+    return then
 
 
 def _reuse(ex: ExecutionState, state: ExecutionsState, fingerprint: str) -> dict[str, Any]:

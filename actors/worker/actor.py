@@ -47,6 +47,8 @@ from store.projections.task import TaskRef
 
 log = logging.getLogger("porch.worker")
 CONTROL: Final = ("CancelRequested", "ExecutionCancelled")
+# a paused execution's chains stop at the runner: it goes on to no next task of it until resumed
+PAUSES: Final = ("PauseRequested", "ExecutionResumed")
 
 
 def tasks_endpoint(data_dir: Path) -> str:
@@ -93,7 +95,7 @@ class Worker(Actor):
 
     kind = "worker"
     lock = "process"
-    types = frozenset({*CONTROL, RELOAD})
+    types = frozenset({*CONTROL, *PAUSES, RELOAD})
     follow_only = True
     reads_back = False
     batch_markers = False  # cancels and reloads are rare: no wake-up at every batch of the hub
@@ -111,6 +113,7 @@ class Worker(Actor):
         self._out: list[Event] = []  # events of this turn of the loop
         self._next_beat = 0.0
         self.runner: Runner | None = None
+        self._paused = RecentIds()  # executions asked to pause, not resumed since
 
     # --- the loop's hooks --------------------------------------------------------------------
 
@@ -122,6 +125,7 @@ class Worker(Actor):
             prefetch=self.config.prefetch,
             curve=self.config.endpoints.curve,
             gated=True,  # until `went_live`: no task is claimed before this worker's start
+            request=self.config.endpoints.request,
         )
         self.runner = Runner(self.config.stages, self.config.runner_env, lane)
 
@@ -129,6 +133,9 @@ class Worker(Actor):
         assert self.runner is not None
         if fields["type"] == RELOAD:
             self._say(self.swap.requested(str(fields["id"]), self.runner))
+            return
+        if fields["type"] in PAUSES:
+            self._on_pause(fields, self.runner)
             return
         self._on_control(fields, self.runner)
 
@@ -286,6 +293,8 @@ class Worker(Actor):
             self._control(
                 runner, {"control": "cancel", "execution_ids": self.stats.cancelled.ids()}
             )
+        if runner.ready and self._paused:
+            self._control(runner, {"control": "pause", "execution_ids": self._paused.ids()})
 
     def _took(self, task: dict[str, Any]) -> None:
         """A task the runner took from the orchestrator."""
@@ -329,6 +338,17 @@ class Worker(Actor):
                 report=frame.get("report") or {},
                 lost=str(frame.get("lost", "")),
             )
+
+    def _on_pause(self, fields: dict[str, Any], runner: Runner) -> None:
+        """A pause asked (or a resume done): the runner goes on to no next task of it (a
+        chain's, `actors.orchestrator.chains`) until it is resumed."""
+        execution = str(fields.get("execution_id", ""))
+        if fields["type"] == "PauseRequested":
+            self._paused.add([execution])
+            self._control(runner, {"control": "pause", "execution_ids": [execution]})
+        else:
+            self._paused.discard(execution)
+            self._control(runner, {"control": "resume", "execution_ids": [execution]})
 
     def _on_control(self, fields: dict[str, Any], runner: Runner) -> None:
         """A cancel: what the worker holds of the execution fails as cancelled, the runner skips

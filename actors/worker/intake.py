@@ -109,6 +109,11 @@ class Ledger:
                 self.told.add(task["task_id"])
             return self.began_ts
 
+    def first(self, task: dict[str, Any], payload: bytes) -> None:
+        """A task the runner goes on to by itself (a chain's next): taken, and next to run."""
+        with self.lock:
+            self.taken.appendleft((task, payload, time.monotonic()))
+
     def pop(self) -> tuple[dict[str, Any], bytes] | None:
         """The next task taken, and its bytes."""
         with self.lock:

@@ -3,12 +3,16 @@ to the hub, so a task's path does not pass through its worker (which supervises:
 starts, cancels, a runner that dies).
 
 The worker starts its runner with `LaneArgs`; a thread of the runner takes the tasks as they
-come (`actors.worker.intake`).
+come (`actors.worker.intake`). A completion after which the runner goes on to the next task of
+a chain (`actors.orchestrator.chains`) is appended with the hub's acknowledgement instead: the
+next task reads what it wrote only once its completion is durable.
 """
 
 from __future__ import annotations
 
+import itertools
 import threading
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,12 +23,15 @@ import zmq
 from bus.curve import Curve, secure
 from bus.errors import MalformedEventError
 from bus.events import Event, StageCompleted, StageDispatched, StageProgress, StageStarted
-from bus.protocol import FLUSH_LINGER_MS, SOCKET_MAX_BYTES
+from bus.protocol import APPEND, FLUSH_LINGER_MS, LINGER_MS, REPLY_MAX_BYTES, SOCKET_MAX_BYTES
 from bus.schema import check_map, encode, from_map, to_map
-from bus.wire import unpack_map
+from bus.wire import pack, unpack, unpack_map
 from store.projections.task import TaskRef
 
 SEND_TIMEOUT_MS: Final = 1000  # a hub that takes no completion this long: the worker sends it
+# a chain's completion not acknowledged this long: the runner does not go on (the orchestrator
+# fails the next task when its lease ends, and it runs again as a new attempt)
+ACK_TIMEOUT_MS: Final = 2000
 CANCELS_KEPT: Final = 1000  # cancelled executions a worker and its runner remember: a task of
 # one is pushed only in the moments around its cancel, so the newest are the ones that matter
 
@@ -41,10 +48,13 @@ class LaneArgs:
     # takes no task until its worker says go (``{"control": "go"}``): a worker's first runner
     # waits for the worker's start to be sent, so no task is claimed by a worker not started yet
     gated: bool = False
+    request: str = ""  # the hub's request endpoint: acknowledged appends ("": no chains)
 
     def argv(self) -> list[str]:
         args = ["--tasks", self.tasks, "--ingest", self.ingest, "--worker", self.worker]
         args += ["--prefetch", str(self.prefetch)]
+        if self.request:
+            args += ["--request", self.request]
         if self.gated:
             args.append("--gated")
         if self.curve is not None:
@@ -65,6 +75,9 @@ class RecentIds:
             self._ids[one] = None
         while len(self._ids) > CANCELS_KEPT:
             del self._ids[next(iter(self._ids))]
+
+    def discard(self, one: str) -> None:
+        self._ids.pop(one, None)
 
     def __contains__(self, one: object) -> bool:
         return one in self._ids
@@ -92,10 +105,16 @@ def check_task(payload: bytes) -> dict[str, Any]:
 
 
 def completion(
-    task: Mapping[str, Any], result: Mapping[str, Any], worker: str, started_ts: float
+    task: Mapping[str, Any],
+    result: Mapping[str, Any],
+    worker: str,
+    started_ts: float,
+    then: str = "",
 ) -> StageCompleted:
-    """The ``StageCompleted`` of a task that ran to its end (``result``: `taskexec.execute`'s)."""
+    """The ``StageCompleted`` of a task that ran to its end (``result``: `taskexec.execute`'s);
+    ``then``: the task its runner goes on to once this is durable."""
     return StageCompleted(
+        then=then,
         started_ts=started_ts,
         **TaskRef.of(task).fields(),
         worker=worker,
@@ -130,11 +149,64 @@ class Lane:
         secure(self.push, args.ingest, args.curve, server=False)
         self.pull.connect(args.tasks)
         self.push.connect(args.ingest)
+        self._ctx = ctx
+        self._req: zmq.Socket[Any] | None = None
+        self._rids = itertools.count(1)
 
-    def complete(self, task: Mapping[str, Any], result: Mapping[str, Any], started: float) -> bool:
+    @property
+    def chains(self) -> bool:
+        """Can this runner go on to the next task of a chain (it has an acknowledged path)?"""
+        return bool(self.args.request)
+
+    def append(self, event: Event, nxt: bytes = b"") -> bool:
+        """Append an event (and ``nxt``, an event's payload, right after it in the same batch)
+        and wait until the hub says it is durable: False if it refused it or did not answer
+        within `ACK_TIMEOUT_MS` (whether it was written is then unknown). From the main thread
+        only."""
+        payload = encode(event)
+        rid = next(self._rids)
+        if self._req is None:
+            self._req = self._ctx.socket(zmq.DEALER)
+            self._req.setsockopt(zmq.LINGER, LINGER_MS)
+            self._req.setsockopt(zmq.MAXMSGSIZE, REPLY_MAX_BYTES)
+            secure(self._req, self.args.request, self.args.curve, server=False)
+            self._req.connect(self.args.request)
+        req = self._req
+        request = {"op": APPEND, "event": payload, "rid": rid}
+        if nxt:
+            request["next"] = nxt
+        req.send_multipart([b"", pack(request)])
+        deadline = time.monotonic() + ACK_TIMEOUT_MS / 1000
+        while (wait := deadline - time.monotonic()) > 0:
+            if not req.poll(max(1, int(wait * 1000))):
+                continue
+            try:
+                reply = unpack(req.recv_multipart()[-1])
+            except MalformedEventError:
+                continue
+            if isinstance(reply, dict) and reply.get("rid") == rid:
+                return bool(reply.get("ok"))
+        # a reply that comes after this would be taken for the next request's: start anew
+        req.close(linger=0)
+        self._req = None
+        return False
+
+    def complete(
+        self,
+        task: Mapping[str, Any],
+        result: Mapping[str, Any],
+        started: float,
+        then: Mapping[str, Any] | None = None,
+    ) -> bool:
         """Send the task's completion to the hub; False if the hub took none in time (the
-        worker sends it then)."""
-        return self.send(completion(task, result, self.args.worker, started))
+        worker sends it then). With ``then`` (the dispatch of the task the runner goes on to,
+        appended after it in the same batch: the orchestrator's decision, decided ahead), only
+        once the hub said both are durable: False if it did not."""
+        if then is None:
+            return self.send(completion(task, result, self.args.worker, started))
+        event = completion(task, result, self.args.worker, started, str(then["task_id"]))
+        dispatch = {**then, "then": [], "ts": time.time(), "src": event.src}
+        return self.append(event, pack(check_map(dispatch)[1]))
 
     def started(self, task: Mapping[str, Any], ts: float) -> bool:
         return self.send(StageStarted(**TaskRef.of(task).fields(), worker=self.args.worker, ts=ts))
@@ -163,6 +235,8 @@ class Lane:
 
     def close(self) -> None:
         self.push.close(linger=FLUSH_LINGER_MS)
+        if self._req is not None:
+            self._req.close(linger=LINGER_MS)
 
 
 def curve_of(folder: str | None, client: str) -> Curve | None:

@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--path", action="append", default=[], metavar="DIR")
     parser.add_argument("--tasks", help="take tasks from this orchestrator endpoint")
     parser.add_argument("--ingest", help="send completions to this hub endpoint")
+    parser.add_argument("--request", default="", help="the hub's request endpoint (chains)")
     parser.add_argument("--worker", default="", help="the worker this runner runs for")
     parser.add_argument("--prefetch", type=int, default=8)
     parser.add_argument("--gated", action="store_true", help="take no task until told to go")
@@ -63,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
 
         set_source(args.worker)  # its completions come from its worker, as its other events
         lane_args = LaneArgs(args.tasks, args.ingest, args.worker, args.prefetch,
-                             curve_of(args.curve, args.curve_client), args.gated)  # fmt: skip
+                             curve_of(args.curve, args.curve_client), args.gated,
+                             args.request)  # fmt: skip
         # connected before the stages load (pandas takes a while): while it starts, the
         # orchestrator's socket holds a message or two for it and hands the rest to the others
         lane = Lane(lane_args)

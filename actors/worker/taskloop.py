@@ -8,11 +8,19 @@ writes tasks on stdin (those a killed runner took and did not begin): they run f
 a lane (a runner started on its own) stdin is the only source, and each task is answered with
 its whole result, as `taskexec.execute` gives it.
 
+A task that names tasks to follow it (``then``: `actors.orchestrator.chains`) is completed with
+the hub's acknowledgement, and the next one is run right after, ahead of any other: nobody
+pushes it to this runner. Not when the runner is held, or the execution cancelled or asked to
+pause, nor when the hub did not acknowledge (the orchestrator then sees the next task's lease
+end, and runs it again).
+
 Control frames on stdin: ``{"control": "cancel", "execution_ids": [...]}`` (a task of these
 taken and not begun is skipped: its worker fails those it knows of) and ``{"control":
 "hold"}`` (begin no more tasks; answered ``{"held": true}`` once the running one ended), which
 a worker sends before it replaces the runner with one of reloaded stages, and ``{"control":
-"go"}`` (a runner started gated takes tasks from now on: its worker's start is sent).
+"go"}`` (a runner started gated takes tasks from now on: its worker's start is sent), and
+``{"control": "pause" | "resume", "execution_ids": [...]}`` (no chain of these goes on here,
+or again).
 """
 
 from __future__ import annotations
@@ -29,11 +37,12 @@ import msgpack
 import zmq
 
 from actors.worker.intake import Intake, Ledger
-from actors.worker.lane import Lane, RecentIds
+from actors.worker.lane import Lane, RecentIds, check_task
 from actors.worker.nowslot import NowSlot
 from actors.worker.output import OutputPump
 from actors.worker.pipes import FrameError, FrameReader, pack_frame
 from stages import progress
+from store.projections.task import follow_on
 
 if TYPE_CHECKING:
     from stages.registry import Registry
@@ -74,6 +83,7 @@ class TaskLoop:
         self.idle_trim_s = idle_trim_s
         self.handed: deque[dict[str, Any]] = deque()  # written by the worker: they run first
         self.cancelled = RecentIds()
+        self.paused = RecentIds()  # executions whose chains stop here (their worker says so)
         self.holding = False
         self.held = False  # said so
         self.ran = False  # a task ran since the runner last trimmed its memory
@@ -142,6 +152,11 @@ class TaskLoop:
             self.holding = True
         elif what == "go" and self.ledger is not None:
             self.ledger.go()
+        elif what == "pause":
+            self.paused.add(str(e) for e in frame.get("execution_ids", ()))
+        elif what == "resume":
+            for execution in frame.get("execution_ids", ()):
+                self.paused.discard(str(execution))
 
     def _next(self) -> tuple[dict[str, Any] | None, bytes, bool]:
         """The next task to run, its bytes (empty: not known), and whether the worker knows of
@@ -189,14 +204,40 @@ class TaskLoop:
         self.ran = True
         if ledger is None:
             self._say({**result, "done": task_id})
-        elif (
-            result.get("ok") and self.lane is not None and self.lane.complete(task, result, started)
-        ):
-            ledger.end(task_id, {"ok": True, "sent": True}, task, quiet=True)
+        elif result.get("ok") and self.lane is not None:
+            nxt, nxt_payload = self._follow_on(task, result)
+            if self.lane.complete(task, result, started, nxt):
+                ledger.end(task_id, {"ok": True, "sent": True}, task, quiet=True)
+                if nxt is not None:
+                    ledger.first(nxt, nxt_payload)
+            else:
+                ledger.end(task_id, {**result, "started_ts": started}, task)
         else:
             ledger.end(task_id, {**result, "started_ts": started}, task)
         if self.slot is not None:
             self.slot.clear()
+
+    def _follow_on(
+        self, task: dict[str, Any], result: dict[str, Any]
+    ) -> tuple[dict[str, Any] | None, bytes]:
+        """The task this runner goes on to after ``task`` (its map and bytes), or ``(None,
+        b"")``: none follows, or this runner may not go on."""
+        lane = self.lane
+        if lane is None or not lane.chains or not task.get("then"):
+            return None, b""
+        self._read_control()  # a pause, cancel or hold that came while the task ran
+        execution = task["execution_id"]
+        if self.holding or execution in self.cancelled or execution in self.paused:
+            return None, b""
+        payload = msgpack.packb(
+            follow_on(task, str(result["artifact"]), str(result["sha256"])), use_bin_type=True
+        )
+        try:
+            nxt = check_task(payload)
+        except Exception as exc:  # refused as a pushed task would be; the orchestrator pushes it
+            self._say({"refused": f"the task to follow {task['task_id']}: {exc}"[:500]})
+            return None, b""
+        return nxt, payload
 
     # --- frames out --------------------------------------------------------------------------
 

@@ -103,3 +103,24 @@ class TaskRef:
             "attempt": self.attempt,
             "task_id": self.task_id,
         }
+
+
+def follow_on(task: Mapping[str, Any], artifact: str, sha256: str) -> dict[str, Any] | None:
+    """The task that follows ``task`` in its chain, ``task`` having written ``artifact`` (its
+    content hash ``sha256``): the first of its ``then``, with ``task``'s planned output replaced
+    by ``artifact`` in its inputs and that artifact's hash added to the ones it checks, and the
+    rest of the chain as its own ``then``. That is the dispatch the orchestrator decides once
+    ``task``'s completion is in the log. None when no task follows."""
+    then = task.get("then") or []
+    if not then:
+        return None
+    planned = task["output"]
+    nxt = dict(then[0])
+    nxt["inputs"] = [artifact if path == planned else path for path in nxt.get("inputs", [])]
+    spec = dict(nxt.get("spec", {}))
+    hashes = spec.get("input_sha256")
+    if isinstance(hashes, dict) and artifact in nxt["inputs"]:
+        spec["input_sha256"] = {**hashes, artifact: sha256}
+    nxt["spec"] = spec
+    nxt["then"] = list(then[1:])
+    return nxt
