@@ -16,14 +16,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from actors.orchestrator.core import (
-    PUSH_AGAIN_MAX,
-    STOPPED_KEPT_S,
-    WORKER_TIMEOUT_S,
-    CoreConfig,
-    OrchestratorCore,
-)
+from actors.orchestrator.core import CoreConfig, OrchestratorCore
 from actors.orchestrator.decide import refused
+from actors.orchestrator.leases import PUSH_AGAIN_MAX, STOPPED_KEPT_S, WORKER_TIMEOUT_S
 from actors.orchestrator.planning import PlanRefusedError, plan_execution
 from actors.shared.now import Now
 from bus.events import (
