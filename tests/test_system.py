@@ -181,6 +181,28 @@ def test_a_restarted_orchestrator_continues_without_redoing_finished_stages(porc
     assert dispatched.count("c") == 1
 
 
+def test_a_sequential_chain_goes_on_from_runner_to_runner_without_the_orchestrator(porch, sample):
+    # given a sequential execution of 12 steps, each after the one before
+    steps = [{"id": f"s{i}", "stage": "noop", **({"after": [f"s{i - 1}"]} if i else {})}
+             for i in range(12)]  # fmt: skip
+    eid = porch.request(sample, [], steps=steps)
+    # when it runs
+    assert porch.wait(eid).status == "completed"
+    # then each step completed once and was dispatched once
+    events = [r.fields() for r in porch.client.read(1, execution_id=eid)]
+    done = {e["step"]: e for e in events if e["type"] == "StageCompleted" and e["phase"] == "run"}
+    dispatched = [e for e in events if e["type"] == "StageDispatched" and e["phase"] == "run"]
+    assert sorted(done) == sorted(e["step"] for e in dispatched) == sorted(s["id"] for s in steps)
+    # and a runner went on by itself to every step the chain of a pushed one named: the first
+    # names 8 (s1-s8), the one after them is pushed (s9) and names the last two
+    went_on = {e["then"].split("/")[1].split(":")[0] for e in done.values() if e["then"]}
+    assert went_on == {f"s{i}" for i in (*range(1, 9), 10, 11)}
+    # whose dispatches its runner logged with the completion before, as the orchestrator decided
+    # them ahead (the pushed ones are the orchestrator's)
+    by_worker = {e["step"] for e in dispatched if e["src"].startswith("worker")}
+    assert by_worker == went_on
+
+
 def test_pause_stops_dispatches_and_resume_continues(porch, sample):
     eid = porch.request(sample, [], steps=[{"id": "a", "stage": "slow", "config": {"seconds": 1}},
                                            {"id": "b", "stage": "noop", "after": ["a"]}])  # fmt: skip
