@@ -3,6 +3,8 @@
 (a) per-stage overhead: a chain of no-op stages, ms between consecutive completions as a client
     sees them, beside a bare loop of the same design (PUSH a task to a bare worker, its durable
     completion seen over SUB, through the same hub);
+    and the floor of a durable chain step (`ackidle.py`): an acknowledged append after the hub
+    idled for a task's time, with the default fsync, beside the same with none;
 (b) throughput: independent no-op tasks on 2 workers, tasks/s, beside the bare loop with 2
     bare workers;
     and, when the optional `bench` extra is installed, porch's (a) and (b) beside Ray's and
@@ -31,7 +33,7 @@ from actors.api.system import System
 from actors.read.executions import fold_log
 from bus.client import Client
 from bus.events import ExecutionRequested
-from scripts.benchmarks import peers
+from scripts.benchmarks import ackidle, peers
 from scripts.benchmarks.common import line, median, percentile, workers_ready
 from scripts.benchmarks.stages import sample
 from stages.pipeline import build
@@ -188,7 +190,9 @@ def run(quick: bool) -> None:
         bare_gaps: list[float] = []
         bare_rates: list[float] = []
         rounds: dict[str, list[peers.PeerFigures]] = {p: [] for p in found}
+        acks: list[tuple[float, float]] = []
         for n in range(1 if quick else 3):
+            acks.append(ackidle.p50_pair(root / f"k{n}", 100 if quick else 400))
             chains += chain_overhead(root / f"a{n}", stages, 1)
             bare_gaps += bare(root / f"r{n}", "chain", stages)
             rates += throughput(root / f"b{n}", tasks, 1)
@@ -198,6 +202,10 @@ def run(quick: bool) -> None:
         p50, p99 = gap_ms(chains, 50), gap_ms(chains, 99)
         line("orchestrator.stage_overhead_p50", p50, "ms", percentile(bare_gaps, 50))
         line("orchestrator.stage_overhead_p99", p99, "ms", percentile(bare_gaps, 99))
+        # the floor of a durable chain step: a synced append after the hub idled a task's time,
+        # beside the same append unsynced
+        synced, unsynced = (median(list(pair)) for pair in zip(*acks, strict=True))
+        line("orchestrator.durable_ack_after_idle_p50", synced, "ms", unsynced)
         rate = median(rates)
         line("orchestrator.noop_tasks", rate, "tasks/s", median(bare_rates))
         figures = [peers.merged(r) for r in rounds.values()]
