@@ -179,17 +179,16 @@ def map_partition(df: pd.DataFrame, cfg: FeatureConfig) -> tuple[pd.DataFrame, d
         times = times.to_numpy(dtype=np.int64)
         # this partition's rows by time, ties in table order: the reduce merges these runs
         partial["by_time"] = np.argsort(times, kind="stable")
+        partial["time"] = times  # once: every history entry is over the same times
         for group in cfg.since_previous:
             if _need(cfg, "since_previous", df, [group]):
-                entry = {"since": group, "key": _group_key(df, group), "time": times}
-                partial["history"].append(entry)
+                partial["history"].append({"since": group, "key": _group_key(df, group)})
         for index, spec in enumerate(map(_rolling_spec, cfg.rolling)):
             if _need(cfg, "rolling", df, [spec.group, spec.column]):
                 partial["history"].append(
                     {
                         "rolling": index,
                         "key": _group_key(df, spec.group),
-                        "time": times,
                         "value": _number(df, spec.column).to_numpy(
                             dtype="float64", na_value=np.nan
                         ),
@@ -249,8 +248,9 @@ def reduce(partials: Sequence[dict[str, Any]], cfg: FeatureConfig) -> dict[str, 
     specs = [_rolling_spec(s) for s in cfg.rolling]
     orders: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # by group column
     history = partials[0]["history"] if partials else []
-    if history:  # every entry holds the same times: one sort by time serves every group
-        time = joined([p["history"][0]["time"] for p in partials])
+    if history:  # every entry is over the same times: one sort by time serves every group
+        # (a partial of an older map holds the times in each entry)
+        time = joined([p["time"] if "time" in p else p["history"][0]["time"] for p in partials])
         by_time = _by_time(time, partials, bounds)
     for index, entry in enumerate(history):
         group = entry["since"] if "since" in entry else specs[int(entry["rolling"])].group

@@ -185,6 +185,28 @@ def test_the_partitions_time_orders_merge_into_the_whole_table_s(times, cuts):
     )
 
 
+def test_partials_of_an_older_features_map_reduce_to_the_same_stats():
+    # given the features maps of a table in three parts, and the same partials as an older map
+    # wrote them: the times in each history entry, none beside the entries
+    df = pick(clean_pool(), list(range(80)) * 2)
+    cfg = FEATURES.config({"since_previous": ["USER_NAME", "WAREHOUSE_NAME"]})
+    partials = [FEATURES.map(part, cfg)[1] for part in split_at(df, [50, 110])]
+    older = [
+        {**{k: v for k, v in p.items() if k != "time"},
+         "history": [{**entry, "time": p["time"]} for entry in p["history"]]}
+        for p in partials
+    ]  # fmt: skip
+    assert partials[0]["history"]
+    assert "time" not in partials[0]["history"][0]
+    # when each is reduced, then the stats are the same
+    new, old = FEATURES.reduce(partials, cfg), FEATURES.reduce(older, cfg)
+    assert new["per_row"].keys() == old["per_row"].keys()
+    assert new["per_row"]
+    for name in new["per_row"]:
+        for a, b in zip(new["per_row"][name], old["per_row"][name], strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
 def test_row_local_custom_stage_runs_per_partition():
     # given a row-local user stage
     from stages.registry import stage
