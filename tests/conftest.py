@@ -123,6 +123,21 @@ def client(hub: HubProcess) -> Iterator[Client]:
         yield c
 
 
+@pytest.fixture(scope="module")
+def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2,000-row sample in 8 row groups (up to 8 partitions): the orchestrator core's input."""
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from stages.sample import generate
+
+    path = tmp_path_factory.mktemp("input") / "in.parquet"
+    frame = pd.concat(list(generate(2000, seed=4)), ignore_index=True)
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path, row_group_size=250)
+    return path
+
+
 @pytest.fixture
 def zmq_context() -> Iterator[zmq.Context]:
     ctx = zmq.Context()

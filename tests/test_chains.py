@@ -10,30 +10,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
-import pytest
-
 from actors.orchestrator import chains
 from bus.events import StageCompleted, StageDispatched
 from bus.schema import from_map
 from bus.wire import pack
-from stages.sample import generate
 from store.projections.task import TaskRef, follow_on
 from tests.test_orchestrator_core import Orchestrated, request
 
 PIPELINE = ["data_cleaning", "feature_engineering", "data_aggregation", "data_validation"]
 # what a decision carries beside the task: when and where it was made, and its own chain
 BESIDE = ("ts", "src", "then")
-
-
-@pytest.fixture(scope="module")
-def source(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("input") / "in.parquet"
-    frame = pd.concat(list(generate(2000, seed=4)), ignore_index=True)
-    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path, row_group_size=250)
-    return path
 
 
 def _task(dispatch: dict[str, Any]) -> dict[str, Any]:
@@ -47,13 +33,19 @@ def _completed(task: dict[str, Any], artifact: str, then: str = "") -> StageComp
     )  # fmt: skip
 
 
-def test_a_sequential_dispatch_names_the_tasks_that_follow_as_they_are_decided(tmp_path, source):
-    # given a sequential execution of the default pipeline, its first task pushed
-    o = Orchestrated(tmp_path)
+def _started(tmp_path: Path, source: Path, **config: Any) -> tuple[Orchestrated, dict[str, Any]]:
+    """A sequential execution of the default pipeline on one worker, its first task pushed."""
+    o = Orchestrated(tmp_path, **config)
     o.join("w1")
     o.emit(request(source, stages=PIPELINE))
     o.settle()
     (first,) = o.push()
+    return o, first
+
+
+def test_a_sequential_dispatch_names_the_tasks_that_follow_as_they_are_decided(tmp_path, source):
+    # given a sequential execution of the default pipeline, its first task pushed
+    o, first = _started(tmp_path, source)
     ex = o.core.state.executions["e1"]
     # then it names every task after it, in order (up to the chain's length)
     following = chains.following(ex, TaskRef.of(first).key)
@@ -105,11 +97,7 @@ def _went_on(o: Orchestrated, first: dict[str, Any], artifact: str) -> dict[str,
 def test_a_task_a_runner_went_on_to_is_pushed_to_nobody_and_leased_to_its_worker(tmp_path, source):
     # given a sequential execution whose first task's runner went on to the second, and logged
     # its dispatch right after the completion (as the hub appends both)
-    o = Orchestrated(tmp_path, lease_ms=2000)
-    o.join("w1")
-    o.emit(request(source, stages=PIPELINE))
-    o.settle()
-    (first,) = o.push()
+    o, first = _started(tmp_path, source, lease_ms=2000)
     nxt = _went_on(o, first, f"{tmp_path}/a.arrow")
     o.emit(from_map({**nxt, "then": []}))
     # when the orchestrator turns
@@ -130,11 +118,7 @@ def test_a_task_a_runner_went_on_to_is_pushed_to_nobody_and_leased_to_its_worker
 def test_a_runner_s_results_logged_before_the_dispatch_it_went_on_to_wait_for_it(tmp_path, source):
     # given a runner that went on to the second task, whose dispatch the orchestrator decides
     # itself (the runner's did not reach the log), and whose completion is logged first
-    o = Orchestrated(tmp_path)
-    o.join("w1")
-    o.emit(request(source, stages=PIPELINE))
-    o.settle()
-    (first,) = o.push()
+    o, first = _started(tmp_path, source)
     nxt = _went_on(o, first, f"{tmp_path}/a.arrow")
     o.emit(_completed(nxt, f"{tmp_path}/b.arrow"))
     # when the orchestrator decides and its dispatch comes back
@@ -151,11 +135,7 @@ def test_a_runner_s_results_logged_before_the_dispatch_it_went_on_to_wait_for_it
 
 def test_a_task_a_runner_went_on_to_and_never_ran_runs_again_after_its_lease(tmp_path, source):
     # given a runner that said it went on to the second task, and then nothing more of it
-    o = Orchestrated(tmp_path, lease_ms=2000)
-    o.join("w1")
-    o.emit(request(source, stages=PIPELINE))
-    o.settle()
-    (first,) = o.push()
+    o, first = _started(tmp_path, source, lease_ms=2000)
     nxt = _went_on(o, first, f"{tmp_path}/a.arrow")
     o.settle()
     assert o.push() == []
@@ -171,11 +151,7 @@ def test_a_task_a_runner_went_on_to_and_never_ran_runs_again_after_its_lease(tmp
 
 def test_what_a_runner_went_on_to_survives_a_snapshot_of_the_core(tmp_path, source):
     # given a runner that went on to the second task, the orchestrator's dispatch on its way
-    o = Orchestrated(tmp_path, lease_ms=2000)
-    o.join("w1")
-    o.emit(request(source, stages=PIPELINE))
-    o.settle()
-    (first,) = o.push()
+    o, first = _started(tmp_path, source, lease_ms=2000)
     nxt = _went_on(o, first, f"{tmp_path}/a.arrow")
     # when the core is restored from a snapshot taken now, and goes live again
     body = o.core.snapshot_body()
@@ -209,18 +185,10 @@ def test_a_chain_is_cut_where_its_dispatches_would_grow_past_their_budget(
     tmp_path, source, monkeypatch
 ):
     # given a budget for the tasks a dispatch names that fits about two of them
-    o = Orchestrated(tmp_path)
-    o.join("w1")
-    o.emit(request(source, stages=PIPELINE))
-    o.settle()
-    (first,) = o.push()
+    _, first = _started(tmp_path, source)
     one = len(pack(first["then"][0]))
     monkeypatch.setattr(chains, "MAX_BYTES", 2 * one + one // 2)
     # when a dispatch with the same tasks after it is decided
-    o2 = Orchestrated(tmp_path / "again")
-    o2.join("w1")
-    o2.emit(request(source, stages=PIPELINE))
-    o2.settle()
-    (cut,) = o2.push()
+    _, cut = _started(tmp_path / "again", source)
     # then it names the first two only, the same as before
     assert [t["task_id"] for t in cut["then"]] == [t["task_id"] for t in first["then"][:2]]

@@ -11,11 +11,6 @@ import itertools
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
-import pytest
-
 from actors.orchestrator.core import CoreConfig, OrchestratorCore
 from actors.orchestrator.decide import refused
 from actors.orchestrator.leases import PUSH_AGAIN_MAX, STOPPED_KEPT_S, WORKER_TIMEOUT_S
@@ -36,22 +31,12 @@ from bus.events import (
 )
 from bus.schema import decode, encode, to_map
 from stages.registry import Registry
-from stages.sample import generate
 from store.projections import executions as folds
 from store.projections.task import TaskRef
 from store.retention import RetentionPolicy
 from tests.memhub import MemoryHub
 
 T0 = 1_800_000_000.0
-
-
-@pytest.fixture(scope="module")
-def source(tmp_path_factory) -> Path:
-    """A 2,000-row sample in 8 row groups: up to 8 partitions."""
-    path = tmp_path_factory.mktemp("input") / "in.parquet"
-    frame = pd.concat(list(generate(2000, seed=4)), ignore_index=True)
-    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path, row_group_size=250)
-    return path
 
 
 class Orchestrated:
