@@ -19,9 +19,10 @@ import zmq
 from actors.api.system import System
 from actors.read.executions import fold_log
 from actors.worker.intake import Ledger
-from actors.worker.lane import CANCELS_KEPT, RecentIds
+from actors.worker.lane import CANCELS_KEPT, RecentIds, check_task
+from bus.errors import MalformedEventError
 from bus.events import ExecutionRequested, StageDispatched
-from bus.schema import encode
+from bus.schema import encode, to_map
 from tests.slowstages import STAGES
 from tests.watching import Watched
 
@@ -181,3 +182,22 @@ def test_a_gated_runner_takes_no_task_until_its_worker_says_go():
     finally:
         push.close(linger=0)
         pull.close(linger=0)
+
+
+def test_a_task_s_chain_is_checked_as_the_task_is_taken():
+    # given a task whose chain names one good task, the next task's map as the orchestrator
+    # leaves defaults out of it, and one whose chain names garbage
+    nxt = to_map(StageDispatched(execution_id="e1", stage="noop", step="b", task_id="e1/b/1"))
+    sparse = {k: v for k, v in nxt.items() if k not in ("config", "reuse", "then")}
+    good = StageDispatched(
+        execution_id="e1", stage="noop", step="a", task_id="e1/a/1", then=[sparse]
+    )
+    bad = StageDispatched(
+        execution_id="e1", stage="noop", step="a", task_id="e1/a/1",
+        then=[{**nxt, "attempt": "one"}],
+    )  # fmt: skip
+    # when each is checked, then the good one's chain comes back whole, the bad one is refused
+    (checked,) = check_task(encode(good))["then"]
+    assert checked == nxt
+    with pytest.raises(MalformedEventError, match="'attempt' must be int"):
+        check_task(encode(bad))

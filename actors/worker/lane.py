@@ -94,8 +94,17 @@ class RecentIds:
 
 def check_task(payload: bytes) -> dict[str, Any]:
     """A task as the orchestrator pushed it: the map of a ``StageDispatched``, with every field
-    (an older version, or defaults left out, come back as declared); raises on anything else."""
-    schema, task = check_map(unpack_map(payload), payload)
+    (an older version, or defaults left out, come back as declared), and so is each task of
+    its chain (``then``: checked here, as it is taken, not when the runner goes on to one);
+    raises on anything else."""
+    task = _checked(unpack_map(payload), payload)
+    if task["then"]:
+        task["then"] = [_checked(dict(t), payload) for t in task["then"]]
+    return task
+
+
+def _checked(obj: dict[str, Any], payload: bytes) -> dict[str, Any]:
+    schema, task = check_map(obj, payload)
     if schema.cls is not StageDispatched:
         raise MalformedEventError(f"a task must be StageDispatched, got {schema.type}")
     if task.keys() != schema.allowed:

@@ -37,7 +37,7 @@ import msgpack
 import zmq
 
 from actors.worker.intake import Intake, Ledger
-from actors.worker.lane import Lane, RecentIds, check_task
+from actors.worker.lane import Lane, RecentIds
 from actors.worker.nowslot import NowSlot
 from actors.worker.output import OutputPump
 from actors.worker.pipes import FrameError, FrameReader, pack_frame
@@ -229,15 +229,11 @@ class TaskLoop:
         execution = task["execution_id"]
         if self.holding or execution in self.cancelled or execution in self.paused:
             return None, b""
-        payload = msgpack.packb(
-            follow_on(task, str(result["artifact"]), str(result["sha256"])), use_bin_type=True
-        )
-        try:
-            nxt = check_task(payload)
-        except Exception as exc:  # refused as a pushed task would be; the orchestrator pushes it
-            self._say({"refused": f"the task to follow {task['task_id']}: {exc}"[:500]})
+        # the chain was checked with the task (`lane.check_task`); only its input is filled in
+        nxt = follow_on(task, str(result["artifact"]), str(result["sha256"]))
+        if nxt is None:
             return None, b""
-        return nxt, payload
+        return nxt, msgpack.packb(nxt, use_bin_type=True)
 
     # --- frames out --------------------------------------------------------------------------
 
