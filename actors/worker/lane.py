@@ -214,8 +214,10 @@ class Lane:
         if then is None:
             return self.send(completion(task, result, self.args.worker, started))
         event = completion(task, result, self.args.worker, started, str(then["task_id"]))
+        # checked as the task that names it was taken (`check_task`), its input filled in from
+        # this task's result: the hub checks it again at its door
         dispatch = {**then, "then": [], "ts": time.time(), "src": event.src}
-        return self.append(event, pack(check_map(dispatch)[1]))
+        return self.append(event, pack(dispatch))
 
     def started(self, task: Mapping[str, Any], ts: float) -> bool:
         return self.send(StageStarted(**TaskRef.of(task).fields(), worker=self.args.worker, ts=ts))
