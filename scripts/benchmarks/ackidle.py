@@ -10,32 +10,21 @@ can take off a durable chain.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-from bus.client import Client, hub_running
+from bus.client import Client
 from bus.events import MetricRecorded
-from scripts.benchmarks.common import ROOT, percentile
+from scripts.benchmarks.common import percentile
+from scripts.benchmarks.hub import start_hub
 
 GAP_S = 0.0005  # about what a no-op task costs a runner
 
 
 def round_trips(data_dir: Path, fsync: str, count: int, gap_s: float = GAP_S) -> list[float]:
     """Acknowledged appends (ms), one at a time, ``gap_s`` of busy time between them."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "actors.cli", "hub", "--data-dir", str(data_dir), "--fsync", fsync],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    hub = start_hub(data_dir, False, "--fsync", fsync)
     try:
-        deadline = time.monotonic() + 20
-        while not hub_running(data_dir):
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError(f"bench: the hub (--fsync {fsync}) did not start")
-            time.sleep(0.02)
         times = []
         with Client.local(data_dir) as client:
             for _ in range(count + count // 5):  # the first fifth warms up
@@ -43,17 +32,18 @@ def round_trips(data_dir: Path, fsync: str, count: int, gap_s: float = GAP_S) ->
                 start = time.perf_counter()
                 client.append(event)
                 times.append((time.perf_counter() - start) * 1000)
-                until = time.perf_counter() + gap_s
-                while time.perf_counter() < until:  # busy, as a runner running a task
-                    pass
+                _busy(gap_s)
         return times[count // 5 :]
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        hub.stop()
+
+
+def _busy(seconds: float) -> None:
+    """Keep this core busy for ``seconds``, as a runner running a task does (a sleep would let
+    the appender's core idle, which is not what a chain's runner does)."""
+    until = time.perf_counter() + seconds
+    while time.perf_counter() < until:
+        continue
 
 
 def p50_pair(root: Path, count: int) -> tuple[float, float]:

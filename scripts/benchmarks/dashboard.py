@@ -24,7 +24,7 @@ from typing import Any, Final
 from bus.client import Client
 from bus.events import ExecutionRequested, StageDispatched
 from scripts.benchmarks.common import Child, line, median, percentile
-from scripts.benchmarks.hub import Around, _start_hub, ingest_once, latency_once
+from scripts.benchmarks.hub import Around, ingest_once, latency_once, start_hub
 from scripts.benchmarks.hubprocs import EXECUTION_ID
 
 CHROMIUM: Final = "/usr/bin/chromium"
@@ -139,7 +139,7 @@ def screen_latency(browsers: Browsers, count: int) -> list[float]:
     page showing it (its time-travel label naming the event's seq), one event at a time."""
     with tempfile.TemporaryDirectory(prefix="porch-bench-") as tmp:
         data_dir = Path(tmp)
-        hub = _start_hub(data_dir, bare=False)
+        hub = start_hub(data_dir, bare=False)
         try:
             with Client.local(data_dir) as client, dashboard(data_dir) as url:
                 client.append(

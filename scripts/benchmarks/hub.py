@@ -22,12 +22,14 @@ from store.reader import LogReader
 from store.segment import HEADER, HEADER_SIZE, list_segments
 
 
-def _start_hub(data_dir: Path, bare: bool) -> Child:
+def start_hub(data_dir: Path, bare: bool, *flags: str) -> Child:
+    """A hub process on ``data_dir`` (porch's, with ``flags``, or the bare loop), serving."""
     if bare:
         child = Child.role("bare-hub", str(data_dir), "batch")
         child.read()
         return child
-    child = Child([sys.executable, "-m", "actors.cli", "hub", "--data-dir", str(data_dir)])
+    args = [sys.executable, "-m", "actors.cli", "hub", "--data-dir", str(data_dir), *flags]
+    child = Child(args)
     deadline = time.monotonic() + 20
     while not hub_running(data_dir):
         if time.monotonic() > deadline or child.proc.poll() is not None:
@@ -52,7 +54,7 @@ def ingest_once(count: int, subscribers: int, bare: bool, around: Around = _noth
     group runs a dashboard and browsers in it)."""
     with tempfile.TemporaryDirectory(prefix="porch-bench-") as tmp:
         data_dir = Path(tmp)
-        hub = _start_hub(data_dir, bare)
+        hub = start_hub(data_dir, bare)
         try:
             with around(data_dir):
                 return _ingest(tmp, count, subscribers, bare)
@@ -83,7 +85,7 @@ def latency_once(count: int, rate: float, bare: bool, around: Around = _nothing)
     """Publish-to-receive latencies in ms at a paced rate."""
     with tempfile.TemporaryDirectory(prefix="porch-bench-") as tmp:
         data_dir = Path(tmp)
-        hub = _start_hub(data_dir, bare)
+        hub = start_hub(data_dir, bare)
         try:
             with around(data_dir):
                 return _latency(tmp, count, rate, bare)
