@@ -137,17 +137,23 @@ class Client:
                 f"hub at {self.endpoints.ingest} took no event for {self.timeout_ms} ms"
             ) from None
 
-    def append(self, event: Event | bytes) -> int:
-        """Append an event and wait until it is durable; returns its seq.
+    def append(self, event: Event | bytes, then: Event | bytes | None = None) -> int:
+        """Append an event and wait until it is durable; returns its seq. With ``then``, that
+        event is appended right after it in the same batch, unless the first is refused (a
+        runner's completion and the dispatch of the task it goes on to).
 
         Raises `EventRefusedError` with the hub's one-line reason if the event is refused.
         """
         payload = _payload(event)
-        if len(payload) > MAX_MESSAGE_BYTES - 1024:  # the hub's socket would drop it unanswered
+        request: dict[str, Any] = {"op": APPEND, "event": payload}
+        if then is not None:
+            request["next"] = _payload(then)
+        size = len(payload) + len(request.get("next", b""))
+        if size > MAX_MESSAGE_BYTES - 1024:  # the hub's socket would drop it unanswered
             raise EventRefusedError(
-                f"event is {len(payload)} bytes, over the {MAX_MESSAGE_BYTES}-byte event limit"
+                f"event is {size} bytes, over the {MAX_MESSAGE_BYTES}-byte event limit"
             )
-        reply = self._request({"op": APPEND, "event": payload})
+        reply = self._request(request)
         return int(reply["seq"])
 
     def head(self) -> int:

@@ -10,7 +10,6 @@ next task reads what it wrote only once its completion is durable.
 
 from __future__ import annotations
 
-import itertools
 import threading
 import time
 from collections.abc import Iterable, Mapping
@@ -20,12 +19,14 @@ from typing import Any, Final
 
 import zmq
 
+from bus.client import Client
 from bus.curve import Curve, secure
-from bus.errors import MalformedEventError
+from bus.endpoints import Endpoints
+from bus.errors import EventRefusedError, HubUnavailableError, MalformedEventError
 from bus.events import Event, StageCompleted, StageDispatched, StageProgress, StageStarted
-from bus.protocol import APPEND, FLUSH_LINGER_MS, LINGER_MS, REPLY_MAX_BYTES, SOCKET_MAX_BYTES
+from bus.protocol import FLUSH_LINGER_MS, SOCKET_MAX_BYTES
 from bus.schema import check_map, encode, from_map, to_map
-from bus.wire import pack, unpack, unpack_map
+from bus.wire import pack, unpack_map
 from store.projections.task import TaskRef
 
 SEND_TIMEOUT_MS: Final = 1000  # a hub that takes no completion this long: the worker sends it
@@ -158,47 +159,25 @@ class Lane:
         secure(self.push, args.ingest, args.curve, server=False)
         self.pull.connect(args.tasks)
         self.push.connect(args.ingest)
-        self._ctx = ctx
-        self._req: zmq.Socket[Any] | None = None
-        self._rids = itertools.count(1)
+        # one try of `ACK_TIMEOUT_MS`, not a resend: a runner that waits longer holds its chain
+        hub = Endpoints(ingest=args.ingest, publish="", request=args.request, curve=args.curve)
+        self._hub = Client(hub, timeout_ms=ACK_TIMEOUT_MS, retry_ms=ACK_TIMEOUT_MS, context=ctx)
 
     @property
     def chains(self) -> bool:
         """Can this runner go on to the next task of a chain (it has an acknowledged path)?"""
         return bool(self.args.request)
 
-    def append(self, event: Event, nxt: bytes = b"") -> bool:
-        """Append an event (and ``nxt``, an event's payload, right after it in the same batch)
+    def append(self, event: Event, then: bytes | None = None) -> bool:
+        """Append an event (and ``then``, an event's payload, right after it in the same batch)
         and wait until the hub says it is durable: False if it refused it or did not answer
         within `ACK_TIMEOUT_MS` (whether it was written is then unknown). From the main thread
         only."""
-        payload = encode(event)
-        rid = next(self._rids)
-        if self._req is None:
-            self._req = self._ctx.socket(zmq.DEALER)
-            self._req.setsockopt(zmq.LINGER, LINGER_MS)
-            self._req.setsockopt(zmq.MAXMSGSIZE, REPLY_MAX_BYTES)
-            secure(self._req, self.args.request, self.args.curve, server=False)
-            self._req.connect(self.args.request)
-        req = self._req
-        request = {"op": APPEND, "event": payload, "rid": rid}
-        if nxt:
-            request["next"] = nxt
-        req.send_multipart([b"", pack(request)])
-        deadline = time.monotonic() + ACK_TIMEOUT_MS / 1000
-        while (wait := deadline - time.monotonic()) > 0:
-            if not req.poll(max(1, int(wait * 1000))):
-                continue
-            try:
-                reply = unpack(req.recv_multipart()[-1])
-            except MalformedEventError:
-                continue
-            if isinstance(reply, dict) and reply.get("rid") == rid:
-                return bool(reply.get("ok"))
-        # a reply that comes after this would be taken for the next request's: start anew
-        req.close(linger=0)
-        self._req = None
-        return False
+        try:
+            self._hub.append(event, then)
+        except (EventRefusedError, HubUnavailableError):
+            return False
+        return True
 
     def complete(
         self,
@@ -246,8 +225,7 @@ class Lane:
 
     def close(self) -> None:
         self.push.close(linger=FLUSH_LINGER_MS)
-        if self._req is not None:
-            self._req.close(linger=LINGER_MS)
+        self._hub.close()
 
 
 def curve_of(folder: str | None, client: str) -> Curve | None:
